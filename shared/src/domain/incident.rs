@@ -1,0 +1,182 @@
+//! Incidents and the trigger that declares one. The trigger accepts the three
+//! body shapes monitoring and ITSM tools send (Genesys-style `{"trigger": ..}`,
+//! CXone-style `{"eventType": "bcp.cascade.trigger", "payload": ..}`, plain).
+
+use super::{GroupId, IncidentId, InvalidValue, Severity, Ts};
+use serde::{Deserialize, Serialize};
+
+/// The operator's message, 1 to 1,000 characters, no control characters but
+/// newlines.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MessageTemplate(String);
+
+impl MessageTemplate {
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        let t = s.trim();
+        if t.is_empty() {
+            return Err(InvalidValue::new("", "message template is empty"));
+        }
+        if t.chars().count() > 1000 {
+            return Err(InvalidValue::new("", "message template is longer than 1000 characters"));
+        }
+        if t.chars().any(|c| c.is_control() && c != '\n') {
+            return Err(InvalidValue::new("", "message template contains control characters"));
+        }
+        Ok(Self(t.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for MessageTemplate {
+    type Error = InvalidValue;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+impl From<MessageTemplate> for String {
+    fn from(m: MessageTemplate) -> String {
+        m.0
+    }
+}
+
+/// A validated trigger, whatever the body shape it came in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Trigger {
+    pub incident_id: IncidentId,
+    pub severity: Severity,
+    pub stakeholder_group_id: GroupId,
+    pub message_template: MessageTemplate,
+    /// When the source declared the incident (informational).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<Ts>,
+}
+
+impl Trigger {
+    /// Parses any of the accepted body shapes. Every problem found is listed,
+    /// each naming its field.
+    pub fn from_json(body: &serde_json::Value) -> Result<Self, Vec<InvalidValue>> {
+        let (obj, prefix) = if let Some(t) = body.get("trigger") {
+            (t, "trigger.")
+        } else if let Some(p) = body.get("payload") {
+            match body.get("eventType").and_then(|v| v.as_str()) {
+                Some("bcp.cascade.trigger") => (p, "payload."),
+                Some(other) => {
+                    return Err(vec![InvalidValue::new("eventType", format!("unsupported event type {other:?}: expected \"bcp.cascade.trigger\""))]);
+                }
+                None => return Err(vec![InvalidValue::new("eventType", "missing: expected \"bcp.cascade.trigger\"")]),
+            }
+        } else {
+            (body, "")
+        };
+        let Some(map) = obj.as_object() else {
+            return Err(vec![InvalidValue::new(prefix.trim_end_matches('.').to_string(), "expected a JSON object")]);
+        };
+        let mut errors = Vec::new();
+        let field = |name: &str, errors: &mut Vec<InvalidValue>| -> Option<String> {
+            match map.get(name) {
+                None | Some(serde_json::Value::Null) => {
+                    errors.push(InvalidValue::new(format!("{prefix}{name}"), "missing"));
+                    None
+                }
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                Some(_) => {
+                    errors.push(InvalidValue::new(format!("{prefix}{name}"), "expected a string"));
+                    None
+                }
+            }
+        };
+        let at = |name: &'static str| move |e: InvalidValue| InvalidValue::new(format!("{prefix}{name}"), e.message);
+        let incident_id = field("incidentId", &mut errors).and_then(|s| IncidentId::parse(&s).map_err(at("incidentId")).map_err(|e| errors.push(e)).ok());
+        let severity = field("severity", &mut errors).and_then(|s| Severity::parse(&s).map_err(at("severity")).map_err(|e| errors.push(e)).ok());
+        let group = field("stakeholderGroupId", &mut errors)
+            .and_then(|s| GroupId::parse(&s).map_err(at("stakeholderGroupId")).map_err(|e| errors.push(e)).ok());
+        let message = field("messageTemplate", &mut errors)
+            .and_then(|s| MessageTemplate::parse(&s).map_err(at("messageTemplate")).map_err(|e| errors.push(e)).ok());
+        let timestamp = match map.get("timestamp") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Ts::parse_rfc3339(s).map_err(at("timestamp")).map_err(|e| errors.push(e)).ok(),
+            Some(_) => {
+                errors.push(InvalidValue::new(format!("{prefix}timestamp"), "expected an RFC 3339 string"));
+                None
+            }
+        };
+        match (incident_id, severity, group, message) {
+            (Some(incident_id), Some(severity), Some(stakeholder_group_id), Some(message_template)) if errors.is_empty() => {
+                Ok(Trigger { incident_id, severity, stakeholder_group_id, message_template, timestamp })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentStatus {
+    Open,
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    pub trigger: Trigger,
+    pub status: IncidentStatus,
+    pub triggered_at: Ts,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<Ts>,
+    /// Number of cascades the group expands to (members).
+    pub cascades: u32,
+    /// Expansion progress: members turned into cascades so far.
+    pub expanded: u32,
+    pub version: u64,
+}
+
+impl Incident {
+    pub fn id(&self) -> &IncidentId {
+        &self.trigger.incident_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn seed_fields() -> serde_json::Value {
+        json!({
+            "incidentId": "INC-2024-0892",
+            "severity": "P1",
+            "stakeholderGroupId": "ops-leadership",
+            "messageTemplate": "System outage detected. Activate BCP protocol. Acknowledge by pressing 1.",
+            "timestamp": "2024-05-20T14:32:00Z"
+        })
+    }
+
+    #[test]
+    fn accepts_all_three_body_shapes_alike() {
+        let plain = Trigger::from_json(&seed_fields());
+        let genesys = Trigger::from_json(&json!({ "trigger": seed_fields() }));
+        let cxone = Trigger::from_json(&json!({ "eventType": "bcp.cascade.trigger", "payload": seed_fields() }));
+        assert!(plain.is_ok());
+        assert_eq!(plain, genesys);
+        assert_eq!(plain, cxone);
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let errs = Trigger::from_json(&json!({"trigger": {"incidentId": "bad id", "severity": "P9", "messageTemplate": 3}}))
+            .err()
+            .unwrap_or_default();
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["trigger.incidentId", "trigger.severity", "trigger.stakeholderGroupId", "trigger.messageTemplate"]);
+    }
+
+    #[test]
+    fn wrong_event_type_is_refused() {
+        let errs = Trigger::from_json(&json!({"eventType": "other", "payload": seed_fields()})).err().unwrap_or_default();
+        assert_eq!(errs.first().map(|e| e.field.as_str()), Some("eventType"));
+    }
+}

@@ -1,0 +1,44 @@
+//! Domain values. Every value that crosses a trust boundary is a newtype with a
+//! validating `parse`, so an invalid id, number or address cannot travel into
+//! the engine or a store.
+
+mod contact;
+mod ids;
+mod incident;
+mod severity;
+mod stakeholder;
+mod time;
+
+pub use contact::{Address, ContactMethods, EmailAddress, PhoneNumber, PushEndpoint};
+pub use ids::{GroupId, IncidentId, StakeholderId};
+pub use incident::{Incident, IncidentStatus, MessageTemplate, Trigger};
+pub use severity::{Channel, Severity, Tier};
+pub use stakeholder::{Group, Stakeholder};
+pub use time::{Millis, Ts};
+
+/// A value from outside failed validation: names the field, the offending
+/// value (never a contact detail) and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidValue {
+    pub field: String,
+    pub message: String,
+}
+
+impl InvalidValue {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+
+    /// Prefixes the field path, e.g. `stakeholders[3]` + `.phone`.
+    pub fn within(mut self, prefix: &str) -> Self {
+        self.field = if self.field.is_empty() {
+            prefix.to_string()
+        } else if self.field.starts_with('[') {
+            format!("{prefix}{}", self.field)
+        } else {
+            format!("{prefix}.{}", self.field)
+        };
+        self
+    }
+}

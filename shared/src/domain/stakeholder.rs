@@ -1,0 +1,42 @@
+//! Stakeholders and groups as the directory holds them.
+
+use super::{Channel, ContactMethods, GroupId, StakeholderId, Tier};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stakeholder {
+    pub id: StakeholderId,
+    pub name: String,
+    pub tier: Tier,
+    pub contacts: ContactMethods,
+    /// Channels this person accepts, in no particular order; empty = all.
+    /// The order comes from the policy for the incident's severity.
+    #[serde(default)]
+    pub preferences: Vec<Channel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manager: Option<StakeholderId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+}
+
+impl Stakeholder {
+    /// The channel plan for this person: `order` (the severity's channel order)
+    /// filtered by the channels they have an address for and accept.
+    pub fn plan(&self, order: &[Channel]) -> Vec<Channel> {
+        order
+            .iter()
+            .copied()
+            .filter(|c| self.contacts.has(*c) && (self.preferences.is_empty() || self.preferences.contains(c)))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub id: GroupId,
+    pub name: String,
+    pub members: Vec<StakeholderId>,
+    /// Who is told, on the high-priority route, when a member's cascade fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_call_manager: Option<StakeholderId>,
+}

@@ -1,0 +1,159 @@
+//! The cascade state machine: a pure function from (cascade, event, policy,
+//! now) to the next state, the commands to carry out and exactly one audit
+//! record. No I/O, no clock, no randomness: the same inputs always give the
+//! same decision, so every stage can re-derive what to do from stored state.
+//!
+//! Fences: every event that names an attempt applies only while that attempt
+//! is in flight and in the phase the event expects (a send result only while
+//! `Sending`, a receipt-timeout timer only while `AwaitingReceipt`, ...). Any
+//! other event is stale: the state is unchanged except for its version, and
+//! the audit record says so. Terminal states absorb every event.
+
+mod cascade;
+mod decide;
+pub mod invariants;
+
+pub use cascade::{Attempt, Cascade, CascadeKey, CascadeStatus, ChannelPlan, Phase, Route};
+pub use decide::decide;
+
+use crate::domain::{Channel, Millis, Ts};
+use serde::{Deserialize, Serialize};
+
+/// What a carrier said when asked to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum SendOutcome {
+    Accepted,
+    /// 429 or equivalent: platform back-pressure; the retry budget is not spent.
+    Throttled { retry_after_ms: Millis },
+    /// 5xx, network error, gateway timeout.
+    Transient,
+    /// Permanent refusal for this address (invalid number, suppressed address).
+    Failed,
+    Unreachable,
+}
+
+/// A delivery receipt from the carrier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptStatus {
+    Delivered,
+    Failed,
+    Unreachable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerKind {
+    /// Backoff after a transient error has elapsed: send again.
+    Retry,
+    /// Carrier Retry-After has elapsed: send again.
+    ThrottleWait,
+    /// No receipt within the receipt timeout after acceptance.
+    ReceiptTimeout,
+    /// DELIVERED without ACK for the escalation delay.
+    EscalationHold,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+pub enum Event {
+    Start,
+    SendResult { attempt: u32, result: SendOutcome },
+    Receipt { attempt: u32, status: ReceiptStatus },
+    Ack { channel: Channel, attempt: Option<u32> },
+    Timer { attempt: u32, kind: TimerKind },
+    /// The reconciliation sweep found the cascade overdue.
+    Reconcile,
+    Cancel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "command")]
+pub enum Command {
+    Send { attempt: u32, channel: Channel },
+    ArmTimer { at: Ts, attempt: u32, kind: TimerKind },
+    /// Notify the on-call manager on the high-priority route.
+    EscalateToManager,
+    EmitCascadeFailure,
+}
+
+/// What a transition was, for the audit trail. Stable snake_case names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AuditKind {
+    CascadeStarted,
+    SendAccepted,
+    Throttled,
+    RetryScheduled,
+    RetrySent,
+    ThrottleResumed,
+    Delivered,
+    ChannelFailed,
+    ChannelUnreachable,
+    ChannelTimeout,
+    NotAcknowledged,
+    Acknowledged,
+    AckAfterEnd,
+    CascadeFailure,
+    Cancelled,
+    StaleIgnored,
+    Redriven,
+}
+
+impl AuditKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::CascadeStarted => "CASCADE_STARTED",
+            AuditKind::SendAccepted => "SEND_ACCEPTED",
+            AuditKind::Throttled => "THROTTLED",
+            AuditKind::RetryScheduled => "RETRY_SCHEDULED",
+            AuditKind::RetrySent => "RETRY_SENT",
+            AuditKind::ThrottleResumed => "THROTTLE_RESUMED",
+            AuditKind::Delivered => "DELIVERED",
+            AuditKind::ChannelFailed => "CHANNEL_FAILED",
+            AuditKind::ChannelUnreachable => "CHANNEL_UNREACHABLE",
+            AuditKind::ChannelTimeout => "CHANNEL_TIMEOUT",
+            AuditKind::NotAcknowledged => "NOT_ACKNOWLEDGED",
+            AuditKind::Acknowledged => "ACKNOWLEDGED",
+            AuditKind::AckAfterEnd => "ACK_AFTER_END",
+            AuditKind::CascadeFailure => "CASCADE_FAILURE",
+            AuditKind::Cancelled => "CANCELLED",
+            AuditKind::StaleIgnored => "STALE_IGNORED",
+            AuditKind::Redriven => "REDRIVEN",
+        }
+    }
+}
+
+/// The engine's account of one transition. The application adds incident,
+/// cascade, sequence, time and hash chain to make an audit entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub kind: AuditKind,
+    /// For CASCADE_FAILURE and REDRIVEN: what led to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<AuditKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    pub status: CascadeStatus,
+    /// Channels whose first attempt this transition started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub started: Vec<Channel>,
+    pub in_flight: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The next state; its version is always the input's plus one.
+    pub next: Cascade,
+    pub commands: Vec<Command>,
+    pub audit: AuditRecord,
+}

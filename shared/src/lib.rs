@@ -1,0 +1,10 @@
+//! Muster: a business-continuity notification cascade.
+//!
+//! Layers, inner to outer: [`domain`] values, the pure [`engine`], the
+//! [`policy`] it applies, the [`ports`] the use cases in [`app`] are written
+//! against, and the [`adapters`] that implement them (memory here; AWS in its
+//! own crate so that local builds never compile an SDK).
+
+pub mod domain;
+pub mod engine;
+pub mod policy;

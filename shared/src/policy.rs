@@ -1,0 +1,463 @@
+//! Cascade policy: every timing, order and limit the engine applies, with the
+//! defaults of the BCP requirements, loadable from TOML where every value may
+//! be overridden. Loading reports every error, each with its dotted path and
+//! the offending value, and yields no policy unless all of it is valid.
+
+use crate::domain::{Channel, Millis, Severity, Tier};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetryPolicy {
+    /// Retries of one channel after transient send errors (a 4th transient
+    /// failure fails the channel).
+    pub max_retries: u32,
+    pub initial_delay: Millis,
+    pub multiplier: f64,
+    pub max_delay: Millis,
+}
+
+impl RetryPolicy {
+    /// Delay before retry number `retry_count + 1`:
+    /// `min(initial * multiplier^retry_count, max)`.
+    pub fn delay(&self, retry_count: u32) -> Millis {
+        let d = self.initial_delay as f64 * self.multiplier.powi(retry_count.min(64) as i32);
+        if d.is_finite() && d < self.max_delay as f64 { d as Millis } else { self.max_delay }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Policy {
+    /// Hold after DELIVERED without ACK before the next channel, by severity
+    /// (row) and tier (column).
+    pub escalation_delay: [[Millis; Tier::COUNT]; 4],
+    /// Channel order by severity.
+    pub channel_order: [Vec<Channel>; 4],
+    pub retry: RetryPolicy,
+    /// Consecutive channel failures that end a cascade as ESCALATED.
+    pub hard_failure_threshold: u32,
+    /// No receipt this long after acceptance: CHANNEL_TIMEOUT.
+    pub receipt_timeout: Millis,
+    /// Attempts in flight at once (only after UNREACHABLE), 1 or 2.
+    pub max_in_flight: u32,
+    /// A cascade whose next due time is this far past is re-driven by the sweep.
+    pub reconciliation_age: Millis,
+    pub sweep_interval: Millis,
+    /// Same incident id within this window after a trigger: replay, no new cascades.
+    pub dedup_window: Millis,
+    /// Sends per second per carrier endpoint, unless the endpoint has its own.
+    pub rate_limit_per_sec: f64,
+    pub endpoint_limits: BTreeMap<String, f64>,
+    /// Severity whose order and delays the on-call manager's cascade uses.
+    pub manager_route: Severity,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        let order = vec![Channel::Voice, Channel::Sms, Channel::Email, Channel::Push];
+        Policy {
+            escalation_delay: [
+                [60_000, 90_000, 90_000],
+                [180_000, 300_000, 300_000],
+                [900_000, 900_000, 900_000],
+                [1_800_000, 3_600_000, 3_600_000],
+            ],
+            channel_order: [order.clone(), order.clone(), order.clone(), order],
+            retry: RetryPolicy { max_retries: 3, initial_delay: 15_000, multiplier: 2.0, max_delay: 120_000 },
+            hard_failure_threshold: 3,
+            receipt_timeout: 120_000,
+            max_in_flight: 2,
+            reconciliation_age: 300_000,
+            sweep_interval: 60_000,
+            dedup_window: 300_000,
+            rate_limit_per_sec: 50.0,
+            endpoint_limits: BTreeMap::new(),
+            manager_route: Severity::P1,
+        }
+    }
+}
+
+impl Policy {
+    pub fn escalation_delay(&self, severity: Severity, tier: Tier) -> Millis {
+        self.escalation_delay[severity.index()][tier.index()]
+    }
+    pub fn channels(&self, severity: Severity) -> &[Channel] {
+        &self.channel_order[severity.index()]
+    }
+    pub fn rate_limit(&self, endpoint: &str) -> f64 {
+        self.endpoint_limits.get(endpoint).copied().unwrap_or(self.rate_limit_per_sec)
+    }
+
+    /// Parses a policy file: defaults overridden by the file.
+    pub fn from_toml(text: &str) -> Result<Policy, Vec<PolicyError>> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| vec![PolicyError::syntax(text, &e)])?;
+        let mut p = Policy::default();
+        p.apply(&table, "")?;
+        Ok(p)
+    }
+
+    /// Applies overrides from a TOML table (a policy file, or a drill
+    /// scenario's `[policy]`), then validates the whole. `prefix` is prepended
+    /// to error paths.
+    pub fn apply(&mut self, table: &toml::Table, prefix: &str) -> Result<(), Vec<PolicyError>> {
+        let mut w = Walker { errors: Vec::new(), prefix };
+        let mut next = self.clone();
+        for (key, value) in table {
+            match key.as_str() {
+                "escalation_delay" => w.severity_table(value, key, |sev, v, w, path| {
+                    let Some(t) = w.table(v, path) else { return };
+                    for (tk, tv) in t {
+                        let tpath = format!("{path}.{tk}");
+                        match tk.strip_prefix("tier").and_then(|n| n.parse::<i64>().ok()).and_then(|n| Tier::new(n).ok()) {
+                            Some(tier) => {
+                                if let Some(ms) = w.duration(tv, &tpath, 1_000, 7 * 86_400_000) {
+                                    next.escalation_delay[sev.index()][tier.index()] = ms;
+                                }
+                            }
+                            None => w.err(&tpath, tv, "unknown tier: expected tier1, tier2 or tier3"),
+                        }
+                    }
+                }),
+                "channel_order" => w.severity_table(value, key, |sev, v, w, path| {
+                    if let Some(order) = w.channels(v, path) {
+                        next.channel_order[sev.index()] = order;
+                    }
+                }),
+                "retry" => {
+                    let Some(t) = w.table(value, key) else { continue };
+                    for (k, v) in t {
+                        let path = format!("retry.{k}");
+                        match k.as_str() {
+                            "max_retries" => w.int(v, &path, 0, 10).map(|n| next.retry.max_retries = n as u32).unwrap_or(()),
+                            "initial_delay" => w.duration(v, &path, 1_000, 3_600_000).map(|d| next.retry.initial_delay = d).unwrap_or(()),
+                            "max_delay" => w.duration(v, &path, 1_000, 3_600_000).map(|d| next.retry.max_delay = d).unwrap_or(()),
+                            "multiplier" => w.float(v, &path, 1.0, 10.0).map(|f| next.retry.multiplier = f).unwrap_or(()),
+                            _ => w.err(&path, v, "unknown key: expected max_retries, initial_delay, multiplier or max_delay"),
+                        }
+                    }
+                }
+                "cascade" => {
+                    let Some(t) = w.table(value, key) else { continue };
+                    for (k, v) in t {
+                        let path = format!("cascade.{k}");
+                        match k.as_str() {
+                            "hard_failure_threshold" => w.int(v, &path, 1, 10).map(|n| next.hard_failure_threshold = n as u32).unwrap_or(()),
+                            "receipt_timeout" => w.duration(v, &path, 1_000, 3_600_000).map(|d| next.receipt_timeout = d).unwrap_or(()),
+                            "max_in_flight" => w.int(v, &path, 1, 2).map(|n| next.max_in_flight = n as u32).unwrap_or(()),
+                            "reconciliation_age" => w.duration(v, &path, 60_000, 86_400_000).map(|d| next.reconciliation_age = d).unwrap_or(()),
+                            "sweep_interval" => w.duration(v, &path, 10_000, 3_600_000).map(|d| next.sweep_interval = d).unwrap_or(()),
+                            "manager_route" => match v.as_str().map(Severity::parse) {
+                                Some(Ok(s)) => next.manager_route = s,
+                                _ => w.err(&path, v, "expected a severity: P1, P2, P3 or P4"),
+                            },
+                            _ => w.err(
+                                &path,
+                                v,
+                                "unknown key: expected hard_failure_threshold, receipt_timeout, max_in_flight, reconciliation_age, sweep_interval or manager_route",
+                            ),
+                        }
+                    }
+                }
+                "trigger" => {
+                    let Some(t) = w.table(value, key) else { continue };
+                    for (k, v) in t {
+                        let path = format!("trigger.{k}");
+                        match k.as_str() {
+                            "dedup_window" => w.duration(v, &path, 0, 86_400_000).map(|d| next.dedup_window = d).unwrap_or(()),
+                            _ => w.err(&path, v, "unknown key: expected dedup_window"),
+                        }
+                    }
+                }
+                "rate_limit" => {
+                    let Some(t) = w.table(value, key) else { continue };
+                    for (k, v) in t {
+                        let path = format!("rate_limit.{k}");
+                        match k.as_str() {
+                            "per_second" => w.float(v, &path, 0.1, 100_000.0).map(|f| next.rate_limit_per_sec = f).unwrap_or(()),
+                            "endpoints" => {
+                                let Some(et) = w.table(v, &path) else { continue };
+                                for (ek, ev) in et {
+                                    let epath = format!("{path}.{ek}");
+                                    if let Some(f) = w.float(ev, &epath, 0.1, 100_000.0) {
+                                        next.endpoint_limits.insert(ek.clone(), f);
+                                    }
+                                }
+                            }
+                            _ => w.err(&path, v, "unknown key: expected per_second or endpoints"),
+                        }
+                    }
+                }
+                _ => w.err(key, value, "unknown section: expected escalation_delay, channel_order, retry, cascade, trigger or rate_limit"),
+            }
+        }
+        next.validate(&mut w);
+        if w.errors.is_empty() {
+            *self = next;
+            Ok(())
+        } else {
+            Err(w.errors)
+        }
+    }
+
+    fn validate(&self, w: &mut Walker<'_>) {
+        if self.retry.initial_delay > self.retry.max_delay {
+            w.errors.push(PolicyError::at(
+                w.prefix,
+                "retry.initial_delay",
+                &format!("{}s", self.retry.initial_delay / 1000),
+                &format!("is greater than retry.max_delay ({}s)", self.retry.max_delay / 1000),
+            ));
+        }
+        for sev in Severity::ALL {
+            for tier in Tier::ALL {
+                if self.escalation_delay(sev, tier) == 0 {
+                    w.errors.push(PolicyError::at(w.prefix, &format!("escalation_delay.{sev}.{tier}"), "0", "must be positive"));
+                }
+            }
+        }
+    }
+
+    /// A readable table of the effective policy.
+    pub fn describe(&self) -> String {
+        use std::fmt::Write;
+        let secs = |ms: Millis| humantime::format_duration(std::time::Duration::from_millis(ms)).to_string();
+        let mut s = String::new();
+        let _ = writeln!(s, "escalation delay (DELIVERED without ACK, then next channel)");
+        let _ = writeln!(s, "  severity   tier1      tier2      tier3      channel order");
+        for sev in Severity::ALL {
+            let order: Vec<_> = self.channels(sev).iter().map(|c| c.as_str()).collect();
+            let _ = writeln!(
+                s,
+                "  {:<10} {:<10} {:<10} {:<10} {}",
+                sev.as_str(),
+                secs(self.escalation_delay(sev, Tier::ALL[0])),
+                secs(self.escalation_delay(sev, Tier::ALL[1])),
+                secs(self.escalation_delay(sev, Tier::ALL[2])),
+                order.join(" -> ")
+            );
+        }
+        let r = &self.retry;
+        let delays: Vec<_> = (0..r.max_retries).map(|i| secs(r.delay(i))).collect();
+        let _ = writeln!(
+            s,
+            "retries per channel   {} (initial {}, x{}, cap {}: {})",
+            r.max_retries,
+            secs(r.initial_delay),
+            r.multiplier,
+            secs(r.max_delay),
+            if delays.is_empty() { "none".to_string() } else { delays.join(", ") }
+        );
+        let _ = writeln!(s, "hard failure          {} consecutive channel failures", self.hard_failure_threshold);
+        let _ = writeln!(s, "receipt timeout       {}", secs(self.receipt_timeout));
+        let _ = writeln!(s, "attempts in flight    at most {} (parallel only after UNREACHABLE)", self.max_in_flight);
+        let _ = writeln!(s, "dedup window          {}", secs(self.dedup_window));
+        let _ = writeln!(s, "reconciliation age    {} (sweep every {})", secs(self.reconciliation_age), secs(self.sweep_interval));
+        let _ = writeln!(s, "manager route         {} order and delays", self.manager_route);
+        let _ = write!(s, "rate limit            {} msg/s per carrier endpoint", self.rate_limit_per_sec);
+        for (e, l) in &self.endpoint_limits {
+            let _ = write!(s, "\n  endpoint {e:<12} {l} msg/s");
+        }
+        s
+    }
+}
+
+/// One problem in a policy: where, what value, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub path: String,
+    pub value: String,
+    pub message: String,
+}
+
+impl PolicyError {
+    fn at(prefix: &str, path: &str, value: &str, message: &str) -> Self {
+        PolicyError { path: format!("{prefix}{path}"), value: value.to_string(), message: message.to_string() }
+    }
+    pub fn syntax(text: &str, e: &toml::de::Error) -> Self {
+        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        PolicyError {
+            path: line.map(|l| format!("line {l}")).unwrap_or_else(|| "file".into()),
+            value: String::new(),
+            message: e.message().to_string(),
+        }
+    }
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.value.is_empty() {
+            write!(f, "{}: {}", self.path, self.message)
+        } else {
+            write!(f, "{} = {}: {}", self.path, self.value, self.message)
+        }
+    }
+}
+
+struct Walker<'a> {
+    errors: Vec<PolicyError>,
+    prefix: &'a str,
+}
+
+impl Walker<'_> {
+    fn err(&mut self, path: &str, value: &toml::Value, message: &str) {
+        let mut shown = value.to_string();
+        if shown.len() > 80 {
+            shown.truncate(77);
+            shown.push_str("...");
+        }
+        self.errors.push(PolicyError::at(self.prefix, path, &shown, message));
+    }
+    fn table<'v>(&mut self, v: &'v toml::Value, path: &str) -> Option<&'v toml::Table> {
+        let t = v.as_table();
+        if t.is_none() {
+            self.err(path, v, "expected a table");
+        }
+        t
+    }
+    fn severity_table(&mut self, v: &toml::Value, key: &str, mut each: impl FnMut(Severity, &toml::Value, &mut Self, &str)) {
+        let Some(t) = self.table(v, key) else { return };
+        for (k, v) in t {
+            let path = format!("{key}.{k}");
+            match Severity::parse(k) {
+                Ok(sev) => each(sev, v, self, &path),
+                Err(_) => self.err(&path, v, "unknown severity: expected P1, P2, P3 or P4"),
+            }
+        }
+    }
+    fn int(&mut self, v: &toml::Value, path: &str, min: i64, max: i64) -> Option<i64> {
+        match v.as_integer() {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                self.err(path, v, &format!("expected a whole number from {min} to {max}"));
+                None
+            }
+        }
+    }
+    fn float(&mut self, v: &toml::Value, path: &str, min: f64, max: f64) -> Option<f64> {
+        let f = v.as_float().or_else(|| v.as_integer().map(|i| i as f64));
+        match f {
+            Some(f) if f >= min && f <= max => Some(f),
+            _ => {
+                self.err(path, v, &format!("expected a number from {min} to {max}"));
+                None
+            }
+        }
+    }
+    /// Whole seconds (`90`) or a duration string (`"90s"`, `"15m"`, `"1h 30m"`).
+    fn duration(&mut self, v: &toml::Value, path: &str, min: Millis, max: Millis) -> Option<Millis> {
+        let ms = match v {
+            toml::Value::Integer(n) if *n >= 0 => Some(*n as u64 * 1000),
+            toml::Value::String(s) => humantime::parse_duration(s).ok().map(|d| d.as_millis() as u64),
+            _ => None,
+        };
+        let show = |ms: Millis| humantime::format_duration(std::time::Duration::from_millis(ms)).to_string();
+        match ms {
+            Some(ms) if ms >= min && ms <= max => Some(ms),
+            _ => {
+                self.err(path, v, &format!("expected a duration from {} to {} (seconds, or a string like \"90s\" or \"15m\")", show(min), show(max)));
+                None
+            }
+        }
+    }
+    fn channels(&mut self, v: &toml::Value, path: &str) -> Option<Vec<Channel>> {
+        let Some(arr) = v.as_array() else {
+            self.err(path, v, "expected a list of channels, e.g. [\"voice\", \"sms\", \"email\", \"push\"]");
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, c) in arr.iter().enumerate() {
+            let cpath = format!("{path}[{i}]");
+            match c.as_str().map(Channel::parse) {
+                Some(Ok(ch)) if out.contains(&ch) => {
+                    self.err(&cpath, c, "channel listed twice");
+                    ok = false;
+                }
+                Some(Ok(ch)) => out.push(ch),
+                _ => {
+                    self.err(&cpath, c, "expected voice, sms, email or push");
+                    ok = false;
+                }
+            }
+        }
+        if out.is_empty() && ok {
+            self.err(path, v, "at least one channel is required");
+            ok = false;
+        }
+        ok.then_some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_requirements() {
+        let p = Policy::default();
+        assert!(p.escalation_delay(Severity::P1, Tier::ALL[2]) <= 90_000);
+        assert_eq!(p.escalation_delay(Severity::P3, Tier::ALL[1]), 900_000);
+        assert_eq!(p.channels(Severity::P2), [Channel::Voice, Channel::Sms, Channel::Email, Channel::Push]);
+        assert_eq!((0..4).map(|r| p.retry.delay(r)).collect::<Vec<_>>(), [15_000, 30_000, 60_000, 120_000]);
+        assert_eq!(p.retry.delay(9), 120_000);
+        assert_eq!((p.retry.max_retries, p.hard_failure_threshold, p.receipt_timeout), (3, 3, 120_000));
+        assert_eq!((p.dedup_window, p.reconciliation_age, p.rate_limit_per_sec), (300_000, 300_000, 50.0));
+    }
+
+    #[test]
+    fn file_overrides_any_value() {
+        let p = Policy::from_toml(
+            r#"
+            [escalation_delay.P3]
+            tier1 = "10m"
+            [channel_order]
+            P3 = ["sms", "email", "push"]
+            [retry]
+            max_retries = 2
+            [rate_limit.endpoints]
+            sms = 30
+            "#,
+        );
+        let p = p.ok();
+        assert_eq!(p.as_ref().map(|p| p.escalation_delay(Severity::P3, Tier::ALL[0])), Some(600_000));
+        assert_eq!(p.as_ref().map(|p| p.channels(Severity::P3).len()), Some(3));
+        assert_eq!(p.as_ref().map(|p| (p.retry.max_retries, p.rate_limit("sms"), p.rate_limit("voice"))), Some((2, 30.0, 50.0)));
+    }
+
+    #[test]
+    fn every_error_is_reported_with_path_and_value() {
+        let errs = Policy::from_toml(
+            r#"
+            [retry]
+            max_retries = -1
+            multiplier = "x"
+            initial_delay = 500
+            [channel_order]
+            P1 = ["voice", "fax"]
+            P7 = ["sms"]
+            [colour]
+            x = 1
+            "#,
+        )
+        .err()
+        .unwrap_or_default();
+        let mut paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+        paths.sort_unstable();
+        assert_eq!(paths, ["channel_order.P1[1]", "channel_order.P7", "colour", "retry.initial_delay", "retry.max_retries", "retry.multiplier"]);
+        assert!(errs.iter().any(|e| e.path == "channel_order.P1[1]" && e.value == "\"fax\""));
+        assert!(errs.iter().any(|e| e.path == "retry.max_retries" && e.value == "-1"));
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let errs = Policy::from_toml("[retry]\nmax_retries = = 3\n").err().unwrap_or_default();
+        assert_eq!(errs.first().map(|e| e.path.as_str()), Some("line 2"));
+    }
+
+    #[test]
+    fn initial_delay_above_cap_is_refused() {
+        let errs = Policy::from_toml("[retry]\ninitial_delay = 200\nmax_delay = 100\n").err().unwrap_or_default();
+        assert_eq!(errs.first().map(|e| e.path.as_str()), Some("retry.initial_delay"));
+    }
+}
