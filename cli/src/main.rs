@@ -1,1 +1,206 @@
-fn main(){}
+//! `muster`: drills, policy checks and audit verification on one machine.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use muster::drill::{Drill, Scenario};
+use muster::policy::Policy;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "muster",
+    version,
+    about = "Business-continuity notification cascade"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a business-continuity activation in virtual time against simulated
+    /// carriers and people, and report what happened.
+    Drill {
+        /// Scenario file (TOML), e.g. examples/drills/seed-p1-outage.toml
+        scenario: PathBuf,
+        /// Random seed (default: the scenario's own).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Write the report as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write every audit entry as JSON lines to this file.
+        #[arg(long)]
+        audit: Option<PathBuf>,
+    },
+    /// Policy files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Audit trails.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file and print the effective policy, or every error.
+    Check { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chains of an exported trail (JSON lines).
+    Verify { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Drill {
+            scenario,
+            seed,
+            json,
+            audit,
+        } => drill(scenario, seed, json, audit),
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => policy_check(file),
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => audit_verify(file),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn drill(
+    path: PathBuf,
+    seed: Option<u64>,
+    json: Option<PathBuf>,
+    audit: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let text = read(&path)?;
+    let scenario = match Scenario::from_toml(&text) {
+        Ok(s) => s,
+        Err(errors) => {
+            eprintln!("{}: invalid scenario", path.display());
+            for e in errors {
+                eprintln!("  {e}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let seed = seed.unwrap_or(scenario.seed);
+    let total = scenario.members.len() as u64;
+    let mut drill = Drill::new(scenario, seed);
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if std::io::stderr().is_terminal() {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {bar:40} {pos}/{len} cascades ended  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let report = drill.run(&mut |p| {
+        bar.set_position(p.ended.min(total));
+        bar.set_message(format!("virtual {}s", p.virtual_secs));
+    });
+    bar.finish_and_clear();
+    print!("{}", report.render());
+    if let Some(file) = json {
+        let body = serde_json::to_string_pretty(&report)?;
+        std::fs::write(&file, body + "\n")
+            .with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    if let Some(file) = audit {
+        let f = std::fs::File::create(&file)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        let mut w = std::io::BufWriter::new(f);
+        let mut result = Ok(());
+        drill.store.for_each_audit(|e| {
+            if result.is_ok() {
+                result = serde_json::to_writer(&mut w, e)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| w.write_all(b"\n").map_err(Into::into));
+            }
+        });
+        result
+            .and_then(|()| w.flush().map_err(Into::into))
+            .with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn policy_check(path: PathBuf) -> anyhow::Result<ExitCode> {
+    let text = read(&path)?;
+    match Policy::from_toml(&text) {
+        Ok(p) => {
+            println!("ok: {}", path.display());
+            println!("{}", p.describe());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            println!("{}: {} error(s)", path.display(), errors.len());
+            for e in errors {
+                println!("  {e}");
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn audit_verify(path: PathBuf) -> anyhow::Result<ExitCode> {
+    let text = read(&path)?;
+    let mut entries = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<muster::app::audit::AuditEntry>(line) {
+            Ok(e) => entries.push(e),
+            Err(e) => {
+                println!("FAIL line {}: not an audit entry ({e})", i + 1);
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    match muster::app::audit::verify_chains(entries.iter()) {
+        Ok(n) => {
+            println!("ok: {n} entries, every chain verified");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(b) => {
+            println!(
+                "FAIL entry {} ({} seq {}): {}",
+                b.line, b.cascade, b.seq, b.problem
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
+}

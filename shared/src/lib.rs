@@ -5,6 +5,14 @@
 //! against, and the [`adapters`] that implement them (memory here; AWS in its
 //! own crate so that local builds never compile an SDK).
 
+pub mod adapters;
+pub mod app;
 pub mod domain;
 pub mod engine;
+pub mod error;
 pub mod policy;
+pub mod ports;
+pub mod ratelimit;
+
+pub use error::{Error, Result};
+pub mod drill;

@@ -23,7 +23,11 @@ impl RetryPolicy {
     /// `min(initial * multiplier^retry_count, max)`.
     pub fn delay(&self, retry_count: u32) -> Millis {
         let d = self.initial_delay as f64 * self.multiplier.powi(retry_count.min(64) as i32);
-        if d.is_finite() && d < self.max_delay as f64 { d as Millis } else { self.max_delay }
+        if d.is_finite() && d < self.max_delay as f64 {
+            d as Millis
+        } else {
+            self.max_delay
+        }
     }
 }
 
@@ -64,7 +68,12 @@ impl Default for Policy {
                 [1_800_000, 3_600_000, 3_600_000],
             ],
             channel_order: [order.clone(), order.clone(), order.clone(), order],
-            retry: RetryPolicy { max_retries: 3, initial_delay: 15_000, multiplier: 2.0, max_delay: 120_000 },
+            retry: RetryPolicy {
+                max_retries: 3,
+                initial_delay: 15_000,
+                multiplier: 2.0,
+                max_delay: 120_000,
+            },
             hard_failure_threshold: 3,
             receipt_timeout: 120_000,
             max_in_flight: 2,
@@ -86,12 +95,17 @@ impl Policy {
         &self.channel_order[severity.index()]
     }
     pub fn rate_limit(&self, endpoint: &str) -> f64 {
-        self.endpoint_limits.get(endpoint).copied().unwrap_or(self.rate_limit_per_sec)
+        self.endpoint_limits
+            .get(endpoint)
+            .copied()
+            .unwrap_or(self.rate_limit_per_sec)
     }
 
     /// Parses a policy file: defaults overridden by the file.
     pub fn from_toml(text: &str) -> Result<Policy, Vec<PolicyError>> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| vec![PolicyError::syntax(text, &e)])?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| vec![PolicyError::syntax(text, &e)])?;
         let mut p = Policy::default();
         p.apply(&table, "")?;
         Ok(p)
@@ -101,7 +115,10 @@ impl Policy {
     /// scenario's `[policy]`), then validates the whole. `prefix` is prepended
     /// to error paths.
     pub fn apply(&mut self, table: &toml::Table, prefix: &str) -> Result<(), Vec<PolicyError>> {
-        let mut w = Walker { errors: Vec::new(), prefix };
+        let mut w = Walker {
+            errors: Vec::new(),
+            prefix,
+        };
         let mut next = self.clone();
         for (key, value) in table {
             match key.as_str() {
@@ -206,13 +223,21 @@ impl Policy {
                 w.prefix,
                 "retry.initial_delay",
                 &format!("{}s", self.retry.initial_delay / 1000),
-                &format!("is greater than retry.max_delay ({}s)", self.retry.max_delay / 1000),
+                &format!(
+                    "is greater than retry.max_delay ({}s)",
+                    self.retry.max_delay / 1000
+                ),
             ));
         }
         for sev in Severity::ALL {
             for tier in Tier::ALL {
                 if self.escalation_delay(sev, tier) == 0 {
-                    w.errors.push(PolicyError::at(w.prefix, &format!("escalation_delay.{sev}.{tier}"), "0", "must be positive"));
+                    w.errors.push(PolicyError::at(
+                        w.prefix,
+                        &format!("escalation_delay.{sev}.{tier}"),
+                        "0",
+                        "must be positive",
+                    ));
                 }
             }
         }
@@ -221,10 +246,18 @@ impl Policy {
     /// A readable table of the effective policy.
     pub fn describe(&self) -> String {
         use std::fmt::Write;
-        let secs = |ms: Millis| humantime::format_duration(std::time::Duration::from_millis(ms)).to_string();
+        let secs = |ms: Millis| {
+            humantime::format_duration(std::time::Duration::from_millis(ms)).to_string()
+        };
         let mut s = String::new();
-        let _ = writeln!(s, "escalation delay (DELIVERED without ACK, then next channel)");
-        let _ = writeln!(s, "  severity   tier1      tier2      tier3      channel order");
+        let _ = writeln!(
+            s,
+            "escalation delay (DELIVERED without ACK, then next channel)"
+        );
+        let _ = writeln!(
+            s,
+            "  severity   tier1      tier2      tier3      channel order"
+        );
         for sev in Severity::ALL {
             let order: Vec<_> = self.channels(sev).iter().map(|c| c.as_str()).collect();
             let _ = writeln!(
@@ -246,15 +279,40 @@ impl Policy {
             secs(r.initial_delay),
             r.multiplier,
             secs(r.max_delay),
-            if delays.is_empty() { "none".to_string() } else { delays.join(", ") }
+            if delays.is_empty() {
+                "none".to_string()
+            } else {
+                delays.join(", ")
+            }
         );
-        let _ = writeln!(s, "hard failure          {} consecutive channel failures", self.hard_failure_threshold);
+        let _ = writeln!(
+            s,
+            "hard failure          {} consecutive channel failures",
+            self.hard_failure_threshold
+        );
         let _ = writeln!(s, "receipt timeout       {}", secs(self.receipt_timeout));
-        let _ = writeln!(s, "attempts in flight    at most {} (parallel only after UNREACHABLE)", self.max_in_flight);
+        let _ = writeln!(
+            s,
+            "attempts in flight    at most {} (parallel only after UNREACHABLE)",
+            self.max_in_flight
+        );
         let _ = writeln!(s, "dedup window          {}", secs(self.dedup_window));
-        let _ = writeln!(s, "reconciliation age    {} (sweep every {})", secs(self.reconciliation_age), secs(self.sweep_interval));
-        let _ = writeln!(s, "manager route         {} order and delays", self.manager_route);
-        let _ = write!(s, "rate limit            {} msg/s per carrier endpoint", self.rate_limit_per_sec);
+        let _ = writeln!(
+            s,
+            "reconciliation age    {} (sweep every {})",
+            secs(self.reconciliation_age),
+            secs(self.sweep_interval)
+        );
+        let _ = writeln!(
+            s,
+            "manager route         {} order and delays",
+            self.manager_route
+        );
+        let _ = write!(
+            s,
+            "rate limit            {} msg/s per carrier endpoint",
+            self.rate_limit_per_sec
+        );
         for (e, l) in &self.endpoint_limits {
             let _ = write!(s, "\n  endpoint {e:<12} {l} msg/s");
         }
@@ -272,12 +330,20 @@ pub struct PolicyError {
 
 impl PolicyError {
     fn at(prefix: &str, path: &str, value: &str, message: &str) -> Self {
-        PolicyError { path: format!("{prefix}{path}"), value: value.to_string(), message: message.to_string() }
+        PolicyError {
+            path: format!("{prefix}{path}"),
+            value: value.to_string(),
+            message: message.to_string(),
+        }
     }
     pub fn syntax(text: &str, e: &toml::de::Error) -> Self {
-        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
         PolicyError {
-            path: line.map(|l| format!("line {l}")).unwrap_or_else(|| "file".into()),
+            path: line
+                .map(|l| format!("line {l}"))
+                .unwrap_or_else(|| "file".into()),
             value: String::new(),
             message: e.message().to_string(),
         }
@@ -306,7 +372,8 @@ impl Walker<'_> {
             shown.truncate(77);
             shown.push_str("...");
         }
-        self.errors.push(PolicyError::at(self.prefix, path, &shown, message));
+        self.errors
+            .push(PolicyError::at(self.prefix, path, &shown, message));
     }
     fn table<'v>(&mut self, v: &'v toml::Value, path: &str) -> Option<&'v toml::Table> {
         let t = v.as_table();
@@ -315,7 +382,12 @@ impl Walker<'_> {
         }
         t
     }
-    fn severity_table(&mut self, v: &toml::Value, key: &str, mut each: impl FnMut(Severity, &toml::Value, &mut Self, &str)) {
+    fn severity_table(
+        &mut self,
+        v: &toml::Value,
+        key: &str,
+        mut each: impl FnMut(Severity, &toml::Value, &mut Self, &str),
+    ) {
         let Some(t) = self.table(v, key) else { return };
         for (k, v) in t {
             let path = format!("{key}.{k}");
@@ -329,7 +401,11 @@ impl Walker<'_> {
         match v.as_integer() {
             Some(n) if (min..=max).contains(&n) => Some(n),
             _ => {
-                self.err(path, v, &format!("expected a whole number from {min} to {max}"));
+                self.err(
+                    path,
+                    v,
+                    &format!("expected a whole number from {min} to {max}"),
+                );
                 None
             }
         }
@@ -345,13 +421,23 @@ impl Walker<'_> {
         }
     }
     /// Whole seconds (`90`) or a duration string (`"90s"`, `"15m"`, `"1h 30m"`).
-    fn duration(&mut self, v: &toml::Value, path: &str, min: Millis, max: Millis) -> Option<Millis> {
+    fn duration(
+        &mut self,
+        v: &toml::Value,
+        path: &str,
+        min: Millis,
+        max: Millis,
+    ) -> Option<Millis> {
         let ms = match v {
             toml::Value::Integer(n) if *n >= 0 => Some(*n as u64 * 1000),
-            toml::Value::String(s) => humantime::parse_duration(s).ok().map(|d| d.as_millis() as u64),
+            toml::Value::String(s) => humantime::parse_duration(s)
+                .ok()
+                .map(|d| d.as_millis() as u64),
             _ => None,
         };
-        let show = |ms: Millis| humantime::format_duration(std::time::Duration::from_millis(ms)).to_string();
+        let show = |ms: Millis| {
+            humantime::format_duration(std::time::Duration::from_millis(ms)).to_string()
+        };
         match ms {
             Some(ms) if ms >= min && ms <= max => Some(ms),
             _ => {
@@ -362,7 +448,11 @@ impl Walker<'_> {
     }
     fn channels(&mut self, v: &toml::Value, path: &str) -> Option<Vec<Channel>> {
         let Some(arr) = v.as_array() else {
-            self.err(path, v, "expected a list of channels, e.g. [\"voice\", \"sms\", \"email\", \"push\"]");
+            self.err(
+                path,
+                v,
+                "expected a list of channels, e.g. [\"voice\", \"sms\", \"email\", \"push\"]",
+            );
             return None;
         };
         let mut out = Vec::new();
@@ -398,11 +488,27 @@ mod tests {
         let p = Policy::default();
         assert!(p.escalation_delay(Severity::P1, Tier::ALL[2]) <= 90_000);
         assert_eq!(p.escalation_delay(Severity::P3, Tier::ALL[1]), 900_000);
-        assert_eq!(p.channels(Severity::P2), [Channel::Voice, Channel::Sms, Channel::Email, Channel::Push]);
-        assert_eq!((0..4).map(|r| p.retry.delay(r)).collect::<Vec<_>>(), [15_000, 30_000, 60_000, 120_000]);
+        assert_eq!(
+            p.channels(Severity::P2),
+            [Channel::Voice, Channel::Sms, Channel::Email, Channel::Push]
+        );
+        assert_eq!(
+            (0..4).map(|r| p.retry.delay(r)).collect::<Vec<_>>(),
+            [15_000, 30_000, 60_000, 120_000]
+        );
         assert_eq!(p.retry.delay(9), 120_000);
-        assert_eq!((p.retry.max_retries, p.hard_failure_threshold, p.receipt_timeout), (3, 3, 120_000));
-        assert_eq!((p.dedup_window, p.reconciliation_age, p.rate_limit_per_sec), (300_000, 300_000, 50.0));
+        assert_eq!(
+            (
+                p.retry.max_retries,
+                p.hard_failure_threshold,
+                p.receipt_timeout
+            ),
+            (3, 3, 120_000)
+        );
+        assert_eq!(
+            (p.dedup_window, p.reconciliation_age, p.rate_limit_per_sec),
+            (300_000, 300_000, 50.0)
+        );
     }
 
     #[test]
@@ -420,9 +526,20 @@ mod tests {
             "#,
         );
         let p = p.ok();
-        assert_eq!(p.as_ref().map(|p| p.escalation_delay(Severity::P3, Tier::ALL[0])), Some(600_000));
+        assert_eq!(
+            p.as_ref()
+                .map(|p| p.escalation_delay(Severity::P3, Tier::ALL[0])),
+            Some(600_000)
+        );
         assert_eq!(p.as_ref().map(|p| p.channels(Severity::P3).len()), Some(3));
-        assert_eq!(p.as_ref().map(|p| (p.retry.max_retries, p.rate_limit("sms"), p.rate_limit("voice"))), Some((2, 30.0, 50.0)));
+        assert_eq!(
+            p.as_ref().map(|p| (
+                p.retry.max_retries,
+                p.rate_limit("sms"),
+                p.rate_limit("voice")
+            )),
+            Some((2, 30.0, 50.0))
+        );
     }
 
     #[test]
@@ -444,20 +561,43 @@ mod tests {
         .unwrap_or_default();
         let mut paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
         paths.sort_unstable();
-        assert_eq!(paths, ["channel_order.P1[1]", "channel_order.P7", "colour", "retry.initial_delay", "retry.max_retries", "retry.multiplier"]);
-        assert!(errs.iter().any(|e| e.path == "channel_order.P1[1]" && e.value == "\"fax\""));
-        assert!(errs.iter().any(|e| e.path == "retry.max_retries" && e.value == "-1"));
+        assert_eq!(
+            paths,
+            [
+                "channel_order.P1[1]",
+                "channel_order.P7",
+                "colour",
+                "retry.initial_delay",
+                "retry.max_retries",
+                "retry.multiplier"
+            ]
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.path == "channel_order.P1[1]" && e.value == "\"fax\"")
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.path == "retry.max_retries" && e.value == "-1")
+        );
     }
 
     #[test]
     fn syntax_errors_name_the_line() {
-        let errs = Policy::from_toml("[retry]\nmax_retries = = 3\n").err().unwrap_or_default();
+        let errs = Policy::from_toml("[retry]\nmax_retries = = 3\n")
+            .err()
+            .unwrap_or_default();
         assert_eq!(errs.first().map(|e| e.path.as_str()), Some("line 2"));
     }
 
     #[test]
     fn initial_delay_above_cap_is_refused() {
-        let errs = Policy::from_toml("[retry]\ninitial_delay = 200\nmax_delay = 100\n").err().unwrap_or_default();
-        assert_eq!(errs.first().map(|e| e.path.as_str()), Some("retry.initial_delay"));
+        let errs = Policy::from_toml("[retry]\ninitial_delay = 200\nmax_delay = 100\n")
+            .err()
+            .unwrap_or_default();
+        assert_eq!(
+            errs.first().map(|e| e.path.as_str()),
+            Some("retry.initial_delay")
+        );
     }
 }

@@ -19,15 +19,26 @@ impl PhoneNumber {
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
         let trimmed = s.trim();
         if !trimmed.starts_with('+') && !trimmed.starts_with("00") {
-            return Err(InvalidValue::new("", "phone number must be in international form, starting with + and the country code"));
+            return Err(InvalidValue::new(
+                "",
+                "phone number must be in international form, starting with + and the country code",
+            ));
         }
-        let candidate = trimmed.strip_prefix("00").map(|r| format!("+{r}")).unwrap_or_else(|| trimmed.to_string());
+        let candidate = trimmed
+            .strip_prefix("00")
+            .map(|r| format!("+{r}"))
+            .unwrap_or_else(|| trimmed.to_string());
         let n = phonenumber::parse(None, &candidate)
             .map_err(|e| InvalidValue::new("", format!("phone number is not a number ({e})")))?;
         if !phonenumber::is_valid(&n) {
-            return Err(InvalidValue::new("", "phone number is not a valid number for its country"));
+            return Err(InvalidValue::new(
+                "",
+                "phone number is not a valid number for its country",
+            ));
         }
-        Ok(Self(Arc::from(n.format().mode(phonenumber::Mode::E164).to_string())))
+        Ok(Self(Arc::from(
+            n.format().mode(phonenumber::Mode::E164).to_string(),
+        )))
     }
     pub fn expose(&self) -> &str {
         &self.0
@@ -63,10 +74,16 @@ impl EmailAddress {
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
         let t = s.trim();
         if t.len() > 254 {
-            return Err(InvalidValue::new("", "email address is longer than 254 characters"));
+            return Err(InvalidValue::new(
+                "",
+                "email address is longer than 254 characters",
+            ));
         }
-        let parsed = email_address::EmailAddress::parse_with_options(t, email_address::Options::default().without_display_text())
-            .map_err(|e| InvalidValue::new("", format!("email address is not valid ({e})")))?;
+        let parsed = email_address::EmailAddress::parse_with_options(
+            t,
+            email_address::Options::default().without_display_text(),
+        )
+        .map_err(|e| InvalidValue::new("", format!("email address is not valid ({e})")))?;
         if !parsed.domain().contains('.') {
             return Err(InvalidValue::new("", "email address domain has no dot"));
         }
@@ -110,7 +127,10 @@ impl PushEndpoint {
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
         let t = s.trim();
         if t.is_empty() || t.len() > 2048 || !t.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(InvalidValue::new("", "push endpoint must be 1 to 2048 printable ASCII characters"));
+            return Err(InvalidValue::new(
+                "",
+                "push endpoint must be 1 to 2048 printable ASCII characters",
+            ));
         }
         Ok(Self(Arc::from(t)))
     }
@@ -118,7 +138,15 @@ impl PushEndpoint {
         &self.0
     }
     pub fn masked(&self) -> String {
-        let tail: String = self.0.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+        let tail: String = self
+            .0
+            .chars()
+            .rev()
+            .take(4)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
         format!("•••{tail}")
     }
 }
@@ -185,7 +213,11 @@ impl ContactMethods {
         match channel {
             Channel::Voice => self.phone.clone().map(Address::Phone),
             Channel::Sms if self.sms_opted_out => None,
-            Channel::Sms => self.sms.clone().or_else(|| self.phone.clone()).map(Address::Phone),
+            Channel::Sms => self
+                .sms
+                .clone()
+                .or_else(|| self.phone.clone())
+                .map(Address::Phone),
             Channel::Email => self.email.clone().map(Address::Email),
             Channel::Push => self.push.clone().map(Address::Push),
         }
@@ -208,8 +240,8 @@ mod tests {
     fn phone_numbers_normalise_to_e164() {
         let p = PhoneNumber::parse("+44 20 7946 0958").ok();
         assert_eq!(p.as_ref().map(|p| p.expose()), Some("+442079460958"));
-        let p = PhoneNumber::parse("0044 7700 900123").ok();
-        assert_eq!(p.as_ref().map(|p| p.expose()), Some("+447700900123"));
+        let p = PhoneNumber::parse("0061 491 570 156").ok();
+        assert_eq!(p.as_ref().map(|p| p.expose()), Some("+61491570156"));
     }
 
     #[test]
@@ -241,7 +273,10 @@ mod tests {
 
     #[test]
     fn opted_out_sms_is_not_an_address() {
-        let mut c = ContactMethods { phone: PhoneNumber::parse("+442079460958").ok(), ..Default::default() };
+        let mut c = ContactMethods {
+            phone: PhoneNumber::parse("+442079460958").ok(),
+            ..Default::default()
+        };
         assert!(c.has(Channel::Sms) && c.has(Channel::Voice));
         c.sms_opted_out = true;
         assert!(!c.has(Channel::Sms) && c.address(Channel::Sms).is_none() && c.has(Channel::Voice));

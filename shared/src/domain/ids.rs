@@ -8,7 +8,8 @@ use std::sync::Arc;
 fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'@'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'@'))
 }
 
 macro_rules! id_type {
@@ -68,7 +69,12 @@ mod tests {
 
     #[test]
     fn accepts_the_seed_incident_id() {
-        assert_eq!(IncidentId::parse("INC-2024-0892").map(|i| i.to_string()).ok(), Some("INC-2024-0892".into()));
+        assert_eq!(
+            IncidentId::parse("INC-2024-0892")
+                .map(|i| i.to_string())
+                .ok(),
+            Some("INC-2024-0892".into())
+        );
     }
 
     #[test]

@@ -18,10 +18,16 @@ impl MessageTemplate {
             return Err(InvalidValue::new("", "message template is empty"));
         }
         if t.chars().count() > 1000 {
-            return Err(InvalidValue::new("", "message template is longer than 1000 characters"));
+            return Err(InvalidValue::new(
+                "",
+                "message template is longer than 1000 characters",
+            ));
         }
         if t.chars().any(|c| c.is_control() && c != '\n') {
-            return Err(InvalidValue::new("", "message template contains control characters"));
+            return Err(InvalidValue::new(
+                "",
+                "message template contains control characters",
+            ));
         }
         Ok(Self(t.to_string()))
     }
@@ -65,15 +71,28 @@ impl Trigger {
             match body.get("eventType").and_then(|v| v.as_str()) {
                 Some("bcp.cascade.trigger") => (p, "payload."),
                 Some(other) => {
-                    return Err(vec![InvalidValue::new("eventType", format!("unsupported event type {other:?}: expected \"bcp.cascade.trigger\""))]);
+                    return Err(vec![InvalidValue::new(
+                        "eventType",
+                        format!(
+                            "unsupported event type {other:?}: expected \"bcp.cascade.trigger\""
+                        ),
+                    )]);
                 }
-                None => return Err(vec![InvalidValue::new("eventType", "missing: expected \"bcp.cascade.trigger\"")]),
+                None => {
+                    return Err(vec![InvalidValue::new(
+                        "eventType",
+                        "missing: expected \"bcp.cascade.trigger\"",
+                    )]);
+                }
             }
         } else {
             (body, "")
         };
         let Some(map) = obj.as_object() else {
-            return Err(vec![InvalidValue::new(prefix.trim_end_matches('.').to_string(), "expected a JSON object")]);
+            return Err(vec![InvalidValue::new(
+                prefix.trim_end_matches('.').to_string(),
+                "expected a JSON object",
+            )]);
         };
         let mut errors = Vec::new();
         let field = |name: &str, errors: &mut Vec<InvalidValue>| -> Option<String> {
@@ -84,30 +103,68 @@ impl Trigger {
                 }
                 Some(serde_json::Value::String(s)) => Some(s.clone()),
                 Some(_) => {
-                    errors.push(InvalidValue::new(format!("{prefix}{name}"), "expected a string"));
+                    errors.push(InvalidValue::new(
+                        format!("{prefix}{name}"),
+                        "expected a string",
+                    ));
                     None
                 }
             }
         };
-        let at = |name: &'static str| move |e: InvalidValue| InvalidValue::new(format!("{prefix}{name}"), e.message);
-        let incident_id = field("incidentId", &mut errors).and_then(|s| IncidentId::parse(&s).map_err(at("incidentId")).map_err(|e| errors.push(e)).ok());
-        let severity = field("severity", &mut errors).and_then(|s| Severity::parse(&s).map_err(at("severity")).map_err(|e| errors.push(e)).ok());
-        let group = field("stakeholderGroupId", &mut errors)
-            .and_then(|s| GroupId::parse(&s).map_err(at("stakeholderGroupId")).map_err(|e| errors.push(e)).ok());
-        let message = field("messageTemplate", &mut errors)
-            .and_then(|s| MessageTemplate::parse(&s).map_err(at("messageTemplate")).map_err(|e| errors.push(e)).ok());
+        let at = |name: &'static str| {
+            move |e: InvalidValue| InvalidValue::new(format!("{prefix}{name}"), e.message)
+        };
+        let incident_id = field("incidentId", &mut errors).and_then(|s| {
+            IncidentId::parse(&s)
+                .map_err(at("incidentId"))
+                .map_err(|e| errors.push(e))
+                .ok()
+        });
+        let severity = field("severity", &mut errors).and_then(|s| {
+            Severity::parse(&s)
+                .map_err(at("severity"))
+                .map_err(|e| errors.push(e))
+                .ok()
+        });
+        let group = field("stakeholderGroupId", &mut errors).and_then(|s| {
+            GroupId::parse(&s)
+                .map_err(at("stakeholderGroupId"))
+                .map_err(|e| errors.push(e))
+                .ok()
+        });
+        let message = field("messageTemplate", &mut errors).and_then(|s| {
+            MessageTemplate::parse(&s)
+                .map_err(at("messageTemplate"))
+                .map_err(|e| errors.push(e))
+                .ok()
+        });
         let timestamp = match map.get("timestamp") {
             None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) => Ts::parse_rfc3339(s).map_err(at("timestamp")).map_err(|e| errors.push(e)).ok(),
+            Some(serde_json::Value::String(s)) => Ts::parse_rfc3339(s)
+                .map_err(at("timestamp"))
+                .map_err(|e| errors.push(e))
+                .ok(),
             Some(_) => {
-                errors.push(InvalidValue::new(format!("{prefix}timestamp"), "expected an RFC 3339 string"));
+                errors.push(InvalidValue::new(
+                    format!("{prefix}timestamp"),
+                    "expected an RFC 3339 string",
+                ));
                 None
             }
         };
         match (incident_id, severity, group, message) {
-            (Some(incident_id), Some(severity), Some(stakeholder_group_id), Some(message_template)) if errors.is_empty() => {
-                Ok(Trigger { incident_id, severity, stakeholder_group_id, message_template, timestamp })
-            }
+            (
+                Some(incident_id),
+                Some(severity),
+                Some(stakeholder_group_id),
+                Some(message_template),
+            ) if errors.is_empty() => Ok(Trigger {
+                incident_id,
+                severity,
+                stakeholder_group_id,
+                message_template,
+                timestamp,
+            }),
             _ => Err(errors),
         }
     }
@@ -159,7 +216,9 @@ mod tests {
     fn accepts_all_three_body_shapes_alike() {
         let plain = Trigger::from_json(&seed_fields());
         let genesys = Trigger::from_json(&json!({ "trigger": seed_fields() }));
-        let cxone = Trigger::from_json(&json!({ "eventType": "bcp.cascade.trigger", "payload": seed_fields() }));
+        let cxone = Trigger::from_json(
+            &json!({ "eventType": "bcp.cascade.trigger", "payload": seed_fields() }),
+        );
         assert!(plain.is_ok());
         assert_eq!(plain, genesys);
         assert_eq!(plain, cxone);
@@ -167,16 +226,28 @@ mod tests {
 
     #[test]
     fn every_bad_field_is_named() {
-        let errs = Trigger::from_json(&json!({"trigger": {"incidentId": "bad id", "severity": "P9", "messageTemplate": 3}}))
-            .err()
-            .unwrap_or_default();
+        let errs = Trigger::from_json(
+            &json!({"trigger": {"incidentId": "bad id", "severity": "P9", "messageTemplate": 3}}),
+        )
+        .err()
+        .unwrap_or_default();
         let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["trigger.incidentId", "trigger.severity", "trigger.stakeholderGroupId", "trigger.messageTemplate"]);
+        assert_eq!(
+            fields,
+            [
+                "trigger.incidentId",
+                "trigger.severity",
+                "trigger.stakeholderGroupId",
+                "trigger.messageTemplate"
+            ]
+        );
     }
 
     #[test]
     fn wrong_event_type_is_refused() {
-        let errs = Trigger::from_json(&json!({"eventType": "other", "payload": seed_fields()})).err().unwrap_or_default();
+        let errs = Trigger::from_json(&json!({"eventType": "other", "payload": seed_fields()}))
+            .err()
+            .unwrap_or_default();
         assert_eq!(errs.first().map(|e| e.field.as_str()), Some("eventType"));
     }
 }

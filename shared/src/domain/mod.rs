@@ -27,7 +27,10 @@ pub struct InvalidValue {
 
 impl InvalidValue {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// Prefixes the field path, e.g. `stakeholders[3]` + `.phone`.

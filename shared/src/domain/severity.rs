@@ -21,7 +21,10 @@ impl Severity {
             "P2" | "2" => Ok(Self::P2),
             "P3" | "3" => Ok(Self::P3),
             "P4" | "4" => Ok(Self::P4),
-            _ => Err(InvalidValue::new("", format!("invalid severity {s:?}: expected P1, P2, P3 or P4"))),
+            _ => Err(InvalidValue::new(
+                "",
+                format!("invalid severity {s:?}: expected P1, P2, P3 or P4"),
+            )),
         }
     }
     pub fn as_str(self) -> &'static str {
@@ -49,7 +52,10 @@ impl Tier {
         if (1..=3).contains(&n) {
             Ok(Self(n as u8))
         } else {
-            Err(InvalidValue::new("", format!("invalid tier {n}: expected 1, 2 or 3")))
+            Err(InvalidValue::new(
+                "",
+                format!("invalid tier {n}: expected 1, 2 or 3"),
+            ))
         }
     }
     pub fn get(self) -> u8 {
@@ -77,7 +83,10 @@ impl Channel {
             "sms" => Ok(Self::Sms),
             "email" => Ok(Self::Email),
             "push" => Ok(Self::Push),
-            _ => Err(InvalidValue::new("", format!("invalid channel {s:?}: expected voice, sms, email or push"))),
+            _ => Err(InvalidValue::new(
+                "",
+                format!("invalid channel {s:?}: expected voice, sms, email or push"),
+            )),
         }
     }
     pub fn as_str(self) -> &'static str {

@@ -26,7 +26,10 @@ impl Stakeholder {
         order
             .iter()
             .copied()
-            .filter(|c| self.contacts.has(*c) && (self.preferences.is_empty() || self.preferences.contains(c)))
+            .filter(|c| {
+                self.contacts.has(*c)
+                    && (self.preferences.is_empty() || self.preferences.contains(c))
+            })
             .collect()
     }
 }

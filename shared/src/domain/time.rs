@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// A duration in milliseconds.
 pub type Millis = u64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(transparent)]
 pub struct Ts(pub u64);
 
@@ -25,7 +27,9 @@ impl Ts {
         self.0.saturating_sub(earlier.0)
     }
     pub fn from_system(t: SystemTime) -> Ts {
-        Ts(t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0))
+        Ts(t.duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0))
     }
     pub fn to_system(self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.0)
@@ -54,7 +58,10 @@ mod tests {
     #[test]
     fn rfc3339_round_trips() {
         let t = Ts::parse_rfc3339("2024-05-20T14:32:00Z").ok();
-        assert_eq!(t.map(|t| t.rfc3339()), Some("2024-05-20T14:32:00.000Z".to_string()));
+        assert_eq!(
+            t.map(|t| t.rfc3339()),
+            Some("2024-05-20T14:32:00.000Z".to_string())
+        );
         assert!(Ts::parse_rfc3339("yesterday").is_err());
     }
 }

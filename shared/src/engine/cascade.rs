@@ -41,7 +41,10 @@ pub enum CascadeStatus {
 
 impl CascadeStatus {
     pub fn is_terminal(self) -> bool {
-        matches!(self, CascadeStatus::Acknowledged | CascadeStatus::Escalated | CascadeStatus::Cancelled)
+        matches!(
+            self,
+            CascadeStatus::Acknowledged | CascadeStatus::Escalated | CascadeStatus::Cancelled
+        )
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -63,7 +66,10 @@ pub struct ChannelPlan {
 
 impl ChannelPlan {
     pub fn new(channels: &[Channel]) -> Self {
-        let mut p = ChannelPlan { len: 0, channels: [Channel::Voice; 4] };
+        let mut p = ChannelPlan {
+            len: 0,
+            channels: [Channel::Voice; 4],
+        };
         for &c in channels {
             if p.len < 4 && !p.as_slice().contains(&c) {
                 p.channels[usize::from(p.len)] = c;
@@ -99,7 +105,9 @@ impl<'de> Deserialize<'de> for ChannelPlan {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = Vec::<Channel>::deserialize(d)?;
         if v.len() > 4 {
-            return Err(serde::de::Error::custom("a channel plan has at most four channels"));
+            return Err(serde::de::Error::custom(
+                "a channel plan has at most four channels",
+            ));
         }
         Ok(ChannelPlan::new(&v))
     }
@@ -126,7 +134,9 @@ impl Phase {
     pub fn due(self) -> Ts {
         match self {
             Phase::Sending { since } => since,
-            Phase::Backoff { until } | Phase::Throttled { until } | Phase::Holding { until } => until,
+            Phase::Backoff { until } | Phase::Throttled { until } | Phase::Holding { until } => {
+                until
+            }
             Phase::AwaitingReceipt { deadline } => deadline,
         }
     }
@@ -168,7 +178,13 @@ pub struct Cascade {
 }
 
 impl Cascade {
-    pub fn new(key: CascadeKey, severity: Severity, tier: Tier, plan: ChannelPlan, now: Ts) -> Self {
+    pub fn new(
+        key: CascadeKey,
+        severity: Severity,
+        tier: Tier,
+        plan: ChannelPlan,
+        now: Ts,
+    ) -> Self {
         Cascade {
             key,
             severity,

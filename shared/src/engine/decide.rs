@@ -1,7 +1,8 @@
 //! `decide`: the ten cascade rules. See the module docs of `engine`.
 
 use super::{
-    Attempt, AuditKind, AuditRecord, Cascade, CascadeStatus, Command, Decision, Event, Phase, ReceiptStatus, Route, SendOutcome, TimerKind,
+    Attempt, AuditKind, AuditRecord, Cascade, CascadeStatus, Command, Decision, Event, Phase,
+    ReceiptStatus, Route, SendOutcome, TimerKind,
 };
 use crate::domain::Ts;
 use crate::policy::Policy;
@@ -48,7 +49,11 @@ impl<'a> Transition<'a> {
     fn finish(mut self) -> Decision {
         self.audit.status = self.next.status;
         self.audit.in_flight = self.next.in_flight.len() as u8;
-        Decision { next: self.next, commands: self.commands, audit: self.audit }
+        Decision {
+            next: self.next,
+            commands: self.commands,
+            audit: self.audit,
+        }
     }
 
     fn record(&mut self, kind: AuditKind, attempt: Option<&Attempt>) {
@@ -77,13 +82,19 @@ impl<'a> Transition<'a> {
             }
             Event::SendResult { attempt, result } => {
                 let Some(i) = self.find(attempt, |p| matches!(p, Phase::Sending { .. })) else {
-                    return self.stale(format!("send result for attempt {attempt}, which is not sending"));
+                    return self.stale(format!(
+                        "send result for attempt {attempt}, which is not sending"
+                    ));
                 };
                 self.send_result(i, result);
             }
             Event::Receipt { attempt, status } => {
-                let Some(i) = self.find(attempt, |p| matches!(p, Phase::Sending { .. } | Phase::AwaitingReceipt { .. })) else {
-                    return self.stale(format!("receipt for attempt {attempt}, which is not awaiting one"));
+                let Some(i) = self.find(attempt, |p| {
+                    matches!(p, Phase::Sending { .. } | Phase::AwaitingReceipt { .. })
+                }) else {
+                    return self.stale(format!(
+                        "receipt for attempt {attempt}, which is not awaiting one"
+                    ));
                 };
                 self.receipt(i, status);
             }
@@ -99,12 +110,22 @@ impl<'a> Transition<'a> {
             }
             Event::Timer { attempt, kind } => {
                 let Some(i) = self.find(attempt, |p| phase_matches(p, kind)) else {
-                    return self.stale(format!("{} timer for attempt {attempt}, which is no longer in that phase", timer_name(kind)));
+                    return self.stale(format!(
+                        "{} timer for attempt {attempt}, which is no longer in that phase",
+                        timer_name(kind)
+                    ));
                 };
                 let due = self.next.in_flight[i].phase.due();
                 if self.now < due {
-                    self.commands.push(Command::ArmTimer { at: due, attempt, kind });
-                    return self.stale(format!("{} timer for attempt {attempt} fired early; re-armed", timer_name(kind)));
+                    self.commands.push(Command::ArmTimer {
+                        at: due,
+                        attempt,
+                        kind,
+                    });
+                    return self.stale(format!(
+                        "{} timer for attempt {attempt} fired early; re-armed",
+                        timer_name(kind)
+                    ));
                 }
                 self.fire(i, kind);
             }
@@ -126,14 +147,20 @@ impl<'a> Transition<'a> {
                 self.record(AuditKind::AckAfterEnd, None);
                 self.audit.channel = Some(channel);
                 self.audit.attempt = attempt;
-                self.audit.note = Some(format!("acknowledged after the cascade ended as {}; nothing sent", self.next.status.as_str()));
+                self.audit.note = Some(format!(
+                    "acknowledged after the cascade ended as {}; nothing sent",
+                    self.next.status.as_str()
+                ));
             }
             _ => self.stale(format!("cascade already {}", self.next.status.as_str())),
         }
     }
 
     fn find(&self, id: u32, phase_ok: impl Fn(Phase) -> bool) -> Option<usize> {
-        self.next.in_flight.iter().position(|a| a.id == id && phase_ok(a.phase))
+        self.next
+            .in_flight
+            .iter()
+            .position(|a| a.id == id && phase_ok(a.phase))
     }
 
     fn start(&mut self) {
@@ -158,8 +185,16 @@ impl<'a> Transition<'a> {
             let channel = self.next.plan.as_slice()[step];
             self.next.next_step += 1;
             let id = self.new_attempt_id();
-            self.next.in_flight.push(Attempt { id, channel, retries: 0, phase: Phase::Sending { since: self.now } });
-            self.commands.push(Command::Send { attempt: id, channel });
+            self.next.in_flight.push(Attempt {
+                id,
+                channel,
+                retries: 0,
+                phase: Phase::Sending { since: self.now },
+            });
+            self.commands.push(Command::Send {
+                attempt: id,
+                channel,
+            });
             self.audit.started.push(channel);
         }
     }
@@ -172,21 +207,29 @@ impl<'a> Transition<'a> {
 
     fn arm(&mut self, i: usize, kind: TimerKind) {
         let a = self.next.in_flight[i];
-        self.commands.push(Command::ArmTimer { at: a.phase.due(), attempt: a.id, kind });
+        self.commands.push(Command::ArmTimer {
+            at: a.phase.due(),
+            attempt: a.id,
+            kind,
+        });
     }
 
     fn send_result(&mut self, i: usize, result: SendOutcome) {
         let a = self.next.in_flight[i];
         match result {
             SendOutcome::Accepted => {
-                self.next.in_flight[i].phase = Phase::AwaitingReceipt { deadline: self.now.plus(self.policy.receipt_timeout) };
+                self.next.in_flight[i].phase = Phase::AwaitingReceipt {
+                    deadline: self.now.plus(self.policy.receipt_timeout),
+                };
                 self.next.first_contact_at.get_or_insert(self.now);
                 self.arm(i, TimerKind::ReceiptTimeout);
                 self.record(AuditKind::SendAccepted, Some(&a));
             }
             SendOutcome::Throttled { retry_after_ms } => {
                 let wait = retry_after_ms.max(1);
-                self.next.in_flight[i].phase = Phase::Throttled { until: self.now.plus(wait) };
+                self.next.in_flight[i].phase = Phase::Throttled {
+                    until: self.now.plus(wait),
+                };
                 self.arm(i, TimerKind::ThrottleWait);
                 self.record(AuditKind::Throttled, Some(&a));
                 self.audit.wait_ms = Some(wait);
@@ -195,7 +238,14 @@ impl<'a> Transition<'a> {
             SendOutcome::Transient if a.retries < self.policy.retry.max_retries => {
                 let wait = self.policy.retry.delay(a.retries);
                 let id = self.new_attempt_id();
-                self.next.in_flight[i] = Attempt { id, channel: a.channel, retries: a.retries + 1, phase: Phase::Backoff { until: self.now.plus(wait) } };
+                self.next.in_flight[i] = Attempt {
+                    id,
+                    channel: a.channel,
+                    retries: a.retries + 1,
+                    phase: Phase::Backoff {
+                        until: self.now.plus(wait),
+                    },
+                };
                 self.arm(i, TimerKind::Retry);
                 self.record(AuditKind::RetryScheduled, Some(&a));
                 self.audit.wait_ms = Some(wait);
@@ -203,7 +253,10 @@ impl<'a> Transition<'a> {
                 self.audit.note = Some(format!("retry as attempt {id}"));
             }
             SendOutcome::Transient => {
-                self.audit.note = Some(format!("{} transient failures: retries exhausted", a.retries + 1));
+                self.audit.note = Some(format!(
+                    "{} transient failures: retries exhausted",
+                    a.retries + 1
+                ));
                 self.channel_failed(i, AuditKind::ChannelFailed);
             }
             SendOutcome::Failed => self.channel_failed(i, AuditKind::ChannelFailed),
@@ -216,7 +269,9 @@ impl<'a> Transition<'a> {
         match status {
             ReceiptStatus::Delivered => {
                 let hold = self.hold_delay();
-                self.next.in_flight[i].phase = Phase::Holding { until: self.now.plus(hold) };
+                self.next.in_flight[i].phase = Phase::Holding {
+                    until: self.now.plus(hold),
+                };
                 self.next.first_contact_at.get_or_insert(self.now);
                 self.next.consecutive_failures = 0;
                 self.arm(i, TimerKind::EscalationHold);
@@ -241,8 +296,15 @@ impl<'a> Transition<'a> {
         match kind {
             TimerKind::Retry | TimerKind::ThrottleWait => {
                 self.next.in_flight[i].phase = Phase::Sending { since: self.now };
-                self.commands.push(Command::Send { attempt: a.id, channel: a.channel });
-                let k = if kind == TimerKind::Retry { AuditKind::RetrySent } else { AuditKind::ThrottleResumed };
+                self.commands.push(Command::Send {
+                    attempt: a.id,
+                    channel: a.channel,
+                });
+                let k = if kind == TimerKind::Retry {
+                    AuditKind::RetrySent
+                } else {
+                    AuditKind::ThrottleResumed
+                };
                 self.record(k, Some(&a));
                 self.audit.retries = Some(a.retries);
             }
@@ -263,14 +325,21 @@ impl<'a> Transition<'a> {
         self.next.consecutive_failures += 1;
         self.record(kind, Some(&a));
         if self.next.consecutive_failures >= self.policy.hard_failure_threshold {
-            let note = format!("{} consecutive channel failures", self.next.consecutive_failures);
+            let note = format!(
+                "{} consecutive channel failures",
+                self.next.consecutive_failures
+            );
             self.audit.note = Some(match self.audit.note.take() {
                 Some(n) => format!("{n}; {note}"),
                 None => note,
             });
             return self.escalate(kind);
         }
-        let count = if kind == AuditKind::ChannelUnreachable { 2 } else { 1 };
+        let count = if kind == AuditKind::ChannelUnreachable {
+            2
+        } else {
+            1
+        };
         self.advance(count, kind);
     }
 
@@ -282,7 +351,9 @@ impl<'a> Transition<'a> {
             self.start_channels(count);
         }
         if self.next.in_flight.is_empty() {
-            self.audit.note.get_or_insert_with(|| "every channel tried without an ACK".into());
+            self.audit
+                .note
+                .get_or_insert_with(|| "every channel tried without an ACK".into());
             self.escalate(cause);
         }
     }
@@ -292,7 +363,8 @@ impl<'a> Transition<'a> {
         self.end();
         self.audit.kind = AuditKind::CascadeFailure;
         self.audit.cause = Some(cause);
-        self.commands.retain(|c| !matches!(c, Command::Send { .. } | Command::ArmTimer { .. }));
+        self.commands
+            .retain(|c| !matches!(c, Command::Send { .. } | Command::ArmTimer { .. }));
         self.commands.push(Command::EmitCascadeFailure);
         if self.next.key.route == Route::Member {
             self.commands.push(Command::EscalateToManager);
@@ -315,7 +387,9 @@ impl<'a> Transition<'a> {
             self.start();
             return self.redriven(AuditKind::CascadeStarted);
         }
-        let Some(i) = (0..self.next.in_flight.len()).min_by_key(|&i| self.next.in_flight[i].phase.due()) else {
+        let Some(i) =
+            (0..self.next.in_flight.len()).min_by_key(|&i| self.next.in_flight[i].phase.due())
+        else {
             return self.stale("reconcile: nothing in flight".into());
         };
         let a = self.next.in_flight[i];
@@ -325,7 +399,10 @@ impl<'a> Transition<'a> {
         match a.phase {
             Phase::Sending { .. } => {
                 self.next.in_flight[i].phase = Phase::Sending { since: self.now };
-                self.commands.push(Command::Send { attempt: a.id, channel: a.channel });
+                self.commands.push(Command::Send {
+                    attempt: a.id,
+                    channel: a.channel,
+                });
                 self.record(AuditKind::Redriven, Some(&a));
                 self.audit.cause = Some(AuditKind::RetrySent);
                 self.audit.note = Some("send re-driven: no result from the carrier".into());

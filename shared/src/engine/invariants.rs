@@ -5,44 +5,80 @@ use super::{AuditKind, Cascade, Command, Decision, Event, Phase};
 use crate::policy::Policy;
 
 /// Checks one transition; returns a description of each invariant it breaks.
-pub fn check_transition(before: &Cascade, event: &Event, d: &Decision, policy: &Policy) -> Vec<String> {
+pub fn check_transition(
+    before: &Cascade,
+    event: &Event,
+    d: &Decision,
+    policy: &Policy,
+) -> Vec<String> {
     let mut v = Vec::new();
     let next = &d.next;
     if next.version != before.version + 1 {
-        v.push(format!("version went from {} to {}", before.version, next.version));
+        v.push(format!(
+            "version went from {} to {}",
+            before.version, next.version
+        ));
     }
     if before.status.is_terminal() {
         if next.status != before.status {
-            v.push(format!("terminal {} became {}", before.status.as_str(), next.status.as_str()));
+            v.push(format!(
+                "terminal {} became {}",
+                before.status.as_str(),
+                next.status.as_str()
+            ));
         }
         if !d.commands.is_empty() {
-            v.push(format!("terminal {} issued commands {:?}", before.status.as_str(), d.commands));
+            v.push(format!(
+                "terminal {} issued commands {:?}",
+                before.status.as_str(),
+                d.commands
+            ));
         }
     }
     if next.in_flight.len() > policy.max_in_flight as usize {
         v.push(format!("{} attempts in flight", next.in_flight.len()));
     }
-    if let Some(a) = next.in_flight.iter().find(|a| a.retries > policy.retry.max_retries) {
-        v.push(format!("attempt {} on {} is retry number {}", a.id, a.channel, a.retries));
+    if let Some(a) = next
+        .in_flight
+        .iter()
+        .find(|a| a.retries > policy.retry.max_retries)
+    {
+        v.push(format!(
+            "attempt {} on {} is retry number {}",
+            a.id, a.channel, a.retries
+        ));
     }
     if next.status.is_terminal() {
         if !next.in_flight.is_empty() {
             v.push("terminal cascade with attempts in flight".into());
         }
         if d.commands.iter().any(|c| matches!(c, Command::Send { .. })) {
-            v.push(format!("send issued by a transition to {}", next.status.as_str()));
+            v.push(format!(
+                "send issued by a transition to {}",
+                next.status.as_str()
+            ));
         }
     }
     for c in &d.commands {
         if let Command::Send { attempt, channel } = c {
-            let ok = next.in_flight.iter().any(|a| a.id == *attempt && a.channel == *channel && matches!(a.phase, Phase::Sending { .. }));
+            let ok = next.in_flight.iter().any(|a| {
+                a.id == *attempt
+                    && a.channel == *channel
+                    && matches!(a.phase, Phase::Sending { .. })
+            });
             if !ok {
                 v.push(format!("send of attempt {attempt} which is not sending"));
             }
         }
     }
-    if !d.audit.started.is_empty() && next.in_flight.len() > 1 && d.audit.kind != AuditKind::ChannelUnreachable {
-        v.push(format!("two channels in flight after {} (parallel only after UNREACHABLE)", d.audit.kind.as_str()));
+    if !d.audit.started.is_empty()
+        && next.in_flight.len() > 1
+        && d.audit.kind != AuditKind::ChannelUnreachable
+    {
+        v.push(format!(
+            "two channels in flight after {} (parallel only after UNREACHABLE)",
+            d.audit.kind.as_str()
+        ));
     }
     if matches!(event, Event::Ack { .. }) && !next.status.is_terminal() {
         v.push("ACK left the cascade open".into());
@@ -55,5 +91,6 @@ pub fn check_transition(before: &Cascade, event: &Event, d: &Decision, policy: &
 
 /// At the end of a run every cascade must be terminal.
 pub fn check_final(c: &Cascade) -> Option<String> {
-    (!c.status.is_terminal()).then(|| format!("cascade {} ended the run {}", c.key, c.status.as_str()))
+    (!c.status.is_terminal())
+        .then(|| format!("cascade {} ended the run {}", c.key, c.status.as_str()))
 }

@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 pub enum SendOutcome {
     Accepted,
     /// 429 or equivalent: platform back-pressure; the retry budget is not spent.
-    Throttled { retry_after_ms: Millis },
+    Throttled {
+        retry_after_ms: Millis,
+    },
     /// 5xx, network error, gateway timeout.
     Transient,
     /// Permanent refusal for this address (invalid number, suppressed address).
@@ -59,10 +61,22 @@ pub enum TimerKind {
 #[serde(rename_all = "snake_case", tag = "event")]
 pub enum Event {
     Start,
-    SendResult { attempt: u32, result: SendOutcome },
-    Receipt { attempt: u32, status: ReceiptStatus },
-    Ack { channel: Channel, attempt: Option<u32> },
-    Timer { attempt: u32, kind: TimerKind },
+    SendResult {
+        attempt: u32,
+        result: SendOutcome,
+    },
+    Receipt {
+        attempt: u32,
+        status: ReceiptStatus,
+    },
+    Ack {
+        channel: Channel,
+        attempt: Option<u32>,
+    },
+    Timer {
+        attempt: u32,
+        kind: TimerKind,
+    },
     /// The reconciliation sweep found the cascade overdue.
     Reconcile,
     Cancel,
@@ -71,8 +85,15 @@ pub enum Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "command")]
 pub enum Command {
-    Send { attempt: u32, channel: Channel },
-    ArmTimer { at: Ts, attempt: u32, kind: TimerKind },
+    Send {
+        attempt: u32,
+        channel: Channel,
+    },
+    ArmTimer {
+        at: Ts,
+        attempt: u32,
+        kind: TimerKind,
+    },
     /// Notify the on-call manager on the high-priority route.
     EscalateToManager,
     EmitCascadeFailure,

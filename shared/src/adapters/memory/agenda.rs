@@ -1,0 +1,200 @@
+//! The agenda: one time-ordered list of everything due (queued jobs, armed
+//! timers, the periodic sweep, and whatever a simulation schedules), on a
+//! clock. Ties are broken by insertion order, so a run is deterministic.
+
+use super::lock;
+use crate::domain::{Millis, Ts};
+use crate::error::Result;
+use crate::ports::{Clock, Job, TimerMsg, Timers, WorkQueue};
+use async_trait::async_trait;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+
+#[derive(Debug, Clone)]
+pub enum Item<X> {
+    Job(Job),
+    Timer(TimerMsg),
+    Sweep,
+    /// Something a simulation scheduled (a receipt, an acknowledgement).
+    External(X),
+}
+
+struct Entry<X> {
+    at: Ts,
+    seq: u64,
+    item: Item<X>,
+}
+
+impl<X> PartialEq for Entry<X> {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl<X> Eq for Entry<X> {}
+impl<X> PartialOrd for Entry<X> {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl<X> Ord for Entry<X> {
+    fn cmp(&self, o: &Self) -> Ordering {
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+struct Inner<X> {
+    heap: BinaryHeap<Entry<X>>,
+    seq: u64,
+    jobs: u64,
+    external: u64,
+}
+
+pub struct Agenda<X> {
+    inner: Mutex<Inner<X>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl<X: Send + 'static> Agenda<X> {
+    pub fn new(clock: Arc<dyn Clock>) -> Arc<Self> {
+        Arc::new(Agenda {
+            inner: Mutex::new(Inner {
+                heap: BinaryHeap::new(),
+                seq: 0,
+                jobs: 0,
+                external: 0,
+            }),
+            clock,
+        })
+    }
+
+    pub fn push(&self, at: Ts, item: Item<X>) {
+        let mut g = lock(&self.inner);
+        g.seq += 1;
+        let seq = g.seq;
+        match item {
+            Item::Job(_) => g.jobs += 1,
+            Item::External(_) => g.external += 1,
+            _ => {}
+        }
+        g.heap.push(Entry { at, seq, item });
+    }
+
+    pub fn push_after(&self, delay: Millis, item: Item<X>) {
+        let at = self.clock.now().plus(delay);
+        self.push(at, item);
+    }
+
+    /// Removes and returns the earliest item, whatever its time.
+    pub fn pop(&self) -> Option<(Ts, Item<X>)> {
+        let mut g = lock(&self.inner);
+        let e = g.heap.pop()?;
+        match e.item {
+            Item::Job(_) => g.jobs -= 1,
+            Item::External(_) => g.external -= 1,
+            _ => {}
+        }
+        Some((e.at, e.item))
+    }
+
+    /// Removes and returns the earliest item if it is due at `now`.
+    pub fn pop_due(&self, now: Ts) -> Option<(Ts, Item<X>)> {
+        {
+            let g = lock(&self.inner);
+            if g.heap.peek().is_none_or(|e| e.at > now) {
+                return None;
+            }
+        }
+        self.pop()
+    }
+
+    pub fn next_at(&self) -> Option<Ts> {
+        lock(&self.inner).heap.peek().map(|e| e.at)
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.inner).heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Items other than the sweep: jobs, timers and external events.
+    pub fn pending_work(&self) -> usize {
+        let g = lock(&self.inner);
+        g.heap.len()
+            - g.heap
+                .iter()
+                .filter(|e| matches!(e.item, Item::Sweep))
+                .count()
+    }
+
+    pub fn jobs(&self) -> u64 {
+        lock(&self.inner).jobs
+    }
+}
+
+/// The work queue on the agenda.
+pub struct MemoryQueue<X>(pub Arc<Agenda<X>>);
+
+#[async_trait]
+impl<X: Send + 'static> WorkQueue for MemoryQueue<X> {
+    async fn enqueue(&self, jobs: Vec<(Job, Millis)>) -> Result<()> {
+        for (job, delay) in jobs {
+            self.0.push_after(delay, Item::Job(job));
+        }
+        Ok(())
+    }
+    async fn backlog(&self) -> Result<u64> {
+        Ok(self.0.jobs())
+    }
+}
+
+/// Timers on the agenda (the timer wheel of the embedded runtime).
+pub struct MemoryTimers<X>(pub Arc<Agenda<X>>);
+
+#[async_trait]
+impl<X: Send + 'static> Timers for MemoryTimers<X> {
+    async fn arm(&self, timers: Vec<TimerMsg>) -> Result<()> {
+        for t in timers {
+            self.0.push(t.at, Item::Timer(t));
+        }
+        Ok(())
+    }
+}
+
+/// A clock that moves only when told: an hour of cascade in milliseconds.
+#[derive(Debug, Default)]
+pub struct VirtualClock(AtomicU64);
+
+impl VirtualClock {
+    pub fn new(start: Ts) -> Arc<Self> {
+        Arc::new(VirtualClock(AtomicU64::new(start.0)))
+    }
+    /// Moves the clock to `t` (never backwards).
+    pub fn set(&self, t: Ts) {
+        self.0.fetch_max(t.0, AtomicOrdering::SeqCst);
+    }
+    pub fn advance(&self, ms: Millis) {
+        self.0.fetch_add(ms, AtomicOrdering::SeqCst);
+    }
+}
+
+impl Clock for VirtualClock {
+    fn now(&self) -> Ts {
+        Ts(self.0.load(AtomicOrdering::SeqCst))
+    }
+}
+
+/// Wall-clock time.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Ts {
+        Ts::from_system(std::time::SystemTime::now())
+    }
+}

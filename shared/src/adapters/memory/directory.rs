@@ -1,0 +1,55 @@
+//! The directory in memory.
+
+use crate::domain::{Group, GroupId, Stakeholder, StakeholderId};
+use crate::error::Result;
+use crate::ports::Directory;
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+#[derive(Default)]
+pub struct MemoryDirectory {
+    groups: RwLock<HashMap<GroupId, Group>>,
+    people: RwLock<HashMap<StakeholderId, Stakeholder>>,
+}
+
+impl MemoryDirectory {
+    pub fn new(groups: Vec<Group>, people: Vec<Stakeholder>) -> Self {
+        MemoryDirectory {
+            groups: RwLock::new(groups.into_iter().map(|g| (g.id.clone(), g)).collect()),
+            people: RwLock::new(people.into_iter().map(|p| (p.id.clone(), p)).collect()),
+        }
+    }
+    pub fn upsert_stakeholder(&self, p: Stakeholder) {
+        self.people
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(p.id.clone(), p);
+    }
+    pub fn upsert_group(&self, g: Group) {
+        self.groups
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(g.id.clone(), g);
+    }
+}
+
+#[async_trait]
+impl Directory for MemoryDirectory {
+    async fn group(&self, id: &GroupId) -> Result<Option<Group>> {
+        Ok(self
+            .groups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned())
+    }
+    async fn stakeholder(&self, id: &StakeholderId) -> Result<Option<Stakeholder>> {
+        Ok(self
+            .people
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned())
+    }
+}

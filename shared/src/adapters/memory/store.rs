@@ -1,0 +1,248 @@
+//! Incident and cascade store in memory, with DynamoDB's semantics: creates
+//! are conditional on absence, transitions on the stored version, and a
+//! transition and its audit entry land together or not at all. A due-time
+//! index plays the part of the sparse GSI the sweep reads.
+
+use super::lock;
+use crate::app::audit::AuditEntry;
+use crate::domain::{Incident, IncidentId, Ts};
+use crate::engine::CascadeKey;
+use crate::error::{Error, Result};
+use crate::ports::{CascadeRecord, CascadeStore, IncidentStore, Page};
+use async_trait::async_trait;
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct Inner {
+    incidents: HashMap<IncidentId, Incident>,
+    cascades: HashMap<CascadeKey, CascadeRecord>,
+    order: HashMap<IncidentId, Vec<CascadeKey>>,
+    audit: HashMap<IncidentId, Vec<AuditEntry>>,
+    due: BTreeSet<(Ts, CascadeKey)>,
+    refs: HashMap<String, (CascadeKey, u32)>,
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every cascade of every incident (drill reports).
+    pub fn all_cascades(&self) -> Vec<CascadeRecord> {
+        let g = lock(&self.inner);
+        let mut ids: Vec<_> = g.order.keys().cloned().collect();
+        ids.sort();
+        ids.iter()
+            .flat_map(|i| g.order[i].iter().map(|k| g.cascades[k].clone()))
+            .collect()
+    }
+
+    /// Visits every audit entry of every incident, in write order per incident.
+    pub fn for_each_audit(&self, mut f: impl FnMut(&AuditEntry)) {
+        let g = lock(&self.inner);
+        let mut ids: Vec<_> = g.audit.keys().cloned().collect();
+        ids.sort();
+        for id in ids {
+            g.audit[&id].iter().for_each(&mut f);
+        }
+    }
+
+    pub fn audit_len(&self) -> usize {
+        lock(&self.inner).audit.values().map(Vec::len).sum()
+    }
+}
+
+fn cursor_offset(cursor: Option<String>) -> Result<usize> {
+    match cursor {
+        None => Ok(0),
+        Some(c) => c
+            .parse()
+            .map_err(|_| Error::invalid("cursor", "not a cursor this store issued")),
+    }
+}
+
+#[async_trait]
+impl IncidentStore for MemoryStore {
+    async fn create_incident(&self, incident: &Incident) -> Result<()> {
+        let mut g = lock(&self.inner);
+        if g.incidents.contains_key(incident.id()) {
+            return Err(Error::Conflict(format!(
+                "incident {} exists",
+                incident.id()
+            )));
+        }
+        g.incidents.insert(incident.id().clone(), incident.clone());
+        Ok(())
+    }
+
+    async fn get_incident(&self, id: &IncidentId) -> Result<Option<Incident>> {
+        Ok(lock(&self.inner).incidents.get(id).cloned())
+    }
+
+    async fn update_incident(&self, incident: &Incident, expected_version: u64) -> Result<()> {
+        let mut g = lock(&self.inner);
+        match g.incidents.get_mut(incident.id()) {
+            Some(cur) if cur.version == expected_version => {
+                *cur = incident.clone();
+                Ok(())
+            }
+            Some(cur) => Err(Error::Conflict(format!(
+                "incident {} is at version {}, not {expected_version}",
+                incident.id(),
+                cur.version
+            ))),
+            None => Err(Error::NotFound(format!("incident {}", incident.id()))),
+        }
+    }
+}
+
+#[async_trait]
+impl CascadeStore for MemoryStore {
+    async fn create_cascade(&self, record: &CascadeRecord, audit: &AuditEntry) -> Result<()> {
+        let mut g = lock(&self.inner);
+        let key = &record.cascade.key;
+        if g.cascades.contains_key(key) {
+            return Err(Error::Conflict(format!("cascade {key} exists")));
+        }
+        if let Some(due) = record.cascade.next_due() {
+            g.due.insert((due, key.clone()));
+        }
+        g.order
+            .entry(key.incident.clone())
+            .or_default()
+            .push(key.clone());
+        g.audit
+            .entry(key.incident.clone())
+            .or_default()
+            .push(audit.clone());
+        g.cascades.insert(key.clone(), record.clone());
+        Ok(())
+    }
+
+    async fn get_cascade(&self, key: &CascadeKey) -> Result<Option<CascadeRecord>> {
+        Ok(lock(&self.inner).cascades.get(key).cloned())
+    }
+
+    async fn transition(
+        &self,
+        record: &CascadeRecord,
+        expected_version: u64,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let mut guard = lock(&self.inner);
+        let g = &mut *guard;
+        let key = &record.cascade.key;
+        let Some(cur) = g.cascades.get_mut(key) else {
+            return Err(Error::NotFound(format!("cascade {key}")));
+        };
+        if cur.cascade.version != expected_version {
+            return Err(Error::Conflict(format!(
+                "cascade {key} is at version {}, not {expected_version}",
+                cur.cascade.version
+            )));
+        }
+        let (old_due, new_due) = (cur.cascade.next_due(), record.cascade.next_due());
+        *cur = record.clone();
+        if old_due != new_due {
+            if let Some(d) = old_due {
+                g.due.remove(&(d, key.clone()));
+            }
+            if let Some(d) = new_due {
+                g.due.insert((d, key.clone()));
+            }
+        }
+        g.audit
+            .entry(key.incident.clone())
+            .or_default()
+            .push(audit.clone());
+        Ok(())
+    }
+
+    async fn list_cascades(
+        &self,
+        incident: &IncidentId,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<Page<CascadeRecord>> {
+        let from = cursor_offset(cursor)?;
+        let g = lock(&self.inner);
+        let keys = g.order.get(incident).map(Vec::as_slice).unwrap_or_default();
+        let items: Vec<_> = keys
+            .iter()
+            .skip(from)
+            .take(limit)
+            .filter_map(|k| g.cascades.get(k).cloned())
+            .collect();
+        let end = from + limit;
+        Ok(Page {
+            items,
+            next: (end < keys.len()).then(|| end.to_string()),
+        })
+    }
+
+    async fn overdue(
+        &self,
+        due_before: Ts,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<Page<CascadeKey>> {
+        let g = lock(&self.inner);
+        let start = match cursor {
+            None => Bound::Unbounded,
+            Some(c) => {
+                let (ts, key): (Ts, CascadeKey) = serde_json::from_str(&c)
+                    .map_err(|_| Error::invalid("cursor", "not a cursor this store issued"))?;
+                Bound::Excluded((ts, key))
+            }
+        };
+        let mut items = Vec::new();
+        let mut last = None;
+        for (ts, key) in g.due.range((start, Bound::Unbounded)) {
+            if *ts > due_before || items.len() == limit {
+                break;
+            }
+            items.push(key.clone());
+            last = Some((*ts, key.clone()));
+        }
+        let next = if items.len() == limit {
+            last.and_then(|l| serde_json::to_string(&l).ok())
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn audit_trail(&self, incident: &IncidentId) -> Result<Vec<AuditEntry>> {
+        Ok(lock(&self.inner)
+            .audit
+            .get(incident)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn put_message_ref(
+        &self,
+        provider_message_id: &str,
+        key: &CascadeKey,
+        attempt: u32,
+    ) -> Result<()> {
+        lock(&self.inner)
+            .refs
+            .insert(provider_message_id.to_string(), (key.clone(), attempt));
+        Ok(())
+    }
+
+    async fn get_message_ref(
+        &self,
+        provider_message_id: &str,
+    ) -> Result<Option<(CascadeKey, u32)>> {
+        Ok(lock(&self.inner).refs.get(provider_message_id).cloned())
+    }
+}

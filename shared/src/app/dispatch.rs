@@ -1,0 +1,272 @@
+//! Dispatch: expand a group into cascades, send one attempt, or escalate to
+//! the on-call manager.
+//!
+//! A send happens only while its attempt is `Sending` in the stored state
+//! (a redelivered or re-driven job for an attempt that moved on is dropped),
+//! only for an open incident, and only after the carrier endpoint's rate
+//! limiter admits it; otherwise the job goes back to the queue, delayed to
+//! the slot the limiter booked, and never waits in a loop.
+
+use super::{act, apply_event, audit};
+use crate::domain::{ContactMethods, IncidentStatus, Ts};
+use crate::engine::{Cascade, CascadeKey, ChannelPlan, Event, Phase, Route, SendOutcome, decide};
+use crate::error::Result;
+use crate::ports::{Admit, CascadeRecord, Deps, Job, OutboundMessage, SendError, SendOutcomeKind};
+use crate::ratelimit::Ticket;
+
+/// Members per expansion job.
+pub const EXPAND_CHUNK: u32 = 250;
+
+pub async fn dispatch(deps: &Deps, job: Job) -> Result<()> {
+    match job {
+        Job::Expand {
+            incident,
+            offset,
+            count,
+        } => expand(deps, &incident, offset, count).await,
+        Job::Send {
+            key,
+            attempt,
+            ticket,
+        } => send(deps, &key, attempt, ticket).await,
+        Job::Escalate {
+            incident,
+            manager,
+            about,
+        } => escalate(deps, &incident, &manager, &about).await,
+    }
+}
+
+#[tracing::instrument(skip_all, fields(incident_id = %incident, offset, count))]
+async fn expand(
+    deps: &Deps,
+    incident: &crate::domain::IncidentId,
+    offset: u32,
+    count: u32,
+) -> Result<()> {
+    let Some(inc) = deps.incidents.get_incident(incident).await? else {
+        tracing::warn!("expansion for an unknown incident dropped");
+        return Ok(());
+    };
+    if inc.status != IncidentStatus::Open {
+        return Ok(());
+    }
+    let Some(group) = deps
+        .directory
+        .group(&inc.trigger.stakeholder_group_id)
+        .await?
+    else {
+        tracing::error!("group vanished before expansion");
+        return Ok(());
+    };
+    let severity = inc.trigger.severity;
+    let order = deps.policy.channels(severity);
+    let end = (offset as usize + count as usize).min(group.members.len());
+    for id in group.members.get(offset as usize..end).unwrap_or_default() {
+        let key = CascadeKey {
+            incident: incident.clone(),
+            stakeholder: id.clone(),
+            route: Route::Member,
+        };
+        let person = deps.directory.stakeholder(id).await?;
+        let (plan, tier, contacts, name) = match &person {
+            Some(p) => (
+                ChannelPlan::new(&p.plan(order)),
+                p.tier,
+                p.contacts.clone(),
+                p.name.clone(),
+            ),
+            // Not in the directory: the cascade starts with no channel and escalates at once.
+            None => (
+                ChannelPlan::new(&[]),
+                crate::domain::Tier::ALL[2],
+                ContactMethods::default(),
+                String::new(),
+            ),
+        };
+        let cascade = Cascade::new(key, severity, tier, plan, deps.clock.now());
+        start(deps, cascade, contacts, name, None).await?;
+    }
+    Ok(())
+}
+
+/// Creates a cascade already started (one conditional write with its first
+/// audit entry) and acts on the start's commands. An existing cascade (a
+/// redelivered expansion) is left alone.
+async fn start(
+    deps: &Deps,
+    cascade: Cascade,
+    contacts: ContactMethods,
+    name: String,
+    about: Option<crate::domain::StakeholderId>,
+) -> Result<()> {
+    let now = deps.clock.now();
+    let d = decide(&cascade, &Event::Start, &deps.policy, now);
+    let blank = CascadeRecord {
+        cascade: cascade.clone(),
+        contacts,
+        name,
+        ack_code: deps.ids.ack_code(),
+        about,
+        needs_review: false,
+        audit_seq: 0,
+        audit_head: audit::GENESIS.to_string(),
+    };
+    let (rec, entry) = audit::append(&blank, d.next.clone(), &d.audit, now);
+    match deps.cascades.create_cascade(&rec, &entry).await {
+        Ok(()) => {
+            deps.observer.transition(&cascade, &Event::Start, &d);
+            act(deps, &rec, d.commands).await
+        }
+        Err(e) if e.is_conflict() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[tracing::instrument(skip_all, fields(incident_id = %key.incident, stakeholder_id = %key.stakeholder, attempt))]
+async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket>) -> Result<()> {
+    let Some(rec) = deps.cascades.get_cascade(key).await? else {
+        deps.observer.stale_job();
+        return Ok(());
+    };
+    let Some(a) = rec
+        .cascade
+        .attempt(attempt)
+        .copied()
+        .filter(|a| matches!(a.phase, Phase::Sending { .. }))
+    else {
+        deps.observer.stale_job();
+        return Ok(());
+    };
+    let Some(incident) = deps.incidents.get_incident(&key.incident).await? else {
+        deps.observer.stale_job();
+        return Ok(());
+    };
+    if incident.status != IncidentStatus::Open {
+        apply_event(deps, key, Event::Cancel).await?;
+        return Ok(());
+    }
+    let sender = deps.senders.get(a.channel);
+    let endpoint = sender.endpoint();
+    let now = deps.clock.now();
+    if let Admit::Wait { until, ticket } = deps.limiter.admit(endpoint, now, ticket).await? {
+        let job = Job::Send {
+            key: key.clone(),
+            attempt,
+            ticket: Some(ticket),
+        };
+        return deps
+            .queue
+            .enqueue(vec![(job, until.since(now).max(1))])
+            .await;
+    }
+    let outcome = match rec.contacts.address(a.channel) {
+        None => {
+            deps.observer.send(
+                a.channel,
+                incident.trigger.severity,
+                SendOutcomeKind::NoAddress,
+            );
+            SendOutcome::Failed
+        }
+        Some(to) => {
+            let (subject, body) = super::render(&incident, &rec, a.channel);
+            let msg = OutboundMessage {
+                key: key.clone(),
+                attempt,
+                channel: a.channel,
+                severity: incident.trigger.severity,
+                to,
+                subject,
+                body,
+                ack_code: rec.ack_code.clone(),
+            };
+            let result = sender.send(&msg).await;
+            let now = deps.clock.now();
+            let (outcome, kind) = match result {
+                Ok(accepted) => {
+                    deps.limiter.on_success(endpoint, now).await;
+                    deps.cascades
+                        .put_message_ref(&accepted.provider_message_id, key, attempt)
+                        .await?;
+                    (SendOutcome::Accepted, SendOutcomeKind::Accepted)
+                }
+                Err(SendError::Throttled { retry_after }) => {
+                    deps.limiter.on_throttled(endpoint, now, retry_after).await;
+                    (
+                        SendOutcome::Throttled {
+                            retry_after_ms: retry_after.unwrap_or(1_000),
+                        },
+                        SendOutcomeKind::Throttled,
+                    )
+                }
+                Err(e) => {
+                    deps.limiter.on_success(endpoint, now).await;
+                    tracing::info!(channel = %a.channel, error = %e, "send failed");
+                    match e {
+                        SendError::Transient(_) => {
+                            (SendOutcome::Transient, SendOutcomeKind::Transient)
+                        }
+                        SendError::Unreachable(_) => {
+                            (SendOutcome::Unreachable, SendOutcomeKind::Unreachable)
+                        }
+                        _ => (SendOutcome::Failed, SendOutcomeKind::Failed),
+                    }
+                }
+            };
+            deps.observer
+                .send(a.channel, incident.trigger.severity, kind);
+            outcome
+        }
+    };
+    apply_event(
+        deps,
+        key,
+        Event::SendResult {
+            attempt,
+            result: outcome,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+#[tracing::instrument(skip_all, fields(incident_id = %incident, manager_id = %manager))]
+async fn escalate(
+    deps: &Deps,
+    incident: &crate::domain::IncidentId,
+    manager: &crate::domain::StakeholderId,
+    about: &crate::domain::StakeholderId,
+) -> Result<()> {
+    let key = CascadeKey {
+        incident: incident.clone(),
+        stakeholder: manager.clone(),
+        route: Route::Manager,
+    };
+    if deps.cascades.get_cascade(&key).await?.is_some() {
+        // One bounded manager cascade per incident and manager: it already tells them.
+        tracing::info!("escalation joins the manager's existing cascade");
+        return Ok(());
+    }
+    let Some(inc) = deps.incidents.get_incident(incident).await? else {
+        return Ok(());
+    };
+    if inc.status != IncidentStatus::Open {
+        return Ok(());
+    }
+    let Some(person) = deps.directory.stakeholder(manager).await? else {
+        tracing::error!("on-call manager is not in the directory");
+        return Ok(());
+    };
+    let plan = ChannelPlan::new(&person.plan(deps.policy.channels(deps.policy.manager_route)));
+    let now: Ts = deps.clock.now();
+    let cascade = Cascade::new(key, inc.trigger.severity, person.tier, plan, now);
+    start(
+        deps,
+        cascade,
+        person.contacts.clone(),
+        person.name.clone(),
+        Some(about.clone()),
+    )
+    .await
+}

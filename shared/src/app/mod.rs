@@ -1,0 +1,129 @@
+//! Use cases, written only against ports: trigger, dispatch, receipt, tick,
+//! and the incident operations (close, status). Each is a "load, decide,
+//! conditional write, act" loop: the engine decides, the store's version
+//! check makes the write safe under concurrency, and every command is
+//! idempotent by its attempt id, so a redelivered job or a duplicate webhook
+//! never has a double effect.
+
+pub mod audit;
+mod dispatch;
+mod incident;
+mod message;
+mod receipt;
+mod tick;
+mod trigger;
+
+pub use dispatch::{EXPAND_CHUNK, dispatch};
+pub use incident::{IncidentView, StakeholderView, StateCounts, close, status};
+pub use message::render;
+pub use receipt::{ReceiptEvent, ReceiptOutcome, receipt};
+pub use tick::{SweepReport, sweep, tick};
+pub use trigger::{TriggerOutcome, trigger};
+
+use crate::engine::{AuditKind, CascadeKey, Command, Event, Route, decide};
+use crate::error::{Error, Result};
+use crate::ports::{CascadeRecord, Deps, Job, TimerMsg};
+
+/// Lost races on one cascade before giving up (the caller's retry, an SQS
+/// redelivery or the sweep, takes it from there).
+const MAX_CONFLICTS: usize = 8;
+
+/// Applies `event` to the cascade: load, decide, conditional write with the
+/// audit entry, then act on the commands. Returns the stored record and the
+/// kind of transition recorded; `Ok(None)` if there is no such cascade.
+pub async fn apply_event(
+    deps: &Deps,
+    key: &CascadeKey,
+    event: Event,
+) -> Result<Option<(CascadeRecord, AuditKind)>> {
+    for _ in 0..MAX_CONFLICTS {
+        let Some(rec) = deps.cascades.get_cascade(key).await? else {
+            return Ok(None);
+        };
+        let now = deps.clock.now();
+        let d = decide(&rec.cascade, &event, &deps.policy, now);
+        let (next, entry) = audit::append(&rec, d.next.clone(), &d.audit, now);
+        match deps
+            .cascades
+            .transition(&next, rec.cascade.version, &entry)
+            .await
+        {
+            Ok(()) => {
+                deps.observer.transition(&rec.cascade, &event, &d);
+                act(deps, &next, d.commands).await?;
+                return Ok(Some((next, d.audit.kind)));
+            }
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::Conflict(format!(
+        "cascade {key} kept changing under {MAX_CONFLICTS} attempts"
+    )))
+}
+
+/// Carries out the engine's commands. Sends go through the work queue so that
+/// every send passes the rate limiter in `dispatch`.
+pub(crate) async fn act(deps: &Deps, rec: &CascadeRecord, commands: Vec<Command>) -> Result<()> {
+    let key = &rec.cascade.key;
+    let mut jobs = Vec::new();
+    let mut timers = Vec::new();
+    for c in commands {
+        match c {
+            Command::Send { attempt, .. } => jobs.push((
+                Job::Send {
+                    key: key.clone(),
+                    attempt,
+                    ticket: None,
+                },
+                0,
+            )),
+            Command::ArmTimer { at, attempt, kind } => timers.push(TimerMsg {
+                key: key.clone(),
+                attempt,
+                kind,
+                at,
+            }),
+            Command::EscalateToManager => {
+                if let Some(job) = escalation_job(deps, rec).await? {
+                    jobs.push((job, 0));
+                }
+            }
+            Command::EmitCascadeFailure => {
+                tracing::warn!(incident_id = %key.incident, stakeholder_id = %key.stakeholder, "CASCADE_FAILURE");
+            }
+        }
+    }
+    if !timers.is_empty() {
+        deps.timers.arm(timers).await?;
+    }
+    if !jobs.is_empty() {
+        deps.queue.enqueue(jobs).await?;
+    }
+    Ok(())
+}
+
+async fn escalation_job(deps: &Deps, rec: &CascadeRecord) -> Result<Option<Job>> {
+    let key = &rec.cascade.key;
+    if key.route != Route::Member {
+        return Ok(None);
+    }
+    let Some(incident) = deps.incidents.get_incident(&key.incident).await? else {
+        return Ok(None);
+    };
+    let group = deps
+        .directory
+        .group(&incident.trigger.stakeholder_group_id)
+        .await?;
+    match group.and_then(|g| g.on_call_manager) {
+        Some(manager) if manager != key.stakeholder => Ok(Some(Job::Escalate {
+            incident: key.incident.clone(),
+            manager,
+            about: key.stakeholder.clone(),
+        })),
+        _ => {
+            tracing::warn!(incident_id = %key.incident, stakeholder_id = %key.stakeholder, "cascade failed with no on-call manager to escalate to");
+            Ok(None)
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Tick: fired timers and the reconciliation sweep.
+//!
+//! A timer that fires early (EventBridge Scheduler fires long timers 60 s
+//! ahead) is re-armed for the remainder; the engine's fence makes any stale
+//! timer a no-op. The sweep re-drives every cascade whose next due time is
+//! more than the reconciliation age past; a cascade whose overdue item is a
+//! send still waiting in a non-empty work queue is left to the queue.
+
+use super::apply_event;
+use crate::domain::Ts;
+use crate::engine::{Event, Phase};
+use crate::error::Result;
+use crate::ports::{Deps, TimerMsg};
+
+/// Early by more than this: re-arm instead of applying.
+const EARLY_TOLERANCE_MS: u64 = 1_000;
+
+pub async fn tick(deps: &Deps, msg: TimerMsg) -> Result<()> {
+    let now = deps.clock.now();
+    if msg.at > now.plus(EARLY_TOLERANCE_MS) {
+        return deps.timers.arm(vec![msg]).await;
+    }
+    let key = msg.key.clone();
+    apply_event(
+        deps,
+        &key,
+        Event::Timer {
+            attempt: msg.attempt,
+            kind: msg.kind,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub examined: u64,
+    pub redriven: u64,
+    pub deferred: u64,
+    /// The sweep stopped at its deadline with more to examine.
+    pub incomplete: bool,
+}
+
+/// One reconciliation pass; stops early once `deadline` (if any) has passed.
+pub async fn sweep(deps: &Deps, deadline: Option<Ts>) -> Result<SweepReport> {
+    let now = deps.clock.now();
+    let age = deps.policy.reconciliation_age;
+    let Some(due_before) = now.0.checked_sub(age).map(Ts) else {
+        return Ok(SweepReport::default());
+    };
+    let backlog = deps.queue.backlog().await?;
+    let mut report = SweepReport::default();
+    let mut cursor = None;
+    loop {
+        let page = deps.cascades.overdue(due_before, cursor, 200).await?;
+        for key in page.items {
+            if deadline.is_some_and(|d| deps.clock.now() >= d) {
+                report.incomplete = true;
+                return Ok(report);
+            }
+            report.examined += 1;
+            let Some(rec) = deps.cascades.get_cascade(&key).await? else {
+                continue;
+            };
+            let first = rec.cascade.in_flight.iter().min_by_key(|a| a.phase.due());
+            if backlog > 0 && first.is_some_and(|a| matches!(a.phase, Phase::Sending { .. })) {
+                report.deferred += 1;
+                continue;
+            }
+            if rec.cascade.overdue(now, age) {
+                tracing::warn!(incident_id = %key.incident, stakeholder_id = %key.stakeholder, "re-driving an overdue cascade");
+                apply_event(deps, &key, Event::Reconcile).await?;
+                report.redriven += 1;
+            }
+        }
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => return Ok(report),
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Trigger: declare an incident. Idempotent: the same incident id while the
+//! incident is open, or within the dedup window of its trigger, replays the
+//! original answer and starts nothing; a different payload under the same id
+//! is a conflict (a different `timestamp` alone is not: monitoring tools
+//! re-send with a fresh one). The group is expanded through the work queue, so the answer
+//! never waits for a large group.
+
+use crate::domain::{Incident, IncidentStatus, Trigger};
+use crate::error::{Error, Result};
+use crate::ports::{Deps, Job};
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TriggerOutcome {
+    pub incident: Incident,
+    /// The answer is a replay of an earlier identical trigger.
+    pub replay: bool,
+}
+
+#[tracing::instrument(skip_all, fields(incident_id = %trigger.incident_id))]
+pub async fn trigger(deps: &Deps, trigger: Trigger) -> Result<TriggerOutcome> {
+    let now = deps.clock.now();
+    if let Some(existing) = deps.incidents.get_incident(&trigger.incident_id).await? {
+        return replay(deps, existing, &trigger, now);
+    }
+    let group = deps
+        .directory
+        .group(&trigger.stakeholder_group_id)
+        .await?
+        .ok_or_else(|| {
+            Error::invalid(
+                "stakeholderGroupId",
+                format!(
+                    "unknown stakeholder group {:?}",
+                    trigger.stakeholder_group_id.as_str()
+                ),
+            )
+        })?;
+    let members = group.members.len() as u32;
+    let incident = Incident {
+        trigger: trigger.clone(),
+        status: IncidentStatus::Open,
+        triggered_at: now,
+        closed_at: None,
+        cascades: members,
+        expanded: 0,
+        version: 0,
+    };
+    match deps.incidents.create_incident(&incident).await {
+        Ok(()) => {}
+        Err(e) if e.is_conflict() => {
+            let existing = deps
+                .incidents
+                .get_incident(&trigger.incident_id)
+                .await?
+                .ok_or(e)?;
+            return replay(deps, existing, &trigger, now);
+        }
+        Err(e) => return Err(e),
+    }
+    let chunk = super::EXPAND_CHUNK;
+    let jobs = (0..members)
+        .step_by(chunk as usize)
+        .map(|offset| {
+            (
+                Job::Expand {
+                    incident: trigger.incident_id.clone(),
+                    offset,
+                    count: chunk.min(members - offset),
+                },
+                0,
+            )
+        })
+        .collect::<Vec<_>>();
+    if !jobs.is_empty() {
+        deps.queue.enqueue(jobs).await?;
+    }
+    tracing::info!(cascades = members, severity = %trigger.severity, "incident triggered");
+    Ok(TriggerOutcome {
+        incident,
+        replay: false,
+    })
+}
+
+fn replay(
+    deps: &Deps,
+    existing: Incident,
+    trigger: &Trigger,
+    now: crate::domain::Ts,
+) -> Result<TriggerOutcome> {
+    let within_window = now.since(existing.triggered_at) < deps.policy.dedup_window;
+    let open = existing.status == IncidentStatus::Open;
+    let t = &existing.trigger;
+    let same = t.severity == trigger.severity
+        && t.stakeholder_group_id == trigger.stakeholder_group_id
+        && t.message_template == trigger.message_template;
+    if !same {
+        return Err(Error::Conflict(format!(
+            "incident {} was already triggered with a different payload",
+            trigger.incident_id
+        )));
+    }
+    if open || within_window {
+        return Ok(TriggerOutcome {
+            incident: existing,
+            replay: true,
+        });
+    }
+    Err(Error::Conflict(format!(
+        "incident {} is closed; declare a new incident id",
+        trigger.incident_id
+    )))
+}

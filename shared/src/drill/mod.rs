@@ -1,0 +1,12 @@
+//! Drills: a whole business-continuity activation on the embedded runtime,
+//! in virtual time, against simulated carriers and people, with a report of
+//! what happened and a check of every invariant.
+
+mod report;
+mod run;
+pub mod scenario;
+pub mod sim;
+
+pub use report::{CarrierStats, ChannelStats, DrillReport, FinalStates, Percentiles};
+pub use run::{Drill, Progress, run};
+pub use scenario::{Scenario, ScenarioError};

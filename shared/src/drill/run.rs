@@ -1,0 +1,309 @@
+//! The drill runner: wires the use cases to the memory adapters, a virtual
+//! clock and the simulation, then processes the agenda in time order until
+//! every cascade has ended (or the scenario's virtual-time bound is reached).
+
+use super::report::{self, DrillReport};
+use super::scenario::Scenario;
+use super::sim::{SimEvent, SimWorld};
+use crate::adapters::memory::{
+    Agenda, Item, MemoryDirectory, MemoryLimiter, MemoryQueue, MemoryStore, MemoryTimers,
+    SeededIds, VirtualClock,
+};
+use crate::app::{self, ReceiptEvent};
+use crate::domain::{Channel, Group, GroupId, Stakeholder, Ts};
+use crate::engine::{AuditKind, Cascade, CascadeStatus, Decision, Event, invariants};
+use crate::policy::Policy;
+use crate::ports::{Deps, Observer, SendOutcomeKind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Progress, for a progress bar.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub ended: u64,
+    pub cascades: u64,
+    pub virtual_secs: u64,
+}
+
+/// Live checks and counters over every transition and send.
+pub(super) struct DrillObserver {
+    policy: Arc<Policy>,
+    world: Mutex<Option<Arc<SimWorld>>>,
+    pub violations: Mutex<Vec<String>>,
+    pub violation_count: AtomicU64,
+    pub ended: AtomicU64,
+    pub started: AtomicU64,
+    /// [channel][kind]: attempts, delivered, failed, timeouts, throttled, acknowledged
+    pub channel: Mutex<[[u64; 6]; 4]>,
+    pub stale_jobs: AtomicU64,
+    pub stale_events: AtomicU64,
+}
+
+impl DrillObserver {
+    fn violation(&self, v: String) {
+        self.violation_count.fetch_add(1, Ordering::Relaxed);
+        let mut g = self.violations.lock().unwrap_or_else(|e| e.into_inner());
+        if g.len() < 50 {
+            g.push(v);
+        }
+    }
+}
+
+impl Observer for DrillObserver {
+    fn transition(&self, before: &Cascade, event: &Event, d: &Decision) {
+        for v in invariants::check_transition(before, event, d, &self.policy) {
+            self.violation(format!("{}: {v}", before.key));
+        }
+        if before.status == CascadeStatus::Pending && d.next.status != CascadeStatus::Pending {
+            self.started.fetch_add(1, Ordering::Relaxed);
+        }
+        if !before.status.is_terminal() && d.next.status.is_terminal() {
+            self.ended.fetch_add(1, Ordering::Relaxed);
+            if let Some(w) = self
+                .world
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+            {
+                w.ended
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(before.key.clone());
+            }
+        }
+        let a = &d.audit;
+        let kind = if a.kind == AuditKind::CascadeFailure {
+            a.cause.unwrap_or(a.kind)
+        } else {
+            a.kind
+        };
+        let col = match kind {
+            AuditKind::Delivered => Some(1),
+            AuditKind::ChannelFailed | AuditKind::ChannelUnreachable => Some(2),
+            AuditKind::ChannelTimeout => Some(3),
+            AuditKind::Throttled => Some(4),
+            AuditKind::Acknowledged => Some(5),
+            AuditKind::StaleIgnored => {
+                self.stale_events.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            _ => None,
+        };
+        if let (Some(col), Some(ch)) = (col, a.channel) {
+            self.channel.lock().unwrap_or_else(|e| e.into_inner())[ch.index()][col] += 1;
+        }
+    }
+
+    fn send(
+        &self,
+        channel: Channel,
+        _severity: crate::domain::Severity,
+        _outcome: SendOutcomeKind,
+    ) {
+        self.channel.lock().unwrap_or_else(|e| e.into_inner())[channel.index()][0] += 1;
+    }
+
+    fn stale_job(&self) {
+        self.stale_jobs.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A prepared drill; `run` it, then read the store for exports.
+pub struct Drill {
+    pub scenario: Scenario,
+    pub seed: u64,
+    pub store: Arc<MemoryStore>,
+    clock: Arc<VirtualClock>,
+    agenda: Arc<Agenda<SimEvent>>,
+    world: Arc<SimWorld>,
+    limiter: Arc<MemoryLimiter>,
+    observer: Arc<DrillObserver>,
+    deps: Deps,
+}
+
+impl Drill {
+    pub fn new(scenario: Scenario, seed: u64) -> Drill {
+        let policy = Arc::new(scenario.policy.clone());
+        let clock = VirtualClock::new(scenario.start);
+        let agenda: Arc<Agenda<SimEvent>> = Agenda::new(clock.clone());
+        let store = Arc::new(MemoryStore::new());
+        let people: Vec<Stakeholder> = scenario
+            .people
+            .iter()
+            .map(|p| Stakeholder {
+                id: p.id.clone(),
+                name: p.name.clone(),
+                tier: p.tier,
+                contacts: p.contacts.clone(),
+                preferences: p.preferences.clone(),
+                manager: None,
+                locale: None,
+            })
+            .collect();
+        let group = Group {
+            id: GroupId::clone(&scenario.trigger.stakeholder_group_id),
+            name: scenario.group_name.clone(),
+            members: scenario.members.clone(),
+            on_call_manager: scenario.on_call_manager.clone(),
+        };
+        let directory = Arc::new(MemoryDirectory::new(vec![group], people));
+        let world = SimWorld::new(
+            &scenario,
+            seed ^ 0x5eed_0f_5eed,
+            agenda.clone(),
+            clock.clone(),
+        );
+        let limiter = Arc::new(MemoryLimiter::new(policy.clone()));
+        let observer = Arc::new(DrillObserver {
+            policy: policy.clone(),
+            world: Mutex::new(Some(world.clone())),
+            violations: Mutex::new(Vec::new()),
+            violation_count: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
+            started: AtomicU64::new(0),
+            channel: Mutex::new([[0; 6]; 4]),
+            stale_jobs: AtomicU64::new(0),
+            stale_events: AtomicU64::new(0),
+        });
+        let deps = Deps {
+            policy,
+            incidents: store.clone(),
+            cascades: store.clone(),
+            directory,
+            queue: Arc::new(MemoryQueue(agenda.clone())),
+            timers: Arc::new(MemoryTimers(agenda.clone())),
+            senders: world.senders(),
+            limiter: limiter.clone(),
+            clock: clock.clone(),
+            ids: Arc::new(SeededIds::new(seed)),
+            observer: observer.clone(),
+        };
+        Drill {
+            scenario,
+            seed,
+            store,
+            clock,
+            agenda,
+            world,
+            limiter,
+            observer,
+            deps,
+        }
+    }
+
+    /// Runs the drill to the end; `progress` is called now and then.
+    pub fn run(&mut self, progress: &mut dyn FnMut(Progress)) -> DrillReport {
+        futures::executor::block_on(self.run_async(progress))
+    }
+
+    async fn run_async(&mut self, progress: &mut dyn FnMut(Progress)) -> DrillReport {
+        let wall = Instant::now();
+        let deps = self.deps.clone();
+        let start = self.clock_now();
+        let mut errors: Vec<String> = Vec::new();
+        let note_err = |e: crate::Error, errors: &mut Vec<String>| {
+            if errors.len() < 20 {
+                errors.push(e.to_string());
+            }
+        };
+        let trigger = self.scenario.trigger.clone();
+        if let Err(e) = app::trigger(&deps, trigger).await {
+            note_err(e, &mut errors);
+        }
+        self.agenda
+            .push(start.plus(deps.policy.sweep_interval), Item::Sweep);
+        if let Some(after) = self.scenario.close_after {
+            self.agenda
+                .push(start.plus(after), Item::External(SimEvent::CloseIncident));
+        }
+        let deadline = start.plus(self.scenario.max_virtual);
+        let cascades = self.scenario.members.len() as u64;
+        let mut steps: u64 = 0;
+        let mut timed_out = false;
+        while let Some((at, item)) = self.agenda.pop() {
+            if at > deadline {
+                timed_out = true;
+                break;
+            }
+            self.clock.set(at);
+            let r = match item {
+                Item::Job(job) => app::dispatch(&deps, job).await,
+                Item::Timer(t) => app::tick(&deps, t).await,
+                Item::Sweep => {
+                    let r = app::sweep(&deps, None).await.map(|_| ());
+                    if self.agenda.pending_work() > 0 {
+                        self.agenda
+                            .push(at.plus(deps.policy.sweep_interval), Item::Sweep);
+                    }
+                    r
+                }
+                Item::External(SimEvent::Receipt {
+                    provider_message_id,
+                    status,
+                }) => app::receipt(
+                    &deps,
+                    ReceiptEvent::Delivery {
+                        provider_message_id,
+                        status,
+                    },
+                )
+                .await
+                .map(|_| ()),
+                Item::External(SimEvent::Ack {
+                    key,
+                    channel,
+                    attempt,
+                }) => app::receipt(
+                    &deps,
+                    ReceiptEvent::Ack {
+                        key,
+                        channel,
+                        attempt: Some(attempt),
+                    },
+                )
+                .await
+                .map(|_| ()),
+                Item::External(SimEvent::CloseIncident) => {
+                    app::close(&deps, &self.scenario.trigger.incident_id)
+                        .await
+                        .map(|_| ())
+                }
+            };
+            if let Err(e) = r {
+                note_err(e, &mut errors);
+            }
+            steps += 1;
+            if steps % 4096 == 0 {
+                progress(Progress {
+                    ended: self.observer.ended.load(Ordering::Relaxed),
+                    cascades,
+                    virtual_secs: at.since(start) / 1000,
+                });
+            }
+        }
+        let end = self.clock_now();
+        progress(Progress {
+            ended: self.observer.ended.load(Ordering::Relaxed),
+            cascades,
+            virtual_secs: end.since(start) / 1000,
+        });
+        report::build(self, start, end, wall, errors, timed_out, steps)
+    }
+
+    fn clock_now(&self) -> Ts {
+        use crate::ports::Clock;
+        self.clock.now()
+    }
+
+    pub(super) fn parts(&self) -> (&Arc<SimWorld>, &Arc<MemoryLimiter>, &Arc<DrillObserver>) {
+        (&self.world, &self.limiter, &self.observer)
+    }
+}
+
+/// Loads nothing, runs everything: a drill of `scenario` with `seed`.
+pub fn run(scenario: Scenario, seed: u64) -> (Drill, DrillReport) {
+    let mut d = Drill::new(scenario, seed);
+    let r = d.run(&mut |_| {});
+    (d, r)
+}

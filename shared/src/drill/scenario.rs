@@ -1,0 +1,704 @@
+//! Drill scenarios (TOML): the incident as the seed's trigger payload, the
+//! population (listed stakeholders and generated ones), carriers with their
+//! hidden behaviour, people's behaviour, and policy overrides. Loading reports
+//! every problem with its field path (and line, for syntax and type errors)
+//! and yields nothing unless the whole file is valid.
+
+use crate::domain::{
+    Channel, ContactMethods, EmailAddress, GroupId, InvalidValue, Millis, PhoneNumber,
+    PushEndpoint, StakeholderId, Tier, Trigger, Ts,
+};
+use crate::policy::Policy;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// A validated scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub seed: u64,
+    pub trigger: Trigger,
+    pub start: Ts,
+    pub group_name: String,
+    pub on_call_manager: Option<StakeholderId>,
+    pub people: Vec<PersonSpec>,
+    /// Members of the group, in order.
+    pub members: Vec<StakeholderId>,
+    pub behaviours: Vec<Behaviour>,
+    pub carriers: [CarrierSpec; 4],
+    pub policy: Policy,
+    pub close_after: Option<Millis>,
+    pub max_virtual: Millis,
+}
+
+#[derive(Debug, Clone)]
+pub struct PersonSpec {
+    pub id: StakeholderId,
+    pub name: String,
+    pub tier: Tier,
+    pub contacts: ContactMethods,
+    pub preferences: Vec<Channel>,
+    pub behaviour: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    pub name: String,
+    /// Fraction of people who never acknowledge.
+    pub never: f64,
+    /// Chance of acknowledging once a message is delivered, per channel.
+    pub ack: [f64; 4],
+    pub ack_delay: Dist,
+}
+
+/// A log-normal distribution given by its median and 95th percentile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dist {
+    pub median: Millis,
+    pub p95: Millis,
+}
+
+#[derive(Debug, Clone)]
+pub struct CarrierSpec {
+    pub latency: Dist,
+    /// Hidden capacity: above it the carrier answers 429 (None = unlimited).
+    pub capacity_per_sec: Option<f64>,
+    pub burst: f64,
+    pub retry_after: Millis,
+    pub transient: f64,
+    pub failed: f64,
+    pub unreachable: f64,
+    pub undelivered: f64,
+    pub lost_receipts: f64,
+    pub late_receipts: f64,
+}
+
+impl Default for CarrierSpec {
+    fn default() -> Self {
+        CarrierSpec {
+            latency: Dist {
+                median: 3_000,
+                p95: 10_000,
+            },
+            capacity_per_sec: None,
+            burst: 0.0,
+            retry_after: 1_000,
+            transient: 0.0,
+            failed: 0.0,
+            unreachable: 0.0,
+            undelivered: 0.0,
+            lost_receipts: 0.0,
+            late_receipts: 0.0,
+        }
+    }
+}
+
+/// One problem with a scenario file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioError {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+// ---- raw file shape -------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    seed: Option<u64>,
+    close_after: Option<RawDuration>,
+    max_virtual: Option<RawDuration>,
+    incident: toml::Table,
+    #[serde(default)]
+    group: RawGroup,
+    #[serde(default)]
+    stakeholders: Vec<RawPerson>,
+    #[serde(default)]
+    population: Vec<RawPopulation>,
+    #[serde(default)]
+    behaviours: BTreeMap<String, RawBehaviour>,
+    #[serde(default)]
+    carriers: BTreeMap<String, RawCarrier>,
+    #[serde(default)]
+    policy: Option<toml::Table>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: Option<String>,
+    on_call_manager: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPerson {
+    id: String,
+    name: Option<String>,
+    tier: Option<i64>,
+    phone: Option<String>,
+    sms: Option<String>,
+    email: Option<String>,
+    push: Option<String>,
+    channels: Option<Vec<String>>,
+    behaviour: Option<String>,
+    member: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPopulation {
+    count: u64,
+    prefix: Option<String>,
+    #[serde(default)]
+    tiers: BTreeMap<String, f64>,
+    #[serde(default)]
+    channels: BTreeMap<String, f64>,
+    behaviour: Option<String>,
+    #[serde(default)]
+    behaviours: BTreeMap<String, f64>,
+    preferences: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBehaviour {
+    never: Option<f64>,
+    #[serde(default)]
+    ack: BTreeMap<String, f64>,
+    ack_delay: Option<RawDist>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDist {
+    median: RawDuration,
+    p95: RawDuration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCarrier {
+    latency: Option<RawDist>,
+    capacity_per_sec: Option<f64>,
+    burst: Option<f64>,
+    retry_after: Option<RawDuration>,
+    transient: Option<f64>,
+    failed: Option<f64>,
+    unreachable: Option<f64>,
+    undelivered: Option<f64>,
+    lost_receipts: Option<f64>,
+    late_receipts: Option<f64>,
+}
+
+/// Whole seconds or a duration string ("90s", "15m").
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum RawDuration {
+    Secs(i64),
+    Text(String),
+}
+
+/// Population members are numbered from 1; their fictional numbers use the
+/// +1 NXX-555-01XX range set aside for fiction.
+const AREA_CODES: [u32; 20] = [
+    201, 202, 206, 212, 213, 305, 312, 404, 415, 503, 512, 602, 617, 702, 713, 720, 808, 816, 907,
+    919,
+];
+
+impl Scenario {
+    pub fn from_toml(text: &str) -> Result<Scenario, Vec<ScenarioError>> {
+        let raw: RawScenario = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            vec![ScenarioError {
+                field: line
+                    .map(|l| format!("line {l}"))
+                    .unwrap_or_else(|| "file".into()),
+                message: e.message().to_string(),
+            }]
+        })?;
+        let mut v = Validator::default();
+        let s = v.scenario(raw);
+        match s {
+            Some(s) if v.errors.is_empty() => Ok(s),
+            _ => Err(v.errors),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Validator {
+    errors: Vec<ScenarioError>,
+}
+
+impl Validator {
+    fn err(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ScenarioError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    fn invalid(&mut self, field: &str, e: InvalidValue) {
+        self.err(field, e.message);
+    }
+
+    fn duration(&mut self, field: &str, d: &RawDuration) -> Option<Millis> {
+        match d {
+            RawDuration::Secs(s) if *s >= 0 => Some(*s as u64 * 1000),
+            RawDuration::Text(t) => match humantime::parse_duration(t) {
+                Ok(d) => Some(d.as_millis() as u64),
+                Err(e) => {
+                    self.err(field, format!("invalid duration {t:?}: {e}"));
+                    None
+                }
+            },
+            RawDuration::Secs(s) => {
+                self.err(field, format!("invalid duration {s}: must not be negative"));
+                None
+            }
+        }
+    }
+
+    fn dist(&mut self, field: &str, d: &RawDist) -> Option<Dist> {
+        let median = self.duration(&format!("{field}.median"), &d.median)?;
+        let p95 = self.duration(&format!("{field}.p95"), &d.p95)?;
+        if p95 < median {
+            self.err(format!("{field}.p95"), "must be at least the median");
+            return None;
+        }
+        Some(Dist { median, p95 })
+    }
+
+    fn prob(&mut self, field: &str, p: Option<f64>) -> f64 {
+        match p {
+            None => 0.0,
+            Some(p) if (0.0..=1.0).contains(&p) => p,
+            Some(p) => {
+                self.err(field, format!("{p} is not a probability between 0 and 1"));
+                0.0
+            }
+        }
+    }
+
+    fn channel_map(&mut self, field: &str, m: &BTreeMap<String, f64>, default: f64) -> [f64; 4] {
+        let mut out = [default; 4];
+        for (k, p) in m {
+            let f = format!("{field}.{k}");
+            match Channel::parse(k) {
+                Ok(c) => out[c.index()] = self.prob(&f, Some(*p)),
+                Err(e) => self.invalid(&f, e),
+            }
+        }
+        out
+    }
+
+    fn channels(&mut self, field: &str, list: &[String]) -> Vec<Channel> {
+        let mut out = Vec::new();
+        for (i, c) in list.iter().enumerate() {
+            match Channel::parse(c) {
+                Ok(ch) if !out.contains(&ch) => out.push(ch),
+                Ok(_) => self.err(
+                    format!("{field}[{i}]"),
+                    format!("channel {c:?} listed twice"),
+                ),
+                Err(e) => self.invalid(&format!("{field}[{i}]"), e),
+            }
+        }
+        out
+    }
+
+    fn scenario(&mut self, raw: RawScenario) -> Option<Scenario> {
+        let _ = raw.description;
+        let trigger =
+            match Trigger::from_json(&serde_json::to_value(&raw.incident).unwrap_or_default()) {
+                Ok(t) => Some(t),
+                Err(es) => {
+                    for e in es {
+                        self.err(format!("incident.{}", e.field), e.message);
+                    }
+                    None
+                }
+            };
+        let start = trigger
+            .as_ref()
+            .and_then(|t| t.timestamp)
+            .unwrap_or(Ts(1_716_215_520_000));
+
+        let mut policy = Policy::default();
+        if let Some(p) = &raw.policy
+            && let Err(es) = policy.apply(p, "policy.")
+        {
+            for e in es {
+                self.err(
+                    e.path,
+                    if e.value.is_empty() {
+                        e.message
+                    } else {
+                        format!("{} ({})", e.message, e.value)
+                    },
+                );
+            }
+        }
+
+        let mut names: BTreeMap<String, usize> = BTreeMap::new();
+        let mut behaviours = Vec::new();
+        for (name, b) in &raw.behaviours {
+            let f = format!("behaviours.{name}");
+            let never = self.prob(&format!("{f}.never"), b.never);
+            let ack = self.channel_map(&format!("{f}.ack"), &b.ack, 0.0);
+            let ack_delay = match &b.ack_delay {
+                Some(d) => self.dist(&format!("{f}.ack_delay"), d).unwrap_or(Dist {
+                    median: 30_000,
+                    p95: 120_000,
+                }),
+                None => Dist {
+                    median: 30_000,
+                    p95: 120_000,
+                },
+            };
+            names.insert(name.clone(), behaviours.len());
+            behaviours.push(Behaviour {
+                name: name.clone(),
+                never,
+                ack,
+                ack_delay,
+            });
+        }
+        if !names.contains_key("default") {
+            names.insert("default".into(), behaviours.len());
+            behaviours.push(Behaviour {
+                name: "default".into(),
+                never: 0.0,
+                ack: [0.7, 0.6, 0.4, 0.5],
+                ack_delay: Dist {
+                    median: 30_000,
+                    p95: 120_000,
+                },
+            });
+        }
+        let behaviour = |v: &mut Self, field: &str, name: Option<&String>| -> usize {
+            let name = name.map(String::as_str).unwrap_or("default");
+            match names.get(name) {
+                Some(i) => *i,
+                None => {
+                    v.err(
+                        field,
+                        format!("unknown behaviour {name:?}: define it under [behaviours.{name}]"),
+                    );
+                    0
+                }
+            }
+        };
+
+        let mut carriers: [CarrierSpec; 4] = Default::default();
+        for (name, c) in &raw.carriers {
+            let f = format!("carriers.{name}");
+            let ch = match Channel::parse(name) {
+                Ok(ch) => ch,
+                Err(e) => {
+                    self.invalid(&f, e);
+                    continue;
+                }
+            };
+            let mut spec = CarrierSpec::default();
+            if let Some(l) = &c.latency
+                && let Some(d) = self.dist(&format!("{f}.latency"), l)
+            {
+                spec.latency = d;
+            }
+            match c.capacity_per_sec {
+                Some(cap) if cap > 0.0 && cap.is_finite() => spec.capacity_per_sec = Some(cap),
+                Some(cap) => self.err(
+                    format!("{f}.capacity_per_sec"),
+                    format!("{cap} must be a positive number"),
+                ),
+                None => {}
+            }
+            spec.burst = match c.burst {
+                Some(b) if b >= 1.0 => b,
+                Some(b) => {
+                    self.err(format!("{f}.burst"), format!("{b} must be at least 1"));
+                    1.0
+                }
+                None => spec.capacity_per_sec.unwrap_or(1.0).max(1.0),
+            };
+            if let Some(r) = &c.retry_after
+                && let Some(ms) = self.duration(&format!("{f}.retry_after"), r)
+            {
+                spec.retry_after = ms.max(1);
+            }
+            spec.transient = self.prob(&format!("{f}.transient"), c.transient);
+            spec.failed = self.prob(&format!("{f}.failed"), c.failed);
+            spec.unreachable = self.prob(&format!("{f}.unreachable"), c.unreachable);
+            spec.undelivered = self.prob(&format!("{f}.undelivered"), c.undelivered);
+            spec.lost_receipts = self.prob(&format!("{f}.lost_receipts"), c.lost_receipts);
+            spec.late_receipts = self.prob(&format!("{f}.late_receipts"), c.late_receipts);
+            if spec.transient + spec.failed > 1.0 {
+                self.err(&f, "transient + failed exceed 1");
+            }
+            if spec.unreachable + spec.undelivered + spec.lost_receipts + spec.late_receipts > 1.0 {
+                self.err(
+                    &f,
+                    "unreachable + undelivered + lost_receipts + late_receipts exceed 1",
+                );
+            }
+            carriers[ch.index()] = spec;
+        }
+
+        let mut people = Vec::new();
+        let mut members = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (i, p) in raw.stakeholders.iter().enumerate() {
+            let f = format!("stakeholders[{i}]");
+            let id = match StakeholderId::parse(&p.id) {
+                Ok(id) => id,
+                Err(e) => {
+                    self.invalid(&format!("{f}.id"), e);
+                    continue;
+                }
+            };
+            if !seen.insert(id.clone()) {
+                self.err(
+                    format!("{f}.id"),
+                    format!("stakeholder {:?} listed twice", p.id),
+                );
+            }
+            let tier = match Tier::new(p.tier.unwrap_or(2)) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.invalid(&format!("{f}.tier"), e);
+                    Tier::ALL[1]
+                }
+            };
+            let mut contacts = ContactMethods::default();
+            if let Some(s) = &p.phone {
+                contacts.phone = PhoneNumber::parse(s)
+                    .map_err(|e| self.invalid(&format!("{f}.phone"), e))
+                    .ok();
+            }
+            if let Some(s) = &p.sms {
+                contacts.sms = PhoneNumber::parse(s)
+                    .map_err(|e| self.invalid(&format!("{f}.sms"), e))
+                    .ok();
+            }
+            if let Some(s) = &p.email {
+                contacts.email = EmailAddress::parse(s)
+                    .map_err(|e| self.invalid(&format!("{f}.email"), e))
+                    .ok();
+            }
+            if let Some(s) = &p.push {
+                contacts.push = PushEndpoint::parse(s)
+                    .map_err(|e| self.invalid(&format!("{f}.push"), e))
+                    .ok();
+            }
+            let preferences = p
+                .channels
+                .as_ref()
+                .map(|c| self.channels(&format!("{f}.channels"), c))
+                .unwrap_or_default();
+            let b = behaviour(self, &format!("{f}.behaviour"), p.behaviour.as_ref());
+            if p.member.unwrap_or(true) {
+                members.push(id.clone());
+            }
+            people.push(PersonSpec {
+                id,
+                name: p.name.clone().unwrap_or_else(|| p.id.clone()),
+                tier,
+                contacts,
+                preferences,
+                behaviour: b,
+            });
+        }
+
+        let mut total: u64 = 0;
+        for (i, pop) in raw.population.iter().enumerate() {
+            let f = format!("population[{i}]");
+            total += pop.count;
+            if total > 1_000_000 {
+                self.err(
+                    format!("{f}.count"),
+                    "populations above 1,000,000 stakeholders are not supported by drills",
+                );
+                break;
+            }
+            let prefix = pop.prefix.clone().unwrap_or_else(|| format!("p{i}"));
+            if StakeholderId::parse(&format!("{prefix}-1")).is_err() {
+                self.err(
+                    format!("{f}.prefix"),
+                    format!("{prefix:?} does not make valid stakeholder ids"),
+                );
+                continue;
+            }
+            let mut tiers = [0.0; 3];
+            for (k, p) in &pop.tiers {
+                match k
+                    .trim_start_matches("tier")
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(|n| Tier::new(n).ok())
+                {
+                    Some(t) => tiers[t.index()] = self.prob(&format!("{f}.tiers.{k}"), Some(*p)),
+                    None => self.err(format!("{f}.tiers.{k}"), "unknown tier: expected 1, 2 or 3"),
+                }
+            }
+            if pop.tiers.is_empty() {
+                tiers = [0.0, 0.0, 1.0];
+            }
+            let has = self.channel_map(&format!("{f}.channels"), &pop.channels, 1.0);
+            let prefs = pop
+                .preferences
+                .as_ref()
+                .map(|c| self.channels(&format!("{f}.preferences"), c))
+                .unwrap_or_default();
+            let mix: Vec<(usize, f64)> = if pop.behaviours.is_empty() {
+                vec![(
+                    behaviour(self, &format!("{f}.behaviour"), pop.behaviour.as_ref()),
+                    1.0,
+                )]
+            } else {
+                pop.behaviours
+                    .iter()
+                    .map(|(k, p)| {
+                        (
+                            behaviour(self, &format!("{f}.behaviours.{k}"), Some(k)),
+                            self.prob(&format!("{f}.behaviours.{k}"), Some(*p)),
+                        )
+                    })
+                    .collect()
+            };
+            // Deterministic spread: person n gets the tier, channels and
+            // behaviour at the quantile n/count, so counts follow the fractions exactly.
+            for n in 0..pop.count {
+                let id_s = format!("{prefix}-{}", n + 1);
+                let Ok(id) = StakeholderId::parse(&id_s) else {
+                    continue;
+                };
+                if !seen.insert(id.clone()) {
+                    self.err(
+                        format!("{f}.prefix"),
+                        format!("generated id {id_s:?} clashes with another stakeholder"),
+                    );
+                    break;
+                }
+                let q = (n as f64 + 0.5) / pop.count as f64;
+                let tier = Tier::ALL[pick(&tiers, q)];
+                let idx = n as usize;
+                let area = AREA_CODES[(idx / 100) % AREA_CODES.len()];
+                let phone = PhoneNumber::parse(&format!("+1{area}55501{:02}", idx % 100)).ok();
+                let mut contacts = ContactMethods::default();
+                // Channel availability: stripes with different strides so that the mixes are independent.
+                let strides = [7.0, 11.0, 13.0, 17.0];
+                let have = |c: usize| {
+                    ((n as f64 * strides[c] + 0.5) / pop.count as f64).fract() < has[c]
+                        || has[c] >= 1.0
+                };
+                if have(0) {
+                    contacts.phone = phone.clone();
+                }
+                if have(1) && contacts.phone.is_none() {
+                    contacts.sms = phone;
+                }
+                if have(2) {
+                    contacts.email = EmailAddress::parse(&format!("{id_s}@example.com")).ok();
+                }
+                if have(3) {
+                    contacts.push = PushEndpoint::parse(&format!("sim-device-{id_s}")).ok();
+                }
+                if !have(1) {
+                    contacts.sms_opted_out = true;
+                }
+                let weights: Vec<f64> = mix.iter().map(|(_, p)| *p).collect();
+                let b = mix[pick(&weights, ((n as f64 * 0.618_033_988_75) + 0.5).fract())].0;
+                members.push(id.clone());
+                people.push(PersonSpec {
+                    id,
+                    name: id_s,
+                    tier,
+                    contacts,
+                    preferences: prefs.clone(),
+                    behaviour: b,
+                });
+            }
+        }
+        if members.is_empty() {
+            self.err(
+                "stakeholders",
+                "the group has no members: list [[stakeholders]] or add a [[population]]",
+            );
+        }
+        let on_call_manager = match &raw.group.on_call_manager {
+            Some(m) => match StakeholderId::parse(m) {
+                Ok(id) if people.iter().any(|p| p.id == id) => Some(id),
+                Ok(_) => {
+                    self.err(
+                        "group.on_call_manager",
+                        format!("{m:?} is not a listed stakeholder"),
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.invalid("group.on_call_manager", e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let close_after = raw
+            .close_after
+            .as_ref()
+            .and_then(|d| self.duration("close_after", d));
+        let max_virtual = raw
+            .max_virtual
+            .as_ref()
+            .and_then(|d| self.duration("max_virtual", d))
+            .unwrap_or(24 * 3_600_000);
+        let trigger = trigger?;
+        let _ = GroupId::parse(trigger.stakeholder_group_id.as_str());
+        Some(Scenario {
+            name: raw.name.unwrap_or_else(|| trigger.incident_id.to_string()),
+            seed: raw.seed.unwrap_or(1),
+            group_name: raw
+                .group
+                .name
+                .unwrap_or_else(|| trigger.stakeholder_group_id.to_string()),
+            trigger,
+            start,
+            on_call_manager,
+            people,
+            members,
+            behaviours,
+            carriers,
+            policy,
+            close_after,
+            max_virtual,
+        })
+    }
+}
+
+/// Index of the bucket of `weights` (not necessarily normalised) at quantile `q`.
+fn pick(weights: &[f64], q: f64) -> usize {
+    let total: f64 = weights.iter().sum();
+    if total <= 0.0 {
+        return weights.len().saturating_sub(1);
+    }
+    let mut acc = 0.0;
+    for (i, w) in weights.iter().enumerate() {
+        acc += w / total;
+        if q < acc {
+            return i;
+        }
+    }
+    weights.len() - 1
+}

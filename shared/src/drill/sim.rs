@@ -1,0 +1,310 @@
+//! Simulated carriers and people. Each carrier has a latency distribution,
+//! failure rates, a hidden capacity above which it answers 429 with
+//! Retry-After, and receipts that may be late or never come. Each person
+//! acknowledges a delivered message with a per-channel chance after a delay
+//! drawn from their behaviour, or never. All draws come from one seeded
+//! generator consumed in event order, so a seed gives one exact run.
+
+use super::scenario::{CarrierSpec, Dist, Scenario};
+use crate::adapters::memory::{Agenda, Item};
+use crate::domain::{Channel, Millis, StakeholderId, Ts};
+use crate::engine::{CascadeKey, ReceiptStatus};
+use crate::ports::{Accepted, ChannelSender, Clock, OutboundMessage, SendError};
+use crate::ratelimit::CarrierBucket;
+use async_trait::async_trait;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, LogNormal};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+/// What the simulation schedules on the agenda.
+#[derive(Debug, Clone)]
+pub enum SimEvent {
+    Receipt {
+        provider_message_id: String,
+        status: ReceiptStatus,
+    },
+    Ack {
+        key: CascadeKey,
+        channel: Channel,
+        attempt: u32,
+    },
+    CloseIncident,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CarrierCounters {
+    pub offered: u64,
+    pub accepted: u64,
+    pub throttled_429: u64,
+    pub transient: u64,
+    pub failed: u64,
+    pub peak_per_sec: u64,
+    /// First and last accepted send, for throughput.
+    pub first_at: Option<Ts>,
+    pub last_at: Option<Ts>,
+    /// Sends for a cascade already acknowledged or cancelled.
+    pub after_end: u64,
+    sec: u64,
+    in_sec: u64,
+}
+
+struct Carrier {
+    spec: CarrierSpec,
+    bucket: Option<CarrierBucket>,
+    counters: CarrierCounters,
+    next_id: u64,
+}
+
+struct Person {
+    behaviour: usize,
+    never: bool,
+    ack_scheduled: bool,
+}
+
+struct State {
+    rng: ChaCha8Rng,
+    carriers: Vec<Carrier>,
+    people: HashMap<StakeholderId, Person>,
+}
+
+pub struct SimWorld {
+    state: Mutex<State>,
+    behaviours: Vec<super::scenario::Behaviour>,
+    agenda: Arc<Agenda<SimEvent>>,
+    clock: Arc<dyn Clock>,
+    receipt_timeout: Millis,
+    /// Cascades that reached a terminal state (kept by the drill's observer).
+    pub ended: Mutex<HashSet<CascadeKey>>,
+}
+
+fn lognormal(d: Dist) -> Option<LogNormal<f64>> {
+    let mu = (d.median.max(1) as f64).ln();
+    let sigma = ((d.p95.max(1) as f64).ln() - mu).max(0.0) / 1.644_853_6;
+    LogNormal::new(mu, sigma).ok()
+}
+
+fn draw(rng: &mut ChaCha8Rng, d: Dist) -> Millis {
+    match lognormal(d) {
+        Some(ln) => ln.sample(rng).round().clamp(1.0, 30.0 * 86_400_000.0) as Millis,
+        None => d.median,
+    }
+}
+
+impl SimWorld {
+    pub fn new(
+        scenario: &Scenario,
+        seed: u64,
+        agenda: Arc<Agenda<SimEvent>>,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let now = clock.now();
+        let carriers = scenario
+            .carriers
+            .iter()
+            .map(|spec| Carrier {
+                bucket: spec
+                    .capacity_per_sec
+                    .map(|c| CarrierBucket::new(c, spec.burst, spec.retry_after, now)),
+                spec: spec.clone(),
+                counters: CarrierCounters::default(),
+                next_id: 0,
+            })
+            .collect();
+        let people = scenario
+            .people
+            .iter()
+            .map(|p| {
+                let never = rng.random::<f64>() < scenario.behaviours[p.behaviour].never;
+                (
+                    p.id.clone(),
+                    Person {
+                        behaviour: p.behaviour,
+                        never,
+                        ack_scheduled: false,
+                    },
+                )
+            })
+            .collect();
+        Arc::new(SimWorld {
+            state: Mutex::new(State {
+                rng,
+                carriers,
+                people,
+            }),
+            behaviours: scenario.behaviours.clone(),
+            agenda,
+            clock,
+            receipt_timeout: scenario.policy.receipt_timeout,
+            ended: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn senders(self: &Arc<Self>) -> crate::ports::Senders {
+        let s = |channel| -> Arc<dyn ChannelSender> {
+            Arc::new(SimSender {
+                world: self.clone(),
+                channel,
+            })
+        };
+        crate::ports::Senders {
+            voice: s(Channel::Voice),
+            sms: s(Channel::Sms),
+            email: s(Channel::Email),
+            push: s(Channel::Push),
+        }
+    }
+
+    pub fn counters(&self) -> Vec<(Channel, CarrierCounters, Option<f64>)> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Channel::ALL
+            .iter()
+            .map(|c| {
+                (
+                    *c,
+                    st.carriers[c.index()].counters.clone(),
+                    st.carriers[c.index()].spec.capacity_per_sec,
+                )
+            })
+            .collect()
+    }
+
+    fn send(&self, channel: Channel, msg: &OutboundMessage) -> Result<Accepted, SendError> {
+        let now = self.clock.now();
+        let ended = self
+            .ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&msg.key);
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let st = &mut *guard;
+        let carrier = &mut st.carriers[channel.index()];
+        let c = &mut carrier.counters;
+        c.offered += 1;
+        if ended {
+            c.after_end += 1;
+        }
+        let sec = now.0 / 1000;
+        if sec != c.sec {
+            c.sec = sec;
+            c.in_sec = 0;
+        }
+        c.in_sec += 1;
+        c.peak_per_sec = c.peak_per_sec.max(c.in_sec);
+        if let Some(b) = carrier.bucket.as_mut()
+            && let Err(retry_after) = b.offer(now)
+        {
+            c.throttled_429 += 1;
+            return Err(SendError::Throttled {
+                retry_after: Some(retry_after),
+            });
+        }
+        let spec = &carrier.spec;
+        let u: f64 = st.rng.random();
+        if u < spec.transient {
+            c.transient += 1;
+            return Err(SendError::Transient("simulated 503".into()));
+        }
+        if u < spec.transient + spec.failed {
+            c.failed += 1;
+            return Err(SendError::Failed("simulated permanent refusal".into()));
+        }
+        c.accepted += 1;
+        c.first_at.get_or_insert(now);
+        c.last_at = Some(now);
+        carrier.next_id += 1;
+        let id = format!("sim-{}-{}", channel.as_str(), carrier.next_id);
+        let latency = draw(&mut st.rng, spec.latency);
+        let r: f64 = st.rng.random();
+        let mut p = spec.unreachable;
+        let receipt = if r < p {
+            Some((latency, ReceiptStatus::Unreachable))
+        } else if r < {
+            p += spec.undelivered;
+            p
+        } {
+            Some((latency, ReceiptStatus::Failed))
+        } else if r < {
+            p += spec.lost_receipts;
+            p
+        } {
+            None
+        } else if r < p + spec.late_receipts {
+            Some((self.receipt_timeout + latency, ReceiptStatus::Delivered))
+        } else {
+            Some((latency, ReceiptStatus::Delivered))
+        };
+        if let Some((after, status)) = receipt {
+            self.agenda.push(
+                now.plus(after),
+                Item::External(SimEvent::Receipt {
+                    provider_message_id: id.clone(),
+                    status,
+                }),
+            );
+            // The person sees a message that was delivered, whether or not the receipt reaches Muster in time.
+            if status == ReceiptStatus::Delivered
+                && let Some(person) = st.people.get_mut(&msg.key.stakeholder)
+                && !person.never
+                && !person.ack_scheduled
+            {
+                let b = &self.behaviours[person.behaviour];
+                if st.rng.random::<f64>() < b.ack[channel.index()] {
+                    person.ack_scheduled = true;
+                    let delay = draw(&mut st.rng, b.ack_delay);
+                    let seen = now.plus(if after > self.receipt_timeout {
+                        after - self.receipt_timeout
+                    } else {
+                        after
+                    });
+                    self.agenda.push(
+                        seen.plus(delay),
+                        Item::External(SimEvent::Ack {
+                            key: msg.key.clone(),
+                            channel,
+                            attempt: msg.attempt,
+                        }),
+                    );
+                }
+            }
+        } else if let Some(person) = st.people.get_mut(&msg.key.stakeholder)
+            && !person.never
+            && !person.ack_scheduled
+        {
+            // Receipt lost, message delivered all the same: the person may still acknowledge.
+            let b = &self.behaviours[person.behaviour];
+            if st.rng.random::<f64>() < b.ack[channel.index()] {
+                person.ack_scheduled = true;
+                let delay = draw(&mut st.rng, b.ack_delay);
+                self.agenda.push(
+                    now.plus(latency + delay),
+                    Item::External(SimEvent::Ack {
+                        key: msg.key.clone(),
+                        channel,
+                        attempt: msg.attempt,
+                    }),
+                );
+            }
+        }
+        Ok(Accepted {
+            provider_message_id: id,
+        })
+    }
+}
+
+struct SimSender {
+    world: Arc<SimWorld>,
+    channel: Channel,
+}
+
+#[async_trait]
+impl ChannelSender for SimSender {
+    fn endpoint(&self) -> &str {
+        self.channel.as_str()
+    }
+    async fn send(&self, msg: &OutboundMessage) -> Result<Accepted, SendError> {
+        self.world.send(self.channel, msg)
+    }
+}

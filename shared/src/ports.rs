@@ -1,0 +1,272 @@
+//! Ports: the narrow capabilities the use cases in `app` need, one trait
+//! each, held as `Arc<dyn Trait>` in [`Deps`]. The memory adapters implement
+//! them for drills, tests and `muster serve`; the AWS adapters for Lambda.
+//!
+//! Contract shared by every store: writes are conditional. `create_*` fails
+//! with `Error::Conflict` when the item exists; `transition` and
+//! `update_incident` fail with `Error::Conflict` unless the stored version
+//! equals `expected_version`. A cascade transition and the audit entry that
+//! records it are written atomically: both or neither.
+
+use crate::app::audit::AuditEntry;
+use crate::domain::{
+    Address, Channel, ContactMethods, Group, GroupId, Incident, IncidentId, Millis, Severity,
+    Stakeholder, StakeholderId, Ts,
+};
+use crate::engine::{Cascade, CascadeKey, Decision, Event, TimerKind};
+use crate::error::Result;
+use crate::policy::Policy;
+use crate::ratelimit::Ticket;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// A cascade as stored: engine state plus what the application keeps beside it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CascadeRecord {
+    pub cascade: Cascade,
+    /// Contacts snapshotted when the cascade started (PII: encrypted at rest in AWS).
+    pub contacts: ContactMethods,
+    pub name: String,
+    /// Code a stakeholder can reply with ("ACK 4821").
+    pub ack_code: String,
+    /// For a manager cascade: whose cascade failure it reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub about: Option<StakeholderId>,
+    /// The contact lookup at start failed; directory data used.
+    #[serde(default)]
+    pub needs_review: bool,
+    /// Audit chain head: sequence number of the next entry and hash of the last.
+    pub audit_seq: u64,
+    pub audit_head: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+#[async_trait]
+pub trait IncidentStore: Send + Sync {
+    /// Creates the incident; `Conflict` if one with this id exists.
+    async fn create_incident(&self, incident: &Incident) -> Result<()>;
+    async fn get_incident(&self, id: &IncidentId) -> Result<Option<Incident>>;
+    /// Replaces the incident if its stored version is `expected_version`.
+    async fn update_incident(&self, incident: &Incident, expected_version: u64) -> Result<()>;
+}
+
+#[async_trait]
+pub trait CascadeStore: Send + Sync {
+    /// Creates the cascade with its first audit entry; `Conflict` if it exists.
+    async fn create_cascade(&self, record: &CascadeRecord, audit: &AuditEntry) -> Result<()>;
+    async fn get_cascade(&self, key: &CascadeKey) -> Result<Option<CascadeRecord>>;
+    /// Replaces the cascade if its stored version is `expected_version`, and
+    /// appends `audit`, atomically.
+    async fn transition(
+        &self,
+        record: &CascadeRecord,
+        expected_version: u64,
+        audit: &AuditEntry,
+    ) -> Result<()>;
+    /// The incident's cascades, in a stable order, a page at a time.
+    async fn list_cascades(
+        &self,
+        incident: &IncidentId,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<Page<CascadeRecord>>;
+    /// Cascades whose next due time is at or before `due_before` (the sweep's index).
+    async fn overdue(
+        &self,
+        due_before: Ts,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<Page<CascadeKey>>;
+    /// Every audit entry of an incident, per cascade in sequence order.
+    async fn audit_trail(&self, incident: &IncidentId) -> Result<Vec<AuditEntry>>;
+    /// Maps a provider's message id to the attempt it carried.
+    async fn put_message_ref(
+        &self,
+        provider_message_id: &str,
+        key: &CascadeKey,
+        attempt: u32,
+    ) -> Result<()>;
+    async fn get_message_ref(&self, provider_message_id: &str)
+    -> Result<Option<(CascadeKey, u32)>>;
+}
+
+#[async_trait]
+pub trait Directory: Send + Sync {
+    async fn group(&self, id: &GroupId) -> Result<Option<Group>>;
+    async fn stakeholder(&self, id: &StakeholderId) -> Result<Option<Stakeholder>>;
+}
+
+/// Work for `dispatch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "job")]
+pub enum Job {
+    /// Turn members `offset..offset+count` of the incident's group into cascades.
+    Expand {
+        incident: IncidentId,
+        offset: u32,
+        count: u32,
+    },
+    /// Send attempt `attempt` of a cascade.
+    Send {
+        key: CascadeKey,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ticket: Option<Ticket>,
+    },
+    /// A member's cascade failed: notify the on-call manager.
+    Escalate {
+        incident: IncidentId,
+        manager: StakeholderId,
+        about: StakeholderId,
+    },
+}
+
+#[async_trait]
+pub trait WorkQueue: Send + Sync {
+    /// Enqueues jobs, each visible after its delay.
+    async fn enqueue(&self, jobs: Vec<(Job, Millis)>) -> Result<()>;
+    /// Approximate number of jobs waiting (visible or delayed).
+    async fn backlog(&self) -> Result<u64>;
+}
+
+/// A timer for one attempt of one cascade; its fence is (attempt, kind).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerMsg {
+    pub key: CascadeKey,
+    pub attempt: u32,
+    pub kind: TimerKind,
+    pub at: Ts,
+}
+
+#[async_trait]
+pub trait Timers: Send + Sync {
+    /// Arms timers. Never cancelled: a timer whose fence no longer matches is a no-op.
+    async fn arm(&self, timers: Vec<TimerMsg>) -> Result<()>;
+}
+
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Ts;
+}
+
+/// Ack codes and other identifiers the use cases mint.
+pub trait IdGen: Send + Sync {
+    /// A four-digit code for SMS replies ("ACK 4821").
+    fn ack_code(&self) -> String;
+}
+
+/// One message to one person on one channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboundMessage {
+    pub key: CascadeKey,
+    pub attempt: u32,
+    pub channel: Channel,
+    pub severity: Severity,
+    pub to: Address,
+    pub subject: String,
+    pub body: String,
+    pub ack_code: String,
+}
+
+impl OutboundMessage {
+    /// Idempotency key of the send: the same attempt is never two messages.
+    pub fn idempotency_key(&self) -> String {
+        format!("{}#{}", self.key, self.attempt)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub provider_message_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("throttled by the carrier")]
+    Throttled { retry_after: Option<Millis> },
+    #[error("transient send failure: {0}")]
+    Transient(String),
+    #[error("send refused: {0}")]
+    Failed(String),
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+}
+
+#[async_trait]
+pub trait ChannelSender: Send + Sync {
+    /// Carrier endpoint name, the unit of rate limiting ("sms", "voice-us", ...).
+    fn endpoint(&self) -> &str;
+    async fn send(&self, msg: &OutboundMessage) -> std::result::Result<Accepted, SendError>;
+}
+
+/// Result of asking the rate limiter for one send.
+pub use crate::ratelimit::Admit;
+
+#[async_trait]
+pub trait RateLimiter: Send + Sync {
+    async fn admit(&self, endpoint: &str, now: Ts, ticket: Option<Ticket>) -> Result<Admit>;
+    async fn on_success(&self, endpoint: &str, now: Ts);
+    async fn on_throttled(&self, endpoint: &str, now: Ts, retry_after: Option<Millis>);
+}
+
+/// What happened, for metrics and for drills' live invariant checks.
+pub trait Observer: Send + Sync {
+    fn transition(&self, _before: &Cascade, _event: &Event, _decision: &Decision) {}
+    fn send(&self, _channel: Channel, _severity: Severity, _outcome: SendOutcomeKind) {}
+    fn stale_job(&self) {}
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcomeKind {
+    Accepted,
+    Throttled,
+    Transient,
+    Failed,
+    Unreachable,
+    NoAddress,
+}
+
+/// No metrics.
+pub struct NoObserver;
+impl Observer for NoObserver {}
+
+/// The channel senders, one per channel.
+#[derive(Clone)]
+pub struct Senders {
+    pub voice: Arc<dyn ChannelSender>,
+    pub sms: Arc<dyn ChannelSender>,
+    pub email: Arc<dyn ChannelSender>,
+    pub push: Arc<dyn ChannelSender>,
+}
+
+impl Senders {
+    pub fn get(&self, channel: Channel) -> &Arc<dyn ChannelSender> {
+        match channel {
+            Channel::Voice => &self.voice,
+            Channel::Sms => &self.sms,
+            Channel::Email => &self.email,
+            Channel::Push => &self.push,
+        }
+    }
+}
+
+/// Everything a use case may touch.
+#[derive(Clone)]
+pub struct Deps {
+    pub policy: Arc<Policy>,
+    pub incidents: Arc<dyn IncidentStore>,
+    pub cascades: Arc<dyn CascadeStore>,
+    pub directory: Arc<dyn Directory>,
+    pub queue: Arc<dyn WorkQueue>,
+    pub timers: Arc<dyn Timers>,
+    pub senders: Senders,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdGen>,
+    pub observer: Arc<dyn Observer>,
+}
