@@ -12,6 +12,8 @@
 mod cascade;
 mod decide;
 pub mod invariants;
+#[cfg(test)]
+mod tests;
 
 pub use cascade::{Attempt, Cascade, CascadeKey, CascadeStatus, ChannelPlan, Phase, Route};
 pub use decide::decide;
