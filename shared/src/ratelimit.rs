@@ -1,81 +1,818 @@
-//! Placeholder until the adaptive limiter lands.
+//! Adaptive pacing per carrier endpoint, and a hidden-capacity carrier model
+//! for simulation.
+//!
+//! [`AdaptiveLimiter`] keeps three invariants:
+//! - Never faster than the told limit: sends are spaced at least `1/rate`
+//!   apart on a GCRA schedule (a theoretical arrival time, no burst
+//!   allowance) and `rate` never exceeds `limit_per_sec`, so jobs that come
+//!   back at their slots never put more than `limit_per_sec` sends (rounded
+//!   up) into any one-second window.
+//! - Never slower than the floor: `rate` never drops below `min_per_sec`.
+//! - Never a herd: a job that cannot send now books the next free slot, so
+//!   waiting jobs hold distinct, increasing slots. A 429 bumps the epoch,
+//!   which voids the booked slots: each holder books again (after the pause)
+//!   when it comes back at its old slot, so in the order of those slots.
+//!
+//! Adaptation. A 429 pauses the endpoint for its Retry-After and cuts the
+//! rate. The knee, the rate at which throttling began, is the rate the
+//! carrier was actually taking just before the 429 (an average over the last
+//! sends, which may be well under the pacing rate while slots booked at an
+//! older, lower rate are still going out). The rate restarts just under the
+//! knee, or lower still at the accepted rate since the previous 429 when that
+//! window is short and busy: a token bucket is empty at both 429s, so what it
+//! took in between, pause included, is its refill rate, which is how a deep
+//! bucket that let the rate run far past its capacity is found in one step.
+//! One 429 never cuts by more than half, so a poor measurement cannot
+//! collapse the rate, and a 429 with nothing measured halves it.
+//!
+//! The rate then grows back along a cubic of busy time since the cut (as in
+//! TCP CUBIC): quickly at first, flat on a plateau at the knee, then probing
+//! beyond it ever faster, so a capacity that has come back is found again
+//! within a minute or two. The curve is stretched by the Retry-After (in
+//! seconds, at least 1), so a carrier that answers a probe with a long pause
+//! is probed less often. Busy time advances only with accepted sends, so an
+//! idle endpoint keeps what it learned instead of drifting back up.
+//!
+//! Slots already booked keep the pace at which they were booked, so a rate
+//! increase reaches the carrier only after the booked schedule
+//! ([`AdaptiveLimiter::booked_until`]) has run out; a dispatcher that leaves
+//! excess work in its queue rather than booking all of it keeps that lag
+//! short.
+//!
+//! The module does no I/O, reads no clock and draws no random numbers: every
+//! call is handed `now`, and the same calls always give the same answers.
+
 use crate::domain::{Millis, Ts};
 use serde::{Deserialize, Serialize};
+
+/// Pause when a 429 carries no Retry-After.
+pub const DEFAULT_RETRY_AFTER: Millis = 1_000;
+/// The highest rate one endpoint can be paced at: slots are whole
+/// milliseconds, and distinct slots need at least 1 ms between them.
+pub const MAX_RATE_PER_SEC: f64 = 1_000.0;
+/// The lowest rate accepted in a configuration.
+const MIN_RATE_PER_SEC: f64 = 0.001;
+/// After a cut, the rate restarts this far (relative) under the knee.
+const MARGIN: f64 = 0.03;
+/// One 429 never cuts the rate below this fraction of the knee.
+const MAX_CUT: f64 = 0.5;
+/// Gain of the cubic growth, relative to the rate it restarts from, per s^3.
+const PROBE_GAIN: f64 = 1e-5;
+/// The recent send rate is trusted once this many sends have been accepted
+/// since the last pause.
+const SHORT_MIN_SENDS: u32 = 8;
+/// Weight of each new interval in the recent send rate (an average over
+/// about the last 8 sends).
+const SHORT_WEIGHT: f64 = 0.125;
+/// The accepted rate since the previous 429 is trusted when that 429's pause
+/// ended at most this long ago and the schedule was busy for at least 90% of
+/// the window. (A shallow carrier bucket wastes the tokens of every moment
+/// sent below capacity, so over a long window the count says more about what
+/// was sent than about what the carrier can take.)
+const LONG_TRUST_US: u64 = 20_000_000;
+/// 429s closer together than this (or arriving during the pause that an
+/// earlier one set) are one throttling event: the rate is cut once.
+const MIN_CUT_SPACING: Millis = 1_000;
+
+/// The told limit of one carrier endpoint and the floor under it.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LimiterConfig {
+    /// Sends per second the carrier says it accepts; never exceeded.
     pub limit_per_sec: f64,
+    /// The rate is never cut below this.
     pub min_per_sec: f64,
 }
-#[derive(Debug)]
+
+impl LimiterConfig {
+    /// A told limit with the default floor of 1 msg/s.
+    pub fn new(limit_per_sec: f64) -> Self {
+        LimiterConfig {
+            limit_per_sec,
+            min_per_sec: 1.0,
+        }
+    }
+}
+
+impl Default for LimiterConfig {
+    /// 50 msg/s per carrier endpoint, floor 1 msg/s.
+    fn default() -> Self {
+        LimiterConfig::new(50.0)
+    }
+}
+
+/// The answer to [`AdaptiveLimiter::admit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admit {
+    /// Send now.
     Granted,
+    /// Come back at `until` with `ticket`.
     Wait { until: Ts, ticket: Ticket },
 }
+
+/// A booked slot: the job that holds it is granted when it comes back at or
+/// after `slot`, unless a 429 has since moved the limiter to a new epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ticket {
     pub slot: Ts,
     pub epoch: u32,
 }
+
+/// Paces the sends to one carrier endpoint and adapts the pace to the
+/// carrier's 429s. See the module documentation for the invariants.
+#[derive(Debug, Clone)]
 pub struct AdaptiveLimiter {
-    next: Ts,
-    interval: f64,
+    limit: f64,
+    floor: f64,
+    /// Current pacing rate, msgs/s, within `floor..=limit`.
+    rate: f64,
+    /// Theoretical arrival time of the next free slot, in microseconds since
+    /// the epoch; never earlier than the end of the current pause.
+    next_free_us: u64,
+    epoch: u32,
+    paused_until: Option<Ts>,
+    /// No further cut before this instant (same throttling event).
+    cut_guard_until: Ts,
+    /// The last cut: the start of the window the next cut measures.
+    last_cut: Option<Ts>,
+    accepted_since_cut: u64,
+    /// Time since the last cut in which the schedule had no job waiting.
+    idle_us_since_cut: u64,
+    /// End of the pause the last 429 set.
+    resumed_at: Option<Ts>,
+    /// The last accepted send since the last pause, and the average interval
+    /// between accepted sends since then (ms) over `sends_since_resume`.
+    last_success: Option<Ts>,
+    interval_avg_ms: f64,
+    sends_since_resume: u32,
+    /// Where throttling is believed to begin, msgs/s.
+    knee: f64,
+    /// Gain of the growth cubic, msgs/s per s^3.
+    gain: f64,
+    /// Busy time from the cut at which the cubic reaches the knee, s.
+    plateau_s: f64,
+    /// Busy time since the cut (one interval per accepted send), s.
+    busy_s: f64,
 }
+
 impl AdaptiveLimiter {
+    /// Starts at the told limit. Out-of-range values are clamped: the limit
+    /// to `0.001..=1000` msg/s, the floor to `0.001..=limit`.
     pub fn new(cfg: LimiterConfig, now: Ts) -> Self {
+        let limit = clamp_rate(cfg.limit_per_sec, MAX_RATE_PER_SEC);
+        let floor = clamp_rate(cfg.min_per_sec, limit);
         AdaptiveLimiter {
-            next: now,
-            interval: 1000.0 / cfg.limit_per_sec,
+            limit,
+            floor,
+            rate: limit,
+            next_free_us: micros(now),
+            epoch: 0,
+            paused_until: None,
+            cut_guard_until: now,
+            last_cut: None,
+            accepted_since_cut: 0,
+            idle_us_since_cut: 0,
+            resumed_at: None,
+            last_success: None,
+            interval_avg_ms: 0.0,
+            sends_since_resume: 0,
+            knee: limit,
+            gain: PROBE_GAIN * limit,
+            plateau_s: 0.0,
+            busy_s: 0.0,
         }
     }
+
+    /// Ask to send one message now. `ticket` is what an earlier Wait handed
+    /// out for this same job. A job that comes back at (or after) its
+    /// ticket's slot, with the limiter's epoch unchanged, is Granted without
+    /// drawing again; one that comes back early is told the same slot again.
+    /// Otherwise: Granted if a send fits now; else books the next free slot
+    /// (advancing the schedule, so N waiting jobs get N distinct slots, with
+    /// no thundering herd and O(1) work per call) and returns
+    /// `Wait { until: slot, ticket }`.
     pub fn admit(&mut self, now: Ts, ticket: Option<Ticket>) -> Admit {
-        if ticket.is_some_and(|t| t.slot <= now) {
+        self.expire_pause(now);
+        if let Some(ticket) = ticket.filter(|t| t.epoch == self.epoch) {
+            return if now >= ticket.slot {
+                Admit::Granted
+            } else {
+                Admit::Wait {
+                    until: ticket.slot,
+                    ticket,
+                }
+            };
+        }
+        let now_us = micros(now);
+        let interval_us = self.interval_us();
+        if self.next_free_us <= now_us {
+            self.idle_us_since_cut += now_us - self.next_free_us;
+            self.next_free_us = now_us + interval_us;
             return Admit::Granted;
         }
-        if self.next <= now {
-            self.next = now.plus(self.interval as u64);
-            return Admit::Granted;
-        }
-        let slot = self.next;
-        self.next = slot.plus(self.interval as u64);
+        let slot = Ts(self.next_free_us.div_ceil(1000));
+        self.next_free_us += interval_us;
         Admit::Wait {
             until: slot,
-            ticket: Ticket { slot, epoch: 0 },
+            ticket: Ticket {
+                slot,
+                epoch: self.epoch,
+            },
         }
     }
-    pub fn on_success(&mut self, _now: Ts) {}
-    pub fn on_throttled(&mut self, _now: Ts, _retry_after: Option<Millis>) {}
+
+    /// The carrier accepted a send (or answered anything but throttling) at
+    /// `now`: counts toward the accepted rate, and advances the rate along
+    /// its growth curve by one send interval of busy time.
+    pub fn on_success(&mut self, now: Ts) {
+        self.expire_pause(now);
+        self.accepted_since_cut += 1;
+        if let Some(prev) = self.last_success {
+            let dt = now.since(prev) as f64;
+            self.interval_avg_ms = if self.sends_since_resume == 0 {
+                dt
+            } else {
+                self.interval_avg_ms + SHORT_WEIGHT * (dt - self.interval_avg_ms)
+            };
+            self.sends_since_resume += 1;
+        }
+        self.last_success = Some(self.last_success.map_or(now, |p| p.max(now)));
+        self.busy_s += 1.0 / self.rate;
+        let d = self.busy_s - self.plateau_s;
+        self.rate = (self.knee + self.gain * d * d * d).clamp(self.floor, self.limit);
+    }
+
+    /// The carrier answered 429 (`retry_after`: its Retry-After, if any).
+    /// Pauses the endpoint until `now + retry_after`, lowers the rate, bumps
+    /// the epoch (so booked tickets are re-booked in order), and remembers
+    /// the rate at which throttling began. Further 429s within the same
+    /// throttling event (during its pause, or within a second) extend the
+    /// pause but do not cut again.
+    pub fn on_throttled(&mut self, now: Ts, retry_after: Option<Millis>) {
+        let pause = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
+        let until = now.plus(pause);
+        let until = self.paused_until.map_or(until, |p| p.max(until));
+        self.paused_until = Some(until);
+        self.epoch = self.epoch.wrapping_add(1);
+        if now >= self.cut_guard_until {
+            self.cut(now, pause);
+        }
+        // Booked slots are void; the next send comes after the pause, and
+        // at least one interval after any send already made.
+        self.next_free_us = micros(until).max(micros(now) + self.interval_us());
+        self.resumed_at = Some(until);
+        self.last_success = None;
+        self.sends_since_resume = 0;
+        self.cut_guard_until = self
+            .cut_guard_until
+            .max(until)
+            .max(now.plus(MIN_CUT_SPACING));
+    }
+
+    /// Current pacing rate, msgs/s: the spacing of the slots booked from now
+    /// on.
     pub fn rate(&self) -> f64 {
-        1000.0 / self.interval
+        self.rate
     }
+
+    /// The end of the booked schedule: a job asking now would be booked at
+    /// about this time (or granted, if it is not later than now).
+    pub fn booked_until(&self) -> Ts {
+        Ts(self.next_free_us.div_ceil(1000))
+    }
+
+    /// End of the Retry-After pause, while one is known to be running
+    /// (cleared by the first call at or after its end).
     pub fn paused_until(&self) -> Option<Ts> {
-        None
+        self.paused_until
+    }
+
+    /// The current estimate of where throttling begins, msgs/s (the told
+    /// limit until the first 429).
+    pub fn knee(&self) -> f64 {
+        self.knee
+    }
+
+    fn cut(&mut self, now: Ts, pause: Millis) {
+        // Throttling began at the rate the carrier was taking just before
+        // this 429 (while slots booked at a lower pacing rate are still going
+        // out, that is well under the pacing rate).
+        let recent = (self.sends_since_resume >= SHORT_MIN_SENDS)
+            .then(|| 1000.0 / self.interval_avg_ms.max(1e-3));
+        let knee = recent.map_or(self.rate, |r| r.min(self.rate));
+        // What the carrier took since the previous 429, pause included: a
+        // token bucket refills during the pause (a shallow one wastes part of
+        // that), so this is at most its capacity.
+        let since_last = self
+            .last_cut
+            .zip(self.resumed_at)
+            .and_then(|(cut, resumed)| {
+                let window_us = micros(now).saturating_sub(micros(cut)).max(1);
+                let sending_us = micros(now).saturating_sub(micros(resumed)).max(1);
+                let trusted =
+                    sending_us <= LONG_TRUST_US && self.idle_us_since_cut <= window_us / 10;
+                trusted.then(|| self.accepted_since_cut as f64 * 1e6 / window_us as f64)
+            });
+        let restart = match (recent, since_last) {
+            (None, None) => knee * MAX_CUT,
+            (_, Some(lower)) => lower.min(knee * (1.0 - MARGIN)),
+            (Some(_), None) => knee * (1.0 - MARGIN),
+        }
+        .max(knee * MAX_CUT)
+        .clamp(self.floor, self.limit);
+        let probe_cost_s = (pause as f64 / 1000.0).max(1.0);
+        self.knee = knee.max(restart);
+        self.rate = restart;
+        self.gain = PROBE_GAIN * restart / probe_cost_s.powi(3);
+        self.plateau_s = ((self.knee - restart) / self.gain).cbrt();
+        self.busy_s = 0.0;
+        self.last_cut = Some(now);
+        self.accepted_since_cut = 0;
+        self.idle_us_since_cut = 0;
+    }
+
+    /// Slot spacing at the current rate, rounded up so never faster.
+    fn interval_us(&self) -> u64 {
+        (1e6 / self.rate).ceil() as u64
+    }
+
+    fn expire_pause(&mut self, now: Ts) {
+        if self.paused_until.is_some_and(|p| now >= p) {
+            self.paused_until = None;
+        }
     }
 }
-pub struct CarrierBucket {
-    tokens: f64,
-    cap: f64,
-    burst: f64,
-    last: Ts,
-    ra: Millis,
+
+fn micros(t: Ts) -> u64 {
+    t.0.saturating_mul(1000)
 }
+
+/// `rate` within `MIN_RATE_PER_SEC..=max`; NaN becomes the minimum.
+fn clamp_rate(rate: f64, max: f64) -> f64 {
+    if rate.is_nan() {
+        MIN_RATE_PER_SEC
+    } else {
+        rate.clamp(MIN_RATE_PER_SEC, max.max(MIN_RATE_PER_SEC))
+    }
+}
+
+/// A carrier's hidden capacity: a token bucket of `capacity_per_sec` with
+/// `burst` tokens (e.g. answers 429 "after 150 messages" with burst 150).
+/// Starts full.
+#[derive(Debug, Clone)]
+pub struct CarrierBucket {
+    capacity_per_sec: f64,
+    burst: f64,
+    retry_after: Millis,
+    tokens: f64,
+    last: Ts,
+}
+
 impl CarrierBucket {
+    /// Tolerance for float rounding in the refill: a bucket refilled for
+    /// exactly one token's time accepts.
+    const EPSILON: f64 = 1e-9;
+
     pub fn new(capacity_per_sec: f64, burst: f64, retry_after: Millis, now: Ts) -> Self {
         CarrierBucket {
-            tokens: burst,
-            cap: capacity_per_sec,
+            capacity_per_sec,
             burst,
+            retry_after,
+            tokens: burst,
             last: now,
-            ra: retry_after,
         }
     }
+
+    /// Ok(()) if accepted, Err(retry_after) if it answers 429.
     pub fn offer(&mut self, now: Ts) -> Result<(), Millis> {
-        self.tokens =
-            (self.tokens + now.since(self.last) as f64 * self.cap / 1000.0).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        self.refill(now);
+        if self.tokens >= 1.0 - Self::EPSILON {
+            self.tokens = (self.tokens - 1.0).max(0.0);
             Ok(())
         } else {
-            Err(self.ra)
+            Err(self.retry_after)
         }
+    }
+
+    /// The carrier's capacity changes at `now` (tokens earned until then
+    /// accrue at the old capacity).
+    pub fn set_capacity(&mut self, now: Ts, capacity_per_sec: f64) {
+        self.refill(now);
+        self.capacity_per_sec = capacity_per_sec;
+    }
+
+    fn refill(&mut self, now: Ts) {
+        let earned = now.since(self.last) as f64 * self.capacity_per_sec / 1000.0;
+        self.tokens = (self.tokens + earned).min(self.burst);
+        self.last = self.last.max(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+
+    const SEC: Millis = 1_000;
+    const T0: Ts = Ts::from_secs(1_700_000_000);
+
+    /// How many of `times` fall in `[from_s, to_s)` seconds after `T0`.
+    fn between(times: &[Ts], from_s: u64, to_s: u64) -> usize {
+        let (a, b) = (T0.plus(from_s * SEC), T0.plus(to_s * SEC));
+        times.iter().filter(|t| (a..b).contains(*t)).count()
+    }
+
+    /// A dispatcher in virtual time: `backlog` jobs are always waiting (each
+    /// accepted send is replaced by a new job at once). A job calls `admit`;
+    /// on Wait it comes back at `until` with its ticket; on Granted it offers
+    /// to the carrier; on 429 the limiter is told and the job asks again.
+    struct Sim {
+        limiter: AdaptiveLimiter,
+        carrier: CarrierBucket,
+        /// (when, sequence, job): the sequence keeps same-instant events FIFO.
+        due: BinaryHeap<Reverse<(Ts, u64, usize)>>,
+        tickets: Vec<Option<Ticket>>,
+        seq: u64,
+        offered: Vec<Ts>,
+        accepted: Vec<Ts>,
+        throttled: Vec<Ts>,
+        /// (time, rate) after every accepted send.
+        rates: Vec<(Ts, f64)>,
+        /// Jobs still to be created (`u64::MAX`: an endless backlog).
+        remaining: u64,
+    }
+
+    impl Sim {
+        fn new(limit: f64, capacity: f64, burst: f64, backlog: usize, jobs: u64) -> Sim {
+            let mut sim = Sim {
+                limiter: AdaptiveLimiter::new(LimiterConfig::new(limit), T0),
+                carrier: CarrierBucket::new(capacity, burst, SEC, T0),
+                due: BinaryHeap::new(),
+                tickets: Vec::new(),
+                seq: 0,
+                offered: Vec::new(),
+                accepted: Vec::new(),
+                throttled: Vec::new(),
+                rates: Vec::new(),
+                remaining: jobs,
+            };
+            for _ in 0..backlog {
+                sim.new_job(T0);
+            }
+            sim
+        }
+
+        fn new_job(&mut self, now: Ts) {
+            if self.remaining == 0 {
+                return;
+            }
+            self.remaining = self.remaining.saturating_sub(1);
+            self.tickets.push(None);
+            self.schedule(now, self.tickets.len() - 1);
+        }
+
+        fn schedule(&mut self, at: Ts, job: usize) {
+            self.seq += 1;
+            self.due.push(Reverse((at, self.seq, job)));
+        }
+
+        /// Runs every event due before `end` (seconds after start).
+        fn run_until(&mut self, end_s: u64) {
+            let end = T0.plus(end_s * SEC);
+            while let Some(&Reverse((now, _, job))) = self.due.peek() {
+                if now >= end {
+                    break;
+                }
+                self.due.pop();
+                match self.limiter.admit(now, self.tickets[job]) {
+                    Admit::Wait { until, ticket } => {
+                        assert!(until > now, "a wait must end in the future");
+                        self.tickets[job] = Some(ticket);
+                        self.schedule(until, job);
+                    }
+                    Admit::Granted => {
+                        self.tickets[job] = None;
+                        self.offered.push(now);
+                        match self.carrier.offer(now) {
+                            Ok(()) => {
+                                self.limiter.on_success(now);
+                                self.accepted.push(now);
+                                self.rates.push((now, self.limiter.rate()));
+                                self.new_job(now);
+                            }
+                            Err(retry_after) => {
+                                self.limiter.on_throttled(now, Some(retry_after));
+                                self.throttled.push(now);
+                                self.schedule(now, job);
+                            }
+                        }
+                    }
+                }
+                let rate = self.limiter.rate();
+                assert!(
+                    rate <= self.limiter.limit && rate >= self.limiter.floor,
+                    "rate {rate} out of bounds"
+                );
+            }
+        }
+
+        /// The most sends offered to the carrier in any window of one second.
+        fn max_offered_per_second(&self) -> usize {
+            let mut most = 0;
+            let mut lo = 0;
+            for hi in 0..self.offered.len() {
+                while self.offered[hi].since(self.offered[lo]) >= SEC {
+                    lo += 1;
+                }
+                most = most.max(hi - lo + 1);
+            }
+            most
+        }
+    }
+
+    #[test]
+    fn paced_sends_never_exceed_the_told_limit() {
+        for burst in [1.0, 50.0] {
+            let mut sim = Sim::new(50.0, 50.0, burst, 10_000, 10_000);
+            sim.run_until(10_000);
+            assert_eq!(sim.accepted.len(), 10_000, "burst {burst}");
+            assert!(
+                sim.throttled.is_empty(),
+                "burst {burst}: {} 429s",
+                sim.throttled.len()
+            );
+            assert!(sim.max_offered_per_second() <= 50, "burst {burst}");
+            let took = sim.accepted[9_999].since(T0) as f64 / 1000.0;
+            println!(
+                "capacity 50/s = told limit, burst {burst}: 10000 sends in {took:.2} s, 0 429s"
+            );
+            assert!(took <= 1.02 * 200.0, "took {took} s");
+        }
+    }
+
+    /// Runs one endless-backlog scenario for 10 minutes and reports
+    /// (accepted throughput after the first minute as % of capacity,
+    /// 429s per minute after the first minute, 429s in the first minute).
+    fn hidden_capacity_run(capacity: f64, burst: f64) -> (f64, f64, usize, Sim) {
+        let mut sim = Sim::new(50.0, capacity, burst, 500, u64::MAX);
+        sim.run_until(600);
+        let accepted = between(&sim.accepted, 60, 600) as f64;
+        let pct = 100.0 * accepted / (540.0 * capacity);
+        let per_min = between(&sim.throttled, 60, 600) as f64 / 9.0;
+        let first_min = between(&sim.throttled, 0, 60);
+        (pct, per_min, first_min, sim)
+    }
+
+    #[test]
+    fn adapts_to_hidden_lower_capacity() {
+        let mut failures = Vec::new();
+        for burst in [1.0, 10.0, 150.0] {
+            for capacity in [10.0, 30.0, 37.0] {
+                let (pct, per_min, first_min, sim) = hidden_capacity_run(capacity, burst);
+                println!(
+                    "told 50/s, hidden capacity {capacity}/s burst {burst}: throughput {pct:.1}% of capacity \
+                     (60-600 s), 429s {per_min:.2}/min after the first minute, {first_min} in it, \
+                     final rate {:.2}/s, knee {:.2}/s",
+                    sim.limiter.rate(),
+                    sim.limiter.knee()
+                );
+                if pct < 90.0 || per_min > 4.0 {
+                    failures.push(format!(
+                        "capacity {capacity} burst {burst}: {pct:.1}%, {per_min:.2} 429s/min"
+                    ));
+                }
+                assert!(sim.max_offered_per_second() <= 50);
+            }
+        }
+        assert!(failures.is_empty(), "{failures:?}");
+    }
+
+    #[test]
+    fn recovers_when_capacity_returns() {
+        for burst in [1.0, 150.0] {
+            let mut sim = Sim::new(50.0, 50.0, burst, 500, u64::MAX);
+            sim.run_until(120);
+            sim.carrier.set_capacity(T0.plus(120 * SEC), 20.0);
+            sim.run_until(300);
+            sim.carrier.set_capacity(T0.plus(300 * SEC), 50.0);
+            sim.run_until(600);
+            let per_s = |from_s: u64| between(&sim.accepted, from_s, from_s + 10) as f64 / 10.0;
+            let profile: Vec<String> = (0..60).map(|w| format!("{:.0}", per_s(w * 10))).collect();
+            let low = between(&sim.accepted, 180, 300) as f64 / 120.0;
+            // Seconds from the capacity's return to the end of the first 10 s
+            // window with at least 45 sends/s accepted, and until the pacing
+            // rate is back to 45/s.
+            let back_s = (30..60)
+                .map(|w| w * 10)
+                .find(|&from| per_s(from) >= 45.0)
+                .map(|from| from + 10 - 300);
+            let returned = T0.plus(300 * SEC);
+            let paced_s = sim
+                .rates
+                .iter()
+                .find(|(t, r)| *t >= returned && *r >= 45.0)
+                .map(|(t, _)| t.since(returned) / SEC);
+            println!(
+                "capacity 50 -> 20 at 120 s -> 50 at 300 s, burst {burst}: {low:.1}/s accepted in 180-300 s; \
+                 back to >= 45/s accepted {back_s:?} s and paced {paced_s:?} s after the return; \
+                 accepted/s per 10 s: {}",
+                profile.join(" ")
+            );
+            assert!(
+                low >= 0.9 * 20.0,
+                "burst {burst}: {low:.1}/s at capacity 20"
+            );
+            assert!(
+                back_s.is_some_and(|s| s <= 120),
+                "burst {burst}: {back_s:?}"
+            );
+            assert!(
+                per_s(590) >= 49.0,
+                "burst {burst}: settles at the told limit again"
+            );
+        }
+    }
+
+    fn booked(admit: Admit) -> Ticket {
+        match admit {
+            Admit::Wait { until, ticket } => {
+                assert_eq!(until, ticket.slot);
+                ticket
+            }
+            Admit::Granted => panic!("expected a wait"),
+        }
+    }
+
+    #[test]
+    fn waiting_jobs_get_distinct_ordered_slots() {
+        let mut limiter = AdaptiveLimiter::new(LimiterConfig::default(), T0);
+        assert_eq!(
+            limiter.admit(T0, None),
+            Admit::Granted,
+            "an idle endpoint sends at once"
+        );
+        let tickets: Vec<Ticket> = (0..1_000)
+            .map(|_| booked(limiter.admit(T0, None)))
+            .collect();
+        assert_eq!(tickets[0].slot, T0.plus(20));
+        for pair in tickets.windows(2) {
+            assert_eq!(
+                pair[1].slot.since(pair[0].slot),
+                20,
+                "paced at 1/50 s, distinct and increasing"
+            );
+        }
+        assert_eq!(limiter.booked_until(), tickets[999].slot.plus(20));
+        // Coming back early: the same slot again, nothing drawn.
+        let early = limiter.admit(T0.plus(5), Some(tickets[0]));
+        assert_eq!(
+            early,
+            Admit::Wait {
+                until: tickets[0].slot,
+                ticket: tickets[0]
+            }
+        );
+        // A newcomer queues behind every booked job.
+        assert_eq!(
+            booked(limiter.admit(T0.plus(10), None)).slot,
+            tickets[999].slot.plus(20)
+        );
+        for ticket in &tickets {
+            assert_eq!(limiter.admit(ticket.slot, Some(*ticket)), Admit::Granted);
+            limiter.on_success(ticket.slot);
+        }
+        assert_eq!(limiter.rate(), 50.0);
+    }
+
+    #[test]
+    fn throttle_rebooks_outstanding_tickets() {
+        let mut limiter = AdaptiveLimiter::new(LimiterConfig::default(), T0);
+        assert_eq!(limiter.admit(T0, None), Admit::Granted);
+        limiter.on_success(T0);
+        let tickets: Vec<Ticket> = (0..10).map(|_| booked(limiter.admit(T0, None))).collect();
+        let now = tickets[0].slot;
+        assert_eq!(limiter.admit(now, Some(tickets[0])), Admit::Granted);
+        limiter.on_throttled(now, Some(5_000));
+        let pause_end = now.plus(5_000);
+        assert_eq!(limiter.paused_until(), Some(pause_end));
+        assert!(limiter.rate() < 50.0, "a 429 lowers the rate");
+
+        // The throttled job asks again: first in line after the pause.
+        let retry = booked(limiter.admit(now, None));
+        assert_eq!(retry.slot, pause_end);
+        assert_ne!(retry.epoch, tickets[0].epoch);
+        // Holders of old-epoch tickets, coming back at their old slots (all
+        // inside the pause), are booked again after it, in their order, at
+        // the new rate.
+        let spacing = (1000.0 / limiter.rate()).floor() as u64;
+        let mut last = retry;
+        let mut rebooked = Vec::new();
+        for old in &tickets[1..] {
+            let new = booked(limiter.admit(old.slot, Some(*old)));
+            assert_eq!(new.epoch, retry.epoch);
+            assert!(
+                new.slot.since(last.slot) >= spacing,
+                "{new:?} after {last:?}"
+            );
+            last = new;
+            rebooked.push(new);
+        }
+        // A new ticket is honoured at its slot.
+        for ticket in &rebooked {
+            assert_eq!(limiter.admit(ticket.slot, Some(*ticket)), Admit::Granted);
+        }
+        assert_eq!(limiter.paused_until(), None, "the pause is over");
+    }
+
+    #[test]
+    fn throttles_of_one_event_cut_once() {
+        let mut limiter = AdaptiveLimiter::new(LimiterConfig::default(), T0);
+        limiter.on_throttled(T0, None);
+        assert_eq!(limiter.paused_until(), Some(T0.plus(DEFAULT_RETRY_AFTER)));
+        let once = limiter.rate();
+        // Sends already in flight come back 429 during the pause: the pause
+        // may grow, the rate is not cut again.
+        limiter.on_throttled(T0.plus(300), Some(2_000));
+        assert_eq!(limiter.rate(), once);
+        assert_eq!(limiter.paused_until(), Some(T0.plus(2_300)));
+        limiter.on_throttled(T0.plus(2_300), Some(1_000));
+        assert!(
+            limiter.rate() < once,
+            "a 429 after the pause is a new event"
+        );
+    }
+
+    #[test]
+    fn never_below_floor() {
+        let cfg = LimiterConfig {
+            limit_per_sec: 50.0,
+            min_per_sec: 2.0,
+        };
+        let mut limiter = AdaptiveLimiter::new(cfg, T0);
+        let mut now = T0;
+        for _ in 0..40 {
+            // One send gets through after each pause, then the next 429.
+            assert_eq!(limiter.admit(now, None), Admit::Granted);
+            limiter.on_success(now);
+            limiter.on_throttled(now, Some(1_000));
+            assert!(limiter.rate() >= 2.0);
+            now = now.plus(1_000);
+        }
+        assert_eq!(limiter.rate(), 2.0);
+        // Paced at the floor: 500 ms between sends.
+        assert_eq!(limiter.admit(now, None), Admit::Granted);
+        let a = booked(limiter.admit(now, None));
+        let b = booked(limiter.admit(now, None));
+        assert_eq!((a.slot.since(now), b.slot.since(a.slot)), (500, 500));
+
+        // A carrier that takes less than the floor: the limiter stays at the
+        // floor (and the carrier keeps answering 429) rather than stalling.
+        let mut sim = Sim::new(50.0, 0.25, 1.0, 50, u64::MAX);
+        sim.run_until(600);
+        assert_eq!(sim.limiter.rate(), 1.0);
+        assert!(sim.rates.iter().all(|(_, r)| *r >= 1.0));
+
+        // Out-of-range configurations are clamped.
+        let odd = AdaptiveLimiter::new(
+            LimiterConfig {
+                limit_per_sec: 5_000.0,
+                min_per_sec: 9_000.0,
+            },
+            T0,
+        );
+        assert_eq!(
+            (odd.rate(), odd.floor),
+            (MAX_RATE_PER_SEC, MAX_RATE_PER_SEC)
+        );
+        let nan = AdaptiveLimiter::new(
+            LimiterConfig {
+                limit_per_sec: f64::NAN,
+                min_per_sec: -1.0,
+            },
+            T0,
+        );
+        assert!(nan.rate() > 0.0 && nan.rate() <= nan.limit && nan.floor <= nan.limit);
+    }
+
+    #[test]
+    fn carrier_bucket_answers_429_after_its_burst() {
+        let mut carrier = CarrierBucket::new(10.0, 150.0, 1_000, T0);
+        assert!((0..150).all(|_| carrier.offer(T0).is_ok()));
+        assert_eq!(carrier.offer(T0), Err(1_000));
+        assert_eq!(carrier.offer(T0.plus(99)), Err(1_000));
+        assert_eq!(
+            carrier.offer(T0.plus(100)),
+            Ok(()),
+            "one token per 100 ms at 10/s"
+        );
+        assert_eq!(carrier.offer(T0.plus(100)), Err(1_000));
+    }
+
+    #[test]
+    fn same_calls_give_same_answers() {
+        let (_, _, _, a) = hidden_capacity_run(37.0, 150.0);
+        let (_, _, _, b) = hidden_capacity_run(37.0, 150.0);
+        assert_eq!((&a.offered, &a.throttled), (&b.offered, &b.throttled));
+        assert_eq!(a.limiter.rate().to_bits(), b.limiter.rate().to_bits());
     }
 }
