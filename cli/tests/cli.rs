@@ -4,7 +4,11 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn muster(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_muster")).args(args).current_dir(root()).output().unwrap_or_else(|e| panic!("cannot run muster: {e}"))
+    Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run muster: {e}"))
 }
 
 fn root() -> PathBuf {
@@ -12,7 +16,11 @@ fn root() -> PathBuf {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -27,13 +35,20 @@ fn policy_check_prints_the_effective_table() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = text(&o);
     assert!(out.starts_with("ok"), "{out}");
-    assert!(out.contains("P1") && out.contains("1m 30s") && out.contains("15s, 30s, 1m"), "{out}");
+    assert!(
+        out.contains("P1") && out.contains("1m 30s") && out.contains("15s, 30s, 1m"),
+        "{out}"
+    );
 }
 
 #[test]
 fn policy_check_lists_every_error_and_exits_1() {
     let bad = tmp("bad-policy.toml");
-    std::fs::write(&bad, "[retry]\nmax_retries = 50\n[channel_order]\nP2 = [\"pigeon\"]\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        &bad,
+        "[retry]\nmax_retries = 50\n[channel_order]\nP2 = [\"pigeon\"]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let o = muster(&["policy", "check", bad.to_str().unwrap_or_default()]);
     assert_eq!(o.status.code(), Some(1));
     let out = text(&o);
@@ -49,38 +64,79 @@ fn drill_with_a_bad_scenario_names_the_field_and_exits_1() {
     let o = muster(&["drill", bad.to_str().unwrap_or_default()]);
     assert_eq!(o.status.code(), Some(1));
     let out = text(&o);
-    assert!(out.contains("incident.severity") && out.contains("stakeholders[0].email"), "{out}");
+    assert!(
+        out.contains("incident.severity") && out.contains("stakeholders[0].email"),
+        "{out}"
+    );
 }
 
 #[test]
 fn drill_writes_json_report_and_a_verifiable_audit_trail() {
     let json = tmp("report.json");
     let audit = tmp("audit.jsonl");
-    let o = muster(&["drill", "examples/drills/seed-p1-outage.toml", "--seed", "5", "--json", json.to_str().unwrap_or_default(), "--audit", audit.to_str().unwrap_or_default()]);
+    let o = muster(&[
+        "drill",
+        "examples/drills/seed-p1-outage.toml",
+        "--seed",
+        "5",
+        "--json",
+        json.to_str().unwrap_or_default(),
+        "--audit",
+        audit.to_str().unwrap_or_default(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("Invariants all held"));
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap_or_default()).unwrap_or_default();
-    for key in ["stakeholders", "final_states", "first_contact_secs", "ack_secs", "channels", "carriers", "cascade_failures", "invariant_violations", "audit_entries", "virtual_secs", "wall_secs"] {
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap_or_default())
+            .unwrap_or_default();
+    for key in [
+        "stakeholders",
+        "final_states",
+        "first_contact_secs",
+        "ack_secs",
+        "channels",
+        "carriers",
+        "cascade_failures",
+        "invariant_violations",
+        "audit_entries",
+        "virtual_secs",
+        "wall_secs",
+    ] {
         assert!(report.get(key).is_some(), "report lacks {key}");
     }
     for key in ["acknowledged", "escalated", "cancelled", "active"] {
-        assert!(report["final_states"].get(key).is_some(), "final_states lacks {key}");
+        assert!(
+            report["final_states"].get(key).is_some(),
+            "final_states lacks {key}"
+        );
     }
     for key in ["p50", "p95", "max"] {
         assert!(report["ack_secs"].get(key).is_some());
     }
     for key in ["attempts", "delivered", "failed", "timeouts", "throttled"] {
-        assert!(report["channels"]["voice"].get(key).is_some(), "channels.voice lacks {key}");
+        assert!(
+            report["channels"]["voice"].get(key).is_some(),
+            "channels.voice lacks {key}"
+        );
     }
     for key in ["limit_per_sec", "peak_per_sec", "throttled_429"] {
-        assert!(report["carriers"]["sms"].get(key).is_some(), "carriers.sms lacks {key}");
+        assert!(
+            report["carriers"]["sms"].get(key).is_some(),
+            "carriers.sms lacks {key}"
+        );
     }
     assert_eq!(report["invariant_violations"], 0);
     let trail = std::fs::read_to_string(&audit).unwrap_or_default();
     let lines: Vec<&str> = trail.lines().collect();
-    assert_eq!(lines.len() as u64, report["audit_entries"].as_u64().unwrap_or(0));
+    assert_eq!(
+        lines.len() as u64,
+        report["audit_entries"].as_u64().unwrap_or(0)
+    );
     // No plaintext contact detail in the trail.
-    assert!(!trail.contains("@example.com") && !trail.contains("+44"), "contact details in the audit trail");
+    assert!(
+        !trail.contains("@example.com") && !trail.contains("+44"),
+        "contact details in the audit trail"
+    );
 
     let verify = |content: &str| {
         let f = tmp("verify.jsonl");
@@ -101,8 +157,14 @@ fn drill_writes_json_report_and_a_verifiable_audit_trail() {
     let (code, out) = verify(&(deleted.join("\n") + "\n"));
     assert_eq!(code, Some(1), "{out}");
     // Two entries of one cascade swapped.
-    let first = lines.iter().position(|l| l.contains("\"stakeholder\":\"cio\"") && l.contains("\"seq\":1,")).unwrap_or(0);
-    let second = lines.iter().position(|l| l.contains("\"stakeholder\":\"cio\"") && l.contains("\"seq\":2,")).unwrap_or(0);
+    let first = lines
+        .iter()
+        .position(|l| l.contains("\"stakeholder\":\"cio\"") && l.contains("\"seq\":1,"))
+        .unwrap_or(0);
+    let second = lines
+        .iter()
+        .position(|l| l.contains("\"stakeholder\":\"cio\"") && l.contains("\"seq\":2,"))
+        .unwrap_or(0);
     let mut swapped = lines.clone();
     swapped.swap(first, second);
     let (code, out) = verify(&(swapped.join("\n") + "\n"));

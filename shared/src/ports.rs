@@ -10,8 +10,8 @@
 
 use crate::app::audit::AuditEntry;
 use crate::domain::{
-    Address, Channel, ContactMethods, Group, GroupId, Incident, IncidentId, Millis, Severity,
-    Stakeholder, StakeholderId, Ts,
+    Address, Channel, ContactMethods, GroupId, Incident, IncidentId, Millis, Severity, Stakeholder,
+    StakeholderId, Ts,
 };
 use crate::engine::{Cascade, CascadeKey, Decision, Event, TimerKind};
 use crate::error::Result;
@@ -96,9 +96,20 @@ pub trait CascadeStore: Send + Sync {
     -> Result<Option<(CascadeKey, u32)>>;
 }
 
+/// A group without its member list (which may be large).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSummary {
+    pub id: GroupId,
+    pub name: String,
+    pub on_call_manager: Option<StakeholderId>,
+    pub size: u32,
+}
+
 #[async_trait]
 pub trait Directory: Send + Sync {
-    async fn group(&self, id: &GroupId) -> Result<Option<Group>>;
+    async fn group(&self, id: &GroupId) -> Result<Option<GroupSummary>>;
+    /// The group's members, in order (read once, when an incident is triggered).
+    async fn members(&self, id: &GroupId) -> Result<Vec<StakeholderId>>;
     async fn stakeholder(&self, id: &StakeholderId) -> Result<Option<Stakeholder>>;
 }
 
@@ -106,11 +117,11 @@ pub trait Directory: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "job")]
 pub enum Job {
-    /// Turn members `offset..offset+count` of the incident's group into cascades.
+    /// Turn these members of the incident's group (snapshotted when it was
+    /// triggered, at most `EXPAND_CHUNK` of them) into cascades.
     Expand {
         incident: IncidentId,
-        offset: u32,
-        count: u32,
+        members: Vec<StakeholderId>,
     },
     /// Send attempt `attempt` of a cascade.
     Send {

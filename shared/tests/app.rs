@@ -1,15 +1,18 @@
 //! Use cases against the memory adapters, driven by hand: trigger
 //! idempotency, close, stale jobs, receipts, timers and the sweep.
 
-use muster::adapters::memory::{Agenda, Item, MemoryDirectory, MemoryLimiter, MemoryQueue, MemoryStore, MemoryTimers, SeededIds, VirtualClock};
+use async_trait::async_trait;
+use futures::executor::block_on;
+use muster::Error;
+use muster::adapters::memory::{
+    Agenda, Item, MemoryDirectory, MemoryLimiter, MemoryQueue, MemoryStore, MemoryTimers,
+    SeededIds, VirtualClock,
+};
 use muster::app::{self, ReceiptEvent, ReceiptOutcome};
 use muster::domain::*;
 use muster::engine::{AuditKind, CascadeKey, CascadeStatus, Event, ReceiptStatus, Route};
-use muster::ports::*;
 use muster::policy::Policy;
-use muster::Error;
-use async_trait::async_trait;
-use futures::executor::block_on;
+use muster::ports::*;
 use std::sync::{Arc, Mutex};
 
 /// A carrier that accepts everything and remembers what it was given.
@@ -28,7 +31,9 @@ impl ChannelSender for Rec {
     async fn send(&self, msg: &OutboundMessage) -> Result<Accepted, SendError> {
         let mut g = self.0.sent.lock().unwrap_or_else(|e| e.into_inner());
         g.push(msg.clone());
-        Ok(Accepted { provider_message_id: format!("m-{}", g.len()) })
+        Ok(Accepted {
+            provider_message_id: format!("m-{}", g.len()),
+        })
     }
 }
 
@@ -65,7 +70,11 @@ fn env(members: u32) -> Env {
     let group = Group {
         id: GroupId::parse("ops").unwrap_or_else(|e| panic!("{e}")),
         name: "Ops".into(),
-        members: people.iter().take(members as usize).map(|p| p.id.clone()).collect(),
+        members: people
+            .iter()
+            .take(members as usize)
+            .map(|p| p.id.clone())
+            .collect(),
         on_call_manager: StakeholderId::parse("boss").ok(),
     };
     let carrier = Arc::new(Recorder::default());
@@ -88,7 +97,13 @@ fn env(members: u32) -> Env {
         ids: Arc::new(SeededIds::new(1)),
         observer: Arc::new(NoObserver),
     };
-    Env { deps, clock, agenda, store, carrier }
+    Env {
+        deps,
+        clock,
+        agenda,
+        store,
+        carrier,
+    }
 }
 
 fn trigger(id: &str, message: &str) -> Trigger {
@@ -99,12 +114,17 @@ fn trigger(id: &str, message: &str) -> Trigger {
 }
 
 impl Env {
-    /// Processes due jobs only (no timers) up to now.
+    /// Processes jobs only (no timers) due within the next second, moving
+    /// the clock to each (sends are paced by the rate limiter).
     fn run_jobs(&self) {
         let mut later = Vec::new();
-        while let Some((at, item)) = self.agenda.pop_due(self.clock_now()) {
+        let horizon = self.clock_now().plus(1_000);
+        while let Some((at, item)) = self.agenda.pop_due(horizon) {
             match item {
-                Item::Job(j) => block_on(app::dispatch(&self.deps, j)).unwrap_or_else(|e| panic!("{e}")),
+                Item::Job(j) => {
+                    self.clock.set(at);
+                    block_on(app::dispatch(&self.deps, j)).unwrap_or_else(|e| panic!("{e}"))
+                }
                 other => later.push((at, other)),
             }
         }
@@ -118,7 +138,9 @@ impl Env {
             if at > until {
                 break;
             }
-            let Some((at, item)) = self.agenda.pop() else { break };
+            let Some((at, item)) = self.agenda.pop() else {
+                break;
+            };
             self.clock.set(at);
             let r = match item {
                 Item::Job(j) => block_on(app::dispatch(&self.deps, j)),
@@ -134,17 +156,24 @@ impl Env {
     }
     fn cascades(&self, id: &str) -> Vec<CascadeRecord> {
         let id = IncidentId::parse(id).unwrap_or_else(|e| panic!("{e}"));
-        block_on(self.deps.cascades.list_cascades(&id, None, 10_000)).map(|p| p.items).unwrap_or_default()
+        block_on(self.deps.cascades.list_cascades(&id, None, 10_000))
+            .map(|p| p.items)
+            .unwrap_or_default()
     }
     fn key(&self, incident: &str, who: &str) -> CascadeKey {
-        CascadeKey { incident: IncidentId::parse(incident).unwrap_or_else(|e| panic!("{e}")), stakeholder: StakeholderId::parse(who).unwrap_or_else(|e| panic!("{e}")), route: Route::Member }
+        CascadeKey {
+            incident: IncidentId::parse(incident).unwrap_or_else(|e| panic!("{e}")),
+            stakeholder: StakeholderId::parse(who).unwrap_or_else(|e| panic!("{e}")),
+            route: Route::Member,
+        }
     }
 }
 
 #[test]
 fn duplicate_trigger_replays_and_starts_nothing() {
     let e = env(3);
-    let first = block_on(app::trigger(&e.deps, trigger("INC-1", "Outage"))).unwrap_or_else(|e| panic!("{e}"));
+    let first = block_on(app::trigger(&e.deps, trigger("INC-1", "Outage")))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(!first.replay);
     assert_eq!(first.incident.cascades, 3);
     e.run_jobs();
@@ -158,7 +187,11 @@ fn duplicate_trigger_replays_and_starts_nothing() {
     assert_eq!(second.incident, first.incident);
     e.run_jobs();
     assert_eq!(e.cascades("INC-1").len(), 3);
-    assert_eq!(e.carrier.sent.lock().map(|g| g.len()).unwrap_or(0), 3, "no second cascade");
+    assert_eq!(
+        e.carrier.sent.lock().map(|g| g.len()).unwrap_or(0),
+        3,
+        "no second cascade"
+    );
 }
 
 #[test]
@@ -172,13 +205,24 @@ fn same_incident_id_with_a_different_payload_is_a_conflict() {
 #[test]
 fn unknown_group_is_a_validation_error_naming_the_field() {
     let e = env(1);
-    let t = Trigger::from_json(&serde_json::json!({"incidentId": "INC-2", "severity": "P2", "stakeholderGroupId": "nobody", "messageTemplate": "x"}));
+    let t = Trigger::from_json(
+        &serde_json::json!({"incidentId": "INC-2", "severity": "P2", "stakeholderGroupId": "nobody", "messageTemplate": "x"}),
+    );
     let r = block_on(app::trigger(&e.deps, t.unwrap_or_else(|e| panic!("{e:?}"))));
     match r {
         Err(Error::Validation(v)) => assert_eq!(v[0].field, "stakeholderGroupId"),
         other => panic!("{other:?}"),
     }
-    assert!(block_on(e.deps.incidents.get_incident(&IncidentId::parse("INC-2").unwrap_or_else(|e| panic!("{e}")))).ok().flatten().is_none());
+    assert!(
+        block_on(
+            e.deps
+                .incidents
+                .get_incident(&IncidentId::parse("INC-2").unwrap_or_else(|e| panic!("{e}")))
+        )
+        .ok()
+        .flatten()
+        .is_none()
+    );
 }
 
 #[test]
@@ -189,7 +233,8 @@ fn a_storm_of_concurrent_identical_triggers_creates_one_set_of_cascades() {
         for _ in 0..8 {
             s.spawn(|| {
                 for _ in 0..125 {
-                    let r = block_on(app::trigger(&e.deps, trigger("INC-STORM", "Outage"))).unwrap_or_else(|e| panic!("{e}"));
+                    let r = block_on(app::trigger(&e.deps, trigger("INC-STORM", "Outage")))
+                        .unwrap_or_else(|e| panic!("{e}"));
                     if r.replay {
                         replays.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
@@ -198,7 +243,11 @@ fn a_storm_of_concurrent_identical_triggers_creates_one_set_of_cascades() {
         }
     });
     assert_eq!(replays.into_inner(), 999);
-    assert_eq!(e.agenda.jobs(), 3, "600 members: three expansion jobs of 250, once");
+    assert_eq!(
+        e.agenda.jobs(),
+        3,
+        "600 members: three expansion jobs of 250, once"
+    );
     e.run_jobs();
     assert_eq!(e.cascades("INC-STORM").len(), 600);
 }
@@ -208,13 +257,27 @@ fn close_cancels_open_cascades_and_stops_queued_sends() {
     let e = env(2);
     block_on(app::trigger(&e.deps, trigger("INC-3", "Outage"))).unwrap_or_else(|e| panic!("{e}"));
     // Expand only: the send jobs stay queued.
-    let Some((_, Item::Job(expand))) = e.agenda.pop() else { panic!("no expansion job") };
+    let Some((_, Item::Job(expand))) = e.agenda.pop() else {
+        panic!("no expansion job")
+    };
     block_on(app::dispatch(&e.deps, expand)).unwrap_or_else(|e| panic!("{e}"));
-    let cancelled = block_on(app::close(&e.deps, &IncidentId::parse("INC-3").unwrap_or_else(|e| panic!("{e}")))).unwrap_or_else(|e| panic!("{e}"));
+    let cancelled = block_on(app::close(
+        &e.deps,
+        &IncidentId::parse("INC-3").unwrap_or_else(|e| panic!("{e}")),
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cancelled, 2);
     e.run_until(e.clock_now().plus(3_600_000));
-    assert_eq!(e.carrier.sent.lock().map(|g| g.len()).unwrap_or(9), 0, "nothing is sent after close");
-    assert!(e.cascades("INC-3").iter().all(|c| c.cascade.status == CascadeStatus::Cancelled));
+    assert_eq!(
+        e.carrier.sent.lock().map(|g| g.len()).unwrap_or(9),
+        0,
+        "nothing is sent after close"
+    );
+    assert!(
+        e.cascades("INC-3")
+            .iter()
+            .all(|c| c.cascade.status == CascadeStatus::Cancelled)
+    );
 }
 
 #[test]
@@ -222,15 +285,37 @@ fn duplicate_and_unknown_receipts_change_nothing() {
     let e = env(1);
     block_on(app::trigger(&e.deps, trigger("INC-4", "Outage"))).unwrap_or_else(|e| panic!("{e}"));
     e.run_jobs();
-    let delivered = || ReceiptEvent::Delivery { provider_message_id: "m-1".into(), status: ReceiptStatus::Delivered };
-    assert_eq!(block_on(app::receipt(&e.deps, delivered())).ok(), Some(ReceiptOutcome::Applied(AuditKind::Delivered)));
+    let delivered = || ReceiptEvent::Delivery {
+        provider_message_id: "m-1".into(),
+        status: ReceiptStatus::Delivered,
+    };
+    assert_eq!(
+        block_on(app::receipt(&e.deps, delivered())).ok(),
+        Some(ReceiptOutcome::Applied(AuditKind::Delivered))
+    );
     let before = e.cascades("INC-4")[0].cascade.clone();
-    assert_eq!(block_on(app::receipt(&e.deps, delivered())).ok(), Some(ReceiptOutcome::Applied(AuditKind::StaleIgnored)));
+    assert_eq!(
+        block_on(app::receipt(&e.deps, delivered())).ok(),
+        Some(ReceiptOutcome::Applied(AuditKind::StaleIgnored))
+    );
     let after = e.cascades("INC-4")[0].cascade.clone();
-    assert_eq!((after.status, &after.in_flight), (before.status, &before.in_flight));
-    assert_eq!(after.version, before.version + 1, "the stale receipt is audited");
-    let unknown = ReceiptEvent::Delivery { provider_message_id: "nope".into(), status: ReceiptStatus::Delivered };
-    assert_eq!(block_on(app::receipt(&e.deps, unknown)).ok(), Some(ReceiptOutcome::Unknown));
+    assert_eq!(
+        (after.status, &after.in_flight),
+        (before.status, &before.in_flight)
+    );
+    assert_eq!(
+        after.version,
+        before.version + 1,
+        "the stale receipt is audited"
+    );
+    let unknown = ReceiptEvent::Delivery {
+        provider_message_id: "nope".into(),
+        status: ReceiptStatus::Delivered,
+    };
+    assert_eq!(
+        block_on(app::receipt(&e.deps, unknown)).ok(),
+        Some(ReceiptOutcome::Unknown)
+    );
 }
 
 #[test]
@@ -239,12 +324,28 @@ fn ack_ends_the_cascade_and_later_timers_are_noops() {
     block_on(app::trigger(&e.deps, trigger("INC-5", "Outage"))).unwrap_or_else(|e| panic!("{e}"));
     e.run_jobs();
     let key = e.key("INC-5", "p0");
-    let ack = ReceiptEvent::Ack { key: key.clone(), channel: Channel::Voice, attempt: Some(1) };
-    assert_eq!(block_on(app::receipt(&e.deps, ack)).ok(), Some(ReceiptOutcome::Applied(AuditKind::Acknowledged)));
+    let ack = ReceiptEvent::Ack {
+        key: key.clone(),
+        channel: Channel::Voice,
+        attempt: Some(1),
+    };
+    assert_eq!(
+        block_on(app::receipt(&e.deps, ack)).ok(),
+        Some(ReceiptOutcome::Applied(AuditKind::Acknowledged))
+    );
     e.run_until(e.clock_now().plus(3_600_000));
-    assert_eq!(e.carrier.sent.lock().map(|g| g.len()).unwrap_or(0), 1, "nothing after the ACK");
+    assert_eq!(
+        e.carrier.sent.lock().map(|g| g.len()).unwrap_or(0),
+        1,
+        "nothing after the ACK"
+    );
     let trail = block_on(e.deps.cascades.audit_trail(&key.incident)).unwrap_or_default();
-    assert_eq!(trail.last().map(|t| t.record.kind), Some(AuditKind::StaleIgnored), "the receipt-timeout timer fired as a no-op");
+    assert_eq!(
+        trail.last().map(|t| t.record.kind),
+        Some(AuditKind::Acknowledged),
+        "the leftover receipt-timeout timer wrote nothing"
+    );
+    assert_eq!(e.agenda.len(), 0, "and it did fire");
 }
 
 #[test]
@@ -257,9 +358,23 @@ fn the_sweep_redrives_a_cascade_whose_timer_was_lost() {
     e.clock.advance(120_000 + 300_000 + 1);
     let r = block_on(app::sweep(&e.deps, None)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((r.examined, r.redriven), (1, 1));
-    let trail = block_on(e.deps.cascades.audit_trail(&IncidentId::parse("INC-6").unwrap_or_else(|e| panic!("{e}")))).unwrap_or_default();
-    let last = trail.last().map(|t| (t.record.kind, t.record.note.clone().unwrap_or_default()));
-    assert!(matches!(&last, Some((AuditKind::ChannelTimeout, n)) if n.contains("reconciliation sweep")), "{last:?}");
+    let trail = block_on(
+        e.deps
+            .cascades
+            .audit_trail(&IncidentId::parse("INC-6").unwrap_or_else(|e| panic!("{e}"))),
+    )
+    .unwrap_or_default();
+    let last = trail.last().map(|t| {
+        (
+            t.record.kind,
+            t.record.cause,
+            t.record.note.clone().unwrap_or_default(),
+        )
+    });
+    assert!(
+        matches!(&last, Some((AuditKind::Redriven, Some(AuditKind::ChannelTimeout), n)) if n.contains("reconciliation sweep")),
+        "{last:?}"
+    );
     // A fresh cascade is not touched.
     let again = block_on(app::sweep(&e.deps, None)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(again.redriven, 0);
@@ -272,11 +387,19 @@ fn an_early_timer_is_rearmed_not_applied() {
     e.run_jobs();
     let key = e.key("INC-7", "p0");
     let at = e.clock_now().plus(120_000);
-    let msg = TimerMsg { key: key.clone(), attempt: 1, kind: muster::engine::TimerKind::ReceiptTimeout, at };
+    let msg = TimerMsg {
+        key: key.clone(),
+        attempt: 1,
+        kind: muster::engine::TimerKind::ReceiptTimeout,
+        at,
+    };
     let before = e.agenda.len();
     block_on(app::tick(&e.deps, msg)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(e.agenda.len(), before + 1);
-    let rec = block_on(e.deps.cascades.get_cascade(&key)).ok().flatten().unwrap_or_else(|| panic!("no cascade"));
+    let rec = block_on(e.deps.cascades.get_cascade(&key))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("no cascade"));
     assert_eq!(rec.audit_seq, 2, "no transition for an early timer");
 }
 
@@ -288,11 +411,22 @@ fn stale_versions_are_typed_conflicts() {
     let rec = e.cascades("INC-8").remove(0);
     let d = muster::engine::decide(&rec.cascade, &Event::Cancel, &e.deps.policy, e.clock_now());
     let (next, entry) = app::audit::append(&rec, d.next, &d.audit, e.clock_now());
-    let stale = block_on(e.deps.cascades.transition(&next, rec.cascade.version - 1, &entry));
+    let stale = block_on(
+        e.deps
+            .cascades
+            .transition(&next, rec.cascade.version - 1, &entry),
+    );
     assert!(matches!(stale, Err(Error::Conflict(_))), "{stale:?}");
     let dup = block_on(e.deps.cascades.create_cascade(&rec, &entry));
     assert!(matches!(dup, Err(Error::Conflict(_))), "{dup:?}");
-    assert!(block_on(e.deps.cascades.transition(&next, rec.cascade.version, &entry)).is_ok());
+    assert!(
+        block_on(
+            e.deps
+                .cascades
+                .transition(&next, rec.cascade.version, &entry)
+        )
+        .is_ok()
+    );
     assert_eq!(e.store.audit_len(), 3);
 }
 
@@ -303,12 +437,29 @@ fn escalation_notifies_the_on_call_manager_once() {
     // Nobody answers and no receipt comes: every channel times out.
     e.run_until(e.clock_now().plus(4 * 3_600_000));
     let recs = e.cascades("INC-9");
-    let members: Vec<_> = recs.iter().filter(|r| r.cascade.key.route == Route::Member).collect();
-    assert!(members.iter().all(|r| r.cascade.status == CascadeStatus::Escalated));
-    let managers: Vec<_> = recs.iter().filter(|r| r.cascade.key.route == Route::Manager).collect();
+    let members: Vec<_> = recs
+        .iter()
+        .filter(|r| r.cascade.key.route == Route::Member)
+        .collect();
+    assert!(
+        members
+            .iter()
+            .all(|r| r.cascade.status == CascadeStatus::Escalated)
+    );
+    let managers: Vec<_> = recs
+        .iter()
+        .filter(|r| r.cascade.key.route == Route::Manager)
+        .collect();
     assert_eq!(managers.len(), 1, "one bounded manager cascade");
     assert_eq!(managers[0].cascade.key.stakeholder.as_str(), "boss");
-    assert_eq!(managers[0].cascade.status, CascadeStatus::Escalated, "and it never escalates further");
+    assert_eq!(
+        managers[0].cascade.status,
+        CascadeStatus::Escalated,
+        "and it never escalates further"
+    );
     let sent = e.carrier.sent.lock().map(|g| g.clone()).unwrap_or_default();
-    assert!(sent.iter().any(|m| m.key.route == Route::Manager && m.subject.contains("ESCALATION")));
+    assert!(
+        sent.iter()
+            .any(|m| m.key.route == Route::Manager && m.subject.contains("ESCALATION"))
+    );
 }

@@ -1,11 +1,14 @@
 //! Whole-system drills on the memory adapters, in virtual time.
 
-use muster::drill::{DrillReport, Scenario, run};
 use muster::domain::Channel;
+use muster::drill::{DrillReport, Scenario, run};
 use muster::engine::{AuditKind, Route};
 
 fn load(name: &str) -> Scenario {
-    let path = format!("{}/../examples/drills/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../examples/drills/{name}.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     Scenario::from_toml(&text).unwrap_or_else(|e| panic!("{path}: {e:?}"))
 }
@@ -16,7 +19,10 @@ fn drill(name: &str) -> (muster::drill::Drill, DrillReport) {
     let (d, r) = run(s, seed);
     assert!(r.passed(), "{name} failed:\n{}", r.render());
     assert_eq!(r.invariant_violations, 0, "{name}");
-    assert_eq!(r.final_states.active, 0, "{name}: every stakeholder must end in a terminal state");
+    assert_eq!(
+        r.final_states.active, 0,
+        "{name}: every stakeholder must end in a terminal state"
+    );
     assert!(r.audit_chains_verified, "{name}");
     (d, r)
 }
@@ -29,12 +35,18 @@ fn seed_p1_outage_reaches_everyone_and_escalates_the_unavailable() {
     // Two people never acknowledge: both must escalate, and the manager is told.
     let recs = d.store.all_cascades();
     for who in ["legal-counsel", "hr-partner"] {
-        let c = recs.iter().find(|c| c.cascade.key.stakeholder.as_str() == who).map(|c| c.cascade.status);
+        let c = recs
+            .iter()
+            .find(|c| c.cascade.key.stakeholder.as_str() == who)
+            .map(|c| c.cascade.status);
         assert_eq!(c, Some(muster::engine::CascadeStatus::Escalated), "{who}");
     }
     assert_eq!(r.manager_cascades, 1);
     // comms-lead accepts only SMS and email: never called.
-    let comms = recs.iter().find(|c| c.cascade.key.stakeholder.as_str() == "comms-lead").map(|c| c.cascade.plan.as_slice().to_vec());
+    let comms = recs
+        .iter()
+        .find(|c| c.cascade.key.stakeholder.as_str() == "comms-lead")
+        .map(|c| c.cascade.plan.as_slice().to_vec());
     assert_eq!(comms, Some(vec![Channel::Sms, Channel::Email]));
 }
 
@@ -57,16 +69,29 @@ fn webhook_timeout_every_cascade_ends_via_channel_timeout() {
     let delivered: u64 = r.channels.values().map(|c| c.delivered).sum();
     let timeouts: u64 = r.channels.values().map(|c| c.timeouts).sum();
     assert_eq!(delivered, 0, "no receipt ever arrives");
-    assert!(timeouts >= r.final_states.escalated * 3, "each escalation took three timeouts: {timeouts}");
+    assert!(
+        timeouts >= r.final_states.escalated * 3,
+        "each escalation took three timeouts: {timeouts}"
+    );
     let mut entries = Vec::new();
     d.store.for_each_audit(|e| entries.push(e.clone()));
-    for e in entries.iter().filter(|e| e.record.kind == AuditKind::CascadeFailure && e.route == Route::Member) {
+    for e in entries
+        .iter()
+        .filter(|e| e.record.kind == AuditKind::CascadeFailure && e.route == Route::Member)
+    {
         assert_eq!(e.record.cause, Some(AuditKind::ChannelTimeout), "{e:?}");
     }
     // The timeout is the policy's 120 s after acceptance.
-    let accepted = entries.iter().find(|e| e.record.kind == AuditKind::SendAccepted).cloned();
+    let accepted = entries
+        .iter()
+        .find(|e| e.record.kind == AuditKind::SendAccepted)
+        .cloned();
     let accepted = accepted.unwrap_or_else(|| panic!("no send accepted"));
-    let timeout = entries.iter().find(|e| e.key() == accepted.key() && e.record.kind == AuditKind::ChannelTimeout && e.record.attempt == accepted.record.attempt);
+    let timeout = entries.iter().find(|e| {
+        e.key() == accepted.key()
+            && e.record.kind == AuditKind::ChannelTimeout
+            && e.record.attempt == accepted.record.attempt
+    });
     assert_eq!(timeout.map(|t| t.at.since(accepted.at)), Some(120_000));
 }
 
@@ -76,7 +101,11 @@ fn p3_sends_no_voice_and_waits_fifteen_minutes_between_channels() {
     let mut entries = Vec::new();
     d.store.for_each_audit(|e| entries.push(e.clone()));
     for e in entries.iter().filter(|e| e.route == Route::Member) {
-        assert!(!e.record.started.contains(&Channel::Voice), "voice started for {}", e.stakeholder);
+        assert!(
+            !e.record.started.contains(&Channel::Voice),
+            "voice started for {}",
+            e.stakeholder
+        );
         if e.record.kind == AuditKind::Delivered {
             assert_eq!(e.record.wait_ms, Some(900_000), "P3 hold is 15 minutes");
         }
@@ -89,8 +118,20 @@ fn mass_activation_500_survives_the_throttling_carrier() {
     let (_, r) = drill("mass-activation-500");
     assert_eq!(r.stakeholders, 500);
     let sms = &r.carriers["sms"];
-    assert!(sms.throttled_429 > 0, "the carrier does throttle in this scenario");
-    assert!(sms.peak_per_sec <= 50, "never above the told limit: {}", sms.peak_per_sec);
+    assert!(
+        sms.throttled_429 > 0,
+        "the carrier does throttle in this scenario"
+    );
+    assert!(
+        sms.peak_per_sec <= 50,
+        "never above the told limit: {}",
+        sms.peak_per_sec
+    );
+    assert!(
+        sms.throttled_429 < 30,
+        "the limiter settles instead of hammering: {} 429s",
+        sms.throttled_429
+    );
     assert!(r.first_contact_secs.count == 500, "everyone was contacted");
 }
 
@@ -99,10 +140,22 @@ fn mass_activation_10k_first_contacts_everyone_at_the_told_limit() {
     let (_, r) = drill("mass-activation-10k");
     assert_eq!(r.stakeholders, 10_000);
     let bound = 1.02 * 10_000.0 / 50.0;
-    assert!(r.first_contact_secs.max <= bound, "last first contact at {}s, bound {bound}s", r.first_contact_secs.max);
+    assert!(
+        r.first_contact_secs.max <= bound,
+        "last first contact at {}s, bound {bound}s",
+        r.first_contact_secs.max
+    );
     for (name, c) in &r.carriers {
-        assert_eq!(c.throttled_429, 0, "{name}: a carrier at the told limit must never answer 429");
-        assert!(c.peak_per_sec as f64 <= c.limit_per_sec, "{name}: peak {} above told {}", c.peak_per_sec, c.limit_per_sec);
+        assert_eq!(
+            c.throttled_429, 0,
+            "{name}: a carrier at the told limit must never answer 429"
+        );
+        assert!(
+            c.peak_per_sec as f64 <= c.limit_per_sec,
+            "{name}: peak {} above told {}",
+            c.peak_per_sec,
+            c.limit_per_sec
+        );
     }
 }
 
@@ -110,8 +163,21 @@ fn mass_activation_10k_first_contacts_everyone_at_the_told_limit() {
 fn mass_activation_10k_adapts_to_hidden_capacity() {
     let (_, r) = drill("mass-activation-10k-hidden-capacity");
     let voice = &r.carriers["voice"];
-    assert!(voice.throttled_429 > 0);
+    assert!(
+        voice.throttled_429 > 0,
+        "the hidden capacity is only ever shown by 429s"
+    );
     assert!(voice.peak_per_sec <= 50);
+    assert!(
+        voice.throughput_per_sec >= 0.9 * 35.0,
+        "throughput {:.1}/s is below 90% of the hidden 35/s",
+        voice.throughput_per_sec
+    );
+    assert!(
+        voice.throttled_429 < 60,
+        "{} 429s: the limiter keeps them rare",
+        voice.throttled_429
+    );
     assert_eq!(r.first_contact_secs.count, 10_000);
 }
 
@@ -150,13 +216,20 @@ fn bad_scenarios_name_every_field() {
         "stakeholders[0].behaviour",
         "group.on_call_manager",
     ] {
-        assert!(fields.contains(&want), "{want} not reported; got {fields:?}");
+        assert!(
+            fields.contains(&want),
+            "{want} not reported; got {fields:?}"
+        );
     }
 }
 
 #[test]
 fn scenario_syntax_and_unknown_keys_are_reported_with_line() {
-    let errs = Scenario::from_toml("[incident]\nincidentId = \"x\"\ncolour = \"red\"\n[unknown_section]\nx = 1\n").err().unwrap_or_default();
+    let errs = Scenario::from_toml(
+        "[incident]\nincidentId = \"x\"\ncolour = \"red\"\n[unknown_section]\nx = 1\n",
+    )
+    .err()
+    .unwrap_or_default();
     assert_eq!(errs.len(), 1);
     assert!(errs[0].field.starts_with("line "), "{:?}", errs[0]);
     assert!(errs[0].message.contains("unknown_section"), "{:?}", errs[0]);

@@ -22,8 +22,6 @@ pub struct AuditEntry {
     pub seq: u64,
     /// Milliseconds since the Unix epoch.
     pub at: Ts,
-    /// The same instant, RFC 3339.
-    pub time: String,
     #[serde(flatten)]
     pub record: AuditRecord,
     pub prev: String,
@@ -39,16 +37,53 @@ impl AuditEntry {
         }
     }
 
-    /// The hash this entry must carry, given its `prev`.
+    /// The hash this entry must carry, given its `prev`: SHA-256 over `prev`,
+    /// a newline, and the entry's JSON with `hash` empty (streamed into the
+    /// digest, never buffered).
     pub fn compute_hash(&self) -> String {
-        let mut body = self.clone();
-        body.hash = String::new();
-        let json = serde_json::to_vec(&body).unwrap_or_default();
-        let mut h = Sha256::new();
-        h.update(self.prev.as_bytes());
-        h.update(b"\n");
-        h.update(&json);
-        hex::encode(h.finalize())
+        let view = HashView {
+            incident: &self.incident,
+            stakeholder: &self.stakeholder,
+            route: self.route,
+            seq: self.seq,
+            at: self.at,
+            record: &self.record,
+            prev: &self.prev,
+            hash: "",
+        };
+        let mut w = DigestWriter(Sha256::new());
+        w.0.update(self.prev.as_bytes());
+        w.0.update(b"\n");
+        // Serializing plain data into an infallible writer cannot fail.
+        let _ = serde_json::to_writer(&mut w, &view);
+        hex::encode(w.0.finalize())
+    }
+}
+
+/// The entry's fields in the entry's order, borrowed: serializes exactly as
+/// an `AuditEntry` whose `hash` is empty.
+#[derive(Serialize)]
+struct HashView<'a> {
+    incident: &'a IncidentId,
+    stakeholder: &'a StakeholderId,
+    route: Route,
+    seq: u64,
+    at: Ts,
+    #[serde(flatten)]
+    record: &'a AuditRecord,
+    prev: &'a str,
+    hash: &'static str,
+}
+
+struct DigestWriter(Sha256);
+
+impl std::io::Write for DigestWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -67,7 +102,6 @@ pub fn append(
         route: key.route,
         seq: record.audit_seq,
         at: now,
-        time: now.rfc3339(),
         record: audit.clone(),
         prev: record.audit_head.clone(),
         hash: String::new(),
@@ -102,8 +136,7 @@ pub struct ChainBreak {
 pub fn verify_chains<'a>(
     entries: impl IntoIterator<Item = &'a AuditEntry>,
 ) -> Result<usize, ChainBreak> {
-    use std::collections::HashMap;
-    let mut heads: HashMap<CascadeKey, (u64, String)> = HashMap::new();
+    let mut heads: rustc_hash::FxHashMap<CascadeKey, (u64, String)> = Default::default();
     let mut n = 0;
     for (i, e) in entries.into_iter().enumerate() {
         n += 1;

@@ -19,11 +19,7 @@ pub const EXPAND_CHUNK: u32 = 250;
 
 pub async fn dispatch(deps: &Deps, job: Job) -> Result<()> {
     match job {
-        Job::Expand {
-            incident,
-            offset,
-            count,
-        } => expand(deps, &incident, offset, count).await,
+        Job::Expand { incident, members } => expand(deps, &incident, &members).await,
         Job::Send {
             key,
             attempt,
@@ -37,12 +33,11 @@ pub async fn dispatch(deps: &Deps, job: Job) -> Result<()> {
     }
 }
 
-#[tracing::instrument(skip_all, fields(incident_id = %incident, offset, count))]
+#[tracing::instrument(skip_all, fields(incident_id = %incident, members = members.len()))]
 async fn expand(
     deps: &Deps,
     incident: &crate::domain::IncidentId,
-    offset: u32,
-    count: u32,
+    members: &[crate::domain::StakeholderId],
 ) -> Result<()> {
     let Some(inc) = deps.incidents.get_incident(incident).await? else {
         tracing::warn!("expansion for an unknown incident dropped");
@@ -51,18 +46,9 @@ async fn expand(
     if inc.status != IncidentStatus::Open {
         return Ok(());
     }
-    let Some(group) = deps
-        .directory
-        .group(&inc.trigger.stakeholder_group_id)
-        .await?
-    else {
-        tracing::error!("group vanished before expansion");
-        return Ok(());
-    };
     let severity = inc.trigger.severity;
     let order = deps.policy.channels(severity);
-    let end = (offset as usize + count as usize).min(group.members.len());
-    for id in group.members.get(offset as usize..end).unwrap_or_default() {
+    for id in members {
         let key = CascadeKey {
             incident: incident.clone(),
             stakeholder: id.clone(),

@@ -36,10 +36,20 @@ pub async fn apply_event(
     key: &CascadeKey,
     event: Event,
 ) -> Result<Option<(CascadeRecord, AuditKind)>> {
+    match deps.cascades.get_cascade(key).await? {
+        Some(rec) => apply_loaded(deps, rec, event).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// [`apply_event`] on a record just read; re-reads only after a lost race.
+pub async fn apply_loaded(
+    deps: &Deps,
+    mut rec: CascadeRecord,
+    event: Event,
+) -> Result<(CascadeRecord, AuditKind)> {
+    let key = rec.cascade.key.clone();
     for _ in 0..MAX_CONFLICTS {
-        let Some(rec) = deps.cascades.get_cascade(key).await? else {
-            return Ok(None);
-        };
         let now = deps.clock.now();
         let d = decide(&rec.cascade, &event, &deps.policy, now);
         let (next, entry) = audit::append(&rec, d.next.clone(), &d.audit, now);
@@ -51,9 +61,12 @@ pub async fn apply_event(
             Ok(()) => {
                 deps.observer.transition(&rec.cascade, &event, &d);
                 act(deps, &next, d.commands).await?;
-                return Ok(Some((next, d.audit.kind)));
+                return Ok((next, d.audit.kind));
             }
-            Err(e) if e.is_conflict() => continue,
+            Err(e) if e.is_conflict() => match deps.cascades.get_cascade(&key).await? {
+                Some(fresh) => rec = fresh,
+                None => return Err(Error::NotFound(format!("cascade {key}"))),
+            },
             Err(e) => return Err(e),
         }
     }

@@ -1,14 +1,18 @@
 //! Tick: fired timers and the reconciliation sweep.
 //!
 //! A timer that fires early (EventBridge Scheduler fires long timers 60 s
-//! ahead) is re-armed for the remainder; the engine's fence makes any stale
-//! timer a no-op. The sweep re-drives every cascade whose next due time is
+//! ahead) is re-armed for the remainder. Timers are never cancelled, so most
+//! cascades leave some behind (a receipt-timeout timer after the receipt
+//! came); a timer whose fence no longer matches is dropped after one read,
+//! without a write or an audit entry: it is a leftover of the mechanism, not
+//! an event. Stale receipts, acks and send results, which come from outside,
+//! are audited. The sweep re-drives every cascade whose next due time is
 //! more than the reconciliation age past; a cascade whose overdue item is a
 //! send still waiting in a non-empty work queue is left to the queue.
 
-use super::apply_event;
+use super::{apply_event, apply_loaded};
 use crate::domain::Ts;
-use crate::engine::{Event, Phase};
+use crate::engine::{Event, Phase, timer_is_live};
 use crate::error::Result;
 use crate::ports::{Deps, TimerMsg};
 
@@ -20,16 +24,19 @@ pub async fn tick(deps: &Deps, msg: TimerMsg) -> Result<()> {
     if msg.at > now.plus(EARLY_TOLERANCE_MS) {
         return deps.timers.arm(vec![msg]).await;
     }
-    let key = msg.key.clone();
-    apply_event(
-        deps,
-        &key,
-        Event::Timer {
-            attempt: msg.attempt,
-            kind: msg.kind,
-        },
-    )
-    .await?;
+    let Some(rec) = deps.cascades.get_cascade(&msg.key).await? else {
+        deps.observer.stale_job();
+        return Ok(());
+    };
+    if !timer_is_live(&rec.cascade, msg.attempt, msg.kind) {
+        deps.observer.stale_job();
+        return Ok(());
+    }
+    let event = Event::Timer {
+        attempt: msg.attempt,
+        kind: msg.kind,
+    };
+    apply_loaded(deps, rec, event).await?;
     Ok(())
 }
 

@@ -36,7 +36,8 @@ pub async fn trigger(deps: &Deps, trigger: Trigger) -> Result<TriggerOutcome> {
                 ),
             )
         })?;
-    let members = group.members.len() as u32;
+    let ids = deps.directory.members(&group.id).await?;
+    let members = ids.len() as u32;
     let incident = Incident {
         trigger: trigger.clone(),
         status: IncidentStatus::Open,
@@ -58,18 +59,14 @@ pub async fn trigger(deps: &Deps, trigger: Trigger) -> Result<TriggerOutcome> {
         }
         Err(e) => return Err(e),
     }
-    let chunk = super::EXPAND_CHUNK;
-    let jobs = (0..members)
-        .step_by(chunk as usize)
-        .map(|offset| {
-            (
-                Job::Expand {
-                    incident: trigger.incident_id.clone(),
-                    offset,
-                    count: chunk.min(members - offset),
-                },
-                0,
-            )
+    let jobs = ids
+        .chunks(super::EXPAND_CHUNK as usize)
+        .map(|c| {
+            let job = Job::Expand {
+                incident: trigger.incident_id.clone(),
+                members: c.to_vec(),
+            };
+            (job, 0)
         })
         .collect::<Vec<_>>();
     if !jobs.is_empty() {

@@ -1,7 +1,6 @@
 //! The drill report: outcome, timings, channels, carriers, invariants.
 
 use super::run::Drill;
-use crate::app::audit::verify_chains;
 use crate::domain::{Channel, Ts};
 use crate::engine::{CascadeStatus, Route, invariants};
 use serde::Serialize;
@@ -216,10 +215,8 @@ pub(super) fn build(
             },
         );
     }
-    let mut entries = Vec::new();
-    d.store.for_each_audit(|e| entries.push(e.clone()));
-    r.audit_entries = entries.len() as u64;
-    match verify_chains(entries.iter()) {
+    r.audit_entries = d.store.audit_len() as u64;
+    match d.store.verify_audit() {
         Ok(_) => r.audit_chains_verified = true,
         Err(b) => {
             violation_count += 1;

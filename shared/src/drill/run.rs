@@ -73,7 +73,7 @@ impl Observer for DrillObserver {
             }
         }
         let a = &d.audit;
-        let kind = if a.kind == AuditKind::CascadeFailure {
+        let kind = if matches!(a.kind, AuditKind::CascadeFailure | AuditKind::Redriven) {
             a.cause.unwrap_or(a.kind)
         } else {
             a.kind

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal};
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::{Arc, Mutex};
 
 /// What the simulation schedules on the agenda.
@@ -127,7 +127,7 @@ impl SimWorld {
                     },
                 )
             })
-            .collect();
+            .collect::<HashMap<_, _>>();
         Arc::new(SimWorld {
             state: Mutex::new(State {
                 rng,
@@ -138,7 +138,7 @@ impl SimWorld {
             agenda,
             clock,
             receipt_timeout: scenario.policy.receipt_timeout,
-            ended: Mutex::new(HashSet::new()),
+            ended: Mutex::new(HashSet::default()),
         })
     }
 

@@ -215,7 +215,7 @@ impl Cascade {
 
     /// Whether the sweep should re-drive it: due more than `age` ago.
     pub fn overdue(&self, now: Ts, age: Millis) -> bool {
-        self.next_due().is_some_and(|d| d.plus(age) <= now)
+        self.next_due().is_some_and(|d| d.plus(age) < now)
     }
 
     pub fn attempt(&self, id: u32) -> Option<&Attempt> {

@@ -176,7 +176,7 @@ impl<'a> Transition<'a> {
     /// Starts up to `count` next channels of the plan, never exceeding the
     /// in-flight limit.
     fn start_channels(&mut self, count: usize) {
-        let limit = self.policy.max_in_flight.max(1) as usize;
+        let limit = self.policy.max_in_flight.clamp(1, 2) as usize;
         for _ in 0..count {
             let step = usize::from(self.next.next_step);
             if self.next.in_flight.len() >= limit || step >= self.next.plan.len() {
@@ -381,11 +381,12 @@ impl<'a> Transition<'a> {
     fn reconcile(&mut self) {
         let age = self.policy.reconciliation_age;
         if self.next.status == CascadeStatus::Pending {
-            if self.next.created_at.plus(age) > self.now {
+            if self.next.created_at.plus(age) >= self.now {
                 return self.stale("reconcile: not overdue".into());
             }
             self.start();
-            return self.redriven(AuditKind::CascadeStarted);
+            let kind = self.audit.kind;
+            return self.redriven(kind);
         }
         let Some(i) =
             (0..self.next.in_flight.len()).min_by_key(|&i| self.next.in_flight[i].phase.due())
@@ -393,38 +394,52 @@ impl<'a> Transition<'a> {
             return self.stale("reconcile: nothing in flight".into());
         };
         let a = self.next.in_flight[i];
-        if a.phase.due().plus(age) > self.now {
+        if a.phase.due().plus(age) >= self.now {
             return self.stale("reconcile: not overdue".into());
         }
         match a.phase {
+            // No answer to a send for the whole reconciliation age counts as a
+            // transient failure, so repeated re-drives spend the retry budget
+            // and end in a channel failure instead of looping.
             Phase::Sending { .. } => {
-                self.next.in_flight[i].phase = Phase::Sending { since: self.now };
-                self.commands.push(Command::Send {
-                    attempt: a.id,
-                    channel: a.channel,
+                self.send_result(i, SendOutcome::Transient);
+                self.audit.note = Some(match self.audit.note.take() {
+                    Some(n) => format!("no result from the carrier; {n}"),
+                    None => "no result from the carrier".into(),
                 });
-                self.record(AuditKind::Redriven, Some(&a));
-                self.audit.cause = Some(AuditKind::RetrySent);
-                self.audit.note = Some("send re-driven: no result from the carrier".into());
             }
             Phase::Backoff { .. } => self.fire(i, TimerKind::Retry),
             Phase::Throttled { .. } => self.fire(i, TimerKind::ThrottleWait),
             Phase::AwaitingReceipt { .. } => self.fire(i, TimerKind::ReceiptTimeout),
             Phase::Holding { .. } => self.fire(i, TimerKind::EscalationHold),
         }
-        if self.audit.kind != AuditKind::Redriven {
-            let kind = self.audit.kind;
-            self.redriven(kind);
-        }
+        let kind = self.audit.kind;
+        self.redriven(kind);
     }
 
+    /// Marks a forced transition: REDRIVEN with what it did as the cause
+    /// (a forced transition that escalates stays CASCADE_FAILURE).
     fn redriven(&mut self, what: AuditKind) {
         let forced = format!("forced by the reconciliation sweep ({})", what.as_str());
         self.audit.note = Some(match self.audit.note.take() {
             Some(n) => format!("{n}; {forced}"),
             None => forced,
         });
+        if what != AuditKind::CascadeFailure {
+            self.audit.kind = AuditKind::Redriven;
+            self.audit.cause = Some(what);
+        }
     }
+}
+
+/// Whether a timer still applies: the cascade is open and the attempt is in
+/// flight in the phase the timer was armed for. A timer that does not apply
+/// is an expected leftover (timers are never cancelled), not an event.
+pub fn timer_is_live(c: &Cascade, attempt: u32, kind: TimerKind) -> bool {
+    !c.status.is_terminal()
+        && c.in_flight
+            .iter()
+            .any(|a| a.id == attempt && phase_matches(a.phase, kind))
 }
 
 fn phase_matches(p: Phase, kind: TimerKind) -> bool {

@@ -16,7 +16,7 @@ pub mod invariants;
 mod tests;
 
 pub use cascade::{Attempt, Cascade, CascadeKey, CascadeStatus, ChannelPlan, Phase, Route};
-pub use decide::decide;
+pub use decide::{decide, timer_is_live};
 
 use crate::domain::{Channel, Millis, Ts};
 use serde::{Deserialize, Serialize};

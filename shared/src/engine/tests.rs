@@ -1314,7 +1314,7 @@ fn reconcile_forces_overdue_transition() {
     let throttled = SendOutcome::Throttled {
         retry_after_ms: 10_000,
     };
-    // (what, script, sweep time, audit kind, commands, in flight after)
+    // (what, script, sweep time, what the forced transition did, commands, in flight after)
     let table = [
         (
             "never started",
@@ -1325,12 +1325,13 @@ fn reconcile_forces_overdue_transition() {
             vec![sending(1, Voice, s(301))],
         ),
         (
+            // No answer to a send counts as a transient failure: a bounded retry.
             "no send result",
             vec![(0, Event::Start)],
             301,
-            AuditKind::Redriven,
-            vec![send(1, Voice)],
-            vec![sending(1, Voice, s(301))],
+            AuditKind::RetryScheduled,
+            vec![arm(s(316), 2, TimerKind::Retry)],
+            vec![attempt(2, Voice, 1, Phase::Backoff { until: s(316) })],
         ),
         (
             "backoff",
@@ -1369,26 +1370,49 @@ fn reconcile_forces_overdue_transition() {
             vec![sending(2, Sms, s(363))],
         ),
     ];
-    for (what, steps, sweep, kind, commands, flight) in table {
+    for (what, steps, sweep, cause, commands, flight) in table {
         let mut r = Run::new(&ALL);
         for (t, e) in &steps {
             r.at(*t, e.clone());
         }
         assert!(r.c.overdue(s(sweep), r.p.reconciliation_age), "{what}");
         let d = r.at(sweep, Event::Reconcile);
-        assert_eq!(d.audit.kind, kind, "{what}");
+        assert_eq!(
+            (d.audit.kind, d.audit.cause),
+            (AuditKind::Redriven, Some(cause)),
+            "{what}"
+        );
         assert_eq!(d.commands, commands, "{what}");
         assert_eq!(r.c.in_flight, flight, "{what}");
         assert_eq!(r.c.status, CascadeStatus::Active, "{what}");
-        let n = note(&d);
         assert!(
-            n.contains("forced by the reconciliation sweep") || n.contains("re-driven"),
-            "{what}: {n:?}"
+            note(&d).contains("forced by the reconciliation sweep"),
+            "{what}: {:?}",
+            d.audit.note
         );
-        if kind == AuditKind::Redriven {
-            assert_eq!(d.audit.cause, Some(AuditKind::RetrySent), "{what}");
-        }
     }
+
+    // A send that never gets an answer is re-driven at most max_retries times,
+    // then its channel fails and the cascade moves on.
+    let mut r = Run::new(&ALL);
+    r.at(0, Event::Start);
+    let mut t = 0;
+    for n in 0..3u32 {
+        t += 301;
+        let d = r.at(t, Event::Reconcile);
+        assert_eq!(
+            d.audit.cause,
+            Some(AuditKind::RetryScheduled),
+            "re-drive {n}"
+        );
+        let until = r.c.in_flight[0].phase.due();
+        let id = r.c.in_flight[0].id;
+        r.at_ts(until, timer(id, TimerKind::Retry));
+        t = until.0 / 1000 - s(0).0 / 1000;
+    }
+    let d = r.at(t + 301, Event::Reconcile);
+    assert_eq!(d.audit.cause, Some(AuditKind::ChannelFailed));
+    assert_eq!(r.channels_in_flight(), [Sms]);
 
     // A forced timeout that reaches the failure threshold escalates as usual.
     let mut r = Run::new(&ALL);

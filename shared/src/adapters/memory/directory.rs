@@ -2,7 +2,7 @@
 
 use crate::domain::{Group, GroupId, Stakeholder, StakeholderId};
 use crate::error::Result;
-use crate::ports::Directory;
+use crate::ports::{Directory, GroupSummary};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -36,13 +36,18 @@ impl MemoryDirectory {
 
 #[async_trait]
 impl Directory for MemoryDirectory {
-    async fn group(&self, id: &GroupId) -> Result<Option<Group>> {
-        Ok(self
-            .groups
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned())
+    async fn group(&self, id: &GroupId) -> Result<Option<GroupSummary>> {
+        let g = self.groups.read().unwrap_or_else(|e| e.into_inner());
+        Ok(g.get(id).map(|g| GroupSummary {
+            id: g.id.clone(),
+            name: g.name.clone(),
+            on_call_manager: g.on_call_manager.clone(),
+            size: g.members.len() as u32,
+        }))
+    }
+    async fn members(&self, id: &GroupId) -> Result<Vec<StakeholderId>> {
+        let g = self.groups.read().unwrap_or_else(|e| e.into_inner());
+        Ok(g.get(id).map(|g| g.members.clone()).unwrap_or_default())
     }
     async fn stakeholder(&self, id: &StakeholderId) -> Result<Option<Stakeholder>> {
         Ok(self

@@ -10,7 +10,8 @@ use crate::engine::CascadeKey;
 use crate::error::{Error, Result};
 use crate::ports::{CascadeRecord, CascadeStore, IncidentStore, Page};
 use async_trait::async_trait;
-use std::collections::{BTreeSet, HashMap};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::Mutex;
 
@@ -52,6 +53,14 @@ impl MemoryStore {
         for id in ids {
             g.audit[&id].iter().for_each(&mut f);
         }
+    }
+
+    /// Verifies every incident's audit chains in place.
+    pub fn verify_audit(&self) -> Result<usize, crate::app::audit::ChainBreak> {
+        let g = lock(&self.inner);
+        let mut ids: Vec<_> = g.audit.keys().cloned().collect();
+        ids.sort();
+        crate::app::audit::verify_chains(ids.iter().flat_map(|id| g.audit[id].iter()))
     }
 
     pub fn audit_len(&self) -> usize {
