@@ -150,7 +150,7 @@ impl Drill {
         let directory = Arc::new(MemoryDirectory::new(vec![group], people));
         let world = SimWorld::new(
             &scenario,
-            seed ^ 0x5eed_0f_5eed,
+            seed ^ 0x005e_ed0f_5eed,
             agenda.clone(),
             clock.clone(),
         );
@@ -274,7 +274,7 @@ impl Drill {
                 note_err(e, &mut errors);
             }
             steps += 1;
-            if steps % 4096 == 0 {
+            if steps.is_multiple_of(4096) {
                 progress(Progress {
                     ended: self.observer.ended.load(Ordering::Relaxed),
                     cascades,
