@@ -4,7 +4,9 @@
 
 use criterion::{BatchSize, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use muster::domain::{Channel, IncidentId, Severity, StakeholderId, Tier, Ts};
-use muster::engine::{Cascade, CascadeKey, ChannelPlan, Event, ReceiptStatus, Route, SendOutcome, TimerKind, decide};
+use muster::engine::{
+    Cascade, CascadeKey, ChannelPlan, Event, ReceiptStatus, Route, SendOutcome, TimerKind, decide,
+};
 use muster::policy::Policy;
 
 fn fresh() -> Cascade {
@@ -13,7 +15,13 @@ fn fresh() -> Cascade {
         stakeholder: StakeholderId::parse("ops-lead-emea").unwrap_or_else(|e| panic!("{e}")),
         route: Route::Member,
     };
-    Cascade::new(key, Severity::P1, Tier::ALL[1], ChannelPlan::new(&Channel::ALL), Ts::from_secs(1_716_215_520))
+    Cascade::new(
+        key,
+        Severity::P1,
+        Tier::ALL[1],
+        ChannelPlan::new(&Channel::ALL),
+        Ts::from_secs(1_716_215_520),
+    )
 }
 
 /// A full cascade: voice delivered but not acknowledged, SMS transient then
@@ -21,15 +29,69 @@ fn fresh() -> Cascade {
 fn script() -> Vec<(u64, Event)> {
     vec![
         (0, Event::Start),
-        (1, Event::SendResult { attempt: 1, result: SendOutcome::Accepted }),
-        (6, Event::Receipt { attempt: 1, status: ReceiptStatus::Delivered }),
-        (121, Event::Timer { attempt: 1, kind: TimerKind::ReceiptTimeout }),
-        (96, Event::Timer { attempt: 1, kind: TimerKind::EscalationHold }),
-        (97, Event::SendResult { attempt: 2, result: SendOutcome::Transient }),
-        (112, Event::Timer { attempt: 3, kind: TimerKind::Retry }),
-        (113, Event::SendResult { attempt: 3, result: SendOutcome::Accepted }),
-        (115, Event::Receipt { attempt: 3, status: ReceiptStatus::Delivered }),
-        (130, Event::Ack { channel: Channel::Sms, attempt: Some(3) }),
+        (
+            1,
+            Event::SendResult {
+                attempt: 1,
+                result: SendOutcome::Accepted,
+            },
+        ),
+        (
+            6,
+            Event::Receipt {
+                attempt: 1,
+                status: ReceiptStatus::Delivered,
+            },
+        ),
+        (
+            121,
+            Event::Timer {
+                attempt: 1,
+                kind: TimerKind::ReceiptTimeout,
+            },
+        ),
+        (
+            96,
+            Event::Timer {
+                attempt: 1,
+                kind: TimerKind::EscalationHold,
+            },
+        ),
+        (
+            97,
+            Event::SendResult {
+                attempt: 2,
+                result: SendOutcome::Transient,
+            },
+        ),
+        (
+            112,
+            Event::Timer {
+                attempt: 3,
+                kind: TimerKind::Retry,
+            },
+        ),
+        (
+            113,
+            Event::SendResult {
+                attempt: 3,
+                result: SendOutcome::Accepted,
+            },
+        ),
+        (
+            115,
+            Event::Receipt {
+                attempt: 3,
+                status: ReceiptStatus::Delivered,
+            },
+        ),
+        (
+            130,
+            Event::Ack {
+                channel: Channel::Sms,
+                attempt: Some(3),
+            },
+        ),
     ]
 }
 
@@ -44,7 +106,12 @@ fn bench(c: &mut Criterion) {
             fresh,
             |mut cascade| {
                 for (t, e) in &steps {
-                    let d = decide(black_box(&cascade), black_box(e), &policy, base.plus(t * 1000));
+                    let d = decide(
+                        black_box(&cascade),
+                        black_box(e),
+                        &policy,
+                        base.plus(t * 1000),
+                    );
                     cascade = d.next;
                 }
                 cascade
@@ -58,11 +125,17 @@ fn bench(c: &mut Criterion) {
     }
     g.throughput(Throughput::Elements(1));
     g.bench_function("receipt_delivered", |b| {
-        let e = Event::Receipt { attempt: 1, status: ReceiptStatus::Delivered };
+        let e = Event::Receipt {
+            attempt: 1,
+            status: ReceiptStatus::Delivered,
+        };
         b.iter(|| decide(black_box(&active), black_box(&e), &policy, base.plus(6_000)))
     });
     g.bench_function("stale_timer", |b| {
-        let e = Event::Timer { attempt: 9, kind: TimerKind::Retry };
+        let e = Event::Timer {
+            attempt: 9,
+            kind: TimerKind::Retry,
+        };
         b.iter(|| decide(black_box(&active), black_box(&e), &policy, base.plus(6_000)))
     });
     g.finish();
