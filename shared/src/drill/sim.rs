@@ -217,75 +217,49 @@ impl SimWorld {
         carrier.next_id += 1;
         let id = format!("sim-{}-{}", channel.as_str(), carrier.next_id);
         let latency = draw(&mut st.rng, spec.latency);
+        // Receipt outcome, by cumulative share: unreachable, undelivered,
+        // lost, late, else delivered on time. A lost or late receipt still
+        // means the person got the message after `latency`.
         let r: f64 = st.rng.random();
-        let mut p = spec.unreachable;
-        let receipt = if r < p {
-            Some((latency, ReceiptStatus::Unreachable))
-        } else if r < {
-            p += spec.undelivered;
-            p
-        } {
-            Some((latency, ReceiptStatus::Failed))
-        } else if r < {
-            p += spec.lost_receipts;
-            p
-        } {
-            None
-        } else if r < p + spec.late_receipts {
-            Some((self.receipt_timeout + latency, ReceiptStatus::Delivered))
-        } else {
-            Some((latency, ReceiptStatus::Delivered))
+        let bounds = [
+            spec.unreachable,
+            spec.unreachable + spec.undelivered,
+            spec.unreachable + spec.undelivered + spec.lost_receipts,
+            spec.unreachable + spec.undelivered + spec.lost_receipts + spec.late_receipts,
+        ];
+        let (receipt, delivered) = match bounds.iter().position(|b| r < *b) {
+            Some(0) => (Some((latency, ReceiptStatus::Unreachable)), false),
+            Some(1) => (Some((latency, ReceiptStatus::Failed)), false),
+            Some(2) => (None, true),
+            Some(3) => (
+                Some((self.receipt_timeout + latency, ReceiptStatus::Delivered)),
+                true,
+            ),
+            _ => (Some((latency, ReceiptStatus::Delivered)), true),
         };
         if let Some((after, status)) = receipt {
-            self.agenda.push(
-                now.plus(after),
-                Item::External(SimEvent::Receipt {
-                    provider_message_id: id.clone(),
-                    status,
-                }),
-            );
-            // The person sees a message that was delivered, whether or not the receipt reaches Muster in time.
-            if status == ReceiptStatus::Delivered
-                && let Some(person) = st.people.get_mut(&msg.key.stakeholder)
-                && !person.never
-                && !person.ack_scheduled
-            {
-                let b = &self.behaviours[person.behaviour];
-                if st.rng.random::<f64>() < b.ack[channel.index()] {
-                    person.ack_scheduled = true;
-                    let delay = draw(&mut st.rng, b.ack_delay);
-                    let seen = now.plus(if after > self.receipt_timeout {
-                        after - self.receipt_timeout
-                    } else {
-                        after
-                    });
-                    self.agenda.push(
-                        seen.plus(delay),
-                        Item::External(SimEvent::Ack {
-                            key: msg.key.clone(),
-                            channel,
-                            attempt: msg.attempt,
-                        }),
-                    );
-                }
-            }
-        } else if let Some(person) = st.people.get_mut(&msg.key.stakeholder)
+            let event = SimEvent::Receipt {
+                provider_message_id: id.clone(),
+                status,
+            };
+            self.agenda.push(now.plus(after), Item::External(event));
+        }
+        if delivered
+            && let Some(person) = st.people.get_mut(&msg.key.stakeholder)
             && !person.never
             && !person.ack_scheduled
         {
-            // Receipt lost, message delivered all the same: the person may still acknowledge.
             let b = &self.behaviours[person.behaviour];
             if st.rng.random::<f64>() < b.ack[channel.index()] {
                 person.ack_scheduled = true;
                 let delay = draw(&mut st.rng, b.ack_delay);
-                self.agenda.push(
-                    now.plus(latency + delay),
-                    Item::External(SimEvent::Ack {
-                        key: msg.key.clone(),
-                        channel,
-                        attempt: msg.attempt,
-                    }),
-                );
+                let event = SimEvent::Ack {
+                    key: msg.key.clone(),
+                    channel,
+                    attempt: msg.attempt,
+                };
+                self.agenda
+                    .push(now.plus(latency + delay), Item::External(event));
             }
         }
         Ok(Accepted {
