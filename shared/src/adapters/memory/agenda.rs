@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::{Condvar, Mutex};
 
 #[derive(Debug, Clone)]
 pub enum Item<X> {
@@ -55,6 +55,8 @@ struct Inner<X> {
 pub struct Agenda<X> {
     inner: Mutex<Inner<X>>,
     clock: Arc<dyn Clock>,
+    /// Signalled on every push, so a real-time waiter re-checks the earliest due time.
+    pushed: Condvar,
 }
 
 impl<X: Send + 'static> Agenda<X> {
@@ -67,6 +69,7 @@ impl<X: Send + 'static> Agenda<X> {
                 external: 0,
             }),
             clock,
+            pushed: Condvar::new(),
         })
     }
 
@@ -80,6 +83,37 @@ impl<X: Send + 'static> Agenda<X> {
             _ => {}
         }
         g.heap.push(Entry { at, seq, item });
+        drop(g);
+        self.pushed.notify_all();
+    }
+
+    /// Real-time delivery: blocks until the earliest item is due on the
+    /// agenda's clock (a wall clock) and returns it, or returns `None` once
+    /// `deadline` passes first. Wakes early when something is pushed.
+    pub fn wait_due(&self, deadline: std::time::Instant) -> Option<(Ts, Item<X>)> {
+        let mut g = lock(&self.inner);
+        loop {
+            let now = self.clock.now();
+            let wait = match g.heap.peek() {
+                Some(e) if e.at <= now => {
+                    let e = g.heap.pop()?;
+                    match e.item {
+                        Item::Job(_) => g.jobs -= 1,
+                        Item::External(_) => g.external -= 1,
+                        _ => {}
+                    }
+                    return Some((e.at, e.item));
+                }
+                Some(e) => std::time::Duration::from_millis(e.at.since(now)),
+                None => std::time::Duration::from_secs(3600),
+            };
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            g = self
+                .pushed
+                .wait_timeout(g, wait.min(left))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
     }
 
     pub fn push_after(&self, delay: Millis, item: Item<X>) {
@@ -196,5 +230,58 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> Ts {
         Ts::from_system(std::time::SystemTime::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn timer(_at: Ts) -> Item<()> {
+        Item::Sweep
+    }
+
+    #[test]
+    fn virtual_time_delivers_in_time_order_then_insertion_order() {
+        let clock = VirtualClock::new(Ts(1_000));
+        let a: Arc<Agenda<u32>> = Agenda::new(clock.clone());
+        a.push(Ts(3_000), Item::External(3));
+        a.push(Ts(2_000), Item::External(1));
+        a.push(Ts(2_000), Item::External(2));
+        let order: Vec<_> = std::iter::from_fn(|| a.pop())
+            .map(|(t, i)| (t.0, matches!(i, Item::External(n) if n > 0)))
+            .collect();
+        assert_eq!(order, [(2_000, true), (2_000, true), (3_000, true)]);
+        a.push(Ts(5_000), Item::External(9));
+        assert!(a.pop_due(Ts(4_999)).is_none());
+        assert!(a.pop_due(Ts(5_000)).is_some());
+    }
+
+    #[test]
+    fn real_clock_waits_until_due_and_wakes_on_push() {
+        let a: Arc<Agenda<()>> = Agenda::new(Arc::new(SystemClock));
+        let start = Instant::now();
+        let due = SystemClock.now().plus(30);
+        a.push(due, timer(due));
+        let got = a.wait_due(start + Duration::from_secs(5));
+        assert!(got.is_some());
+        assert!(SystemClock.now() >= due, "delivered before it was due");
+        // Nothing pending: gives up at the deadline.
+        assert!(
+            a.wait_due(Instant::now() + Duration::from_millis(20))
+                .is_none()
+        );
+        // A push from another thread wakes a waiter that had nothing to wait for.
+        let waiter = {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                a.wait_due(Instant::now() + Duration::from_secs(5))
+                    .is_some()
+            })
+        };
+        let now = SystemClock.now();
+        a.push(now, timer(now));
+        assert!(waiter.join().unwrap_or(false));
     }
 }
