@@ -55,6 +55,8 @@ pub struct Policy {
     pub endpoint_limits: BTreeMap<String, f64>,
     /// Severity whose order and delays the on-call manager's cascade uses.
     pub manager_route: Severity,
+    /// Live contact lookups in flight at once per expansion job.
+    pub lookup_max_in_flight: u32,
 }
 
 impl Default for Policy {
@@ -83,6 +85,7 @@ impl Default for Policy {
             rate_limit_per_sec: 50.0,
             endpoint_limits: BTreeMap::new(),
             manager_route: Severity::P1,
+            lookup_max_in_flight: 8,
         }
     }
 }
@@ -186,6 +189,16 @@ impl Policy {
                         }
                     }
                 }
+                "contact_lookup" => {
+                    let Some(t) = w.table(value, key) else { continue };
+                    for (k, v) in t {
+                        let path = format!("contact_lookup.{k}");
+                        match k.as_str() {
+                            "max_in_flight" => w.int(v, &path, 1, 100).map(|n| next.lookup_max_in_flight = n as u32).unwrap_or(()),
+                            _ => w.err(&path, v, "unknown key: expected max_in_flight"),
+                        }
+                    }
+                }
                 "rate_limit" => {
                     let Some(t) = w.table(value, key) else { continue };
                     for (k, v) in t {
@@ -205,7 +218,7 @@ impl Policy {
                         }
                     }
                 }
-                _ => w.err(key, value, "unknown section: expected escalation_delay, channel_order, retry, cascade, trigger or rate_limit"),
+                _ => w.err(key, value, "unknown section: expected escalation_delay, channel_order, retry, cascade, trigger, contact_lookup or rate_limit"),
             }
         }
         next.validate(&mut w);
@@ -307,6 +320,11 @@ impl Policy {
             s,
             "manager route         {} order and delays",
             self.manager_route
+        );
+        let _ = writeln!(
+            s,
+            "contact lookups       at most {} in flight per expansion job",
+            self.lookup_max_in_flight
         );
         let _ = write!(
             s,

@@ -113,6 +113,26 @@ pub trait Directory: Send + Sync {
     async fn stakeholder(&self, id: &StakeholderId) -> Result<Option<Stakeholder>>;
 }
 
+/// Why a live contact lookup gave no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("the contact source did not answer in time")]
+    Timeout,
+    #[error("the contact source is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The system of record for contact details (an HRIS or IdP), asked live
+/// when a cascade starts, because the directory may be hours stale.
+#[async_trait]
+pub trait ContactLookup: Send + Sync {
+    /// The person's current contacts; `Ok(None)` if the source does not know them.
+    async fn lookup(
+        &self,
+        id: &StakeholderId,
+    ) -> std::result::Result<Option<ContactMethods>, LookupError>;
+}
+
 /// Work for `dispatch`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "job")]
@@ -280,4 +300,6 @@ pub struct Deps {
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdGen>,
     pub observer: Arc<dyn Observer>,
+    /// Live contact validation; `None` uses the directory as it is.
+    pub contacts: Option<Arc<dyn ContactLookup>>,
 }

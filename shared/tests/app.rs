@@ -96,6 +96,7 @@ fn env(members: u32) -> Env {
         clock: clock.clone(),
         ids: Arc::new(SeededIds::new(1)),
         observer: Arc::new(NoObserver),
+        contacts: None,
     };
     Env {
         deps,
@@ -410,7 +411,7 @@ fn stale_versions_are_typed_conflicts() {
     e.run_jobs();
     let rec = e.cascades("INC-8").remove(0);
     let d = muster::engine::decide(&rec.cascade, &Event::Cancel, &e.deps.policy, e.clock_now());
-    let (next, entry) = app::audit::append(&rec, d.next, &d.audit, e.clock_now());
+    let (next, entry) = app::audit::append(&rec, d.next, &d.audit, e.clock_now(), None);
     let stale = block_on(
         e.deps
             .cascades
@@ -462,4 +463,126 @@ fn escalation_notifies_the_on_call_manager_once() {
         sent.iter()
             .any(|m| m.key.route == Route::Manager && m.subject.contains("ESCALATION"))
     );
+}
+
+/// A contact source that yields once per lookup, counting lookups in flight.
+struct Hris {
+    answer: Result<Option<ContactMethods>, LookupError>,
+    in_flight: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+struct YieldOnce(bool);
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            std::task::Poll::Ready(())
+        } else {
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    }
+}
+
+#[async_trait]
+impl ContactLookup for Hris {
+    async fn lookup(&self, _id: &StakeholderId) -> Result<Option<ContactMethods>, LookupError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.peak.fetch_max(now, SeqCst);
+        YieldOnce(false).await;
+        self.in_flight.fetch_sub(1, SeqCst);
+        self.answer.clone()
+    }
+}
+
+fn with_hris(mut e: Env, answer: Result<Option<ContactMethods>, LookupError>) -> (Env, Arc<Hris>) {
+    let hris = Arc::new(Hris {
+        answer,
+        in_flight: Default::default(),
+        peak: Default::default(),
+    });
+    e.deps.contacts = Some(hris.clone());
+    (e, hris)
+}
+
+#[test]
+fn live_lookup_replaces_stale_contacts_with_bounded_concurrency() {
+    let fresh = ContactMethods {
+        phone: PhoneNumber::parse("+12125550199").ok(),
+        ..Default::default()
+    };
+    let (e, hris) = with_hris(env(40), Ok(Some(fresh.clone())));
+    block_on(app::trigger(&e.deps, trigger("INC-10", "Outage"))).unwrap_or_else(|e| panic!("{e}"));
+    e.run_jobs();
+    let peak = hris.peak.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        peak > 1 && peak <= e.deps.policy.lookup_max_in_flight as usize,
+        "lookups in flight at once: {peak}"
+    );
+    let recs = e.cascades("INC-10");
+    assert_eq!(recs.len(), 40);
+    assert!(
+        recs.iter().all(|r| r.contacts.phone == fresh.phone
+            && r.contacts.email.is_none()
+            && !r.needs_review)
+    );
+    // Email was dropped by the source, so the plan has voice and SMS only.
+    assert!(
+        recs.iter()
+            .all(|r| r.cascade.plan.as_slice() == [Channel::Voice, Channel::Sms])
+    );
+    let sent = e.carrier.sent.lock().map(|g| g.clone()).unwrap_or_default();
+    assert!(
+        sent.iter().all(|m| m.to.expose() == "+12125550199"),
+        "sent to the live number"
+    );
+    let trail = block_on(
+        e.deps
+            .cascades
+            .audit_trail(&IncidentId::parse("INC-10").unwrap_or_else(|e| panic!("{e}"))),
+    )
+    .unwrap_or_default();
+    assert!(
+        trail
+            .iter()
+            .filter(|t| t.seq == 0)
+            .all(|t| t.contact_check == Some(app::ContactCheck::Changed))
+    );
+}
+
+#[test]
+fn failed_lookup_uses_the_directory_and_flags_review() {
+    for answer in [
+        Err(LookupError::Timeout),
+        Err(LookupError::Unavailable("503".into())),
+        Ok(None),
+    ] {
+        let (e, _) = with_hris(env(3), answer.clone());
+        block_on(app::trigger(&e.deps, trigger("INC-11", "Outage")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        e.run_jobs();
+        let recs = e.cascades("INC-11");
+        assert!(
+            recs.iter()
+                .all(|r| r.needs_review && r.contacts.email.is_some()),
+            "{answer:?}"
+        );
+        let view = block_on(app::status(
+            &e.deps,
+            &IncidentId::parse("INC-11").unwrap_or_else(|e| panic!("{e}")),
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(view.needs_review, 3, "{answer:?}");
+        assert_eq!(
+            e.carrier.sent.lock().map(|g| g.len()).unwrap_or(0),
+            3,
+            "the cascades still run: {answer:?}"
+        );
+    }
 }

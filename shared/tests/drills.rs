@@ -234,3 +234,73 @@ fn scenario_syntax_and_unknown_keys_are_reported_with_line() {
     assert!(errs[0].field.starts_with("line "), "{:?}", errs[0]);
     assert!(errs[0].message.contains("unknown_section"), "{:?}", errs[0]);
 }
+
+#[test]
+fn stale_directory_numbers_are_corrected_by_the_live_lookup() {
+    let s = load("stale-directory");
+    let stale: Vec<_> = s
+        .people
+        .iter()
+        .filter(|p| p.contacts.phone != p.current.phone)
+        .map(|p| p.id.clone())
+        .collect();
+    assert!(
+        stale.len() > 40,
+        "the scenario has stale numbers: {}",
+        stale.len()
+    );
+    let (d, r) = drill("stale-directory");
+    assert_eq!(
+        r.contact_checks.get("changed").copied(),
+        Some(stale.len() as u64)
+    );
+    assert_eq!(r.needs_review, 0);
+    assert_eq!(
+        r.channels[&Channel::Voice].failed,
+        0,
+        "nobody was called on a dead number"
+    );
+    let recs = d.store.all_cascades();
+    for id in &stale {
+        let rec = recs
+            .iter()
+            .find(|c| &c.cascade.key.stakeholder == id)
+            .unwrap_or_else(|| panic!("{id}"));
+        let person = s
+            .people
+            .iter()
+            .find(|p| &p.id == id)
+            .unwrap_or_else(|| panic!("{id}"));
+        assert_eq!(
+            rec.contacts.phone, person.current.phone,
+            "{id}: the cascade snapshotted the live number"
+        );
+    }
+}
+
+#[test]
+fn lookup_down_flags_every_cascade_and_falls_back_to_the_directory() {
+    let (d, r) = drill("stale-directory-lookup-down");
+    assert_eq!(r.needs_review, r.stakeholders, "every cascade flagged");
+    assert_eq!(
+        r.contact_checks.get("unavailable").copied(),
+        Some(r.stakeholders)
+    );
+    assert!(
+        r.channels[&Channel::Voice].failed > 0,
+        "stale numbers were dialled from the directory copy"
+    );
+    let mut first = Vec::new();
+    d.store.for_each_audit(|e| {
+        if e.seq == 0 && e.route == Route::Member {
+            first.push(e.contact_check);
+        }
+    });
+    assert_eq!(first.len() as u64, r.stakeholders);
+    assert!(
+        first
+            .iter()
+            .all(|c| *c == Some(muster::app::ContactCheck::Unavailable)),
+        "the audit trail records it"
+    );
+}

@@ -4,6 +4,7 @@
 //! with `hash` empty). Changing, removing, inserting or reordering any entry
 //! breaks the chain at that point.
 
+use super::ContactCheck;
 use crate::domain::{IncidentId, StakeholderId, Ts};
 use crate::engine::{AuditRecord, CascadeKey, Route};
 use crate::ports::CascadeRecord;
@@ -24,6 +25,9 @@ pub struct AuditEntry {
     pub at: Ts,
     #[serde(flatten)]
     pub record: AuditRecord,
+    /// On a cascade's first entry: what the live contact lookup said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_check: Option<ContactCheck>,
     pub prev: String,
     pub hash: String,
 }
@@ -48,6 +52,7 @@ impl AuditEntry {
             seq: self.seq,
             at: self.at,
             record: &self.record,
+            contact_check: self.contact_check,
             prev: &self.prev,
             hash: "",
         };
@@ -71,6 +76,8 @@ struct HashView<'a> {
     at: Ts,
     #[serde(flatten)]
     record: &'a AuditRecord,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contact_check: Option<ContactCheck>,
     prev: &'a str,
     hash: &'static str,
 }
@@ -94,6 +101,7 @@ pub fn append(
     next_cascade: crate::engine::Cascade,
     audit: &AuditRecord,
     now: Ts,
+    contact_check: Option<ContactCheck>,
 ) -> (CascadeRecord, AuditEntry) {
     let key = &record.cascade.key;
     let mut entry = AuditEntry {
@@ -103,6 +111,7 @@ pub fn append(
         seq: record.audit_seq,
         at: now,
         record: audit.clone(),
+        contact_check,
         prev: record.audit_head.clone(),
         hash: String::new(),
     };

@@ -48,20 +48,18 @@ async fn expand(
     }
     let severity = inc.trigger.severity;
     let order = deps.policy.channels(severity);
+    let mut people = Vec::with_capacity(members.len());
     for id in members {
+        people.push((id.clone(), deps.directory.stakeholder(id).await?));
+    }
+    for r in super::contacts::resolve(deps, people).await {
         let key = CascadeKey {
             incident: incident.clone(),
-            stakeholder: id.clone(),
+            stakeholder: r.id,
             route: Route::Member,
         };
-        let person = deps.directory.stakeholder(id).await?;
-        let (plan, tier, contacts, name) = match &person {
-            Some(p) => (
-                ChannelPlan::new(&p.plan(order)),
-                p.tier,
-                p.contacts.clone(),
-                p.name.clone(),
-            ),
+        let (plan, tier, contacts, name) = match r.person {
+            Some(p) => (ChannelPlan::new(&p.plan(order)), p.tier, p.contacts, p.name),
             // Not in the directory: the cascade starts with no channel and escalates at once.
             None => (
                 ChannelPlan::new(&[]),
@@ -71,7 +69,7 @@ async fn expand(
             ),
         };
         let cascade = Cascade::new(key, severity, tier, plan, deps.clock.now());
-        start(deps, cascade, contacts, name, None).await?;
+        start(deps, cascade, contacts, name, None, r.check).await?;
     }
     Ok(())
 }
@@ -85,6 +83,7 @@ async fn start(
     contacts: ContactMethods,
     name: String,
     about: Option<crate::domain::StakeholderId>,
+    check: Option<super::ContactCheck>,
 ) -> Result<()> {
     let now = deps.clock.now();
     let d = decide(&cascade, &Event::Start, &deps.policy, now);
@@ -94,11 +93,11 @@ async fn start(
         name,
         ack_code: deps.ids.ack_code(),
         about,
-        needs_review: false,
+        needs_review: check.is_some_and(|c| c.needs_review()),
         audit_seq: 0,
         audit_head: audit::GENESIS.to_string(),
     };
-    let (rec, entry) = audit::append(&blank, d.next.clone(), &d.audit, now);
+    let (rec, entry) = audit::append(&blank, d.next.clone(), &d.audit, now, check);
     match deps.cascades.create_cascade(&rec, &entry).await {
         Ok(()) => {
             deps.observer.transition(&cascade, &Event::Start, &d);
@@ -253,6 +252,7 @@ async fn escalate(
         person.contacts.clone(),
         person.name.clone(),
         Some(about.clone()),
+        None,
     )
     .await
 }

@@ -6,6 +6,7 @@
 //! never has a double effect.
 
 pub mod audit;
+mod contacts;
 mod dispatch;
 mod incident;
 mod message;
@@ -13,6 +14,7 @@ mod receipt;
 mod tick;
 mod trigger;
 
+pub use contacts::ContactCheck;
 pub use dispatch::{EXPAND_CHUNK, dispatch};
 pub use incident::{IncidentView, StakeholderView, StateCounts, close, status};
 pub use message::render;
@@ -52,7 +54,7 @@ pub async fn apply_loaded(
     for _ in 0..MAX_CONFLICTS {
         let now = deps.clock.now();
         let d = decide(&rec.cascade, &event, &deps.policy, now);
-        let (next, entry) = audit::append(&rec, d.next.clone(), &d.audit, now);
+        let (next, entry) = audit::append(&rec, d.next.clone(), &d.audit, now, None);
         match deps
             .cascades
             .transition(&next, rec.cascade.version, &entry)

@@ -86,6 +86,8 @@ pub struct DrillReport {
     pub carriers: BTreeMap<String, CarrierStats>,
     pub cascade_failures: u64,
     pub needs_review: u64,
+    /// Live contact lookups at cascade start, by outcome.
+    pub contact_checks: BTreeMap<String, u64>,
     pub invariant_violations: u64,
     pub violations: Vec<String>,
     pub audit_entries: u64,
@@ -216,6 +218,15 @@ pub(super) fn build(
         );
     }
     r.audit_entries = d.store.audit_len() as u64;
+    d.store.for_each_audit(|e| {
+        if let Some(c) = e.contact_check {
+            let name = serde_json::to_value(c)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            *r.contact_checks.entry(name).or_default() += 1;
+        }
+    });
     match d.store.verify_audit() {
         Ok(_) => r.audit_chains_verified = true,
         Err(b) => {
@@ -358,6 +369,14 @@ impl DrillReport {
                 "BROKEN"
             }
         );
+        if !self.contact_checks.is_empty() {
+            let parts: Vec<String> = self
+                .contact_checks
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = writeln!(s, "Contacts   live lookups: {}", parts.join(", "));
+        }
         if self.needs_review > 0 {
             let _ = writeln!(
                 s,

@@ -178,6 +178,7 @@ impl Drill {
             clock: clock.clone(),
             ids: Arc::new(SeededIds::new(seed)),
             observer: observer.clone(),
+            contacts: world.contact_source(),
         };
         Drill {
             scenario,

@@ -29,6 +29,8 @@ pub struct Scenario {
     pub policy: Policy,
     pub close_after: Option<Millis>,
     pub max_virtual: Millis,
+    /// Live contact validation against a simulated HRIS; `None`: directory only.
+    pub contact_source: Option<ContactSourceSpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -36,9 +38,22 @@ pub struct PersonSpec {
     pub id: StakeholderId,
     pub name: String,
     pub tier: Tier,
+    /// What the directory holds (possibly stale).
     pub contacts: ContactMethods,
+    /// What the system of record holds and where the person is really
+    /// reachable; messages to any other address fail.
+    pub current: ContactMethods,
     pub preferences: Vec<Channel>,
     pub behaviour: usize,
+}
+
+/// The simulated HRIS answering live contact lookups.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ContactSourceSpec {
+    /// Share of lookups that fail (5xx).
+    pub failure_rate: f64,
+    /// Share of lookups that time out.
+    pub timeout_rate: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +145,14 @@ struct RawScenario {
     carriers: BTreeMap<String, RawCarrier>,
     #[serde(default)]
     policy: Option<toml::Table>,
+    contact_source: Option<RawContactSource>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContactSource {
+    failure_rate: Option<f64>,
+    timeout_rate: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -152,6 +175,9 @@ struct RawPerson {
     channels: Option<Vec<String>>,
     behaviour: Option<String>,
     member: Option<bool>,
+    /// The number the HRIS holds now, when the directory's `phone` is stale.
+    current_phone: Option<String>,
+    current_email: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -167,6 +193,8 @@ struct RawPopulation {
     #[serde(default)]
     behaviours: BTreeMap<String, f64>,
     preferences: Option<Vec<String>>,
+    /// Share of people whose directory phone number is out of date.
+    stale_directory: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -508,6 +536,20 @@ impl Validator {
                 .as_ref()
                 .map(|c| self.channels(&format!("{f}.channels"), c))
                 .unwrap_or_default();
+            let mut current = contacts.clone();
+            if let Some(s) = &p.current_phone {
+                current.phone = PhoneNumber::parse(s)
+                    .map_err(|e| self.invalid(&format!("{f}.current_phone"), e))
+                    .ok();
+                if contacts.sms.is_none() {
+                    current.sms = None;
+                }
+            }
+            if let Some(s) = &p.current_email {
+                current.email = EmailAddress::parse(s)
+                    .map_err(|e| self.invalid(&format!("{f}.current_email"), e))
+                    .ok();
+            }
             let b = behaviour(self, &format!("{f}.behaviour"), p.behaviour.as_ref());
             if p.member.unwrap_or(true) {
                 members.push(id.clone());
@@ -517,6 +559,7 @@ impl Validator {
                 name: p.name.clone().unwrap_or_else(|| p.id.clone()),
                 tier,
                 contacts,
+                current,
                 preferences,
                 behaviour: b,
             });
@@ -556,6 +599,7 @@ impl Validator {
             if pop.tiers.is_empty() {
                 tiers = [0.0, 0.0, 1.0];
             }
+            let stale = self.prob(&format!("{f}.stale_directory"), pop.stale_directory);
             let has = self.channel_map(&format!("{f}.channels"), &pop.channels, 1.0);
             let prefs = pop
                 .preferences
@@ -619,6 +663,21 @@ impl Validator {
                 if !have(1) {
                     contacts.sms_opted_out = true;
                 }
+                // A stale directory entry: the directory still has the old
+                // number, the HRIS (and the person's phone) the new one.
+                let current = contacts.clone();
+                if ((n as f64 * 19.0 + 0.5) / pop.count as f64).fract() < stale {
+                    let old_area = AREA_CODES[(idx / 100 + 7) % AREA_CODES.len()];
+                    let old =
+                        PhoneNumber::parse(&format!("+1{old_area}55501{:02}", (idx + 37) % 100))
+                            .ok();
+                    if contacts.phone.is_some() {
+                        contacts.phone = old.clone();
+                    }
+                    if contacts.sms.is_some() {
+                        contacts.sms = old;
+                    }
+                }
                 let weights: Vec<f64> = mix.iter().map(|(_, p)| *p).collect();
                 let b = mix[pick(&weights, ((n as f64 * 0.618_033_988_75) + 0.5).fract())].0;
                 members.push(id.clone());
@@ -627,6 +686,7 @@ impl Validator {
                     name: id_s,
                     tier,
                     contacts,
+                    current,
                     preferences: prefs.clone(),
                     behaviour: b,
                 });
@@ -664,6 +724,10 @@ impl Validator {
             .as_ref()
             .and_then(|d| self.duration("max_virtual", d))
             .unwrap_or(24 * 3_600_000);
+        let contact_source = raw.contact_source.as_ref().map(|c| ContactSourceSpec {
+            failure_rate: self.prob("contact_source.failure_rate", c.failure_rate),
+            timeout_rate: self.prob("contact_source.timeout_rate", c.timeout_rate),
+        });
         let trigger = trigger?;
         let _ = GroupId::parse(trigger.stakeholder_group_id.as_str());
         Some(Scenario {
@@ -683,6 +747,7 @@ impl Validator {
             policy,
             close_after,
             max_virtual,
+            contact_source,
         })
     }
 }

@@ -5,11 +5,13 @@
 //! drawn from their behaviour, or never. All draws come from one seeded
 //! generator consumed in event order, so a seed gives one exact run.
 
-use super::scenario::{CarrierSpec, Dist, Scenario};
+use super::scenario::{CarrierSpec, ContactSourceSpec, Dist, Scenario};
 use crate::adapters::memory::{Agenda, Item};
-use crate::domain::{Channel, Millis, StakeholderId, Ts};
+use crate::domain::{Channel, ContactMethods, Millis, StakeholderId, Ts};
 use crate::engine::{CascadeKey, ReceiptStatus};
-use crate::ports::{Accepted, ChannelSender, Clock, OutboundMessage, SendError};
+use crate::ports::{
+    Accepted, ChannelSender, Clock, ContactLookup, LookupError, OutboundMessage, SendError,
+};
 use crate::ratelimit::CarrierBucket;
 use async_trait::async_trait;
 use rand::{Rng, SeedableRng};
@@ -61,6 +63,8 @@ struct Person {
     behaviour: usize,
     never: bool,
     ack_scheduled: bool,
+    /// Where the person really is; other addresses are dead.
+    current: ContactMethods,
 }
 
 struct State {
@@ -75,6 +79,7 @@ pub struct SimWorld {
     agenda: Arc<Agenda<SimEvent>>,
     clock: Arc<dyn Clock>,
     receipt_timeout: Millis,
+    source: Option<ContactSourceSpec>,
     /// Cascades that reached a terminal state (kept by the drill's observer).
     pub ended: Mutex<HashSet<CascadeKey>>,
 }
@@ -124,6 +129,7 @@ impl SimWorld {
                         behaviour: p.behaviour,
                         never,
                         ack_scheduled: false,
+                        current: p.current.clone(),
                     },
                 )
             })
@@ -138,8 +144,35 @@ impl SimWorld {
             agenda,
             clock,
             receipt_timeout: scenario.policy.receipt_timeout,
+            source: scenario.contact_source,
             ended: Mutex::new(HashSet::default()),
         })
+    }
+
+    /// The simulated HRIS, if the scenario has one.
+    pub fn contact_source(self: &Arc<Self>) -> Option<Arc<dyn ContactLookup>> {
+        self.source.map(|spec| {
+            Arc::new(SimContactSource {
+                world: self.clone(),
+                spec,
+            }) as Arc<dyn ContactLookup>
+        })
+    }
+
+    fn lookup(
+        &self,
+        spec: ContactSourceSpec,
+        id: &StakeholderId,
+    ) -> Result<Option<ContactMethods>, LookupError> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let u: f64 = st.rng.random();
+        if u < spec.failure_rate {
+            return Err(LookupError::Unavailable("simulated 503".into()));
+        }
+        if u < spec.failure_rate + spec.timeout_rate {
+            return Err(LookupError::Timeout);
+        }
+        Ok(st.people.get(id).map(|p| p.current.clone()))
     }
 
     pub fn senders(self: &Arc<Self>) -> crate::ports::Senders {
@@ -227,7 +260,18 @@ impl SimWorld {
             spec.unreachable + spec.undelivered + spec.lost_receipts,
             spec.unreachable + spec.undelivered + spec.lost_receipts + spec.late_receipts,
         ];
-        let (receipt, delivered) = match bounds.iter().position(|b| r < *b) {
+        // A message to an address the person no longer has is undeliverable:
+        // a dead number does not answer, an old mailbox bounces.
+        let dead = st
+            .people
+            .get(&msg.key.stakeholder)
+            .is_some_and(|p| p.current.address(channel).as_ref() != Some(&msg.to));
+        let position = if dead {
+            Some(if channel == Channel::Email { 1 } else { 0 })
+        } else {
+            bounds.iter().position(|b| r < *b)
+        };
+        let (receipt, delivered) = match position {
             Some(0) => (Some((latency, ReceiptStatus::Unreachable)), false),
             Some(1) => (Some((latency, ReceiptStatus::Failed)), false),
             Some(2) => (None, true),
@@ -280,5 +324,17 @@ impl ChannelSender for SimSender {
     }
     async fn send(&self, msg: &OutboundMessage) -> Result<Accepted, SendError> {
         self.world.send(self.channel, msg)
+    }
+}
+
+struct SimContactSource {
+    world: Arc<SimWorld>,
+    spec: ContactSourceSpec,
+}
+
+#[async_trait]
+impl ContactLookup for SimContactSource {
+    async fn lookup(&self, id: &StakeholderId) -> Result<Option<ContactMethods>, LookupError> {
+        self.world.lookup(self.spec, id)
     }
 }
