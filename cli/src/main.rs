@@ -46,6 +46,25 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Stakeholder directory files (YAML or CSV).
+    Directory {
+        #[command(subcommand)]
+        command: DirectoryCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DirectoryCommand {
+    /// Validate a directory file: every error with its line or row and value.
+    Check { file: PathBuf },
+    /// Validate a directory file and, only if all of it is valid, write the
+    /// normalised directory (E.164 numbers) as JSON.
+    Import {
+        file: PathBuf,
+        /// Where to write the directory.
+        #[arg(long, default_value = ".muster/directory.json")]
+        into: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -75,6 +94,12 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { file },
         } => audit_verify(file),
+        Command::Directory {
+            command: DirectoryCommand::Check { file },
+        } => directory(file, None),
+        Command::Directory {
+            command: DirectoryCommand::Import { file, into },
+        } => directory(file, Some(into)),
     };
     match result {
         Ok(code) => code,
@@ -203,4 +228,44 @@ fn audit_verify(path: PathBuf) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+fn directory(path: PathBuf, into: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let text = read(&path)?;
+    let dir = match muster::directory::parse_file(&path, &text) {
+        Ok(d) => d,
+        Err(errors) => {
+            println!(
+                "{}: {} error(s); nothing imported",
+                path.display(),
+                errors.len()
+            );
+            for e in errors {
+                println!("  {e}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let members: usize = dir.groups.iter().map(|g| g.members.len()).sum();
+    let summary = format!(
+        "{} stakeholders, {} groups ({} memberships)",
+        dir.stakeholders.len(),
+        dir.groups.len(),
+        members
+    );
+    let Some(into) = into else {
+        println!("ok: {}: {summary}", path.display());
+        return Ok(ExitCode::SUCCESS);
+    };
+    if let Some(parent) = into.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    // Written beside the target and renamed over it: a reader never sees half a file.
+    let tmp = into.with_extension("json.partial");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&dir)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &into).with_context(|| format!("cannot write {}", into.display()))?;
+    println!("imported {summary} into {}", into.display());
+    Ok(ExitCode::SUCCESS)
 }

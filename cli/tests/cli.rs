@@ -171,3 +171,61 @@ fn drill_writes_json_report_and_a_verifiable_audit_trail() {
     assert_eq!(code, Some(1));
     assert!(out.contains("sequence"), "{out}");
 }
+
+#[test]
+fn directory_check_and_import_validate_the_whole_file_first() {
+    for f in [
+        "examples/directory/ops-leadership.yaml",
+        "examples/directory/ops-leadership.csv",
+    ] {
+        let o = muster(&["directory", "check", f]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        assert!(
+            text(&o).contains("5 stakeholders, 1 groups"),
+            "{}",
+            text(&o)
+        );
+    }
+    let bad = tmp("bad-directory.csv");
+    std::fs::write(
+        &bad,
+        "id,phone,email\na,+44 20 7946 0001,a@example.com\nb,+1 555,b@example\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let into = tmp("directory.json");
+    let _ = std::fs::remove_file(&into);
+    let o = muster(&[
+        "directory",
+        "import",
+        bad.to_str().unwrap_or_default(),
+        "--into",
+        into.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = text(&o);
+    assert!(
+        out.contains("row 2 (line 3): phone = \"+1 555\"")
+            && out.contains("row 2 (line 3): email = \"b@example\""),
+        "{out}"
+    );
+    assert!(!into.exists(), "nothing imported from an invalid file");
+    let o = muster(&[
+        "directory",
+        "import",
+        "examples/directory/ops-leadership.yaml",
+        "--into",
+        into.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let dir: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&into).unwrap_or_default())
+            .unwrap_or_default();
+    assert_eq!(
+        dir["stakeholders"][0]["contacts"]["phone"], "+442079460001",
+        "normalised to E.164"
+    );
+    assert_eq!(
+        dir["groups"][0]["escalation_channels"],
+        serde_json::json!(["voice", "sms"])
+    );
+}

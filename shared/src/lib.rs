@@ -7,6 +7,7 @@
 
 pub mod adapters;
 pub mod app;
+pub mod directory;
 pub mod domain;
 pub mod engine;
 pub mod error;

@@ -102,6 +102,8 @@ pub struct GroupSummary {
     pub id: GroupId,
     pub name: String,
     pub on_call_manager: Option<StakeholderId>,
+    /// Channel order of the on-call manager's cascade (empty: the policy's manager route).
+    pub escalation_channels: Vec<Channel>,
     pub size: u32,
 }
 

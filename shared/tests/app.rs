@@ -76,6 +76,7 @@ fn env(members: u32) -> Env {
             .map(|p| p.id.clone())
             .collect(),
         on_call_manager: StakeholderId::parse("boss").ok(),
+        escalation_channels: vec![],
     };
     let carrier = Arc::new(Recorder::default());
     let policy = Arc::new(Policy::default());
@@ -585,4 +586,33 @@ fn failed_lookup_uses_the_directory_and_flags_review() {
             "the cascades still run: {answer:?}"
         );
     }
+}
+
+#[test]
+fn the_groups_escalation_route_orders_the_managers_cascade() {
+    let e = env(1);
+    let dir = MemoryDirectory::new(vec![], vec![]);
+    dir.upsert_stakeholder(person("p0", 0));
+    let mut boss = person("boss", 9999);
+    boss.contacts.push = PushEndpoint::parse("device-boss").ok();
+    dir.upsert_stakeholder(boss);
+    dir.upsert_group(Group {
+        id: GroupId::parse("ops").unwrap_or_else(|e| panic!("{e}")),
+        name: "Ops".into(),
+        members: vec![StakeholderId::parse("p0").unwrap_or_else(|e| panic!("{e}"))],
+        on_call_manager: StakeholderId::parse("boss").ok(),
+        escalation_channels: vec![Channel::Push, Channel::Sms],
+    });
+    let mut e = e;
+    e.deps.directory = Arc::new(dir);
+    block_on(app::trigger(&e.deps, trigger("INC-12", "Outage"))).unwrap_or_else(|e| panic!("{e}"));
+    e.run_until(e.clock_now().plus(3_600_000));
+    let manager = e
+        .cascades("INC-12")
+        .into_iter()
+        .find(|r| r.cascade.key.route == Route::Manager);
+    assert_eq!(
+        manager.map(|m| m.cascade.plan.as_slice().to_vec()),
+        Some(vec![Channel::Push, Channel::Sms])
+    );
 }

@@ -243,7 +243,19 @@ async fn escalate(
         tracing::error!("on-call manager is not in the directory");
         return Ok(());
     };
-    let plan = ChannelPlan::new(&person.plan(deps.policy.channels(deps.policy.manager_route)));
+    // The group's high-priority route, else the policy's manager route.
+    let route = deps
+        .directory
+        .group(&inc.trigger.stakeholder_group_id)
+        .await?
+        .map(|g| g.escalation_channels)
+        .unwrap_or_default();
+    let order = if route.is_empty() {
+        deps.policy.channels(deps.policy.manager_route)
+    } else {
+        &route
+    };
+    let plan = ChannelPlan::new(&person.plan(order));
     let now: Ts = deps.clock.now();
     let cascade = Cascade::new(key, inc.trigger.severity, person.tier, plan, now);
     start(

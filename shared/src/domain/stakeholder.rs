@@ -42,4 +42,8 @@ pub struct Group {
     /// Who is told, on the high-priority route, when a member's cascade fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_call_manager: Option<StakeholderId>,
+    /// The high-priority route for escalations: the channel order of the
+    /// on-call manager's cascade (empty: the policy's manager route).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalation_channels: Vec<Channel>,
 }

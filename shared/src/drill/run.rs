@@ -146,6 +146,7 @@ impl Drill {
             name: scenario.group_name.clone(),
             members: scenario.members.clone(),
             on_call_manager: scenario.on_call_manager.clone(),
+            escalation_channels: Vec::new(),
         };
         let directory = Arc::new(MemoryDirectory::new(vec![group], people));
         let world = SimWorld::new(

@@ -42,6 +42,7 @@ impl Directory for MemoryDirectory {
             id: g.id.clone(),
             name: g.name.clone(),
             on_call_manager: g.on_call_manager.clone(),
+            escalation_channels: g.escalation_channels.clone(),
             size: g.members.len() as u32,
         }))
     }
