@@ -593,7 +593,7 @@ fn the_groups_escalation_route_orders_the_managers_cascade() {
     let e = env(1);
     let dir = MemoryDirectory::new(vec![], vec![]);
     dir.upsert_stakeholder(person("p0", 0));
-    let mut boss = person("boss", 9999);
+    let mut boss = person("boss", 42);
     boss.contacts.push = PushEndpoint::parse("device-boss").ok();
     dir.upsert_stakeholder(boss);
     dir.upsert_group(Group {
