@@ -10,8 +10,8 @@
 
 use crate::app::audit::AuditEntry;
 use crate::domain::{
-    Address, Channel, ContactMethods, GroupId, Incident, IncidentId, Millis, Severity, Stakeholder,
-    StakeholderId, Ts,
+    Address, Channel, ContactMethods, GroupId, Incident, IncidentId, Millis, PhoneNumber, Severity,
+    Stakeholder, StakeholderId, Ts,
 };
 use crate::engine::{Cascade, CascadeKey, Decision, Event, TimerKind};
 use crate::error::Result;
@@ -94,6 +94,9 @@ pub trait CascadeStore: Send + Sync {
     ) -> Result<()>;
     async fn get_message_ref(&self, provider_message_id: &str)
     -> Result<Option<(CascadeKey, u32)>>;
+    /// Open cascades that text or call `number` (from their contact
+    /// snapshots), oldest first: for SMS replies and opt-outs.
+    async fn open_cascades_for_number(&self, number: &PhoneNumber) -> Result<Vec<CascadeRecord>>;
 }
 
 /// A group without its member list (which may be large).
@@ -113,6 +116,13 @@ pub trait Directory: Send + Sync {
     /// The group's members, in order (read once, when an incident is triggered).
     async fn members(&self, id: &GroupId) -> Result<Vec<StakeholderId>>;
     async fn stakeholder(&self, id: &StakeholderId) -> Result<Option<Stakeholder>>;
+    /// Marks (or clears) an SMS opt-out for every stakeholder texted at
+    /// `number`; returns whom it changed.
+    async fn set_sms_opt_out(
+        &self,
+        number: &PhoneNumber,
+        opted_out: bool,
+    ) -> Result<Vec<StakeholderId>>;
 }
 
 /// Why a live contact lookup gave no answer.

@@ -616,3 +616,133 @@ fn the_groups_escalation_route_orders_the_managers_cascade() {
         Some(vec![Channel::Push, Channel::Sms])
     );
 }
+
+fn number(n: u32) -> PhoneNumber {
+    PhoneNumber::parse(&format!("+1212555{:04}", 100 + n)).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn sms(e: &Env, from: PhoneNumber, body: &str) -> ReceiptOutcome {
+    block_on(app::receipt(
+        &e.deps,
+        ReceiptEvent::InboundSms {
+            from,
+            body: body.into(),
+        },
+    ))
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn stop_opts_the_number_out_everywhere_and_start_opts_it_back_in() {
+    let e = env(2);
+    block_on(app::trigger(&e.deps, trigger("INC-13", "Outage"))).unwrap_or_else(|e| panic!("{e}"));
+    e.run_jobs();
+    assert_eq!(
+        sms(&e, number(0), "STOP"),
+        ReceiptOutcome::OptedOut {
+            stakeholders: 1,
+            cascades: 1
+        }
+    );
+    let recs = e.cascades("INC-13");
+    let p0 = recs
+        .iter()
+        .find(|r| r.cascade.key.stakeholder.as_str() == "p0")
+        .unwrap_or_else(|| panic!("p0"));
+    assert_eq!(
+        p0.cascade.plan.as_slice(),
+        [Channel::Voice, Channel::Email],
+        "SMS dropped from the rest of the plan"
+    );
+    assert!(p0.contacts.sms_opted_out);
+    let p1 = recs
+        .iter()
+        .find(|r| r.cascade.key.stakeholder.as_str() == "p1")
+        .unwrap_or_else(|| panic!("p1"));
+    assert!(
+        p1.cascade.plan.as_slice().contains(&Channel::Sms),
+        "another person is untouched"
+    );
+    let trail = block_on(
+        e.deps
+            .cascades
+            .audit_trail(&IncidentId::parse("INC-13").unwrap_or_else(|e| panic!("{e}"))),
+    )
+    .unwrap_or_default();
+    assert!(
+        trail
+            .iter()
+            .any(|t| t.stakeholder.as_str() == "p0" && t.record.kind == AuditKind::OptOut),
+        "audited"
+    );
+    // Nobody is texted at that number for the rest of the incident.
+    e.run_until(e.clock_now().plus(3_600_000));
+    let sent = e.carrier.sent.lock().map(|g| g.clone()).unwrap_or_default();
+    assert!(
+        !sent
+            .iter()
+            .any(|m| m.channel == Channel::Sms && m.to.expose() == number(0).expose())
+    );
+    // A new incident does not plan SMS for them; after START it does again.
+    block_on(app::trigger(&e.deps, trigger("INC-14", "Outage"))).unwrap_or_else(|e| panic!("{e}"));
+    e.run_jobs();
+    let plan = |id: &str| {
+        e.cascades(id)
+            .into_iter()
+            .find(|r| r.cascade.key.stakeholder.as_str() == "p0")
+            .map(|r| r.cascade.plan.as_slice().to_vec())
+    };
+    assert_eq!(plan("INC-14"), Some(vec![Channel::Voice, Channel::Email]));
+    assert_eq!(
+        sms(&e, number(0), "start"),
+        ReceiptOutcome::OptedIn { stakeholders: 1 }
+    );
+    block_on(app::trigger(&e.deps, trigger("INC-15", "Outage"))).unwrap_or_else(|e| panic!("{e}"));
+    e.run_jobs();
+    assert_eq!(
+        plan("INC-15"),
+        Some(vec![Channel::Voice, Channel::Sms, Channel::Email])
+    );
+}
+
+#[test]
+fn sms_replies_acknowledge_by_code_or_the_oldest_open_cascade() {
+    let e = env(1);
+    block_on(app::trigger(&e.deps, trigger("INC-16", "First"))).unwrap_or_else(|e| panic!("{e}"));
+    e.run_jobs();
+    e.clock.advance(1_000);
+    block_on(app::trigger(&e.deps, trigger("INC-17", "Second"))).unwrap_or_else(|e| panic!("{e}"));
+    e.run_jobs();
+    let second = e.cascades("INC-17").remove(0);
+    assert_eq!(
+        sms(&e, number(0), "ACK 0000"),
+        ReceiptOutcome::Unknown,
+        "a wrong code acknowledges nothing"
+    );
+    assert_eq!(
+        sms(&e, number(0), &format!("ack {}", second.ack_code)),
+        ReceiptOutcome::Applied(AuditKind::Acknowledged)
+    );
+    assert_eq!(
+        e.cascades("INC-17")[0].cascade.status,
+        CascadeStatus::Acknowledged
+    );
+    assert_eq!(
+        e.cascades("INC-16")[0].cascade.status,
+        CascadeStatus::Active
+    );
+    assert_eq!(
+        sms(&e, number(0), "1"),
+        ReceiptOutcome::Applied(AuditKind::Acknowledged)
+    );
+    assert_eq!(e.cascades("INC-16")[0].cascade.acked_on, Some(Channel::Sms));
+    assert_eq!(
+        sms(&e, number(0), "1"),
+        ReceiptOutcome::Unknown,
+        "nothing left open"
+    );
+    assert_eq!(
+        sms(&e, number(0), "who is this?"),
+        ReceiptOutcome::Unrecognised
+    );
+}

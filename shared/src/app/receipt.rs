@@ -1,10 +1,17 @@
-//! Receipt: delivery receipts and acknowledgements from carriers and people.
-//! Late, duplicate and out-of-order receipts reach the engine, which audits
-//! them as stale and changes nothing; a reference to no known message is
-//! logged (without contact details) and counted, never an error.
+//! Receipt: delivery receipts, acknowledgements and SMS replies from
+//! carriers and people. Late, duplicate and out-of-order receipts reach the
+//! engine, which audits them as stale and changes nothing; a reference to no
+//! known message is logged (without contact details) and counted, never an
+//! error.
+//!
+//! SMS replies: `1`, `ACK` or `ACK 4821` (any case) acknowledge the open
+//! cascade texting that number (the one whose ack code matches, else the
+//! oldest); `STOP` (and the carriers' other opt-out words) opts the number
+//! out of SMS: the directory records it, and every open cascade texting it
+//! drops SMS (audited as OPT_OUT); `START` opts it back in for new cascades.
 
-use super::apply_event;
-use crate::domain::Channel;
+use super::{apply_event, apply_loaded};
+use crate::domain::{Channel, PhoneNumber};
 use crate::engine::{AuditKind, CascadeKey, Event, ReceiptStatus};
 use crate::error::Result;
 use crate::ports::Deps;
@@ -16,12 +23,14 @@ pub enum ReceiptEvent {
         provider_message_id: String,
         status: ReceiptStatus,
     },
-    /// A person acknowledged (DTMF 1, SMS reply, link, push action, API).
+    /// A person acknowledged (DTMF 1, link, push action, API).
     Ack {
         key: CascadeKey,
         channel: Channel,
         attempt: Option<u32>,
     },
+    /// A text message from a phone.
+    InboundSms { from: PhoneNumber, body: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +38,55 @@ pub enum ReceiptOutcome {
     /// Applied; the audit kind the engine recorded (STALE_IGNORED for a
     /// duplicate or late one).
     Applied(AuditKind),
+    /// STOP: stakeholders opted out in the directory, open cascades changed.
+    OptedOut {
+        stakeholders: usize,
+        cascades: usize,
+    },
+    /// START: stakeholders opted back in.
+    OptedIn { stakeholders: usize },
+    /// A text that is neither an acknowledgement nor a keyword.
+    Unrecognised,
     /// Refers to no message or cascade Muster knows.
     Unknown,
+}
+
+/// What an SMS reply means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Ack { code: Option<String> },
+    OptOut,
+    OptIn,
+    Other,
+}
+
+/// Parses an SMS reply. Opt-out and opt-in words are the ones carriers
+/// honour (CTIA and SNS keywords).
+pub fn parse_reply(body: &str) -> Reply {
+    let upper = body.trim().to_ascii_uppercase();
+    let mut words = upper
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '.' || c == '!')
+        .filter(|w| !w.is_empty());
+    match (words.next(), words.next(), words.next()) {
+        (
+            Some(
+                "STOP" | "STOPALL" | "UNSUBSCRIBE" | "CANCEL" | "END" | "QUIT" | "OPTOUT" | "ARRET",
+            ),
+            _,
+            _,
+        ) => Reply::OptOut,
+        (Some("START" | "UNSTOP" | "OPTIN"), None, _) => Reply::OptIn,
+        (Some("1"), None, _) => Reply::Ack { code: None },
+        (Some("ACK" | "OK" | "ACKNOWLEDGE" | "ACKNOWLEDGED"), None, _) => Reply::Ack { code: None },
+        (Some("ACK"), Some(code), None)
+            if code.len() <= 8 && code.chars().all(|c| c.is_ascii_digit()) =>
+        {
+            Reply::Ack {
+                code: Some(code.to_string()),
+            }
+        }
+        _ => Reply::Other,
+    }
 }
 
 pub async fn receipt(deps: &Deps, event: ReceiptEvent) -> Result<ReceiptOutcome> {
@@ -50,12 +106,106 @@ pub async fn receipt(deps: &Deps, event: ReceiptEvent) -> Result<ReceiptOutcome>
             channel,
             attempt,
         } => (key, Event::Ack { channel, attempt }),
+        ReceiptEvent::InboundSms { from, body } => return inbound_sms(deps, &from, &body).await,
     };
     match apply_event(deps, &key, ev).await? {
         Some((_, kind)) => Ok(ReceiptOutcome::Applied(kind)),
         None => {
             tracing::warn!(incident_id = %key.incident, "acknowledgement for an unknown cascade");
             Ok(ReceiptOutcome::Unknown)
+        }
+    }
+}
+
+async fn inbound_sms(deps: &Deps, from: &PhoneNumber, body: &str) -> Result<ReceiptOutcome> {
+    match parse_reply(body) {
+        Reply::Ack { code } => {
+            let open = deps.cascades.open_cascades_for_number(from).await?;
+            let chosen = match &code {
+                Some(code) => open.into_iter().find(|r| &r.ack_code == code),
+                None => open.into_iter().next(),
+            };
+            let Some(rec) = chosen else {
+                tracing::info!(
+                    with_code = code.is_some(),
+                    "SMS acknowledgement matches no open cascade"
+                );
+                return Ok(ReceiptOutcome::Unknown);
+            };
+            let (_, kind) = apply_loaded(
+                deps,
+                rec,
+                Event::Ack {
+                    channel: Channel::Sms,
+                    attempt: None,
+                },
+            )
+            .await?;
+            Ok(ReceiptOutcome::Applied(kind))
+        }
+        Reply::OptOut => {
+            let people = deps.directory.set_sms_opt_out(from, true).await?;
+            let open = deps.cascades.open_cascades_for_number(from).await?;
+            let cascades = open.len();
+            for mut rec in open {
+                // The snapshot is marked too, so no later send can text the number.
+                rec.contacts.sms_opted_out = true;
+                apply_loaded(
+                    deps,
+                    rec,
+                    Event::OptOut {
+                        channel: Channel::Sms,
+                    },
+                )
+                .await?;
+            }
+            tracing::info!(
+                stakeholders = people.len(),
+                cascades,
+                "SMS opt-out recorded"
+            );
+            Ok(ReceiptOutcome::OptedOut {
+                stakeholders: people.len(),
+                cascades,
+            })
+        }
+        Reply::OptIn => {
+            let people = deps.directory.set_sms_opt_out(from, false).await?;
+            tracing::info!(stakeholders = people.len(), "SMS opt-in recorded");
+            Ok(ReceiptOutcome::OptedIn {
+                stakeholders: people.len(),
+            })
+        }
+        Reply::Other => Ok(ReceiptOutcome::Unrecognised),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_parsed_in_any_case() {
+        let ack = |c: Option<&str>| Reply::Ack {
+            code: c.map(str::to_string),
+        };
+        for (text, want) in [
+            ("1", ack(None)),
+            (" ack ", ack(None)),
+            ("ACK 4821", ack(Some("4821"))),
+            ("Ack 4821!", ack(Some("4821"))),
+            ("ok", ack(None)),
+            ("STOP", Reply::OptOut),
+            ("stop please", Reply::OptOut),
+            ("Unsubscribe", Reply::OptOut),
+            ("start", Reply::OptIn),
+            ("ACK 12 34", Reply::Other),
+            ("ACK abc", Reply::Other),
+            ("11", Reply::Other),
+            ("who is this?", Reply::Other),
+            ("", Reply::Other),
+        ] {
+            assert_eq!(parse_reply(text), want, "{text:?}");
         }
     }
 }

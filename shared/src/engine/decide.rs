@@ -135,6 +135,37 @@ impl<'a> Transition<'a> {
                 self.end();
                 self.record(AuditKind::Cancelled, None);
             }
+            Event::OptOut { channel } => {
+                let step = usize::from(self.next.next_step);
+                let plan = self.next.plan;
+                let (done, rest) = plan.as_slice().split_at(step.min(plan.len()));
+                let kept: Vec<_> = done
+                    .iter()
+                    .chain(rest.iter().filter(|c| **c != channel))
+                    .copied()
+                    .collect();
+                self.next.plan = super::ChannelPlan::new(&kept);
+                self.record(AuditKind::OptOut, None);
+                self.audit.channel = Some(channel);
+                // An attempt on the channel not yet sent is withdrawn, without
+                // counting as a failure; one already sent runs its course.
+                let unsent = self.next.in_flight.iter().position(|a| {
+                    a.channel == channel
+                        && matches!(
+                            a.phase,
+                            Phase::Sending { .. } | Phase::Backoff { .. } | Phase::Throttled { .. }
+                        )
+                });
+                if let Some(i) = unsent {
+                    let a = self.next.in_flight.remove(i);
+                    self.audit.attempt = Some(a.id);
+                    self.audit.note =
+                        Some(format!("attempt {} withdrawn before it was sent", a.id));
+                    self.advance(1, AuditKind::OptOut);
+                } else if kept.len() == plan.len() {
+                    self.audit.note = Some("channel already used or not in the plan".into());
+                }
+            }
         }
     }
 

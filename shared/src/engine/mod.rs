@@ -82,6 +82,11 @@ pub enum Event {
     /// The reconciliation sweep found the cascade overdue.
     Reconcile,
     Cancel,
+    /// The person opted out of a channel (an SMS STOP): it is dropped from
+    /// the rest of the plan. An attempt already sent on it runs its course.
+    OptOut {
+        channel: Channel,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +127,7 @@ pub enum AuditKind {
     Cancelled,
     StaleIgnored,
     Redriven,
+    OptOut,
 }
 
 impl AuditKind {
@@ -144,6 +150,7 @@ impl AuditKind {
             AuditKind::Cancelled => "CANCELLED",
             AuditKind::StaleIgnored => "STALE_IGNORED",
             AuditKind::Redriven => "REDRIVEN",
+            AuditKind::OptOut => "OPT_OUT",
         }
     }
 }

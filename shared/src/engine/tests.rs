@@ -1567,3 +1567,40 @@ fn policy_overrides_change_decisions() {
         [Command::EmitCascadeFailure, Command::EscalateToManager]
     );
 }
+
+#[test]
+fn opt_out_drops_the_channel_from_the_rest_of_the_plan() {
+    // SMS still ahead in the plan: dropped; voice failing goes straight to email.
+    let mut r = Run::new(&ALL);
+    r.at(0, Event::Start);
+    let d = r.at(1, Event::OptOut { channel: Sms });
+    assert_eq!(d.audit.kind, AuditKind::OptOut);
+    assert!(d.commands.is_empty());
+    assert_eq!(r.c.plan.as_slice(), [Voice, Email, Push]);
+    let d = r.at(2, result(1, FAILED));
+    assert_eq!(d.audit.started, [Email]);
+
+    // An SMS attempt not yet sent is withdrawn without counting as a failure.
+    let mut r = Run::new(&[Sms, Email]);
+    r.at(0, Event::Start);
+    r.at(1, result(1, TRANSIENT));
+    let before = r.c.consecutive_failures;
+    let d = r.at(2, Event::OptOut { channel: Sms });
+    assert_eq!(d.audit.started, [Email]);
+    assert_eq!(r.c.consecutive_failures, before);
+    assert_eq!(r.channels_in_flight(), [Email]);
+    // Its retry timer is now stale.
+    assert_stale(&r.at(20, timer(2, TimerKind::Retry)));
+
+    // An SMS already delivered runs its course.
+    let mut r = Run::new(&[Sms, Email]);
+    r.script(&[
+        (0, Event::Start),
+        (1, result(1, ACCEPTED)),
+        (2, receipt(1, DELIVERED)),
+    ]);
+    let d = r.at(3, Event::OptOut { channel: Sms });
+    assert!(d.commands.is_empty());
+    assert_eq!(r.channels_in_flight(), [Sms]);
+    assert!(note(&d).contains("already used"));
+}

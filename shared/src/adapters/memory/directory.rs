@@ -1,6 +1,6 @@
 //! The directory in memory.
 
-use crate::domain::{Group, GroupId, Stakeholder, StakeholderId};
+use crate::domain::{Group, GroupId, PhoneNumber, Stakeholder, StakeholderId};
 use crate::error::Result;
 use crate::ports::{Directory, GroupSummary};
 use async_trait::async_trait;
@@ -49,6 +49,26 @@ impl Directory for MemoryDirectory {
     async fn members(&self, id: &GroupId) -> Result<Vec<StakeholderId>> {
         let g = self.groups.read().unwrap_or_else(|e| e.into_inner());
         Ok(g.get(id).map(|g| g.members.clone()).unwrap_or_default())
+    }
+    async fn set_sms_opt_out(
+        &self,
+        number: &PhoneNumber,
+        opted_out: bool,
+    ) -> Result<Vec<StakeholderId>> {
+        let mut people = self.people.write().unwrap_or_else(|e| e.into_inner());
+        let mut changed: Vec<StakeholderId> = people
+            .values_mut()
+            .filter(|p| {
+                p.contacts.sms.as_ref().or(p.contacts.phone.as_ref()) == Some(number)
+                    && p.contacts.sms_opted_out != opted_out
+            })
+            .map(|p| {
+                p.contacts.sms_opted_out = opted_out;
+                p.id.clone()
+            })
+            .collect();
+        changed.sort();
+        Ok(changed)
     }
     async fn stakeholder(&self, id: &StakeholderId) -> Result<Option<Stakeholder>> {
         Ok(self

@@ -5,7 +5,7 @@
 
 use super::lock;
 use crate::app::audit::AuditEntry;
-use crate::domain::{Incident, IncidentId, Ts};
+use crate::domain::{Incident, IncidentId, PhoneNumber, Ts};
 use crate::engine::CascadeKey;
 use crate::error::{Error, Result};
 use crate::ports::{CascadeRecord, CascadeStore, IncidentStore, Page};
@@ -246,6 +246,23 @@ impl CascadeStore for MemoryStore {
             .refs
             .insert(provider_message_id.to_string(), (key.clone(), attempt));
         Ok(())
+    }
+
+    async fn open_cascades_for_number(&self, number: &PhoneNumber) -> Result<Vec<CascadeRecord>> {
+        let g = lock(&self.inner);
+        let mut out: Vec<CascadeRecord> = g
+            .cascades
+            .values()
+            .filter(|r| !r.cascade.status.is_terminal())
+            .filter(|r| {
+                r.contacts.phone.as_ref() == Some(number) || r.contacts.sms.as_ref() == Some(number)
+            })
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| {
+            (a.cascade.created_at, &a.cascade.key).cmp(&(b.cascade.created_at, &b.cascade.key))
+        });
+        Ok(out)
     }
 
     async fn get_message_ref(
