@@ -499,6 +499,9 @@ fn build(
             preferences,
             manager,
             locale: p.locale.as_ref().map(|c| c.value.clone()),
+            user_name: None,
+            external_id: None,
+            active: true,
         });
     }
     for (m, c) in managers {

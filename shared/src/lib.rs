@@ -16,4 +16,5 @@ pub mod ports;
 pub mod ratelimit;
 
 pub use error::{Error, Result};
+pub mod api;
 pub mod drill;

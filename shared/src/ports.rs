@@ -10,8 +10,8 @@
 
 use crate::app::audit::AuditEntry;
 use crate::domain::{
-    Address, Channel, ContactMethods, GroupId, Incident, IncidentId, Millis, PhoneNumber, Severity,
-    Stakeholder, StakeholderId, Ts,
+    Address, Channel, ContactMethods, Group, GroupId, Incident, IncidentId, Millis, PhoneNumber,
+    Severity, Stakeholder, StakeholderId, Ts,
 };
 use crate::engine::{Cascade, CascadeKey, Decision, Event, TimerKind};
 use crate::error::Result;
@@ -123,6 +123,19 @@ pub trait Directory: Send + Sync {
         number: &PhoneNumber,
         opted_out: bool,
     ) -> Result<Vec<StakeholderId>>;
+}
+
+/// Directory writes, for provisioning (SCIM) and imports. Removing a person
+/// also removes them from every group.
+#[async_trait]
+pub trait DirectoryAdmin: Directory {
+    async fn put_stakeholder(&self, person: Stakeholder) -> Result<()>;
+    async fn remove_stakeholder(&self, id: &StakeholderId) -> Result<bool>;
+    async fn list_stakeholders(&self) -> Result<Vec<Stakeholder>>;
+    async fn get_group(&self, id: &GroupId) -> Result<Option<Group>>;
+    async fn put_group(&self, group: Group) -> Result<()>;
+    async fn remove_group(&self, id: &GroupId) -> Result<bool>;
+    async fn list_groups(&self) -> Result<Vec<Group>>;
 }
 
 /// Why a live contact lookup gave no answer.

@@ -46,19 +46,17 @@ struct Env {
 }
 
 fn person(id: &str, n: u32) -> Stakeholder {
-    Stakeholder {
-        id: StakeholderId::parse(id).unwrap_or_else(|e| panic!("{e}")),
-        name: id.into(),
-        tier: Tier::ALL[1],
-        contacts: ContactMethods {
-            phone: PhoneNumber::parse(&format!("+1212555{:04}", 100 + n)).ok(),
-            email: EmailAddress::parse(&format!("{id}@example.com")).ok(),
-            ..Default::default()
-        },
-        preferences: vec![],
-        manager: None,
-        locale: None,
-    }
+    let contacts = ContactMethods {
+        phone: PhoneNumber::parse(&format!("+1212555{:04}", 100 + n)).ok(),
+        email: EmailAddress::parse(&format!("{id}@example.com")).ok(),
+        ..Default::default()
+    };
+    Stakeholder::new(
+        StakeholderId::parse(id).unwrap_or_else(|e| panic!("{e}")),
+        id,
+        Tier::ALL[1],
+        contacts,
+    )
 }
 
 fn env(members: u32) -> Env {

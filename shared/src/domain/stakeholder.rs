@@ -17,6 +17,45 @@ pub struct Stakeholder {
     pub manager: Option<StakeholderId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locale: Option<String>,
+    /// Identity-provider names (SCIM `userName`, `externalId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// Deprovisioned people stay on record but belong to no group.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub active: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+impl Stakeholder {
+    /// A person with only the required fields set.
+    pub fn new(
+        id: StakeholderId,
+        name: impl Into<String>,
+        tier: Tier,
+        contacts: ContactMethods,
+    ) -> Self {
+        Stakeholder {
+            id,
+            name: name.into(),
+            tier,
+            contacts,
+            preferences: Vec::new(),
+            manager: None,
+            locale: None,
+            user_name: None,
+            external_id: None,
+            active: true,
+        }
+    }
 }
 
 impl Stakeholder {

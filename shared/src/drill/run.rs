@@ -139,6 +139,9 @@ impl Drill {
                 preferences: p.preferences.clone(),
                 manager: None,
                 locale: None,
+                user_name: None,
+                external_id: None,
+                active: true,
             })
             .collect();
         let group = Group {

@@ -196,6 +196,9 @@ fn person(contacts: ContactMethods, preferences: &[Channel]) -> Stakeholder {
         preferences: preferences.to_vec(),
         manager: None,
         locale: None,
+        user_name: None,
+        external_id: None,
+        active: true,
     }
 }
 

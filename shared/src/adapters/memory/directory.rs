@@ -2,7 +2,7 @@
 
 use crate::domain::{Group, GroupId, PhoneNumber, Stakeholder, StakeholderId};
 use crate::error::Result;
-use crate::ports::{Directory, GroupSummary};
+use crate::ports::{Directory, DirectoryAdmin, GroupSummary};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -77,5 +77,75 @@ impl Directory for MemoryDirectory {
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
             .cloned())
+    }
+}
+
+#[async_trait]
+impl DirectoryAdmin for MemoryDirectory {
+    async fn put_stakeholder(&self, person: Stakeholder) -> Result<()> {
+        self.upsert_stakeholder(person);
+        Ok(())
+    }
+    async fn remove_stakeholder(&self, id: &StakeholderId) -> Result<bool> {
+        let removed = self
+            .people
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+            .is_some();
+        for g in self
+            .groups
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .values_mut()
+        {
+            g.members.retain(|m| m != id);
+            if g.on_call_manager.as_ref() == Some(id) {
+                g.on_call_manager = None;
+            }
+        }
+        Ok(removed)
+    }
+    async fn list_stakeholders(&self) -> Result<Vec<Stakeholder>> {
+        let mut v: Vec<_> = self
+            .people
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(v)
+    }
+    async fn get_group(&self, id: &GroupId) -> Result<Option<Group>> {
+        Ok(self
+            .groups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned())
+    }
+    async fn put_group(&self, group: Group) -> Result<()> {
+        self.upsert_group(group);
+        Ok(())
+    }
+    async fn remove_group(&self, id: &GroupId) -> Result<bool> {
+        Ok(self
+            .groups
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
+            .is_some())
+    }
+    async fn list_groups(&self) -> Result<Vec<Group>> {
+        let mut v: Vec<_> = self
+            .groups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(v)
     }
 }
