@@ -864,7 +864,7 @@ fn set_path(doc: &mut Value, path: &str, kind: &str, value: Value) -> Result<(),
             items.retain(|e| !matches(e));
             return Ok(());
         }
-        let pos = match items.iter().position(|e| matches(e)) {
+        let pos = match items.iter().position(matches) {
             Some(p) => p,
             None if kind == "remove" => return Ok(()),
             None => {
