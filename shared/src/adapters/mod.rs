@@ -1,1 +1,2 @@
+pub mod http_lookup;
 pub mod memory;

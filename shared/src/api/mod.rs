@@ -13,6 +13,10 @@ impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
+    /// The value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
     /// Constant-time comparison with a presented value.
     pub fn matches(&self, presented: &str) -> bool {
         use subtle::ConstantTimeEq;
