@@ -1,5 +1,7 @@
 //! `muster`: drills, policy checks and audit verification on one machine.
 
+mod serve;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use muster::drill::{Drill, Scenario};
@@ -45,6 +47,19 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Serve the HTTP API on localhost with the embedded runtime (local
+    /// development server: memory store, console carriers, real time).
+    Serve {
+        /// Port on 127.0.0.1 (0: any free port).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Directory file (YAML, CSV or JSON from `directory import`).
+        #[arg(long, default_value = "examples/directory/ops-leadership.yaml")]
+        directory: PathBuf,
+        /// Policy file (default: the built-in policy).
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
     /// Stakeholder directory files (YAML or CSV).
     Directory {
@@ -94,6 +109,16 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { file },
         } => audit_verify(file),
+        Command::Serve {
+            port,
+            directory,
+            policy,
+        } => serve::run(serve::Options {
+            port,
+            directory,
+            policy,
+        })
+        .map(|()| ExitCode::SUCCESS),
         Command::Directory {
             command: DirectoryCommand::Check { file },
         } => directory(file, None),

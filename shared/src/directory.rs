@@ -71,11 +71,20 @@ pub fn parse_file(
     {
         Some("yaml" | "yml") => parse_yaml(text),
         Some("csv") => parse_csv(text),
+        // A directory written by `muster directory import`.
+        Some("json") => serde_json::from_str(text).map_err(|e| {
+            vec![DirectoryError {
+                location: format!("line {}", e.line()),
+                field: "json".into(),
+                value: String::new(),
+                message: e.to_string(),
+            }]
+        }),
         _ => Err(vec![DirectoryError {
             location: path.display().to_string(),
             field: "file".into(),
             value: String::new(),
-            message: "unknown format: use a .yaml, .yml or .csv file".into(),
+            message: "unknown format: use a .yaml, .yml, .csv or .json file".into(),
         }]),
     }
 }

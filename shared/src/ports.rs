@@ -327,4 +327,11 @@ pub struct Deps {
     pub observer: Arc<dyn Observer>,
     /// Live contact validation; `None` uses the directory as it is.
     pub contacts: Option<Arc<dyn ContactLookup>>,
+    /// One-click acknowledgement links for email and push; `None`: no links.
+    pub ack_links: Option<Arc<dyn AckLinks>>,
+}
+
+/// Mints the signed one-click acknowledgement link of a cascade.
+pub trait AckLinks: Send + Sync {
+    fn link(&self, key: &CascadeKey, now: Ts) -> String;
 }

@@ -96,6 +96,7 @@ fn env(members: u32) -> Env {
         ids: Arc::new(SeededIds::new(1)),
         observer: Arc::new(NoObserver),
         contacts: None,
+        ack_links: None,
     };
     Env {
         deps,

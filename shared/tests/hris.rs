@@ -188,6 +188,7 @@ async fn cascades_start_with_live_contacts_or_flagged_directory_copies() {
         ids: Arc::new(SeededIds::new(1)),
         observer: Arc::new(NoObserver),
         contacts: Some(Arc::new(lookup)),
+        ack_links: None,
     };
     let t = Trigger::from_json(&json!({"incidentId": "INC-H", "severity": "P1", "stakeholderGroupId": "g", "messageTemplate": "Outage"})).unwrap_or_else(|e| panic!("{e:?}"));
     app::trigger(&deps, t)

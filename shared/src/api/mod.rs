@@ -2,6 +2,8 @@
 //! and the local server.
 
 pub mod scim;
+pub mod sign;
+pub mod v1;
 
 use std::fmt;
 

@@ -8,7 +8,7 @@
 //! the slot the limiter booked, and never waits in a loop.
 
 use super::{act, apply_event, audit};
-use crate::domain::{ContactMethods, IncidentStatus, Ts};
+use crate::domain::{Channel, ContactMethods, IncidentStatus, Ts};
 use crate::engine::{Cascade, CascadeKey, ChannelPlan, Event, Phase, Route, SendOutcome, decide};
 use crate::error::Result;
 use crate::ports::{Admit, CascadeRecord, Deps, Job, OutboundMessage, SendError, SendOutcomeKind};
@@ -155,7 +155,14 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
             SendOutcome::Failed
         }
         Some(to) => {
-            let (subject, body) = super::render(&incident, &rec, a.channel);
+            let link = match a.channel {
+                Channel::Email | Channel::Push => deps
+                    .ack_links
+                    .as_ref()
+                    .map(|l| l.link(key, deps.clock.now())),
+                _ => None,
+            };
+            let (subject, body) = super::render(&incident, &rec, a.channel, link.as_deref());
             let msg = OutboundMessage {
                 key: key.clone(),
                 attempt,

@@ -6,7 +6,14 @@ use crate::engine::Route;
 use crate::ports::CascadeRecord;
 
 /// Subject and body for `channel`.
-pub fn render(incident: &Incident, rec: &CascadeRecord, channel: Channel) -> (String, String) {
+/// Subject and body for `channel`; `ack_link` is the signed one-click link
+/// (email and push), when links are configured.
+pub fn render(
+    incident: &Incident,
+    rec: &CascadeRecord,
+    channel: Channel,
+    ack_link: Option<&str>,
+) -> (String, String) {
     let t = &incident.trigger;
     let id = &t.incident_id;
     let sev = t.severity;
@@ -26,10 +33,18 @@ pub fn render(incident: &Incident, rec: &CascadeRecord, channel: Channel) -> (St
         Channel::Voice if text.to_ascii_lowercase().contains("press 1") => format!("{lead}{text}"),
         Channel::Voice => format!("{lead}{text} Press 1 to acknowledge."),
         Channel::Sms => format!("[{sev} {id}] {lead}{text} Reply ACK {code} to acknowledge."),
-        Channel::Email => format!(
-            "{lead}{text}\n\nAcknowledge with the link below, or reply ACK {code} to the SMS.\nIncident: {id} ({sev})"
-        ),
-        Channel::Push => format!("{lead}{text}"),
+        Channel::Email => match ack_link {
+            Some(link) => format!(
+                "{lead}{text}\n\nAcknowledge: {link}\nor reply ACK {code} to the SMS.\nIncident: {id} ({sev})"
+            ),
+            None => format!(
+                "{lead}{text}\n\nReply ACK {code} to the SMS to acknowledge.\nIncident: {id} ({sev})"
+            ),
+        },
+        Channel::Push => match ack_link {
+            Some(link) => format!("{lead}{text}\n{link}"),
+            None => format!("{lead}{text}"),
+        },
     };
     (subject, body)
 }

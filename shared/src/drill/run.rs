@@ -183,6 +183,7 @@ impl Drill {
             ids: Arc::new(SeededIds::new(seed)),
             observer: observer.clone(),
             contacts: world.contact_source(),
+            ack_links: None,
         };
         Drill {
             scenario,

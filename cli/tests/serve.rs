@@ -1,0 +1,343 @@
+//! End to end over HTTP against `muster serve`: the seed's two trigger
+//! payloads, replay, 409, errors, status, the ack link, audit roles, close,
+//! and signed requests.
+
+use muster::api::Secret;
+use muster::api::sign::sign_request;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    base: String,
+    out: Arc<Mutex<String>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(secret: Option<&str>) -> Server {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let policy =
+        std::env::temp_dir().join(format!("muster-serve-policy-{}.toml", std::process::id()));
+    // Email first, short holds: the ack link appears at once.
+    std::fs::write(
+        &policy,
+        "[channel_order]\nP1 = [\"email\", \"sms\", \"voice\"]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
+    cmd.args([
+        "serve",
+        "--port",
+        "0",
+        "--policy",
+        policy.to_str().unwrap_or_default(),
+    ])
+    .current_dir(root)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    match secret {
+        Some(s) => cmd.env("MUSTER_SHARED_SECRET", s),
+        None => cmd.env_remove("MUSTER_SHARED_SECRET"),
+    };
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start muster serve: {e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let out = Arc::new(Mutex::new(String::new()));
+    let sink = out.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let mut g = sink.lock().unwrap_or_else(|e| e.into_inner());
+            g.push_str(&line);
+            g.push('\n');
+        }
+    });
+    let mut server = Server {
+        child,
+        base: String::new(),
+        out,
+    };
+    server.base = server.wait_for(|o| {
+        o.lines()
+            .find_map(|l| l.strip_prefix("listening on ").map(str::to_string))
+    });
+    server
+}
+
+impl Server {
+    /// Waits (bounded) until `find` sees what it looks for in the output.
+    fn wait_for<T>(&self, find: impl Fn(&str) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(t) = find(&self.out.lock().unwrap_or_else(|e| e.into_inner())) {
+                return t;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out; server output:\n{}",
+                self.out.lock().unwrap_or_else(|e| e.into_inner())
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn seed_fields() -> Value {
+    json!({
+        "incidentId": "INC-2024-0892",
+        "severity": "P1",
+        "stakeholderGroupId": "ops-leadership",
+        "messageTemplate": "System outage detected. Activate BCP protocol. Acknowledge by pressing 1.",
+        "timestamp": "2024-05-20T14:32:00Z"
+    })
+}
+
+async fn post(c: &reqwest::Client, url: &str, body: &Value) -> reqwest::Response {
+    c.post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test]
+async fn the_api_end_to_end() {
+    let s = start(None);
+    let c = reqwest::Client::new();
+    let incidents = format!("{}/v1/incidents", s.base);
+
+    let r = post(&c, &incidents, &json!({"trigger": seed_fields()})).await;
+    assert_eq!(r.status(), 202);
+    assert!(r.headers().get("idempotent-replayed").is_none());
+    let first: Value = r.json().await.unwrap_or_default();
+    assert_eq!(first["cascades"], 4);
+
+    // The CXone envelope of the same trigger replays the first answer.
+    let r = post(
+        &c,
+        &incidents,
+        &json!({"eventType": "bcp.cascade.trigger", "payload": seed_fields()}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        r.headers()
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    assert_eq!(r.json::<Value>().await.unwrap_or_default(), first);
+
+    let mut other = seed_fields();
+    other["severity"] = json!("P2");
+    let r = post(&c, &incidents, &other).await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+
+    let r = c
+        .post(&incidents)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 400);
+    let r = c
+        .post(&incidents)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 415);
+    let r = post(
+        &c,
+        &incidents,
+        &json!({"trigger": {"incidentId": "bad id", "severity": "P9"}}),
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    let problem: Value = r.json().await.unwrap_or_default();
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["field"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        fields.contains(&"trigger.incidentId") && fields.contains(&"trigger.severity"),
+        "{problem}"
+    );
+    let big = "x".repeat(70 * 1024);
+    let r = c
+        .post(&incidents)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 413);
+    let r = c
+        .get(format!("{incidents}/INC-NOPE"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 404);
+
+    // The email's one-click link acknowledges, in a browser-friendly page.
+    let link = s.wait_for(|o| {
+        o.lines()
+            .skip_while(|l| !l.contains("email to cio "))
+            .find_map(|l| l.trim().strip_prefix("Acknowledge: ").map(str::to_string))
+    });
+    let r = c.get(&link).send().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.text()
+            .await
+            .unwrap_or_default()
+            .contains("has been recorded")
+    );
+    let r = c.get(&link).send().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        r.text()
+            .await
+            .unwrap_or_default()
+            .contains("Already recorded")
+    );
+    let r = c
+        .get(format!("{}/v1/ack/forged.token", s.base))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 404);
+
+    let status: Value = c
+        .get(format!("{incidents}/INC-2024-0892"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    assert_eq!(status["counts"]["acknowledged"], 1, "{status}");
+    let shown = status.to_string();
+    assert!(
+        !shown.contains("cio@example.com") && !shown.contains("+442079460001"),
+        "contacts are masked: {shown}"
+    );
+
+    let audit = format!("{incidents}/INC-2024-0892/audit");
+    assert_eq!(
+        c.get(&audit)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0),
+        403
+    );
+    assert_eq!(
+        c.get(&audit)
+            .header("x-muster-roles", "Responder")
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0),
+        403
+    );
+    let r = c
+        .get(&audit)
+        .header("x-muster-roles", "ComplianceOfficer")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 200);
+    let trail: Value = r.json().await.unwrap_or_default();
+    assert!(
+        trail["entries"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|x| x["kind"] == "ACKNOWLEDGED"))
+    );
+
+    let r = post(&c, &format!("{incidents}/INC-2024-0892/close"), &json!({})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap_or_default()["cancelled"], 3);
+    let status: Value = c
+        .get(format!("{incidents}/INC-2024-0892"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        (
+            status["counts"]["acknowledged"].as_u64(),
+            status["counts"]["cancelled"].as_u64()
+        ),
+        (Some(1), Some(3))
+    );
+}
+
+#[tokio::test]
+async fn with_a_shared_secret_requests_must_be_signed() {
+    let secret = "serve-test-secret";
+    let s = start(Some(secret));
+    let c = reqwest::Client::new();
+    let url = format!("{}/v1/incidents", s.base);
+    let body = json!({"trigger": seed_fields()}).to_string();
+    let r = c
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 401);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let stale = sign_request(&Secret::new(secret), now - 301, body.as_bytes());
+    let r = c
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("x-muster-timestamp", (now - 301).to_string())
+        .header("x-muster-signature", stale)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 401, "replays older than 300 s are refused");
+    let sig = sign_request(&Secret::new(secret), now, body.as_bytes());
+    let r = c
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("x-muster-timestamp", now.to_string())
+        .header("x-muster-signature", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 202);
+    assert!(
+        !s.out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(secret),
+        "the secret is never printed"
+    );
+}
