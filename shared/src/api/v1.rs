@@ -49,6 +49,17 @@ pub struct ApiState {
     pub tokens: AckTokens,
 }
 
+/// Every route, as (method, path): the OpenAPI document must list exactly these.
+pub const ROUTES: [(&str, &str); 7] = [
+    ("post", "/v1/incidents"),
+    ("get", "/v1/incidents/{id}"),
+    ("post", "/v1/incidents/{id}/close"),
+    ("get", "/v1/incidents/{id}/audit"),
+    ("get", "/v1/ack/{token}"),
+    ("post", "/v1/ack"),
+    ("post", "/v1/webhooks/{provider}"),
+];
+
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/incidents", post(trigger))

@@ -297,6 +297,11 @@ impl Drill {
         report::build(self, start, end, wall, errors, timed_out, steps)
     }
 
+    /// The drill's dependencies (for serving its state over the API in tests).
+    pub fn deps(&self) -> Deps {
+        self.deps.clone()
+    }
+
     fn clock_now(&self) -> Ts {
         use crate::ports::Clock;
         self.clock.now()
