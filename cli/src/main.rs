@@ -90,8 +90,14 @@ enum PolicyCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Verify the hash chains of an exported trail (JSON lines).
-    Verify { file: PathBuf },
+    /// Verify an exported trail (JSON lines): every hash chain, and each
+    /// incident's latest seal (signature and chain heads).
+    Verify {
+        file: PathBuf,
+        /// Fail when an incident in the file has no seal.
+        #[arg(long)]
+        require_seal: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -107,8 +113,8 @@ fn main() -> ExitCode {
             command: PolicyCommand::Check { file },
         } => policy_check(file),
         Command::Audit {
-            command: AuditCommand::Verify { file },
-        } => audit_verify(file),
+            command: AuditCommand::Verify { file, require_seal },
+        } => audit_verify(file, require_seal),
         Command::Serve {
             port,
             directory,
@@ -196,6 +202,14 @@ fn drill(
                     .and_then(|()| w.write_all(b"\n").map_err(Into::into));
             }
         });
+        for seal in drill.store.all_seals() {
+            if result.is_ok() {
+                let line = muster::app::audit::ExportLine::Seal { seal };
+                result = serde_json::to_writer(&mut w, &line)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| w.write_all(b"\n").map_err(Into::into));
+            }
+        }
         result
             .and_then(|()| w.flush().map_err(Into::into))
             .with_context(|| format!("cannot write {}", file.display()))?;
@@ -225,29 +239,45 @@ fn policy_check(path: PathBuf) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn audit_verify(path: PathBuf) -> anyhow::Result<ExitCode> {
+fn audit_verify(path: PathBuf, require_seal: bool) -> anyhow::Result<ExitCode> {
+    use muster::app::audit::{ExportLine, verify_export};
     let text = read(&path)?;
-    let mut entries = Vec::new();
+    let mut lines = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<muster::app::audit::AuditEntry>(line) {
-            Ok(e) => entries.push(e),
+        match serde_json::from_str::<ExportLine>(line) {
+            Ok(l) => lines.push(l),
             Err(e) => {
-                println!("FAIL line {}: not an audit entry ({e})", i + 1);
+                println!("FAIL line {}: not an audit entry or seal ({e})", i + 1);
                 return Ok(ExitCode::from(1));
             }
         }
     }
-    match muster::app::audit::verify_chains(entries.iter()) {
-        Ok(n) => {
-            println!("ok: {n} entries, every chain verified");
-            Ok(ExitCode::SUCCESS)
+    match verify_export(&lines) {
+        Ok(v) => {
+            println!(
+                "ok: {} entries in {} chains, every chain verified",
+                v.entries, v.chains
+            );
+            for id in &v.sealed {
+                println!("sealed: {id}: the latest seal's signature and chain heads match");
+            }
+            for id in &v.unsealed {
+                println!(
+                    "not sealed: {id}: entries removed from the end of a chain would not be detected"
+                );
+            }
+            Ok(if require_seal && !v.unsealed.is_empty() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Err(b) => {
             println!(
-                "FAIL entry {} ({} seq {}): {}",
+                "FAIL line {} ({} seq {}): {}",
                 b.line, b.cascade, b.seq, b.problem
             );
             Ok(ExitCode::from(1))

@@ -6,8 +6,8 @@
 use anyhow::Context;
 use async_trait::async_trait;
 use muster::adapters::memory::{
-    Agenda, Item, MemoryDirectory, MemoryLimiter, MemoryQueue, MemoryStore, MemoryTimers,
-    SeededIds, SystemClock,
+    Agenda, Item, LocalSealer, MemoryDirectory, MemoryLimiter, MemoryQueue, MemoryStore,
+    MemoryTimers, MemoryVault, SeededIds, SystemClock,
 };
 use muster::api::sign::{AckTokens, SignedAckLinks};
 use muster::api::{Secret, scim, v1};
@@ -157,6 +157,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             tokens: tokens.clone(),
             base_url: base.clone(),
         })),
+        vault: Some(Arc::new(MemoryVault::from_os())),
+        sealer: Some(Arc::new(LocalSealer::from_os())),
     };
 
     // The agenda on the wall clock, on its own thread.

@@ -128,9 +128,15 @@ fn drill_writes_json_report_and_a_verifiable_audit_trail() {
     assert_eq!(report["invariant_violations"], 0);
     let trail = std::fs::read_to_string(&audit).unwrap_or_default();
     let lines: Vec<&str> = trail.lines().collect();
-    assert_eq!(
-        lines.len() as u64,
-        report["audit_entries"].as_u64().unwrap_or(0)
+    let entry_count = lines.iter().filter(|l| !l.starts_with("{\"seal\"")).count() as u64;
+    assert_eq!(entry_count, report["audit_entries"].as_u64().unwrap_or(0));
+    assert!(
+        lines.iter().any(|l| l.starts_with("{\"seal\"")),
+        "the trail is sealed"
+    );
+    assert!(
+        trail.contains("\"contact\":\"v1:"),
+        "sent-to addresses are recorded, encrypted"
     );
     // No plaintext contact detail in the trail.
     assert!(
@@ -156,6 +162,36 @@ fn drill_writes_json_report_and_a_verifiable_audit_trail() {
     deleted.remove(lines.len() / 2);
     let (code, out) = verify(&(deleted.join("\n") + "\n"));
     assert_eq!(code, Some(1), "{out}");
+    // The last entry of a chain removed: only the seal can tell.
+    let entry_lines: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !l.starts_with("{\"seal\""))
+        .map(|(i, _)| i)
+        .collect();
+    let mut truncated = lines.clone();
+    truncated.remove(*entry_lines.last().unwrap_or(&0));
+    let (code, out) = verify(&(truncated.join("\n") + "\n"));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("seal covers"), "{out}");
+    // A forged seal.
+    let seal_line = lines
+        .iter()
+        .rposition(|l| l.starts_with("{\"seal\""))
+        .unwrap_or(0);
+    let mut forged: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    forged[seal_line] = forged[seal_line].replace("\"entries\":", "\"entries\":1");
+    let (code, out) = verify(&(forged.join("\n") + "\n"));
+    assert_eq!(code, Some(1), "{out}");
+    // No seal at all: chains verify, but --require-seal refuses.
+    let unsealed: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| !l.starts_with("{\"seal\""))
+        .collect();
+    let (code, out) = verify(&(unsealed.join("\n") + "\n"));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("not sealed"), "{out}");
     // Two entries of one cascade swapped.
     let first = lines
         .iter()

@@ -271,6 +271,30 @@ async fn the_api_end_to_end() {
             .as_array()
             .is_some_and(|e| e.iter().any(|x| x["kind"] == "ACKNOWLEDGED"))
     );
+    let sent_to_cio = |t: &Value| {
+        t["entries"].as_array().and_then(|e| {
+            e.iter()
+                .find(|x| x["kind"] == "SEND_ACCEPTED" && x["stakeholder"] == "cio")
+                .map(|x| x["address"].clone())
+        })
+    };
+    assert_eq!(
+        sent_to_cio(&trail),
+        Some(json!("cio@example.com")),
+        "the compliance officer may read addresses"
+    );
+    let r = c
+        .get(&audit)
+        .header("x-muster-roles", "BCPAdministrator")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let masked: Value = r.json().await.unwrap_or_default();
+    assert_eq!(
+        sent_to_cio(&masked),
+        Some(json!("c•••@example.com")),
+        "others see them masked"
+    );
 
     let r = post(&c, &format!("{incidents}/INC-2024-0892/close"), &json!({})).await;
     assert_eq!(r.status(), 200);

@@ -8,7 +8,7 @@
 //! equals `expected_version`. A cascade transition and the audit entry that
 //! records it are written atomically: both or neither.
 
-use crate::app::audit::AuditEntry;
+use crate::app::audit::{AuditEntry, Seal};
 use crate::domain::{
     Address, Channel, ContactMethods, Group, GroupId, Incident, IncidentId, Millis, PhoneNumber,
     Severity, Stakeholder, StakeholderId, Ts,
@@ -54,6 +54,8 @@ pub trait IncidentStore: Send + Sync {
     async fn get_incident(&self, id: &IncidentId) -> Result<Option<Incident>>;
     /// Replaces the incident if its stored version is `expected_version`.
     async fn update_incident(&self, incident: &Incident, expected_version: u64) -> Result<()>;
+    /// Incidents still open (for periodic sealing).
+    async fn open_incidents(&self) -> Result<Vec<IncidentId>>;
 }
 
 #[async_trait]
@@ -85,6 +87,9 @@ pub trait CascadeStore: Send + Sync {
     ) -> Result<Page<CascadeKey>>;
     /// Every audit entry of an incident, per cascade in sequence order.
     async fn audit_trail(&self, incident: &IncidentId) -> Result<Vec<AuditEntry>>;
+    /// Stores an incident seal (never replaced: seals accumulate).
+    async fn put_seal(&self, seal: &Seal) -> Result<()>;
+    async fn seals(&self, incident: &IncidentId) -> Result<Vec<Seal>>;
     /// Maps a provider's message id to the attempt it carried.
     async fn put_message_ref(
         &self,
@@ -136,6 +141,37 @@ pub trait DirectoryAdmin: Directory {
     async fn put_group(&self, group: Group) -> Result<()>;
     async fn remove_group(&self, id: &GroupId) -> Result<bool>;
     async fn list_groups(&self) -> Result<Vec<Group>>;
+}
+
+/// Envelope encryption of contact details under a per-stakeholder data key,
+/// bound to the incident (additional authenticated data). Erasing a person's
+/// key (GDPR) makes every address recorded for them unreadable; the audit
+/// chains, which hash the ciphertext, still verify.
+#[async_trait]
+pub trait ContactVault: Send + Sync {
+    async fn encrypt(
+        &self,
+        stakeholder: &StakeholderId,
+        incident: &IncidentId,
+        plaintext: &str,
+    ) -> Result<String>;
+    /// `Ok(None)` when the person's key was erased.
+    async fn decrypt(
+        &self,
+        stakeholder: &StakeholderId,
+        incident: &IncidentId,
+        ciphertext: &str,
+    ) -> Result<Option<String>>;
+    /// Destroys the person's key; true if there was one.
+    async fn erase(&self, stakeholder: &StakeholderId) -> Result<bool>;
+}
+
+/// Signs incident seals.
+#[async_trait]
+pub trait Sealer: Send + Sync {
+    /// Algorithm name, key id and the public key (hex) a verifier checks with.
+    fn describe(&self) -> (String, String, String);
+    async fn sign(&self, message: &[u8]) -> Result<String>;
 }
 
 /// Why a live contact lookup gave no answer.
@@ -329,6 +365,10 @@ pub struct Deps {
     pub contacts: Option<Arc<dyn ContactLookup>>,
     /// One-click acknowledgement links for email and push; `None`: no links.
     pub ack_links: Option<Arc<dyn AckLinks>>,
+    /// Contact addresses in the audit trail, encrypted; `None`: not recorded.
+    pub vault: Option<Arc<dyn ContactVault>>,
+    /// Signs incident seals; `None`: incidents are not sealed.
+    pub sealer: Option<Arc<dyn Sealer>>,
 }
 
 /// Mints the signed one-click acknowledgement link of a cascade.

@@ -97,6 +97,8 @@ fn env(members: u32) -> Env {
         observer: Arc::new(NoObserver),
         contacts: None,
         ack_links: None,
+        vault: None,
+        sealer: None,
     };
     Env {
         deps,
@@ -411,7 +413,8 @@ fn stale_versions_are_typed_conflicts() {
     e.run_jobs();
     let rec = e.cascades("INC-8").remove(0);
     let d = muster::engine::decide(&rec.cascade, &Event::Cancel, &e.deps.policy, e.clock_now());
-    let (next, entry) = app::audit::append(&rec, d.next, &d.audit, e.clock_now(), None);
+    let (next, entry) =
+        app::audit::append(&rec, d.next, &d.audit, e.clock_now(), Default::default());
     let stale = block_on(
         e.deps
             .cascades

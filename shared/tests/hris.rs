@@ -189,6 +189,8 @@ async fn cascades_start_with_live_contacts_or_flagged_directory_copies() {
         observer: Arc::new(NoObserver),
         contacts: Some(Arc::new(lookup)),
         ack_links: None,
+        vault: None,
+        sealer: None,
     };
     let t = Trigger::from_json(&json!({"incidentId": "INC-H", "severity": "P1", "stakeholderGroupId": "g", "messageTemplate": "Outage"})).unwrap_or_else(|e| panic!("{e:?}"));
     app::trigger(&deps, t)

@@ -282,7 +282,23 @@ async fn audit(State(s): State<ApiState>, headers: HeaderMap, Path(id): Path<Str
         .await?
         .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "incident not found"))?;
     let entries = s.deps.cascades.audit_trail(&id).await?;
-    Ok(Json(json!({"incidentId": id, "entries": entries})).into_response())
+    // Addresses: in full for the ComplianceOfficer, masked for others.
+    let full = roles.split(',').any(|r| r.trim() == "ComplianceOfficer");
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let mut v = serde_json::to_value(&e).unwrap_or(Value::Null);
+        if let (Some(ct), Some(vault)) = (&e.contact, &s.deps.vault) {
+            let shown = match vault.decrypt(&e.stakeholder, &e.incident, ct).await {
+                Ok(Some(plain)) if full => plain,
+                Ok(Some(plain)) => mask(&plain),
+                Ok(None) => "(erased)".into(),
+                Err(_) => "(unreadable)".into(),
+            };
+            v["address"] = json!(shown);
+        }
+        out.push(v);
+    }
+    Ok(Json(json!({"incidentId": id, "entries": out})).into_response())
 }
 
 async fn acknowledge(
@@ -323,6 +339,18 @@ async fn ack_link(State(s): State<ApiState>, Path(token): Path<String>) -> Respo
         Ok((key, _)) => page(StatusCode::OK, "Already recorded", format!("Incident {} needs nothing more from you: it was already acknowledged or has ended.", html_escape(key.incident.as_str()))),
         Err(p) if p.status == StatusCode::NOT_FOUND => page(StatusCode::NOT_FOUND, "Link not valid", "This acknowledgement link is not valid or has expired.".into()),
         Err(_) => page(StatusCode::SERVICE_UNAVAILABLE, "Not recorded", "Your acknowledgement could not be recorded just now. Please try the link again in a minute.".into()),
+    }
+}
+
+fn mask(address: &str) -> String {
+    if let Ok(p) = PhoneNumber::parse(address) {
+        p.masked()
+    } else if let Ok(e) = crate::domain::EmailAddress::parse(address) {
+        e.masked()
+    } else {
+        crate::domain::PushEndpoint::parse(address)
+            .map(|p| p.masked())
+            .unwrap_or_else(|_| "•••".into())
     }
 }
 

@@ -28,6 +28,10 @@ pub struct AuditEntry {
     /// On a cascade's first entry: what the live contact lookup said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact_check: Option<ContactCheck>,
+    /// On SEND_ACCEPTED: the address the message went to, encrypted under the
+    /// stakeholder's data key (never plaintext).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
     pub prev: String,
     pub hash: String,
 }
@@ -53,6 +57,7 @@ impl AuditEntry {
             at: self.at,
             record: &self.record,
             contact_check: self.contact_check,
+            contact: self.contact.as_deref(),
             prev: &self.prev,
             hash: "",
         };
@@ -78,6 +83,8 @@ struct HashView<'a> {
     record: &'a AuditRecord,
     #[serde(skip_serializing_if = "Option::is_none")]
     contact_check: Option<ContactCheck>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contact: Option<&'a str>,
     prev: &'a str,
     hash: &'static str,
 }
@@ -94,6 +101,14 @@ impl std::io::Write for DigestWriter {
     }
 }
 
+/// What the application adds to an entry besides the engine's record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extras {
+    pub contact_check: Option<ContactCheck>,
+    /// The address a message went to, already encrypted.
+    pub contact: Option<String>,
+}
+
 /// Makes the next entry of `record`'s chain for `audit` at `now`, and the
 /// record with its chain head moved on.
 pub fn append(
@@ -101,8 +116,12 @@ pub fn append(
     next_cascade: crate::engine::Cascade,
     audit: &AuditRecord,
     now: Ts,
-    contact_check: Option<ContactCheck>,
+    extras: Extras,
 ) -> (CascadeRecord, AuditEntry) {
+    let Extras {
+        contact_check,
+        contact,
+    } = extras;
     let key = &record.cascade.key;
     let mut entry = AuditEntry {
         incident: key.incident.clone(),
@@ -112,6 +131,7 @@ pub fn append(
         at: now,
         record: audit.clone(),
         contact_check,
+        contact,
         prev: record.audit_head.clone(),
         hash: String::new(),
     };
@@ -179,4 +199,158 @@ pub fn verify_chains<'a>(
         heads.insert(key, (e.seq, e.hash.clone()));
     }
     Ok(n)
+}
+
+/// A signed statement of every chain head of an incident at one moment:
+/// written when the incident closes and periodically while it is open. With
+/// it, a verifier detects what a hash chain alone cannot: entries removed
+/// from the end of a chain, or a whole chain removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seal {
+    pub incident: IncidentId,
+    /// Milliseconds since the Unix epoch.
+    pub at: Ts,
+    pub chains: u64,
+    pub entries: u64,
+    /// SHA-256 over the sorted lines `route|stakeholder|seq|hash`.
+    pub heads_digest: String,
+    pub algorithm: String,
+    pub key_id: String,
+    pub public_key: String,
+    pub signature: String,
+}
+
+impl Seal {
+    /// The bytes the signature covers.
+    pub fn message(&self) -> Vec<u8> {
+        format!(
+            "muster-seal-v1|{}|{}|{}|{}|{}",
+            self.incident, self.at.0, self.chains, self.entries, self.heads_digest
+        )
+        .into_bytes()
+    }
+}
+
+/// Chain heads of an incident's entries: (chains, entries, digest).
+pub fn heads_digest<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> (u64, u64, String) {
+    let mut heads: std::collections::BTreeMap<(String, String), (u64, String)> = Default::default();
+    let mut n = 0;
+    for e in entries {
+        n += 1;
+        let route = if e.route == Route::Member {
+            "member"
+        } else {
+            "manager"
+        };
+        let slot = heads
+            .entry((route.to_string(), e.stakeholder.to_string()))
+            .or_insert((0, String::new()));
+        if e.seq >= slot.0 {
+            *slot = (e.seq, e.hash.clone());
+        }
+    }
+    let mut h = Sha256::new();
+    for ((route, who), (seq, hash)) in &heads {
+        h.update(format!("{route}|{who}|{seq}|{hash}\n").as_bytes());
+    }
+    (heads.len() as u64, n, hex::encode(h.finalize()))
+}
+
+/// Checks a seal's Ed25519 signature against the public key it names.
+pub fn verify_seal_signature(seal: &Seal) -> Result<(), String> {
+    if seal.algorithm != "ed25519" {
+        return Err(format!("unsupported seal algorithm {:?}", seal.algorithm));
+    }
+    let key: [u8; 32] = hex::decode(&seal.public_key)
+        .ok()
+        .and_then(|k| k.try_into().ok())
+        .ok_or("the public key is not 32 bytes of hex")?;
+    let sig: [u8; 64] = hex::decode(&seal.signature)
+        .ok()
+        .and_then(|s| s.try_into().ok())
+        .ok_or("the signature is not 64 bytes of hex")?;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&key)
+        .map_err(|_| "the public key is not a valid Ed25519 key")?;
+    key.verify_strict(&seal.message(), &ed25519_dalek::Signature::from_bytes(&sig))
+        .map_err(|_| "the signature does not match".to_string())
+}
+
+/// A line of an exported trail: an entry, or a seal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ExportLine {
+    Seal { seal: Seal },
+    Entry(Box<AuditEntry>),
+}
+
+/// The result of verifying an exported trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub entries: usize,
+    pub chains: u64,
+    /// Incidents whose latest seal matched the trail.
+    pub sealed: Vec<IncidentId>,
+    /// Incidents with entries but no seal.
+    pub unsealed: Vec<IncidentId>,
+}
+
+/// Verifies an exported trail: every chain, then, per incident, the latest
+/// seal: its signature, and that it covers exactly the chain heads present
+/// (so removing entries from the end of a chain, or a whole chain, fails).
+pub fn verify_export(lines: &[ExportLine]) -> Result<Verified, ChainBreak> {
+    let entries: Vec<&AuditEntry> = lines
+        .iter()
+        .filter_map(|l| {
+            if let ExportLine::Entry(e) = l {
+                Some(e.as_ref())
+            } else {
+                None
+            }
+        })
+        .collect();
+    let n = verify_chains(entries.iter().copied())?;
+    let mut by_incident: std::collections::BTreeMap<&IncidentId, Vec<&AuditEntry>> =
+        Default::default();
+    for e in &entries {
+        by_incident.entry(&e.incident).or_default().push(e);
+    }
+    let mut latest: std::collections::BTreeMap<&IncidentId, (usize, &Seal)> = Default::default();
+    for (i, l) in lines.iter().enumerate() {
+        if let ExportLine::Seal { seal } = l
+            && latest
+                .get(&seal.incident)
+                .is_none_or(|(_, s)| s.at <= seal.at)
+        {
+            latest.insert(&seal.incident, (i + 1, seal));
+        }
+    }
+    let mut out = Verified {
+        entries: n,
+        chains: 0,
+        sealed: vec![],
+        unsealed: vec![],
+    };
+    for (incident, es) in &by_incident {
+        let (chains, count, digest) = heads_digest(es.iter().copied());
+        out.chains += chains;
+        let Some((line, seal)) = latest.get(incident) else {
+            out.unsealed.push((*incident).clone());
+            continue;
+        };
+        let brk = |problem: String| ChainBreak {
+            line: *line,
+            cascade: incident.to_string(),
+            seq: 0,
+            problem,
+        };
+        verify_seal_signature(seal).map_err(|p| brk(format!("seal: {p}")))?;
+        if seal.heads_digest != digest || seal.chains != chains || seal.entries != count {
+            return Err(brk(format!(
+                "the seal covers {} entries in {} chains, the trail has {count} in {chains}, or their heads differ (entries removed or added after sealing)",
+                seal.entries, seal.chains
+            )));
+        }
+        out.sealed.push((*incident).clone());
+    }
+    Ok(out)
 }

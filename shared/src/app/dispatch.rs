@@ -97,7 +97,16 @@ async fn start(
         audit_seq: 0,
         audit_head: audit::GENESIS.to_string(),
     };
-    let (rec, entry) = audit::append(&blank, d.next.clone(), &d.audit, now, check);
+    let (rec, entry) = audit::append(
+        &blank,
+        d.next.clone(),
+        &d.audit,
+        now,
+        audit::Extras {
+            contact_check: check,
+            contact: None,
+        },
+    );
     match deps.cascades.create_cascade(&rec, &entry).await {
         Ok(()) => {
             deps.observer.transition(&cascade, &Event::Start, &d);

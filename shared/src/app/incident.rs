@@ -42,7 +42,10 @@ pub async fn close(deps: &Deps, id: &IncidentId) -> Result<u64> {
         }
         match page.next {
             Some(c) => cursor = Some(c),
-            None => return Ok(cancelled),
+            None => {
+                super::seal(deps, id).await?;
+                return Ok(cancelled);
+            }
         }
     }
 }

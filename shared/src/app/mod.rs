@@ -19,7 +19,7 @@ pub use dispatch::{EXPAND_CHUNK, dispatch};
 pub use incident::{IncidentView, StakeholderView, StateCounts, close, status};
 pub use message::render;
 pub use receipt::{ReceiptEvent, ReceiptOutcome, receipt};
-pub use tick::{SweepReport, sweep, tick};
+pub use tick::{SEAL_INTERVAL_MS, SweepReport, sweep, tick};
 pub use trigger::{TriggerOutcome, trigger};
 
 use crate::engine::{AuditKind, CascadeKey, Command, Event, Route, decide};
@@ -54,7 +54,11 @@ pub async fn apply_loaded(
     for _ in 0..MAX_CONFLICTS {
         let now = deps.clock.now();
         let d = decide(&rec.cascade, &event, &deps.policy, now);
-        let (next, entry) = audit::append(&rec, d.next.clone(), &d.audit, now, None);
+        let extras = audit::Extras {
+            contact_check: None,
+            contact: sent_to(deps, &rec, &d).await?,
+        };
+        let (next, entry) = audit::append(&rec, d.next.clone(), &d.audit, now, extras);
         match deps
             .cascades
             .transition(&next, rec.cascade.version, &entry)
@@ -75,6 +79,56 @@ pub async fn apply_loaded(
     Err(Error::Conflict(format!(
         "cascade {key} kept changing under {MAX_CONFLICTS} attempts"
     )))
+}
+
+/// On SEND_ACCEPTED, the address the message went to, encrypted (when a
+/// vault is configured): the audit trail proves where, never in plaintext.
+async fn sent_to(
+    deps: &Deps,
+    rec: &CascadeRecord,
+    d: &crate::engine::Decision,
+) -> Result<Option<String>> {
+    let (Some(vault), AuditKind::SendAccepted, Some(channel)) =
+        (&deps.vault, d.audit.kind, d.audit.channel)
+    else {
+        return Ok(None);
+    };
+    let Some(address) = rec.contacts.address(channel) else {
+        return Ok(None);
+    };
+    let key = &rec.cascade.key;
+    vault
+        .encrypt(&key.stakeholder, &key.incident, address.expose())
+        .await
+        .map(Some)
+}
+
+/// Seals an incident: signs a digest of every chain head and stores it.
+/// `Ok(None)` when no sealer is configured.
+pub async fn seal(
+    deps: &Deps,
+    incident: &crate::domain::IncidentId,
+) -> Result<Option<audit::Seal>> {
+    let Some(sealer) = &deps.sealer else {
+        return Ok(None);
+    };
+    let trail = deps.cascades.audit_trail(incident).await?;
+    let (chains, entries, heads_digest) = audit::heads_digest(trail.iter());
+    let (algorithm, key_id, public_key) = sealer.describe();
+    let mut seal = audit::Seal {
+        incident: incident.clone(),
+        at: deps.clock.now(),
+        chains,
+        entries,
+        heads_digest,
+        algorithm,
+        key_id,
+        public_key,
+        signature: String::new(),
+    };
+    seal.signature = sealer.sign(&seal.message()).await?;
+    deps.cascades.put_seal(&seal).await?;
+    Ok(Some(seal))
 }
 
 /// Carries out the engine's commands. Sends go through the work queue so that

@@ -40,6 +40,24 @@ pub async fn tick(deps: &Deps, msg: TimerMsg) -> Result<()> {
     Ok(())
 }
 
+/// How often an open incident is sealed again.
+pub const SEAL_INTERVAL_MS: u64 = 15 * 60_000;
+
+/// Seals every open incident whose last seal is older than the interval.
+async fn reseal(deps: &Deps) -> Result<()> {
+    if deps.sealer.is_none() {
+        return Ok(());
+    }
+    let now = deps.clock.now();
+    for id in deps.incidents.open_incidents().await? {
+        let last = deps.cascades.seals(&id).await?.iter().map(|s| s.at).max();
+        if last.is_none_or(|at| at.plus(SEAL_INTERVAL_MS) <= now) {
+            super::seal(deps, &id).await?;
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SweepReport {
     pub examined: u64,
@@ -83,7 +101,10 @@ pub async fn sweep(deps: &Deps, deadline: Option<Ts>) -> Result<SweepReport> {
         }
         match page.next {
             Some(c) => cursor = Some(c),
-            None => return Ok(report),
+            None => {
+                reseal(deps).await?;
+                return Ok(report);
+            }
         }
     }
 }

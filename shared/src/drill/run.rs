@@ -6,8 +6,8 @@ use super::report::{self, DrillReport};
 use super::scenario::Scenario;
 use super::sim::{SimEvent, SimWorld};
 use crate::adapters::memory::{
-    Agenda, Item, MemoryDirectory, MemoryLimiter, MemoryQueue, MemoryStore, MemoryTimers,
-    SeededIds, VirtualClock,
+    Agenda, Item, LocalSealer, MemoryDirectory, MemoryLimiter, MemoryQueue, MemoryStore,
+    MemoryTimers, MemoryVault, SeededIds, VirtualClock,
 };
 use crate::app::{self, ReceiptEvent};
 use crate::domain::{Channel, Group, GroupId, Stakeholder, Ts};
@@ -184,6 +184,8 @@ impl Drill {
             observer: observer.clone(),
             contacts: world.contact_source(),
             ack_links: None,
+            vault: Some(Arc::new(MemoryVault::new(seed))),
+            sealer: Some(Arc::new(LocalSealer::new(seed))),
         };
         Drill {
             scenario,
@@ -287,6 +289,9 @@ impl Drill {
                     virtual_secs: at.since(start) / 1000,
                 });
             }
+        }
+        if let Err(e) = app::seal(&deps, &self.scenario.trigger.incident_id).await {
+            note_err(e, &mut errors);
         }
         let end = self.clock_now();
         progress(Progress {

@@ -9,12 +9,14 @@ mod directory;
 mod ids;
 mod limiter;
 mod store;
+mod vault;
 
 pub use agenda::{Agenda, Item, MemoryQueue, MemoryTimers, SystemClock, VirtualClock};
 pub use directory::MemoryDirectory;
 pub use ids::SeededIds;
 pub use limiter::MemoryLimiter;
 pub use store::MemoryStore;
+pub use vault::{LocalSealer, MemoryVault};
 
 use std::sync::{Mutex, MutexGuard};
 

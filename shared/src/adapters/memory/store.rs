@@ -4,7 +4,7 @@
 //! index plays the part of the sparse GSI the sweep reads.
 
 use super::lock;
-use crate::app::audit::AuditEntry;
+use crate::app::audit::{AuditEntry, Seal};
 use crate::domain::{Incident, IncidentId, PhoneNumber, Ts};
 use crate::engine::CascadeKey;
 use crate::error::{Error, Result};
@@ -23,6 +23,7 @@ struct Inner {
     audit: HashMap<IncidentId, Vec<AuditEntry>>,
     due: BTreeSet<(Ts, CascadeKey)>,
     refs: HashMap<String, (CascadeKey, u32)>,
+    seals: HashMap<IncidentId, Vec<Seal>>,
 }
 
 #[derive(Default)]
@@ -63,6 +64,14 @@ impl MemoryStore {
         crate::app::audit::verify_chains(ids.iter().flat_map(|id| g.audit[id].iter()))
     }
 
+    /// Every seal of every incident.
+    pub fn all_seals(&self) -> Vec<Seal> {
+        let g = lock(&self.inner);
+        let mut ids: Vec<_> = g.seals.keys().cloned().collect();
+        ids.sort();
+        ids.iter().flat_map(|i| g.seals[i].clone()).collect()
+    }
+
     pub fn audit_len(&self) -> usize {
         lock(&self.inner).audit.values().map(Vec::len).sum()
     }
@@ -89,6 +98,18 @@ impl IncidentStore for MemoryStore {
         }
         g.incidents.insert(incident.id().clone(), incident.clone());
         Ok(())
+    }
+
+    async fn open_incidents(&self) -> Result<Vec<IncidentId>> {
+        let g = lock(&self.inner);
+        let mut v: Vec<IncidentId> = g
+            .incidents
+            .values()
+            .filter(|i| i.status == crate::domain::IncidentStatus::Open)
+            .map(|i| i.id().clone())
+            .collect();
+        v.sort();
+        Ok(v)
     }
 
     async fn get_incident(&self, id: &IncidentId) -> Result<Option<Incident>> {
@@ -246,6 +267,23 @@ impl CascadeStore for MemoryStore {
             .refs
             .insert(provider_message_id.to_string(), (key.clone(), attempt));
         Ok(())
+    }
+
+    async fn put_seal(&self, seal: &Seal) -> Result<()> {
+        lock(&self.inner)
+            .seals
+            .entry(seal.incident.clone())
+            .or_default()
+            .push(seal.clone());
+        Ok(())
+    }
+
+    async fn seals(&self, incident: &IncidentId) -> Result<Vec<Seal>> {
+        Ok(lock(&self.inner)
+            .seals
+            .get(incident)
+            .cloned()
+            .unwrap_or_default())
     }
 
     async fn open_cascades_for_number(&self, number: &PhoneNumber) -> Result<Vec<CascadeRecord>> {

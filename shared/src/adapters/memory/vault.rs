@@ -1,0 +1,208 @@
+//! Contact vault and seal signer in process: per-stakeholder AES-256-GCM
+//! data keys held in memory, and an Ed25519 signing key, both derived from a
+//! seed (drills) or the operating system's randomness.
+
+use super::lock;
+use crate::domain::{IncidentId, StakeholderId};
+use crate::error::{Error, Result};
+use crate::ports::{ContactVault, Sealer};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use ed25519_dalek::{Signer, SigningKey};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Ciphertext format: `v1:` + base64(nonce(12) || AES-256-GCM ciphertext),
+/// additional data `incident|stakeholder`.
+pub struct MemoryVault {
+    inner: Mutex<(ChaCha20Rng, HashMap<StakeholderId, [u8; 32]>)>,
+}
+
+impl MemoryVault {
+    pub fn new(seed: u64) -> Self {
+        MemoryVault {
+            inner: Mutex::new((ChaCha20Rng::seed_from_u64(seed), HashMap::new())),
+        }
+    }
+    pub fn from_os() -> Self {
+        MemoryVault {
+            inner: Mutex::new((ChaCha20Rng::from_os_rng(), HashMap::new())),
+        }
+    }
+}
+
+fn aad(stakeholder: &StakeholderId, incident: &IncidentId) -> String {
+    format!("{incident}|{stakeholder}")
+}
+
+#[async_trait]
+impl ContactVault for MemoryVault {
+    async fn encrypt(
+        &self,
+        stakeholder: &StakeholderId,
+        incident: &IncidentId,
+        plaintext: &str,
+    ) -> Result<String> {
+        let mut g = lock(&self.inner);
+        let (rng, keys) = &mut *g;
+        let key = *keys
+            .entry(stakeholder.clone())
+            .or_insert_with(|| rng.random());
+        let nonce: [u8; 12] = rng.random();
+        let cipher =
+            Aes256Gcm::new_from_slice(&key).map_err(|_| Error::permanent("bad data key length"))?;
+        let ad = aad(stakeholder, incident);
+        let ct = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: ad.as_bytes(),
+                },
+            )
+            .map_err(|_| Error::permanent("encryption failed"))?;
+        let mut out = nonce.to_vec();
+        out.extend(ct);
+        Ok(format!("v1:{}", STANDARD_NO_PAD.encode(out)))
+    }
+
+    async fn decrypt(
+        &self,
+        stakeholder: &StakeholderId,
+        incident: &IncidentId,
+        ciphertext: &str,
+    ) -> Result<Option<String>> {
+        let Some(key) = lock(&self.inner).1.get(stakeholder).copied() else {
+            return Ok(None);
+        };
+        let raw = ciphertext
+            .strip_prefix("v1:")
+            .and_then(|b| STANDARD_NO_PAD.decode(b).ok())
+            .filter(|r| r.len() > 12)
+            .ok_or_else(|| Error::invalid("contact", "not a ciphertext this vault wrote"))?;
+        let cipher =
+            Aes256Gcm::new_from_slice(&key).map_err(|_| Error::permanent("bad data key length"))?;
+        let ad = aad(stakeholder, incident);
+        let pt = cipher
+            .decrypt(
+                Nonce::from_slice(&raw[..12]),
+                Payload {
+                    msg: &raw[12..],
+                    aad: ad.as_bytes(),
+                },
+            )
+            .map_err(|_| {
+                Error::invalid(
+                    "contact",
+                    "does not decrypt under this person's key and incident",
+                )
+            })?;
+        String::from_utf8(pt)
+            .map(Some)
+            .map_err(|_| Error::permanent("decrypted contact is not text"))
+    }
+
+    async fn erase(&self, stakeholder: &StakeholderId) -> Result<bool> {
+        Ok(lock(&self.inner).1.remove(stakeholder).is_some())
+    }
+}
+
+/// An Ed25519 seal signer with a key held in process.
+pub struct LocalSealer {
+    key: SigningKey,
+}
+
+impl LocalSealer {
+    pub fn new(seed: u64) -> Self {
+        LocalSealer {
+            key: SigningKey::from_bytes(&ChaCha20Rng::seed_from_u64(seed ^ 0x5ea1).random()),
+        }
+    }
+    pub fn from_os() -> Self {
+        LocalSealer {
+            key: SigningKey::from_bytes(&ChaCha20Rng::from_os_rng().random()),
+        }
+    }
+}
+
+#[async_trait]
+impl Sealer for LocalSealer {
+    fn describe(&self) -> (String, String, String) {
+        let public = hex::encode(self.key.verifying_key().to_bytes());
+        ("ed25519".into(), format!("local:{}", &public[..16]), public)
+    }
+    async fn sign(&self, message: &[u8]) -> Result<String> {
+        Ok(hex::encode(self.key.sign(message).to_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids() -> (StakeholderId, IncidentId) {
+        (
+            StakeholderId::parse("a").unwrap_or_else(|e| panic!("{e}")),
+            IncidentId::parse("INC-1").unwrap_or_else(|e| panic!("{e}")),
+        )
+    }
+
+    #[test]
+    fn contacts_round_trip_bound_to_incident_and_erasable() {
+        futures::executor::block_on(async {
+            let v = MemoryVault::new(1);
+            let (who, inc) = ids();
+            let ct = v
+                .encrypt(&who, &inc, "+442079460001")
+                .await
+                .unwrap_or_default();
+            assert!(ct.starts_with("v1:") && !ct.contains("2079460001"));
+            assert_eq!(
+                v.decrypt(&who, &inc, &ct).await.ok().flatten().as_deref(),
+                Some("+442079460001")
+            );
+            let other = IncidentId::parse("INC-2").unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                v.decrypt(&who, &other, &ct).await.is_err(),
+                "bound to its incident"
+            );
+            let mut tampered = ct.clone();
+            tampered.pop();
+            assert!(v.decrypt(&who, &inc, &tampered).await.is_err());
+            assert_eq!(v.erase(&who).await.ok(), Some(true));
+            assert_eq!(
+                v.decrypt(&who, &inc, &ct).await.ok(),
+                Some(None),
+                "erased: unreadable"
+            );
+        });
+    }
+
+    #[test]
+    fn seals_sign_and_verify() {
+        futures::executor::block_on(async {
+            let s = LocalSealer::new(7);
+            let (alg, _, public) = s.describe();
+            let mut seal = crate::app::audit::Seal {
+                incident: ids().1,
+                at: crate::domain::Ts(1),
+                chains: 1,
+                entries: 2,
+                heads_digest: "00".into(),
+                algorithm: alg,
+                key_id: "k".into(),
+                public_key: public,
+                signature: String::new(),
+            };
+            seal.signature = s.sign(&seal.message()).await.unwrap_or_default();
+            assert_eq!(crate::app::audit::verify_seal_signature(&seal), Ok(()));
+            seal.entries = 3;
+            assert!(crate::app::audit::verify_seal_signature(&seal).is_err());
+        });
+    }
+}
