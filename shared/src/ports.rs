@@ -13,7 +13,7 @@ use crate::domain::{
     Address, Channel, ContactMethods, Group, GroupId, Incident, IncidentId, Millis, PhoneNumber,
     Severity, Stakeholder, StakeholderId, Ts,
 };
-use crate::engine::{Cascade, CascadeKey, Decision, Event, TimerKind};
+use crate::engine::{Cascade, CascadeKey, Decision, Event, Route, TimerKind};
 use crate::error::Result;
 use crate::policy::Policy;
 use crate::ratelimit::Ticket;
@@ -87,6 +87,30 @@ pub trait CascadeStore: Send + Sync {
     ) -> Result<Page<CascadeKey>>;
     /// Every audit entry of an incident, per cascade in sequence order.
     async fn audit_trail(&self, incident: &IncidentId) -> Result<Vec<AuditEntry>>;
+    /// Every cascade's chain head `(route, stakeholder, last seq, last hash)`,
+    /// for sealing. The default reads the cascade records.
+    async fn chain_heads(
+        &self,
+        incident: &IncidentId,
+    ) -> Result<Vec<(Route, StakeholderId, u64, String)>> {
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.list_cascades(incident, cursor, 1000).await?;
+            out.extend(page.items.into_iter().filter(|r| r.audit_seq > 0).map(|r| {
+                (
+                    r.cascade.key.route,
+                    r.cascade.key.stakeholder,
+                    r.audit_seq - 1,
+                    r.audit_head,
+                )
+            }));
+            match page.next {
+                Some(c) => cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
     /// Stores an incident seal (never replaced: seals accumulate).
     async fn put_seal(&self, seal: &Seal) -> Result<()>;
     async fn seals(&self, incident: &IncidentId) -> Result<Vec<Seal>>;

@@ -61,12 +61,16 @@ impl AuditEntry {
             prev: &self.prev,
             hash: "",
         };
-        let mut w = DigestWriter(Sha256::new());
-        w.0.update(self.prev.as_bytes());
-        w.0.update(b"\n");
-        // Serializing plain data into an infallible writer cannot fail.
-        let _ = serde_json::to_writer(&mut w, &view);
-        hex::encode(w.0.finalize())
+        // Serialized into a reused buffer, then hashed in one pass.
+        BUF.with(|b| {
+            let mut buf = b.borrow_mut();
+            buf.clear();
+            buf.extend_from_slice(self.prev.as_bytes());
+            buf.push(b'\n');
+            // Serializing plain data into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *buf, &view);
+            hex::encode(Sha256::digest(&buf[..]))
+        })
     }
 }
 
@@ -89,16 +93,8 @@ struct HashView<'a> {
     hash: &'static str,
 }
 
-struct DigestWriter(Sha256);
-
-impl std::io::Write for DigestWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+thread_local! {
+    static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(1024));
 }
 
 /// What the application adds to an entry besides the engine's record.
@@ -233,27 +229,52 @@ impl Seal {
 
 /// Chain heads of an incident's entries: (chains, entries, digest).
 pub fn heads_digest<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> (u64, u64, String) {
-    let mut heads: std::collections::BTreeMap<(String, String), (u64, String)> = Default::default();
-    let mut n = 0;
+    let mut heads: std::collections::BTreeMap<(&'static str, &StakeholderId), (u64, &str)> =
+        Default::default();
     for e in entries {
-        n += 1;
-        let route = if e.route == Route::Member {
-            "member"
-        } else {
-            "manager"
-        };
         let slot = heads
-            .entry((route.to_string(), e.stakeholder.to_string()))
-            .or_insert((0, String::new()));
+            .entry((route_name(e.route), &e.stakeholder))
+            .or_insert((0, ""));
         if e.seq >= slot.0 {
-            *slot = (e.seq, e.hash.clone());
+            *slot = (e.seq, &e.hash);
         }
     }
+    digest_heads(
+        heads
+            .into_iter()
+            .map(|((r, w), (seq, h))| (r, w, seq, h))
+            .collect(),
+    )
+}
+
+/// The same digest from chain heads `(route, stakeholder, seq, hash)` as
+/// the cascade records hold them (no need to read the entries).
+pub fn heads_digest_of(heads: &[(Route, StakeholderId, u64, String)]) -> (u64, u64, String) {
+    digest_heads(
+        heads
+            .iter()
+            .map(|(r, w, seq, h)| (route_name(*r), w, *seq, h.as_str()))
+            .collect(),
+    )
+}
+
+fn route_name(r: Route) -> &'static str {
+    if r == Route::Member {
+        "member"
+    } else {
+        "manager"
+    }
+}
+
+/// SHA-256 over the sorted lines `route|stakeholder|seq|hash`.
+fn digest_heads(mut heads: Vec<(&str, &StakeholderId, u64, &str)>) -> (u64, u64, String) {
+    heads.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let entries = heads.iter().map(|h| h.2 + 1).sum();
     let mut h = Sha256::new();
-    for ((route, who), (seq, hash)) in &heads {
+    for (route, who, seq, hash) in &heads {
         h.update(format!("{route}|{who}|{seq}|{hash}\n").as_bytes());
     }
-    (heads.len() as u64, n, hex::encode(h.finalize()))
+    (heads.len() as u64, entries, hex::encode(h.finalize()))
 }
 
 /// Checks a seal's Ed25519 signature against the public key it names.

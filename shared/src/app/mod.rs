@@ -112,8 +112,8 @@ pub async fn seal(
     let Some(sealer) = &deps.sealer else {
         return Ok(None);
     };
-    let trail = deps.cascades.audit_trail(incident).await?;
-    let (chains, entries, heads_digest) = audit::heads_digest(trail.iter());
+    let heads = deps.cascades.chain_heads(incident).await?;
+    let (chains, entries, heads_digest) = audit::heads_digest_of(&heads);
     let (algorithm, key_id, public_key) = sealer.describe();
     let mut seal = audit::Seal {
         incident: incident.clone(),

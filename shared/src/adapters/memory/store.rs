@@ -5,8 +5,8 @@
 
 use super::lock;
 use crate::app::audit::{AuditEntry, Seal};
-use crate::domain::{Incident, IncidentId, PhoneNumber, Ts};
-use crate::engine::CascadeKey;
+use crate::domain::{Incident, IncidentId, PhoneNumber, StakeholderId, Ts};
+use crate::engine::{CascadeKey, Route};
 use crate::error::{Error, Result};
 use crate::ports::{CascadeRecord, CascadeStore, IncidentStore, Page};
 use async_trait::async_trait;
@@ -267,6 +267,27 @@ impl CascadeStore for MemoryStore {
             .refs
             .insert(provider_message_id.to_string(), (key.clone(), attempt));
         Ok(())
+    }
+
+    async fn chain_heads(
+        &self,
+        incident: &IncidentId,
+    ) -> Result<Vec<(Route, StakeholderId, u64, String)>> {
+        let g = lock(&self.inner);
+        let keys = g.order.get(incident).map(Vec::as_slice).unwrap_or_default();
+        Ok(keys
+            .iter()
+            .filter_map(|k| g.cascades.get(k))
+            .filter(|r| r.audit_seq > 0)
+            .map(|r| {
+                (
+                    r.cascade.key.route,
+                    r.cascade.key.stakeholder.clone(),
+                    r.audit_seq - 1,
+                    r.audit_head.clone(),
+                )
+            })
+            .collect())
     }
 
     async fn put_seal(&self, seal: &Seal) -> Result<()> {
