@@ -18,3 +18,4 @@ pub mod ratelimit;
 pub use error::{Error, Result};
 pub mod api;
 pub mod drill;
+pub mod events;

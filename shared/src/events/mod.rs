@@ -1,0 +1,5 @@
+//! Provider event shapes and what Muster answers, as pure functions over
+//! JSON: no SDK, so the Lambda handlers and the tests share them.
+
+pub mod chime;
+pub mod metrics;
