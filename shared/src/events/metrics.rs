@@ -110,7 +110,6 @@ impl<W: Write + Send> Observer for EmfObserver<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::drill::{Scenario, run};
 
     #[test]
     fn emf_lines_are_valid_and_say_what_happened_without_contact_details() {
