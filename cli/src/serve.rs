@@ -16,7 +16,7 @@ use muster::domain::{Channel, Ts};
 use muster::engine::ReceiptStatus;
 use muster::policy::Policy;
 use muster::ports::{
-    Accepted, ChannelSender, Clock, Deps, NoObserver, OutboundMessage, SendError, Senders,
+    Accepted, ChannelSender, Clock, Deps, NoObserver, OutboundMessage, Sealing, SendError, Senders,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -158,7 +158,12 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             base_url: base.clone(),
         })),
         vault: Some(Arc::new(MemoryVault::from_os())),
-        sealer: Some(Arc::new(LocalSealer::from_os())),
+        sealing: Some(Sealing {
+            sealer: Arc::new(LocalSealer::from_os()),
+            store: store.clone(),
+        }),
+        numbers: Some(store.clone()),
+        admin: Some(directory.clone()),
     };
 
     // The agenda on the wall clock, on its own thread.

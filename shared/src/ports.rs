@@ -54,8 +54,6 @@ pub trait IncidentStore: Send + Sync {
     async fn get_incident(&self, id: &IncidentId) -> Result<Option<Incident>>;
     /// Replaces the incident if its stored version is `expected_version`.
     async fn update_incident(&self, incident: &Incident, expected_version: u64) -> Result<()>;
-    /// Incidents still open (for periodic sealing).
-    async fn open_incidents(&self) -> Result<Vec<IncidentId>>;
 }
 
 #[async_trait]
@@ -87,33 +85,6 @@ pub trait CascadeStore: Send + Sync {
     ) -> Result<Page<CascadeKey>>;
     /// Every audit entry of an incident, per cascade in sequence order.
     async fn audit_trail(&self, incident: &IncidentId) -> Result<Vec<AuditEntry>>;
-    /// Every cascade's chain head `(route, stakeholder, last seq, last hash)`,
-    /// for sealing. The default reads the cascade records.
-    async fn chain_heads(
-        &self,
-        incident: &IncidentId,
-    ) -> Result<Vec<(Route, StakeholderId, u64, String)>> {
-        let mut out = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = self.list_cascades(incident, cursor, 1000).await?;
-            out.extend(page.items.into_iter().filter(|r| r.audit_seq > 0).map(|r| {
-                (
-                    r.cascade.key.route,
-                    r.cascade.key.stakeholder,
-                    r.audit_seq - 1,
-                    r.audit_head,
-                )
-            }));
-            match page.next {
-                Some(c) => cursor = Some(c),
-                None => return Ok(out),
-            }
-        }
-    }
-    /// Stores an incident seal (never replaced: seals accumulate).
-    async fn put_seal(&self, seal: &Seal) -> Result<()>;
-    async fn seals(&self, incident: &IncidentId) -> Result<Vec<Seal>>;
     /// Maps a provider's message id to the attempt it carried.
     async fn put_message_ref(
         &self,
@@ -123,9 +94,38 @@ pub trait CascadeStore: Send + Sync {
     ) -> Result<()>;
     async fn get_message_ref(&self, provider_message_id: &str)
     -> Result<Option<(CascadeKey, u32)>>;
+}
+
+/// Capability: open cascades by the number they text or call, for SMS
+/// replies and opt-outs. (On AWS: lookup items keyed by a keyed hash of the
+/// number, never the number itself.)
+#[async_trait]
+pub trait NumberIndex: Send + Sync {
     /// Open cascades that text or call `number` (from their contact
-    /// snapshots), oldest first: for SMS replies and opt-outs.
+    /// snapshots), oldest first.
     async fn open_cascades_for_number(&self, number: &PhoneNumber) -> Result<Vec<CascadeRecord>>;
+}
+
+/// Capability: storage for incident seals.
+#[async_trait]
+pub trait SealStore: Send + Sync {
+    /// Incidents still open (sealed again periodically).
+    async fn open_incidents(&self) -> Result<Vec<IncidentId>>;
+    /// Every cascade's chain head `(route, stakeholder, last seq, last hash)`.
+    async fn chain_heads(
+        &self,
+        incident: &IncidentId,
+    ) -> Result<Vec<(Route, StakeholderId, u64, String)>>;
+    /// Stores an incident seal (never replaced: seals accumulate).
+    async fn put_seal(&self, seal: &Seal) -> Result<()>;
+    async fn seals(&self, incident: &IncidentId) -> Result<Vec<Seal>>;
+}
+
+/// Sealing: a signer and where seals are kept.
+#[derive(Clone)]
+pub struct Sealing {
+    pub sealer: Arc<dyn Sealer>,
+    pub store: Arc<dyn SealStore>,
 }
 
 /// A group without its member list (which may be large).
@@ -145,13 +145,6 @@ pub trait Directory: Send + Sync {
     /// The group's members, in order (read once, when an incident is triggered).
     async fn members(&self, id: &GroupId) -> Result<Vec<StakeholderId>>;
     async fn stakeholder(&self, id: &StakeholderId) -> Result<Option<Stakeholder>>;
-    /// Marks (or clears) an SMS opt-out for every stakeholder texted at
-    /// `number`; returns whom it changed.
-    async fn set_sms_opt_out(
-        &self,
-        number: &PhoneNumber,
-        opted_out: bool,
-    ) -> Result<Vec<StakeholderId>>;
 }
 
 /// Directory writes, for provisioning (SCIM) and imports. Removing a person
@@ -165,6 +158,13 @@ pub trait DirectoryAdmin: Directory {
     async fn put_group(&self, group: Group) -> Result<()>;
     async fn remove_group(&self, id: &GroupId) -> Result<bool>;
     async fn list_groups(&self) -> Result<Vec<Group>>;
+    /// Marks (or clears) an SMS opt-out for every stakeholder texted at
+    /// `number`; returns whom it changed.
+    async fn set_sms_opt_out(
+        &self,
+        number: &PhoneNumber,
+        opted_out: bool,
+    ) -> Result<Vec<StakeholderId>>;
 }
 
 /// Envelope encryption of contact details under a per-stakeholder data key,
@@ -391,8 +391,12 @@ pub struct Deps {
     pub ack_links: Option<Arc<dyn AckLinks>>,
     /// Contact addresses in the audit trail, encrypted; `None`: not recorded.
     pub vault: Option<Arc<dyn ContactVault>>,
-    /// Signs incident seals; `None`: incidents are not sealed.
-    pub sealer: Option<Arc<dyn Sealer>>,
+    /// Incident seals; `None`: incidents are not sealed.
+    pub sealing: Option<Sealing>,
+    /// Open cascades by number (SMS replies, opt-outs); `None`: not available.
+    pub numbers: Option<Arc<dyn NumberIndex>>,
+    /// Directory writes (SMS opt-outs, provisioning); `None`: read-only.
+    pub admin: Option<Arc<dyn DirectoryAdmin>>,
 }
 
 /// Mints the signed one-click acknowledgement link of a cascade.

@@ -78,11 +78,12 @@ fn env(members: u32) -> Env {
     };
     let carrier = Arc::new(Recorder::default());
     let policy = Arc::new(Policy::default());
+    let directory = Arc::new(MemoryDirectory::new(vec![group], people));
     let deps = Deps {
         policy: policy.clone(),
         incidents: store.clone(),
         cascades: store.clone(),
-        directory: Arc::new(MemoryDirectory::new(vec![group], people)),
+        directory: directory.clone(),
         queue: Arc::new(MemoryQueue(agenda.clone())),
         timers: Arc::new(MemoryTimers(agenda.clone())),
         senders: Senders {
@@ -98,7 +99,9 @@ fn env(members: u32) -> Env {
         contacts: None,
         ack_links: None,
         vault: None,
-        sealer: None,
+        sealing: None,
+        numbers: Some(store.clone()),
+        admin: Some(directory.clone()),
     };
     Env {
         deps,

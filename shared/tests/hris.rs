@@ -170,11 +170,12 @@ async fn cascades_start_with_live_contacts_or_flagged_directory_copies() {
     }
     let sender: Arc<dyn ChannelSender> = Arc::new(Accept);
     let policy = Arc::new(Policy::default());
+    let directory = Arc::new(MemoryDirectory::new(vec![group], people));
     let deps = Deps {
         policy: policy.clone(),
         incidents: store.clone(),
         cascades: store.clone(),
-        directory: Arc::new(MemoryDirectory::new(vec![group], people)),
+        directory: directory.clone(),
         queue: Arc::new(MemoryQueue(agenda.clone())),
         timers: Arc::new(MemoryTimers(agenda.clone())),
         senders: Senders {
@@ -190,7 +191,9 @@ async fn cascades_start_with_live_contacts_or_flagged_directory_copies() {
         contacts: Some(Arc::new(lookup)),
         ack_links: None,
         vault: None,
-        sealer: None,
+        sealing: None,
+        numbers: Some(store.clone()),
+        admin: Some(directory.clone()),
     };
     let t = Trigger::from_json(&json!({"incidentId": "INC-H", "severity": "P1", "stakeholderGroupId": "g", "messageTemplate": "Outage"})).unwrap_or_else(|e| panic!("{e:?}"));
     app::trigger(&deps, t)

@@ -109,10 +109,10 @@ pub async fn seal(
     deps: &Deps,
     incident: &crate::domain::IncidentId,
 ) -> Result<Option<audit::Seal>> {
-    let Some(sealer) = &deps.sealer else {
+    let Some(crate::ports::Sealing { sealer, store }) = &deps.sealing else {
         return Ok(None);
     };
-    let heads = deps.cascades.chain_heads(incident).await?;
+    let heads = store.chain_heads(incident).await?;
     let (chains, entries, heads_digest) = audit::heads_digest_of(&heads);
     let (algorithm, key_id, public_key) = sealer.describe();
     let mut seal = audit::Seal {
@@ -127,7 +127,7 @@ pub async fn seal(
         signature: String::new(),
     };
     seal.signature = sealer.sign(&seal.message()).await?;
-    deps.cascades.put_seal(&seal).await?;
+    store.put_seal(&seal).await?;
     Ok(Some(seal))
 }
 

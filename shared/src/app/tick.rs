@@ -45,12 +45,12 @@ pub const SEAL_INTERVAL_MS: u64 = 15 * 60_000;
 
 /// Seals every open incident whose last seal is older than the interval.
 async fn reseal(deps: &Deps) -> Result<()> {
-    if deps.sealer.is_none() {
+    let Some(sealing) = &deps.sealing else {
         return Ok(());
-    }
+    };
     let now = deps.clock.now();
-    for id in deps.incidents.open_incidents().await? {
-        let last = deps.cascades.seals(&id).await?.iter().map(|s| s.at).max();
+    for id in sealing.store.open_incidents().await? {
+        let last = sealing.store.seals(&id).await?.iter().map(|s| s.at).max();
         if last.is_none_or(|at| at.plus(SEAL_INTERVAL_MS) <= now) {
             super::seal(deps, &id).await?;
         }

@@ -13,7 +13,7 @@ use crate::app::{self, ReceiptEvent};
 use crate::domain::{Channel, Group, GroupId, Stakeholder, Ts};
 use crate::engine::{AuditKind, Cascade, CascadeStatus, Decision, Event, invariants};
 use crate::policy::Policy;
-use crate::ports::{Deps, Observer, SendOutcomeKind};
+use crate::ports::{Deps, Observer, Sealing, SendOutcomeKind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -174,7 +174,7 @@ impl Drill {
             policy,
             incidents: store.clone(),
             cascades: store.clone(),
-            directory,
+            directory: directory.clone(),
             queue: Arc::new(MemoryQueue(agenda.clone())),
             timers: Arc::new(MemoryTimers(agenda.clone())),
             senders: world.senders(),
@@ -185,7 +185,12 @@ impl Drill {
             contacts: world.contact_source(),
             ack_links: None,
             vault: Some(Arc::new(MemoryVault::new(seed))),
-            sealer: Some(Arc::new(LocalSealer::new(seed))),
+            sealing: Some(Sealing {
+                sealer: Arc::new(LocalSealer::new(seed)),
+                store: store.clone(),
+            }),
+            numbers: Some(store.clone()),
+            admin: Some(directory.clone()),
         };
         Drill {
             scenario,

@@ -50,6 +50,18 @@ impl Directory for MemoryDirectory {
         let g = self.groups.read().unwrap_or_else(|e| e.into_inner());
         Ok(g.get(id).map(|g| g.members.clone()).unwrap_or_default())
     }
+    async fn stakeholder(&self, id: &StakeholderId) -> Result<Option<Stakeholder>> {
+        Ok(self
+            .people
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned())
+    }
+}
+
+#[async_trait]
+impl DirectoryAdmin for MemoryDirectory {
     async fn set_sms_opt_out(
         &self,
         number: &PhoneNumber,
@@ -70,18 +82,6 @@ impl Directory for MemoryDirectory {
         changed.sort();
         Ok(changed)
     }
-    async fn stakeholder(&self, id: &StakeholderId) -> Result<Option<Stakeholder>> {
-        Ok(self
-            .people
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned())
-    }
-}
-
-#[async_trait]
-impl DirectoryAdmin for MemoryDirectory {
     async fn put_stakeholder(&self, person: Stakeholder) -> Result<()> {
         self.upsert_stakeholder(person);
         Ok(())

@@ -8,7 +8,7 @@ use crate::app::audit::{AuditEntry, Seal};
 use crate::domain::{Incident, IncidentId, PhoneNumber, StakeholderId, Ts};
 use crate::engine::{CascadeKey, Route};
 use crate::error::{Error, Result};
-use crate::ports::{CascadeRecord, CascadeStore, IncidentStore, Page};
+use crate::ports::{CascadeRecord, CascadeStore, IncidentStore, NumberIndex, Page, SealStore};
 use async_trait::async_trait;
 use rustc_hash::FxHashMap as HashMap;
 use std::collections::BTreeSet;
@@ -98,18 +98,6 @@ impl IncidentStore for MemoryStore {
         }
         g.incidents.insert(incident.id().clone(), incident.clone());
         Ok(())
-    }
-
-    async fn open_incidents(&self) -> Result<Vec<IncidentId>> {
-        let g = lock(&self.inner);
-        let mut v: Vec<IncidentId> = g
-            .incidents
-            .values()
-            .filter(|i| i.status == crate::domain::IncidentStatus::Open)
-            .map(|i| i.id().clone())
-            .collect();
-        v.sort();
-        Ok(v)
     }
 
     async fn get_incident(&self, id: &IncidentId) -> Result<Option<Incident>> {
@@ -269,6 +257,48 @@ impl CascadeStore for MemoryStore {
         Ok(())
     }
 
+    async fn get_message_ref(
+        &self,
+        provider_message_id: &str,
+    ) -> Result<Option<(CascadeKey, u32)>> {
+        Ok(lock(&self.inner).refs.get(provider_message_id).cloned())
+    }
+}
+
+#[async_trait]
+impl NumberIndex for MemoryStore {
+    async fn open_cascades_for_number(&self, number: &PhoneNumber) -> Result<Vec<CascadeRecord>> {
+        let g = lock(&self.inner);
+        let mut out: Vec<CascadeRecord> = g
+            .cascades
+            .values()
+            .filter(|r| !r.cascade.status.is_terminal())
+            .filter(|r| {
+                r.contacts.phone.as_ref() == Some(number) || r.contacts.sms.as_ref() == Some(number)
+            })
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| {
+            (a.cascade.created_at, &a.cascade.key).cmp(&(b.cascade.created_at, &b.cascade.key))
+        });
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl SealStore for MemoryStore {
+    async fn open_incidents(&self) -> Result<Vec<IncidentId>> {
+        let g = lock(&self.inner);
+        let mut v: Vec<IncidentId> = g
+            .incidents
+            .values()
+            .filter(|i| i.status == crate::domain::IncidentStatus::Open)
+            .map(|i| i.id().clone())
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
     async fn chain_heads(
         &self,
         incident: &IncidentId,
@@ -305,29 +335,5 @@ impl CascadeStore for MemoryStore {
             .get(incident)
             .cloned()
             .unwrap_or_default())
-    }
-
-    async fn open_cascades_for_number(&self, number: &PhoneNumber) -> Result<Vec<CascadeRecord>> {
-        let g = lock(&self.inner);
-        let mut out: Vec<CascadeRecord> = g
-            .cascades
-            .values()
-            .filter(|r| !r.cascade.status.is_terminal())
-            .filter(|r| {
-                r.contacts.phone.as_ref() == Some(number) || r.contacts.sms.as_ref() == Some(number)
-            })
-            .cloned()
-            .collect();
-        out.sort_by(|a, b| {
-            (a.cascade.created_at, &a.cascade.key).cmp(&(b.cascade.created_at, &b.cascade.key))
-        });
-        Ok(out)
-    }
-
-    async fn get_message_ref(
-        &self,
-        provider_message_id: &str,
-    ) -> Result<Option<(CascadeKey, u32)>> {
-        Ok(lock(&self.inner).refs.get(provider_message_id).cloned())
     }
 }
