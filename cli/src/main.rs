@@ -1,5 +1,6 @@
 //! `muster`: drills, policy checks and audit verification on one machine.
 
+mod bench;
 mod serve;
 
 use anyhow::Context;
@@ -61,10 +62,26 @@ enum Command {
         #[arg(long)]
         policy: Option<PathBuf>,
     },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Stakeholder directory files (YAML or CSV).
     Directory {
         #[command(subcommand)]
         command: DirectoryCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Latency of POST /v1/incidents for a large group on the local server.
+    Trigger {
+        #[arg(long, default_value_t = 10_000)]
+        members: usize,
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
     },
 }
 
@@ -125,6 +142,9 @@ fn main() -> ExitCode {
             policy,
         })
         .map(|()| ExitCode::SUCCESS),
+        Command::Bench {
+            command: BenchCommand::Trigger { members, requests },
+        } => bench::trigger(members, requests).map(|()| ExitCode::SUCCESS),
         Command::Directory {
             command: DirectoryCommand::Check { file },
         } => directory(file, None),

@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 struct Delivered(String);
 
 struct ConsoleCarrier {
+    quiet: bool,
     channel: Channel,
     agenda: Arc<Agenda<Delivered>>,
     next: Arc<AtomicU64>,
@@ -43,17 +44,19 @@ impl ChannelSender for ConsoleCarrier {
     }
     async fn send(&self, msg: &OutboundMessage) -> Result<Accepted, SendError> {
         let id = format!("console:{}", self.next.fetch_add(1, Ordering::Relaxed));
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(
-            out,
-            "--> {} to {} ({}) [{}]\n    {}\n    {}",
-            self.channel,
-            msg.key.stakeholder,
-            msg.to.masked(),
-            id,
-            msg.subject,
-            msg.body.replace('\n', "\n    ")
-        );
+        if !self.quiet {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
+                "--> {} to {} ({}) [{}]\n    {}\n    {}",
+                self.channel,
+                msg.key.stakeholder,
+                msg.to.masked(),
+                id,
+                msg.subject,
+                msg.body.replace('\n', "\n    ")
+            );
+        }
         self.agenda
             .push_after(1_000, Item::External(Delivered(id.clone())));
         Ok(Accepted {
@@ -118,71 +121,15 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let base = format!("http://{addr}");
 
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let agenda: Arc<Agenda<Delivered>> = Agenda::new(clock.clone());
-    let store = Arc::new(MemoryStore::new());
-    let directory = Arc::new(MemoryDirectory::new(
-        dir.groups.clone(),
-        dir.stakeholders.clone(),
-    ));
-    let policy = Arc::new(policy);
-    let next = Arc::new(AtomicU64::new(1));
-    let carrier = |channel| -> Arc<dyn ChannelSender> {
-        Arc::new(ConsoleCarrier {
-            channel,
-            agenda: agenda.clone(),
-            next: next.clone(),
-        })
-    };
-    let tokens = AckTokens::new(Secret::new(ack_secret), 7 * 86_400_000);
-    let deps = Deps {
-        policy: policy.clone(),
-        incidents: store.clone(),
-        cascades: store.clone(),
-        directory: directory.clone(),
-        queue: Arc::new(MemoryQueue(agenda.clone())),
-        timers: Arc::new(MemoryTimers(agenda.clone())),
-        senders: Senders {
-            voice: carrier(Channel::Voice),
-            sms: carrier(Channel::Sms),
-            email: carrier(Channel::Email),
-            push: carrier(Channel::Push),
-        },
-        limiter: Arc::new(MemoryLimiter::new(policy.clone())),
-        clock: clock.clone(),
-        ids: Arc::new(SeededIds::new(ChaCha20Rng::from_os_rng().random())),
-        observer: Arc::new(NoObserver),
-        contacts: None,
-        ack_links: Some(Arc::new(SignedAckLinks {
-            tokens: tokens.clone(),
-            base_url: base.clone(),
-        })),
-        vault: Some(Arc::new(MemoryVault::from_os())),
-        sealing: Some(Sealing {
-            sealer: Arc::new(LocalSealer::from_os()),
-            store: store.clone(),
-        }),
-        numbers: Some(store.clone()),
-        admin: Some(directory.clone()),
-    };
-
-    // The agenda on the wall clock, on its own thread.
-    agenda.push(clock.now().plus(policy.sweep_interval), Item::Sweep);
-    {
-        let (deps, agenda) = (deps.clone(), agenda.clone());
-        std::thread::Builder::new()
-            .name("agenda".into())
-            .spawn(move || drive(deps, agenda))?;
-    }
-
-    let mut router = v1::router(v1::ApiState {
-        deps,
-        secret: secret.clone(),
-        tokens,
-    });
-    if let Some(t) = scim_token {
-        router = router.merge(scim::router(directory, t));
-    }
+    let router = app(
+        &dir,
+        policy,
+        &base,
+        secret.clone(),
+        scim_token,
+        &ack_secret,
+        false,
+    )?;
     let group = dir
         .groups
         .first()
@@ -226,6 +173,86 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             .await
     })?;
     Ok(())
+}
+
+/// The server's router with the embedded runtime behind it (the agenda
+/// runs on its own thread). `quiet` carriers print nothing.
+pub fn app(
+    dir: &muster::directory::DirectoryFile,
+    policy: Policy,
+    base: &str,
+    secret: Option<Secret>,
+    scim_token: Option<Secret>,
+    ack_secret: &str,
+    quiet: bool,
+) -> anyhow::Result<axum::Router> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let agenda: Arc<Agenda<Delivered>> = Agenda::new(clock.clone());
+    let store = Arc::new(MemoryStore::new());
+    let directory = Arc::new(MemoryDirectory::new(
+        dir.groups.clone(),
+        dir.stakeholders.clone(),
+    ));
+    let policy = Arc::new(policy);
+    let next = Arc::new(AtomicU64::new(1));
+    let carrier = |channel| -> Arc<dyn ChannelSender> {
+        Arc::new(ConsoleCarrier {
+            quiet,
+            channel,
+            agenda: agenda.clone(),
+            next: next.clone(),
+        })
+    };
+    let tokens = AckTokens::new(Secret::new(ack_secret.to_string()), 7 * 86_400_000);
+    let deps = Deps {
+        policy: policy.clone(),
+        incidents: store.clone(),
+        cascades: store.clone(),
+        directory: directory.clone(),
+        queue: Arc::new(MemoryQueue(agenda.clone())),
+        timers: Arc::new(MemoryTimers(agenda.clone())),
+        senders: Senders {
+            voice: carrier(Channel::Voice),
+            sms: carrier(Channel::Sms),
+            email: carrier(Channel::Email),
+            push: carrier(Channel::Push),
+        },
+        limiter: Arc::new(MemoryLimiter::new(policy.clone())),
+        clock: clock.clone(),
+        ids: Arc::new(SeededIds::new(ChaCha20Rng::from_os_rng().random())),
+        observer: Arc::new(NoObserver),
+        contacts: None,
+        ack_links: Some(Arc::new(SignedAckLinks {
+            tokens: tokens.clone(),
+            base_url: base.to_string(),
+        })),
+        vault: Some(Arc::new(MemoryVault::from_os())),
+        sealing: Some(Sealing {
+            sealer: Arc::new(LocalSealer::from_os()),
+            store: store.clone(),
+        }),
+        numbers: Some(store.clone()),
+        admin: Some(directory.clone()),
+    };
+
+    // The agenda on the wall clock, on its own thread.
+    agenda.push(clock.now().plus(policy.sweep_interval), Item::Sweep);
+    {
+        let (deps, agenda) = (deps.clone(), agenda.clone());
+        std::thread::Builder::new()
+            .name("agenda".into())
+            .spawn(move || drive(deps, agenda))?;
+    }
+
+    let mut router = v1::router(v1::ApiState {
+        deps,
+        secret,
+        tokens,
+    });
+    if let Some(t) = scim_token {
+        router = router.merge(scim::router(directory, t));
+    }
+    Ok(router)
 }
 
 /// Delivers due items to the use cases, forever.
