@@ -1,0 +1,768 @@
+//! Incident and cascade store on DynamoDB, with the memory store's semantics.
+//!
+//! State table (`pk`, `sk`):
+//! - incident: `INC#<id>` / `META`, `doc` (incident JSON), `version`;
+//! - cascade state: `INC#<id>#<shard>` / `STK#<stakeholder>#<route>`, `doc`
+//!   (record JSON without contacts), `version`, and while something is due,
+//!   `due_shard` = `DUE#<shard>` and `due_at` (ms): the sparse GSI `due`;
+//! - cascade contacts: `INC#<id>#<shard>` / `PII#<stakeholder>#<route>`,
+//!   `contacts` (sealed with a KMS data key), written once at creation so a
+//!   transition never rewrites it;
+//! - provider message reference: `MSG#<provider id>` / `REF`.
+//!
+//! Audit table (`pk`, `sk`): `INC#<id>#<shard>` / `<stakeholder>#<route>#<seq>`
+//! (seq zero-padded), `entry` (audit entry JSON).
+//!
+//! Guards: an incident or cascade is created only if absent
+//! (`attribute_not_exists(pk)`); a transition replaces the state item only if
+//! `version = :expected`, in one `TransactWriteItems` with the audit entry
+//! (itself `attribute_not_exists(pk)`), so both land or neither. The due
+//! index is spread over [`SHARDS`] partitions (`DUE#00`..`DUE#15`, the
+//! cascade's shard) and queried as `due_shard = :s AND due_at <= :t` per
+//! partition, so one activation never heats one index partition.
+
+use super::{Item, Meter, SHARDS, build_err, get_n, get_s, json_err, n, s, shard, write_units};
+use crate::crypto::{SealContext, Sealer};
+use crate::error::map_sdk;
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ScalarAttributeType,
+    TransactWriteItem,
+};
+use muster::app::audit::AuditEntry;
+use muster::domain::{ContactMethods, Incident, IncidentId, StakeholderId, Ts};
+use muster::engine::{CascadeKey, Route};
+use muster::ports::{CascadeRecord, CascadeStore, IncidentStore, Page};
+use muster::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub const DUE_INDEX: &str = "due";
+/// Bounded retries of `UnprocessedKeys` in a batch read.
+const BATCH_RETRIES: usize = 5;
+
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    audit_table: String,
+    sealer: Arc<dyn Sealer>,
+    meter: Arc<Meter>,
+}
+
+fn route_str(r: Route) -> &'static str {
+    match r {
+        Route::Member => "member",
+        Route::Manager => "manager",
+    }
+}
+
+fn parse_route(s: &str) -> Result<Route> {
+    match s {
+        "member" => Ok(Route::Member),
+        "manager" => Ok(Route::Manager),
+        _ => Err(Error::permanent(format!("unknown route {s:?} in a key"))),
+    }
+}
+
+pub fn incident_pk(id: &IncidentId) -> String {
+    format!("INC#{id}")
+}
+
+pub fn cascade_pk(incident: &IncidentId, shard: u8) -> String {
+    format!("INC#{incident}#{shard:02}")
+}
+
+fn key_pk(key: &CascadeKey) -> String {
+    cascade_pk(&key.incident, shard(key.stakeholder.as_str()))
+}
+
+fn state_sk(key: &CascadeKey) -> String {
+    format!("STK#{}#{}", key.stakeholder, route_str(key.route))
+}
+
+fn pii_sk(key: &CascadeKey) -> String {
+    format!("PII#{}#{}", key.stakeholder, route_str(key.route))
+}
+
+fn audit_sk(e: &AuditEntry) -> String {
+    format!("{}#{}#{:012}", e.stakeholder, route_str(e.route), e.seq)
+}
+
+/// The cascade key of a state item, from its `pk` and `sk`.
+fn key_of(pk: &str, sk: &str) -> Result<CascadeKey> {
+    let bad = || Error::permanent(format!("malformed cascade key {pk:?} / {sk:?}"));
+    let (inc, _shard) = pk
+        .strip_prefix("INC#")
+        .and_then(|p| p.rsplit_once('#'))
+        .ok_or_else(bad)?;
+    let (sid, route) = sk
+        .strip_prefix("STK#")
+        .and_then(|p| p.rsplit_once('#'))
+        .ok_or_else(bad)?;
+    Ok(CascadeKey {
+        incident: IncidentId::parse(inc).map_err(|_| bad())?,
+        stakeholder: StakeholderId::parse(sid).map_err(|_| bad())?,
+        route: parse_route(route)?,
+    })
+}
+
+fn seal_context(key: &CascadeKey) -> SealContext {
+    SealContext::new(key.incident.as_str(), key.stakeholder.as_str())
+}
+
+/// Conflict for a failed condition (with the cancellation reasons of a
+/// transaction); every other failure through [`map_sdk`].
+fn map_tx(
+    context: String,
+    err: SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> Error {
+    if let SdkError::ServiceError(se) = &err
+        && let TransactWriteItemsError::TransactionCanceledException(tc) = se.err()
+    {
+        let reasons: Vec<&str> = tc
+            .cancellation_reasons()
+            .iter()
+            .map(|r| r.code().unwrap_or("None"))
+            .collect();
+        if reasons
+            .iter()
+            .any(|c| *c == "ConditionalCheckFailed" || *c == "TransactionConflict")
+        {
+            return Error::Conflict(format!(
+                "{context}: transaction cancelled, reasons [{}]",
+                reasons.join(", ")
+            ));
+        }
+    }
+    map_sdk(context, err)
+}
+
+fn map_put(
+    context: String,
+    err: SdkError<PutItemError, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> Error {
+    if let SdkError::ServiceError(se) = &err
+        && se.err().is_conditional_check_failed_exception()
+    {
+        return Error::Conflict(format!("{context}: condition failed"));
+    }
+    map_sdk(context, err)
+}
+
+/// Where `overdue` resumes: the index partition and the last key read in it.
+#[derive(Serialize, Deserialize)]
+struct DueCursor {
+    shard: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last: Option<(String, String, u64)>,
+}
+
+/// Where `list_cascades` resumes: the shard and the last state `sk` read in it.
+#[derive(Serialize, Deserialize)]
+struct ListCursor {
+    shard: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last: Option<String>,
+}
+
+fn parse_cursor<T: for<'de> Deserialize<'de>>(c: &str) -> Result<T> {
+    serde_json::from_str(c).map_err(|_| Error::invalid("cursor", "not a cursor this store issued"))
+}
+
+impl DynamoStore {
+    pub fn new(
+        client: Client,
+        table: impl Into<String>,
+        audit_table: impl Into<String>,
+        sealer: Arc<dyn Sealer>,
+    ) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+            audit_table: audit_table.into(),
+            sealer,
+            meter: Arc::new(Meter::default()),
+        }
+    }
+
+    /// Requests and write units this store has sent.
+    pub fn meter(&self) -> Arc<Meter> {
+        self.meter.clone()
+    }
+
+    /// Creates the state table (with the `due` index) and the audit table,
+    /// on demand. For tests and local setups; production uses the template.
+    pub async fn create_tables(client: &Client, table: &str, audit_table: &str) -> Result<()> {
+        let attr = |name: &str, t: ScalarAttributeType| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(t)
+                .build()
+                .map_err(|e| build_err("attribute definition", e))
+        };
+        let key = |name: &str, t: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(t)
+                .build()
+                .map_err(|e| build_err("key schema", e))
+        };
+        let gsi = GlobalSecondaryIndex::builder()
+            .index_name(DUE_INDEX)
+            .key_schema(key("due_shard", KeyType::Hash)?)
+            .key_schema(key("due_at", KeyType::Range)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::KeysOnly)
+                    .build(),
+            )
+            .build()
+            .map_err(|e| build_err("index", e))?;
+        client
+            .create_table()
+            .table_name(table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("pk", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("sk", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("due_shard", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("due_at", ScalarAttributeType::N)?)
+            .key_schema(key("pk", KeyType::Hash)?)
+            .key_schema(key("sk", KeyType::Range)?)
+            .global_secondary_indexes(gsi)
+            .send()
+            .await
+            .map_err(|e| map_sdk(format!("creating table {table}"), e))?;
+        client
+            .create_table()
+            .table_name(audit_table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("pk", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("sk", ScalarAttributeType::S)?)
+            .key_schema(key("pk", KeyType::Hash)?)
+            .key_schema(key("sk", KeyType::Range)?)
+            .send()
+            .await
+            .map_err(|e| map_sdk(format!("creating table {audit_table}"), e))?;
+        Ok(())
+    }
+
+    fn state_item(&self, record: &CascadeRecord) -> Result<Item> {
+        let key = &record.cascade.key;
+        let stored = CascadeRecord {
+            contacts: ContactMethods::default(),
+            ..record.clone()
+        };
+        let doc = serde_json::to_string(&stored).map_err(|e| json_err("cascade", e))?;
+        let sh = shard(key.stakeholder.as_str());
+        let mut item = HashMap::from([
+            ("pk".to_string(), s(cascade_pk(&key.incident, sh))),
+            ("sk".to_string(), s(state_sk(key))),
+            ("version".to_string(), n(record.cascade.version)),
+            ("doc".to_string(), s(doc)),
+        ]);
+        if let Some(due) = record.cascade.next_due() {
+            item.insert("due_shard".to_string(), s(format!("DUE#{sh:02}")));
+            item.insert("due_at".to_string(), n(due.0));
+        }
+        Ok(item)
+    }
+
+    fn audit_item(&self, e: &AuditEntry) -> Result<Item> {
+        let entry = serde_json::to_string(e).map_err(|e| json_err("audit entry", e))?;
+        Ok(HashMap::from([
+            (
+                "pk".to_string(),
+                s(cascade_pk(&e.incident, shard(e.stakeholder.as_str()))),
+            ),
+            ("sk".to_string(), s(audit_sk(e))),
+            ("entry".to_string(), s(entry)),
+        ]))
+    }
+
+    fn put(
+        &self,
+        table: &str,
+        item: Item,
+        condition: &str,
+        values: Option<HashMap<String, AttributeValue>>,
+    ) -> Result<TransactWriteItem> {
+        let put = Put::builder()
+            .table_name(table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .set_expression_attribute_values(values)
+            .build()
+            .map_err(|e| build_err("put", e))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    async fn transact(&self, context: String, items: Vec<(TransactWriteItem, u64)>) -> Result<()> {
+        // A transactional write costs two write units per KB of each item.
+        let units: u64 = items.iter().map(|(_, u)| 2 * u).sum();
+        self.meter.request(units);
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(items.into_iter().map(|(i, _)| i).collect()))
+            .send()
+            .await
+            .map_err(|e| map_tx(context, e))?;
+        Ok(())
+    }
+
+    fn record_from(&self, state: &Item) -> Result<CascadeRecord> {
+        let doc = get_s(state, "doc")?;
+        serde_json::from_str(doc).map_err(|e| json_err("cascade", e))
+    }
+
+    async fn open_contacts(&self, key: &CascadeKey, pii: &Item) -> Result<ContactMethods> {
+        let sealed = super::get_b(pii, "contacts")?;
+        let plain = self.sealer.open(&seal_context(key), sealed).await?;
+        serde_json::from_slice(&plain).map_err(|e| json_err("contacts", e))
+    }
+
+    /// Reads items by key, consistently, retrying unprocessed keys a bounded
+    /// number of times. Returns them keyed by (`pk`, `sk`).
+    async fn batch_get(
+        &self,
+        keys: Vec<(String, String)>,
+    ) -> Result<HashMap<(String, String), Item>> {
+        let mut out = HashMap::new();
+        for chunk in keys.chunks(100) {
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(
+                        chunk
+                            .iter()
+                            .map(|(pk, sk)| {
+                                HashMap::from([
+                                    ("pk".to_string(), s(pk.clone())),
+                                    ("sk".to_string(), s(sk.clone())),
+                                ])
+                            })
+                            .collect(),
+                    ))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| build_err("batch get", e))?,
+            );
+            for _ in 0..BATCH_RETRIES {
+                let Some(req) = pending.take() else { break };
+                self.meter.request(0);
+                let resp = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, req)
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk("reading cascades", e))?;
+                if let Some(items) = resp.responses().and_then(|r| r.get(&self.table)) {
+                    for it in items {
+                        let k = (get_s(it, "pk")?.to_string(), get_s(it, "sk")?.to_string());
+                        out.insert(k, it.clone());
+                    }
+                }
+                pending = resp
+                    .unprocessed_keys()
+                    .and_then(|u| u.get(&self.table))
+                    .filter(|k| !k.keys().is_empty())
+                    .cloned();
+            }
+            if pending.is_some() {
+                return Err(Error::Transient {
+                    context: "reading cascades: keys left unprocessed".into(),
+                    source: None,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn query_all(&self, table: &str, pk: String) -> Result<Vec<Item>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            self.meter.request(0);
+            let resp = self
+                .client
+                .query()
+                .table_name(table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| map_sdk(format!("querying {pk}"), e))?;
+            out.extend(resp.items().iter().cloned());
+            match resp.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl IncidentStore for DynamoStore {
+    async fn create_incident(&self, incident: &Incident) -> Result<()> {
+        let doc = serde_json::to_string(incident).map_err(|e| json_err("incident", e))?;
+        let item: Item = HashMap::from([
+            ("pk".to_string(), s(incident_pk(incident.id()))),
+            ("sk".to_string(), s("META")),
+            ("version".to_string(), n(incident.version)),
+            ("doc".to_string(), s(doc)),
+        ]);
+        self.meter.request(write_units(&item));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| map_put(format!("incident {} exists", incident.id()), e))?;
+        Ok(())
+    }
+
+    async fn get_incident(&self, id: &IncidentId) -> Result<Option<Incident>> {
+        self.meter.request(0);
+        let resp = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(incident_pk(id)))
+            .key("sk", s("META"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| map_sdk(format!("reading incident {id}"), e))?;
+        match resp.item() {
+            Some(it) => Ok(Some(
+                serde_json::from_str(get_s(it, "doc")?).map_err(|e| json_err("incident", e))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    async fn update_incident(&self, incident: &Incident, expected_version: u64) -> Result<()> {
+        let doc = serde_json::to_string(incident).map_err(|e| json_err("incident", e))?;
+        let item: Item = HashMap::from([
+            ("pk".to_string(), s(incident_pk(incident.id()))),
+            ("sk".to_string(), s("META")),
+            ("version".to_string(), n(incident.version)),
+            ("doc".to_string(), s(doc)),
+        ]);
+        self.meter.request(write_units(&item));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("version = :expected")
+            .expression_attribute_values(":expected", n(expected_version))
+            .send()
+            .await
+            .map_err(|e| {
+                map_put(
+                    format!(
+                        "incident {} is not at version {expected_version}",
+                        incident.id()
+                    ),
+                    e,
+                )
+            })?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CascadeStore for DynamoStore {
+    async fn create_cascade(&self, record: &CascadeRecord, audit: &AuditEntry) -> Result<()> {
+        let key = &record.cascade.key;
+        let state = self.state_item(record)?;
+        let contacts = serde_json::to_vec(&record.contacts).map_err(|e| json_err("contacts", e))?;
+        let sealed = self.sealer.seal(&seal_context(key), &contacts).await?;
+        let pii: Item = HashMap::from([
+            ("pk".to_string(), s(key_pk(key))),
+            ("sk".to_string(), s(pii_sk(key))),
+            (
+                "contacts".to_string(),
+                AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(sealed)),
+            ),
+        ]);
+        let audit = self.audit_item(audit)?;
+        let (u1, u2, u3) = (write_units(&state), write_units(&pii), write_units(&audit));
+        let items = vec![
+            (
+                self.put(&self.table, state, "attribute_not_exists(pk)", None)?,
+                u1,
+            ),
+            (
+                self.put(&self.table, pii, "attribute_not_exists(pk)", None)?,
+                u2,
+            ),
+            (
+                self.put(&self.audit_table, audit, "attribute_not_exists(pk)", None)?,
+                u3,
+            ),
+        ];
+        self.transact(format!("creating cascade {key}"), items)
+            .await
+    }
+
+    async fn get_cascade(&self, key: &CascadeKey) -> Result<Option<CascadeRecord>> {
+        let pk = key_pk(key);
+        let (ssk, psk) = (state_sk(key), pii_sk(key));
+        let mut got = self
+            .batch_get(vec![(pk.clone(), ssk.clone()), (pk.clone(), psk.clone())])
+            .await?;
+        let Some(state) = got.remove(&(pk.clone(), ssk)) else {
+            return Ok(None);
+        };
+        let mut rec = self.record_from(&state)?;
+        if let Some(pii) = got.remove(&(pk, psk)) {
+            rec.contacts = self.open_contacts(key, &pii).await?;
+        }
+        Ok(Some(rec))
+    }
+
+    async fn transition(
+        &self,
+        record: &CascadeRecord,
+        expected_version: u64,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let key = &record.cascade.key;
+        let state = self.state_item(record)?;
+        let audit = self.audit_item(audit)?;
+        let (u1, u2) = (write_units(&state), write_units(&audit));
+        let items = vec![
+            (
+                self.put(
+                    &self.table,
+                    state,
+                    "version = :expected",
+                    Some(HashMap::from([(
+                        ":expected".to_string(),
+                        n(expected_version),
+                    )])),
+                )?,
+                u1,
+            ),
+            (
+                self.put(&self.audit_table, audit, "attribute_not_exists(pk)", None)?,
+                u2,
+            ),
+        ];
+        self.transact(
+            format!("cascade {key} is not at version {expected_version}"),
+            items,
+        )
+        .await
+    }
+
+    async fn list_cascades(
+        &self,
+        incident: &IncidentId,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<Page<CascadeRecord>> {
+        let limit = limit.clamp(1, 100);
+        let mut at: ListCursor = match cursor {
+            Some(c) => parse_cursor(&c)?,
+            None => ListCursor {
+                shard: 0,
+                last: None,
+            },
+        };
+        let mut states: Vec<Item> = Vec::new();
+        let mut next = None;
+        while at.shard < SHARDS {
+            let pk = cascade_pk(incident, at.shard);
+            let start = at.last.take().map(|sk| {
+                HashMap::from([("pk".to_string(), s(pk.clone())), ("sk".to_string(), s(sk))])
+            });
+            self.meter.request(0);
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .expression_attribute_values(":p", s("STK#"))
+                .consistent_read(true)
+                .limit((limit - states.len()) as i32)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| map_sdk(format!("listing cascades of {incident}"), e))?;
+            states.extend(resp.items().iter().cloned());
+            let lek = resp
+                .last_evaluated_key()
+                .filter(|k| !k.is_empty())
+                .map(|k| get_s(k, "sk").map(str::to_string))
+                .transpose()?;
+            match lek {
+                Some(sk) => at.last = Some(sk),
+                None => at.shard += 1,
+            }
+            if states.len() >= limit {
+                if at.shard < SHARDS {
+                    next = Some(serde_json::to_string(&at).map_err(|e| json_err("cursor", e))?);
+                }
+                break;
+            }
+        }
+        let keys = states
+            .iter()
+            .map(|it| key_of(get_s(it, "pk")?, get_s(it, "sk")?))
+            .collect::<Result<Vec<_>>>()?;
+        let mut piis = self
+            .batch_get(keys.iter().map(|k| (key_pk(k), pii_sk(k))).collect())
+            .await?;
+        let mut items = Vec::with_capacity(states.len());
+        for (state, key) in states.iter().zip(&keys) {
+            let mut rec = self.record_from(state)?;
+            if let Some(pii) = piis.remove(&(key_pk(key), pii_sk(key))) {
+                rec.contacts = self.open_contacts(key, &pii).await?;
+            }
+            items.push(rec);
+        }
+        Ok(Page { items, next })
+    }
+
+    async fn overdue(
+        &self,
+        due_before: Ts,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<Page<CascadeKey>> {
+        let limit = limit.max(1);
+        let mut at: DueCursor = match cursor {
+            Some(c) => parse_cursor(&c)?,
+            None => DueCursor {
+                shard: 0,
+                last: None,
+            },
+        };
+        let mut items = Vec::new();
+        let mut next = None;
+        while at.shard < SHARDS {
+            let due_shard = format!("DUE#{:02}", at.shard);
+            let start = at.last.take().map(|(pk, sk, due)| {
+                HashMap::from([
+                    ("pk".to_string(), s(pk)),
+                    ("sk".to_string(), s(sk)),
+                    ("due_shard".to_string(), s(due_shard.clone())),
+                    ("due_at".to_string(), n(due)),
+                ])
+            });
+            self.meter.request(0);
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(DUE_INDEX)
+                .key_condition_expression("due_shard = :s AND due_at <= :t")
+                .expression_attribute_values(":s", s(due_shard.clone()))
+                .expression_attribute_values(":t", n(due_before.0))
+                .limit(i32::try_from(limit - items.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| map_sdk("reading the due index", e))?;
+            for it in resp.items() {
+                items.push(key_of(get_s(it, "pk")?, get_s(it, "sk")?)?);
+            }
+            match resp.last_evaluated_key().filter(|k| !k.is_empty()) {
+                Some(k) => {
+                    at.last = Some((
+                        get_s(k, "pk")?.to_string(),
+                        get_s(k, "sk")?.to_string(),
+                        get_n(k, "due_at")?,
+                    ))
+                }
+                None => at.shard += 1,
+            }
+            if items.len() >= limit {
+                if at.shard < SHARDS {
+                    next = Some(serde_json::to_string(&at).map_err(|e| json_err("cursor", e))?);
+                }
+                break;
+            }
+        }
+        Ok(Page { items, next })
+    }
+
+    async fn audit_trail(&self, incident: &IncidentId) -> Result<Vec<AuditEntry>> {
+        let mut out = Vec::new();
+        for sh in 0..SHARDS {
+            for it in self
+                .query_all(&self.audit_table, cascade_pk(incident, sh))
+                .await?
+            {
+                out.push(
+                    serde_json::from_str(get_s(&it, "entry")?)
+                        .map_err(|e| json_err("audit entry", e))?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_message_ref(
+        &self,
+        provider_message_id: &str,
+        key: &CascadeKey,
+        attempt: u32,
+    ) -> Result<()> {
+        let cascade = serde_json::to_string(key).map_err(|e| json_err("cascade key", e))?;
+        let item: Item = HashMap::from([
+            ("pk".to_string(), s(format!("MSG#{provider_message_id}"))),
+            ("sk".to_string(), s("REF")),
+            ("cascade".to_string(), s(cascade)),
+            ("attempt".to_string(), n(attempt)),
+        ]);
+        self.meter.request(write_units(&item));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| map_sdk("writing a message reference", e))?;
+        Ok(())
+    }
+
+    async fn get_message_ref(
+        &self,
+        provider_message_id: &str,
+    ) -> Result<Option<(CascadeKey, u32)>> {
+        self.meter.request(0);
+        let resp = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("MSG#{provider_message_id}")))
+            .key("sk", s("REF"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| map_sdk("reading a message reference", e))?;
+        match resp.item() {
+            Some(it) => {
+                let key = serde_json::from_str(get_s(it, "cascade")?)
+                    .map_err(|e| json_err("cascade key", e))?;
+                let attempt = u32::try_from(get_n(it, "attempt")?)
+                    .map_err(|_| Error::permanent("attempt out of range"))?;
+                Ok(Some((key, attempt)))
+            }
+            None => Ok(None),
+        }
+    }
+}

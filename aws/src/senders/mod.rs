@@ -1,0 +1,122 @@
+//! Channel senders: SMS and push through SNS `Publish`, email through SESv2
+//! `SendEmail`, voice through Chime SDK Voice `CreateSipMediaApplicationCall`.
+//! Each SDK error maps to a [`SendError`]:
+//!
+//! | SDK outcome | SendError |
+//! |---|---|
+//! | HTTP 429, or a throttling code: `Throttled*`, `Throttling*`, `TooManyRequestsException`, `LimitExceededException`, `KMSThrottling*`, Chime `ThrottledClientException`, `ResourceLimitExceededException` (concurrent calls) | `Throttled { retry_after }`, from `Retry-After` when sent |
+//! | timeout, connection failure, unreadable response, HTTP 5xx, `InternalError*`, `InternalFailure`, `ServiceUnavailable*`, Chime `ServiceFailureException` | `Transient` |
+//! | SNS `InvalidParameter*` (a number SNS will not send to), `EndpointDisabledException` (push endpoint disabled), `PlatformApplicationDisabledException`; SESv2 `MessageRejected` | `Unreachable` |
+//! | anything else: `AuthorizationError*`, `NotFound*`, other `KMS*`, `SendingPausedException`, `AccountSuspendedException`, `MailFromDomainNotVerifiedException`, `BadRequestException`, `Forbidden*`, `Unauthorized*`, other 4xx | `Failed` |
+//!
+//! Error strings carry the operation and the error code only, never the
+//! service's message, which can echo the phone number or address.
+//!
+//! The sender clients are built with SDK retries off, so that every 429
+//! reaches the rate limiter, which paces the endpoint (and the queue retries).
+
+pub mod email;
+pub mod sns;
+pub mod voice;
+
+pub use email::EmailSender;
+pub use sns::{PushSender, SmsSender};
+pub use voice::VoiceSender;
+
+use aws_sdk_sns::config::http::HttpResponse;
+use aws_sdk_sns::error::{ProvideErrorMetadata, SdkError};
+use muster::domain::Millis;
+use muster::ports::SendError;
+
+const THROTTLED: &[&str] = &[
+    "Throttled",
+    "ThrottledException",
+    "Throttling",
+    "ThrottlingException",
+    "TooManyRequestsException",
+    "LimitExceededException",
+    "KMSThrottling",
+    "ThrottledClientException",
+    "ResourceLimitExceededException",
+    "KMSThrottlingException",
+];
+const TRANSIENT: &[&str] = &[
+    "InternalError",
+    "InternalErrorException",
+    "InternalFailure",
+    "ServiceFailureException",
+    "InternalServiceError",
+    "InternalServiceErrorException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+];
+const UNREACHABLE: &[&str] = &[
+    "InvalidParameter",
+    "InvalidParameterException",
+    "InvalidParameterValue",
+    "InvalidParameterValueException",
+    "EndpointDisabled",
+    "EndpointDisabledException",
+    "PlatformApplicationDisabled",
+    "PlatformApplicationDisabledException",
+    "MessageRejected",
+];
+
+/// `Retry-After` in seconds, as milliseconds.
+fn retry_after(resp: &HttpResponse) -> Option<Millis> {
+    resp.headers()
+        .get("retry-after")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| s * 1000)
+}
+
+/// Maps a send's SDK error per the table above. `op` names the call.
+pub fn map_send_error<E>(op: &str, err: &SdkError<E, HttpResponse>) -> SendError
+where
+    E: ProvideErrorMetadata,
+{
+    match err {
+        SdkError::TimeoutError(_) => SendError::Transient(format!("{op}: timed out")),
+        SdkError::DispatchFailure(_) => SendError::Transient(format!("{op}: connection failed")),
+        SdkError::ResponseError(r) => {
+            let status = r.raw().status().as_u16();
+            if status == 429 {
+                SendError::Throttled {
+                    retry_after: retry_after(r.raw()),
+                }
+            } else {
+                SendError::Transient(format!("{op}: unreadable response ({status})"))
+            }
+        }
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().unwrap_or("unknown");
+            let status = se.raw().status().as_u16();
+            if status == 429 || THROTTLED.contains(&code) {
+                SendError::Throttled {
+                    retry_after: retry_after(se.raw()),
+                }
+            } else if status >= 500 || TRANSIENT.contains(&code) {
+                SendError::Transient(format!("{op}: {code} ({status})"))
+            } else if UNREACHABLE.contains(&code) {
+                SendError::Unreachable(format!("{op}: {code}"))
+            } else {
+                SendError::Failed(format!("{op}: {code} ({status})"))
+            }
+        }
+        _ => SendError::Failed(format!("{op}: request not built")),
+    }
+}
+
+/// A value safe for an SES message tag (`[A-Za-z0-9_-]`): other bytes become
+/// `_` and two hex digits, `_` itself `_5f`, so distinct values stay distinct.
+pub fn tag_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("_{b:02x}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,136 @@
+//! Work queue on SQS. Jobs are sent ten to a `SendMessageBatch`; entries SQS
+//! fails for its own reasons are sent again (bounded), and an entry refused
+//! as the sender's fault fails the call. A delay longer than SQS's 15
+//! minutes is capped: a job delivered early is re-admitted by the rate
+//! limiter in `dispatch`, so early is safe and late is not.
+
+use crate::dynamo::Meter;
+use crate::error::map_sdk;
+use async_trait::async_trait;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
+use muster::domain::Millis;
+use muster::ports::{Job, WorkQueue};
+use muster::{Error, Result};
+use std::sync::Arc;
+
+/// SQS's longest message delay.
+pub const MAX_DELAY_SECS: u64 = 900;
+/// Entries in one `SendMessageBatch`.
+pub const BATCH: usize = 10;
+/// Rounds of resending entries SQS failed on its side.
+const RESEND_ROUNDS: usize = 4;
+
+/// Whole seconds of SQS delay for `ms`, rounded up (never early), capped at 900.
+pub fn delay_secs(ms: Millis) -> i32 {
+    ms.div_ceil(1000).min(MAX_DELAY_SECS) as i32
+}
+
+/// Sends `(body, delay ms)` messages in batches of ten, resending failed
+/// entries. Shared by the work queue and the timers.
+pub(crate) async fn send_batched(
+    client: &Client,
+    queue_url: &str,
+    meter: &Meter,
+    messages: Vec<(String, Millis)>,
+) -> Result<()> {
+    for chunk in messages.chunks(BATCH) {
+        let mut pending: Vec<SendMessageBatchRequestEntry> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, (body, delay))| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body)
+                    .delay_seconds(delay_secs(*delay))
+                    .build()
+                    .map_err(|e| crate::dynamo::build_err("batch entry", e))
+            })
+            .collect::<Result<_>>()?;
+        for _ in 0..RESEND_ROUNDS {
+            if pending.is_empty() {
+                break;
+            }
+            meter.request(0);
+            let resp = client
+                .send_message_batch()
+                .queue_url(queue_url)
+                .set_entries(Some(pending.clone()))
+                .send()
+                .await
+                .map_err(|e| map_sdk("sending jobs", e))?;
+            if let Some(f) = resp.failed().iter().find(|f| f.sender_fault()) {
+                return Err(Error::permanent(format!(
+                    "SQS refused a message: {}",
+                    f.code()
+                )));
+            }
+            let failed: Vec<&str> = resp.failed().iter().map(|f| f.id()).collect();
+            pending.retain(|e| failed.contains(&e.id()));
+        }
+        if !pending.is_empty() {
+            return Err(Error::Transient {
+                context: format!("SQS kept failing {} messages", pending.len()),
+                source: None,
+            });
+        }
+    }
+    Ok(())
+}
+
+pub struct SqsQueue {
+    client: Client,
+    queue_url: String,
+    meter: Arc<Meter>,
+}
+
+impl SqsQueue {
+    pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
+        SqsQueue {
+            client,
+            queue_url: queue_url.into(),
+            meter: Arc::new(Meter::default()),
+        }
+    }
+    /// SQS requests this queue has made.
+    pub fn meter(&self) -> Arc<Meter> {
+        self.meter.clone()
+    }
+}
+
+#[async_trait]
+impl WorkQueue for SqsQueue {
+    async fn enqueue(&self, jobs: Vec<(Job, Millis)>) -> Result<()> {
+        let messages = jobs
+            .into_iter()
+            .map(|(job, delay)| {
+                serde_json::to_string(&job)
+                    .map(|b| (b, delay))
+                    .map_err(|e| crate::dynamo::json_err("job", e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        send_batched(&self.client, &self.queue_url, &self.meter, messages).await
+    }
+
+    async fn backlog(&self) -> Result<u64> {
+        self.meter.request(0);
+        let resp = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(|e| map_sdk("reading the queue's backlog", e))?;
+        let attrs = resp.attributes();
+        let count = |name: QueueAttributeName| -> u64 {
+            attrs
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok(count(QueueAttributeName::ApproximateNumberOfMessages)
+            + count(QueueAttributeName::ApproximateNumberOfMessagesDelayed))
+    }
+}

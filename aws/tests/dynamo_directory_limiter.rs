@@ -1,0 +1,243 @@
+//! The directory, the trigger idempotency record and the distributed rate
+//! limiter on DynamoDB, against moto.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use muster::domain::*;
+use muster::policy::Policy;
+use muster::ports::{Admit, Directory, RateLimiter};
+use muster_aws::crypto::KmsSealer;
+use muster_aws::dynamo::limiter::{CHUNK, DEFAULT_PAUSE_MS};
+use muster_aws::dynamo::{
+    DynamoDirectory, DynamoLimiter, DynamoStore, IdempotencyStore, Idempotent,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+fn person(id: &str, n: u32) -> Stakeholder {
+    Stakeholder {
+        id: StakeholderId::parse(id).unwrap(),
+        name: format!("Person {n}"),
+        tier: Tier::ALL[0],
+        contacts: ContactMethods {
+            phone: PhoneNumber::parse(&format!("+1415555{:04}", 2000 + n)).ok(),
+            email: EmailAddress::parse(&format!("dir{n}@example.org")).ok(),
+            ..Default::default()
+        },
+        preferences: vec![Channel::Sms],
+        manager: StakeholderId::parse("boss").ok(),
+        locale: None,
+        user_name: None,
+        external_id: None,
+        active: true,
+    }
+}
+
+#[tokio::test]
+async fn directory_reads_groups_members_and_sealed_stakeholders() {
+    let cfg = support::sdk_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
+    let table = support::unique("directory");
+    DynamoDirectory::create_table(&ddb, &table).await.unwrap();
+    let sealer = Arc::new(KmsSealer::new(
+        aws_sdk_kms::Client::new(&cfg),
+        support::kms_key(&cfg).await,
+    ));
+    let dir = DynamoDirectory::new(ddb, &table, sealer);
+    let people: Vec<_> = (0..30).map(|i| person(&format!("d{i}"), i)).collect();
+    for p in &people {
+        dir.put_stakeholder(p).await.unwrap();
+    }
+    let mut group = Group {
+        id: GroupId::parse("ops").unwrap(),
+        name: "Operations".into(),
+        members: people.iter().map(|p| p.id.clone()).collect(),
+        on_call_manager: StakeholderId::parse("boss").ok(),
+        escalation_channels: vec![Channel::Voice, Channel::Sms],
+    };
+    dir.put_group(&group).await.unwrap();
+    let summary = dir.group(&group.id).await.unwrap().unwrap();
+    assert_eq!(
+        summary.escalation_channels,
+        [Channel::Voice, Channel::Sms],
+        "the high-priority route round-trips"
+    );
+    assert_eq!(summary.size, 30);
+    assert_eq!(summary.name, "Operations");
+    assert_eq!(summary.on_call_manager, group.on_call_manager);
+    assert_eq!(dir.members(&group.id).await.unwrap(), group.members);
+    assert_eq!(
+        dir.stakeholder(&people[7].id).await.unwrap().as_ref(),
+        Some(&people[7])
+    );
+    // A smaller group hides the members past its size without deleting them.
+    group.members.truncate(4);
+    group.on_call_manager = None;
+    dir.put_group(&group).await.unwrap();
+    assert_eq!(dir.members(&group.id).await.unwrap(), group.members);
+    assert_eq!(
+        dir.group(&group.id).await.unwrap().unwrap().on_call_manager,
+        None
+    );
+    let unknown = GroupId::parse("nope").unwrap();
+    assert!(dir.group(&unknown).await.unwrap().is_none());
+    assert!(dir.members(&unknown).await.unwrap().is_empty());
+    // No contact detail in plaintext in what moto stores.
+    let dump = support::data_json().to_string();
+    assert!(dump.contains(&table));
+    for p in &people {
+        assert!(!dump.contains(p.contacts.phone.as_ref().unwrap().expose()));
+        assert!(!dump.contains(p.contacts.email.as_ref().unwrap().expose()));
+    }
+}
+
+async fn idempotency() -> IdempotencyStore {
+    let cfg = support::sdk_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
+    let table = support::unique("idem");
+    IdempotencyStore::create_table(&ddb, &table).await.unwrap();
+    IdempotencyStore::new(ddb, table, 3_600, 30_000)
+}
+
+const T0: Ts = Ts::from_secs(1_800_000_000);
+
+#[tokio::test]
+async fn a_completed_key_replays_its_stored_response() {
+    let store = idempotency().await;
+    let runs = AtomicU32::new(0);
+    let handler = || async {
+        runs.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, muster::Error>(serde_json::json!({"incident": "INC-1", "cascades": 3}))
+    };
+    let first = store
+        .run("trigger#INC-1", b"payload", T0, handler)
+        .await
+        .unwrap();
+    let second = store
+        .run("trigger#INC-1", b"payload", T0.plus(10_000), handler)
+        .await
+        .unwrap();
+    assert!(matches!(first, Idempotent::Fresh(_)));
+    assert_eq!(second, Idempotent::Replay(first.into_inner()));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    // A different payload under the same key is a conflict.
+    let other = store
+        .run("trigger#INC-1", b"other", T0.plus(20_000), handler)
+        .await
+        .unwrap_err();
+    assert!(other.is_conflict(), "{other}");
+    // After the TTL the key is fresh again.
+    let later = store
+        .run("trigger#INC-1", b"payload", T0.plus(3_601_000), handler)
+        .await
+        .unwrap();
+    assert!(matches!(later, Idempotent::Fresh(_)));
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_in_progress_key_is_a_conflict_until_its_claim_lapses_and_a_failure_releases_it() {
+    let store = idempotency().await;
+    // A claim whose handler never completes (a crashed invocation).
+    let store = Arc::new(store);
+    let inner = store.clone();
+    let during = store
+        .run("k", b"p", T0, || async move {
+            let e = inner
+                .run("k", b"p", T0.plus(1_000), || async { Ok(1u32) })
+                .await
+                .unwrap_err();
+            assert!(e.is_conflict(), "{e}");
+            // The claim lapses after 30 s: another invocation may then run.
+            let after = inner
+                .run("k", b"p", T0.plus(31_000), || async { Ok(2u32) })
+                .await
+                .unwrap();
+            assert_eq!(after, Idempotent::Fresh(2));
+            Err::<u32, _>(muster::Error::permanent("the first invocation failed"))
+        })
+        .await;
+    assert!(during.is_err());
+    // The failed handler released its claim: the next call runs.
+    let next = store
+        .run("k2", b"p", T0, || async {
+            Err::<u32, _>(muster::Error::permanent("boom"))
+        })
+        .await;
+    assert!(next.is_err());
+    let retried = store
+        .run("k2", b"p", T0.plus(1), || async { Ok(7u32) })
+        .await
+        .unwrap();
+    assert_eq!(retried, Idempotent::Fresh(7));
+}
+
+async fn limiter(rate: f64) -> (Arc<DynamoLimiter>, Arc<DynamoLimiter>) {
+    let cfg = support::sdk_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
+    let (table, audit) = (support::unique("limits"), support::unique("audit"));
+    DynamoStore::create_tables(&ddb, &table, &audit)
+        .await
+        .unwrap();
+    let policy = Arc::new(Policy {
+        rate_limit_per_sec: rate,
+        ..Policy::default()
+    });
+    (
+        Arc::new(DynamoLimiter::new(ddb.clone(), &table, policy.clone())),
+        Arc::new(DynamoLimiter::new(ddb, &table, policy)),
+    )
+}
+
+async fn granted(l: &DynamoLimiter, now: Ts, n: u32) -> u32 {
+    let mut ok = 0;
+    for _ in 0..n {
+        if l.admit("sms", now, None).await.unwrap() == Admit::Granted {
+            ok += 1;
+        }
+    }
+    ok
+}
+
+#[tokio::test]
+async fn two_processes_share_one_bucket() {
+    let (a, b) = limiter(20.0).await;
+    // The bucket holds one second at 20/s. The first process takes it in
+    // chunks of ten and spends them locally; the second finds it empty.
+    assert_eq!(granted(&a, T0, 15).await, 15);
+    assert_eq!(granted(&b, T0, 15).await, 0);
+    assert_eq!(granted(&a, T0, 15).await, 5, "the rest of a's chunk");
+    match a.admit("sms", T0, None).await.unwrap() {
+        Admit::Wait { until, .. } => assert!(until > T0 && until <= T0.plus(1_000)),
+        Admit::Granted => panic!("granted past the bucket"),
+    }
+    // Half a second later, ten more tokens.
+    let later = T0.plus(500);
+    let total = granted(&a, later, 15).await + granted(&b, later, 15).await;
+    assert_eq!(total, 10);
+    assert!(u64::from(total) <= 2 * CHUNK);
+}
+
+#[tokio::test]
+async fn a_throttle_pauses_every_process_and_halves_the_rate() {
+    let (a, b) = limiter(20.0).await;
+    assert_eq!(granted(&a, T0, 1).await, 1);
+    a.on_throttled("sms", T0, Some(3_000)).await;
+    for l in [&a, &b] {
+        match l.admit("sms", T0.plus(1_000), None).await.unwrap() {
+            Admit::Wait { until, .. } => assert_eq!(until, T0.plus(3_000)),
+            Admit::Granted => panic!("granted during the pause"),
+        }
+    }
+    // After the pause the bucket refills at the halved rate: 10/s.
+    let after = T0.plus(3_000 + 1_000);
+    let total = granted(&b, after, 30).await;
+    assert!((10..=11).contains(&total), "{total} at the halved rate");
+    // Without Retry-After, the default pause.
+    b.on_throttled("sms", after, None).await;
+    match b.admit("sms", after, None).await.unwrap() {
+        Admit::Wait { until, .. } => assert_eq!(until, after.plus(DEFAULT_PAUSE_MS)),
+        Admit::Granted => panic!("granted during the pause"),
+    }
+}

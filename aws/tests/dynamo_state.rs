@@ -1,0 +1,536 @@
+//! The DynamoDB state store against moto: conditional creates, versioned
+//! transitions with their audit entry in one transaction, the due index,
+//! lookups, paging across shards, sealed contacts, and a cascade run through
+//! the use cases.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use muster::adapters::memory::{
+    Agenda, Item, MemoryDirectory, MemoryLimiter, MemoryQueue, MemoryTimers, SeededIds,
+    VirtualClock,
+};
+use muster::app::{self, audit};
+use muster::domain::*;
+use muster::engine::{Cascade, CascadeKey, CascadeStatus, ChannelPlan, Event, Route, decide};
+use muster::policy::Policy;
+use muster::ports::*;
+use muster_aws::crypto::{KmsSealer, SealContext, Sealer};
+use muster_aws::dynamo::{DynamoStore, MeterReading};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+struct Fixture {
+    store: Arc<DynamoStore>,
+    table: String,
+    audit_table: String,
+    sealer: Arc<KmsSealer>,
+}
+
+async fn fixture() -> Fixture {
+    let cfg = support::sdk_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
+    let (table, audit_table) = (support::unique("state"), support::unique("audit"));
+    DynamoStore::create_tables(&ddb, &table, &audit_table)
+        .await
+        .unwrap();
+    let key = support::kms_key(&cfg).await;
+    let sealer = Arc::new(KmsSealer::new(aws_sdk_kms::Client::new(&cfg), key));
+    let store = Arc::new(DynamoStore::new(ddb, &table, &audit_table, sealer.clone()));
+    Fixture {
+        store,
+        table,
+        audit_table,
+        sealer,
+    }
+}
+
+fn id<T>(r: Result<T, InvalidValue>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn contacts(n: u32) -> ContactMethods {
+    ContactMethods {
+        phone: PhoneNumber::parse(&format!("+1212555{:04}", 1000 + n)).ok(),
+        email: EmailAddress::parse(&format!("person{n}@example.com")).ok(),
+        ..Default::default()
+    }
+}
+
+fn key(incident: &str, who: &str) -> CascadeKey {
+    CascadeKey {
+        incident: id(IncidentId::parse(incident)),
+        stakeholder: id(StakeholderId::parse(who)),
+        route: Route::Member,
+    }
+}
+
+/// A new cascade started at `now`, with its first audit entry.
+fn started(k: CascadeKey, n: u32, now: Ts) -> (CascadeRecord, audit::AuditEntry) {
+    let policy = Policy::default();
+    let c = Cascade::new(
+        k,
+        Severity::P1,
+        Tier::ALL[1],
+        ChannelPlan::new(&[Channel::Sms, Channel::Email]),
+        now,
+    );
+    let d = decide(&c, &Event::Start, &policy, now);
+    let blank = CascadeRecord {
+        cascade: c,
+        contacts: contacts(n),
+        name: format!("Person {n}"),
+        ack_code: "4821".into(),
+        about: None,
+        needs_review: false,
+        audit_seq: 0,
+        audit_head: audit::GENESIS.to_string(),
+    };
+    audit::append(&blank, d.next.clone(), &d.audit, now, Default::default())
+}
+
+/// The record after `event`, with the audit entry recording it.
+fn next(rec: &CascadeRecord, event: Event, now: Ts) -> (CascadeRecord, audit::AuditEntry) {
+    let d = decide(&rec.cascade, &event, &Policy::default(), now);
+    audit::append(rec, d.next.clone(), &d.audit, now, Default::default())
+}
+
+const T0: Ts = Ts::from_secs(1_700_000_000);
+
+#[tokio::test]
+async fn create_is_conditional_and_get_round_trips_sealed_contacts() {
+    let f = fixture().await;
+    let (rec, entry) = started(key("INC-1", "alice"), 1, T0);
+    f.store.create_cascade(&rec, &entry).await.unwrap();
+    let got = f.store.get_cascade(&rec.cascade.key).await.unwrap();
+    assert_eq!(got.as_ref(), Some(&rec));
+    let again = f.store.create_cascade(&rec, &entry).await.unwrap_err();
+    assert!(again.is_conflict(), "{again}");
+    assert!(
+        f.store
+            .get_cascade(&key("INC-1", "bob"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn incident_create_and_update_are_conditional() {
+    let f = fixture().await;
+    let trig = Trigger::from_json(&serde_json::json!({
+        "incidentId": "INC-7", "severity": "P1", "stakeholderGroupId": "ops", "messageTemplate": "Outage"
+    }))
+    .unwrap();
+    let mut inc = Incident {
+        trigger: trig,
+        status: IncidentStatus::Open,
+        triggered_at: T0,
+        closed_at: None,
+        cascades: 3,
+        expanded: 0,
+        version: 0,
+    };
+    f.store.create_incident(&inc).await.unwrap();
+    assert!(
+        f.store
+            .create_incident(&inc)
+            .await
+            .unwrap_err()
+            .is_conflict()
+    );
+    inc.expanded = 3;
+    inc.version = 1;
+    f.store.update_incident(&inc, 0).await.unwrap();
+    let stale = f.store.update_incident(&inc, 0).await.unwrap_err();
+    assert!(stale.is_conflict(), "{stale}");
+    assert_eq!(
+        f.store.get_incident(inc.id()).await.unwrap().as_ref(),
+        Some(&inc)
+    );
+}
+
+#[tokio::test]
+async fn stale_transition_is_a_conflict_and_its_audit_entry_is_not_written() {
+    let f = fixture().await;
+    let (rec, entry) = started(key("INC-2", "alice"), 1, T0);
+    f.store.create_cascade(&rec, &entry).await.unwrap();
+    let (a, ea) = next(
+        &rec,
+        Event::Ack {
+            channel: Channel::Sms,
+            attempt: None,
+        },
+        T0.plus(5_000),
+    );
+    f.store
+        .transition(&a, rec.cascade.version, &ea)
+        .await
+        .unwrap();
+    // A writer that read the old version loses, and writes nothing.
+    let (b, eb) = next(
+        &rec,
+        Event::Ack {
+            channel: Channel::Email,
+            attempt: None,
+        },
+        T0.plus(6_000),
+    );
+    let err = f
+        .store
+        .transition(&b, rec.cascade.version, &eb)
+        .await
+        .unwrap_err();
+    match &err {
+        muster::Error::Conflict(why) => assert!(why.contains("ConditionalCheckFailed"), "{why}"),
+        other => panic!("expected a conflict, got {other}"),
+    }
+    let trail = f
+        .store
+        .audit_trail(&rec.cascade.key.incident)
+        .await
+        .unwrap();
+    assert_eq!(trail, vec![entry, ea]);
+    assert_eq!(audit::verify_chains(trail.iter()).unwrap(), 2);
+    assert_eq!(
+        f.store.get_cascade(&rec.cascade.key).await.unwrap(),
+        Some(a)
+    );
+}
+
+#[tokio::test]
+async fn overdue_reads_the_sparse_index_a_page_at_a_time() {
+    let f = fixture().await;
+    let mut due_by = BTreeSet::new();
+    for i in 0..30u32 {
+        let now = T0.plus(u64::from(i) * 1_000);
+        let (rec, entry) = started(key("INC-3", &format!("p{i}")), i, now);
+        f.store.create_cascade(&rec, &entry).await.unwrap();
+        let rec = if i % 5 == 0 {
+            // Acknowledged: terminal, so absent from the index.
+            let (a, ea) = next(
+                &rec,
+                Event::Ack {
+                    channel: Channel::Sms,
+                    attempt: None,
+                },
+                now,
+            );
+            f.store
+                .transition(&a, rec.cascade.version, &ea)
+                .await
+                .unwrap();
+            a
+        } else {
+            rec
+        };
+        if let Some(due) = rec.cascade.next_due() {
+            due_by.insert((due, rec.cascade.key.stakeholder.to_string()));
+        }
+    }
+    let cutoff = due_by.iter().nth(15).unwrap().0;
+    let expected: BTreeSet<String> = due_by
+        .iter()
+        .filter(|(d, _)| *d <= cutoff)
+        .map(|(_, s)| s.clone())
+        .collect();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page = f.store.overdue(cutoff, cursor, 4).await.unwrap();
+        assert!(page.items.len() <= 4);
+        seen.extend(page.items.iter().map(|k| k.stakeholder.to_string()));
+        pages += 1;
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert!(pages >= 4, "{pages} pages");
+    let got: BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(got.len(), seen.len(), "no key twice");
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn list_cascades_pages_across_all_shards_in_a_stable_order() {
+    let f = fixture().await;
+    let mut all = BTreeSet::new();
+    for i in 0..37u32 {
+        let (rec, entry) = started(key("INC-4", &format!("s{i}")), i, T0);
+        f.store.create_cascade(&rec, &entry).await.unwrap();
+        all.insert(rec.cascade.key.stakeholder.to_string());
+    }
+    let (other, e) = started(key("INC-5", "s1"), 1, T0);
+    f.store.create_cascade(&other, &e).await.unwrap();
+    let incident = id(IncidentId::parse("INC-4"));
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = f.store.list_cascades(&incident, cursor, 10).await.unwrap();
+        assert!(page.items.len() <= 10);
+        for r in &page.items {
+            assert_eq!(r.contacts, contacts(r.name[7..].parse().unwrap()));
+            seen.push(r.cascade.key.stakeholder.to_string());
+        }
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 37);
+    assert_eq!(seen.iter().cloned().collect::<BTreeSet<_>>(), all);
+    let again: Vec<String> = f
+        .store
+        .list_cascades(&incident, None, 100)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|r| r.cascade.key.stakeholder.to_string())
+        .collect();
+    assert_eq!(again, seen, "one order for every page size");
+}
+
+#[tokio::test]
+async fn message_references_round_trip() {
+    let f = fixture().await;
+    let k = key("INC-6", "alice");
+    f.store.put_message_ref("sns-abc-123", &k, 2).await.unwrap();
+    assert_eq!(
+        f.store.get_message_ref("sns-abc-123").await.unwrap(),
+        Some((k, 2))
+    );
+    assert_eq!(f.store.get_message_ref("nope").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn sealed_contacts_open_only_with_their_context() {
+    let f = fixture().await;
+    let ctx = SealContext::new("INC-8", "alice");
+    let sealed = f.sealer.seal(&ctx, b"+12125551234").await.unwrap();
+    assert_eq!(f.sealer.open(&ctx, &sealed).await.unwrap(), b"+12125551234");
+    let wrong = SealContext::new("INC-8", "mallory");
+    assert!(f.sealer.open(&wrong, &sealed).await.is_err());
+    let mut tampered = sealed.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert!(f.sealer.open(&ctx, &tampered).await.is_err());
+}
+
+/// The work queue and timers on SQS (counting requests) and in memory (for
+/// the test to run them).
+struct TeeQueue(muster_aws::sqs::SqsQueue, MemoryQueue<()>);
+#[async_trait::async_trait]
+impl WorkQueue for TeeQueue {
+    async fn enqueue(&self, jobs: Vec<(Job, u64)>) -> muster::Result<()> {
+        self.0.enqueue(jobs.clone()).await?;
+        self.1.enqueue(jobs).await
+    }
+    async fn backlog(&self) -> muster::Result<u64> {
+        self.1.backlog().await
+    }
+}
+struct TeeTimers(muster_aws::timers::SqsTimers, MemoryTimers<()>);
+#[async_trait::async_trait]
+impl Timers for TeeTimers {
+    async fn arm(&self, timers: Vec<TimerMsg>) -> muster::Result<()> {
+        self.0.arm(timers.clone()).await?;
+        self.1.arm(timers).await
+    }
+}
+
+async fn sqs_queue(cfg: &aws_config::SdkConfig) -> (aws_sdk_sqs::Client, String) {
+    let sqs = aws_sdk_sqs::Client::new(cfg);
+    let url = sqs
+        .create_queue()
+        .queue_name(support::unique("q"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    (sqs, url)
+}
+
+/// A carrier that accepts everything and remembers what it was given.
+#[derive(Default)]
+struct Carrier(Mutex<Vec<OutboundMessage>>);
+struct Rec(Arc<Carrier>, &'static str);
+#[async_trait::async_trait]
+impl ChannelSender for Rec {
+    fn endpoint(&self) -> &str {
+        self.1
+    }
+    async fn send(&self, msg: &OutboundMessage) -> Result<Accepted, SendError> {
+        let mut g = self.0.0.lock().unwrap();
+        g.push(msg.clone());
+        Ok(Accepted {
+            provider_message_id: format!("{}-m-{}", msg.key.stakeholder, g.len()),
+        })
+    }
+}
+
+/// Trigger, expand, send and acknowledge through the use cases with the
+/// DynamoDB store; no contact detail reaches moto in plaintext, and each
+/// transition costs at most 4 write units with its audit entry.
+#[tokio::test]
+async fn a_cascade_runs_through_the_use_cases_on_dynamodb() {
+    let f = fixture().await;
+    let clock = VirtualClock::new(T0);
+    let agenda: Arc<Agenda<()>> = Agenda::new(clock.clone());
+    let people: Vec<Stakeholder> = (0..3u32)
+        .map(|i| Stakeholder {
+            id: id(StakeholderId::parse(&format!("m{i}"))),
+            name: format!("Person {i}"),
+            tier: Tier::ALL[1],
+            contacts: contacts(i),
+            preferences: vec![],
+            manager: None,
+            locale: None,
+            user_name: None,
+            external_id: None,
+            active: true,
+        })
+        .collect();
+    let group = Group {
+        id: id(GroupId::parse("ops")),
+        name: "Ops".into(),
+        members: people.iter().map(|p| p.id.clone()).collect(),
+        on_call_manager: None,
+        escalation_channels: vec![],
+    };
+    let carrier = Arc::new(Carrier::default());
+    let policy = Arc::new(Policy::default());
+    let cfg = support::sdk_config().await;
+    let (sqs, jobs_url) = sqs_queue(&cfg).await;
+    let (_, timers_url) = sqs_queue(&cfg).await;
+    let group_name = support::unique("timers");
+    let sched = aws_sdk_scheduler::Client::new(&cfg);
+    sched
+        .create_schedule_group()
+        .name(&group_name)
+        .send()
+        .await
+        .unwrap();
+    let queue = Arc::new(TeeQueue(
+        muster_aws::sqs::SqsQueue::new(sqs.clone(), &jobs_url),
+        MemoryQueue(agenda.clone()),
+    ));
+    let tee_timers = Arc::new(TeeTimers(
+        muster_aws::timers::SqsTimers::new(
+            sqs,
+            &timers_url,
+            sched,
+            muster_aws::timers::ScheduleTarget {
+                group: group_name,
+                queue_arn: "arn:aws:sqs:us-east-1:123456789012:timers".into(),
+                role_arn: "arn:aws:iam::123456789012:role/muster-scheduler".into(),
+            },
+            clock.clone(),
+        ),
+        MemoryTimers(agenda.clone()),
+    ));
+    let deps = Deps {
+        policy: policy.clone(),
+        incidents: f.store.clone(),
+        cascades: f.store.clone(),
+        directory: Arc::new(MemoryDirectory::new(vec![group], people)),
+        queue: queue.clone(),
+        timers: tee_timers.clone(),
+        senders: Senders {
+            voice: Arc::new(Rec(carrier.clone(), "voice")),
+            sms: Arc::new(Rec(carrier.clone(), "sms")),
+            email: Arc::new(Rec(carrier.clone(), "email")),
+            push: Arc::new(Rec(carrier.clone(), "push")),
+        },
+        limiter: Arc::new(MemoryLimiter::new(policy)),
+        clock: clock.clone(),
+        ids: Arc::new(SeededIds::new(1)),
+        observer: Arc::new(NoObserver),
+        contacts: None,
+        ack_links: None,
+        vault: None,
+        sealing: None,
+        numbers: None,
+        admin: None,
+    };
+    let trig = Trigger::from_json(&serde_json::json!({
+        "incidentId": "INC-9", "severity": "P1", "stakeholderGroupId": "ops", "messageTemplate": "Outage"
+    }))
+    .unwrap();
+    app::trigger(&deps, trig).await.unwrap();
+    // Run the jobs due in the next second (expansion, then the first sends).
+    let horizon = T0.plus(1_000);
+    let mut timers = Vec::new();
+    while let Some((at, item)) = agenda.pop_due(horizon) {
+        clock.set(at);
+        match item {
+            Item::Job(j) => app::dispatch(&deps, j).await.unwrap(),
+            other => timers.push(other),
+        }
+    }
+    let sent = carrier.0.lock().unwrap().clone();
+    assert_eq!(sent.len(), 3, "one first-channel message each");
+    let incident = id(IncidentId::parse("INC-9"));
+    let before: MeterReading = f.store.meter().read();
+    for m in &sent {
+        let r = app::receipt(
+            &deps,
+            app::ReceiptEvent::Ack {
+                key: m.key.clone(),
+                channel: m.channel,
+                attempt: Some(m.attempt),
+            },
+        )
+        .await
+        .unwrap();
+        assert!(matches!(r, app::ReceiptOutcome::Applied(_)), "{r:?}");
+    }
+    let after = f.store.meter().read();
+    // Each ack: one consistent read (state + contacts) and one transaction.
+    let per_ack_units = (after.write_units - before.write_units) / 3;
+    assert!(
+        per_ack_units <= 4,
+        "{per_ack_units} write units per transition"
+    );
+    let total = f.store.meter().read();
+    let sqs_requests = queue.0.meter().read().requests + tee_timers.0.meter().read().requests;
+    println!(
+        "per stakeholder, trigger to ack on the first channel: {:.1} DynamoDB write units, \
+         {:.1} DynamoDB requests, {:.1} SQS send requests",
+        total.write_units as f64 / 3.0,
+        total.requests as f64 / 3.0,
+        sqs_requests as f64 / 3.0
+    );
+    let page = f.store.list_cascades(&incident, None, 10).await.unwrap();
+    assert_eq!(page.items.len(), 3);
+    assert!(
+        page.items
+            .iter()
+            .all(|r| r.cascade.status == CascadeStatus::Acknowledged)
+    );
+    for (i, m) in sent.iter().enumerate() {
+        let provider_id = format!("{}-m-{}", m.key.stakeholder, i + 1);
+        assert_eq!(
+            f.store.get_message_ref(&provider_id).await.unwrap(),
+            Some((m.key.clone(), m.attempt))
+        );
+    }
+    let trail = f.store.audit_trail(&incident).await.unwrap();
+    assert!(audit::verify_chains(trail.iter()).unwrap() >= 3 * 3);
+    // No contact detail anywhere in what moto stores.
+    let dump = support::data_json().to_string();
+    assert!(dump.contains(&f.table) && dump.contains(&f.audit_table));
+    for i in 0..3u32 {
+        let c = contacts(i);
+        for secret in [
+            c.phone.as_ref().unwrap().expose(),
+            c.email.as_ref().unwrap().expose(),
+        ] {
+            assert!(!dump.contains(secret), "plaintext contact in moto's items");
+        }
+    }
+}
