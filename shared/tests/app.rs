@@ -751,3 +751,67 @@ fn sms_replies_acknowledge_by_code_or_the_oldest_open_cascade() {
         ReceiptOutcome::Unrecognised
     );
 }
+
+/// A work queue that counts enqueue calls.
+struct CountingQueue {
+    inner: MemoryQueue<()>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl WorkQueue for CountingQueue {
+    async fn enqueue(&self, jobs: Vec<(Job, u64)>) -> muster::Result<()> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.enqueue(jobs).await
+    }
+    async fn backlog(&self) -> muster::Result<u64> {
+        self.inner.backlog().await
+    }
+}
+
+#[test]
+fn an_expansion_queues_its_first_sends_in_one_request() {
+    let mut e = env(250);
+    let q = Arc::new(CountingQueue {
+        inner: MemoryQueue(e.agenda.clone()),
+        calls: Default::default(),
+    });
+    e.deps.queue = q.clone();
+    block_on(app::trigger(&e.deps, trigger("INC-B", "Outage"))).unwrap_or_else(|e| panic!("{e}"));
+    let Some((_, Item::Job(expand))) = e.agenda.pop() else {
+        panic!("no expansion job")
+    };
+    let before = q.calls.load(std::sync::atomic::Ordering::SeqCst);
+    block_on(app::dispatch(&e.deps, expand)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        q.calls.load(std::sync::atomic::Ordering::SeqCst) - before,
+        1,
+        "250 first sends, one enqueue"
+    );
+    assert_eq!(e.agenda.jobs(), 250);
+}
+
+#[test]
+fn a_redelivered_expansion_requeues_a_lost_first_send() {
+    let e = env(1);
+    block_on(app::trigger(&e.deps, trigger("INC-R", "Outage"))).unwrap_or_else(|e| panic!("{e}"));
+    let Some((_, Item::Job(expand))) = e.agenda.pop() else {
+        panic!("no expansion job")
+    };
+    block_on(app::dispatch(&e.deps, expand.clone())).unwrap_or_else(|e| panic!("{e}"));
+    // The send job is lost (say, the process died before the queue took it).
+    while e.agenda.pop().is_some() {}
+    block_on(app::dispatch(&e.deps, expand)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        e.agenda.jobs(),
+        1,
+        "the redelivered expansion queues the send again"
+    );
+    e.run_jobs();
+    assert_eq!(
+        e.carrier.sent.lock().map(|g| g.len()).unwrap_or(0),
+        1,
+        "and it goes out once"
+    );
+    assert_eq!(e.cascades("INC-R").len(), 1);
+}

@@ -7,7 +7,7 @@
 //! limiter admits it; otherwise the job goes back to the queue, delayed to
 //! the slot the limiter booked, and never waits in a loop.
 
-use super::{act, apply_event, audit};
+use super::{Batch, apply_event, audit};
 use crate::domain::{Channel, ContactMethods, IncidentStatus, Ts};
 use crate::engine::{Cascade, CascadeKey, ChannelPlan, Event, Phase, Route, SendOutcome, decide};
 use crate::error::Result;
@@ -52,6 +52,8 @@ async fn expand(
     for id in members {
         people.push((id.clone(), deps.directory.stakeholder(id).await?));
     }
+    let mut batch = Batch::default();
+    let mut failed = None;
     for r in super::contacts::resolve(deps, people).await {
         let key = CascadeKey {
             incident: incident.clone(),
@@ -69,7 +71,15 @@ async fn expand(
             ),
         };
         let cascade = Cascade::new(key, severity, tier, plan, deps.clock.now());
-        start(deps, cascade, contacts, name, None, r.check).await?;
+        if let Err(e) = start(deps, cascade, contacts, name, None, r.check, &mut batch).await {
+            failed = Some(e);
+            break;
+        }
+    }
+    // What was created gets its sends even if a later cascade failed.
+    batch.flush(deps).await?;
+    if let Some(e) = failed {
+        return Err(e);
     }
     Ok(())
 }
@@ -84,6 +94,7 @@ async fn start(
     name: String,
     about: Option<crate::domain::StakeholderId>,
     check: Option<super::ContactCheck>,
+    batch: &mut Batch,
 ) -> Result<()> {
     let now = deps.clock.now();
     let d = decide(&cascade, &Event::Start, &deps.policy, now);
@@ -110,9 +121,30 @@ async fn start(
     match deps.cascades.create_cascade(&rec, &entry).await {
         Ok(()) => {
             deps.observer.transition(&cascade, &Event::Start, &d);
-            act(deps, &rec, d.commands).await
+            batch.add(deps, &rec, d.commands).await
         }
-        Err(e) if e.is_conflict() => Ok(()),
+        // Created by an earlier delivery of this job: if it never got past
+        // its start, its first send may never have been queued; queue it
+        // again (a send whose attempt moved on is dropped by dispatch).
+        Err(e) if e.is_conflict() => {
+            if let Some(existing) = deps.cascades.get_cascade(&cascade.key).await?
+                && existing.audit_seq == 1
+            {
+                let sends = existing
+                    .cascade
+                    .in_flight
+                    .iter()
+                    .filter(|a| matches!(a.phase, Phase::Sending { .. }));
+                let commands = sends
+                    .map(|a| crate::engine::Command::Send {
+                        attempt: a.id,
+                        channel: a.channel,
+                    })
+                    .collect();
+                batch.add(deps, &existing, commands).await?;
+            }
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }
@@ -274,6 +306,7 @@ async fn escalate(
     let plan = ChannelPlan::new(&person.plan(order));
     let now: Ts = deps.clock.now();
     let cascade = Cascade::new(key, inc.trigger.severity, person.tier, plan, now);
+    let mut batch = Batch::default();
     start(
         deps,
         cascade,
@@ -281,6 +314,8 @@ async fn escalate(
         person.name.clone(),
         Some(about.clone()),
         None,
+        &mut batch,
     )
-    .await
+    .await?;
+    batch.flush(deps).await
 }

@@ -134,42 +134,66 @@ pub async fn seal(
 /// Carries out the engine's commands. Sends go through the work queue so that
 /// every send passes the rate limiter in `dispatch`.
 pub(crate) async fn act(deps: &Deps, rec: &CascadeRecord, commands: Vec<Command>) -> Result<()> {
-    let key = &rec.cascade.key;
-    let mut jobs = Vec::new();
-    let mut timers = Vec::new();
-    for c in commands {
-        match c {
-            Command::Send { attempt, .. } => jobs.push((
-                Job::Send {
+    let mut batch = Batch::default();
+    batch.add(deps, rec, commands).await?;
+    batch.flush(deps).await
+}
+
+/// Commands of several cascades gathered so that their jobs and timers go
+/// out together (an expansion job's first sends are one batch of requests,
+/// not one request per cascade).
+#[derive(Default)]
+pub(crate) struct Batch {
+    jobs: Vec<(Job, crate::domain::Millis)>,
+    timers: Vec<TimerMsg>,
+}
+
+impl Batch {
+    pub(crate) async fn add(
+        &mut self,
+        deps: &Deps,
+        rec: &CascadeRecord,
+        commands: Vec<Command>,
+    ) -> Result<()> {
+        let key = &rec.cascade.key;
+        for c in commands {
+            match c {
+                Command::Send { attempt, .. } => self.jobs.push((
+                    Job::Send {
+                        key: key.clone(),
+                        attempt,
+                        ticket: None,
+                    },
+                    0,
+                )),
+                Command::ArmTimer { at, attempt, kind } => self.timers.push(TimerMsg {
                     key: key.clone(),
                     attempt,
-                    ticket: None,
-                },
-                0,
-            )),
-            Command::ArmTimer { at, attempt, kind } => timers.push(TimerMsg {
-                key: key.clone(),
-                attempt,
-                kind,
-                at,
-            }),
-            Command::EscalateToManager => {
-                if let Some(job) = escalation_job(deps, rec).await? {
-                    jobs.push((job, 0));
+                    kind,
+                    at,
+                }),
+                Command::EscalateToManager => {
+                    if let Some(job) = escalation_job(deps, rec).await? {
+                        self.jobs.push((job, 0));
+                    }
+                }
+                Command::EmitCascadeFailure => {
+                    tracing::warn!(incident_id = %key.incident, stakeholder_id = %key.stakeholder, "CASCADE_FAILURE");
                 }
             }
-            Command::EmitCascadeFailure => {
-                tracing::warn!(incident_id = %key.incident, stakeholder_id = %key.stakeholder, "CASCADE_FAILURE");
-            }
         }
+        Ok(())
     }
-    if !timers.is_empty() {
-        deps.timers.arm(timers).await?;
+
+    pub(crate) async fn flush(self, deps: &Deps) -> Result<()> {
+        if !self.timers.is_empty() {
+            deps.timers.arm(self.timers).await?;
+        }
+        if !self.jobs.is_empty() {
+            deps.queue.enqueue(self.jobs).await?;
+        }
+        Ok(())
     }
-    if !jobs.is_empty() {
-        deps.queue.enqueue(jobs).await?;
-    }
-    Ok(())
 }
 
 async fn escalation_job(deps: &Deps, rec: &CascadeRecord) -> Result<Option<Job>> {
