@@ -78,40 +78,14 @@ impl ContactLookup for HttpContactLookup {
 /// values make the answer unusable, never a guess.
 pub fn contacts_from_scim(v: &Value) -> Result<ContactMethods, LookupError> {
     let bad = |what: &str| LookupError::Unavailable(format!("invalid {what} in the answer"));
-    let mut phones: Vec<&Value> = v
-        .get("phoneNumbers")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    phones.sort_by_key(|p| {
-        match p
-            .get("type")
-            .and_then(Value::as_str)
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            Some("mobile") => 0,
-            Some("work") => 1,
-            _ => 2,
-        }
-    });
-    let phone = match phones
-        .first()
+    let phone = match crate::api::scim::preferred_phone(v)
         .and_then(|p| p.get("value"))
         .and_then(Value::as_str)
     {
         Some(s) => Some(PhoneNumber::parse(s).map_err(|_| bad("phone number"))?),
         None => None,
     };
-    let emails: Vec<&Value> = v
-        .get("emails")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    let email = emails
-        .iter()
-        .find(|e| e.get("primary").and_then(Value::as_bool) == Some(true))
-        .or(emails.first());
+    let email = crate::api::scim::preferred_email(v);
     let email = match email.and_then(|e| e.get("value")).and_then(Value::as_str) {
         Some(s) => Some(EmailAddress::parse(s).map_err(|_| bad("email"))?),
         None => None,

@@ -291,6 +291,28 @@ fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
         .filter(|s| !s.trim().is_empty())
 }
 
+/// The phone number a SCIM user gives: mobile, else work, else the first.
+pub fn preferred_phone(v: &Value) -> Option<&Value> {
+    let rank = |p: &&Value| match str_at(p, "type").map(str::to_ascii_lowercase).as_deref() {
+        Some("mobile") => 0,
+        Some("work") => 1,
+        _ => 2,
+    };
+    v.get("phoneNumbers")
+        .and_then(Value::as_array)?
+        .iter()
+        .min_by_key(rank)
+}
+
+/// The email a SCIM user gives: the primary, else the first.
+pub fn preferred_email(v: &Value) -> Option<&Value> {
+    let emails = v.get("emails").and_then(Value::as_array)?;
+    emails
+        .iter()
+        .find(|e| e.get("primary").and_then(as_bool) == Some(true))
+        .or(emails.first())
+}
+
 /// Builds the stakeholder a SCIM user resource describes. Values the IdP
 /// does not manage (tier, channels, push, opt-out) are kept from `existing`.
 fn user_from_json(
@@ -328,19 +350,7 @@ fn user_from_json(
     person.locale = str_at(v, "locale").map(str::to_string);
     person.active = active;
 
-    let phones: Vec<&Value> = v
-        .get("phoneNumbers")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    let rank = |p: &&Value| match str_at(p, "type").map(str::to_ascii_lowercase).as_deref() {
-        Some("mobile") => 0,
-        Some("work") => 1,
-        _ => 2,
-    };
-    let mut sorted = phones.clone();
-    sorted.sort_by_key(rank);
-    let phone = match sorted.first() {
+    let phone = match preferred_phone(v) {
         Some(p) => {
             let raw = str_at(p, "value")
                 .ok_or_else(|| ScimError::invalid("phoneNumbers[].value is required"))?;
@@ -354,15 +364,7 @@ fn user_from_json(
         }
         None => None,
     };
-    let emails: Vec<&Value> = v
-        .get("emails")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    let email = emails
-        .iter()
-        .find(|e| e.get("primary").and_then(as_bool) == Some(true))
-        .or(emails.first());
+    let email = preferred_email(v);
     let email = match email {
         Some(e) => {
             let raw = str_at(e, "value")
