@@ -408,16 +408,22 @@ impl DynamoStore {
     }
 }
 
+/// The incident's item: key, version (the condition of every update) and the
+/// incident as a JSON document.
+fn incident_item(incident: &Incident) -> Result<Item> {
+    let doc = serde_json::to_string(incident).map_err(|e| json_err("incident", e))?;
+    Ok(HashMap::from([
+        ("pk".to_string(), s(incident_pk(incident.id()))),
+        ("sk".to_string(), s("META")),
+        ("version".to_string(), n(incident.version)),
+        ("doc".to_string(), s(doc)),
+    ]))
+}
+
 #[async_trait]
 impl IncidentStore for DynamoStore {
     async fn create_incident(&self, incident: &Incident) -> Result<()> {
-        let doc = serde_json::to_string(incident).map_err(|e| json_err("incident", e))?;
-        let item: Item = HashMap::from([
-            ("pk".to_string(), s(incident_pk(incident.id()))),
-            ("sk".to_string(), s("META")),
-            ("version".to_string(), n(incident.version)),
-            ("doc".to_string(), s(doc)),
-        ]);
+        let item = incident_item(incident)?;
         self.meter.request(write_units(&item));
         self.client
             .put_item()
@@ -451,13 +457,7 @@ impl IncidentStore for DynamoStore {
     }
 
     async fn update_incident(&self, incident: &Incident, expected_version: u64) -> Result<()> {
-        let doc = serde_json::to_string(incident).map_err(|e| json_err("incident", e))?;
-        let item: Item = HashMap::from([
-            ("pk".to_string(), s(incident_pk(incident.id()))),
-            ("sk".to_string(), s("META")),
-            ("version".to_string(), n(incident.version)),
-            ("doc".to_string(), s(doc)),
-        ]);
+        let item = incident_item(incident)?;
         self.meter.request(write_units(&item));
         self.client
             .put_item()
