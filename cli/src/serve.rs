@@ -6,8 +6,8 @@
 use anyhow::Context;
 use async_trait::async_trait;
 use muster::adapters::memory::{
-    Agenda, Item, LocalSealer, MemoryDirectory, MemoryLimiter, MemoryQueue, MemoryStore,
-    MemoryTimers, MemoryVault, SeededIds, SystemClock,
+    Agenda, Item, LocalSealer, MemoryDirectory, MemoryStore, MemoryVault, SeededIds, SystemClock,
+    embedded,
 };
 use muster::api::sign::{AckTokens, SignedAckLinks};
 use muster::api::{Secret, scim, v1};
@@ -16,7 +16,7 @@ use muster::domain::{Channel, Ts};
 use muster::engine::ReceiptStatus;
 use muster::policy::Policy;
 use muster::ports::{
-    Accepted, ChannelSender, Clock, Deps, NoObserver, OutboundMessage, Sealing, SendError, Senders,
+    Accepted, ChannelSender, Clock, Deps, OutboundMessage, Sealing, SendError, Senders,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -204,24 +204,14 @@ pub fn app(
         })
     };
     let tokens = AckTokens::new(Secret::new(ack_secret.to_string()), 7 * 86_400_000);
+    let senders = Senders {
+        voice: carrier(Channel::Voice),
+        sms: carrier(Channel::Sms),
+        email: carrier(Channel::Email),
+        push: carrier(Channel::Push),
+    };
+    let ids = Arc::new(SeededIds::new(ChaCha20Rng::from_os_rng().random()));
     let deps = Deps {
-        policy: policy.clone(),
-        incidents: store.clone(),
-        cascades: store.clone(),
-        directory: directory.clone(),
-        queue: Arc::new(MemoryQueue(agenda.clone())),
-        timers: Arc::new(MemoryTimers(agenda.clone())),
-        senders: Senders {
-            voice: carrier(Channel::Voice),
-            sms: carrier(Channel::Sms),
-            email: carrier(Channel::Email),
-            push: carrier(Channel::Push),
-        },
-        limiter: Arc::new(MemoryLimiter::new(policy.clone())),
-        clock: clock.clone(),
-        ids: Arc::new(SeededIds::new(ChaCha20Rng::from_os_rng().random())),
-        observer: Arc::new(NoObserver),
-        contacts: None,
         ack_links: Some(Arc::new(SignedAckLinks {
             tokens: tokens.clone(),
             base_url: base.to_string(),
@@ -231,8 +221,15 @@ pub fn app(
             sealer: Arc::new(LocalSealer::from_os()),
             store: store.clone(),
         }),
-        numbers: Some(store.clone()),
-        admin: Some(directory.clone()),
+        ..embedded(
+            policy.clone(),
+            &agenda,
+            store.clone(),
+            directory.clone(),
+            senders,
+            clock.clone(),
+            ids,
+        )
     };
 
     // The agenda on the wall clock, on its own thread.

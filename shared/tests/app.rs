@@ -5,8 +5,7 @@ use async_trait::async_trait;
 use futures::executor::block_on;
 use muster::Error;
 use muster::adapters::memory::{
-    Agenda, Item, MemoryDirectory, MemoryLimiter, MemoryQueue, MemoryStore, MemoryTimers,
-    SeededIds, VirtualClock,
+    Agenda, Item, MemoryDirectory, MemoryQueue, MemoryStore, SeededIds, VirtualClock, embedded,
 };
 use muster::app::{self, ReceiptEvent, ReceiptOutcome};
 use muster::domain::*;
@@ -79,30 +78,22 @@ fn env(members: u32) -> Env {
     let carrier = Arc::new(Recorder::default());
     let policy = Arc::new(Policy::default());
     let directory = Arc::new(MemoryDirectory::new(vec![group], people));
-    let deps = Deps {
-        policy: policy.clone(),
-        incidents: store.clone(),
-        cascades: store.clone(),
-        directory: directory.clone(),
-        queue: Arc::new(MemoryQueue(agenda.clone())),
-        timers: Arc::new(MemoryTimers(agenda.clone())),
-        senders: Senders {
-            voice: Arc::new(Rec(carrier.clone(), "voice")),
-            sms: Arc::new(Rec(carrier.clone(), "sms")),
-            email: Arc::new(Rec(carrier.clone(), "email")),
-            push: Arc::new(Rec(carrier.clone(), "push")),
-        },
-        limiter: Arc::new(MemoryLimiter::new(policy)),
-        clock: clock.clone(),
-        ids: Arc::new(SeededIds::new(1)),
-        observer: Arc::new(NoObserver),
-        contacts: None,
-        ack_links: None,
-        vault: None,
-        sealing: None,
-        numbers: Some(store.clone()),
-        admin: Some(directory.clone()),
+    let senders = Senders {
+        voice: Arc::new(Rec(carrier.clone(), "voice")),
+        sms: Arc::new(Rec(carrier.clone(), "sms")),
+        email: Arc::new(Rec(carrier.clone(), "email")),
+        push: Arc::new(Rec(carrier.clone(), "push")),
     };
+    let ids = Arc::new(SeededIds::new(1));
+    let deps = embedded(
+        policy,
+        &agenda,
+        store.clone(),
+        directory,
+        senders,
+        clock.clone(),
+        ids,
+    );
     Env {
         deps,
         clock,

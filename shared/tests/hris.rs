@@ -9,8 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use muster::adapters::http_lookup::HttpContactLookup;
 use muster::adapters::memory::{
-    Agenda, Item, MemoryDirectory, MemoryLimiter, MemoryQueue, MemoryStore, MemoryTimers,
-    SeededIds, VirtualClock,
+    Agenda, Item, MemoryDirectory, MemoryStore, SeededIds, VirtualClock, embedded,
 };
 use muster::api::Secret;
 use muster::app;
@@ -171,29 +170,23 @@ async fn cascades_start_with_live_contacts_or_flagged_directory_copies() {
     let sender: Arc<dyn ChannelSender> = Arc::new(Accept);
     let policy = Arc::new(Policy::default());
     let directory = Arc::new(MemoryDirectory::new(vec![group], people));
+    let senders = Senders {
+        voice: sender.clone(),
+        sms: sender.clone(),
+        email: sender.clone(),
+        push: sender,
+    };
     let deps = Deps {
-        policy: policy.clone(),
-        incidents: store.clone(),
-        cascades: store.clone(),
-        directory: directory.clone(),
-        queue: Arc::new(MemoryQueue(agenda.clone())),
-        timers: Arc::new(MemoryTimers(agenda.clone())),
-        senders: Senders {
-            voice: sender.clone(),
-            sms: sender.clone(),
-            email: sender.clone(),
-            push: sender,
-        },
-        limiter: Arc::new(MemoryLimiter::new(policy)),
-        clock,
-        ids: Arc::new(SeededIds::new(1)),
-        observer: Arc::new(NoObserver),
         contacts: Some(Arc::new(lookup)),
-        ack_links: None,
-        vault: None,
-        sealing: None,
-        numbers: Some(store.clone()),
-        admin: Some(directory.clone()),
+        ..embedded(
+            policy,
+            &agenda,
+            store.clone(),
+            directory,
+            senders,
+            clock,
+            Arc::new(SeededIds::new(1)),
+        )
     };
     let t = Trigger::from_json(&json!({"incidentId": "INC-H", "severity": "P1", "stakeholderGroupId": "g", "messageTemplate": "Outage"})).unwrap_or_else(|e| panic!("{e:?}"));
     app::trigger(&deps, t)

@@ -6,8 +6,8 @@ use super::report::{self, DrillReport};
 use super::scenario::Scenario;
 use super::sim::{SimEvent, SimWorld};
 use crate::adapters::memory::{
-    Agenda, Item, LocalSealer, MemoryDirectory, MemoryLimiter, MemoryQueue, MemoryStore,
-    MemoryTimers, MemoryVault, SeededIds, VirtualClock,
+    Agenda, Item, LocalSealer, MemoryDirectory, MemoryLimiter, MemoryStore, MemoryVault, SeededIds,
+    VirtualClock, embedded,
 };
 use crate::app::{self, ReceiptEvent};
 use crate::domain::{Channel, Group, GroupId, Stakeholder, Ts};
@@ -171,26 +171,23 @@ impl Drill {
             stale_events: AtomicU64::new(0),
         });
         let deps = Deps {
-            policy,
-            incidents: store.clone(),
-            cascades: store.clone(),
-            directory: directory.clone(),
-            queue: Arc::new(MemoryQueue(agenda.clone())),
-            timers: Arc::new(MemoryTimers(agenda.clone())),
-            senders: world.senders(),
             limiter: limiter.clone(),
-            clock: clock.clone(),
-            ids: Arc::new(SeededIds::new(seed)),
             observer: observer.clone(),
             contacts: world.contact_source(),
-            ack_links: None,
             vault: Some(Arc::new(MemoryVault::new(seed))),
             sealing: Some(Sealing {
                 sealer: Arc::new(LocalSealer::new(seed)),
                 store: store.clone(),
             }),
-            numbers: Some(store.clone()),
-            admin: Some(directory.clone()),
+            ..embedded(
+                policy,
+                &agenda,
+                store.clone(),
+                directory.clone(),
+                world.senders(),
+                clock.clone(),
+                Arc::new(SeededIds::new(seed)),
+            )
         };
         Drill {
             scenario,
