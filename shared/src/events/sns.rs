@@ -401,8 +401,8 @@ pub fn receipts_from_notification(msg: &SnsMessage) -> Result<Vec<ReceiptEvent>,
             .collect());
     }
     if body.get("originationNumber").is_some() && body.get("messageBody").is_some() {
-        let sms: InboundSmsMessage = serde_json::from_value(body)
-            .map_err(|e| payload_err(format!("inbound SMS ({e})")))?;
+        let sms: InboundSmsMessage =
+            serde_json::from_value(body).map_err(|e| payload_err(format!("inbound SMS ({e})")))?;
         return Ok(vec![receipt_from_inbound_sms(&sms).map_err(payload_err)?]);
     }
     Err(payload_err(
