@@ -527,3 +527,14 @@ async fn no_address_or_number_reaches_the_logs() {
         assert!(!logs.contains(secret), "{secret} in logs:\n{logs}");
     }
 }
+
+#[test]
+fn the_sns_entry_point_is_send_for_the_lambda_runtime() {
+    fn assert_send<T: Send>(_: &T) {}
+    let (v, _) = verifier();
+    let event = json!({});
+    let fut = receipts_from_sns(&event, &v);
+    assert_send(&fut);
+    let http = muster::events::sns::HttpCertFetcher::new().expect("client");
+    let _: Arc<dyn CertFetcher> = Arc::new(http);
+}

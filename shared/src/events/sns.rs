@@ -242,19 +242,18 @@ impl SnsVerifier {
         }
         let pem = self.fetcher.fetch_pem(url).await?;
         let key = public_key_from_pem(&pem, SystemTime::now())?;
-        if let Ok(mut cache) = self.cache.lock() {
-            if !cache.iter().any(|(u, _)| u == url) {
-                if cache.len() >= CERT_CACHE_CAPACITY {
-                    cache.pop_front();
-                }
-                cache.push_back((url.to_string(), key.clone()));
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if !cache.iter().any(|(u, _)| u == url) {
+            if cache.len() >= CERT_CACHE_CAPACITY {
+                cache.pop_front();
             }
+            cache.push_back((url.to_string(), key.clone()));
         }
         Ok(key)
     }
 
     fn cached(&self, url: &str) -> Option<RsaPublicKey> {
-        let cache = self.cache.lock().ok()?;
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.iter().find(|(u, _)| u == url).map(|(_, k)| k.clone())
     }
 }
