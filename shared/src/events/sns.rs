@@ -9,7 +9,7 @@
 //! - the topic ARN must be in the allow-list (`MUSTER_SNS_TOPIC_ARNS`);
 //! - `SignatureVersion` `1` is SHA1withRSA, `2` SHA256withRSA (PKCS#1 v1.5);
 //!   anything else is refused;
-//! - the signing certificate URL must be `https://sns.<region>.amazonaws.com/…​.pem`
+//! - the signing certificate URL must be `https://sns.<region>.amazonaws.com/<name>.pem`
 //!   (no user info, no port, nothing else), fetched through [`CertFetcher`]
 //!   and its public key cached by URL (bounded);
 //! - the certificate must be within its validity period;
