@@ -2,4 +2,7 @@
 //! JSON: no SDK, so the Lambda handlers and the tests share them.
 
 pub mod chime;
+pub mod cwlogs;
 pub mod metrics;
+pub mod ses;
+pub mod sns;
