@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Proves that infra/check_template.py catches what it is for: the real
+template passes against a stub workspace with the four function crates,
+and each mutation below (a missing or extra function, an audit read by
+another function, a variable outside the contract, a missing required
+variable, a checkov skip without a reason) fails with its message.
+
+Usage: test_check_template.py (run by scripts/infra-check in the SAM venv)
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TEMPLATE = os.path.join(HERE, "template.yaml")
+
+
+def stub_workspace(root, functions):
+    with open(os.path.join(root, "Cargo.toml"), "w") as f:
+        members = ", ".join(f'"functions/{n}"' for n in functions)
+        f.write(f'[workspace]\nresolver = "3"\nmembers = [{members}]\n')
+    for n in functions:
+        src = os.path.join(root, "functions", n, "src")
+        os.makedirs(src)
+        with open(os.path.join(root, "functions", n, "Cargo.toml"), "w") as f:
+            f.write(f'[package]\nname = "muster-{n}"\nversion = "0.1.0"\nedition = "2024"\n')
+        with open(os.path.join(src, "main.rs"), "w") as f:
+            f.write('fn main() { let _ = std::env::var("MUSTER_STAGE"); }\n')
+
+
+def run_check(tmp, template_text, workspace):
+    sam = os.path.join(tmp, "t.yaml")
+    cfn = os.path.join(tmp, "t.json")
+    with open(sam, "w") as f:
+        f.write(template_text)
+    subprocess.run([sys.executable, os.path.join(HERE, "translate.py"), sam, cfn],
+                   check=True, capture_output=True, text=True)
+    p = subprocess.run([sys.executable, os.path.join(HERE, "check_template.py"), sam, cfn, workspace],
+                       capture_output=True, text=True)
+    return p.returncode, p.stdout + p.stderr
+
+
+def replace_once(text, old, new, after=None):
+    start = text.index(after) if after else 0
+    i = text.index(old, start)
+    return text[:i] + new + text[i + len(old):]
+
+
+def main():
+    with open(TEMPLATE) as f:
+        base = f.read()
+    cases = [
+        ("another function reads the audit table",
+         lambda t: replace_once(t, "                Action: dynamodb:PutItem\n",
+                                "                Action: [dynamodb:PutItem, dynamodb:Query]\n",
+                                after="  DispatchRole:"),
+         "DispatchRole (function DispatchFunction) may read the audit table"),
+        ("a variable outside the contract",
+         lambda t: replace_once(t, "          MUSTER_AUDIT_ARCHIVE_BUCKET:",
+                                "          MUSTER_EXTRA: x\n          MUSTER_AUDIT_ARCHIVE_BUCKET:"),
+         "TickFunction: MUSTER_EXTRA is not in the deployment contract"),
+        ("a variable on a function that does not read it",
+         lambda t: replace_once(t, "          MUSTER_AUDIT_ARCHIVE_BUCKET:",
+                                "          MUSTER_SES_FROM: x\n          MUSTER_AUDIT_ARCHIVE_BUCKET:"),
+         "TickFunction: MUSTER_SES_FROM is set but"),
+        ("a required variable missing",
+         lambda t: replace_once(t, "          MUSTER_SES_FROM: !Ref SesFromAddress\n", ""),
+         "DispatchFunction: required MUSTER_SES_FROM is not set"),
+        ("a function the workspace does not build",
+         lambda t: t.replace("muster-tick/bootstrap.zip", "muster-ticker/bootstrap.zip"),
+         "needs muster-ticker, which no crate under functions/ builds"),
+        ("a checkov skip without a reason",
+         lambda t: replace_once(t, "          - id: CKV_AWS_18\n",
+                                "          - id: CKV_AWS_21\n            comment: x\n          - id: CKV_AWS_18\n"),
+         "checkov skip CKV_AWS_21 needs a written reason"),
+    ]
+    failures = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = os.path.join(tmp, "ws")
+        os.makedirs(ws)
+        stub_workspace(ws, ["trigger", "dispatch", "receipt", "tick"])
+        code, out = run_check(tmp, base, ws)
+        if code != 0:
+            print(f"FAIL: the template fails against a workspace with the four functions:\n{out}")
+            failures += 1
+        else:
+            print("ok: the template passes against the four functions")
+        for name, mutate, expected in cases:
+            code, out = run_check(tmp, mutate(base), ws)
+            if code == 0 or expected not in out:
+                print(f"FAIL: {name}: exit {code}, expected {expected!r} in:\n{out}")
+                failures += 1
+            else:
+                print(f"ok: {name} is caught")
+        extra = os.path.join(tmp, "ws2")
+        os.makedirs(extra)
+        stub_workspace(extra, ["trigger", "dispatch", "receipt", "tick", "report"])
+        code, out = run_check(tmp, base, extra)
+        if code == 0 or "the workspace builds muster-report" not in out:
+            print(f"FAIL: an extra function crate is not caught: exit {code}\n{out}")
+            failures += 1
+        else:
+            print("ok: a function crate without a template function is caught")
+    total = len(cases) + 2
+    print(f"{total - failures} passed, {failures} failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
