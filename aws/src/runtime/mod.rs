@@ -61,3 +61,6 @@ where
     ))
     .await
 }
+
+#[cfg(test)]
+mod tests;
