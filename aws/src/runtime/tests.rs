@@ -416,3 +416,69 @@ async fn the_scheduled_sweep_reports_what_it_did() {
         json!({"examined": 0, "redriven": 0, "deferred": 0, "incomplete": false})
     );
 }
+
+/// Throttles its first send with Retry-After 30 s, accepts the next.
+struct Busy(Mutex<u32>);
+
+#[async_trait]
+impl ChannelSender for Busy {
+    fn endpoint(&self) -> &str {
+        "sms"
+    }
+    async fn send(&self, _msg: &OutboundMessage) -> Result<Accepted, SendError> {
+        let mut n = self.0.lock().unwrap();
+        *n += 1;
+        if *n == 1 {
+            Err(SendError::Throttled {
+                retry_after: Some(30_000),
+            })
+        } else {
+            Ok(Accepted {
+                provider_message_id: "sns-1".into(),
+            })
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_carrier_throttle_is_not_a_batch_failure_and_waits_for_retry_after() {
+    let mut e = env();
+    e.deps.senders.sms = Arc::new(Busy(Mutex::new(0)));
+    let trigger = Trigger::new(&config(Function::Trigger), e.deps.clone());
+    let dispatch = Dispatch::new(e.deps.clone());
+    let tick = Tick::new(e.deps.clone());
+    trigger
+        .handle(fixture("apigw/trigger-post-incident-jwt.json"), ctx())
+        .await
+        .unwrap();
+    // Expansion and the throttled send: both records done, nothing to retry now.
+    assert_eq!(drain_jobs(&e, &dispatch).await, 2);
+    let (at, item) = e.agenda.pop().unwrap();
+    let Item::Timer(timer) = item else {
+        panic!("expected the throttle timer, got {item:?}")
+    };
+    assert_eq!(timer.kind, muster::engine::TimerKind::ThrottleWait);
+    assert_eq!(at, T0.plus(30_000));
+    // At Retry-After, tick re-sends through the queue and the carrier accepts.
+    e.clock.set(at);
+    let mut batch = fixture("sqs/tick-batch.json");
+    batch["Records"][0]["body"] = json!(serde_json::to_string(&timer).unwrap());
+    batch["Records"].as_array_mut().unwrap().truncate(1);
+    let out = tick.handle(batch, ctx()).await.unwrap();
+    assert_eq!(out["batchItemFailures"], json!([]));
+    assert_eq!(drain_jobs(&e, &dispatch).await, 1);
+    let rec = e
+        .deps
+        .cascades
+        .get_cascade(&timer.key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        rec.cascade
+            .in_flight
+            .iter()
+            .all(|a| !matches!(a.phase, muster::engine::Phase::Throttled { .. })),
+        "{rec:?}"
+    );
+}
