@@ -7,6 +7,7 @@
 pub mod crypto;
 pub mod dynamo;
 pub mod error;
+pub mod runtime;
 pub mod senders;
 pub mod sqs;
 pub mod timers;

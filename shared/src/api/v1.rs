@@ -16,9 +16,13 @@
 //! - `POST /v1/webhooks/{provider}`: signed delivery receipts and inbound
 //!   SMS from a generic gateway.
 //!
-//! With a shared secret configured, every route but the ack links requires
-//! an HMAC signature (see `sign`). Without one (local development only) the
-//! API is open and the `X-Muster-Roles` header states the caller's roles.
+//! A request that API Gateway's JWT authorizer let through carries a
+//! [`Caller`] extension (set by the Lambda adapter from the authorizer's
+//! claims and scopes, never from anything the client sends): it is
+//! authenticated, and its roles are the caller's. Otherwise, with a shared
+//! secret configured, every route but the ack links requires an HMAC
+//! signature (see `sign`). Without one (local development only) the API is
+//! open and the `X-Muster-Roles` header states the caller's roles.
 
 use super::Secret;
 use super::sign::{AckTokens, verify_request};
@@ -28,7 +32,7 @@ use crate::engine::ReceiptStatus;
 use crate::ports::Deps;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -40,6 +44,18 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// Roles that may read audit trails.
 pub const AUDIT_ROLES: [&str; 2] = ["ComplianceOfficer", "BCPAdministrator"];
+
+/// A caller authenticated by the gateway (API Gateway's JWT authorizer),
+/// inserted as a request extension by the Lambda adapter only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's subject (`sub` claim), for logs.
+    pub subject: String,
+    /// Roles of the API (`ComplianceOfficer`, `BCPAdministrator`, ...).
+    pub roles: Vec<String>,
+}
+
+type MaybeCaller = Option<Extension<Caller>>;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -156,8 +172,17 @@ fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
     })
 }
 
-/// Checks the signature when a secret is configured.
-fn authenticate(s: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<(), Problem> {
+/// Passes a caller the gateway authenticated; otherwise checks the
+/// signature when a secret is configured.
+fn authenticate(
+    s: &ApiState,
+    caller: &MaybeCaller,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), Problem> {
+    if caller.is_some() {
+        return Ok(());
+    }
     let Some(secret) = &s.secret else {
         return Ok(());
     };
@@ -203,11 +228,12 @@ fn incident_id(id: &str) -> Result<IncidentId, Problem> {
 
 async fn trigger(
     State(s): State<ApiState>,
+    caller: MaybeCaller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Res {
     let body = body_of(body)?;
-    authenticate(&s, &headers, &body)?;
+    authenticate(&s, &caller, &headers, &body)?;
     let value = json_body(&headers, &body)?;
     let trigger = Trigger::from_json(&value).map_err(|errors| Problem {
         status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -240,34 +266,48 @@ async fn trigger(
     Ok(r)
 }
 
-async fn status(State(s): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Res {
-    authenticate(&s, &headers, b"")?;
+async fn status(
+    State(s): State<ApiState>,
+    caller: MaybeCaller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Res {
+    authenticate(&s, &caller, &headers, b"")?;
     let view = app::status(&s.deps, &incident_id(&id)?).await?;
     Ok(Json(view).into_response())
 }
 
 async fn close(
     State(s): State<ApiState>,
+    caller: MaybeCaller,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Res {
     let body = body_of(body)?;
-    authenticate(&s, &headers, &body)?;
+    authenticate(&s, &caller, &headers, &body)?;
     let id = incident_id(&id)?;
     let cancelled = app::close(&s.deps, &id).await?;
     Ok(Json(json!({"incidentId": id, "status": "closed", "cancelled": cancelled})).into_response())
 }
 
-async fn audit(State(s): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Res {
-    authenticate(&s, &headers, b"")?;
-    let roles = if s.secret.is_none() {
+async fn audit(
+    State(s): State<ApiState>,
+    caller: MaybeCaller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Res {
+    authenticate(&s, &caller, &headers, b"")?;
+    let roles = if let Some(Extension(c)) = &caller {
+        c.roles.join(",")
+    } else if s.secret.is_none() {
         headers
             .get("x-muster-roles")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
+            .to_string()
     } else {
-        ""
+        String::new()
     };
     if !roles.split(',').any(|r| AUDIT_ROLES.contains(&r.trim())) {
         return Err(Problem::new(
@@ -388,12 +428,13 @@ async fn ack_api(
 /// for a delivery receipt, or `{"from", "text"}` for an inbound SMS.
 async fn webhook(
     State(s): State<ApiState>,
+    caller: MaybeCaller,
     headers: HeaderMap,
     Path(provider): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Res {
     let body = body_of(body)?;
-    authenticate(&s, &headers, &body)?;
+    authenticate(&s, &caller, &headers, &body)?;
     let v = json_body(&headers, &body)?;
     let field_error = |field: &str, message: &str| Problem {
         status: StatusCode::UNPROCESSABLE_ENTITY,

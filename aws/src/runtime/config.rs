@@ -1,0 +1,488 @@
+//! The functions' configuration, from the environment variables of the
+//! deployment contract (docs/functions.md). Loading fails fast with one
+//! error that names every missing or invalid variable, never its value.
+
+use muster::api::Secret;
+use muster::policy::Policy;
+use std::fmt;
+
+/// Which function is loading: each requires its own variables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    Trigger,
+    Dispatch,
+    Receipt,
+    Tick,
+}
+
+impl Function {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Function::Trigger => "trigger",
+            Function::Dispatch => "dispatch",
+            Function::Receipt => "receipt",
+            Function::Tick => "tick",
+        }
+    }
+}
+
+/// Every variable the contract names, with the functions that require it
+/// (empty: optional everywhere).
+pub const VARIABLES: [(&str, &[Function]); 28] = {
+    use Function::*;
+    const ALL: &[Function] = &[Trigger, Dispatch, Receipt, Tick];
+    [
+        ("MUSTER_STAGE", ALL),
+        ("MUSTER_STATE_TABLE", ALL),
+        ("MUSTER_AUDIT_TABLE", ALL),
+        ("MUSTER_DIRECTORY_TABLE", ALL),
+        ("MUSTER_IDEMPOTENCY_TABLE", &[Trigger]),
+        ("MUSTER_DISPATCH_QUEUE_URL", ALL),
+        ("MUSTER_TIMER_QUEUE_URL", ALL),
+        ("MUSTER_TIMER_QUEUE_ARN", ALL),
+        ("MUSTER_SCHEDULER_GROUP", ALL),
+        ("MUSTER_SCHEDULER_ROLE_ARN", ALL),
+        ("MUSTER_PII_KEY_ID", ALL),
+        ("MUSTER_SEAL_KEY_ID", &[Trigger, Tick]),
+        ("MUSTER_API_BASE_URL", &[Dispatch]),
+        ("MUSTER_ACK_SECRET", &[Trigger, Dispatch, Receipt]),
+        ("MUSTER_WEBHOOK_SECRET", &[Receipt]),
+        ("MUSTER_SCIM_TOKEN", &[]),
+        ("MUSTER_SES_FROM", &[Dispatch]),
+        ("MUSTER_SES_CONFIGURATION_SET", &[Dispatch]),
+        ("MUSTER_SMS_ORIGINATION", &[]),
+        ("MUSTER_CHIME_SMA_ID", &[]),
+        ("MUSTER_CHIME_FROM_NUMBER", &[]),
+        ("MUSTER_PUSH_ENABLED", &[]),
+        ("MUSTER_SNS_TOPIC_ARNS", &[Receipt]),
+        ("MUSTER_CONTACT_LOOKUP_URL", &[]),
+        ("MUSTER_CONTACT_LOOKUP_TOKEN", &[]),
+        ("MUSTER_AUDIT_ARCHIVE_BUCKET", &[Tick]),
+        ("MUSTER_AUDIT_RETENTION_DAYS", &[]),
+        ("MUSTER_POLICY", &[]),
+    ]
+};
+
+/// Default audit retention in DynamoDB, days.
+pub const DEFAULT_RETENTION_DAYS: u32 = 180;
+
+/// The configuration. A variable a function does not require may be absent
+/// (empty string when it is, so that wiring never has to guess).
+#[derive(Clone)]
+pub struct Config {
+    pub function: Function,
+    pub stage: String,
+    pub state_table: String,
+    pub audit_table: String,
+    pub directory_table: String,
+    pub idempotency_table: Option<String>,
+    pub dispatch_queue_url: String,
+    pub timer_queue_url: String,
+    pub timer_queue_arn: String,
+    pub scheduler_group: String,
+    pub scheduler_role_arn: String,
+    pub pii_key_id: String,
+    pub seal_key_id: Option<String>,
+    pub api_base_url: Option<String>,
+    pub ack_secret: Option<Secret>,
+    pub webhook_secret: Option<Secret>,
+    pub scim_token: Option<Secret>,
+    pub ses_from: Option<String>,
+    pub ses_configuration_set: Option<String>,
+    pub sms_origination: Option<String>,
+    /// Voice: both the SIP media application and the caller id, or neither.
+    pub chime: Option<(String, String)>,
+    pub push_enabled: bool,
+    pub sns_topic_arns: Vec<String>,
+    pub contact_lookup_url: Option<String>,
+    pub contact_lookup_token: Option<Secret>,
+    pub audit_archive_bucket: Option<String>,
+    pub audit_retention_days: u32,
+    pub policy: Policy,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Secrets print as Secret(••••); nothing here is a contact detail.
+        f.debug_struct("Config")
+            .field("function", &self.function)
+            .field("stage", &self.stage)
+            .field("state_table", &self.state_table)
+            .field("audit_table", &self.audit_table)
+            .field("directory_table", &self.directory_table)
+            .field("dispatch_queue_url", &self.dispatch_queue_url)
+            .field("timer_queue_url", &self.timer_queue_url)
+            .field("voice", &self.chime.is_some())
+            .field("push_enabled", &self.push_enabled)
+            .field("contact_lookup", &self.contact_lookup_url.is_some())
+            .field("scim", &self.scim_token.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One problem with one variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VarProblem {
+    pub name: &'static str,
+    pub problem: String,
+}
+
+/// Every problem found, reported together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub function: &'static str,
+    pub problems: Vec<VarProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "muster-{} cannot start: {} environment variable(s) to fix: ",
+            self.function,
+            self.problems.len()
+        )?;
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{} {}", p.name, p.problem)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+struct Reader<'a, F: Fn(&str) -> Option<String>> {
+    function: Function,
+    lookup: &'a F,
+    problems: Vec<VarProblem>,
+}
+
+impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
+    fn required_here(&self, name: &str) -> bool {
+        VARIABLES
+            .iter()
+            .any(|(n, fs)| *n == name && fs.contains(&self.function))
+    }
+
+    fn problem(&mut self, name: &'static str, problem: impl Into<String>) {
+        self.problems.push(VarProblem {
+            name,
+            problem: problem.into(),
+        });
+    }
+
+    /// The trimmed value, `None` when absent or blank; a problem when this
+    /// function requires it.
+    fn get(&mut self, name: &'static str) -> Option<String> {
+        let v = (self.lookup)(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty());
+        if v.is_none() && self.required_here(name) {
+            self.problem(name, "is missing");
+        }
+        v
+    }
+
+    /// A required-everywhere value (empty string after a recorded problem).
+    fn must(&mut self, name: &'static str) -> String {
+        self.get(name).unwrap_or_default()
+    }
+
+    fn url(&mut self, name: &'static str) -> Option<String> {
+        let v = self.get(name)?;
+        if v.starts_with("https://") || v.starts_with("http://") {
+            Some(v)
+        } else {
+            self.problem(name, "is not an http(s) URL");
+            None
+        }
+    }
+
+    fn arn(&mut self, name: &'static str) -> String {
+        let v = self.must(name);
+        if !v.is_empty() && !v.starts_with("arn:") {
+            self.problem(name, "is not an ARN");
+        }
+        v
+    }
+
+    fn secret(&mut self, name: &'static str) -> Option<Secret> {
+        let v = self.get(name)?;
+        if v.len() < 16 {
+            self.problem(name, "is shorter than 16 characters");
+            return None;
+        }
+        Some(Secret::new(v))
+    }
+}
+
+impl Config {
+    /// Reads the configuration of `function` through `lookup` (the process
+    /// environment: `|name| std::env::var(name).ok()`).
+    pub fn from_lookup(
+        function: Function,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut r = Reader {
+            function,
+            lookup: &lookup,
+            problems: Vec::new(),
+        };
+        let stage = r.must("MUSTER_STAGE");
+        if !stage.is_empty()
+            && !stage
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            r.problem("MUSTER_STAGE", "may hold only letters, digits, - and _");
+        }
+        let state_table = r.must("MUSTER_STATE_TABLE");
+        let audit_table = r.must("MUSTER_AUDIT_TABLE");
+        let directory_table = r.must("MUSTER_DIRECTORY_TABLE");
+        let idempotency_table = r.get("MUSTER_IDEMPOTENCY_TABLE");
+        let dispatch_queue_url = r.url("MUSTER_DISPATCH_QUEUE_URL").unwrap_or_default();
+        let timer_queue_url = r.url("MUSTER_TIMER_QUEUE_URL").unwrap_or_default();
+        let timer_queue_arn = r.arn("MUSTER_TIMER_QUEUE_ARN");
+        let scheduler_group = r.must("MUSTER_SCHEDULER_GROUP");
+        let scheduler_role_arn = r.arn("MUSTER_SCHEDULER_ROLE_ARN");
+        let pii_key_id = r.must("MUSTER_PII_KEY_ID");
+        let seal_key_id = r.get("MUSTER_SEAL_KEY_ID");
+        let api_base_url = r.url("MUSTER_API_BASE_URL");
+        let ack_secret = r.secret("MUSTER_ACK_SECRET");
+        let webhook_secret = r.secret("MUSTER_WEBHOOK_SECRET");
+        let scim_token = r.secret("MUSTER_SCIM_TOKEN");
+        let ses_from = r.get("MUSTER_SES_FROM");
+        if let Some(from) = &ses_from
+            && muster::domain::EmailAddress::parse(from).is_err()
+        {
+            r.problem("MUSTER_SES_FROM", "is not an email address");
+        }
+        let ses_configuration_set = r.get("MUSTER_SES_CONFIGURATION_SET");
+        let sms_origination = r.get("MUSTER_SMS_ORIGINATION");
+        let sma = r.get("MUSTER_CHIME_SMA_ID");
+        let from_number = r.get("MUSTER_CHIME_FROM_NUMBER");
+        let chime = match (sma, from_number) {
+            (Some(sma), Some(from)) => {
+                if muster::domain::PhoneNumber::parse(&from).is_err() {
+                    r.problem("MUSTER_CHIME_FROM_NUMBER", "is not an E.164 number");
+                }
+                Some((sma, from))
+            }
+            (Some(_), None) => {
+                r.problem(
+                    "MUSTER_CHIME_FROM_NUMBER",
+                    "is missing (required with MUSTER_CHIME_SMA_ID)",
+                );
+                None
+            }
+            _ => None,
+        };
+        let push_enabled = match r.get("MUSTER_PUSH_ENABLED").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                r.problem("MUSTER_PUSH_ENABLED", "must be true or false");
+                false
+            }
+        };
+        let sns_topic_arns: Vec<String> = r
+            .get("MUSTER_SNS_TOPIC_ARNS")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if sns_topic_arns.iter().any(|a| !a.starts_with("arn:")) {
+            r.problem("MUSTER_SNS_TOPIC_ARNS", "holds a value that is not an ARN");
+        }
+        let contact_lookup_url = r.url("MUSTER_CONTACT_LOOKUP_URL");
+        let contact_lookup_token = r.get("MUSTER_CONTACT_LOOKUP_TOKEN").map(Secret::new);
+        let audit_archive_bucket = r.get("MUSTER_AUDIT_ARCHIVE_BUCKET");
+        let audit_retention_days = match r.get("MUSTER_AUDIT_RETENTION_DAYS") {
+            None => DEFAULT_RETENTION_DAYS,
+            Some(v) => match v.parse::<u32>() {
+                Ok(d) if (1..=3650).contains(&d) => d,
+                _ => {
+                    r.problem(
+                        "MUSTER_AUDIT_RETENTION_DAYS",
+                        "must be a whole number of days from 1 to 3650",
+                    );
+                    DEFAULT_RETENTION_DAYS
+                }
+            },
+        };
+        let policy = match r.get("MUSTER_POLICY") {
+            None => Policy::default(),
+            Some(text) => match Policy::from_toml(&text) {
+                Ok(p) => p,
+                Err(errors) => {
+                    let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+                    r.problem(
+                        "MUSTER_POLICY",
+                        format!("is not a valid policy: {}", list.join(", ")),
+                    );
+                    Policy::default()
+                }
+            },
+        };
+        if !r.problems.is_empty() {
+            return Err(ConfigError {
+                function: function.as_str(),
+                problems: r.problems,
+            });
+        }
+        Ok(Config {
+            function,
+            stage,
+            state_table,
+            audit_table,
+            directory_table,
+            idempotency_table,
+            dispatch_queue_url,
+            timer_queue_url,
+            timer_queue_arn,
+            scheduler_group,
+            scheduler_role_arn,
+            pii_key_id,
+            seal_key_id,
+            api_base_url,
+            ack_secret,
+            webhook_secret,
+            scim_token,
+            ses_from,
+            ses_configuration_set,
+            sms_origination,
+            chime,
+            push_enabled,
+            sns_topic_arns,
+            contact_lookup_url,
+            contact_lookup_token,
+            audit_archive_bucket,
+            audit_retention_days,
+            policy,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::collections::HashMap;
+
+    fn full() -> HashMap<&'static str, String> {
+        let mut m = HashMap::new();
+        for (name, _) in VARIABLES {
+            m.insert(name, String::new());
+        }
+        let set = [
+            ("MUSTER_STAGE", "dev"),
+            ("MUSTER_STATE_TABLE", "state"),
+            ("MUSTER_AUDIT_TABLE", "audit"),
+            ("MUSTER_DIRECTORY_TABLE", "directory"),
+            ("MUSTER_IDEMPOTENCY_TABLE", "idem"),
+            (
+                "MUSTER_DISPATCH_QUEUE_URL",
+                "https://sqs.eu-west-1.amazonaws.com/1/d",
+            ),
+            (
+                "MUSTER_TIMER_QUEUE_URL",
+                "https://sqs.eu-west-1.amazonaws.com/1/t",
+            ),
+            ("MUSTER_TIMER_QUEUE_ARN", "arn:aws:sqs:eu-west-1:1:t"),
+            ("MUSTER_SCHEDULER_GROUP", "muster"),
+            ("MUSTER_SCHEDULER_ROLE_ARN", "arn:aws:iam::1:role/s"),
+            ("MUSTER_PII_KEY_ID", "alias/pii"),
+            ("MUSTER_SEAL_KEY_ID", "alias/seal"),
+            ("MUSTER_API_BASE_URL", "https://api.example.net"),
+            ("MUSTER_ACK_SECRET", "0123456789abcdef0123"),
+            ("MUSTER_WEBHOOK_SECRET", "fedcba98765432100123"),
+            ("MUSTER_SES_FROM", "alerts@example.net"),
+            ("MUSTER_SES_CONFIGURATION_SET", "muster"),
+            (
+                "MUSTER_SNS_TOPIC_ARNS",
+                "arn:aws:sns:eu-west-1:1:a, arn:aws:sns:eu-west-1:1:b",
+            ),
+            ("MUSTER_AUDIT_ARCHIVE_BUCKET", "archive"),
+        ];
+        for (k, v) in set {
+            m.insert(k, v.to_string());
+        }
+        m
+    }
+
+    fn load(f: Function, env: &HashMap<&'static str, String>) -> Result<Config, ConfigError> {
+        Config::from_lookup(f, |n| env.get(n).cloned())
+    }
+
+    #[test]
+    fn a_full_environment_loads_for_every_function() {
+        let env = full();
+        for f in [
+            Function::Trigger,
+            Function::Dispatch,
+            Function::Receipt,
+            Function::Tick,
+        ] {
+            let c = load(f, &env).unwrap();
+            assert_eq!(c.audit_retention_days, 180);
+            assert_eq!(c.sns_topic_arns.len(), 2);
+            assert!(c.chime.is_none() && !c.push_enabled);
+        }
+    }
+
+    #[test]
+    fn every_missing_variable_is_named_in_one_error() {
+        let e = Config::from_lookup(Function::Dispatch, |_| None).unwrap_err();
+        let names: Vec<&str> = e.problems.iter().map(|p| p.name).collect();
+        let expected: Vec<&str> = VARIABLES
+            .iter()
+            .filter(|(_, fs)| fs.contains(&Function::Dispatch))
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(names, expected);
+        let text = e.to_string();
+        assert!(text.starts_with("muster-dispatch cannot start: 14 environment"));
+        assert!(text.contains("MUSTER_SES_FROM is missing"));
+        // Receipt's own variables are not required of dispatch.
+        assert!(!text.contains("MUSTER_WEBHOOK_SECRET"));
+    }
+
+    #[test]
+    fn invalid_values_are_reported_together_without_their_values() {
+        let mut env = full();
+        env.insert("MUSTER_DISPATCH_QUEUE_URL", "sqs-queue".into());
+        env.insert("MUSTER_ACK_SECRET", "short-secret".into());
+        env.insert("MUSTER_AUDIT_RETENTION_DAYS", "forever".into());
+        env.insert("MUSTER_CHIME_SMA_ID", "sma-1".into());
+        env.insert("MUSTER_PUSH_ENABLED", "yes".into());
+        env.insert("MUSTER_POLICY", "[defaults]\nnonsense = 1".into());
+        let e = load(Function::Trigger, &env).unwrap_err();
+        let names: Vec<&str> = e.problems.iter().map(|p| p.name).collect();
+        assert_eq!(
+            names,
+            [
+                "MUSTER_DISPATCH_QUEUE_URL",
+                "MUSTER_ACK_SECRET",
+                "MUSTER_CHIME_FROM_NUMBER",
+                "MUSTER_PUSH_ENABLED",
+                "MUSTER_AUDIT_RETENTION_DAYS",
+                "MUSTER_POLICY",
+            ]
+        );
+        assert!(!e.to_string().contains("short-secret"));
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let c = load(Function::Receipt, &full()).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("0123456789abcdef0123"));
+    }
+}

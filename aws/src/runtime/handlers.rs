@@ -1,0 +1,401 @@
+//! The four functions' handlers. Each is a struct built once per Lambda
+//! instance (from the configuration and the dependencies) whose `handle`
+//! takes one invocation's event as JSON and answers JSON; tests call them
+//! in-process with recorded AWS event shapes.
+//!
+//! | function | events | answer |
+//! | --- | --- | --- |
+//! | trigger | API Gateway HTTP API (payload 2.0): `/v1/*`, `/scim/v2/*` | the HTTP response |
+//! | dispatch | SQS batch of work items | `batchItemFailures` |
+//! | receipt | API Gateway `POST /v1/webhooks/{provider}`; Chime SMA events; SNS; CloudWatch Logs | HTTP response; SMA actions |
+//! | tick | SQS batch of timers; `{"muster": "sweep"}`; DynamoDB stream of the audit table | `batchItemFailures`; sweep report |
+
+use super::config::Config;
+use super::wiring::ack_tokens;
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use axum::Router;
+use lambda_http::request::LambdaRequest;
+use lambda_http::{RequestExt, Service};
+use lambda_runtime::{Context, LambdaEvent};
+use muster::api::v1::{self, ApiState, Caller};
+use muster::api::{Secret, scim};
+use muster::app;
+use muster::domain::Ts;
+use muster::ports::{Deps, Job, TimerMsg};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// Why an invocation failed. The message goes back to the invoker and to
+/// the log: it never holds a contact detail.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("event not understood: {0}")]
+    BadEvent(String),
+    #[error("{0} events are not wired into this function yet")]
+    NotWired(&'static str),
+    #[error(transparent)]
+    App(#[from] muster::Error),
+}
+
+/// The shape of an incoming event, told from its JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// API Gateway HTTP API, payload format 2.0.
+    Http,
+    /// Chime SDK SIP media application invocation.
+    ChimeSma,
+    /// SNS notifications delivered by Lambda subscription.
+    Sns,
+    /// CloudWatch Logs subscription (`awslogs.data`).
+    CloudWatchLogs,
+    /// SQS batch.
+    Sqs,
+    /// DynamoDB stream batch.
+    DynamoDbStream,
+    /// `{"muster": "sweep"}` from EventBridge Scheduler.
+    Sweep,
+    Unknown,
+}
+
+pub fn shape(event: &Value) -> Shape {
+    if event.get("requestContext").is_some() && event["version"] == "2.0" {
+        return Shape::Http;
+    }
+    if event.get("InvocationEventType").is_some() && event.get("CallDetails").is_some() {
+        return Shape::ChimeSma;
+    }
+    if event["awslogs"]["data"].is_string() {
+        return Shape::CloudWatchLogs;
+    }
+    if event["muster"] == "sweep" {
+        return Shape::Sweep;
+    }
+    let first = &event["Records"][0];
+    // SNS spells its source `EventSource`, SQS and DynamoDB `eventSource`.
+    match (first["EventSource"].as_str(), first["eventSource"].as_str()) {
+        (Some("aws:sns"), _) => Shape::Sns,
+        (_, Some("aws:sqs")) => Shape::Sqs,
+        (_, Some("aws:dynamodb")) => Shape::DynamoDbStream,
+        _ => Shape::Unknown,
+    }
+}
+
+/// Epoch milliseconds at which a Lambda invocation's work should stop:
+/// `margin_ms` before the deadline the runtime reports. A context without a
+/// deadline (tests) gives `None`.
+pub fn stop_at(ctx: &Context, margin_ms: u64) -> Option<Ts> {
+    (ctx.deadline > 0).then(|| Ts(ctx.deadline.saturating_sub(margin_ms)))
+}
+
+/// Roles of a caller, from the JWT authorizer's claims (`roles`,
+/// `cognito:groups` or `groups`; API Gateway renders a list claim as
+/// `[a b]`) and scopes (`<resource server>/<Role>`, e.g.
+/// `muster/ComplianceOfficer`).
+pub fn caller_from_jwt(
+    claims: &std::collections::HashMap<String, String>,
+    scopes: &[String],
+) -> Caller {
+    let mut roles: Vec<String> = Vec::new();
+    for claim in ["roles", "cognito:groups", "groups"] {
+        if let Some(v) = claims.get(claim) {
+            let list = v.trim().trim_start_matches('[').trim_end_matches(']');
+            roles.extend(
+                list.split(|c: char| c == ',' || c.is_whitespace())
+                    .map(|r| r.trim_matches('"'))
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_string),
+            );
+        }
+    }
+    roles.extend(
+        scopes
+            .iter()
+            .filter_map(|s| s.rsplit('/').next())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+    );
+    roles.sort();
+    roles.dedup();
+    Caller {
+        subject: claims.get("sub").cloned().unwrap_or_default(),
+        roles,
+    }
+}
+
+/// The caller API Gateway's JWT authorizer authenticated, if any.
+fn caller_of(req: &lambda_http::Request) -> Option<Caller> {
+    let jwt = req.request_context_ref()?.authorizer()?.jwt.as_ref()?;
+    Some(caller_from_jwt(
+        &jwt.claims,
+        jwt.scopes.as_deref().unwrap_or_default(),
+    ))
+}
+
+/// Serves one API Gateway HTTP API event through `router`; the answer is
+/// the API Gateway response. `only` restricts the paths served (others 404).
+async fn serve_http(
+    router: &Router,
+    event: Value,
+    ctx: Context,
+    only: Option<&str>,
+) -> Result<Value, HandlerError> {
+    let req: LambdaRequest = serde_json::from_value(event)
+        .map_err(|e| HandlerError::BadEvent(format!("not an HTTP API request: {e}")))?;
+    let router = router.clone();
+    let only = only.map(str::to_string);
+    let service = tower::service_fn(move |mut req: lambda_http::Request| {
+        let router = router.clone();
+        let only = only.clone();
+        async move {
+            if let Some(prefix) = &only
+                && !req.uri().path().starts_with(prefix.as_str())
+            {
+                let r = axum::response::IntoResponse::into_response(v1::Problem::new(
+                    axum::http::StatusCode::NOT_FOUND,
+                    "no such route",
+                ));
+                return Ok::<_, std::convert::Infallible>(r);
+            }
+            // Only the gateway's authorizer may vouch for a caller.
+            req.extensions_mut().remove::<Caller>();
+            if let Some(c) = caller_of(&req) {
+                tracing::info!(subject = %c.subject, roles = ?c.roles, "caller authenticated by the gateway");
+                req.extensions_mut().insert(c);
+            }
+            router.oneshot(req.map(axum::body::Body::new)).await
+        }
+    });
+    let mut adapter = lambda_http::Adapter::from(service);
+    let resp = match adapter.call(LambdaEvent::new(req, ctx)).await {
+        Ok(r) => r,
+        Err(e) => match e {},
+    };
+    serde_json::to_value(resp)
+        .map_err(|e| HandlerError::App(muster::Error::permanent(format!("response: {e}"))))
+}
+
+/// `trigger`: the v1 API (all routes but webhooks, which API Gateway sends
+/// to `receipt`) and, with a SCIM token and directory writes, `/scim/v2`.
+pub struct Trigger {
+    router: Router,
+}
+
+impl Trigger {
+    pub fn new(config: &Config, deps: Deps) -> Self {
+        // Signed requests (HMAC) use the webhook secret when the deployment
+        // gives trigger one; otherwise a random key: only callers the JWT
+        // authorizer authenticated get in. The API is never open here.
+        let secret = config.webhook_secret.clone().unwrap_or_else(random_secret);
+        let admin = deps.admin.clone();
+        let mut router = v1::router(ApiState {
+            deps,
+            secret: Some(secret),
+            tokens: ack_tokens(config),
+        });
+        match (&config.scim_token, admin) {
+            (Some(token), Some(admin)) => router = router.merge(scim::router(admin, token.clone())),
+            (Some(_), None) => {
+                // NOT WIRED: SCIM needs directory writes (Deps::admin), which
+                // the DynamoDB directory does not offer yet.
+                tracing::warn!(
+                    "MUSTER_SCIM_TOKEN is set but directory writes are not wired: /scim/v2 is not served"
+                );
+            }
+            _ => {}
+        }
+        Trigger { router }
+    }
+
+    pub async fn handle(&self, event: Value, ctx: Context) -> Result<Value, HandlerError> {
+        match shape(&event) {
+            Shape::Http => serve_http(&self.router, event, ctx, None).await,
+            other => Err(HandlerError::BadEvent(format!(
+                "trigger takes HTTP API requests, not {other:?}"
+            ))),
+        }
+    }
+}
+
+fn random_secret() -> Secret {
+    use rand::TryRngCore;
+    let mut b = [0u8; 32];
+    // An unreadable OS generator leaves zeros XORed with the time: still no
+    // key anyone holds, and the JWT path is unaffected.
+    if rand::rngs::OsRng.try_fill_bytes(&mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b[..16].copy_from_slice(&t.to_le_bytes());
+    }
+    Secret::new(hex::encode(b))
+}
+
+/// Runs `f` on every record's body, concurrently; the records it fails on
+/// are the batch item failures (SQS delivers them again, then to the
+/// dead-letter queue).
+async fn sqs_batch<'a, T, F, Fut>(event: Value, what: &str, f: F) -> Result<Value, HandlerError>
+where
+    T: serde::de::DeserializeOwned,
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = muster::Result<()>> + 'a,
+{
+    let event: SqsEvent = serde_json::from_value(event)
+        .map_err(|e| HandlerError::BadEvent(format!("not an SQS batch: {e}")))?;
+    let mut work = Vec::new();
+    let mut response = SqsBatchResponse::default();
+    for record in event.records {
+        let id = record.message_id.clone().unwrap_or_default();
+        match serde_json::from_str::<T>(record.body.as_deref().unwrap_or_default()) {
+            Ok(item) => work.push((id, f(item))),
+            Err(e) => {
+                tracing::error!(message_id = %id, error = %e, "{what} message not understood");
+                response.add_failure(id);
+            }
+        }
+    }
+    let (ids, futures): (Vec<String>, Vec<Fut>) = work.into_iter().unzip();
+    for (id, result) in ids
+        .into_iter()
+        .zip(futures::future::join_all(futures).await)
+    {
+        if let Err(e) = result {
+            tracing::warn!(message_id = %id, error = %e, "{what} failed; SQS will deliver it again");
+            response.add_failure(id);
+        }
+    }
+    serde_json::to_value(response)
+        .map_err(|e| HandlerError::App(muster::Error::permanent(format!("response: {e}"))))
+}
+
+/// `dispatch`: work items from the dispatch queue. A send the rate limiter
+/// holds back is re-queued by the use case with an SQS delay until the slot
+/// it booked (never waited for here); a carrier's throttle is an engine
+/// event (the attempt is retried after Retry-After by a timer).
+pub struct Dispatch {
+    deps: Deps,
+}
+
+impl Dispatch {
+    pub fn new(deps: Deps) -> Self {
+        Dispatch { deps }
+    }
+
+    pub async fn handle(&self, event: Value, _ctx: Context) -> Result<Value, HandlerError> {
+        match shape(&event) {
+            Shape::Sqs => {
+                sqs_batch(event, "work item", |job: Job| {
+                    app::dispatch(&self.deps, job)
+                })
+                .await
+            }
+            other => Err(HandlerError::BadEvent(format!(
+                "dispatch takes SQS batches, not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// `receipt`: signed webhooks over HTTP, Chime SMA call events, and (not
+/// wired yet) SNS notifications and CloudWatch Logs SMS delivery status.
+pub struct Receipt {
+    deps: Deps,
+    router: Router,
+}
+
+/// The only HTTP path `receipt` serves.
+pub const WEBHOOK_PREFIX: &str = "/v1/webhooks/";
+
+impl Receipt {
+    pub fn new(config: &Config, deps: Deps) -> Self {
+        let secret = config.webhook_secret.clone().unwrap_or_else(random_secret);
+        let router = v1::router(ApiState {
+            deps: deps.clone(),
+            secret: Some(secret),
+            tokens: ack_tokens(config),
+        });
+        Receipt { deps, router }
+    }
+
+    pub async fn handle(&self, event: Value, ctx: Context) -> Result<Value, HandlerError> {
+        match shape(&event) {
+            Shape::Http => serve_http(&self.router, event, ctx, Some(WEBHOOK_PREFIX)).await,
+            Shape::ChimeSma => self.chime(&event).await,
+            // NOT WIRED: SNS notifications (SES events, inbound SMS; signature
+            // verification first) and CloudWatch Logs SMS delivery status are
+            // parsed by muster::events::{sns, ses, cwlogs}; wire them here.
+            Shape::Sns => Err(HandlerError::NotWired("SNS")),
+            Shape::CloudWatchLogs => Err(HandlerError::NotWired("CloudWatch Logs")),
+            other => Err(HandlerError::BadEvent(format!(
+                "receipt takes HTTP API requests, Chime SMA, SNS and CloudWatch Logs events, not {other:?}"
+            ))),
+        }
+    }
+
+    /// One SIP media application event: its receipts applied, then its
+    /// actions answered. A receipt that fails fails the invocation, so
+    /// that the caller is never told an acknowledgement was recorded when
+    /// it was not.
+    async fn chime(&self, event: &Value) -> Result<Value, HandlerError> {
+        let answer = muster::events::chime::handle(event)
+            .map_err(|e| HandlerError::BadEvent(format!("Chime SMA event: {e}")))?;
+        for r in answer.receipts {
+            let outcome = app::receipt(&self.deps, r).await?;
+            tracing::info!(outcome = ?outcome, "voice receipt");
+        }
+        Ok(answer.response)
+    }
+}
+
+/// `tick`: fired timers from the timer queue, the reconciliation sweep,
+/// and (not wired yet) the audit table's stream for the archive.
+pub struct Tick {
+    deps: Deps,
+}
+
+/// The sweep stops this long before the Lambda deadline.
+pub const SWEEP_MARGIN_MS: u64 = 10_000;
+
+impl Tick {
+    pub fn new(deps: Deps) -> Self {
+        Tick { deps }
+    }
+
+    pub async fn handle(&self, event: Value, ctx: Context) -> Result<Value, HandlerError> {
+        match shape(&event) {
+            Shape::Sqs => sqs_batch(event, "timer", |t: TimerMsg| app::tick(&self.deps, t)).await,
+            Shape::Sweep => self.sweep(stop_at(&ctx, SWEEP_MARGIN_MS)).await,
+            // NOT WIRED: the audit archive (DynamoDB stream of the audit
+            // table, NEW_IMAGE, to the Object Lock bucket) goes here.
+            Shape::DynamoDbStream => Err(HandlerError::NotWired("DynamoDB stream")),
+            other => Err(HandlerError::BadEvent(format!(
+                "tick takes SQS timer batches, the sweep and the audit stream, not {other:?}"
+            ))),
+        }
+    }
+
+    /// One reconciliation pass, stopping at `deadline` (on the
+    /// dependencies' clock); the next minute's sweep continues.
+    pub async fn sweep(&self, deadline: Option<Ts>) -> Result<Value, HandlerError> {
+        let r = app::sweep(&self.deps, deadline).await?;
+        if r.incomplete {
+            tracing::warn!(
+                examined = r.examined,
+                "sweep stopped at its deadline with more to examine"
+            );
+        } else {
+            tracing::info!(
+                examined = r.examined,
+                redriven = r.redriven,
+                deferred = r.deferred,
+                "sweep done"
+            );
+        }
+        Ok(json!({
+            "examined": r.examined,
+            "redriven": r.redriven,
+            "deferred": r.deferred,
+            "incomplete": r.incomplete,
+        }))
+    }
+}

@@ -1,0 +1,484 @@
+//! The handlers with recorded AWS event shapes (tests/fixtures/{apigw,sqs,
+//! scheduler,chime}) on the memory adapters, in-process.
+#![allow(clippy::unwrap_used)]
+
+use super::config::{Config, Function, VARIABLES};
+use super::handlers::{
+    Dispatch, HandlerError, Receipt, Shape, Tick, Trigger, caller_from_jwt, shape, stop_at,
+};
+use async_trait::async_trait;
+use muster::adapters::memory::{
+    Agenda, Item, MemoryDirectory, MemoryLimiter, MemoryQueue, MemoryStore, MemoryTimers,
+    SeededIds, VirtualClock,
+};
+use muster::api::Secret;
+use muster::api::sign::sign_request;
+use muster::domain::*;
+use muster::ports::*;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+const ACK_SECRET: &str = "ack-secret-for-tests-0001";
+const WEBHOOK_SECRET: &str = "webhook-secret-for-tests-0001";
+/// 2024-05-20T14:32:00Z, the fixtures' time.
+const T0: Ts = Ts(1_716_215_520_000);
+
+fn fixture(path: &str) -> Value {
+    let full = format!("{}/../tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&full).unwrap()).unwrap()
+}
+
+fn config(f: Function) -> Config {
+    let mut env: HashMap<&str, String> = HashMap::new();
+    for (name, _) in VARIABLES {
+        env.insert(name, format!("x-{}", name.to_ascii_lowercase()));
+    }
+    env.insert("MUSTER_DISPATCH_QUEUE_URL", "http://localhost/q/d".into());
+    env.insert("MUSTER_TIMER_QUEUE_URL", "http://localhost/q/t".into());
+    env.insert("MUSTER_TIMER_QUEUE_ARN", "arn:aws:sqs:us-east-1:1:t".into());
+    env.insert("MUSTER_SCHEDULER_ROLE_ARN", "arn:aws:iam::1:role/s".into());
+    env.insert("MUSTER_API_BASE_URL", "https://api.example.net".into());
+    env.insert("MUSTER_ACK_SECRET", ACK_SECRET.into());
+    env.insert("MUSTER_WEBHOOK_SECRET", WEBHOOK_SECRET.into());
+    env.insert("MUSTER_SES_FROM", "alerts@example.net".into());
+    env.insert(
+        "MUSTER_SNS_TOPIC_ARNS",
+        "arn:aws:sns:us-east-1:1:ses".into(),
+    );
+    env.insert("MUSTER_CONTACT_LOOKUP_URL", String::new());
+    env.insert("MUSTER_CONTACT_LOOKUP_TOKEN", String::new());
+    env.insert("MUSTER_CHIME_SMA_ID", String::new());
+    env.insert("MUSTER_CHIME_FROM_NUMBER", String::new());
+    env.insert("MUSTER_SCIM_TOKEN", String::new());
+    env.insert("MUSTER_PUSH_ENABLED", String::new());
+    env.insert("MUSTER_AUDIT_RETENTION_DAYS", String::new());
+    env.insert("MUSTER_POLICY", String::new());
+    Config::from_lookup(f, |n| env.get(n).cloned()).unwrap()
+}
+
+#[derive(Default)]
+struct Carrier(Mutex<Vec<OutboundMessage>>);
+
+struct Rec(Arc<Carrier>, &'static str);
+
+#[async_trait]
+impl ChannelSender for Rec {
+    fn endpoint(&self) -> &str {
+        self.1
+    }
+    async fn send(&self, msg: &OutboundMessage) -> Result<Accepted, SendError> {
+        let mut g = self.0.0.lock().unwrap();
+        g.push(msg.clone());
+        Ok(Accepted {
+            provider_message_id: format!("gateway:gw-{:06}", 122 + g.len()),
+        })
+    }
+}
+
+struct Env {
+    deps: Deps,
+    clock: Arc<VirtualClock>,
+    agenda: Arc<Agenda<()>>,
+    carrier: Arc<Carrier>,
+}
+
+fn env() -> Env {
+    let clock = VirtualClock::new(T0);
+    let agenda: Arc<Agenda<()>> = Agenda::new(clock.clone());
+    let person = Stakeholder {
+        id: StakeholderId::parse("ops-lead-amer").unwrap(),
+        name: "Ops Lead Americas".into(),
+        tier: Tier::ALL[0],
+        contacts: ContactMethods {
+            sms: PhoneNumber::parse("+12125550101").ok(),
+            ..Default::default()
+        },
+        preferences: vec![Channel::Sms],
+        manager: None,
+        locale: None,
+        user_name: None,
+        external_id: None,
+        active: true,
+    };
+    let group = Group {
+        id: GroupId::parse("ops-leads").unwrap(),
+        name: "Ops leads".into(),
+        members: vec![person.id.clone()],
+        on_call_manager: None,
+        escalation_channels: vec![],
+    };
+    let policy = Arc::new(muster::policy::Policy::default());
+    let store = Arc::new(MemoryStore::new());
+    let carrier = Arc::new(Carrier::default());
+    let deps = Deps {
+        policy: policy.clone(),
+        incidents: store.clone(),
+        cascades: store,
+        directory: Arc::new(MemoryDirectory::new(vec![group], vec![person])),
+        queue: Arc::new(MemoryQueue(agenda.clone())),
+        timers: Arc::new(MemoryTimers(agenda.clone())),
+        senders: Senders {
+            voice: Arc::new(Rec(carrier.clone(), "voice")),
+            sms: Arc::new(Rec(carrier.clone(), "sms")),
+            email: Arc::new(Rec(carrier.clone(), "email")),
+            push: Arc::new(Rec(carrier.clone(), "push")),
+        },
+        limiter: Arc::new(MemoryLimiter::new(policy)),
+        clock: clock.clone(),
+        ids: Arc::new(SeededIds::new(7)),
+        observer: Arc::new(NoObserver),
+        contacts: None,
+        ack_links: None,
+        vault: None,
+        sealing: None,
+        numbers: None,
+        admin: None,
+    };
+    Env {
+        deps,
+        clock,
+        agenda,
+        carrier,
+    }
+}
+
+fn ctx() -> super::Context {
+    super::Context::default()
+}
+
+/// Runs the queued jobs due by now through the dispatch handler, as SQS
+/// batches of one.
+async fn drain_jobs(e: &Env, dispatch: &Dispatch) -> usize {
+    let mut n = 0;
+    while let Some((_, item)) = e.agenda.pop_due(e.clock.now()) {
+        match item {
+            Item::Job(job) => {
+                let mut batch = fixture("sqs/dispatch-batch.json");
+                batch["Records"][0]["body"] = json!(serde_json::to_string(&job).unwrap());
+                batch["Records"].as_array_mut().unwrap().truncate(1);
+                let out = dispatch.handle(batch, ctx()).await.unwrap();
+                assert_eq!(out["batchItemFailures"], json!([]), "{job:?}");
+                n += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    n
+}
+
+#[test]
+fn every_fixture_has_the_shape_its_function_expects() {
+    for (path, want) in [
+        ("apigw/trigger-post-incident-jwt.json", Shape::Http),
+        ("apigw/trigger-get-audit-jwt.json", Shape::Http),
+        ("apigw/receipt-webhook-signed.json", Shape::Http),
+        ("sqs/dispatch-batch.json", Shape::Sqs),
+        ("sqs/tick-batch.json", Shape::Sqs),
+        ("scheduler/sweep.json", Shape::Sweep),
+        ("chime/call_answered.json", Shape::ChimeSma),
+        ("chime/digits_1.json", Shape::ChimeSma),
+    ] {
+        assert_eq!(shape(&fixture(path)), want, "{path}");
+    }
+    let sns = json!({"Records": [{"EventSource": "aws:sns", "EventVersion": "1.0", "EventSubscriptionArn": "arn:aws:sns:us-east-1:1:t:s", "Sns": {"Type": "Notification"}}]});
+    assert_eq!(shape(&sns), Shape::Sns);
+    let logs = json!({"awslogs": {"data": "H4sIAAAAAAAAAHWPwQqCQBCGX0Xm7EFtK+smZBEUgXoLCdMhFtKV3akI8d0bLYmibvPPN3wz00CJxmQnTO41whwWQRIctmEcB6sQbFC3CjW3XW8kxpOpP+OC22d1Wml1qZkQGtoMsScxaczKN3plG8zlaHIta5KqWsozoTYw3/djzwhpLwivWFGHGpAFe7DL68JlBUk+l7KSN7tCOEJ4M3/qOI49vMHj+zCKdlFqLaU2ZHV2a4Ct/an0/ivdX8oYc1UVX860fQDQiMdxRQEAAA=="}});
+    assert_eq!(shape(&logs), Shape::CloudWatchLogs);
+    let stream = json!({"Records": [{"eventID": "1", "eventName": "INSERT", "eventSource": "aws:dynamodb", "dynamodb": {}}]});
+    assert_eq!(shape(&stream), Shape::DynamoDbStream);
+    assert_eq!(shape(&json!({"hello": "world"})), Shape::Unknown);
+}
+
+#[test]
+fn jwt_claims_and_scopes_give_roles() {
+    let claims: HashMap<String, String> = [
+        ("sub".to_string(), "co-1".to_string()),
+        (
+            "cognito:groups".to_string(),
+            "[ComplianceOfficer Auditors]".to_string(),
+        ),
+    ]
+    .into();
+    let c = caller_from_jwt(&claims, &["muster/BCPAdministrator".to_string()]);
+    assert_eq!(c.subject, "co-1");
+    assert_eq!(
+        c.roles,
+        ["Auditors", "BCPAdministrator", "ComplianceOfficer"]
+    );
+    assert!(caller_from_jwt(&HashMap::new(), &[]).roles.is_empty());
+}
+
+#[test]
+fn the_sweep_stops_a_margin_before_the_lambda_deadline() {
+    let mut c = ctx();
+    assert_eq!(stop_at(&c, 10_000), None);
+    c.deadline = 1_716_215_580_000;
+    assert_eq!(stop_at(&c, 10_000), Some(Ts(1_716_215_570_000)));
+}
+
+#[tokio::test]
+async fn trigger_serves_a_jwt_caller_and_dispatch_sends_through_sqs_batches() {
+    let e = env();
+    let trigger = Trigger::new(&config(Function::Trigger), e.deps.clone());
+    let dispatch = Dispatch::new(e.deps.clone());
+    let out = trigger
+        .handle(fixture("apigw/trigger-post-incident-jwt.json"), ctx())
+        .await
+        .unwrap();
+    assert_eq!(out["statusCode"], 202, "{out}");
+    assert_eq!(out["headers"]["content-type"], "application/json");
+    assert_eq!(out["headers"]["location"], "/v1/incidents/INC-2024-0892");
+    let body: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["incidentId"], "INC-2024-0892");
+    assert_eq!(body["cascades"], 1);
+    // Expansion, then the first send.
+    assert_eq!(drain_jobs(&e, &dispatch).await, 2);
+    let sent = e.carrier.0.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].channel, Channel::Sms);
+    assert_eq!(sent[0].key.stakeholder.as_str(), "ops-lead-amer");
+    // The same trigger again is a replay.
+    let again = trigger
+        .handle(fixture("apigw/trigger-post-incident-jwt.json"), ctx())
+        .await
+        .unwrap();
+    assert_eq!(again["statusCode"], 202);
+    assert_eq!(again["headers"]["idempotent-replayed"], "true");
+    assert_eq!(drain_jobs(&e, &dispatch).await, 0);
+}
+
+#[tokio::test]
+async fn trigger_refuses_an_unsigned_request_without_an_authorizer() {
+    let e = env();
+    let trigger = Trigger::new(&config(Function::Trigger), e.deps.clone());
+    let mut ev = fixture("apigw/trigger-post-incident-jwt.json");
+    ev["requestContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authorizer");
+    let out = trigger.handle(ev, ctx()).await.unwrap();
+    assert_eq!(out["statusCode"], 401, "{out}");
+    assert_eq!(out["headers"]["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn audit_roles_come_from_the_authorizer_never_from_a_header() {
+    let e = env();
+    let trigger = Trigger::new(&config(Function::Trigger), e.deps.clone());
+    trigger
+        .handle(fixture("apigw/trigger-post-incident-jwt.json"), ctx())
+        .await
+        .unwrap();
+    let ok = trigger
+        .handle(fixture("apigw/trigger-get-audit-jwt.json"), ctx())
+        .await
+        .unwrap();
+    assert_eq!(ok["statusCode"], 200, "{ok}");
+    // Same request, claims without an audit role: the X-Muster-Roles header
+    // (BCPAdministrator) it still carries counts for nothing.
+    let mut ev = fixture("apigw/trigger-get-audit-jwt.json");
+    ev["requestContext"]["authorizer"]["jwt"]["claims"]["cognito:groups"] = json!("[Auditors]");
+    let refused = trigger.handle(ev, ctx()).await.unwrap();
+    assert_eq!(refused["statusCode"], 403, "{refused}");
+}
+
+fn signed_webhook(body: &str, now: Ts) -> Value {
+    let mut ev = fixture("apigw/receipt-webhook-signed.json");
+    let ts = now.0 / 1000;
+    let sig = sign_request(&Secret::new(WEBHOOK_SECRET), ts, body.as_bytes());
+    ev["headers"]["x-muster-timestamp"] = json!(ts.to_string());
+    ev["headers"]["x-muster-signature"] = json!(sig);
+    ev["body"] = json!(body);
+    ev
+}
+
+#[tokio::test]
+async fn receipt_takes_signed_webhooks_only_on_the_webhook_path() {
+    let e = env();
+    let trigger = Trigger::new(&config(Function::Trigger), e.deps.clone());
+    let dispatch = Dispatch::new(e.deps.clone());
+    let receipt = Receipt::new(&config(Function::Receipt), e.deps.clone());
+    trigger
+        .handle(fixture("apigw/trigger-post-incident-jwt.json"), ctx())
+        .await
+        .unwrap();
+    drain_jobs(&e, &dispatch).await;
+    // The recorded body names the message the gateway accepted (gw-000123).
+    let body = fixture("apigw/receipt-webhook-signed.json")["body"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = receipt
+        .handle(signed_webhook(&body, e.clock.now()), ctx())
+        .await
+        .unwrap();
+    assert_eq!(out["statusCode"], 200, "{out}");
+    let answer: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
+    assert_eq!(answer["result"], "DELIVERED");
+    // A bad signature is 401; another route is not served by receipt.
+    let mut forged = signed_webhook(&body, e.clock.now());
+    forged["headers"]["x-muster-signature"] = json!("sha256=00");
+    assert_eq!(
+        receipt.handle(forged, ctx()).await.unwrap()["statusCode"],
+        401
+    );
+    let other = receipt
+        .handle(fixture("apigw/trigger-post-incident-jwt.json"), ctx())
+        .await
+        .unwrap();
+    assert_eq!(other["statusCode"], 404);
+}
+
+#[tokio::test]
+async fn receipt_answers_chime_with_actions_and_records_the_ack() {
+    let e = env();
+    let receipt = Receipt::new(&config(Function::Receipt), e.deps.clone());
+    let answered = receipt
+        .handle(fixture("chime/call_answered.json"), ctx())
+        .await
+        .unwrap();
+    assert_eq!(answered["SchemaVersion"], "1.0");
+    assert_eq!(answered["Actions"][0]["Type"], "SpeakAndGetDigits");
+    let digits = receipt
+        .handle(fixture("chime/digits_1.json"), ctx())
+        .await
+        .unwrap();
+    let types: Vec<&str> = digits["Actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["Type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["Speak", "Hangup"]);
+}
+
+#[tokio::test]
+async fn sns_cloudwatch_and_stream_events_are_refused_until_wired() {
+    let e = env();
+    let receipt = Receipt::new(&config(Function::Receipt), e.deps.clone());
+    let tick = Tick::new(e.deps.clone());
+    let sns = json!({"Records": [{"EventSource": "aws:sns", "Sns": {}}]});
+    assert!(matches!(
+        receipt.handle(sns, ctx()).await,
+        Err(HandlerError::NotWired("SNS"))
+    ));
+    let logs = json!({"awslogs": {"data": "H4sI"}});
+    assert!(matches!(
+        receipt.handle(logs, ctx()).await,
+        Err(HandlerError::NotWired("CloudWatch Logs"))
+    ));
+    let stream = json!({"Records": [{"eventSource": "aws:dynamodb"}]});
+    assert!(matches!(
+        tick.handle(stream, ctx()).await,
+        Err(HandlerError::NotWired("DynamoDB stream"))
+    ));
+    assert!(matches!(
+        tick.handle(json!({"muster": "other"}), ctx()).await,
+        Err(HandlerError::BadEvent(_))
+    ));
+}
+
+#[tokio::test]
+async fn malformed_records_are_batch_item_failures_and_the_rest_is_done() {
+    let e = env();
+    let dispatch = Dispatch::new(e.deps.clone());
+    let tick = Tick::new(e.deps.clone());
+    // A send for a cascade that does not exist is a stale job, done.
+    let out = dispatch
+        .handle(fixture("sqs/dispatch-batch.json"), ctx())
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        json!({"batchItemFailures": [{"itemIdentifier": "2e1424d4-f796-459a-8184-9c92662be6da"}]})
+    );
+    let out = tick
+        .handle(fixture("sqs/tick-batch.json"), ctx())
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        json!({"batchItemFailures": [{"itemIdentifier": "9d3f1c2b-5a4e-4f6d-8c7b-1a2b3c4d5e6f"}]})
+    );
+}
+
+#[tokio::test]
+async fn the_scheduled_sweep_reports_what_it_did() {
+    let e = env();
+    let tick = Tick::new(e.deps.clone());
+    let out = tick
+        .handle(fixture("scheduler/sweep.json"), ctx())
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        json!({"examined": 0, "redriven": 0, "deferred": 0, "incomplete": false})
+    );
+}
+
+/// Throttles its first send with Retry-After 30 s, accepts the next.
+struct Busy(Mutex<u32>);
+
+#[async_trait]
+impl ChannelSender for Busy {
+    fn endpoint(&self) -> &str {
+        "sms"
+    }
+    async fn send(&self, _msg: &OutboundMessage) -> Result<Accepted, SendError> {
+        let mut n = self.0.lock().unwrap();
+        *n += 1;
+        if *n == 1 {
+            Err(SendError::Throttled {
+                retry_after: Some(30_000),
+            })
+        } else {
+            Ok(Accepted {
+                provider_message_id: "sns-1".into(),
+            })
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_carrier_throttle_is_not_a_batch_failure_and_waits_for_retry_after() {
+    let mut e = env();
+    e.deps.senders.sms = Arc::new(Busy(Mutex::new(0)));
+    let trigger = Trigger::new(&config(Function::Trigger), e.deps.clone());
+    let dispatch = Dispatch::new(e.deps.clone());
+    let tick = Tick::new(e.deps.clone());
+    trigger
+        .handle(fixture("apigw/trigger-post-incident-jwt.json"), ctx())
+        .await
+        .unwrap();
+    // Expansion and the throttled send: both records done, nothing to retry now.
+    assert_eq!(drain_jobs(&e, &dispatch).await, 2);
+    let (at, item) = e.agenda.pop().unwrap();
+    let Item::Timer(timer) = item else {
+        panic!("expected the throttle timer, got {item:?}")
+    };
+    assert_eq!(timer.kind, muster::engine::TimerKind::ThrottleWait);
+    assert_eq!(at, T0.plus(30_000));
+    // At Retry-After, tick re-sends through the queue and the carrier accepts.
+    e.clock.set(at);
+    let mut batch = fixture("sqs/tick-batch.json");
+    batch["Records"][0]["body"] = json!(serde_json::to_string(&timer).unwrap());
+    batch["Records"].as_array_mut().unwrap().truncate(1);
+    let out = tick.handle(batch, ctx()).await.unwrap();
+    assert_eq!(out["batchItemFailures"], json!([]));
+    assert_eq!(drain_jobs(&e, &dispatch).await, 1);
+    let rec = e
+        .deps
+        .cascades
+        .get_cascade(&timer.key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        rec.cascade
+            .in_flight
+            .iter()
+            .all(|a| !matches!(a.phase, muster::engine::Phase::Throttled { .. })),
+        "{rec:?}"
+    );
+}

@@ -1,0 +1,226 @@
+//! Builds the use cases' [`Deps`] from the configuration: the DynamoDB
+//! stores, the SQS queue and timers, the carriers' senders, the rate
+//! limiter, EMF metrics on stdout, signed ack links and the live contact
+//! lookup when configured.
+//!
+//! Not wired yet (left `None`, see docs/functions.md): the contact vault
+//! (audit addresses), incident sealing, the number index (SMS replies and
+//! opt-outs) and directory writes (SCIM, opt-outs).
+
+use super::config::Config;
+use crate::crypto::KmsSealer;
+use crate::dynamo::{DynamoDirectory, DynamoLimiter, DynamoStore};
+use crate::senders::email::EmailSender;
+use crate::senders::sns::{PushSender, SmsSender};
+use crate::senders::voice::VoiceSender;
+use crate::sqs::SqsQueue;
+use crate::timers::{ScheduleTarget, SqsTimers};
+use async_trait::async_trait;
+use muster::adapters::http_lookup::{DEFAULT_TIMEOUT, HttpContactLookup};
+use muster::adapters::memory::SeededIds;
+use muster::api::Secret;
+use muster::api::sign::{AckTokens, SignedAckLinks};
+use muster::events::metrics::EmfObserver;
+use muster::ports::{Accepted, ChannelSender, Clock, Deps, OutboundMessage, SendError, Senders};
+use std::sync::Arc;
+
+/// How long a one-click acknowledgement link stays valid.
+pub const ACK_LINK_TTL_MS: u64 = 7 * 86_400_000;
+
+/// Rate-limiting endpoint names of the senders.
+pub mod endpoints {
+    pub const SMS: &str = "sms";
+    pub const EMAIL: &str = "email";
+    pub const VOICE: &str = "voice";
+    pub const PUSH: &str = "push";
+}
+
+/// A channel this deployment does not send on (no voice without a SIP media
+/// application, no push unless enabled, no email without a sender): every
+/// send fails at once, so the cascade moves to its next channel.
+pub struct Disabled {
+    endpoint: &'static str,
+    why: &'static str,
+}
+
+#[async_trait]
+impl ChannelSender for Disabled {
+    fn endpoint(&self) -> &str {
+        self.endpoint
+    }
+    async fn send(&self, _msg: &OutboundMessage) -> Result<Accepted, SendError> {
+        Err(SendError::Failed(self.why.to_string()))
+    }
+}
+
+/// The AWS clients the adapters use, from one SDK configuration.
+#[derive(Clone)]
+pub struct Clients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub scheduler: aws_sdk_scheduler::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub sesv2: aws_sdk_sesv2::Client,
+    pub chime: aws_sdk_chimesdkvoice::Client,
+    pub kms: aws_sdk_kms::Client,
+}
+
+impl Clients {
+    pub fn new(cfg: &aws_config::SdkConfig) -> Self {
+        Clients {
+            dynamodb: aws_sdk_dynamodb::Client::new(cfg),
+            sqs: aws_sdk_sqs::Client::new(cfg),
+            scheduler: aws_sdk_scheduler::Client::new(cfg),
+            sns: aws_sdk_sns::Client::new(cfg),
+            sesv2: aws_sdk_sesv2::Client::new(cfg),
+            chime: aws_sdk_chimesdkvoice::Client::new(cfg),
+            kms: aws_sdk_kms::Client::new(cfg),
+        }
+    }
+}
+
+/// A seed for ack codes from the operating system (time and process id if
+/// it cannot be read: ack codes are matched with the sender's number, they
+/// are not secrets).
+fn seed() -> u64 {
+    use rand::TryRngCore;
+    rand::rngs::OsRng.try_next_u64().unwrap_or_else(|_| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        nanos ^ u64::from(std::process::id())
+    })
+}
+
+/// The senders of the configured channels.
+fn senders(config: &Config, clients: &Clients) -> Senders {
+    let sms: Arc<dyn ChannelSender> = Arc::new(SmsSender::new(&clients.sns, endpoints::SMS));
+    let email: Arc<dyn ChannelSender> = match (&config.ses_from, &config.ses_configuration_set) {
+        (Some(from), Some(set)) => Arc::new(EmailSender::new(
+            &clients.sesv2,
+            endpoints::EMAIL,
+            from,
+            set,
+        )),
+        _ => Arc::new(Disabled {
+            endpoint: endpoints::EMAIL,
+            why: "email is not configured",
+        }),
+    };
+    let voice: Arc<dyn ChannelSender> = match &config.chime {
+        Some((sma, from)) => Arc::new(VoiceSender::new(
+            &clients.chime,
+            endpoints::VOICE,
+            from,
+            sma,
+        )),
+        None => Arc::new(Disabled {
+            endpoint: endpoints::VOICE,
+            why: "voice is not configured",
+        }),
+    };
+    let push: Arc<dyn ChannelSender> = if config.push_enabled {
+        Arc::new(PushSender::new(&clients.sns, endpoints::PUSH))
+    } else {
+        Arc::new(Disabled {
+            endpoint: endpoints::PUSH,
+            why: "push is not enabled",
+        })
+    };
+    Senders {
+        voice,
+        sms,
+        email,
+        push,
+    }
+}
+
+/// The ack tokens of the deployment (any function that mints or checks
+/// them has MUSTER_ACK_SECRET); without the secret, a random key no link
+/// was ever signed with, so that no token checks.
+pub fn ack_tokens(config: &Config) -> AckTokens {
+    let secret = config
+        .ack_secret
+        .clone()
+        .unwrap_or_else(|| Secret::new(format!("{:016x}{:016x}", seed(), seed())));
+    AckTokens::new(secret, ACK_LINK_TTL_MS)
+}
+
+/// Everything the use cases touch, on AWS. `clock` is the wall clock in
+/// Lambda and a virtual one in tests.
+pub fn build_deps(
+    config: &Config,
+    clients: &Clients,
+    clock: Arc<dyn Clock>,
+) -> Result<Deps, muster::Error> {
+    let policy = Arc::new(config.policy.clone());
+    let pii: Arc<dyn crate::crypto::Sealer> =
+        Arc::new(KmsSealer::new(clients.kms.clone(), &config.pii_key_id));
+    let store = Arc::new(DynamoStore::new(
+        clients.dynamodb.clone(),
+        &config.state_table,
+        &config.audit_table,
+        pii.clone(),
+    ));
+    let directory = Arc::new(DynamoDirectory::new(
+        clients.dynamodb.clone(),
+        &config.directory_table,
+        pii,
+    ));
+    let timers = SqsTimers::new(
+        clients.sqs.clone(),
+        &config.timer_queue_url,
+        clients.scheduler.clone(),
+        ScheduleTarget {
+            group: config.scheduler_group.clone(),
+            queue_arn: config.timer_queue_arn.clone(),
+            role_arn: config.scheduler_role_arn.clone(),
+        },
+        clock.clone(),
+    );
+    let contacts: Option<Arc<dyn muster::ports::ContactLookup>> = match &config.contact_lookup_url {
+        Some(url) => Some(Arc::new(HttpContactLookup::new(
+            url,
+            config.contact_lookup_token.clone(),
+            DEFAULT_TIMEOUT,
+        )?)),
+        None => None,
+    };
+    let ack_links: Option<Arc<dyn muster::ports::AckLinks>> =
+        match (&config.api_base_url, &config.ack_secret) {
+            (Some(base), Some(_)) => Some(Arc::new(SignedAckLinks {
+                tokens: ack_tokens(config),
+                base_url: base.clone(),
+            })),
+            _ => None,
+        };
+    Ok(Deps {
+        limiter: Arc::new(DynamoLimiter::new(
+            clients.dynamodb.clone(),
+            &config.state_table,
+            policy.clone(),
+        )),
+        policy,
+        incidents: store.clone(),
+        cascades: store,
+        directory,
+        queue: Arc::new(SqsQueue::new(
+            clients.sqs.clone(),
+            &config.dispatch_queue_url,
+        )),
+        timers: Arc::new(timers),
+        senders: senders(config, clients),
+        observer: Arc::new(EmfObserver::new(std::io::stdout(), clock.clone())),
+        clock,
+        ids: Arc::new(SeededIds::new(seed())),
+        contacts,
+        ack_links,
+        // Wired by the adapters still to come (KMS vault and seals, the
+        // number index, directory writes): see docs/functions.md.
+        vault: None,
+        sealing: None,
+        numbers: None,
+        admin: None,
+    })
+}

@@ -1,0 +1,666 @@
+//! End to end against moto: the four functions' handlers in-process, wired
+//! by `build_deps` to DynamoDB, SQS, SNS and SESv2 on moto, with a virtual
+//! clock the harness moves forward. What each simulated person received is
+//! read back from moto (`/moto-api/data.json`: SNS SMS, SES email) and from
+//! a recording Chime voice sender (moto has no Chime SDK voice); any message
+//! not expected fails the test.
+//!
+//! SQS is real: every job and timer goes through the queues as the adapters
+//! send it, and comes back as an SQS event built from the received message.
+//! Delays are the harness's: jobs and timers are sent without an SQS delay
+//! and held by the harness until the virtual clock reaches them.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use async_trait::async_trait;
+use muster::adapters::memory::VirtualClock;
+use muster::api::Secret;
+use muster::api::sign::sign_request;
+use muster::domain::*;
+use muster::engine::{AuditKind, CascadeKey, CascadeStatus, Route};
+use muster::ports::*;
+use muster_aws::dynamo::{DynamoDirectory, DynamoStore};
+use muster_aws::runtime::config::{Config, Function};
+use muster_aws::runtime::{Clients, Context, Dispatch, Receipt, Tick, Trigger, build_deps};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+const ACK_SECRET: &str = "e2e-ack-secret-0123456789";
+const WEBHOOK_SECRET: &str = "e2e-webhook-secret-0123456789";
+const T0: Ts = Ts(1_767_225_600_000); // 2026-01-01T00:00:00Z
+
+fn fixture(path: &str) -> Value {
+    let full = format!("{}/../tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&full).unwrap()).unwrap()
+}
+
+/// Sends jobs without an SQS delay, remembering when each is due.
+struct HeldQueue {
+    inner: muster_aws::sqs::SqsQueue,
+    clock: Arc<VirtualClock>,
+    due: Mutex<HashMap<String, Ts>>,
+}
+
+#[async_trait]
+impl WorkQueue for HeldQueue {
+    async fn enqueue(&self, jobs: Vec<(Job, Millis)>) -> muster::Result<()> {
+        let now = self.clock.now();
+        {
+            let mut due = self.due.lock().unwrap();
+            for (job, delay) in &jobs {
+                due.insert(serde_json::to_string(job).unwrap(), now.plus(*delay));
+            }
+        }
+        self.inner
+            .enqueue(jobs.into_iter().map(|(j, _)| (j, 0)).collect())
+            .await
+    }
+    async fn backlog(&self) -> muster::Result<u64> {
+        self.inner.backlog().await
+    }
+}
+
+/// A clock far ahead: `SqsTimers` then sends every timer at once (its
+/// `at` says when it is due; the harness holds it until then).
+struct FarAhead;
+impl Clock for FarAhead {
+    fn now(&self) -> Ts {
+        Ts(u64::MAX / 4)
+    }
+}
+
+/// Chime SDK voice as a recorder: the call's transaction id is its
+/// provider message id, as with the real sender.
+#[derive(Default)]
+struct Calls(Mutex<Vec<(String, OutboundMessage)>>);
+
+struct FakeChime(Arc<Calls>);
+
+#[async_trait]
+impl ChannelSender for FakeChime {
+    fn endpoint(&self) -> &str {
+        "voice"
+    }
+    async fn send(&self, msg: &OutboundMessage) -> Result<Accepted, SendError> {
+        let mut calls = self.0.0.lock().unwrap();
+        let tx = format!("tx-{}-{}", msg.key.stakeholder, calls.len() + 1);
+        calls.push((tx.clone(), msg.clone()));
+        Ok(Accepted {
+            provider_message_id: muster::events::chime::provider_message_id(&tx),
+        })
+    }
+}
+
+/// A message the harness holds until it is due.
+struct Held {
+    due: Ts,
+    record: Value,
+}
+
+struct Harness {
+    clock: Arc<VirtualClock>,
+    sqs: aws_sdk_sqs::Client,
+    jobs_url: String,
+    timers_url: String,
+    queue: Arc<HeldQueue>,
+    held_jobs: Vec<Held>,
+    held_timers: Vec<Held>,
+    trigger: Trigger,
+    dispatch: Dispatch,
+    receipt: Receipt,
+    tick: Tick,
+    deps: Deps,
+    calls: Arc<Calls>,
+}
+
+impl Harness {
+    /// Takes every message off a queue (deleting it) as an SQS event record.
+    async fn take(&self, url: &str, arn: &str) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        loop {
+            let r = self
+                .sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap();
+            let msgs = r.messages();
+            if msgs.is_empty() {
+                return out;
+            }
+            for m in msgs {
+                let body = m.body().unwrap().to_string();
+                out.push((
+                    body.clone(),
+                    json!({
+                        "messageId": m.message_id().unwrap(),
+                        "receiptHandle": m.receipt_handle().unwrap(),
+                        "body": body,
+                        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": self.clock.now().0.to_string(), "SenderId": "AROAIWPX5BD2BHG722MW4:muster", "ApproximateFirstReceiveTimestamp": self.clock.now().0.to_string()},
+                        "messageAttributes": {},
+                        "md5OfBody": m.md5_of_body().unwrap_or_default(),
+                        "eventSource": "aws:sqs",
+                        "eventSourceARN": arn,
+                        "awsRegion": "us-east-1"
+                    }),
+                ));
+                self.sqs
+                    .delete_message()
+                    .queue_url(url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    async fn collect(&mut self) {
+        for (body, record) in self
+            .take(
+                &self.jobs_url.clone(),
+                "arn:aws:sqs:us-east-1:123456789012:dispatch",
+            )
+            .await
+        {
+            let due = self
+                .queue
+                .due
+                .lock()
+                .unwrap()
+                .get(&body)
+                .copied()
+                .unwrap_or(self.clock.now());
+            self.held_jobs.push(Held { due, record });
+        }
+        for (body, record) in self
+            .take(
+                &self.timers_url.clone(),
+                "arn:aws:sqs:us-east-1:123456789012:timers",
+            )
+            .await
+        {
+            let t: TimerMsg = serde_json::from_str(&body).unwrap();
+            self.held_timers.push(Held { due: t.at, record });
+        }
+    }
+
+    /// Delivers everything due by now, as SQS batches of up to ten, until
+    /// nothing due is left. Returns the number of messages handled.
+    async fn run_due(&mut self) -> usize {
+        let mut handled = 0;
+        loop {
+            self.collect().await;
+            let now = self.clock.now();
+            let (jobs, rest): (Vec<Held>, Vec<Held>) =
+                self.held_jobs.drain(..).partition(|h| h.due <= now);
+            self.held_jobs = rest;
+            let (timers, rest): (Vec<Held>, Vec<Held>) =
+                self.held_timers.drain(..).partition(|h| h.due <= now);
+            self.held_timers = rest;
+            if jobs.is_empty() && timers.is_empty() {
+                return handled;
+            }
+            handled += jobs.len() + timers.len();
+            for chunk in jobs.chunks(10) {
+                let records: Vec<Value> = chunk.iter().map(|h| h.record.clone()).collect();
+                let out = self
+                    .dispatch
+                    .handle(json!({"Records": records}), Context::default())
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    out["batchItemFailures"],
+                    json!([]),
+                    "dispatch failed some of {records:?}"
+                );
+            }
+            for chunk in timers.chunks(10) {
+                let records: Vec<Value> = chunk.iter().map(|h| h.record.clone()).collect();
+                let out = self
+                    .tick
+                    .handle(json!({"Records": records}), Context::default())
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    out["batchItemFailures"],
+                    json!([]),
+                    "tick failed some of {records:?}"
+                );
+            }
+        }
+    }
+
+    /// Moves the clock to `t`, delivering everything due on the way, in order.
+    async fn advance_to(&mut self, t: Ts) {
+        loop {
+            self.run_due().await;
+            let next = self
+                .held_jobs
+                .iter()
+                .chain(self.held_timers.iter())
+                .map(|h| h.due)
+                .min();
+            match next {
+                Some(at) if at <= t => self.clock.set(at.max(self.clock.now())),
+                _ => break,
+            }
+        }
+        self.clock.set(t.max(self.clock.now()));
+        self.run_due().await;
+    }
+
+    async fn http(&self, f: &Trigger, ev: Value) -> Value {
+        f.handle(ev, Context::default()).await.unwrap()
+    }
+
+    async fn cascade(&self, incident: &str, who: &str, route: Route) -> CascadeRecord {
+        let key = CascadeKey {
+            incident: IncidentId::parse(incident).unwrap(),
+            stakeholder: StakeholderId::parse(who).unwrap(),
+            route,
+        };
+        self.deps.cascades.get_cascade(&key).await.unwrap().unwrap()
+    }
+}
+
+fn person(id: &str, contacts: ContactMethods, channel: Channel) -> Stakeholder {
+    Stakeholder {
+        id: StakeholderId::parse(id).unwrap(),
+        name: id.to_string(),
+        tier: Tier::ALL[0],
+        contacts,
+        preferences: vec![channel],
+        manager: None,
+        locale: None,
+        user_name: None,
+        external_id: None,
+        active: true,
+    }
+}
+
+fn chime_event(fixture_name: &str, tx: &str, msg: &OutboundMessage) -> Value {
+    let mut ev = fixture(&format!("chime/{fixture_name}.json"));
+    ev["CallDetails"]["TransactionId"] = json!(tx);
+    let attrs = &mut ev["CallDetails"]["TransactionAttributes"];
+    attrs["incident"] = json!(msg.key.incident.as_str());
+    attrs["stakeholder"] = json!(msg.key.stakeholder.as_str());
+    attrs["route"] = json!("member");
+    attrs["attempt"] = json!(msg.attempt.to_string());
+    ev
+}
+
+#[tokio::test]
+async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_failure() {
+    let cfg = support::sdk_config().await;
+    let clients = Clients::new(&cfg);
+    let (state, audit, directory, idem) = (
+        support::unique("e2e-state"),
+        support::unique("e2e-audit"),
+        support::unique("e2e-dir"),
+        support::unique("e2e-idem"),
+    );
+    DynamoStore::create_tables(&clients.dynamodb, &state, &audit)
+        .await
+        .unwrap();
+    DynamoDirectory::create_table(&clients.dynamodb, &directory)
+        .await
+        .unwrap();
+    let mut urls = Vec::new();
+    for q in ["e2e-dispatch", "e2e-timers"] {
+        let r = clients
+            .sqs
+            .create_queue()
+            .queue_name(support::unique(q))
+            .send()
+            .await
+            .unwrap();
+        urls.push(r.queue_url().unwrap().to_string());
+    }
+    let group_name = support::unique("e2e-sched");
+    clients
+        .scheduler
+        .create_schedule_group()
+        .name(&group_name)
+        .send()
+        .await
+        .unwrap();
+    let pii_key = support::kms_key(&cfg).await;
+    let from = format!("{}@muster.example.net", support::unique("alerts"));
+    clients
+        .sesv2
+        .create_email_identity()
+        .email_identity(&from)
+        .send()
+        .await
+        .unwrap();
+
+    // Unique people and incident: moto's data is shared by every test.
+    let run = support::unique("r").replace('-', "");
+    let n = std::process::id() % 9000;
+    let phone =
+        |i: u32| PhoneNumber::parse(&format!("+1212555{:04}", (n + i * 7) % 10000)).unwrap();
+    let alice_phone = phone(1);
+    let carol_phone = phone(2);
+    let dave_phone = phone(3);
+    let bob_email = EmailAddress::parse(&format!("bob.{run}@example.com")).unwrap();
+    let incident = format!("INC-E2E-{run}");
+    let group_id = format!("grp-{run}");
+
+    let env: HashMap<&str, String> = [
+        ("MUSTER_STAGE", "e2e".to_string()),
+        ("MUSTER_STATE_TABLE", state.clone()),
+        ("MUSTER_AUDIT_TABLE", audit.clone()),
+        ("MUSTER_DIRECTORY_TABLE", directory.clone()),
+        ("MUSTER_IDEMPOTENCY_TABLE", idem),
+        ("MUSTER_DISPATCH_QUEUE_URL", urls[0].clone()),
+        ("MUSTER_TIMER_QUEUE_URL", urls[1].clone()),
+        (
+            "MUSTER_TIMER_QUEUE_ARN",
+            "arn:aws:sqs:us-east-1:123456789012:timers".into(),
+        ),
+        ("MUSTER_SCHEDULER_GROUP", group_name),
+        (
+            "MUSTER_SCHEDULER_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/muster-scheduler".into(),
+        ),
+        ("MUSTER_PII_KEY_ID", pii_key.clone()),
+        ("MUSTER_SEAL_KEY_ID", "alias/unused".into()),
+        ("MUSTER_API_BASE_URL", "https://api.example.net".into()),
+        ("MUSTER_ACK_SECRET", ACK_SECRET.into()),
+        ("MUSTER_WEBHOOK_SECRET", WEBHOOK_SECRET.into()),
+        ("MUSTER_SES_FROM", from.clone()),
+        ("MUSTER_SES_CONFIGURATION_SET", "muster-events".into()),
+        (
+            "MUSTER_CHIME_SMA_ID",
+            "a1b2c3d4-5678-90ab-cdef-11111EXAMPLE".into(),
+        ),
+        ("MUSTER_CHIME_FROM_NUMBER", "+12125550199".into()),
+        (
+            "MUSTER_SNS_TOPIC_ARNS",
+            "arn:aws:sns:us-east-1:123456789012:muster-events".into(),
+        ),
+        ("MUSTER_AUDIT_ARCHIVE_BUCKET", "muster-archive".into()),
+    ]
+    .into();
+    let load = |f| Config::from_lookup(f, |name| env.get(name).cloned()).unwrap();
+
+    // The directory: alice (voice), bob (email) and carol (SMS) in the
+    // group; dave, its on-call manager (SMS), outside it.
+    let seed_dir = DynamoDirectory::new(
+        clients.dynamodb.clone(),
+        &directory,
+        Arc::new(muster_aws::crypto::KmsSealer::new(
+            clients.kms.clone(),
+            &pii_key,
+        )),
+    );
+    let people = [
+        person(
+            "alice",
+            ContactMethods {
+                phone: Some(alice_phone.clone()),
+                ..Default::default()
+            },
+            Channel::Voice,
+        ),
+        person(
+            "bob",
+            ContactMethods {
+                email: Some(bob_email.clone()),
+                ..Default::default()
+            },
+            Channel::Email,
+        ),
+        person(
+            "carol",
+            ContactMethods {
+                sms: Some(carol_phone.clone()),
+                ..Default::default()
+            },
+            Channel::Sms,
+        ),
+        person(
+            "dave",
+            ContactMethods {
+                sms: Some(dave_phone.clone()),
+                ..Default::default()
+            },
+            Channel::Sms,
+        ),
+    ];
+    for p in &people {
+        seed_dir.put_stakeholder(p).await.unwrap();
+    }
+    seed_dir
+        .put_group(&Group {
+            id: GroupId::parse(&group_id).unwrap(),
+            name: "Ops".into(),
+            members: people[..3].iter().map(|p| p.id.clone()).collect(),
+            on_call_manager: Some(people[3].id.clone()),
+            escalation_channels: vec![Channel::Sms],
+        })
+        .await
+        .unwrap();
+
+    // One set of dependencies per function, as in Lambda, sharing the
+    // virtual clock; the queue and timers hold delays for the harness, and
+    // voice is the recorder.
+    let clock = VirtualClock::new(T0);
+    let calls = Arc::new(Calls::default());
+    let queue = Arc::new(HeldQueue {
+        inner: muster_aws::sqs::SqsQueue::new(clients.sqs.clone(), &urls[0]),
+        clock: clock.clone(),
+        due: Mutex::new(HashMap::new()),
+    });
+    let deps_for = |f: Function| {
+        let config = load(f);
+        let mut deps = build_deps(&config, &clients, clock.clone()).unwrap();
+        deps.queue = queue.clone();
+        deps.timers = Arc::new(muster_aws::timers::SqsTimers::new(
+            clients.sqs.clone(),
+            &urls[1],
+            clients.scheduler.clone(),
+            muster_aws::timers::ScheduleTarget {
+                group: config.scheduler_group.clone(),
+                queue_arn: config.timer_queue_arn.clone(),
+                role_arn: config.scheduler_role_arn.clone(),
+            },
+            Arc::new(FarAhead),
+        ));
+        deps.senders.voice = Arc::new(FakeChime(calls.clone()));
+        (config, deps)
+    };
+    let (tc, td) = deps_for(Function::Trigger);
+    let (_, dd) = deps_for(Function::Dispatch);
+    let (rc, rd) = deps_for(Function::Receipt);
+    let (_, kd) = deps_for(Function::Tick);
+    let mut h = Harness {
+        clock: clock.clone(),
+        sqs: clients.sqs.clone(),
+        jobs_url: urls[0].clone(),
+        timers_url: urls[1].clone(),
+        queue: queue.clone(),
+        held_jobs: Vec::new(),
+        held_timers: Vec::new(),
+        trigger: Trigger::new(&tc, td.clone()),
+        dispatch: Dispatch::new(dd),
+        receipt: Receipt::new(&rc, rd),
+        tick: Tick::new(kd),
+        deps: td,
+        calls: calls.clone(),
+    };
+
+    // 1. The trigger, as API Gateway delivers it after the JWT authorizer.
+    let mut ev = fixture("apigw/trigger-post-incident-jwt.json");
+    ev["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove("content-length");
+    ev["body"] = json!(json!({"trigger": {"incidentId": incident, "severity": "P1", "stakeholderGroupId": group_id, "messageTemplate": "Data centre outage. Activate the BCP."}}).to_string());
+    let out = h.http(&h.trigger, ev).await;
+    assert_eq!(out["statusCode"], 202, "{out}");
+    let answer: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
+    assert_eq!(answer["cascades"], 3);
+
+    // 2. Dispatch drains the queue: expansion, then one first send each.
+    h.run_due().await;
+    let voice = calls.0.lock().unwrap().clone();
+    assert_eq!(voice.len(), 1, "one call, to alice");
+    assert_eq!(voice[0].1.key.stakeholder.as_str(), "alice");
+    assert_eq!(voice[0].1.to.expose(), alice_phone.expose());
+
+    // 3. Alice answers and presses 1 (Chime SMA events through receipt).
+    let (tx, msg) = voice[0].clone();
+    let answered = h
+        .receipt
+        .handle(chime_event("call_answered", &tx, &msg), Context::default())
+        .await
+        .unwrap();
+    assert_eq!(answered["Actions"][0]["Type"], "SpeakAndGetDigits");
+    let pressed = h
+        .receipt
+        .handle(chime_event("digits_1", &tx, &msg), Context::default())
+        .await
+        .unwrap();
+    assert_eq!(pressed["Actions"][1]["Type"], "Hangup");
+    assert_eq!(
+        h.cascade(&incident, "alice", Route::Member)
+            .await
+            .cascade
+            .status,
+        CascadeStatus::Acknowledged
+    );
+
+    // 4. Bob's email carries a one-click link; he opens it (trigger serves it).
+    let dump = support::data_json();
+    let emails: Vec<Value> = dump["ses"]["Message"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m.to_string().contains(&incident))
+        .cloned()
+        .collect();
+    assert_eq!(emails.len(), 1, "one email, to bob: {emails:?}");
+    assert_eq!(
+        emails[0]["destinations"]["ToAddresses"][0],
+        bob_email.expose()
+    );
+    let text = emails[0].to_string();
+    let start = text.find("/v1/ack/").unwrap() + "/v1/ack/".len();
+    let token: String = text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~' | '='))
+        .collect();
+    let mut ack = fixture("apigw/trigger-get-audit-jwt.json");
+    let path = format!("/v1/ack/{token}");
+    ack["routeKey"] = json!("GET /v1/ack/{token}");
+    ack["rawPath"] = json!(path);
+    ack["requestContext"]["http"]["path"] = json!(path);
+    ack["requestContext"]["routeKey"] = json!("GET /v1/ack/{token}");
+    ack["requestContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authorizer");
+    ack["pathParameters"] = json!({"token": token});
+    let page = h.http(&h.trigger, ack).await;
+    assert_eq!(page["statusCode"], 200, "{page}");
+    assert!(page["body"].as_str().unwrap().contains("Acknowledged"));
+    assert_eq!(
+        h.cascade(&incident, "bob", Route::Member)
+            .await
+            .cascade
+            .status,
+        CascadeStatus::Acknowledged
+    );
+
+    // 5. A gateway's signed webhook about a message Muster never sent is
+    //    accepted, changes nothing, and says so.
+    let body = json!({"messageId": "gw-unknown-1", "status": "delivered"}).to_string();
+    let mut wh = fixture("apigw/receipt-webhook-signed.json");
+    wh["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove("content-length");
+    wh["headers"]["x-muster-timestamp"] = json!((clock.now().0 / 1000).to_string());
+    wh["headers"]["x-muster-signature"] = json!(sign_request(
+        &Secret::new(WEBHOOK_SECRET),
+        clock.now().0 / 1000,
+        body.as_bytes()
+    ));
+    wh["body"] = json!(body);
+    let out = h.receipt.handle(wh, Context::default()).await.unwrap();
+    assert_eq!(out["statusCode"], 200, "{out}");
+    assert!(out["body"].as_str().unwrap().contains("UNKNOWN_REFERENCE"));
+
+    // 6. Carol never answers her SMS: time runs (timers through tick) until
+    //    her cascade fails and escalates to dave, whose cascade fails too.
+    h.advance_to(T0.plus(30 * 60_000)).await;
+    let carol = h.cascade(&incident, "carol", Route::Member).await;
+    assert_eq!(carol.cascade.status, CascadeStatus::Escalated);
+    let dave = h.cascade(&incident, "dave", Route::Manager).await;
+    assert_eq!(dave.cascade.status, CascadeStatus::Escalated);
+    assert_eq!(dave.about.as_ref().map(|a| a.as_str()), Some("carol"));
+    let trail = h
+        .deps
+        .cascades
+        .audit_trail(&IncidentId::parse(&incident).unwrap())
+        .await
+        .unwrap();
+    let failures: Vec<String> = trail
+        .iter()
+        .filter(|e| e.record.kind == AuditKind::CascadeFailure)
+        .map(|e| e.stakeholder.to_string())
+        .collect();
+    assert_eq!(failures, ["carol", "dave"]);
+
+    // 7. Exactly what each person received, and nothing else.
+    let dump = support::data_json();
+    let sms: Vec<(String, String)> = dump["sns"]["SMS"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["message"].as_str().is_some_and(|m| m.contains(&incident)))
+        .map(|s| {
+            (
+                s["phone_number"].as_str().unwrap().to_string(),
+                s["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(sms.len(), 2, "{sms:?}");
+    assert_eq!(sms[0].0, carol_phone.expose());
+    assert!(
+        sms[0]
+            .1
+            .starts_with(&format!("[P1 {incident}] Data centre outage")),
+        "{}",
+        sms[0].1
+    );
+    assert_eq!(sms[1].0, dave_phone.expose());
+    assert!(
+        sms[1].1.contains("Escalation: carol has not acknowledged"),
+        "{}",
+        sms[1].1
+    );
+    let emails = dump["ses"]["Message"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m.to_string().contains(&incident))
+        .count();
+    assert_eq!(emails, 1, "only bob's email");
+    assert_eq!(h.calls.0.lock().unwrap().len(), 1, "only alice's call");
+    assert!(h.held_jobs.is_empty(), "no job left");
+
+    // 8. The sweep finds nothing to re-drive; a sweep already past its
+    //    deadline stops at once.
+    let r = h.tick.sweep(None).await.unwrap();
+    assert_eq!(r["redriven"], 0, "{r}");
+    let r = h.tick.sweep(Some(Ts(0))).await.unwrap();
+    assert_eq!(r["examined"], 0, "{r}");
+}

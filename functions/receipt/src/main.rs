@@ -1,0 +1,16 @@
+//! `muster-receipt`: signed webhooks (API Gateway), Chime SIP media
+//! application events, SNS notifications and CloudWatch Logs delivery
+//! status. See docs/functions.md.
+
+use muster_aws::runtime::{self, Clients, Function, Receipt, build_deps};
+use std::sync::Arc;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), runtime::Error> {
+    runtime::init_tracing();
+    let config = runtime::load(Function::Receipt)?;
+    let clients = Clients::new(&runtime::sdk_config().await);
+    let deps = build_deps(&config, &clients, Arc::new(runtime::WallClock))?;
+    let function = Receipt::new(&config, deps);
+    runtime::serve(|event, ctx| function.handle(event, ctx)).await
+}

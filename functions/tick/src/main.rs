@@ -1,0 +1,16 @@
+//! `muster-tick`: fired timers (SQS, partial batch failures), the
+//! every-minute sweep (EventBridge Scheduler) and the audit archive stream.
+//! See docs/functions.md.
+
+use muster_aws::runtime::{self, Clients, Function, Tick, build_deps};
+use std::sync::Arc;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), runtime::Error> {
+    runtime::init_tracing();
+    let config = runtime::load(Function::Tick)?;
+    let clients = Clients::new(&runtime::sdk_config().await);
+    let deps = build_deps(&config, &clients, Arc::new(runtime::WallClock))?;
+    let function = Tick::new(deps);
+    runtime::serve(|event, ctx| function.handle(event, ctx)).await
+}
