@@ -489,7 +489,11 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
         held_timers: Vec::new(),
         trigger: Trigger::new(&tc, td.clone()),
         dispatch: Dispatch::new(dd),
-        receipt: Receipt::new(&rc, rd),
+        receipt: Receipt::new(
+            &rc,
+            rd,
+            Arc::new(muster_aws::runtime::sns_cert_fetcher().unwrap()),
+        ),
         tick: Tick::new(kd),
         deps: td,
         calls: calls.clone(),

@@ -19,10 +19,13 @@ use lambda_http::{RequestExt, Service};
 use lambda_runtime::{Context, LambdaEvent};
 use muster::api::v1::{self, ApiState, Caller};
 use muster::api::{Secret, scim};
-use muster::app;
+use muster::app::{self, ReceiptEvent};
 use muster::domain::Ts;
+use muster::events::cwlogs::receipts_from_cloudwatch_logs;
+use muster::events::sns::{CertFetcher, SnsVerifier, receipts_from_sns};
 use muster::ports::{Deps, Job, TimerMsg};
 use serde_json::{Value, json};
+use std::sync::Arc;
 use tower::ServiceExt;
 
 /// Why an invocation failed. The message goes back to the invoker and to
@@ -296,40 +299,67 @@ impl Dispatch {
     }
 }
 
-/// `receipt`: signed webhooks over HTTP, Chime SMA call events, and (not
-/// wired yet) SNS notifications and CloudWatch Logs SMS delivery status.
+/// `receipt`: signed webhooks over HTTP, Chime SMA call events, SNS
+/// notifications (SES events and inbound SMS, signatures verified, topics
+/// allow-listed) and CloudWatch Logs SMS delivery status.
 pub struct Receipt {
     deps: Deps,
     router: Router,
+    sns: SnsVerifier,
 }
 
 /// The only HTTP path `receipt` serves.
 pub const WEBHOOK_PREFIX: &str = "/v1/webhooks/";
 
 impl Receipt {
-    pub fn new(config: &Config, deps: Deps) -> Self {
+    /// `certs` fetches SNS signing certificates (HTTPS, cached by the
+    /// verifier for the instance's lifetime).
+    pub fn new(config: &Config, deps: Deps, certs: Arc<dyn CertFetcher>) -> Self {
         let secret = config.webhook_secret.clone().unwrap_or_else(random_secret);
         let router = v1::router(ApiState {
             deps: deps.clone(),
             secret: Some(secret),
             tokens: ack_tokens(config),
         });
-        Receipt { deps, router }
+        let sns = SnsVerifier::new(config.sns_topic_arns.iter().cloned(), certs);
+        Receipt { deps, router, sns }
     }
 
     pub async fn handle(&self, event: Value, ctx: Context) -> Result<Value, HandlerError> {
         match shape(&event) {
             Shape::Http => serve_http(&self.router, event, ctx, Some(WEBHOOK_PREFIX)).await,
             Shape::ChimeSma => self.chime(&event).await,
-            // NOT WIRED: SNS notifications (SES events, inbound SMS; signature
-            // verification first) and CloudWatch Logs SMS delivery status are
-            // parsed by muster::events::{sns, ses, cwlogs}; wire them here.
-            Shape::Sns => Err(HandlerError::NotWired("SNS")),
-            Shape::CloudWatchLogs => Err(HandlerError::NotWired("CloudWatch Logs")),
+            Shape::Sns => {
+                let receipts = receipts_from_sns(&event, &self.sns)
+                    .await
+                    .map_err(|e| HandlerError::BadEvent(format!("SNS: {e}")))?;
+                self.apply(receipts, "SNS").await
+            }
+            Shape::CloudWatchLogs => {
+                let receipts = receipts_from_cloudwatch_logs(&event)
+                    .map_err(|e| HandlerError::BadEvent(format!("CloudWatch Logs: {e}")))?;
+                self.apply(receipts, "SMS delivery log").await
+            }
             other => Err(HandlerError::BadEvent(format!(
                 "receipt takes HTTP API requests, Chime SMA, SNS and CloudWatch Logs events, not {other:?}"
             ))),
         }
+    }
+
+    /// Applies every receipt of one event. Any failure fails the
+    /// invocation: Lambda retries it (the engine ignores what was already
+    /// applied, as duplicates), then hands it to the on-failure destination.
+    async fn apply(&self, receipts: Vec<ReceiptEvent>, what: &str) -> Result<Value, HandlerError> {
+        let mut applied = 0usize;
+        let mut unknown = 0usize;
+        for r in receipts {
+            match app::receipt(&self.deps, r).await? {
+                app::ReceiptOutcome::Unknown => unknown += 1,
+                _ => applied += 1,
+            }
+        }
+        tracing::info!(applied, unknown, "{what} receipts");
+        Ok(json!({ "applied": applied, "unknown": unknown }))
     }
 
     /// One SIP media application event: its receipts applied, then its

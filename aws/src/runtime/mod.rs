@@ -42,6 +42,12 @@ pub fn load(function: Function) -> Result<Config, ConfigError> {
     })
 }
 
+/// Fetches SNS signing certificates over HTTPS (2 s timeout, no redirects);
+/// `Receipt` caches them for the instance's lifetime.
+pub fn sns_cert_fetcher() -> Result<muster::events::sns::HttpCertFetcher, Error> {
+    Ok(muster::events::sns::HttpCertFetcher::new()?)
+}
+
 /// The SDK configuration of the Lambda environment (region, credentials).
 pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await

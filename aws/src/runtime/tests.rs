@@ -44,7 +44,8 @@ fn config(f: Function) -> Config {
     env.insert("MUSTER_SES_FROM", "alerts@example.net".into());
     env.insert(
         "MUSTER_SNS_TOPIC_ARNS",
-        "arn:aws:sns:us-east-1:1:ses".into(),
+        "arn:aws:sns:us-east-1:1:ses, arn:aws:sns:us-east-1:123456789012:muster-dev-ses-events"
+            .into(),
     );
     env.insert("MUSTER_CONTACT_LOOKUP_URL", String::new());
     env.insert("MUSTER_CONTACT_LOOKUP_TOKEN", String::new());
@@ -298,7 +299,7 @@ async fn receipt_takes_signed_webhooks_only_on_the_webhook_path() {
     let e = env();
     let trigger = Trigger::new(&config(Function::Trigger), e.deps.clone());
     let dispatch = Dispatch::new(e.deps.clone());
-    let receipt = Receipt::new(&config(Function::Receipt), e.deps.clone());
+    let receipt = Receipt::new(&config(Function::Receipt), e.deps.clone(), certs());
     trigger
         .handle(fixture("apigw/trigger-post-incident-jwt.json"), ctx())
         .await
@@ -333,7 +334,7 @@ async fn receipt_takes_signed_webhooks_only_on_the_webhook_path() {
 #[tokio::test]
 async fn receipt_answers_chime_with_actions_and_records_the_ack() {
     let e = env();
-    let receipt = Receipt::new(&config(Function::Receipt), e.deps.clone());
+    let receipt = Receipt::new(&config(Function::Receipt), e.deps.clone(), certs());
     let answered = receipt
         .handle(fixture("chime/call_answered.json"), ctx())
         .await
@@ -353,20 +354,66 @@ async fn receipt_answers_chime_with_actions_and_records_the_ack() {
     assert_eq!(types, ["Speak", "Hangup"]);
 }
 
+/// Serves the test signing certificate (tests/fixtures/sns/cert.pem) for
+/// any URL the verifier accepts.
+struct FixtureCert;
+
+#[async_trait]
+impl muster::events::sns::CertFetcher for FixtureCert {
+    async fn fetch_pem(&self, _url: &str) -> Result<String, muster::events::sns::SnsError> {
+        let path = format!(
+            "{}/../tests/fixtures/sns/cert.pem",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        Ok(std::fs::read_to_string(path).unwrap())
+    }
+}
+
+fn certs() -> Arc<dyn muster::events::sns::CertFetcher> {
+    Arc::new(FixtureCert)
+}
+
 #[tokio::test]
-async fn sns_cloudwatch_and_stream_events_are_refused_until_wired() {
+async fn receipt_verifies_sns_notifications_before_applying_them() {
     let e = env();
-    let receipt = Receipt::new(&config(Function::Receipt), e.deps.clone());
-    let tick = Tick::new(e.deps.clone());
-    let sns = json!({"Records": [{"EventSource": "aws:sns", "Sns": {}}]});
+    let receipt = Receipt::new(&config(Function::Receipt), e.deps.clone(), certs());
+    // A signed SES delivery event for a message Muster never sent: verified,
+    // understood, and an unknown reference (nothing changes).
+    let event = fixture("sns/lambda_ses_delivery.json");
+    let out = receipt.handle(event.clone(), ctx()).await.unwrap();
+    assert_eq!(out, json!({"applied": 0, "unknown": 1}));
+    // One changed byte of the message: the signature fails, nothing applied.
+    let mut forged = event.clone();
+    let msg = forged["Records"][0]["Sns"]["Message"]
+        .as_str()
+        .unwrap()
+        .replace("Delivery", "Bounce");
+    forged["Records"][0]["Sns"]["Message"] = json!(msg);
     assert!(matches!(
-        receipt.handle(sns, ctx()).await,
-        Err(HandlerError::NotWired("SNS"))
+        receipt.handle(forged, ctx()).await,
+        Err(HandlerError::BadEvent(m)) if m.contains("SNS")
     ));
-    let logs = json!({"awslogs": {"data": "H4sI"}});
+    // A topic the deployment does not list is refused.
+    let mut foreign = event;
+    foreign["Records"][0]["Sns"]["TopicArn"] = json!("arn:aws:sns:us-east-1:999999999999:other");
+    assert!(receipt.handle(foreign, ctx()).await.is_err());
+}
+
+#[tokio::test]
+async fn receipt_reads_sms_delivery_logs_and_tick_refuses_unknown_events() {
+    let e = env();
+    let receipt = Receipt::new(&config(Function::Receipt), e.deps.clone(), certs());
+    let tick = Tick::new(e.deps.clone());
+    let out = receipt
+        .handle(fixture("cloudwatch/subscription_event.json"), ctx())
+        .await
+        .unwrap();
+    assert_eq!(out["applied"], 0, "{out}");
+    assert!(out["unknown"].as_u64().unwrap() >= 1, "{out}");
+    let logs = json!({"awslogs": {"data": "not base64 gzip"}});
     assert!(matches!(
         receipt.handle(logs, ctx()).await,
-        Err(HandlerError::NotWired("CloudWatch Logs"))
+        Err(HandlerError::BadEvent(_))
     ));
     let stream = json!({"Records": [{"eventSource": "aws:dynamodb"}]});
     assert!(matches!(
