@@ -534,3 +534,35 @@ async fn a_cascade_runs_through_the_use_cases_on_dynamodb() {
         }
     }
 }
+
+#[tokio::test]
+async fn transition_of_a_cascade_never_created_is_not_found() {
+    let f = fixture().await;
+    let (rec, _) = started(key("INC-NF", "alice"), 1, T0);
+    let (a, ea) = next(
+        &rec,
+        Event::Ack {
+            channel: Channel::Sms,
+            attempt: None,
+        },
+        T0.plus(5_000),
+    );
+    let err = f
+        .store
+        .transition(&a, rec.cascade.version, &ea)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, muster::Error::NotFound(_)),
+        "expected NotFound, got {err}"
+    );
+    // Nothing was written: no cascade, no audit entry.
+    assert!(f.store.get_cascade(&a.cascade.key).await.unwrap().is_none());
+    assert!(
+        f.store
+            .audit_trail(&a.cascade.key.incident)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -315,6 +315,23 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// Whether the cascade's state item exists (consistent read of its key).
+    async fn state_exists(&self, key: &CascadeKey) -> Result<bool> {
+        self.meter.request(0);
+        let resp = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(key_pk(key)))
+            .key("sk", s(state_sk(key)))
+            .projection_expression("pk")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| map_sdk(format!("reading cascade {key}"), e))?;
+        Ok(resp.item().is_some())
+    }
+
     fn record_from(&self, state: &Item) -> Result<CascadeRecord> {
         let doc = get_s(state, "doc")?;
         serde_json::from_str(doc).map_err(|e| json_err("cascade", e))
@@ -559,11 +576,24 @@ impl CascadeStore for DynamoStore {
                 u2,
             ),
         ];
-        self.transact(
-            format!("cascade {key} is not at version {expected_version}"),
-            items,
-        )
-        .await
+        match self
+            .transact(
+                format!("cascade {key} is not at version {expected_version}"),
+                items,
+            )
+            .await
+        {
+            // A failed condition on a cascade that was never created is
+            // `NotFound`, as in the memory store (one read, on failure only).
+            Err(Error::Conflict(why)) => {
+                if self.state_exists(key).await? {
+                    Err(Error::Conflict(why))
+                } else {
+                    Err(Error::NotFound(format!("cascade {key}")))
+                }
+            }
+            other => other,
+        }
     }
 
     async fn list_cascades(
