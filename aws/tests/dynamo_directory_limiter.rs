@@ -87,6 +87,8 @@ async fn directory_reads_groups_members_and_sealed_stakeholders() {
     // No contact detail in plaintext in what moto stores.
     let dump = support::data_json().to_string();
     assert!(dump.contains(&table));
+    let dump = support::scan_text(&support::sdk_config().await, &table).await;
+    assert!(!dump.is_empty());
     for p in &people {
         assert!(!dump.contains(p.contacts.phone.as_ref().unwrap().expose()));
         assert!(!dump.contains(p.contacts.email.as_ref().unwrap().expose()));

@@ -524,6 +524,13 @@ async fn a_cascade_runs_through_the_use_cases_on_dynamodb() {
     // No contact detail anywhere in what moto stores.
     let dump = support::data_json().to_string();
     assert!(dump.contains(&f.table) && dump.contains(&f.audit_table));
+    let cfg = support::sdk_config().await;
+    let dump = format!(
+        "{}{}",
+        support::scan_text(&cfg, &f.table).await,
+        support::scan_text(&cfg, &f.audit_table).await
+    );
+    assert!(dump.contains("PII#"), "the scan sees the items");
     for i in 0..3u32 {
         let c = contacts(i);
         for secret in [
@@ -565,4 +572,123 @@ async fn transition_of_a_cascade_never_created_is_not_found() {
             .unwrap()
             .is_empty()
     );
+}
+
+fn phone(n: &str) -> PhoneNumber {
+    id(PhoneNumber::parse(n))
+}
+
+#[tokio::test]
+async fn number_index_finds_open_cascades_by_keyed_hash_only() {
+    use muster_aws::dynamo::NumberKey;
+    let cfg = support::sdk_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
+    let (table, audit_table) = (support::unique("state"), support::unique("audit"));
+    DynamoStore::create_tables(&ddb, &table, &audit_table)
+        .await
+        .unwrap();
+    let sealer = Arc::new(KmsSealer::new(
+        aws_sdk_kms::Client::new(&cfg),
+        support::kms_key(&cfg).await,
+    ));
+    let nk = NumberKey::derive(&muster::api::Secret::new("number-index-test-secret"));
+    let store = DynamoStore::new(ddb.clone(), &table, &audit_table, sealer.clone())
+        .with_number_key(nk.clone());
+    let (n1, n2) = (phone("+13125550191"), phone("+13125550192"));
+    let mut made = Vec::new();
+    for (i, (who, c)) in [
+        ("alice", (Some(n1.clone()), None)),
+        ("bob", (Some(n2.clone()), Some(n1.clone()))),
+        ("carol", (Some(n2.clone()), Some(n2.clone()))),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (mut rec, entry) = started(key("INC-NUM", who), i as u32, T0.plus(1_000 * i as u64));
+        rec.contacts = ContactMethods {
+            phone: c.0,
+            sms: c.1,
+            email: None,
+            ..Default::default()
+        };
+        store.create_cascade(&rec, &entry).await.unwrap();
+        made.push(rec);
+    }
+    let (alice, bob, carol) = (&made[0], &made[1], &made[2]);
+    assert_eq!(
+        store.open_cascades_for_number(&n1).await.unwrap(),
+        vec![alice.clone(), bob.clone()]
+    );
+    assert_eq!(
+        store.open_cascades_for_number(&n2).await.unwrap(),
+        vec![bob.clone(), carol.clone()]
+    );
+    assert!(
+        store
+            .open_cascades_for_number(&phone("+13125550193"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Alice acknowledges: her cascade is terminal, and its index item goes.
+    let (acked, e) = next(
+        alice,
+        Event::Ack {
+            channel: Channel::Sms,
+            attempt: None,
+        },
+        T0.plus(5_000),
+    );
+    assert!(acked.cascade.status.is_terminal());
+    store
+        .transition(&acked, alice.cascade.version, &e)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.open_cascades_for_number(&n1).await.unwrap(),
+        vec![bob.clone()]
+    );
+    let left = ddb
+        .query()
+        .table_name(&table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("NUM#{}", nk.tag(&n1))),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(left.count(), 1, "only bob's index item is left for n1");
+    // Another key finds nothing; no key is an error, not an empty answer.
+    let other = DynamoStore::new(ddb.clone(), &table, &audit_table, sealer.clone())
+        .with_number_key(NumberKey::derive(&muster::api::Secret::new("other")));
+    assert!(
+        other
+            .open_cascades_for_number(&n2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let none = DynamoStore::new(ddb, &table, &audit_table, sealer);
+    assert!(none.open_cascades_for_number(&n2).await.is_err());
+    // What moto stores holds the tags, never the numbers.
+    let dump = support::data_json().to_string();
+    assert!(dump.contains(&table) && dump.contains(&audit_table));
+    let dump = format!(
+        "{}{}",
+        support::scan_text(&cfg, &table).await,
+        support::scan_text(&cfg, &audit_table).await
+    );
+    assert!(dump.contains(&nk.tag(&n2)) && dump.contains("NUM#"));
+    for n in [&n1, &n2] {
+        assert!(
+            !dump.contains(n.expose()),
+            "plaintext number in moto's items"
+        );
+        assert!(
+            !dump.contains(&n.expose()[2..]),
+            "national number in moto's items"
+        );
+    }
 }

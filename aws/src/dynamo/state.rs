@@ -8,7 +8,16 @@
 //! - cascade contacts: `INC#<id>#<shard>` / `PII#<stakeholder>#<route>`,
 //!   `contacts` (sealed with a KMS data key), written once at creation so a
 //!   transition never rewrites it;
-//! - provider message reference: `MSG#<provider id>` / `REF`.
+//! - provider message reference: `MSG#<provider id>` / `REF`;
+//! - number index (with a [`NumberKey`]): `NUM#<tag>` /
+//!   `<created_at ms, 13 digits>#<cascade key>`, `cascade` (key JSON), one
+//!   per distinct number the cascade texts or calls, written with the
+//!   cascade and deleted by the transition that makes it terminal. The tag
+//!   is a keyed hash of the number: the number itself is never stored in
+//!   plaintext. Reads skip terminal cascades in any case. SMS replies
+//!   ("ACK 4821") are matched through it: ack codes are four digits, unique
+//!   only among one number's open cascades, so they need no index of their
+//!   own.
 //!
 //! Audit table (`pk`, `sk`): `INC#<id>#<shard>` / `<stakeholder>#<route>#<seq>`
 //! (seq zero-padded), `entry` (audit entry JSON).
@@ -21,6 +30,7 @@
 //! cascade's shard) and queried as `due_shard = :s AND due_at <= :t` per
 //! partition, so one activation never heats one index partition.
 
+use super::numbers::NumberKey;
 use super::{Item, Meter, SHARDS, build_err, get_n, get_s, json_err, n, s, shard, write_units};
 use crate::crypto::{SealContext, Sealer};
 use crate::error::map_sdk;
@@ -30,14 +40,14 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ScalarAttributeType,
-    TransactWriteItem,
+    AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
+    ScalarAttributeType, TransactWriteItem,
 };
 use muster::app::audit::AuditEntry;
-use muster::domain::{ContactMethods, Incident, IncidentId, StakeholderId, Ts};
+use muster::domain::{ContactMethods, Incident, IncidentId, PhoneNumber, StakeholderId, Ts};
 use muster::engine::{CascadeKey, Route};
-use muster::ports::{CascadeRecord, CascadeStore, IncidentStore, Page};
+use muster::ports::{CascadeRecord, CascadeStore, IncidentStore, NumberIndex, Page};
 use muster::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -53,6 +63,7 @@ pub struct DynamoStore {
     audit_table: String,
     sealer: Arc<dyn Sealer>,
     meter: Arc<Meter>,
+    numbers: Option<NumberKey>,
 }
 
 fn route_str(r: Route) -> &'static str {
@@ -88,6 +99,14 @@ fn state_sk(key: &CascadeKey) -> String {
 
 fn pii_sk(key: &CascadeKey) -> String {
     format!("PII#{}#{}", key.stakeholder, route_str(key.route))
+}
+
+fn number_pk(tag: &str) -> String {
+    format!("NUM#{tag}")
+}
+
+fn number_sk(record: &CascadeRecord) -> String {
+    format!("{:013}#{}", record.cascade.created_at.0, record.cascade.key)
 }
 
 fn audit_sk(e: &AuditEntry) -> String {
@@ -188,7 +207,15 @@ impl DynamoStore {
             audit_table: audit_table.into(),
             sealer,
             meter: Arc::new(Meter::default()),
+            numbers: None,
         }
+    }
+
+    /// Keeps the number index (see the module documentation) under `key`.
+    /// Without it no index items are written and [`NumberIndex`] fails.
+    pub fn with_number_key(mut self, key: NumberKey) -> Self {
+        self.numbers = Some(key);
+        self
     }
 
     /// Requests and write units this store has sent.
@@ -313,6 +340,79 @@ impl DynamoStore {
             .await
             .map_err(|e| map_tx(context, e))?;
         Ok(())
+    }
+
+    /// Number index items of a new open cascade (none without a key).
+    fn number_puts(&self, record: &CascadeRecord) -> Result<Vec<(TransactWriteItem, u64)>> {
+        let Some(nk) = &self.numbers else {
+            return Ok(Vec::new());
+        };
+        if record.cascade.status.is_terminal() {
+            return Ok(Vec::new());
+        }
+        let cascade =
+            serde_json::to_string(&record.cascade.key).map_err(|e| json_err("cascade key", e))?;
+        nk.tags(&record.contacts)
+            .into_iter()
+            .map(|tag| {
+                let item: Item = HashMap::from([
+                    ("pk".to_string(), s(number_pk(&tag))),
+                    ("sk".to_string(), s(number_sk(record))),
+                    ("cascade".to_string(), s(cascade.clone())),
+                ]);
+                let u = write_units(&item);
+                Ok((
+                    self.put(&self.table, item, "attribute_not_exists(pk)", None)?,
+                    u,
+                ))
+            })
+            .collect()
+    }
+
+    /// Deletes of the number index items of a cascade that is now terminal.
+    fn number_deletes(&self, record: &CascadeRecord) -> Result<Vec<(TransactWriteItem, u64)>> {
+        let Some(nk) = &self.numbers else {
+            return Ok(Vec::new());
+        };
+        if !record.cascade.status.is_terminal() {
+            return Ok(Vec::new());
+        }
+        nk.tags(&record.contacts)
+            .into_iter()
+            .map(|tag| {
+                let del = Delete::builder()
+                    .table_name(&self.table)
+                    .key("pk", s(number_pk(&tag)))
+                    .key("sk", s(number_sk(record)))
+                    .build()
+                    .map_err(|e| build_err("delete", e))?;
+                Ok((TransactWriteItem::builder().delete(del).build(), 1))
+            })
+            .collect()
+    }
+
+    /// Records by key, with their contacts, in the order of `keys`; keys
+    /// without a stored cascade are skipped.
+    async fn load_records(&self, keys: &[CascadeKey]) -> Result<Vec<CascadeRecord>> {
+        let mut got = self
+            .batch_get(
+                keys.iter()
+                    .flat_map(|k| [(key_pk(k), state_sk(k)), (key_pk(k), pii_sk(k))])
+                    .collect(),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(state) = got.remove(&(key_pk(key), state_sk(key))) else {
+                continue;
+            };
+            let mut rec = self.record_from(&state)?;
+            if let Some(pii) = got.remove(&(key_pk(key), pii_sk(key))) {
+                rec.contacts = self.open_contacts(key, &pii).await?;
+            }
+            out.push(rec);
+        }
+        Ok(out)
     }
 
     /// Whether the cascade's state item exists (consistent read of its key).
@@ -514,7 +614,8 @@ impl CascadeStore for DynamoStore {
         ]);
         let audit = self.audit_item(audit)?;
         let (u1, u2, u3) = (write_units(&state), write_units(&pii), write_units(&audit));
-        let items = vec![
+        let mut items = self.number_puts(record)?;
+        items.extend([
             (
                 self.put(&self.table, state, "attribute_not_exists(pk)", None)?,
                 u1,
@@ -527,7 +628,7 @@ impl CascadeStore for DynamoStore {
                 self.put(&self.audit_table, audit, "attribute_not_exists(pk)", None)?,
                 u3,
             ),
-        ];
+        ]);
         self.transact(format!("creating cascade {key}"), items)
             .await
     }
@@ -558,7 +659,7 @@ impl CascadeStore for DynamoStore {
         let state = self.state_item(record)?;
         let audit = self.audit_item(audit)?;
         let (u1, u2) = (write_units(&state), write_units(&audit));
-        let items = vec![
+        let mut items = vec![
             (
                 self.put(
                     &self.table,
@@ -576,6 +677,7 @@ impl CascadeStore for DynamoStore {
                 u2,
             ),
         ];
+        items.extend(self.number_deletes(record)?);
         match self
             .transact(
                 format!("cascade {key} is not at version {expected_version}"),
@@ -794,5 +896,35 @@ impl CascadeStore for DynamoStore {
             }
             None => Ok(None),
         }
+    }
+}
+
+#[async_trait]
+impl NumberIndex for DynamoStore {
+    async fn open_cascades_for_number(&self, number: &PhoneNumber) -> Result<Vec<CascadeRecord>> {
+        let nk = self.numbers.as_ref().ok_or_else(|| {
+            Error::permanent("the number index needs a number key (DynamoStore::with_number_key)")
+        })?;
+        let mut keys: Vec<CascadeKey> = Vec::new();
+        for it in self
+            .query_all(&self.table, number_pk(&nk.tag(number)))
+            .await?
+        {
+            keys.push(
+                serde_json::from_str(get_s(&it, "cascade")?)
+                    .map_err(|e| json_err("cascade key", e))?,
+            );
+        }
+        keys.dedup();
+        let mut out: Vec<CascadeRecord> = self
+            .load_records(&keys)
+            .await?
+            .into_iter()
+            .filter(|r| !r.cascade.status.is_terminal())
+            .collect();
+        out.sort_by(|a, b| {
+            (a.cascade.created_at, &a.cascade.key).cmp(&(b.cascade.created_at, &b.cascade.key))
+        });
+        Ok(out)
     }
 }
