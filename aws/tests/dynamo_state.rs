@@ -692,3 +692,147 @@ async fn number_index_finds_open_cascades_by_keyed_hash_only() {
         );
     }
 }
+
+fn incident(id: &str, status: IncidentStatus) -> Incident {
+    let trig = Trigger::from_json(&serde_json::json!({
+        "incidentId": id, "severity": "P1", "stakeholderGroupId": "ops", "messageTemplate": "Outage"
+    }))
+    .unwrap();
+    Incident {
+        trigger: trig,
+        status,
+        triggered_at: T0,
+        closed_at: None,
+        cascades: 2,
+        expanded: 0,
+        version: 0,
+    }
+}
+
+#[tokio::test]
+async fn seal_store_keeps_open_incidents_heads_and_seals_in_the_audit_table() {
+    use muster::adapters::memory::LocalSealer;
+    use muster::ports::Sealer as _;
+    let f = fixture().await;
+    let (s1, s2) = ("INC-SEAL-1", "INC-SEAL-2");
+    f.store
+        .create_incident(&incident(s1, IncidentStatus::Open))
+        .await
+        .unwrap();
+    let mut closing = incident(s2, IncidentStatus::Open);
+    f.store.create_incident(&closing).await.unwrap();
+    assert_eq!(
+        f.store.open_incidents().await.unwrap(),
+        vec![id(IncidentId::parse(s1)), id(IncidentId::parse(s2))]
+    );
+    closing.status = IncidentStatus::Closed;
+    closing.version = 1;
+    f.store.update_incident(&closing, 0).await.unwrap();
+    assert_eq!(
+        f.store.open_incidents().await.unwrap(),
+        vec![id(IncidentId::parse(s1))]
+    );
+    // A missing incident is NotFound, as in the memory store.
+    let ghost = incident("INC-GHOST", IncidentStatus::Closed);
+    assert!(matches!(
+        f.store.update_incident(&ghost, 0).await.unwrap_err(),
+        muster::Error::NotFound(_)
+    ));
+    // Two cascades, one of them moved on: heads from the state items.
+    let (a, ea) = started(key(s1, "alice"), 1, T0);
+    let (b, eb) = started(key(s1, "bob"), 2, T0);
+    f.store.create_cascade(&a, &ea).await.unwrap();
+    f.store.create_cascade(&b, &eb).await.unwrap();
+    let (a2, ea2) = next(
+        &a,
+        Event::Ack {
+            channel: Channel::Sms,
+            attempt: None,
+        },
+        T0.plus(1_000),
+    );
+    f.store
+        .transition(&a2, a.cascade.version, &ea2)
+        .await
+        .unwrap();
+    let inc = id(IncidentId::parse(s1));
+    let mut heads = f.store.chain_heads(&inc).await.unwrap();
+    heads.sort_by(|x, y| x.1.cmp(&y.1));
+    assert_eq!(
+        heads,
+        vec![
+            (
+                Route::Member,
+                a2.cascade.key.stakeholder.clone(),
+                1,
+                ea2.hash.clone()
+            ),
+            (
+                Route::Member,
+                b.cascade.key.stakeholder.clone(),
+                0,
+                eb.hash.clone()
+            ),
+        ]
+    );
+    let trail = f.store.audit_trail(&inc).await.unwrap();
+    assert_eq!(
+        audit::heads_digest_of(&heads),
+        audit::heads_digest(trail.iter())
+    );
+    // Heads never read the audit table: a store whose audit table does not
+    // exist gives the same.
+    let cfg = support::sdk_config().await;
+    let blind = DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&cfg),
+        &f.table,
+        "no-such-audit-table",
+        f.sealer.clone(),
+    );
+    assert_eq!(blind.chain_heads(&inc).await.unwrap().len(), 2);
+    // Seals accumulate in the audit table under INC#<id>#SEAL.
+    let sealer = LocalSealer::new(3);
+    let (chains, entries, digest) = audit::heads_digest_of(&heads);
+    let (algorithm, key_id, public_key) = sealer.describe();
+    let mut seal = audit::Seal {
+        incident: inc.clone(),
+        at: T0.plus(2_000),
+        chains,
+        entries,
+        heads_digest: digest,
+        algorithm,
+        key_id,
+        public_key,
+        signature: String::new(),
+    };
+    seal.signature = sealer.sign(&seal.message()).await.unwrap();
+    f.store.put_seal(&seal).await.unwrap();
+    f.store.put_seal(&seal).await.unwrap();
+    let mut later = seal.clone();
+    later.at = T0.plus(3_000);
+    later.signature = sealer.sign(&later.message()).await.unwrap();
+    f.store.put_seal(&later).await.unwrap();
+    assert_eq!(
+        f.store.seals(&inc).await.unwrap(),
+        vec![seal.clone(), later.clone()]
+    );
+    assert!(
+        f.store
+            .seals(&id(IncidentId::parse(s2)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut lines: Vec<audit::ExportLine> = trail
+        .into_iter()
+        .map(|e| audit::ExportLine::Entry(Box::new(e)))
+        .collect();
+    lines.push(audit::ExportLine::Seal { seal: later });
+    let verified = audit::verify_export(&lines).unwrap();
+    assert_eq!(verified.sealed, vec![inc.clone()]);
+    let stored = support::scan_text(&cfg, &f.audit_table).await;
+    assert!(stored.contains(&format!("INC#{s1}#SEAL")));
+    assert_eq!(stored.matches("#SEAL").count(), 2);
+    assert!(stored.contains("expires_at"));
+    assert!(!support::scan_text(&cfg, &f.table).await.contains("#SEAL"));
+}

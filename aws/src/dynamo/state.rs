@@ -2,6 +2,9 @@
 //!
 //! State table (`pk`, `sk`):
 //! - incident: `INC#<id>` / `META`, `doc` (incident JSON), `version`;
+//! - open incident marker: `OPEN` / `<id>`, present while the incident is
+//!   open (written and deleted in the incident's own transaction), read by
+//!   the sealing sweep;
 //! - cascade state: `INC#<id>#<shard>` / `STK#<stakeholder>#<route>`, `doc`
 //!   (record JSON without contacts), `version`, and while something is due,
 //!   `due_shard` = `DUE#<shard>` and `due_at` (ms): the sparse GSI `due`;
@@ -20,7 +23,11 @@
 //!   own.
 //!
 //! Audit table (`pk`, `sk`): `INC#<id>#<shard>` / `<stakeholder>#<route>#<seq>`
-//! (seq zero-padded), `entry` (audit entry JSON).
+//! (seq zero-padded), `entry` (audit entry JSON); incident seals:
+//! `INC#<id>#SEAL` / `<at ms, 13 digits>#<content hash>`, `seal` (seal
+//! JSON), so the audit table's stream archives them with the entries. Seals
+//! are only ever added; chain heads for sealing come from the cascade state
+//! items (`audit_seq`, `audit_head`), never from the audit table.
 //!
 //! Guards: an incident or cascade is created only if absent
 //! (`attribute_not_exists(pk)`); a transition replaces the state item only if
@@ -37,23 +44,28 @@ use crate::error::map_sdk;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
     KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
     ScalarAttributeType, TransactWriteItem,
 };
-use muster::app::audit::AuditEntry;
-use muster::domain::{ContactMethods, Incident, IncidentId, PhoneNumber, StakeholderId, Ts};
+use muster::app::audit::{AuditEntry, Seal};
+use muster::domain::{
+    ContactMethods, Incident, IncidentId, IncidentStatus, PhoneNumber, StakeholderId, Ts,
+};
 use muster::engine::{CascadeKey, Route};
-use muster::ports::{CascadeRecord, CascadeStore, IncidentStore, NumberIndex, Page};
+use muster::ports::{CascadeRecord, CascadeStore, IncidentStore, NumberIndex, Page, SealStore};
 use muster::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 pub const DUE_INDEX: &str = "due";
+/// Days audit items stay in the audit table unless configured.
+pub const DEFAULT_RETENTION_DAYS: u32 = 180;
+/// Partition of the open incident markers.
+const OPEN_PK: &str = "OPEN";
 /// Bounded retries of `UnprocessedKeys` in a batch read.
 const BATCH_RETRIES: usize = 5;
 
@@ -64,6 +76,7 @@ pub struct DynamoStore {
     sealer: Arc<dyn Sealer>,
     meter: Arc<Meter>,
     numbers: Option<NumberKey>,
+    retention_days: u32,
 }
 
 fn route_str(r: Route) -> &'static str {
@@ -99,6 +112,10 @@ fn state_sk(key: &CascadeKey) -> String {
 
 fn pii_sk(key: &CascadeKey) -> String {
     format!("PII#{}#{}", key.stakeholder, route_str(key.route))
+}
+
+pub fn seal_pk(id: &IncidentId) -> String {
+    format!("INC#{id}#SEAL")
 }
 
 fn number_pk(tag: &str) -> String {
@@ -162,18 +179,6 @@ fn map_tx(
     map_sdk(context, err)
 }
 
-fn map_put(
-    context: String,
-    err: SdkError<PutItemError, aws_sdk_dynamodb::config::http::HttpResponse>,
-) -> Error {
-    if let SdkError::ServiceError(se) = &err
-        && se.err().is_conditional_check_failed_exception()
-    {
-        return Error::Conflict(format!("{context}: condition failed"));
-    }
-    map_sdk(context, err)
-}
-
 /// Where `overdue` resumes: the index partition and the last key read in it.
 #[derive(Serialize, Deserialize)]
 struct DueCursor {
@@ -208,7 +213,15 @@ impl DynamoStore {
             sealer,
             meter: Arc::new(Meter::default()),
             numbers: None,
+            retention_days: DEFAULT_RETENTION_DAYS,
         }
+    }
+
+    /// Days an audit item stays in the audit table (its TTL `expires_at`);
+    /// the archive keeps it beyond. Default [`DEFAULT_RETENTION_DAYS`].
+    pub fn with_audit_retention_days(mut self, days: u32) -> Self {
+        self.retention_days = days;
+        self
     }
 
     /// Keeps the number index (see the module documentation) under `key`.
@@ -302,14 +315,23 @@ impl DynamoStore {
 
     fn audit_item(&self, e: &AuditEntry) -> Result<Item> {
         let entry = serde_json::to_string(e).map_err(|e| json_err("audit entry", e))?;
-        Ok(HashMap::from([
+        let mut item = HashMap::from([
             (
                 "pk".to_string(),
                 s(cascade_pk(&e.incident, shard(e.stakeholder.as_str()))),
             ),
             ("sk".to_string(), s(audit_sk(e))),
             ("entry".to_string(), s(entry)),
-        ]))
+        ]);
+        self.audit_extras(&mut item, e.at);
+        Ok(item)
+    }
+
+    /// Attributes of every audit table item: the TTL `expires_at` (epoch
+    /// seconds), the retention after the time the item records.
+    fn audit_extras(&self, item: &mut Item, at: Ts) {
+        let expires = at.0 / 1000 + u64::from(self.retention_days) * 86_400;
+        item.insert("expires_at".to_string(), n(expires));
     }
 
     fn put(
@@ -319,10 +341,11 @@ impl DynamoStore {
         condition: &str,
         values: Option<HashMap<String, AttributeValue>>,
     ) -> Result<TransactWriteItem> {
+        let condition = (!condition.is_empty()).then(|| condition.to_string());
         let put = Put::builder()
             .table_name(table)
             .set_item(Some(item))
-            .condition_expression(condition)
+            .set_condition_expression(condition)
             .set_expression_attribute_values(values)
             .build()
             .map_err(|e| build_err("put", e))?;
@@ -340,6 +363,25 @@ impl DynamoStore {
             .await
             .map_err(|e| map_tx(context, e))?;
         Ok(())
+    }
+
+    /// The open incident marker: put while the incident is open, deleted
+    /// once it is not.
+    fn open_marker(&self, incident: &Incident) -> Result<Option<(TransactWriteItem, u64)>> {
+        let id = incident.id().as_str();
+        if incident.status == IncidentStatus::Open {
+            let item: Item =
+                HashMap::from([("pk".to_string(), s(OPEN_PK)), ("sk".to_string(), s(id))]);
+            Ok(Some((self.put(&self.table, item, "", None)?, 1)))
+        } else {
+            let del = Delete::builder()
+                .table_name(&self.table)
+                .key("pk", s(OPEN_PK))
+                .key("sk", s(id))
+                .build()
+                .map_err(|e| build_err("delete", e))?;
+            Ok(Some((TransactWriteItem::builder().delete(del).build(), 1)))
+        }
     }
 
     /// Number index items of a new open cascade (none without a key).
@@ -541,16 +583,14 @@ fn incident_item(incident: &Incident) -> Result<Item> {
 impl IncidentStore for DynamoStore {
     async fn create_incident(&self, incident: &Incident) -> Result<()> {
         let item = incident_item(incident)?;
-        self.meter.request(write_units(&item));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
+        let u = write_units(&item);
+        let mut items = vec![(
+            self.put(&self.table, item, "attribute_not_exists(pk)", None)?,
+            u,
+        )];
+        items.extend(self.open_marker(incident)?);
+        self.transact(format!("incident {} exists", incident.id()), items)
             .await
-            .map_err(|e| map_put(format!("incident {} exists", incident.id()), e))?;
-        Ok(())
     }
 
     async fn get_incident(&self, id: &IncidentId) -> Result<Option<Incident>> {
@@ -575,25 +615,34 @@ impl IncidentStore for DynamoStore {
 
     async fn update_incident(&self, incident: &Incident, expected_version: u64) -> Result<()> {
         let item = incident_item(incident)?;
-        self.meter.request(write_units(&item));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("version = :expected")
-            .expression_attribute_values(":expected", n(expected_version))
-            .send()
+        let u = write_units(&item);
+        let mut items = vec![(
+            self.put(
+                &self.table,
+                item,
+                "version = :expected",
+                Some(HashMap::from([(
+                    ":expected".to_string(),
+                    n(expected_version),
+                )])),
+            )?,
+            u,
+        )];
+        items.extend(self.open_marker(incident)?);
+        let id = incident.id();
+        match self
+            .transact(
+                format!("incident {id} is not at version {expected_version}"),
+                items,
+            )
             .await
-            .map_err(|e| {
-                map_put(
-                    format!(
-                        "incident {} is not at version {expected_version}",
-                        incident.id()
-                    ),
-                    e,
-                )
-            })?;
-        Ok(())
+        {
+            Err(Error::Conflict(why)) => match self.get_incident(id).await? {
+                Some(_) => Err(Error::Conflict(why)),
+                None => Err(Error::NotFound(format!("incident {id}"))),
+            },
+            other => other,
+        }
     }
 }
 
@@ -926,5 +975,95 @@ impl NumberIndex for DynamoStore {
             (a.cascade.created_at, &a.cascade.key).cmp(&(b.cascade.created_at, &b.cascade.key))
         });
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl SealStore for DynamoStore {
+    async fn open_incidents(&self) -> Result<Vec<IncidentId>> {
+        let mut out = Vec::new();
+        for it in self.query_all(&self.table, OPEN_PK.to_string()).await? {
+            let id = get_s(&it, "sk")?;
+            out.push(
+                IncidentId::parse(id).map_err(|_| {
+                    Error::permanent(format!("malformed open incident marker {id:?}"))
+                })?,
+            );
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn chain_heads(
+        &self,
+        incident: &IncidentId,
+    ) -> Result<Vec<(Route, StakeholderId, u64, String)>> {
+        let mut out = Vec::new();
+        for sh in 0..SHARDS {
+            let mut start = None;
+            loop {
+                self.meter.request(0);
+                let resp = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                    .expression_attribute_values(":pk", s(cascade_pk(incident, sh)))
+                    .expression_attribute_values(":p", s("STK#"))
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk(format!("reading chain heads of {incident}"), e))?;
+                for it in resp.items() {
+                    let r = self.record_from(it)?;
+                    if r.audit_seq > 0 {
+                        out.push((
+                            r.cascade.key.route,
+                            r.cascade.key.stakeholder.clone(),
+                            r.audit_seq - 1,
+                            r.audit_head.clone(),
+                        ));
+                    }
+                }
+                match resp.last_evaluated_key() {
+                    Some(k) if !k.is_empty() => start = Some(k.clone()),
+                    _ => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_seal(&self, seal: &Seal) -> Result<()> {
+        let doc = serde_json::to_string(seal).map_err(|e| json_err("seal", e))?;
+        // The same seal twice is one item; two different seals never share a key.
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(doc.as_bytes()));
+        let mut item: Item = HashMap::from([
+            ("pk".to_string(), s(seal_pk(&seal.incident))),
+            (
+                "sk".to_string(),
+                s(format!("{:013}#{}", seal.at.0, &digest[..32])),
+            ),
+            ("seal".to_string(), s(doc)),
+        ]);
+        self.audit_extras(&mut item, seal.at);
+        self.meter.request(write_units(&item));
+        self.client
+            .put_item()
+            .table_name(&self.audit_table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| map_sdk(format!("storing a seal of {}", seal.incident), e))?;
+        Ok(())
+    }
+
+    async fn seals(&self, incident: &IncidentId) -> Result<Vec<Seal>> {
+        self.query_all(&self.audit_table, seal_pk(incident))
+            .await?
+            .iter()
+            .map(|it| serde_json::from_str(get_s(it, "seal")?).map_err(|e| json_err("seal", e)))
+            .collect()
     }
 }
