@@ -293,3 +293,108 @@ async fn a_throttle_pauses_every_process_voids_tickets_and_halves_the_rate() {
         Admit::Granted => panic!("granted during the pause"),
     }
 }
+
+#[tokio::test]
+async fn directory_admin_has_the_memory_directory_semantics() {
+    use muster::ports::DirectoryAdmin;
+    use muster_aws::dynamo::NumberKey;
+    let cfg = support::sdk_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
+    let table = support::unique("directory");
+    DynamoDirectory::create_table(&ddb, &table).await.unwrap();
+    let sealer = Arc::new(KmsSealer::new(
+        aws_sdk_kms::Client::new(&cfg),
+        support::kms_key(&cfg).await,
+    ));
+    let nk = NumberKey::derive(&muster::api::Secret::new("directory-test"));
+    let dir = DynamoDirectory::new(ddb, &table, sealer).with_number_key(nk.clone());
+    let shared = PhoneNumber::parse("+13125550177").unwrap();
+    let mut people: Vec<_> = (0..5).map(|i| person(&format!("adm{i}"), 60 + i)).collect();
+    people[3].contacts.sms = Some(shared.clone());
+    people[4].contacts.phone = Some(shared.clone());
+    people[2].contacts.phone = Some(shared.clone());
+    people[2].contacts.sms = PhoneNumber::parse("+13125550178").ok();
+    for p in &people {
+        DirectoryAdmin::put_stakeholder(&dir, p.clone())
+            .await
+            .unwrap();
+    }
+    assert_eq!(dir.list_stakeholders().await.unwrap(), people);
+    let ids: Vec<StakeholderId> = people.iter().map(|p| p.id.clone()).collect();
+    let g1 = Group {
+        id: GroupId::parse("adm-a").unwrap(),
+        name: "A".into(),
+        members: vec![ids[0].clone(), ids[1].clone(), ids[2].clone()],
+        on_call_manager: Some(ids[1].clone()),
+        escalation_channels: vec![Channel::Voice],
+    };
+    let g2 = Group {
+        id: GroupId::parse("adm-b").unwrap(),
+        name: "B".into(),
+        members: vec![ids[1].clone(), ids[3].clone()],
+        on_call_manager: None,
+        escalation_channels: vec![],
+    };
+    DirectoryAdmin::put_group(&dir, g1.clone()).await.unwrap();
+    DirectoryAdmin::put_group(&dir, g2.clone()).await.unwrap();
+    assert_eq!(dir.get_group(&g1.id).await.unwrap().as_ref(), Some(&g1));
+    assert_eq!(
+        dir.list_groups().await.unwrap(),
+        vec![g1.clone(), g2.clone()]
+    );
+    // Removing a person removes them from every group and as manager.
+    assert!(dir.remove_stakeholder(&ids[1]).await.unwrap());
+    assert!(!dir.remove_stakeholder(&ids[1]).await.unwrap());
+    assert!(dir.stakeholder(&ids[1]).await.unwrap().is_none());
+    let a = dir.get_group(&g1.id).await.unwrap().unwrap();
+    assert_eq!(a.members, vec![ids[0].clone(), ids[2].clone()]);
+    assert_eq!(a.on_call_manager, None);
+    assert_eq!(a.escalation_channels, vec![Channel::Voice]);
+    assert_eq!(
+        dir.get_group(&g2.id).await.unwrap().unwrap().members,
+        vec![ids[3].clone()]
+    );
+    assert_eq!(dir.list_stakeholders().await.unwrap().len(), 4);
+    // Opt-outs reach whoever is texted at the number (sms, else phone).
+    assert_eq!(
+        dir.set_sms_opt_out(&shared, true).await.unwrap(),
+        vec![ids[3].clone(), ids[4].clone()]
+    );
+    assert!(dir.set_sms_opt_out(&shared, true).await.unwrap().is_empty());
+    let p3 = dir.stakeholder(&ids[3]).await.unwrap().unwrap();
+    assert!(p3.contacts.sms_opted_out);
+    assert!(
+        !dir.stakeholder(&ids[2])
+            .await
+            .unwrap()
+            .unwrap()
+            .contacts
+            .sms_opted_out
+    );
+    // A changed number leaves the old number's index.
+    let mut p4 = dir.stakeholder(&ids[4]).await.unwrap().unwrap();
+    p4.contacts.phone = PhoneNumber::parse("+13125550179").ok();
+    DirectoryAdmin::put_stakeholder(&dir, p4).await.unwrap();
+    assert_eq!(
+        dir.set_sms_opt_out(&shared, false).await.unwrap(),
+        vec![ids[3].clone()]
+    );
+    // Removing a group removes its members' reverse entries.
+    assert!(dir.remove_group(&g2.id).await.unwrap());
+    assert!(!dir.remove_group(&g2.id).await.unwrap());
+    assert!(dir.get_group(&g2.id).await.unwrap().is_none());
+    assert_eq!(dir.list_groups().await.unwrap().len(), 1);
+    let dump = support::scan_text(&cfg, &table).await;
+    assert!(!dump.contains("IN#adm-b") && dump.contains("IN#adm-a"));
+    assert_eq!(dump.matches(&format!("NUM#{}", nk.tag(&shared))).count(), 1);
+    for n in ["+13125550177", "+13125550178", "+13125550179", "3125550177"] {
+        assert!(!dump.contains(n), "plaintext number in the directory table");
+    }
+    // Without a number key, opt-outs are an error, not a silent no-op.
+    let plain = DynamoDirectory::new(
+        aws_sdk_dynamodb::Client::new(&cfg),
+        &table,
+        Arc::new(KmsSealer::new(aws_sdk_kms::Client::new(&cfg), "unused")),
+    );
+    assert!(plain.set_sms_opt_out(&shared, true).await.is_err());
+}
