@@ -56,6 +56,14 @@ impl StreamData {
     }
 }
 
+/// The lines of one object: an incident's records of one day in a batch.
+struct Group {
+    first_sequence: String,
+    first_at: Ts,
+    lines: Vec<String>,
+    sequences: Vec<String>,
+}
+
 /// One archived line and where it belongs.
 struct Line {
     incident: IncidentId,
@@ -120,19 +128,20 @@ impl AuditArchive {
     /// were not archived (empty: all were).
     pub async fn archive(&self, event: &StreamEvent) -> Vec<String> {
         let mut failed = Vec::new();
-        // (incident, day) -> (first sequence, time of first, lines, sequences)
-        let mut groups: BTreeMap<(IncidentId, String), (String, Ts, Vec<String>, Vec<String>)> =
-            BTreeMap::new();
+        let mut groups: BTreeMap<(IncidentId, String), Group> = BTreeMap::new();
         for r in &event.records {
             let seq = &r.dynamodb.sequence_number;
             match line_of(&r.dynamodb) {
                 Ok(Some(line)) => {
                     let day: String = line.at.rfc3339().chars().take(10).collect();
-                    let g = groups
-                        .entry((line.incident, day))
-                        .or_insert_with(|| (seq.clone(), line.at, Vec::new(), Vec::new()));
-                    g.2.push(line.text);
-                    g.3.push(seq.clone());
+                    let g = groups.entry((line.incident, day)).or_insert_with(|| Group {
+                        first_sequence: seq.clone(),
+                        first_at: line.at,
+                        lines: Vec::new(),
+                        sequences: Vec::new(),
+                    });
+                    g.lines.push(line.text);
+                    g.sequences.push(seq.clone());
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -141,9 +150,9 @@ impl AuditArchive {
                 }
             }
         }
-        for ((incident, _), (first, at, lines, seqs)) in groups {
-            let key = object_key(&incident, at, &first);
-            let mut body = lines.join("\n");
+        for ((incident, _), g) in groups {
+            let key = object_key(&incident, g.first_at, &g.first_sequence);
+            let mut body = g.lines.join("\n");
             body.push('\n');
             let put = self
                 .s3
@@ -158,7 +167,7 @@ impl AuditArchive {
             if let Err(e) = put {
                 let e = map_sdk(format!("archiving audit lines of {incident}"), e);
                 tracing::warn!(incident = %incident, error = %e, "audit archive write failed");
-                failed.extend(seqs);
+                failed.extend(g.sequences);
             }
         }
         failed
