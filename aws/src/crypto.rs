@@ -139,3 +139,297 @@ impl Sealer for KmsSealer {
             .map_err(|_| crypto_err("decrypting"))
     }
 }
+
+/// Contact addresses in the audit trail, encrypted under a per-stakeholder
+/// data key ([`muster::ports::ContactVault`]).
+///
+/// The key is made once per person by KMS `GenerateDataKey` (AES-256, under
+/// the configured symmetric key, encryption context `purpose` =
+/// [`VAULT_PURPOSE`] and `stakeholder`), and only its wrapped form is kept:
+/// item `DEK#<stakeholder>` / `KEY`, attribute `wrapped`, in the given table
+/// (the directory table). Values are AES-256-GCM with a random 96-bit nonce,
+/// associated data `incident|stakeholder`; format `kms1:` +
+/// base64(nonce || ciphertext). `erase` deletes the wrapped key: every value
+/// written under it becomes unreadable (`decrypt` gives `Ok(None)`).
+///
+/// Unwrapped keys are cached per process, at most [`VAULT_CACHE`] of them,
+/// each for at most [`VAULT_CACHE_MS`]: an erase in one process reaches the
+/// caches of the others within that time.
+pub struct KmsContactVault {
+    kms: Client,
+    ddb: aws_sdk_dynamodb::Client,
+    table: String,
+    key_id: String,
+    cache: std::sync::Mutex<KeyCache>,
+}
+
+/// Encryption context `purpose` of the vault's data keys.
+pub const VAULT_PURPOSE: &str = "muster-contact-vault";
+/// Unwrapped data keys a process keeps.
+pub const VAULT_CACHE: usize = 1024;
+/// How long a process keeps an unwrapped data key.
+pub const VAULT_CACHE_MS: u128 = 300_000;
+const VAULT_FORMAT: &str = "kms1:";
+
+/// A bounded cache of unwrapped keys, oldest evicted first.
+#[derive(Default)]
+struct KeyCache {
+    keys: std::collections::HashMap<String, (std::time::Instant, [u8; 32])>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl KeyCache {
+    fn get(&mut self, who: &str) -> Option<[u8; 32]> {
+        match self.keys.get(who) {
+            Some((at, k)) if at.elapsed().as_millis() < VAULT_CACHE_MS => Some(*k),
+            Some(_) => {
+                self.remove(who);
+                None
+            }
+            None => None,
+        }
+    }
+    fn put(&mut self, who: &str, key: [u8; 32]) {
+        if self
+            .keys
+            .insert(who.to_string(), (std::time::Instant::now(), key))
+            .is_none()
+        {
+            self.order.push_back(who.to_string());
+        }
+        while self.keys.len() > VAULT_CACHE {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.keys.remove(&old);
+                }
+                None => break,
+            }
+        }
+    }
+    fn remove(&mut self, who: &str) {
+        self.keys.remove(who);
+        self.order.retain(|k| k != who);
+    }
+}
+
+fn vault_aad(stakeholder: &str, incident: &str) -> String {
+    format!("{incident}|{stakeholder}")
+}
+
+impl KmsContactVault {
+    /// `table`: where wrapped keys live (the directory table); `key_id`: the
+    /// KMS symmetric key (`MUSTER_PII_KEY_ID`).
+    pub fn new(
+        kms: Client,
+        ddb: aws_sdk_dynamodb::Client,
+        table: impl Into<String>,
+        key_id: impl Into<String>,
+    ) -> Self {
+        KmsContactVault {
+            kms,
+            ddb,
+            table: table.into(),
+            key_id: key_id.into(),
+            cache: std::sync::Mutex::new(KeyCache::default()),
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, KeyCache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pk(who: &str) -> aws_sdk_dynamodb::types::AttributeValue {
+        aws_sdk_dynamodb::types::AttributeValue::S(format!("DEK#{who}"))
+    }
+
+    fn sk() -> aws_sdk_dynamodb::types::AttributeValue {
+        aws_sdk_dynamodb::types::AttributeValue::S("KEY".into())
+    }
+
+    async fn unwrap_key(&self, who: &str, wrapped: &[u8]) -> Result<[u8; 32]> {
+        let dk = self
+            .kms
+            .decrypt()
+            .key_id(&self.key_id)
+            .ciphertext_blob(Blob::new(wrapped))
+            .encryption_context("purpose", VAULT_PURPOSE)
+            .encryption_context("stakeholder", who)
+            .send()
+            .await
+            .map_err(|e| map_sdk("unwrapping a contact data key", e))?;
+        dk.plaintext()
+            .and_then(|k| <[u8; 32]>::try_from(k.as_ref()).ok())
+            .ok_or_else(|| Error::permanent("KMS returned no 32-byte data key"))
+    }
+
+    /// The person's key: cached, stored (unwrapped by KMS), or `None`.
+    async fn load(&self, who: &str) -> Result<Option<[u8; 32]>> {
+        if let Some(k) = self.cache().get(who) {
+            return Ok(Some(k));
+        }
+        let resp = self
+            .ddb
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", Self::pk(who))
+            .key("sk", Self::sk())
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| map_sdk("reading a contact data key", e))?;
+        let Some(it) = resp.item() else {
+            return Ok(None);
+        };
+        let Some(aws_sdk_dynamodb::types::AttributeValue::B(wrapped)) = it.get("wrapped") else {
+            return Err(Error::permanent("stored contact data key lacks `wrapped`"));
+        };
+        let key = self.unwrap_key(who, wrapped.as_ref()).await?;
+        self.cache().put(who, key);
+        Ok(Some(key))
+    }
+
+    /// The person's key, made (and stored) if they have none.
+    async fn load_or_make(&self, who: &str) -> Result<[u8; 32]> {
+        if let Some(k) = self.load(who).await? {
+            return Ok(k);
+        }
+        let dk = self
+            .kms
+            .generate_data_key()
+            .key_id(&self.key_id)
+            .key_spec(DataKeySpec::Aes256)
+            .encryption_context("purpose", VAULT_PURPOSE)
+            .encryption_context("stakeholder", who)
+            .send()
+            .await
+            .map_err(|e| map_sdk("generating a contact data key", e))?;
+        let (Some(key), Some(wrapped)) = (dk.plaintext(), dk.ciphertext_blob()) else {
+            return Err(Error::permanent("KMS returned no data key"));
+        };
+        let key = <[u8; 32]>::try_from(key.as_ref())
+            .map_err(|_| Error::permanent("KMS returned a data key that is not 32 bytes"))?;
+        let put = self
+            .ddb
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", Self::pk(who))
+            .item("sk", Self::sk())
+            .item(
+                "wrapped",
+                aws_sdk_dynamodb::types::AttributeValue::B(
+                    aws_sdk_dynamodb::primitives::Blob::new(wrapped.as_ref()),
+                ),
+            )
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => {
+                self.cache().put(who, key);
+                Ok(key)
+            }
+            // Another process made the key first: use theirs.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                self.load(who).await?.ok_or_else(|| {
+                    Error::Conflict(format!("contact data key of {who} made and erased at once"))
+                })
+            }
+            Err(e) => Err(map_sdk("storing a contact data key", e)),
+        }
+    }
+}
+
+#[async_trait]
+impl muster::ports::ContactVault for KmsContactVault {
+    async fn encrypt(
+        &self,
+        stakeholder: &muster::domain::StakeholderId,
+        incident: &muster::domain::IncidentId,
+        plaintext: &str,
+    ) -> Result<String> {
+        use base64::Engine;
+        use rand::TryRngCore;
+        let key = self.load_or_make(stakeholder.as_str()).await?;
+        let mut nonce = [0u8; 12];
+        rand::rngs::OsRng
+            .try_fill_bytes(&mut nonce)
+            .map_err(|_| Error::permanent("no randomness for a nonce"))?;
+        let cipher = Aes256Gcm::new_from_slice(&key).map_err(|_| crypto_err("data key size"))?;
+        let ad = vault_aad(stakeholder.as_str(), incident.as_str());
+        let ct = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: ad.as_bytes(),
+                },
+            )
+            .map_err(|_| crypto_err("encrypting"))?;
+        let mut out = nonce.to_vec();
+        out.extend(ct);
+        Ok(format!(
+            "{VAULT_FORMAT}{}",
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(out)
+        ))
+    }
+
+    async fn decrypt(
+        &self,
+        stakeholder: &muster::domain::StakeholderId,
+        incident: &muster::domain::IncidentId,
+        ciphertext: &str,
+    ) -> Result<Option<String>> {
+        use base64::Engine;
+        let raw = ciphertext
+            .strip_prefix(VAULT_FORMAT)
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD_NO_PAD
+                    .decode(b)
+                    .ok()
+            })
+            .filter(|r| r.len() > 12)
+            .ok_or_else(|| Error::invalid("contact", "not a ciphertext this vault wrote"))?;
+        let Some(key) = self.load(stakeholder.as_str()).await? else {
+            return Ok(None);
+        };
+        let cipher = Aes256Gcm::new_from_slice(&key).map_err(|_| crypto_err("data key size"))?;
+        let ad = vault_aad(stakeholder.as_str(), incident.as_str());
+        let pt = cipher
+            .decrypt(
+                Nonce::from_slice(&raw[..12]),
+                Payload {
+                    msg: &raw[12..],
+                    aad: ad.as_bytes(),
+                },
+            )
+            .map_err(|_| {
+                Error::invalid(
+                    "contact",
+                    "does not decrypt under this person's key and incident",
+                )
+            })?;
+        String::from_utf8(pt)
+            .map(Some)
+            .map_err(|_| Error::permanent("decrypted contact is not text"))
+    }
+
+    async fn erase(&self, stakeholder: &muster::domain::StakeholderId) -> Result<bool> {
+        let who = stakeholder.as_str();
+        self.cache().remove(who);
+        let resp = self
+            .ddb
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", Self::pk(who))
+            .key("sk", Self::sk())
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| map_sdk("erasing a contact data key", e))?;
+        self.cache().remove(who);
+        Ok(resp.attributes().is_some_and(|a| !a.is_empty()))
+    }
+}

@@ -4,10 +4,12 @@
 //! SNS / SESv2 senders, and KMS envelope encryption of contact details.
 //! See docs/aws.md for table layouts, error mapping and cost figures.
 
+pub mod archive;
 pub mod crypto;
 pub mod dynamo;
 pub mod error;
 pub mod runtime;
+pub mod kms_seal;
 pub mod senders;
 pub mod sqs;
 pub mod timers;

@@ -524,6 +524,13 @@ async fn a_cascade_runs_through_the_use_cases_on_dynamodb() {
     // No contact detail anywhere in what moto stores.
     let dump = support::data_json().to_string();
     assert!(dump.contains(&f.table) && dump.contains(&f.audit_table));
+    let cfg = support::sdk_config().await;
+    let dump = format!(
+        "{}{}",
+        support::scan_text(&cfg, &f.table).await,
+        support::scan_text(&cfg, &f.audit_table).await
+    );
+    assert!(dump.contains("PII#"), "the scan sees the items");
     for i in 0..3u32 {
         let c = contacts(i);
         for secret in [
@@ -533,4 +540,299 @@ async fn a_cascade_runs_through_the_use_cases_on_dynamodb() {
             assert!(!dump.contains(secret), "plaintext contact in moto's items");
         }
     }
+}
+
+#[tokio::test]
+async fn transition_of_a_cascade_never_created_is_not_found() {
+    let f = fixture().await;
+    let (rec, _) = started(key("INC-NF", "alice"), 1, T0);
+    let (a, ea) = next(
+        &rec,
+        Event::Ack {
+            channel: Channel::Sms,
+            attempt: None,
+        },
+        T0.plus(5_000),
+    );
+    let err = f
+        .store
+        .transition(&a, rec.cascade.version, &ea)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, muster::Error::NotFound(_)),
+        "expected NotFound, got {err}"
+    );
+    // Nothing was written: no cascade, no audit entry.
+    assert!(f.store.get_cascade(&a.cascade.key).await.unwrap().is_none());
+    assert!(
+        f.store
+            .audit_trail(&a.cascade.key.incident)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+fn phone(n: &str) -> PhoneNumber {
+    id(PhoneNumber::parse(n))
+}
+
+#[tokio::test]
+async fn number_index_finds_open_cascades_by_keyed_hash_only() {
+    use muster_aws::dynamo::NumberKey;
+    let cfg = support::sdk_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
+    let (table, audit_table) = (support::unique("state"), support::unique("audit"));
+    DynamoStore::create_tables(&ddb, &table, &audit_table)
+        .await
+        .unwrap();
+    let sealer = Arc::new(KmsSealer::new(
+        aws_sdk_kms::Client::new(&cfg),
+        support::kms_key(&cfg).await,
+    ));
+    let nk = NumberKey::derive(&muster::api::Secret::new("number-index-test-secret"));
+    let store = DynamoStore::new(ddb.clone(), &table, &audit_table, sealer.clone())
+        .with_number_key(nk.clone());
+    let (n1, n2) = (phone("+13125550191"), phone("+13125550192"));
+    let mut made = Vec::new();
+    for (i, (who, c)) in [
+        ("alice", (Some(n1.clone()), None)),
+        ("bob", (Some(n2.clone()), Some(n1.clone()))),
+        ("carol", (Some(n2.clone()), Some(n2.clone()))),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (mut rec, entry) = started(key("INC-NUM", who), i as u32, T0.plus(1_000 * i as u64));
+        rec.contacts = ContactMethods {
+            phone: c.0,
+            sms: c.1,
+            email: None,
+            ..Default::default()
+        };
+        store.create_cascade(&rec, &entry).await.unwrap();
+        made.push(rec);
+    }
+    let (alice, bob, carol) = (&made[0], &made[1], &made[2]);
+    assert_eq!(
+        store.open_cascades_for_number(&n1).await.unwrap(),
+        vec![alice.clone(), bob.clone()]
+    );
+    assert_eq!(
+        store.open_cascades_for_number(&n2).await.unwrap(),
+        vec![bob.clone(), carol.clone()]
+    );
+    assert!(
+        store
+            .open_cascades_for_number(&phone("+13125550193"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Alice acknowledges: her cascade is terminal, and its index item goes.
+    let (acked, e) = next(
+        alice,
+        Event::Ack {
+            channel: Channel::Sms,
+            attempt: None,
+        },
+        T0.plus(5_000),
+    );
+    assert!(acked.cascade.status.is_terminal());
+    store
+        .transition(&acked, alice.cascade.version, &e)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.open_cascades_for_number(&n1).await.unwrap(),
+        vec![bob.clone()]
+    );
+    let left = ddb
+        .query()
+        .table_name(&table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("NUM#{}", nk.tag(&n1))),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(left.count(), 1, "only bob's index item is left for n1");
+    // Another key finds nothing; no key is an error, not an empty answer.
+    let other = DynamoStore::new(ddb.clone(), &table, &audit_table, sealer.clone())
+        .with_number_key(NumberKey::derive(&muster::api::Secret::new("other")));
+    assert!(
+        other
+            .open_cascades_for_number(&n2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let none = DynamoStore::new(ddb, &table, &audit_table, sealer);
+    assert!(none.open_cascades_for_number(&n2).await.is_err());
+    // What moto stores holds the tags, never the numbers.
+    let dump = support::data_json().to_string();
+    assert!(dump.contains(&table) && dump.contains(&audit_table));
+    let dump = format!(
+        "{}{}",
+        support::scan_text(&cfg, &table).await,
+        support::scan_text(&cfg, &audit_table).await
+    );
+    assert!(dump.contains(&nk.tag(&n2)) && dump.contains("NUM#"));
+    for n in [&n1, &n2] {
+        assert!(
+            !dump.contains(n.expose()),
+            "plaintext number in moto's items"
+        );
+        assert!(
+            !dump.contains(&n.expose()[2..]),
+            "national number in moto's items"
+        );
+    }
+}
+
+fn incident(id: &str, status: IncidentStatus) -> Incident {
+    let trig = Trigger::from_json(&serde_json::json!({
+        "incidentId": id, "severity": "P1", "stakeholderGroupId": "ops", "messageTemplate": "Outage"
+    }))
+    .unwrap();
+    Incident {
+        trigger: trig,
+        status,
+        triggered_at: T0,
+        closed_at: None,
+        cascades: 2,
+        expanded: 0,
+        version: 0,
+    }
+}
+
+#[tokio::test]
+async fn seal_store_keeps_open_incidents_heads_and_seals_in_the_audit_table() {
+    use muster::adapters::memory::LocalSealer;
+    use muster::ports::Sealer as _;
+    let f = fixture().await;
+    let (s1, s2) = ("INC-SEAL-1", "INC-SEAL-2");
+    f.store
+        .create_incident(&incident(s1, IncidentStatus::Open))
+        .await
+        .unwrap();
+    let mut closing = incident(s2, IncidentStatus::Open);
+    f.store.create_incident(&closing).await.unwrap();
+    assert_eq!(
+        f.store.open_incidents().await.unwrap(),
+        vec![id(IncidentId::parse(s1)), id(IncidentId::parse(s2))]
+    );
+    closing.status = IncidentStatus::Closed;
+    closing.version = 1;
+    f.store.update_incident(&closing, 0).await.unwrap();
+    assert_eq!(
+        f.store.open_incidents().await.unwrap(),
+        vec![id(IncidentId::parse(s1))]
+    );
+    // A missing incident is NotFound, as in the memory store.
+    let ghost = incident("INC-GHOST", IncidentStatus::Closed);
+    assert!(matches!(
+        f.store.update_incident(&ghost, 0).await.unwrap_err(),
+        muster::Error::NotFound(_)
+    ));
+    // Two cascades, one of them moved on: heads from the state items.
+    let (a, ea) = started(key(s1, "alice"), 1, T0);
+    let (b, eb) = started(key(s1, "bob"), 2, T0);
+    f.store.create_cascade(&a, &ea).await.unwrap();
+    f.store.create_cascade(&b, &eb).await.unwrap();
+    let (a2, ea2) = next(
+        &a,
+        Event::Ack {
+            channel: Channel::Sms,
+            attempt: None,
+        },
+        T0.plus(1_000),
+    );
+    f.store
+        .transition(&a2, a.cascade.version, &ea2)
+        .await
+        .unwrap();
+    let inc = id(IncidentId::parse(s1));
+    let mut heads = f.store.chain_heads(&inc).await.unwrap();
+    heads.sort_by(|x, y| x.1.cmp(&y.1));
+    assert_eq!(
+        heads,
+        vec![
+            (
+                Route::Member,
+                a2.cascade.key.stakeholder.clone(),
+                1,
+                ea2.hash.clone()
+            ),
+            (
+                Route::Member,
+                b.cascade.key.stakeholder.clone(),
+                0,
+                eb.hash.clone()
+            ),
+        ]
+    );
+    let trail = f.store.audit_trail(&inc).await.unwrap();
+    assert_eq!(
+        audit::heads_digest_of(&heads),
+        audit::heads_digest(trail.iter())
+    );
+    // Heads never read the audit table: a store whose audit table does not
+    // exist gives the same.
+    let cfg = support::sdk_config().await;
+    let blind = DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&cfg),
+        &f.table,
+        "no-such-audit-table",
+        f.sealer.clone(),
+    );
+    assert_eq!(blind.chain_heads(&inc).await.unwrap().len(), 2);
+    // Seals accumulate in the audit table under INC#<id>#SEAL.
+    let sealer = LocalSealer::new(3);
+    let (chains, entries, digest) = audit::heads_digest_of(&heads);
+    let (algorithm, key_id, public_key) = sealer.describe();
+    let mut seal = audit::Seal {
+        incident: inc.clone(),
+        at: T0.plus(2_000),
+        chains,
+        entries,
+        heads_digest: digest,
+        algorithm,
+        key_id,
+        public_key,
+        signature: String::new(),
+    };
+    seal.signature = sealer.sign(&seal.message()).await.unwrap();
+    f.store.put_seal(&seal).await.unwrap();
+    f.store.put_seal(&seal).await.unwrap();
+    let mut later = seal.clone();
+    later.at = T0.plus(3_000);
+    later.signature = sealer.sign(&later.message()).await.unwrap();
+    f.store.put_seal(&later).await.unwrap();
+    assert_eq!(
+        f.store.seals(&inc).await.unwrap(),
+        vec![seal.clone(), later.clone()]
+    );
+    assert!(
+        f.store
+            .seals(&id(IncidentId::parse(s2)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut lines: Vec<audit::ExportLine> = trail
+        .into_iter()
+        .map(|e| audit::ExportLine::Entry(Box::new(e)))
+        .collect();
+    lines.push(audit::ExportLine::Seal { seal: later });
+    let verified = audit::verify_export(&lines).unwrap();
+    assert_eq!(verified.sealed, vec![inc.clone()]);
+    let stored = support::scan_text(&cfg, &f.audit_table).await;
+    assert!(stored.contains(&format!("INC#{s1}#SEAL")));
+    assert_eq!(stored.matches("#SEAL").count(), 2);
+    assert!(stored.contains("expires_at"));
+    assert!(!support::scan_text(&cfg, &f.table).await.contains("#SEAL"));
 }

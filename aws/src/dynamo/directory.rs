@@ -6,21 +6,34 @@
 //!   on-call manager);
 //! - member `i` of a group: `GRP#<id>` / `MEM#<i, 8 digits>`, `sid`.
 //!
+//! - reverse membership: `STK#<id>` / `IN#<group>` while the person is a
+//!   member of the group, `STK#<id>` / `MGR#<group>` while they are its
+//!   on-call manager, kept by `put_group` (which diffs against the stored
+//!   group), so removing a person touches only their groups;
+//! - SMS number index (with a [`NumberKey`]): `NUM#<tag>` / `STK#<id>` for
+//!   the number a person is texted at (sms, else phone); `tag` is a keyed
+//!   hash of the number, also kept on the person's `META` as `num` so a
+//!   changed number's item is deleted. No number is stored in plaintext.
+//!
 //! A group is read as its `META` and the members `0..size` (a range query),
 //! so shrinking a group needs no deletes: entries past `size` are never read.
+//! Listing people or groups scans the table (administration only: SCIM and
+//! imports), and opens every listed person's contacts (one KMS call each).
 
+use super::numbers::NumberKey;
 use super::{Item, build_err, get_b, get_n, get_s, json_err, n, s};
 use crate::crypto::{SealContext, Sealer};
 use crate::error::map_sdk;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
-    ScalarAttributeType, WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType,
+    PutRequest, ScalarAttributeType, WriteRequest,
 };
-use muster::domain::{ContactMethods, Group, GroupId, Stakeholder, StakeholderId};
-use muster::ports::{Directory, GroupSummary};
+use muster::domain::{ContactMethods, Group, GroupId, PhoneNumber, Stakeholder, StakeholderId};
+use muster::ports::{Directory, DirectoryAdmin, GroupSummary};
 use muster::{Error, Result};
+use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -32,6 +45,32 @@ pub struct DynamoDirectory {
     client: Client,
     table: String,
     sealer: Arc<dyn Sealer>,
+    numbers: Option<NumberKey>,
+}
+
+fn key_item(pk: String, sk: String) -> Item {
+    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+}
+
+fn put_req(item: Item) -> Result<WriteRequest> {
+    PutRequest::builder()
+        .set_item(Some(item))
+        .build()
+        .map(|p| WriteRequest::builder().put_request(p).build())
+        .map_err(|e| build_err("directory write", e))
+}
+
+fn delete_req(pk: String, sk: String) -> Result<WriteRequest> {
+    DeleteRequest::builder()
+        .set_key(Some(key_item(pk, sk)))
+        .build()
+        .map(|d| WriteRequest::builder().delete_request(d).build())
+        .map_err(|e| build_err("directory delete", e))
+}
+
+/// The number a person is texted at, as the memory directory decides it.
+fn texted_at(p: &Stakeholder) -> Option<&PhoneNumber> {
+    p.contacts.sms.as_ref().or(p.contacts.phone.as_ref())
 }
 
 fn member_sk(i: usize) -> String {
@@ -44,7 +83,14 @@ impl DynamoDirectory {
             client,
             table: table.into(),
             sealer,
+            numbers: None,
         }
+    }
+
+    /// Keeps the SMS number index under `key` (needed by `set_sms_opt_out`).
+    pub fn with_number_key(mut self, key: NumberKey) -> Self {
+        self.numbers = Some(key);
+        self
     }
 
     pub async fn create_table(client: &Client, table: &str) -> Result<()> {
@@ -91,43 +137,48 @@ impl DynamoDirectory {
                 &contacts,
             )
             .await?;
-        self.client
+        let pk = format!("STK#{}", p.id);
+        let tag = match (&self.numbers, texted_at(p)) {
+            (Some(k), Some(num)) => Some(k.tag(num)),
+            _ => None,
+        };
+        let old_tag = match self.meta(pk.clone()).await? {
+            Some(it) => match it.get("num") {
+                Some(AttributeValue::S(t)) => Some(t.clone()),
+                _ => None,
+            },
+            None => None,
+        };
+        let mut req = self
+            .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(format!("STK#{}", p.id)))
+            .item("pk", s(pk.clone()))
             .item("sk", s("META"))
             .item("doc", s(doc))
             .item(
                 "contacts",
                 AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(sealed)),
-            )
-            .send()
+            );
+        if let Some(tag) = &tag {
+            req = req.item("num", s(tag.clone()));
+        }
+        req.send()
             .await
             .map_err(|e| map_sdk("writing a stakeholder", e))?;
-        Ok(())
+        let mut writes = Vec::new();
+        if let Some(tag) = &tag {
+            writes.push(put_req(key_item(format!("NUM#{tag}"), pk.clone()))?);
+        }
+        if let Some(old) = old_tag.filter(|o| Some(o) != tag.as_ref()) {
+            writes.push(delete_req(format!("NUM#{old}"), pk)?);
+        }
+        self.batch_write(writes).await
     }
 
-    /// Writes a group: its members first (25 to a batch), then its `META`, so
-    /// a reader never sees a size larger than the members written.
-    pub async fn put_group(&self, g: &Group) -> Result<()> {
-        let pk = format!("GRP#{}", g.id);
-        let requests = g
-            .members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                let item: Item = HashMap::from([
-                    ("pk".to_string(), s(pk.clone())),
-                    ("sk".to_string(), s(member_sk(i))),
-                    ("sid".to_string(), s(m.as_str())),
-                ]);
-                PutRequest::builder()
-                    .set_item(Some(item))
-                    .build()
-                    .map(|p| WriteRequest::builder().put_request(p).build())
-                    .map_err(|e| build_err("member write", e))
-            })
-            .collect::<Result<Vec<_>>>()?;
+    /// Writes and deletes, 25 to a batch, retrying unprocessed ones a bounded
+    /// number of times.
+    async fn batch_write(&self, requests: Vec<WriteRequest>) -> Result<()> {
         for chunk in requests.chunks(25) {
             let mut pending = chunk.to_vec();
             for _ in 0..WRITE_RETRIES {
@@ -140,7 +191,7 @@ impl DynamoDirectory {
                     .request_items(&self.table, pending.clone())
                     .send()
                     .await
-                    .map_err(|e| map_sdk("writing group members", e))?;
+                    .map_err(|e| map_sdk("writing the directory", e))?;
                 pending = resp
                     .unprocessed_items()
                     .and_then(|u| u.get(&self.table))
@@ -149,11 +200,127 @@ impl DynamoDirectory {
             }
             if !pending.is_empty() {
                 return Err(Error::Transient {
-                    context: "writing group members: items left unprocessed".into(),
+                    context: "writing the directory: items left unprocessed".into(),
                     source: None,
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Every item of a partition whose `sk` begins with `prefix`.
+    async fn query_prefix(&self, pk: String, prefix: &str) -> Result<Vec<Item>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .expression_attribute_values(":pk", s(pk.clone()));
+            req = if prefix.is_empty() {
+                req.key_condition_expression("pk = :pk")
+            } else {
+                req.key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                    .expression_attribute_values(":p", s(prefix))
+            };
+            let resp = req
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| map_sdk("reading the directory", e))?;
+            out.extend(resp.items().iter().cloned());
+            match resp.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Ids of the `META` items whose `pk` begins with `prefix` (a scan).
+    async fn scan_ids(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let resp = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("sk = :m AND begins_with(pk, :p)")
+                .expression_attribute_values(":m", s("META"))
+                .expression_attribute_values(":p", s(prefix))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| map_sdk("listing the directory", e))?;
+            for it in resp.items() {
+                if let Some(id) = get_s(it, "pk")?.strip_prefix(prefix) {
+                    out.push(id.to_string());
+                }
+            }
+            match resp.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Reverse membership writes for a group going from `old` to `new`.
+    fn reverse_writes(
+        &self,
+        id: &GroupId,
+        old: Option<&Group>,
+        new: Option<&Group>,
+    ) -> Result<Vec<WriteRequest>> {
+        let members = |g: Option<&Group>| -> BTreeSet<StakeholderId> {
+            g.map(|g| g.members.iter().cloned().collect())
+                .unwrap_or_default()
+        };
+        let manager = |g: Option<&Group>| -> BTreeSet<StakeholderId> {
+            g.and_then(|g| g.on_call_manager.clone())
+                .into_iter()
+                .collect()
+        };
+        let mut out = Vec::new();
+        for (prefix, was, now) in [
+            ("IN#", members(old), members(new)),
+            ("MGR#", manager(old), manager(new)),
+        ] {
+            for sid in now.difference(&was) {
+                out.push(put_req(key_item(
+                    format!("STK#{sid}"),
+                    format!("{prefix}{id}"),
+                ))?);
+            }
+            for sid in was.difference(&now) {
+                out.push(delete_req(format!("STK#{sid}"), format!("{prefix}{id}"))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes a group: its members first (25 to a batch), then its `META`, so
+    /// a reader never sees a size larger than the members written.
+    pub async fn put_group(&self, g: &Group) -> Result<()> {
+        let old = self.get_group_full(&g.id).await?;
+        let pk = format!("GRP#{}", g.id);
+        let requests = g
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                put_req(HashMap::from([
+                    ("pk".to_string(), s(pk.clone())),
+                    ("sk".to_string(), s(member_sk(i))),
+                    ("sid".to_string(), s(m.as_str())),
+                ]))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.batch_write(requests).await?;
         let mut req = self
             .client
             .put_item()
@@ -172,7 +339,22 @@ impl DynamoDirectory {
         req.send()
             .await
             .map_err(|e| map_sdk("writing a group", e))?;
-        Ok(())
+        self.batch_write(self.reverse_writes(&g.id, old.as_ref(), Some(g))?)
+            .await
+    }
+
+    /// The whole group: summary and members.
+    async fn get_group_full(&self, id: &GroupId) -> Result<Option<Group>> {
+        let Some(g) = self.group(id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Group {
+            id: g.id,
+            name: g.name,
+            members: self.members(id).await?,
+            on_call_manager: g.on_call_manager,
+            escalation_channels: g.escalation_channels,
+        }))
     }
 
     async fn meta(&self, pk: String) -> Result<Option<Item>> {
@@ -271,5 +453,115 @@ impl Directory for DynamoDirectory {
             .await?;
         p.contacts = serde_json::from_slice(&plain).map_err(|e| json_err("contacts", e))?;
         Ok(Some(p))
+    }
+}
+
+#[async_trait]
+impl DirectoryAdmin for DynamoDirectory {
+    async fn put_stakeholder(&self, person: Stakeholder) -> Result<()> {
+        DynamoDirectory::put_stakeholder(self, &person).await
+    }
+
+    async fn remove_stakeholder(&self, id: &StakeholderId) -> Result<bool> {
+        let pk = format!("STK#{id}");
+        // Out of every group first, as the memory directory does.
+        for it in self.query_prefix(pk.clone(), "").await? {
+            let sk = get_s(&it, "sk")?;
+            let Some(gid) = sk.strip_prefix("IN#").or_else(|| sk.strip_prefix("MGR#")) else {
+                continue;
+            };
+            let gid = parse_id(GroupId::parse(gid))?;
+            if let Some(mut g) = self.get_group_full(&gid).await? {
+                let before = (g.members.len(), g.on_call_manager.clone());
+                g.members.retain(|m| m != id);
+                if g.on_call_manager.as_ref() == Some(id) {
+                    g.on_call_manager = None;
+                }
+                if (g.members.len(), g.on_call_manager.clone()) != before {
+                    DynamoDirectory::put_group(self, &g).await?;
+                }
+            }
+        }
+        let meta = self.meta(pk.clone()).await?;
+        let mut deletes = Vec::new();
+        for it in self.query_prefix(pk.clone(), "").await? {
+            deletes.push(delete_req(pk.clone(), get_s(&it, "sk")?.to_string())?);
+        }
+        if let Some(AttributeValue::S(tag)) = meta.as_ref().and_then(|m| m.get("num")) {
+            deletes.push(delete_req(format!("NUM#{tag}"), pk.clone())?);
+        }
+        self.batch_write(deletes).await?;
+        Ok(meta.is_some())
+    }
+
+    async fn list_stakeholders(&self) -> Result<Vec<Stakeholder>> {
+        let mut out = Vec::new();
+        for id in self.scan_ids("STK#").await? {
+            let id = parse_id(StakeholderId::parse(&id))?;
+            if let Some(p) = self.stakeholder(&id).await? {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_group(&self, id: &GroupId) -> Result<Option<Group>> {
+        self.get_group_full(id).await
+    }
+
+    async fn put_group(&self, group: Group) -> Result<()> {
+        DynamoDirectory::put_group(self, &group).await
+    }
+
+    async fn remove_group(&self, id: &GroupId) -> Result<bool> {
+        let Some(old) = self.get_group_full(id).await? else {
+            return Ok(false);
+        };
+        let pk = format!("GRP#{id}");
+        let mut writes = vec![delete_req(pk.clone(), "META".to_string())?];
+        for it in self.query_prefix(pk.clone(), "MEM#").await? {
+            writes.push(delete_req(pk.clone(), get_s(&it, "sk")?.to_string())?);
+        }
+        writes.extend(self.reverse_writes(id, Some(&old), None)?);
+        self.batch_write(writes).await?;
+        Ok(true)
+    }
+
+    async fn list_groups(&self) -> Result<Vec<Group>> {
+        let mut out = Vec::new();
+        for id in self.scan_ids("GRP#").await? {
+            if let Some(g) = self.get_group_full(&parse_id(GroupId::parse(&id))?).await? {
+                out.push(g);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_sms_opt_out(
+        &self,
+        number: &PhoneNumber,
+        opted_out: bool,
+    ) -> Result<Vec<StakeholderId>> {
+        let nk = self.numbers.as_ref().ok_or_else(|| {
+            Error::permanent("SMS opt-outs need a number key (DynamoDirectory::with_number_key)")
+        })?;
+        let mut changed = Vec::new();
+        for it in self
+            .query_prefix(format!("NUM#{}", nk.tag(number)), "STK#")
+            .await?
+        {
+            let sk = get_s(&it, "sk")?;
+            let id = parse_id(StakeholderId::parse(sk.trim_start_matches("STK#")))?;
+            let Some(mut p) = self.stakeholder(&id).await? else {
+                continue;
+            };
+            if texted_at(&p) == Some(number) && p.contacts.sms_opted_out != opted_out {
+                p.contacts.sms_opted_out = opted_out;
+                DynamoDirectory::put_stakeholder(self, &p).await?;
+                changed.push(id);
+            }
+        }
+        changed.sort();
+        Ok(changed)
     }
 }

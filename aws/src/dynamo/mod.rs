@@ -5,11 +5,13 @@
 pub mod directory;
 pub mod idempotency;
 pub mod limiter;
+pub mod numbers;
 pub mod state;
 
 pub use directory::DynamoDirectory;
 pub use idempotency::{IdempotencyStore, Idempotent};
 pub use limiter::DynamoLimiter;
+pub use numbers::NumberKey;
 pub use state::DynamoStore;
 
 use aws_sdk_dynamodb::types::AttributeValue;

@@ -2,16 +2,32 @@
 //!
 //! State table (`pk`, `sk`):
 //! - incident: `INC#<id>` / `META`, `doc` (incident JSON), `version`;
+//! - open incident marker: `OPEN` / `<id>`, present while the incident is
+//!   open (written and deleted in the incident's own transaction), read by
+//!   the sealing sweep;
 //! - cascade state: `INC#<id>#<shard>` / `STK#<stakeholder>#<route>`, `doc`
 //!   (record JSON without contacts), `version`, and while something is due,
 //!   `due_shard` = `DUE#<shard>` and `due_at` (ms): the sparse GSI `due`;
 //! - cascade contacts: `INC#<id>#<shard>` / `PII#<stakeholder>#<route>`,
 //!   `contacts` (sealed with a KMS data key), written once at creation so a
 //!   transition never rewrites it;
-//! - provider message reference: `MSG#<provider id>` / `REF`.
+//! - provider message reference: `MSG#<provider id>` / `REF`;
+//! - number index (with a [`NumberKey`]): `NUM#<tag>` /
+//!   `<created_at ms, 13 digits>#<cascade key>`, `cascade` (key JSON), one
+//!   per distinct number the cascade texts or calls, written with the
+//!   cascade and deleted by the transition that makes it terminal. The tag
+//!   is a keyed hash of the number: the number itself is never stored in
+//!   plaintext. Reads skip terminal cascades in any case. SMS replies
+//!   ("ACK 4821") are matched through it: ack codes are four digits, unique
+//!   only among one number's open cascades, so they need no index of their
+//!   own.
 //!
 //! Audit table (`pk`, `sk`): `INC#<id>#<shard>` / `<stakeholder>#<route>#<seq>`
-//! (seq zero-padded), `entry` (audit entry JSON).
+//! (seq zero-padded), `entry` (audit entry JSON); incident seals:
+//! `INC#<id>#SEAL` / `<at ms, 13 digits>#<content hash>`, `seal` (seal
+//! JSON), so the audit table's stream archives them with the entries. Seals
+//! are only ever added; chain heads for sealing come from the cascade state
+//! items (`audit_seq`, `audit_head`), never from the audit table.
 //!
 //! Guards: an incident or cascade is created only if absent
 //! (`attribute_not_exists(pk)`); a transition replaces the state item only if
@@ -21,29 +37,35 @@
 //! cascade's shard) and queried as `due_shard = :s AND due_at <= :t` per
 //! partition, so one activation never heats one index partition.
 
+use super::numbers::NumberKey;
 use super::{Item, Meter, SHARDS, build_err, get_n, get_s, json_err, n, s, shard, write_units};
 use crate::crypto::{SealContext, Sealer};
 use crate::error::map_sdk;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ScalarAttributeType,
-    TransactWriteItem,
+    AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
+    ScalarAttributeType, TransactWriteItem,
 };
-use muster::app::audit::AuditEntry;
-use muster::domain::{ContactMethods, Incident, IncidentId, StakeholderId, Ts};
+use muster::app::audit::{AuditEntry, Seal};
+use muster::domain::{
+    ContactMethods, Incident, IncidentId, IncidentStatus, PhoneNumber, StakeholderId, Ts,
+};
 use muster::engine::{CascadeKey, Route};
-use muster::ports::{CascadeRecord, CascadeStore, IncidentStore, Page};
+use muster::ports::{CascadeRecord, CascadeStore, IncidentStore, NumberIndex, Page, SealStore};
 use muster::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 pub const DUE_INDEX: &str = "due";
+/// Days audit items stay in the audit table unless configured.
+pub const DEFAULT_RETENTION_DAYS: u32 = 180;
+/// Partition of the open incident markers.
+const OPEN_PK: &str = "OPEN";
 /// Bounded retries of `UnprocessedKeys` in a batch read.
 const BATCH_RETRIES: usize = 5;
 
@@ -53,6 +75,8 @@ pub struct DynamoStore {
     audit_table: String,
     sealer: Arc<dyn Sealer>,
     meter: Arc<Meter>,
+    numbers: Option<NumberKey>,
+    retention_days: u32,
 }
 
 fn route_str(r: Route) -> &'static str {
@@ -88,6 +112,18 @@ fn state_sk(key: &CascadeKey) -> String {
 
 fn pii_sk(key: &CascadeKey) -> String {
     format!("PII#{}#{}", key.stakeholder, route_str(key.route))
+}
+
+pub fn seal_pk(id: &IncidentId) -> String {
+    format!("INC#{id}#SEAL")
+}
+
+fn number_pk(tag: &str) -> String {
+    format!("NUM#{tag}")
+}
+
+fn number_sk(record: &CascadeRecord) -> String {
+    format!("{:013}#{}", record.cascade.created_at.0, record.cascade.key)
 }
 
 fn audit_sk(e: &AuditEntry) -> String {
@@ -143,18 +179,6 @@ fn map_tx(
     map_sdk(context, err)
 }
 
-fn map_put(
-    context: String,
-    err: SdkError<PutItemError, aws_sdk_dynamodb::config::http::HttpResponse>,
-) -> Error {
-    if let SdkError::ServiceError(se) = &err
-        && se.err().is_conditional_check_failed_exception()
-    {
-        return Error::Conflict(format!("{context}: condition failed"));
-    }
-    map_sdk(context, err)
-}
-
 /// Where `overdue` resumes: the index partition and the last key read in it.
 #[derive(Serialize, Deserialize)]
 struct DueCursor {
@@ -188,7 +212,23 @@ impl DynamoStore {
             audit_table: audit_table.into(),
             sealer,
             meter: Arc::new(Meter::default()),
+            numbers: None,
+            retention_days: DEFAULT_RETENTION_DAYS,
         }
+    }
+
+    /// Days an audit item stays in the audit table (its TTL `expires_at`);
+    /// the archive keeps it beyond. Default [`DEFAULT_RETENTION_DAYS`].
+    pub fn with_audit_retention_days(mut self, days: u32) -> Self {
+        self.retention_days = days;
+        self
+    }
+
+    /// Keeps the number index (see the module documentation) under `key`.
+    /// Without it no index items are written and [`NumberIndex`] fails.
+    pub fn with_number_key(mut self, key: NumberKey) -> Self {
+        self.numbers = Some(key);
+        self
     }
 
     /// Requests and write units this store has sent.
@@ -275,14 +315,23 @@ impl DynamoStore {
 
     fn audit_item(&self, e: &AuditEntry) -> Result<Item> {
         let entry = serde_json::to_string(e).map_err(|e| json_err("audit entry", e))?;
-        Ok(HashMap::from([
+        let mut item = HashMap::from([
             (
                 "pk".to_string(),
                 s(cascade_pk(&e.incident, shard(e.stakeholder.as_str()))),
             ),
             ("sk".to_string(), s(audit_sk(e))),
             ("entry".to_string(), s(entry)),
-        ]))
+        ]);
+        self.audit_extras(&mut item, e.at);
+        Ok(item)
+    }
+
+    /// Attributes of every audit table item: the TTL `expires_at` (epoch
+    /// seconds), the retention after the time the item records.
+    fn audit_extras(&self, item: &mut Item, at: Ts) {
+        let expires = at.0 / 1000 + u64::from(self.retention_days) * 86_400;
+        item.insert("expires_at".to_string(), n(expires));
     }
 
     fn put(
@@ -292,10 +341,11 @@ impl DynamoStore {
         condition: &str,
         values: Option<HashMap<String, AttributeValue>>,
     ) -> Result<TransactWriteItem> {
+        let condition = (!condition.is_empty()).then(|| condition.to_string());
         let put = Put::builder()
             .table_name(table)
             .set_item(Some(item))
-            .condition_expression(condition)
+            .set_condition_expression(condition)
             .set_expression_attribute_values(values)
             .build()
             .map_err(|e| build_err("put", e))?;
@@ -313,6 +363,115 @@ impl DynamoStore {
             .await
             .map_err(|e| map_tx(context, e))?;
         Ok(())
+    }
+
+    /// The open incident marker: put while the incident is open, deleted
+    /// once it is not.
+    fn open_marker(&self, incident: &Incident) -> Result<Option<(TransactWriteItem, u64)>> {
+        let id = incident.id().as_str();
+        if incident.status == IncidentStatus::Open {
+            let item: Item =
+                HashMap::from([("pk".to_string(), s(OPEN_PK)), ("sk".to_string(), s(id))]);
+            Ok(Some((self.put(&self.table, item, "", None)?, 1)))
+        } else {
+            let del = Delete::builder()
+                .table_name(&self.table)
+                .key("pk", s(OPEN_PK))
+                .key("sk", s(id))
+                .build()
+                .map_err(|e| build_err("delete", e))?;
+            Ok(Some((TransactWriteItem::builder().delete(del).build(), 1)))
+        }
+    }
+
+    /// Number index items of a new open cascade (none without a key).
+    fn number_puts(&self, record: &CascadeRecord) -> Result<Vec<(TransactWriteItem, u64)>> {
+        let Some(nk) = &self.numbers else {
+            return Ok(Vec::new());
+        };
+        if record.cascade.status.is_terminal() {
+            return Ok(Vec::new());
+        }
+        let cascade =
+            serde_json::to_string(&record.cascade.key).map_err(|e| json_err("cascade key", e))?;
+        nk.tags(&record.contacts)
+            .into_iter()
+            .map(|tag| {
+                let item: Item = HashMap::from([
+                    ("pk".to_string(), s(number_pk(&tag))),
+                    ("sk".to_string(), s(number_sk(record))),
+                    ("cascade".to_string(), s(cascade.clone())),
+                ]);
+                let u = write_units(&item);
+                Ok((
+                    self.put(&self.table, item, "attribute_not_exists(pk)", None)?,
+                    u,
+                ))
+            })
+            .collect()
+    }
+
+    /// Deletes of the number index items of a cascade that is now terminal.
+    fn number_deletes(&self, record: &CascadeRecord) -> Result<Vec<(TransactWriteItem, u64)>> {
+        let Some(nk) = &self.numbers else {
+            return Ok(Vec::new());
+        };
+        if !record.cascade.status.is_terminal() {
+            return Ok(Vec::new());
+        }
+        nk.tags(&record.contacts)
+            .into_iter()
+            .map(|tag| {
+                let del = Delete::builder()
+                    .table_name(&self.table)
+                    .key("pk", s(number_pk(&tag)))
+                    .key("sk", s(number_sk(record)))
+                    .build()
+                    .map_err(|e| build_err("delete", e))?;
+                Ok((TransactWriteItem::builder().delete(del).build(), 1))
+            })
+            .collect()
+    }
+
+    /// Records by key, with their contacts, in the order of `keys`; keys
+    /// without a stored cascade are skipped.
+    async fn load_records(&self, keys: &[CascadeKey]) -> Result<Vec<CascadeRecord>> {
+        let mut got = self
+            .batch_get(
+                keys.iter()
+                    .flat_map(|k| [(key_pk(k), state_sk(k)), (key_pk(k), pii_sk(k))])
+                    .collect(),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(state) = got.remove(&(key_pk(key), state_sk(key))) else {
+                continue;
+            };
+            let mut rec = self.record_from(&state)?;
+            if let Some(pii) = got.remove(&(key_pk(key), pii_sk(key))) {
+                rec.contacts = self.open_contacts(key, &pii).await?;
+            }
+            out.push(rec);
+        }
+        Ok(out)
+    }
+
+    /// Whether the cascade's state item exists (consistent read of its key).
+    async fn state_exists(&self, key: &CascadeKey) -> Result<bool> {
+        self.meter.request(0);
+        let resp = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(key_pk(key)))
+            .key("sk", s(state_sk(key)))
+            .projection_expression("pk")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| map_sdk(format!("reading cascade {key}"), e))?;
+        Ok(resp.item().is_some())
     }
 
     fn record_from(&self, state: &Item) -> Result<CascadeRecord> {
@@ -424,16 +583,14 @@ fn incident_item(incident: &Incident) -> Result<Item> {
 impl IncidentStore for DynamoStore {
     async fn create_incident(&self, incident: &Incident) -> Result<()> {
         let item = incident_item(incident)?;
-        self.meter.request(write_units(&item));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
+        let u = write_units(&item);
+        let mut items = vec![(
+            self.put(&self.table, item, "attribute_not_exists(pk)", None)?,
+            u,
+        )];
+        items.extend(self.open_marker(incident)?);
+        self.transact(format!("incident {} exists", incident.id()), items)
             .await
-            .map_err(|e| map_put(format!("incident {} exists", incident.id()), e))?;
-        Ok(())
     }
 
     async fn get_incident(&self, id: &IncidentId) -> Result<Option<Incident>> {
@@ -458,25 +615,34 @@ impl IncidentStore for DynamoStore {
 
     async fn update_incident(&self, incident: &Incident, expected_version: u64) -> Result<()> {
         let item = incident_item(incident)?;
-        self.meter.request(write_units(&item));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("version = :expected")
-            .expression_attribute_values(":expected", n(expected_version))
-            .send()
+        let u = write_units(&item);
+        let mut items = vec![(
+            self.put(
+                &self.table,
+                item,
+                "version = :expected",
+                Some(HashMap::from([(
+                    ":expected".to_string(),
+                    n(expected_version),
+                )])),
+            )?,
+            u,
+        )];
+        items.extend(self.open_marker(incident)?);
+        let id = incident.id();
+        match self
+            .transact(
+                format!("incident {id} is not at version {expected_version}"),
+                items,
+            )
             .await
-            .map_err(|e| {
-                map_put(
-                    format!(
-                        "incident {} is not at version {expected_version}",
-                        incident.id()
-                    ),
-                    e,
-                )
-            })?;
-        Ok(())
+        {
+            Err(Error::Conflict(why)) => match self.get_incident(id).await? {
+                Some(_) => Err(Error::Conflict(why)),
+                None => Err(Error::NotFound(format!("incident {id}"))),
+            },
+            other => other,
+        }
     }
 }
 
@@ -497,7 +663,8 @@ impl CascadeStore for DynamoStore {
         ]);
         let audit = self.audit_item(audit)?;
         let (u1, u2, u3) = (write_units(&state), write_units(&pii), write_units(&audit));
-        let items = vec![
+        let mut items = self.number_puts(record)?;
+        items.extend([
             (
                 self.put(&self.table, state, "attribute_not_exists(pk)", None)?,
                 u1,
@@ -510,7 +677,7 @@ impl CascadeStore for DynamoStore {
                 self.put(&self.audit_table, audit, "attribute_not_exists(pk)", None)?,
                 u3,
             ),
-        ];
+        ]);
         self.transact(format!("creating cascade {key}"), items)
             .await
     }
@@ -541,7 +708,7 @@ impl CascadeStore for DynamoStore {
         let state = self.state_item(record)?;
         let audit = self.audit_item(audit)?;
         let (u1, u2) = (write_units(&state), write_units(&audit));
-        let items = vec![
+        let mut items = vec![
             (
                 self.put(
                     &self.table,
@@ -559,11 +726,25 @@ impl CascadeStore for DynamoStore {
                 u2,
             ),
         ];
-        self.transact(
-            format!("cascade {key} is not at version {expected_version}"),
-            items,
-        )
-        .await
+        items.extend(self.number_deletes(record)?);
+        match self
+            .transact(
+                format!("cascade {key} is not at version {expected_version}"),
+                items,
+            )
+            .await
+        {
+            // A failed condition on a cascade that was never created is
+            // `NotFound`, as in the memory store (one read, on failure only).
+            Err(Error::Conflict(why)) => {
+                if self.state_exists(key).await? {
+                    Err(Error::Conflict(why))
+                } else {
+                    Err(Error::NotFound(format!("cascade {key}")))
+                }
+            }
+            other => other,
+        }
     }
 
     async fn list_cascades(
@@ -764,5 +945,125 @@ impl CascadeStore for DynamoStore {
             }
             None => Ok(None),
         }
+    }
+}
+
+#[async_trait]
+impl NumberIndex for DynamoStore {
+    async fn open_cascades_for_number(&self, number: &PhoneNumber) -> Result<Vec<CascadeRecord>> {
+        let nk = self.numbers.as_ref().ok_or_else(|| {
+            Error::permanent("the number index needs a number key (DynamoStore::with_number_key)")
+        })?;
+        let mut keys: Vec<CascadeKey> = Vec::new();
+        for it in self
+            .query_all(&self.table, number_pk(&nk.tag(number)))
+            .await?
+        {
+            keys.push(
+                serde_json::from_str(get_s(&it, "cascade")?)
+                    .map_err(|e| json_err("cascade key", e))?,
+            );
+        }
+        keys.dedup();
+        let mut out: Vec<CascadeRecord> = self
+            .load_records(&keys)
+            .await?
+            .into_iter()
+            .filter(|r| !r.cascade.status.is_terminal())
+            .collect();
+        out.sort_by(|a, b| {
+            (a.cascade.created_at, &a.cascade.key).cmp(&(b.cascade.created_at, &b.cascade.key))
+        });
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl SealStore for DynamoStore {
+    async fn open_incidents(&self) -> Result<Vec<IncidentId>> {
+        let mut out = Vec::new();
+        for it in self.query_all(&self.table, OPEN_PK.to_string()).await? {
+            let id = get_s(&it, "sk")?;
+            out.push(
+                IncidentId::parse(id).map_err(|_| {
+                    Error::permanent(format!("malformed open incident marker {id:?}"))
+                })?,
+            );
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn chain_heads(
+        &self,
+        incident: &IncidentId,
+    ) -> Result<Vec<(Route, StakeholderId, u64, String)>> {
+        let mut out = Vec::new();
+        for sh in 0..SHARDS {
+            let mut start = None;
+            loop {
+                self.meter.request(0);
+                let resp = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                    .expression_attribute_values(":pk", s(cascade_pk(incident, sh)))
+                    .expression_attribute_values(":p", s("STK#"))
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk(format!("reading chain heads of {incident}"), e))?;
+                for it in resp.items() {
+                    let r = self.record_from(it)?;
+                    if r.audit_seq > 0 {
+                        out.push((
+                            r.cascade.key.route,
+                            r.cascade.key.stakeholder.clone(),
+                            r.audit_seq - 1,
+                            r.audit_head.clone(),
+                        ));
+                    }
+                }
+                match resp.last_evaluated_key() {
+                    Some(k) if !k.is_empty() => start = Some(k.clone()),
+                    _ => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_seal(&self, seal: &Seal) -> Result<()> {
+        let doc = serde_json::to_string(seal).map_err(|e| json_err("seal", e))?;
+        // The same seal twice is one item; two different seals never share a key.
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(doc.as_bytes()));
+        let mut item: Item = HashMap::from([
+            ("pk".to_string(), s(seal_pk(&seal.incident))),
+            (
+                "sk".to_string(),
+                s(format!("{:013}#{}", seal.at.0, &digest[..32])),
+            ),
+            ("seal".to_string(), s(doc)),
+        ]);
+        self.audit_extras(&mut item, seal.at);
+        self.meter.request(write_units(&item));
+        self.client
+            .put_item()
+            .table_name(&self.audit_table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| map_sdk(format!("storing a seal of {}", seal.incident), e))?;
+        Ok(())
+    }
+
+    async fn seals(&self, incident: &IncidentId) -> Result<Vec<Seal>> {
+        self.query_all(&self.audit_table, seal_pk(incident))
+            .await?
+            .iter()
+            .map(|it| serde_json::from_str(get_s(it, "seal")?).map_err(|e| json_err("seal", e)))
+            .collect()
     }
 }

@@ -115,3 +115,28 @@ pub async fn kms_key(cfg: &aws_config::SdkConfig) -> String {
         .key_id()
         .to_string()
 }
+
+/// Every item of a DynamoDB table as moto stores it, as text (moto's
+/// `data.json` lists items without their attributes, so a scan is what shows
+/// what was really written).
+pub async fn scan_text(cfg: &aws_config::SdkConfig, table: &str) -> String {
+    let ddb = aws_sdk_dynamodb::Client::new(cfg);
+    let mut out = String::new();
+    let mut start = None;
+    loop {
+        let resp = ddb
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        for it in resp.items() {
+            out.push_str(&format!("{it:?}\n"));
+        }
+        match resp.last_evaluated_key() {
+            Some(k) if !k.is_empty() => start = Some(k.clone()),
+            _ => return out,
+        }
+    }
+}

@@ -277,11 +277,19 @@ fn digest_heads(mut heads: Vec<(&str, &StakeholderId, u64, &str)>) -> (u64, u64,
     (heads.len() as u64, entries, hex::encode(h.finalize()))
 }
 
-/// Checks a seal's Ed25519 signature against the public key it names.
+/// Checks a seal's signature against the public key it names: `ed25519`
+/// (raw 32-byte key, 64-byte signature) or `ecdsa-p256-sha256` (DER
+/// SubjectPublicKeyInfo key, DER signature over SHA-256 of the message, as
+/// KMS signs with ECDSA_SHA_256).
 pub fn verify_seal_signature(seal: &Seal) -> Result<(), String> {
-    if seal.algorithm != "ed25519" {
-        return Err(format!("unsupported seal algorithm {:?}", seal.algorithm));
+    match seal.algorithm.as_str() {
+        "ed25519" => verify_ed25519(seal),
+        "ecdsa-p256-sha256" => verify_ecdsa_p256(seal),
+        other => Err(format!("unsupported seal algorithm {other:?}")),
     }
+}
+
+fn verify_ed25519(seal: &Seal) -> Result<(), String> {
     let key: [u8; 32] = hex::decode(&seal.public_key)
         .ok()
         .and_then(|k| k.try_into().ok())
@@ -293,6 +301,19 @@ pub fn verify_seal_signature(seal: &Seal) -> Result<(), String> {
     let key = ed25519_dalek::VerifyingKey::from_bytes(&key)
         .map_err(|_| "the public key is not a valid Ed25519 key")?;
     key.verify_strict(&seal.message(), &ed25519_dalek::Signature::from_bytes(&sig))
+        .map_err(|_| "the signature does not match".to_string())
+}
+
+fn verify_ecdsa_p256(seal: &Seal) -> Result<(), String> {
+    use p256::ecdsa::signature::Verifier;
+    use p256::ecdsa::{DerSignature, VerifyingKey};
+    use p256::pkcs8::DecodePublicKey;
+    let key = hex::decode(&seal.public_key).map_err(|_| "the public key is not hex")?;
+    let key = VerifyingKey::from_public_key_der(&key)
+        .map_err(|_| "the public key is not a P-256 SubjectPublicKeyInfo (DER)")?;
+    let sig = hex::decode(&seal.signature).map_err(|_| "the signature is not hex")?;
+    let sig = DerSignature::from_bytes(&sig).map_err(|_| "the signature is not DER ECDSA")?;
+    key.verify(&seal.message(), &sig)
         .map_err(|_| "the signature does not match".to_string())
 }
 
@@ -374,4 +395,60 @@ pub fn verify_export(lines: &[ExportLine]) -> Result<Verified, ChainBreak> {
         out.sealed.push((*incident).clone());
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod seal_tests {
+    use super::*;
+    use p256::ecdsa::signature::Signer;
+    use p256::ecdsa::{Signature, SigningKey};
+
+    /// DER SubjectPublicKeyInfo of a P-256 key, as KMS `GetPublicKey` gives it.
+    fn spki_hex(key: &SigningKey) -> String {
+        const PREFIX: &str = "3059301306072a8648ce3d020106082a8648ce3d030107034200";
+        format!(
+            "{PREFIX}{}",
+            hex::encode(key.verifying_key().to_encoded_point(false).as_bytes())
+        )
+    }
+
+    fn ecdsa_seal() -> (SigningKey, Seal) {
+        let key = SigningKey::from_bytes(&[7u8; 32].into()).unwrap_or_else(|e| panic!("{e}"));
+        let mut seal = Seal {
+            incident: IncidentId::parse("INC-EC").unwrap_or_else(|e| panic!("{e}")),
+            at: Ts(1_700_000_000_000),
+            chains: 2,
+            entries: 5,
+            heads_digest: "ab".repeat(32),
+            algorithm: "ecdsa-p256-sha256".into(),
+            key_id: "arn:aws:kms:eu-west-1:123456789012:key/test".into(),
+            public_key: spki_hex(&key),
+            signature: String::new(),
+        };
+        let sig: Signature = key.sign(&seal.message());
+        seal.signature = hex::encode(sig.to_der().as_bytes());
+        (key, seal)
+    }
+
+    #[test]
+    fn ecdsa_p256_seals_verify_and_tampering_fails() {
+        let (_, seal) = ecdsa_seal();
+        assert_eq!(verify_seal_signature(&seal), Ok(()));
+        let mut more = seal.clone();
+        more.entries = 6;
+        assert_eq!(
+            verify_seal_signature(&more),
+            Err("the signature does not match".to_string())
+        );
+        let mut other_key = seal.clone();
+        let stranger = SigningKey::from_bytes(&[9u8; 32].into()).unwrap_or_else(|e| panic!("{e}"));
+        other_key.public_key = spki_hex(&stranger);
+        assert!(verify_seal_signature(&other_key).is_err());
+        let mut raw_sig = seal.clone();
+        raw_sig.signature = "00".repeat(64);
+        assert!(verify_seal_signature(&raw_sig).is_err());
+        let mut unknown = seal;
+        unknown.algorithm = "rsa".into();
+        assert!(verify_seal_signature(&unknown).is_err());
+    }
 }
