@@ -44,7 +44,7 @@ CONTRACT = {
     "MUSTER_PII_KEY_ID": (ALL, True),
     "MUSTER_SEAL_KEY_ID": ({"trigger", "tick"}, True),
     "MUSTER_API_BASE_URL": ({"dispatch"}, True),
-    "MUSTER_ACK_SECRET": ({"trigger", "dispatch", "receipt"}, True),
+    "MUSTER_ACK_SECRET": ({"trigger", "dispatch", "receipt", "tick"}, True),
     "MUSTER_WEBHOOK_SECRET": ({"receipt"}, True),
     "MUSTER_SCIM_TOKEN": ({"trigger"}, False),
     "MUSTER_SES_FROM": ({"dispatch"}, True),

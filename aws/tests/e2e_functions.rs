@@ -330,6 +330,9 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
         .await
         .unwrap();
     let pii_key = support::kms_key(&cfg).await;
+    let seal_key = muster_aws::kms_seal::KmsSealSigner::create_key(&clients.kms)
+        .await
+        .unwrap();
     let from = format!("{}@muster.example.net", support::unique("alerts"));
     clients
         .sesv2
@@ -369,7 +372,7 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
             "arn:aws:iam::123456789012:role/muster-scheduler".into(),
         ),
         ("MUSTER_PII_KEY_ID", pii_key.clone()),
-        ("MUSTER_SEAL_KEY_ID", "alias/unused".into()),
+        ("MUSTER_SEAL_KEY_ID", seal_key.clone()),
         ("MUSTER_API_BASE_URL", "https://api.example.net".into()),
         ("MUSTER_ACK_SECRET", ACK_SECRET.into()),
         ("MUSTER_WEBHOOK_SECRET", WEBHOOK_SECRET.into()),
@@ -457,9 +460,9 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
         clock: clock.clone(),
         due: Mutex::new(HashMap::new()),
     });
-    let deps_for = |f: Function| {
+    let deps_for = async |f: Function| {
         let config = load(f);
-        let mut deps = build_deps(&config, &clients, clock.clone()).unwrap();
+        let mut deps = build_deps(&config, &clients, clock.clone()).await.unwrap();
         deps.queue = queue.clone();
         deps.timers = Arc::new(muster_aws::timers::SqsTimers::new(
             clients.sqs.clone(),
@@ -475,10 +478,10 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
         deps.senders.voice = Arc::new(FakeChime(calls.clone()));
         (config, deps)
     };
-    let (tc, td) = deps_for(Function::Trigger);
-    let (_, dd) = deps_for(Function::Dispatch);
-    let (rc, rd) = deps_for(Function::Receipt);
-    let (_, kd) = deps_for(Function::Tick);
+    let (tc, td) = deps_for(Function::Trigger).await;
+    let (_, dd) = deps_for(Function::Dispatch).await;
+    let (rc, rd) = deps_for(Function::Receipt).await;
+    let (_, kd) = deps_for(Function::Tick).await;
     let mut h = Harness {
         clock: clock.clone(),
         sqs: clients.sqs.clone(),
@@ -667,4 +670,40 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
     assert_eq!(r["redriven"], 0, "{r}");
     let r = h.tick.sweep(Some(Ts(0))).await.unwrap();
     assert_eq!(r["examined"], 0, "{r}");
+
+    // 9. Closing seals the incident with the KMS key; the exported trail
+    //    (entries and seal) verifies offline, and the address each entry
+    //    recorded is ciphertext that only the vault opens.
+    let id = IncidentId::parse(&incident).unwrap();
+    muster::app::close(&h.deps, &id).await.unwrap();
+    let sealing = h.deps.sealing.clone().expect("sealing is wired");
+    let seals = sealing.store.seals(&id).await.unwrap();
+    assert!(!seals.is_empty(), "closing wrote a seal");
+    assert_eq!(seals[0].algorithm, "ecdsa-p256-sha256");
+    let trail = h.deps.cascades.audit_trail(&id).await.unwrap();
+    let mut lines: Vec<muster::app::audit::ExportLine> = seals
+        .into_iter()
+        .map(|seal| muster::app::audit::ExportLine::Seal { seal })
+        .collect();
+    lines.extend(
+        trail
+            .iter()
+            .cloned()
+            .map(|e| muster::app::audit::ExportLine::Entry(Box::new(e))),
+    );
+    let verified = muster::app::audit::verify_export(&lines).unwrap();
+    assert_eq!(verified.sealed, std::slice::from_ref(&id));
+    assert!(verified.unsealed.is_empty());
+    let vault = h.deps.vault.clone().expect("the vault is wired");
+    let carol_sent = trail
+        .iter()
+        .find(|e| e.stakeholder.as_str() == "carol" && e.contact.is_some())
+        .expect("carol's SMS recorded its address");
+    let cipher = carol_sent.contact.clone().unwrap();
+    assert!(!cipher.contains(carol_phone.expose()));
+    let plain = vault
+        .decrypt(&carol_sent.stakeholder, &id, &cipher)
+        .await
+        .unwrap();
+    assert_eq!(plain.as_deref(), Some(carol_phone.expose()));
 }

@@ -45,7 +45,7 @@ pub const VARIABLES: [(&str, &[Function]); 28] = {
         ("MUSTER_PII_KEY_ID", ALL),
         ("MUSTER_SEAL_KEY_ID", &[Trigger, Tick]),
         ("MUSTER_API_BASE_URL", &[Dispatch]),
-        ("MUSTER_ACK_SECRET", &[Trigger, Dispatch, Receipt]),
+        ("MUSTER_ACK_SECRET", &[Trigger, Dispatch, Receipt, Tick]),
         ("MUSTER_WEBHOOK_SECRET", &[Receipt]),
         ("MUSTER_SCIM_TOKEN", &[]),
         ("MUSTER_SES_FROM", &[Dispatch]),

@@ -12,6 +12,7 @@
 
 use super::config::Config;
 use super::wiring::ack_tokens;
+use crate::archive::{AuditArchive, StreamEvent};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use axum::Router;
 use lambda_http::request::LambdaRequest;
@@ -34,8 +35,8 @@ use tower::ServiceExt;
 pub enum HandlerError {
     #[error("event not understood: {0}")]
     BadEvent(String),
-    #[error("{0} events are not wired into this function yet")]
-    NotWired(&'static str),
+    #[error("{0}: this function is not configured for these events")]
+    NotConfigured(&'static str),
     #[error(transparent)]
     App(#[from] muster::Error),
 }
@@ -198,10 +199,9 @@ impl Trigger {
         match (&config.scim_token, admin) {
             (Some(token), Some(admin)) => router = router.merge(scim::router(admin, token.clone())),
             (Some(_), None) => {
-                // NOT WIRED: SCIM needs directory writes (Deps::admin), which
-                // the DynamoDB directory does not offer yet.
+                // A read-only directory cannot be provisioned.
                 tracing::warn!(
-                    "MUSTER_SCIM_TOKEN is set but directory writes are not wired: /scim/v2 is not served"
+                    "MUSTER_SCIM_TOKEN is set but the directory is read-only: /scim/v2 is not served"
                 );
             }
             _ => {}
@@ -378,9 +378,10 @@ impl Receipt {
 }
 
 /// `tick`: fired timers from the timer queue, the reconciliation sweep,
-/// and (not wired yet) the audit table's stream for the archive.
+/// and the audit table's stream for the archive.
 pub struct Tick {
     deps: Deps,
+    archive: Option<AuditArchive>,
 }
 
 /// The sweep stops this long before the Lambda deadline.
@@ -388,20 +389,53 @@ pub const SWEEP_MARGIN_MS: u64 = 10_000;
 
 impl Tick {
     pub fn new(deps: Deps) -> Self {
-        Tick { deps }
+        Tick {
+            deps,
+            archive: None,
+        }
+    }
+
+    /// Archives the audit table's stream records to `archive`.
+    pub fn with_archive(mut self, archive: AuditArchive) -> Self {
+        self.archive = Some(archive);
+        self
     }
 
     pub async fn handle(&self, event: Value, ctx: Context) -> Result<Value, HandlerError> {
         match shape(&event) {
             Shape::Sqs => sqs_batch(event, "timer", |t: TimerMsg| app::tick(&self.deps, t)).await,
             Shape::Sweep => self.sweep(stop_at(&ctx, SWEEP_MARGIN_MS)).await,
-            // NOT WIRED: the audit archive (DynamoDB stream of the audit
-            // table, NEW_IMAGE, to the Object Lock bucket) goes here.
-            Shape::DynamoDbStream => Err(HandlerError::NotWired("DynamoDB stream")),
+            Shape::DynamoDbStream => self.archive(event).await,
             other => Err(HandlerError::BadEvent(format!(
                 "tick takes SQS timer batches, the sweep and the audit stream, not {other:?}"
             ))),
         }
+    }
+
+    /// One batch of the audit table's stream, written to the archive; the
+    /// records that could not be written are the batch item failures
+    /// (the stream delivers them again; the archive drops repeated lines).
+    async fn archive(&self, event: Value) -> Result<Value, HandlerError> {
+        let Some(archive) = &self.archive else {
+            return Err(HandlerError::NotConfigured(
+                "DynamoDB stream (no archive bucket)",
+            ));
+        };
+        let event: StreamEvent = serde_json::from_value(event)
+            .map_err(|e| HandlerError::BadEvent(format!("not a DynamoDB stream batch: {e}")))?;
+        let failed = archive.archive(&event).await;
+        if !failed.is_empty() {
+            tracing::warn!(
+                failed = failed.len(),
+                records = event.records.len(),
+                "audit records not archived; the stream delivers them again"
+            );
+        }
+        let failures: Vec<Value> = failed
+            .into_iter()
+            .map(|seq| json!({ "itemIdentifier": seq }))
+            .collect();
+        Ok(json!({ "batchItemFailures": failures }))
     }
 
     /// One reconciliation pass, stopping at `deadline` (on the

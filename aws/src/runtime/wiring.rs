@@ -1,15 +1,16 @@
 //! Builds the use cases' [`Deps`] from the configuration: the DynamoDB
 //! stores, the SQS queue and timers, the carriers' senders, the rate
 //! limiter, EMF metrics on stdout, signed ack links and the live contact
-//! lookup when configured.
-//!
-//! Not wired yet (left `None`, see docs/functions.md): the contact vault
-//! (audit addresses), incident sealing, the number index (SMS replies and
-//! opt-outs) and directory writes (SCIM, opt-outs).
+//! lookup when configured, the KMS contact vault (addresses in the audit
+//! trail), KMS incident seals (where MUSTER_SEAL_KEY_ID is set), the
+//! keyed-hash number index (SMS replies and opt-outs) and directory writes
+//! (SCIM, opt-outs).
 
 use super::config::Config;
-use crate::crypto::KmsSealer;
+use crate::crypto::{KmsContactVault, KmsSealer};
+use crate::dynamo::numbers::NumberKey;
 use crate::dynamo::{DynamoDirectory, DynamoLimiter, DynamoStore};
+use crate::kms_seal::KmsSealSigner;
 use crate::senders::email::EmailSender;
 use crate::senders::sns::{PushSender, SmsSender};
 use crate::senders::voice::VoiceSender;
@@ -21,7 +22,9 @@ use muster::adapters::memory::SeededIds;
 use muster::api::Secret;
 use muster::api::sign::{AckTokens, SignedAckLinks};
 use muster::events::metrics::EmfObserver;
-use muster::ports::{Accepted, ChannelSender, Clock, Deps, OutboundMessage, SendError, Senders};
+use muster::ports::{
+    Accepted, ChannelSender, Clock, Deps, OutboundMessage, Sealing, SendError, Senders,
+};
 use std::sync::Arc;
 
 /// How long a one-click acknowledgement link stays valid.
@@ -63,6 +66,7 @@ pub struct Clients {
     pub sesv2: aws_sdk_sesv2::Client,
     pub chime: aws_sdk_chimesdkvoice::Client,
     pub kms: aws_sdk_kms::Client,
+    pub s3: aws_sdk_s3::Client,
 }
 
 impl Clients {
@@ -75,6 +79,7 @@ impl Clients {
             sesv2: aws_sdk_sesv2::Client::new(cfg),
             chime: aws_sdk_chimesdkvoice::Client::new(cfg),
             kms: aws_sdk_kms::Client::new(cfg),
+            s3: aws_sdk_s3::Client::new(cfg),
         }
     }
 }
@@ -95,7 +100,11 @@ fn seed() -> u64 {
 
 /// The senders of the configured channels.
 fn senders(config: &Config, clients: &Clients) -> Senders {
-    let sms: Arc<dyn ChannelSender> = Arc::new(SmsSender::new(&clients.sns, endpoints::SMS));
+    let mut sms = SmsSender::new(&clients.sns, endpoints::SMS);
+    if let Some(origination) = &config.sms_origination {
+        sms = sms.with_origination(origination);
+    }
+    let sms: Arc<dyn ChannelSender> = Arc::new(sms);
     let email: Arc<dyn ChannelSender> = match (&config.ses_from, &config.ses_configuration_set) {
         (Some(from), Some(set)) => Arc::new(EmailSender::new(
             &clients.sesv2,
@@ -148,8 +157,10 @@ pub fn ack_tokens(config: &Config) -> AckTokens {
 }
 
 /// Everything the use cases touch, on AWS. `clock` is the wall clock in
-/// Lambda and a virtual one in tests.
-pub fn build_deps(
+/// Lambda and a virtual one in tests. Reads the seal key's public key from
+/// KMS when sealing is configured (a key that cannot be read fails here, at
+/// start, not at the first seal).
+pub async fn build_deps(
     config: &Config,
     clients: &Clients,
     clock: Arc<dyn Clock>,
@@ -157,16 +168,37 @@ pub fn build_deps(
     let policy = Arc::new(config.policy.clone());
     let pii: Arc<dyn crate::crypto::Sealer> =
         Arc::new(KmsSealer::new(clients.kms.clone(), &config.pii_key_id));
-    let store = Arc::new(DynamoStore::new(
+    // Phone numbers are indexed by a keyed hash; the key comes from the
+    // deployment's ack secret, which every function that writes or reads
+    // the index has.
+    let number_key = config.ack_secret.as_ref().map(NumberKey::derive);
+    let mut store = DynamoStore::new(
         clients.dynamodb.clone(),
         &config.state_table,
         &config.audit_table,
         pii.clone(),
-    ));
-    let directory = Arc::new(DynamoDirectory::new(
+    )
+    .with_audit_retention_days(config.audit_retention_days);
+    let mut directory =
+        DynamoDirectory::new(clients.dynamodb.clone(), &config.directory_table, pii);
+    if let Some(key) = &number_key {
+        store = store.with_number_key(key.clone());
+        directory = directory.with_number_key(key.clone());
+    }
+    let store = Arc::new(store);
+    let directory = Arc::new(directory);
+    let sealing = match &config.seal_key_id {
+        Some(key_id) => Some(Sealing {
+            sealer: Arc::new(KmsSealSigner::connect(clients.kms.clone(), key_id).await?),
+            store: store.clone(),
+        }),
+        None => None,
+    };
+    let vault = Arc::new(KmsContactVault::new(
+        clients.kms.clone(),
         clients.dynamodb.clone(),
         &config.directory_table,
-        pii,
+        &config.pii_key_id,
     ));
     let timers = SqsTimers::new(
         clients.sqs.clone(),
@@ -203,8 +235,8 @@ pub fn build_deps(
         )),
         policy,
         incidents: store.clone(),
-        cascades: store,
-        directory,
+        cascades: store.clone(),
+        directory: directory.clone(),
         queue: Arc::new(SqsQueue::new(
             clients.sqs.clone(),
             &config.dispatch_queue_url,
@@ -216,11 +248,9 @@ pub fn build_deps(
         ids: Arc::new(SeededIds::new(seed())),
         contacts,
         ack_links,
-        // Wired by the adapters still to come (KMS vault and seals, the
-        // number index, directory writes): see docs/functions.md.
-        vault: None,
-        sealing: None,
-        numbers: None,
-        admin: None,
+        vault: Some(vault),
+        sealing,
+        numbers: number_key.map(|_| store as Arc<dyn muster::ports::NumberIndex>),
+        admin: Some(directory),
     })
 }

@@ -24,6 +24,7 @@ fn no_retries(client: &Client) -> Client {
 pub struct SmsSender {
     client: Client,
     endpoint: String,
+    origination: Option<String>,
 }
 
 impl SmsSender {
@@ -32,7 +33,16 @@ impl SmsSender {
         SmsSender {
             client: no_retries(client),
             endpoint: endpoint.into(),
+            origination: None,
         }
+    }
+
+    /// Sends from this origination identity (a phone number or sender id
+    /// of AWS End User Messaging SMS), as the SNS attribute
+    /// `AWS.MM.SMS.OriginationNumber`; without it SNS picks one.
+    pub fn with_origination(mut self, origination: impl Into<String>) -> Self {
+        self.origination = Some(origination.into());
+        self
     }
 }
 
@@ -51,12 +61,21 @@ impl ChannelSender for SmsSender {
             .string_value("Transactional")
             .build()
             .map_err(|_| SendError::Failed("sms: attribute not built".into()))?;
-        let resp = self
+        let mut publish = self
             .client
             .publish()
             .phone_number(phone.expose())
             .message(&msg.body)
-            .message_attributes("AWS.SNS.SMS.SMSType", sms_type)
+            .message_attributes("AWS.SNS.SMS.SMSType", sms_type);
+        if let Some(origination) = &self.origination {
+            let value = MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(origination)
+                .build()
+                .map_err(|_| SendError::Failed("sms: attribute not built".into()))?;
+            publish = publish.message_attributes("AWS.MM.SMS.OriginationNumber", value);
+        }
+        let resp = publish
             .send()
             .await
             .map_err(|e| map_send_error("sns publish (sms)", &e))?;

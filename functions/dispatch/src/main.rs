@@ -9,7 +9,7 @@ async fn main() -> Result<(), runtime::Error> {
     runtime::init_tracing();
     let config = runtime::load(Function::Dispatch)?;
     let clients = Clients::new(&runtime::sdk_config().await);
-    let deps = build_deps(&config, &clients, Arc::new(runtime::WallClock))?;
+    let deps = build_deps(&config, &clients, Arc::new(runtime::WallClock)).await?;
     let function = Dispatch::new(deps);
     runtime::serve(|event, ctx| function.handle(event, ctx)).await
 }

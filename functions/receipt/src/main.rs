@@ -10,7 +10,7 @@ async fn main() -> Result<(), runtime::Error> {
     runtime::init_tracing();
     let config = runtime::load(Function::Receipt)?;
     let clients = Clients::new(&runtime::sdk_config().await);
-    let deps = build_deps(&config, &clients, Arc::new(runtime::WallClock))?;
+    let deps = build_deps(&config, &clients, Arc::new(runtime::WallClock)).await?;
     let certs = Arc::new(runtime::sns_cert_fetcher()?);
     let function = Receipt::new(&config, deps, certs);
     runtime::serve(|event, ctx| function.handle(event, ctx)).await

@@ -9,7 +9,7 @@ async fn main() -> Result<(), runtime::Error> {
     runtime::init_tracing();
     let config = runtime::load(Function::Trigger)?;
     let clients = Clients::new(&runtime::sdk_config().await);
-    let deps = build_deps(&config, &clients, Arc::new(runtime::WallClock))?;
+    let deps = build_deps(&config, &clients, Arc::new(runtime::WallClock)).await?;
     let function = Trigger::new(&config, deps);
     runtime::serve(|event, ctx| function.handle(event, ctx)).await
 }
