@@ -263,6 +263,101 @@ async fn trigger_refuses_an_unsigned_request_without_an_authorizer() {
     assert_eq!(out["headers"]["content-type"], "application/problem+json");
 }
 
+/// A SCIM request as API Gateway delivers it (the `/scim/v2/{proxy+}` route
+/// has no JWT authorizer: the IdP's bearer token is checked by the function).
+fn scim_request(method: &str, path: &str, token: &str, body: Option<Value>) -> Value {
+    let mut ev = fixture("apigw/trigger-post-incident-jwt.json");
+    ev["routeKey"] = json!(format!("{method} /scim/v2/{{proxy+}}"));
+    ev["rawPath"] = json!(path);
+    ev["requestContext"]["http"]["method"] = json!(method);
+    ev["requestContext"]["http"]["path"] = json!(path);
+    ev["requestContext"]["routeKey"] = json!(format!("{method} /scim/v2/{{proxy+}}"));
+    ev["requestContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authorizer");
+    ev["headers"]["authorization"] = json!(format!("Bearer {token}"));
+    ev["headers"]["content-type"] = json!("application/scim+json");
+    match body {
+        Some(b) => {
+            let text = b.to_string();
+            ev["headers"]["content-length"] = json!(text.len().to_string());
+            ev["body"] = json!(text);
+        }
+        None => {
+            ev.as_object_mut().unwrap().remove("body");
+            ev["headers"]
+                .as_object_mut()
+                .unwrap()
+                .remove("content-length");
+        }
+    }
+    ev
+}
+
+#[tokio::test]
+async fn trigger_serves_scim_provisioning_with_its_bearer_token() {
+    let e = env();
+    let directory = Arc::new(MemoryDirectory::new(vec![], vec![]));
+    let deps = Deps {
+        admin: Some(directory.clone()),
+        directory,
+        ..e.deps.clone()
+    };
+    let mut env_vars = config(Function::Trigger);
+    env_vars.scim_token = Some(Secret::new("scim-token-for-tests-0001"));
+    let trigger = Trigger::new(&env_vars, deps.clone());
+    let user = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": "ana@example.com",
+        "externalId": "00u1",
+        "name": {"formatted": "Ana Silva"},
+        "active": true,
+        "phoneNumbers": [{"value": "+12125550188", "type": "mobile", "primary": true}],
+        "emails": [{"value": "ana@example.com", "type": "work", "primary": true}]
+    });
+    let created = trigger
+        .handle(
+            scim_request(
+                "POST",
+                "/scim/v2/Users",
+                "scim-token-for-tests-0001",
+                Some(user),
+            ),
+            ctx(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created["statusCode"], 201, "{created}");
+    let people = deps
+        .admin
+        .as_ref()
+        .unwrap()
+        .list_stakeholders()
+        .await
+        .unwrap();
+    assert_eq!(people.len(), 1);
+    let c = &people[0].contacts;
+    let numbers: Vec<&str> = [c.phone.as_ref(), c.sms.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|p| p.expose())
+        .collect();
+    assert!(
+        numbers.contains(&"+12125550188"),
+        "the SCIM phone number is the person's"
+    );
+    // A wrong token changes nothing.
+    let refused = trigger
+        .handle(
+            scim_request("GET", "/scim/v2/Users", "wrong-token-000000000", None),
+            ctx(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused["statusCode"], 401, "{refused}");
+}
+
 #[tokio::test]
 async fn audit_roles_come_from_the_authorizer_never_from_a_header() {
     let e = env();
