@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use aws_sdk_kms::Client;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
+use muster::adapters::memory::{contact_ciphertext, open_contact, seal_contact};
 use muster::{Error, Result};
 
 const FORMAT: u8 = 1;
@@ -212,10 +213,6 @@ impl KeyCache {
     }
 }
 
-fn vault_aad(stakeholder: &str, incident: &str) -> String {
-    format!("{incident}|{stakeholder}")
-}
-
 impl KmsContactVault {
     /// `table`: where wrapped keys live (the directory table); `key_id`: the
     /// KMS symmetric key (`MUSTER_PII_KEY_ID`).
@@ -350,30 +347,13 @@ impl muster::ports::ContactVault for KmsContactVault {
         incident: &muster::domain::IncidentId,
         plaintext: &str,
     ) -> Result<String> {
-        use base64::Engine;
         use rand::TryRngCore;
         let key = self.load_or_make(stakeholder.as_str()).await?;
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng
             .try_fill_bytes(&mut nonce)
             .map_err(|_| Error::permanent("no randomness for a nonce"))?;
-        let cipher = Aes256Gcm::new_from_slice(&key).map_err(|_| crypto_err("data key size"))?;
-        let ad = vault_aad(stakeholder.as_str(), incident.as_str());
-        let ct = cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext.as_bytes(),
-                    aad: ad.as_bytes(),
-                },
-            )
-            .map_err(|_| crypto_err("encrypting"))?;
-        let mut out = nonce.to_vec();
-        out.extend(ct);
-        Ok(format!(
-            "{VAULT_FORMAT}{}",
-            base64::engine::general_purpose::STANDARD_NO_PAD.encode(out)
-        ))
+        seal_contact(VAULT_FORMAT, &key, nonce, stakeholder, incident, plaintext)
     }
 
     async fn decrypt(
@@ -382,38 +362,11 @@ impl muster::ports::ContactVault for KmsContactVault {
         incident: &muster::domain::IncidentId,
         ciphertext: &str,
     ) -> Result<Option<String>> {
-        use base64::Engine;
-        let raw = ciphertext
-            .strip_prefix(VAULT_FORMAT)
-            .and_then(|b| {
-                base64::engine::general_purpose::STANDARD_NO_PAD
-                    .decode(b)
-                    .ok()
-            })
-            .filter(|r| r.len() > 12)
-            .ok_or_else(|| Error::invalid("contact", "not a ciphertext this vault wrote"))?;
+        let raw = contact_ciphertext(VAULT_FORMAT, ciphertext)?;
         let Some(key) = self.load(stakeholder.as_str()).await? else {
             return Ok(None);
         };
-        let cipher = Aes256Gcm::new_from_slice(&key).map_err(|_| crypto_err("data key size"))?;
-        let ad = vault_aad(stakeholder.as_str(), incident.as_str());
-        let pt = cipher
-            .decrypt(
-                Nonce::from_slice(&raw[..12]),
-                Payload {
-                    msg: &raw[12..],
-                    aad: ad.as_bytes(),
-                },
-            )
-            .map_err(|_| {
-                Error::invalid(
-                    "contact",
-                    "does not decrypt under this person's key and incident",
-                )
-            })?;
-        String::from_utf8(pt)
-            .map(Some)
-            .map_err(|_| Error::permanent("decrypted contact is not text"))
+        open_contact(&key, &raw, stakeholder, incident).map(Some)
     }
 
     async fn erase(&self, stakeholder: &muster::domain::StakeholderId) -> Result<bool> {

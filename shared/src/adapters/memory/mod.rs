@@ -16,7 +16,7 @@ pub use directory::MemoryDirectory;
 pub use ids::SeededIds;
 pub use limiter::MemoryLimiter;
 pub use store::MemoryStore;
-pub use vault::{LocalSealer, MemoryVault};
+pub use vault::{LocalSealer, MemoryVault, contact_ciphertext, open_contact, seal_contact};
 
 use std::sync::{Mutex, MutexGuard};
 

@@ -17,11 +17,12 @@ use rand_chacha::ChaCha20Rng;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Ciphertext format: `v1:` + base64(nonce(12) || AES-256-GCM ciphertext),
-/// additional data `incident|stakeholder`.
+/// Ciphertexts are [`seal_contact`]'s, tagged `v1:`.
 pub struct MemoryVault {
     inner: Mutex<(ChaCha20Rng, HashMap<StakeholderId, [u8; 32]>)>,
 }
+
+const FORMAT: &str = "v1:";
 
 impl MemoryVault {
     pub fn new(seed: u64) -> Self {
@@ -36,8 +37,71 @@ impl MemoryVault {
     }
 }
 
-fn aad(stakeholder: &StakeholderId, incident: &IncidentId) -> String {
-    format!("{incident}|{stakeholder}")
+/// The contact ciphertext every `ContactVault` writes: `format` (the
+/// vault's own tag, `v1:` here) + base64(nonce(12) || AES-256-GCM
+/// ciphertext), additional data `incident|stakeholder`. `key` is the
+/// person's 32-byte data key.
+pub fn seal_contact(
+    format: &str,
+    key: &[u8],
+    nonce: [u8; 12],
+    stakeholder: &StakeholderId,
+    incident: &IncidentId,
+    plaintext: &str,
+) -> Result<String> {
+    let cipher =
+        Aes256Gcm::new_from_slice(key).map_err(|_| Error::permanent("bad data key length"))?;
+    let ad = format!("{incident}|{stakeholder}");
+    let ct = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext.as_bytes(),
+                aad: ad.as_bytes(),
+            },
+        )
+        .map_err(|_| Error::permanent("encryption failed"))?;
+    let mut out = nonce.to_vec();
+    out.extend(ct);
+    Ok(format!("{format}{}", STANDARD_NO_PAD.encode(out)))
+}
+
+/// The bytes of a contact ciphertext [`seal_contact`] wrote, or an error
+/// naming it as not one.
+pub fn contact_ciphertext(format: &str, ciphertext: &str) -> Result<Vec<u8>> {
+    ciphertext
+        .strip_prefix(format)
+        .and_then(|b| STANDARD_NO_PAD.decode(b).ok())
+        .filter(|r| r.len() > 12)
+        .ok_or_else(|| Error::invalid("contact", "not a ciphertext this vault wrote"))
+}
+
+/// Opens the bytes of a contact ciphertext with the person's data key,
+/// bound to `incident`.
+pub fn open_contact(
+    key: &[u8],
+    raw: &[u8],
+    stakeholder: &StakeholderId,
+    incident: &IncidentId,
+) -> Result<String> {
+    let cipher =
+        Aes256Gcm::new_from_slice(key).map_err(|_| Error::permanent("bad data key length"))?;
+    let ad = format!("{incident}|{stakeholder}");
+    let pt = cipher
+        .decrypt(
+            Nonce::from_slice(&raw[..12]),
+            Payload {
+                msg: &raw[12..],
+                aad: ad.as_bytes(),
+            },
+        )
+        .map_err(|_| {
+            Error::invalid(
+                "contact",
+                "does not decrypt under this person's key and incident",
+            )
+        })?;
+    String::from_utf8(pt).map_err(|_| Error::permanent("decrypted contact is not text"))
 }
 
 #[async_trait]
@@ -54,21 +118,7 @@ impl ContactVault for MemoryVault {
             .entry(stakeholder.clone())
             .or_insert_with(|| rng.random());
         let nonce: [u8; 12] = rng.random();
-        let cipher =
-            Aes256Gcm::new_from_slice(&key).map_err(|_| Error::permanent("bad data key length"))?;
-        let ad = aad(stakeholder, incident);
-        let ct = cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext.as_bytes(),
-                    aad: ad.as_bytes(),
-                },
-            )
-            .map_err(|_| Error::permanent("encryption failed"))?;
-        let mut out = nonce.to_vec();
-        out.extend(ct);
-        Ok(format!("v1:{}", STANDARD_NO_PAD.encode(out)))
+        seal_contact(FORMAT, &key, nonce, stakeholder, incident, plaintext)
     }
 
     async fn decrypt(
@@ -80,31 +130,8 @@ impl ContactVault for MemoryVault {
         let Some(key) = lock(&self.inner).1.get(stakeholder).copied() else {
             return Ok(None);
         };
-        let raw = ciphertext
-            .strip_prefix("v1:")
-            .and_then(|b| STANDARD_NO_PAD.decode(b).ok())
-            .filter(|r| r.len() > 12)
-            .ok_or_else(|| Error::invalid("contact", "not a ciphertext this vault wrote"))?;
-        let cipher =
-            Aes256Gcm::new_from_slice(&key).map_err(|_| Error::permanent("bad data key length"))?;
-        let ad = aad(stakeholder, incident);
-        let pt = cipher
-            .decrypt(
-                Nonce::from_slice(&raw[..12]),
-                Payload {
-                    msg: &raw[12..],
-                    aad: ad.as_bytes(),
-                },
-            )
-            .map_err(|_| {
-                Error::invalid(
-                    "contact",
-                    "does not decrypt under this person's key and incident",
-                )
-            })?;
-        String::from_utf8(pt)
-            .map(Some)
-            .map_err(|_| Error::permanent("decrypted contact is not text"))
+        let raw = contact_ciphertext(FORMAT, ciphertext)?;
+        open_contact(&key, &raw, stakeholder, incident).map(Some)
     }
 
     async fn erase(&self, stakeholder: &StakeholderId) -> Result<bool> {
