@@ -84,12 +84,12 @@ impl KmsSealSigner {
 
 #[async_trait]
 impl muster::ports::Sealer for KmsSealSigner {
-    fn describe(&self) -> (String, String, String) {
-        (
-            ALGORITHM.to_string(),
-            self.key_id.clone(),
-            self.public_key.clone(),
-        )
+    fn describe(&self) -> muster::ports::SignerInfo {
+        muster::ports::SignerInfo {
+            algorithm: ALGORITHM.to_string(),
+            key_id: self.key_id.clone(),
+            public_key: self.public_key.clone(),
+        }
     }
 
     async fn sign(&self, message: &[u8]) -> Result<String> {

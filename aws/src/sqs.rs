@@ -1,4 +1,7 @@
-//! Work queue on SQS. Jobs are sent ten to a `SendMessageBatch`; entries SQS
+//! Work queue on SQS, in two lanes: the priority lane (escalations,
+//! `Job::is_priority`) is its own queue, which `dispatch` polls with its own
+//! event source, so an escalation never waits behind a mass activation's
+//! member sends. Jobs are sent ten to a `SendMessageBatch`; entries SQS
 //! fails for its own reasons are sent again (bounded), and an entry refused
 //! as the sender's fault fails the call. A delay longer than SQS's 15
 //! minutes is capped: a job delivered early is re-admitted by the rate
@@ -81,6 +84,8 @@ pub(crate) async fn send_batched(
 pub struct SqsQueue {
     client: Client,
     queue_url: String,
+    /// The priority lane's queue (`None`: one queue for both lanes).
+    priority_url: Option<String>,
     meter: Arc<Meter>,
 }
 
@@ -89,8 +94,14 @@ impl SqsQueue {
         SqsQueue {
             client,
             queue_url: queue_url.into(),
+            priority_url: None,
             meter: Arc::new(Meter::default()),
         }
+    }
+    /// Priority jobs go to `url`.
+    pub fn with_priority_lane(mut self, url: impl Into<String>) -> Self {
+        self.priority_url = Some(url.into());
+        self
     }
     /// SQS requests this queue has made.
     pub fn meter(&self) -> Arc<Meter> {
@@ -101,23 +112,42 @@ impl SqsQueue {
 #[async_trait]
 impl WorkQueue for SqsQueue {
     async fn enqueue(&self, jobs: Vec<(Job, Millis)>) -> Result<()> {
-        let messages = jobs
-            .into_iter()
-            .map(|(job, delay)| {
-                serde_json::to_string(&job)
-                    .map(|b| (b, delay))
-                    .map_err(|e| crate::dynamo::json_err("job", e))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        send_batched(&self.client, &self.queue_url, &self.meter, messages).await
+        let (mut member, mut priority) = (Vec::new(), Vec::new());
+        for (job, delay) in jobs {
+            let body =
+                serde_json::to_string(&job).map_err(|e| crate::dynamo::json_err("job", e))?;
+            match (&self.priority_url, job.is_priority()) {
+                (Some(_), true) => priority.push((body, delay)),
+                _ => member.push((body, delay)),
+            }
+        }
+        if let Some(url) = &self.priority_url
+            && !priority.is_empty()
+        {
+            send_batched(&self.client, url, &self.meter, priority).await?;
+        }
+        if member.is_empty() {
+            return Ok(());
+        }
+        send_batched(&self.client, &self.queue_url, &self.meter, member).await
     }
 
     async fn backlog(&self) -> Result<u64> {
+        let mut total = self.depth(&self.queue_url).await?;
+        if let Some(url) = &self.priority_url {
+            total += self.depth(url).await?;
+        }
+        Ok(total)
+    }
+}
+
+impl SqsQueue {
+    async fn depth(&self, queue_url: &str) -> Result<u64> {
         self.meter.request(0);
         let resp = self
             .client
             .get_queue_attributes()
-            .queue_url(&self.queue_url)
+            .queue_url(queue_url)
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
             .send()

@@ -42,7 +42,8 @@ fn started(who: &str, n: u32) -> (CascadeRecord, audit::AuditEntry) {
         },
         name: format!("Person {n}"),
         ack_code: "1234".into(),
-        about: None,
+        escalation: None,
+        named: Vec::new(),
         needs_review: false,
         audit_seq: 0,
         audit_head: audit::GENESIS.to_string(),
@@ -117,19 +118,12 @@ async fn archived_trail_of_an_incident_fetches_back_and_verifies() {
             .await
             .unwrap();
     let heads = store.chain_heads(&incident).await.unwrap();
-    let (chains, entries, heads_digest) = audit::heads_digest_of(&heads);
-    let (algorithm, key_id, public_key) = signer.describe();
-    let mut seal = audit::Seal {
-        incident: incident.clone(),
-        at: T0.plus(5_000),
-        chains,
-        entries,
-        heads_digest,
-        algorithm,
-        key_id,
-        public_key,
-        signature: String::new(),
-    };
+    let mut seal = audit::Seal::unsigned(
+        incident.clone(),
+        T0.plus(5_000),
+        audit::heads_digest_of(&heads),
+        signer.describe(),
+    );
     seal.signature = signer.sign(&seal.message()).await.unwrap();
     store.put_seal(&seal).await.unwrap();
     // The audit table's items, as its stream would deliver them (in key

@@ -6,10 +6,9 @@ mod support;
 
 use muster::domain::*;
 use muster::policy::Policy;
-use muster::ports::{Admit, Directory, RateLimiter};
-use muster::ratelimit::Ticket;
+use muster::ports::{Admission, Admit, Directory, Lane, RateLimiter};
+use muster::ratelimit::{AdaptiveLimiter, LimiterConfig, Ticket};
 use muster_aws::crypto::KmsSealer;
-use muster_aws::dynamo::limiter::DEFAULT_PAUSE_MS;
 use muster_aws::dynamo::{
     DynamoDirectory, DynamoLimiter, DynamoStore, IdempotencyStore, Idempotent,
 };
@@ -176,7 +175,7 @@ async fn an_in_progress_key_is_a_conflict_until_its_claim_lapses_and_a_failure_r
     assert_eq!(retried, Idempotent::Fresh(7));
 }
 
-async fn limiter(rate: f64) -> (Arc<DynamoLimiter>, Arc<DynamoLimiter>) {
+async fn limiter(rate: f64) -> (Arc<DynamoLimiter>, Arc<DynamoLimiter>, Arc<Policy>) {
     let cfg = support::sdk_config().await;
     let ddb = aws_sdk_dynamodb::Client::new(&cfg);
     let (table, audit) = (support::unique("limits"), support::unique("audit"));
@@ -189,109 +188,197 @@ async fn limiter(rate: f64) -> (Arc<DynamoLimiter>, Arc<DynamoLimiter>) {
     });
     (
         Arc::new(DynamoLimiter::new(ddb.clone(), &table, policy.clone())),
-        Arc::new(DynamoLimiter::new(ddb, &table, policy)),
+        Arc::new(DynamoLimiter::new(ddb, &table, policy.clone())),
+        policy,
     )
 }
 
-async fn granted(l: &DynamoLimiter, now: Ts, n: u32) -> u32 {
-    let mut ok = 0;
-    for _ in 0..n {
-        if l.admit("sms", now, None).await.unwrap() == Admit::Granted {
-            ok += 1;
-        }
+fn decided(a: Admission) -> Admit {
+    match a {
+        Admission::Decided(a) => a,
+        Admission::Retry { at } => panic!("contention with one caller (retry at {at:?})"),
     }
-    ok
 }
 
-/// Admits `n` sends at `now`: how many were granted, and the tickets of the rest.
-async fn admit_n(l: &DynamoLimiter, now: Ts, n: u32) -> (u32, Vec<Ticket>) {
-    let (mut ok, mut tickets) = (0, Vec::new());
-    for _ in 0..n {
-        match l.admit("sms", now, None).await.unwrap() {
-            Admit::Granted => ok += 1,
-            Admit::Wait { until, ticket } => {
-                assert_eq!(until, ticket.slot);
-                tickets.push(ticket);
+/// One call of the limiter's contract, to run against both stores.
+#[derive(Clone, Copy, Debug)]
+enum Call {
+    Admit(u64, Lane, Option<usize>),
+    Success(u64),
+    Throttled(u64, Option<u64>),
+}
+
+#[tokio::test]
+async fn the_shared_limiter_decides_exactly_as_the_one_in_memory() {
+    // The adapter only stores the pure limiter: one script of calls gives
+    // the same answers from DynamoDB (two processes taking turns) as from
+    // the in-memory limiter the drills use.
+    let (a, b, policy) = limiter(20.0).await;
+    let mut pure = AdaptiveLimiter::new(
+        LimiterConfig {
+            limit_per_sec: 20.0,
+            min_per_sec: 1.0,
+            priority_share: policy.escalation.priority_share,
+        },
+        T0,
+    );
+    // (process, call). A process's acceptances are applied with its own
+    // next change (the adapter batches them), so each is followed by a call
+    // of the same process.
+    let mut script = Vec::new();
+    for i in 0..30u64 {
+        script.push((i % 2, Call::Admit(i * 10, Lane::Member, None)));
+    }
+    script.push((1, Call::Admit(305, Lane::Priority, None)));
+    script.push((0, Call::Admit(320, Lane::Member, Some(3))));
+    script.push((0, Call::Success(330)));
+    script.push((0, Call::Throttled(340, Some(2_000))));
+    script.push((1, Call::Admit(500, Lane::Member, Some(10))));
+    script.push((0, Call::Admit(2_400, Lane::Member, None)));
+    script.push((1, Call::Admit(2_400, Lane::Priority, None)));
+    script.push((1, Call::Success(2_450)));
+    script.push((1, Call::Admit(2_500, Lane::Member, None)));
+    script.push((0, Call::Admit(2_500, Lane::Priority, None)));
+    let mut tickets: Vec<Option<Ticket>> = Vec::new();
+    let mut pure_tickets: Vec<Option<Ticket>> = Vec::new();
+    for (i, (process, call)) in script.iter().enumerate() {
+        let l = if *process == 0 { &a } else { &b };
+        match *call {
+            Call::Admit(t, lane, held) => {
+                let now = T0.plus(t);
+                let (ticket, pure_ticket) = match held {
+                    Some(k) => (tickets[k], pure_tickets[k]),
+                    None => (None, None),
+                };
+                let got = decided(l.admit("sms", now, ticket, lane).await.unwrap());
+                let want = match lane {
+                    Lane::Member => pure.admit(now, pure_ticket),
+                    Lane::Priority => pure.admit_priority(now, pure_ticket),
+                };
+                assert_eq!(got, want, "call {i}: {call:?}");
+                let t = |a: Admit| match a {
+                    Admit::Wait { ticket, .. } => Some(ticket),
+                    Admit::Granted => None,
+                };
+                tickets.push(t(got));
+                pure_tickets.push(t(want));
+            }
+            Call::Success(t) => {
+                l.on_success("sms", T0.plus(t)).await;
+                pure.on_success(T0.plus(t));
+                tickets.push(None);
+                pure_tickets.push(None);
+            }
+            Call::Throttled(t, after) => {
+                l.on_throttled("sms", T0.plus(t), after).await;
+                pure.on_throttled(T0.plus(t), after);
+                tickets.push(None);
+                pure_tickets.push(None);
             }
         }
     }
-    (ok, tickets)
 }
 
 #[tokio::test]
-async fn two_processes_share_one_bucket_and_book_distinct_slots() {
-    let (a, b) = limiter(20.0).await;
-    // The bucket holds one second at 20/s. The first process takes it in
-    // chunks of ten and spends them locally; the second finds it empty and
-    // books the next tokens, 50 ms apart.
-    assert_eq!(granted(&a, T0, 15).await, 15);
-    let (ok, tickets) = admit_n(&b, T0, 4).await;
-    assert_eq!(ok, 0);
-    let slots: Vec<u64> = tickets.iter().map(|t| t.slot.since(T0)).collect();
-    assert_eq!(slots, vec![50, 100, 150, 200]);
-    assert_eq!(granted(&a, T0, 5).await, 5, "the rest of a's chunk");
-    // The next booking, from either process, comes after b's.
-    let (_, more) = admit_n(&a, T0, 1).await;
-    assert_eq!(more[0].slot, T0.plus(250));
-    // A ticket is granted at its slot without another token, and told to
-    // wait (keeping its slot) before it.
-    let t = tickets[1];
+async fn a_throttle_reaches_every_process_and_an_acceptance_reported_late_does_not_end_it() {
+    let (a, b, _) = limiter(20.0).await;
     assert_eq!(
-        b.admit("sms", T0.plus(60), Some(t)).await.unwrap(),
-        Admit::Wait {
-            until: t.slot,
-            ticket: t
-        }
-    );
-    for t in &tickets {
-        assert_eq!(
-            a.admit("sms", t.slot, Some(*t)).await.unwrap(),
-            Admit::Granted
-        );
-    }
-    // The booked tokens were paid for: 300 ms after T0 the bucket has just
-    // refilled the five booked, so a send without a ticket books again.
-    let (ok, after) = admit_n(&b, T0.plus(250), 1).await;
-    assert_eq!(ok, 0);
-    assert_eq!(after[0].slot, T0.plus(300));
-}
-
-#[tokio::test]
-async fn a_throttle_pauses_every_process_voids_tickets_and_halves_the_rate() {
-    let (a, b) = limiter(20.0).await;
-    assert_eq!(granted(&a, T0, 1).await, 1);
-    let (_, booked) = admit_n(&b, T0, 20).await;
-    let last = *booked.last().unwrap();
-    a.on_throttled("sms", T0, Some(3_000)).await;
-    // During the pause both processes book after it, at the halved rate (10/s).
-    let (ok, t) = admit_n(&b, T0.plus(1_000), 2).await;
-    assert_eq!(ok, 0);
-    assert_eq!(
-        t.iter().map(|t| t.slot).collect::<Vec<_>>(),
-        vec![T0.plus(3_100), T0.plus(3_200)]
-    );
-    let (ok, _) = admit_n(&a, T0.plus(1_000), 1).await;
-    assert_eq!(ok, 0, "a drops its lease and waits out the pause");
-    // A ticket booked before the throttle is void: it books again.
-    match b.admit("sms", last.slot, Some(last)).await.unwrap() {
-        Admit::Wait { until, ticket } => {
-            assert_eq!(until, T0.plus(3_300));
-            assert_ne!(ticket.epoch, last.epoch);
-        }
-        Admit::Granted => panic!("a void ticket was granted"),
-    }
-    // The new tickets are honoured at their slots.
-    assert_eq!(
-        b.admit("sms", t[0].slot, Some(t[0])).await.unwrap(),
+        decided(a.admit("sms", T0, None, Lane::Member).await.unwrap()),
         Admit::Granted
     );
-    // Without Retry-After, the default pause.
-    let after = T0.plus(10_000);
-    b.on_throttled("sms", after, None).await;
-    match b.admit("sms", after, None).await.unwrap() {
-        Admit::Wait { until, .. } => assert_eq!(until, after.plus(DEFAULT_PAUSE_MS)),
-        Admit::Granted => panic!("granted during the pause"),
+    // a's acceptance at T0 is still unwritten when b records a 429.
+    a.on_success("sms", T0).await;
+    b.on_throttled("sms", T0.plus(10), Some(3_000)).await;
+    assert_eq!(a.throttled_since("sms").await.unwrap(), Some(T0.plus(10)));
+    // a's next change applies its earlier acceptance: the carrier is still
+    // throttling, and a waits out b's pause.
+    match decided(
+        a.admit("sms", T0.plus(20), None, Lane::Member)
+            .await
+            .unwrap(),
+    ) {
+        Admit::Wait {
+            until,
+            throttled_since,
+            ..
+        } => {
+            assert!(until >= T0.plus(3_010), "{until:?}");
+            assert_eq!(throttled_since, Some(T0.plus(10)));
+        }
+        Admit::Granted => panic!("granted during another process's pause"),
     }
+    // An acceptance after the pause ends the episode for everyone at once.
+    a.on_success("sms", T0.plus(3_100)).await;
+    assert_eq!(b.throttled_since("sms").await.unwrap(), None);
+}
+
+#[test]
+fn twenty_concurrent_dispatchers_never_spend_a_slot_twice_nor_exceed_the_limit() {
+    // Twenty real threads, each its own process (its own client and
+    // runtime), admit at once. Every grant or booked slot is a distinct
+    // instant of the 20/s schedule: no slot given twice (no lost update),
+    // none skipped; a caller that lost every race is told to come back,
+    // never refused.
+    const THREADS: usize = 20;
+    const EACH: usize = 8;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (a, _, policy) = rt.block_on(limiter(20.0));
+    let table = a.table().to_string();
+    let slots = std::sync::Mutex::new(Vec::new());
+    let retries = AtomicU32::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..THREADS {
+            let (table, policy, slots, retries) = (&table, &policy, &slots, &retries);
+            s.spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let cfg = support::sdk_config().await;
+                    let l = DynamoLimiter::new(
+                        aws_sdk_dynamodb::Client::new(&cfg),
+                        table,
+                        policy.clone(),
+                    );
+                    for _ in 0..EACH {
+                        loop {
+                            match l.admit("sms", T0, None, Lane::Member).await.unwrap() {
+                                Admission::Decided(Admit::Granted) => {
+                                    slots.lock().unwrap().push(T0);
+                                    break;
+                                }
+                                Admission::Decided(Admit::Wait { until, .. }) => {
+                                    slots.lock().unwrap().push(until);
+                                    break;
+                                }
+                                Admission::Retry { .. } => {
+                                    retries.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    }
+                });
+            });
+        }
+    });
+    let mut slots = slots.into_inner().unwrap();
+    slots.sort();
+    let n = THREADS * EACH;
+    assert_eq!(slots.len(), n);
+    let want: Vec<Ts> = (0..n as u64).map(|k| T0.plus(k * 50)).collect();
+    assert_eq!(slots, want, "every send its own slot, 50 ms apart");
+    // At most 20 in any one-second window, by construction of the slots.
+    for w in slots.windows(21) {
+        assert!(w[20].since(w[0]) >= 1_000);
+    }
+    println!(
+        "{n} admissions from {THREADS} threads, {} came back after losing every race",
+        retries.load(Ordering::Relaxed)
+    );
 }
 
 #[tokio::test]

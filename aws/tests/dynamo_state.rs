@@ -81,7 +81,8 @@ fn started(k: CascadeKey, n: u32, now: Ts) -> (CascadeRecord, audit::AuditEntry)
         contacts: contacts(n),
         name: format!("Person {n}"),
         ack_code: "4821".into(),
-        about: None,
+        escalation: None,
+        named: Vec::new(),
         needs_review: false,
         audit_seq: 0,
         audit_head: audit::GENESIS.to_string(),
@@ -437,6 +438,7 @@ async fn a_cascade_runs_through_the_use_cases_on_dynamodb() {
         policy: policy.clone(),
         incidents: f.store.clone(),
         cascades: f.store.clone(),
+        ledger: f.store.clone(),
         directory: Arc::new(MemoryDirectory::new(vec![group], people)),
         queue: queue.clone(),
         timers: tee_timers.clone(),
@@ -757,22 +759,22 @@ async fn seal_store_keeps_open_incidents_heads_and_seals_in_the_audit_table() {
         .unwrap();
     let inc = id(IncidentId::parse(s1));
     let mut heads = f.store.chain_heads(&inc).await.unwrap();
-    heads.sort_by(|x, y| x.1.cmp(&y.1));
+    heads.sort_by(|x, y| x.stakeholder.cmp(&y.stakeholder));
     assert_eq!(
         heads,
         vec![
-            (
-                Route::Member,
-                a2.cascade.key.stakeholder.clone(),
-                1,
-                ea2.hash.clone()
-            ),
-            (
-                Route::Member,
-                b.cascade.key.stakeholder.clone(),
-                0,
-                eb.hash.clone()
-            ),
+            audit::ChainHead {
+                route: Route::Member,
+                stakeholder: a2.cascade.key.stakeholder.clone(),
+                seq: 1,
+                hash: ea2.hash.clone()
+            },
+            audit::ChainHead {
+                route: Route::Member,
+                stakeholder: b.cascade.key.stakeholder.clone(),
+                seq: 0,
+                hash: eb.hash.clone()
+            },
         ]
     );
     let trail = f.store.audit_trail(&inc).await.unwrap();
@@ -792,19 +794,12 @@ async fn seal_store_keeps_open_incidents_heads_and_seals_in_the_audit_table() {
     assert_eq!(blind.chain_heads(&inc).await.unwrap().len(), 2);
     // Seals accumulate in the audit table under INC#<id>#SEAL.
     let sealer = LocalSealer::new(3);
-    let (chains, entries, digest) = audit::heads_digest_of(&heads);
-    let (algorithm, key_id, public_key) = sealer.describe();
-    let mut seal = audit::Seal {
-        incident: inc.clone(),
-        at: T0.plus(2_000),
-        chains,
-        entries,
-        heads_digest: digest,
-        algorithm,
-        key_id,
-        public_key,
-        signature: String::new(),
-    };
+    let mut seal = audit::Seal::unsigned(
+        inc.clone(),
+        T0.plus(2_000),
+        audit::heads_digest_of(&heads),
+        sealer.describe(),
+    );
     seal.signature = sealer.sign(&seal.message()).await.unwrap();
     f.store.put_seal(&seal).await.unwrap();
     f.store.put_seal(&seal).await.unwrap();
@@ -835,4 +830,114 @@ async fn seal_store_keeps_open_incidents_heads_and_seals_in_the_audit_table() {
     assert_eq!(stored.matches("#SEAL").count(), 2);
     assert!(stored.contains("expires_at"));
     assert!(!support::scan_text(&cfg, &f.table).await.contains("#SEAL"));
+}
+
+#[tokio::test]
+async fn a_person_s_member_and_escalation_cascades_are_stored_apart_and_read_together() {
+    let f = fixture().await;
+    let inc = "INC-ESC";
+    let member = key(inc, "duty");
+    let about = |who: &str| CascadeKey {
+        route: Route::escalation(id(StakeholderId::parse(who))),
+        ..key(inc, "duty")
+    };
+    for (n, k) in [(1, member.clone()), (2, about("carol")), (3, about("dan"))] {
+        let (rec, entry) = started(k, n, T0);
+        f.store.create_cascade(&rec, &entry).await.unwrap();
+    }
+    // Someone else in the same shard is not the person's.
+    let (other, e) = started(key(inc, "carol"), 4, T0);
+    f.store.create_cascade(&other, &e).await.unwrap();
+    let incident = id(IncidentId::parse(inc));
+    let mine = f
+        .store
+        .person_cascades(&incident, &id(StakeholderId::parse("duty")))
+        .await
+        .unwrap();
+    let routes: BTreeSet<String> = mine.iter().map(|r| r.cascade.key.route.encode()).collect();
+    assert_eq!(
+        routes,
+        BTreeSet::from([
+            "member".to_string(),
+            "escalation:carol".to_string(),
+            "escalation:dan".to_string()
+        ])
+    );
+    // Each key reads back whole, with its contacts, and lists with the rest.
+    let got = f.store.get_cascade(&about("dan")).await.unwrap().unwrap();
+    assert_eq!(got.contacts, contacts(3));
+    let listed = f.store.list_cascades(&incident, None, 100).await.unwrap();
+    assert_eq!(listed.items.len(), 4);
+}
+
+#[tokio::test]
+async fn the_contact_ledger_lets_one_cascade_hold_a_channel_of_a_person_at_a_time() {
+    let f = fixture().await;
+    let incident = id(IncidentId::parse("INC-LEDGER"));
+    let who = id(StakeholderId::parse("duty"));
+    let member = key("INC-LEDGER", "duty");
+    let escalation = CascadeKey {
+        route: Route::escalation(id(StakeholderId::parse("carol"))),
+        ..member.clone()
+    };
+    let hold = 90_000;
+    let reserve = |holder: &CascadeKey, channel, now| {
+        let (store, incident, who, holder) = (
+            f.store.clone(),
+            incident.clone(),
+            who.clone(),
+            holder.clone(),
+        );
+        async move {
+            store
+                .reserve(&incident, &who, channel, &holder, now, hold)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        reserve(&member, Channel::Voice, T0).await,
+        Reservation::Granted
+    );
+    // The member cascade may call again (its own retry); the escalation may
+    // not, and learns when voice frees and that SMS is free.
+    assert_eq!(
+        reserve(&member, Channel::Voice, T0.plus(15_000)).await,
+        Reservation::Granted
+    );
+    match reserve(&escalation, Channel::Voice, T0.plus(20_000)).await {
+        Reservation::Busy(waits) => {
+            assert_eq!(
+                waits.free_at[Channel::Voice.index()],
+                Some(T0.plus(105_000))
+            );
+            assert_eq!(waits.free_at[Channel::Sms.index()], None);
+        }
+        Reservation::Granted => panic!("two cascades held one channel"),
+    }
+    assert_eq!(
+        reserve(&escalation, Channel::Sms, T0.plus(20_000)).await,
+        Reservation::Granted
+    );
+    // Once the hold is over, the other cascade may call.
+    assert_eq!(
+        reserve(&escalation, Channel::Voice, T0.plus(105_000)).await,
+        Reservation::Granted
+    );
+
+    // Ten dispatchers race for one free channel: exactly one wins.
+    let racers: Vec<CascadeKey> = (0..10)
+        .map(|i| CascadeKey {
+            route: Route::escalation(id(StakeholderId::parse(&format!("p{i}")))),
+            ..member.clone()
+        })
+        .collect();
+    let at = T0.plus(600_000);
+    let results =
+        futures::future::join_all(racers.iter().map(|k| reserve(k, Channel::Sms, at))).await;
+    let won = results
+        .iter()
+        .filter(|r| **r == Reservation::Granted)
+        .count();
+    assert_eq!(won, 1, "{results:?}");
 }

@@ -103,6 +103,8 @@ struct Harness {
     clock: Arc<VirtualClock>,
     sqs: aws_sdk_sqs::Client,
     jobs_url: String,
+    /// The work queue's priority lane (escalation jobs).
+    priority_url: String,
     timers_url: String,
     queue: Arc<HeldQueue>,
     held_jobs: Vec<Held>,
@@ -160,13 +162,20 @@ impl Harness {
     }
 
     async fn collect(&mut self) {
-        for (body, record) in self
+        let mut jobs = self
             .take(
+                &self.priority_url.clone(),
+                "arn:aws:sqs:us-east-1:123456789012:priority",
+            )
+            .await;
+        jobs.extend(
+            self.take(
                 &self.jobs_url.clone(),
                 "arn:aws:sqs:us-east-1:123456789012:dispatch",
             )
-            .await
-        {
+            .await,
+        );
+        for (body, record) in jobs {
             let due = self
                 .queue
                 .due
@@ -311,7 +320,7 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
         .await
         .unwrap();
     let mut urls = Vec::new();
-    for q in ["e2e-dispatch", "e2e-timers"] {
+    for q in ["e2e-dispatch", "e2e-timers", "e2e-priority"] {
         let r = clients
             .sqs
             .create_queue()
@@ -361,6 +370,7 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
         ("MUSTER_DIRECTORY_TABLE", directory.clone()),
         ("MUSTER_IDEMPOTENCY_TABLE", idem),
         ("MUSTER_DISPATCH_QUEUE_URL", urls[0].clone()),
+        ("MUSTER_PRIORITY_QUEUE_URL", urls[2].clone()),
         ("MUSTER_TIMER_QUEUE_URL", urls[1].clone()),
         (
             "MUSTER_TIMER_QUEUE_ARN",
@@ -456,7 +466,8 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
     let clock = VirtualClock::new(T0);
     let calls = Arc::new(Calls::default());
     let queue = Arc::new(HeldQueue {
-        inner: muster_aws::sqs::SqsQueue::new(clients.sqs.clone(), &urls[0]),
+        inner: muster_aws::sqs::SqsQueue::new(clients.sqs.clone(), &urls[0])
+            .with_priority_lane(&urls[2]),
         clock: clock.clone(),
         due: Mutex::new(HashMap::new()),
     });
@@ -486,6 +497,7 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
         clock: clock.clone(),
         sqs: clients.sqs.clone(),
         jobs_url: urls[0].clone(),
+        priority_url: urls[2].clone(),
         timers_url: urls[1].clone(),
         queue: queue.clone(),
         held_jobs: Vec::new(),
@@ -609,9 +621,12 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
     h.advance_to(T0.plus(30 * 60_000)).await;
     let carol = h.cascade(&incident, "carol", Route::Member).await;
     assert_eq!(carol.cascade.status, CascadeStatus::Escalated);
-    let dave = h.cascade(&incident, "dave", Route::Manager).await;
+    let carol_id = StakeholderId::parse("carol").unwrap();
+    let dave = h
+        .cascade(&incident, "dave", Route::escalation(carol_id.clone()))
+        .await;
     assert_eq!(dave.cascade.status, CascadeStatus::Escalated);
-    assert_eq!(dave.about.as_ref().map(|a| a.as_str()), Some("carol"));
+    assert_eq!(dave.cascade.key.route.about(), Some(&carol_id));
     let trail = h
         .deps
         .cascades

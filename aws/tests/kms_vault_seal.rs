@@ -68,7 +68,11 @@ async fn kms_seals_verify_offline_and_tampering_fails() {
     let kms = aws_sdk_kms::Client::new(&cfg);
     let key = KmsSealSigner::create_key(&kms).await.unwrap();
     let signer = KmsSealSigner::connect(kms.clone(), &key).await.unwrap();
-    let (algorithm, key_id, public_key) = signer.describe();
+    let muster::ports::SignerInfo {
+        algorithm,
+        key_id,
+        public_key,
+    } = signer.describe();
     assert_eq!(algorithm, ALGORITHM);
     assert!(key_id.contains(&key));
     assert!(public_key.starts_with("3059"), "DER SPKI of a P-256 key");

@@ -1,6 +1,8 @@
-//! `muster bench trigger`: latency of `POST /v1/incidents` for a large group
-//! on the local server, over real HTTP on loopback, while the incidents
-//! already triggered are being expanded and sent in the background.
+//! Benchmarks. `muster bench trigger`: latency of `POST /v1/incidents` for a
+//! large group on the local server, over real HTTP on loopback, while the
+//! incidents already triggered are being expanded and sent in the
+//! background. `muster bench escalation`: the escalation guarantees over
+//! many seeds of drill scenarios.
 
 use muster::directory::DirectoryFile;
 use muster::domain::{
@@ -30,7 +32,7 @@ fn directory(members: usize) -> anyhow::Result<DirectoryFile> {
         id: GroupId::parse("bench").map_err(|e| anyhow::anyhow!("{e}"))?,
         name: "Bench".into(),
         members: people.iter().map(|p| p.id.clone()).collect(),
-        on_call_manager: None,
+        on_call_manager: people.first().map(|p| p.id.clone()),
         escalation_channels: vec![],
     };
     Ok(DirectoryFile {
@@ -104,4 +106,172 @@ pub fn trigger(members: usize, requests: usize) -> anyhow::Result<()> {
     show("new incident (202)", &mut times);
     show("replay (202)", &mut replays);
     Ok(())
+}
+
+/// Totals of one scenario over its seeds.
+#[derive(Default)]
+struct EscalationTotals {
+    runs: u64,
+    failed_runs: u64,
+    failures: u64,
+    acknowledged: u64,
+    withdrawn: u64,
+    undelivered: u64,
+    cancelled: u64,
+    open: u64,
+    violations: u64,
+    first_offer_ms: Vec<u64>,
+    deepest: u32,
+    examples: Vec<String>,
+}
+
+pub fn escalation(
+    paths: &[std::path::PathBuf],
+    seeds: u64,
+    threads: Option<usize>,
+) -> anyhow::Result<std::process::ExitCode> {
+    use muster::app::EscalationOutcome as O;
+    use muster::drill::{Scenario, run};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    anyhow::ensure!(seeds > 0, "--seeds must be at least 1");
+    let mut scenarios = Vec::new();
+    for p in paths {
+        let text = crate::read(p)?;
+        let s = Scenario::from_toml(&text).map_err(|errors| {
+            let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!("{}: invalid scenario: {}", p.display(), list.join("; "))
+        })?;
+        scenarios.push((p.display().to_string(), s));
+    }
+    let jobs: Vec<(usize, u64)> = (0..scenarios.len())
+        .flat_map(|i| (1..=seeds).map(move |seed| (i, seed)))
+        .collect();
+    let next = AtomicU64::new(0);
+    let totals: Vec<Mutex<EscalationTotals>> = scenarios
+        .iter()
+        .map(|_| Mutex::new(EscalationTotals::default()))
+        .collect();
+    let threads = threads
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1)
+        .max(1);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(&(i, seed)) = jobs.get(n) else { break };
+                    let (_, report) = run(scenarios[i].1.clone(), seed);
+                    let mut t = totals[i].lock().unwrap_or_else(|e| e.into_inner());
+                    t.runs += 1;
+                    let e = &report.escalations;
+                    t.failures += e.failures;
+                    t.acknowledged += e.acknowledged;
+                    t.withdrawn += e.withdrawn;
+                    t.undelivered += e.undelivered;
+                    t.cancelled += e.cancelled;
+                    t.open += e.open;
+                    t.deepest = t.deepest.max(e.deepest_level);
+                    t.violations += report.invariant_violations;
+                    for st in &report.escalation_stories {
+                        t.first_offer_ms.extend(st.first_offer_ms);
+                        if matches!(st.outcome, O::Undelivered { .. }) && t.examples.len() < 3 {
+                            t.examples
+                                .push(format!("seed {seed}: {} reached nobody", st.about));
+                        }
+                    }
+                    if !report.passed() {
+                        t.failed_runs += 1;
+                        if t.examples.len() < 3 {
+                            let why = report
+                                .violations
+                                .first()
+                                .cloned()
+                                .or_else(|| report.errors.first().cloned())
+                                .unwrap_or_else(|| "cascades still active".into());
+                            t.examples.push(format!("seed {seed}: {why}"));
+                        }
+                    }
+                }
+            });
+        }
+    });
+    println!(
+        "Escalation over {seeds} seed(s) per scenario, {} runs on {threads} thread(s) in {:.1}s",
+        jobs.len(),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "{:<44} {:>6} {:>9} {:>6} {:>9} {:>10} {:>6}  {:>10}  {:>5} {:>5}",
+        "scenario",
+        "runs",
+        "failures",
+        "acked",
+        "withdrawn",
+        "undeliverd",
+        "open",
+        "offer p99/max",
+        "depth",
+        "bad"
+    );
+    let mut bad = 0;
+    for ((name, _), t) in scenarios.iter().zip(&totals) {
+        let mut t = t.lock().unwrap_or_else(|e| e.into_inner());
+        t.first_offer_ms.sort_unstable();
+        let q = |v: &[u64], q: f64| {
+            if v.is_empty() {
+                0.0
+            } else {
+                v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1000.0
+            }
+        };
+        let name = std::path::Path::new(name)
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        println!(
+            "{:<44} {:>6} {:>9} {:>6} {:>9} {:>10} {:>6}  {:>5.1}/{:<5.1}s  {:>5} {:>5}",
+            name,
+            t.runs,
+            t.failures,
+            t.acknowledged,
+            t.withdrawn,
+            t.undelivered,
+            t.open,
+            q(&t.first_offer_ms, 0.99),
+            q(&t.first_offer_ms, 1.0),
+            t.deepest,
+            t.failed_runs
+        );
+        for ex in &t.examples {
+            println!("    {ex}");
+        }
+        bad += t.failed_runs + t.violations + t.undelivered;
+    }
+    let reached: u64 = totals
+        .iter()
+        .map(|t| {
+            let t = t.lock().unwrap_or_else(|e| e.into_inner());
+            t.acknowledged + t.withdrawn + t.cancelled
+        })
+        .sum();
+    let failures: u64 = totals
+        .iter()
+        .map(|t| t.lock().unwrap_or_else(|e| e.into_inner()).failures)
+        .sum();
+    println!(
+        "{reached} of {failures} failures ({:.2}%) reached a person who acknowledged (or the person acknowledged after all)",
+        if failures == 0 {
+            100.0
+        } else {
+            100.0 * reached as f64 / failures as f64
+        }
+    );
+    Ok(if bad == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    })
 }

@@ -83,12 +83,34 @@ enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         requests: usize,
     },
+    /// Run drill scenarios over many seeds and check that every
+    /// CASCADE_FAILURE reached a person who acknowledged it (or was
+    /// withdrawn, or recorded as ESCALATION_UNDELIVERED), that no chain
+    /// named anyone twice and that nobody got two calls or two SMS within
+    /// the hold from two cascades. Exits 1 on any violation.
+    Escalation {
+        /// Scenario files (TOML), e.g. examples/drills/*.toml
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+        /// Seeds per scenario (1..=N).
+        #[arg(long, default_value_t = 100)]
+        seeds: u64,
+        /// Worker threads (default: the machine's cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
 }
 
 #[derive(Subcommand)]
 enum DirectoryCommand {
-    /// Validate a directory file: every error with its line or row and value.
-    Check { file: PathBuf },
+    /// Validate a directory file: every error with its line or row and
+    /// value, and every group without an escalation path under the policy.
+    Check {
+        file: PathBuf,
+        /// Policy file whose escalation fallback applies (default: the built-in policy).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
     /// Validate a directory file and, only if all of it is valid, write the
     /// normalised directory (E.164 numbers) as JSON.
     Import {
@@ -96,13 +118,22 @@ enum DirectoryCommand {
         /// Where to write the directory.
         #[arg(long, default_value = ".muster/directory.json")]
         into: PathBuf,
+        /// Policy file whose escalation fallback applies (default: the built-in policy).
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
 }
 
 #[derive(Subcommand)]
 enum PolicyCommand {
     /// Validate a policy file and print the effective policy, or every error.
-    Check { file: PathBuf },
+    Check {
+        file: PathBuf,
+        /// Also check that every group of this directory file has an
+        /// escalation path under the policy.
+        #[arg(long)]
+        directory: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -127,8 +158,8 @@ fn main() -> ExitCode {
             audit,
         } => drill(scenario, seed, json, audit),
         Command::Policy {
-            command: PolicyCommand::Check { file },
-        } => policy_check(file),
+            command: PolicyCommand::Check { file, directory },
+        } => policy_check(file, directory),
         Command::Audit {
             command: AuditCommand::Verify { file, require_seal },
         } => audit_verify(file, require_seal),
@@ -145,12 +176,20 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Trigger { members, requests },
         } => bench::trigger(members, requests).map(|()| ExitCode::SUCCESS),
+        Command::Bench {
+            command:
+                BenchCommand::Escalation {
+                    scenarios,
+                    seeds,
+                    threads,
+                },
+        } => bench::escalation(&scenarios, seeds, threads),
         Command::Directory {
-            command: DirectoryCommand::Check { file },
-        } => directory(file, None),
+            command: DirectoryCommand::Check { file, policy },
+        } => directory(file, None, policy),
         Command::Directory {
-            command: DirectoryCommand::Import { file, into },
-        } => directory(file, Some(into)),
+            command: DirectoryCommand::Import { file, into, policy },
+        } => directory(file, Some(into), policy),
     };
     match result {
         Ok(code) => code,
@@ -161,7 +200,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn read(path: &PathBuf) -> anyhow::Result<String> {
+pub(crate) fn read(path: &PathBuf) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
@@ -241,10 +280,36 @@ fn drill(
     })
 }
 
-fn policy_check(path: PathBuf) -> anyhow::Result<ExitCode> {
+fn policy_check(path: PathBuf, directory: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let text = read(&path)?;
     match Policy::from_toml(&text) {
         Ok(p) => {
+            if let Some(dir_path) = directory {
+                let dir_text = read(&dir_path)?;
+                let dir =
+                    muster::directory::parse_file(&dir_path, &dir_text).map_err(|errors| {
+                        let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+                        anyhow::anyhow!(
+                            "{}: invalid directory\n{}",
+                            dir_path.display(),
+                            lines.join("\n")
+                        )
+                    })?;
+                let problems =
+                    muster::directory::escalation_paths(&dir.stakeholders, &dir.groups, &p);
+                if !problems.is_empty() {
+                    println!(
+                        "{}: {} error(s) with {}",
+                        path.display(),
+                        problems.len(),
+                        dir_path.display()
+                    );
+                    for e in problems {
+                        println!("  {e}");
+                    }
+                    return Ok(ExitCode::from(1));
+                }
+            }
             println!("ok: {}", path.display());
             println!("{}", p.describe());
             Ok(ExitCode::SUCCESS)
@@ -305,9 +370,35 @@ fn audit_verify(path: PathBuf, require_seal: bool) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn directory(path: PathBuf, into: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+fn load_policy(path: Option<&PathBuf>) -> anyhow::Result<Result<Policy, ExitCode>> {
+    let Some(path) = path else {
+        return Ok(Ok(Policy::default()));
+    };
+    let text = read(path)?;
+    Ok(Policy::from_toml(&text).map_err(|errors| {
+        println!("{}: {} error(s)", path.display(), errors.len());
+        for e in errors {
+            println!("  {e}");
+        }
+        ExitCode::from(1)
+    }))
+}
+
+fn directory(
+    path: PathBuf,
+    into: Option<PathBuf>,
+    policy: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let policy = match load_policy(policy.as_ref())? {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
     let text = read(&path)?;
-    let dir = match muster::directory::parse_file(&path, &text) {
+    let parsed = muster::directory::parse_file(&path, &text).and_then(|d| {
+        let paths = muster::directory::escalation_paths(&d.stakeholders, &d.groups, &policy);
+        if paths.is_empty() { Ok(d) } else { Err(paths) }
+    });
+    let dir = match parsed {
         Ok(d) => d,
         Err(errors) => {
             println!(

@@ -186,6 +186,14 @@ pub fn app(
     ack_secret: &str,
     quiet: bool,
 ) -> anyhow::Result<axum::Router> {
+    let paths = muster::directory::escalation_paths(&dir.stakeholders, &dir.groups, &policy);
+    if !paths.is_empty() {
+        let lines: Vec<String> = paths.iter().map(|e| format!("  {e}")).collect();
+        anyhow::bail!(
+            "refusing to start: failures would reach nobody\n{}",
+            lines.join("\n")
+        );
+    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let agenda: Arc<Agenda<Delivered>> = Agenda::new(clock.clone());
     let store = Arc::new(MemoryStore::new());

@@ -57,6 +57,42 @@ impl fmt::Display for DirectoryError {
     }
 }
 
+/// Every group must have an escalation path: an on-call manager, or the
+/// policy's fallback rota; and every fallback must be in the directory. A
+/// group with neither would let its failures reach nobody, so it is an
+/// error, never a log line. One error per problem, naming the group.
+pub fn escalation_paths(
+    stakeholders: &[Stakeholder],
+    groups: &[Group],
+    policy: &crate::policy::Policy,
+) -> Vec<DirectoryError> {
+    let known: HashSet<&StakeholderId> = stakeholders.iter().map(|s| &s.id).collect();
+    let fallback = &policy.escalation.fallback;
+    let mut errors = Vec::new();
+    for (i, f) in fallback.iter().enumerate() {
+        if !known.contains(f) {
+            errors.push(DirectoryError {
+                location: "policy".into(),
+                field: format!("escalation.fallback[{i}]"),
+                value: f.to_string(),
+                message: "is not in the directory".into(),
+            });
+        }
+    }
+    for g in groups {
+        let manager = g.on_call_manager.as_ref().filter(|m| known.contains(m));
+        if manager.is_none() && fallback.is_empty() {
+            errors.push(DirectoryError {
+                location: format!("group {}", g.id),
+                field: "on_call_manager".into(),
+                value: String::new(),
+                message: "the group has no escalation path: give it an on-call manager, or name an [escalation] fallback in the policy".into(),
+            });
+        }
+    }
+    errors
+}
+
 /// Parses a directory file; the format comes from the extension (`.yaml`,
 /// `.yml` or `.csv`).
 pub fn parse_file(

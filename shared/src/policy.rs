@@ -3,7 +3,7 @@
 //! be overridden. Loading reports every error, each with its dotted path and
 //! the offending value, and yields no policy unless all of it is valid.
 
-use crate::domain::{Channel, Millis, Severity, Tier};
+use crate::domain::{Channel, Millis, Severity, StakeholderId, Tier};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -53,10 +53,48 @@ pub struct Policy {
     /// Sends per second per carrier endpoint, unless the endpoint has its own.
     pub rate_limit_per_sec: f64,
     pub endpoint_limits: BTreeMap<String, f64>,
-    /// Severity whose order and delays the on-call manager's cascade uses.
+    /// Severity whose order and delays escalation cascades use (the high-priority route).
     pub manager_route: Severity,
     /// Live contact lookups in flight at once per expansion job.
     pub lookup_max_in_flight: u32,
+    /// How failures escalate beyond the group's on-call manager.
+    pub escalation: EscalationPolicy,
+    /// A channel held back by carrier throttling (429) for longer than this
+    /// fails for that person (CHANNEL_THROTTLED_OUT); `None`: the severity x
+    /// tier escalation delay.
+    pub throttle_bound: Option<Millis>,
+    /// Per severity: when a non-voice channel is DELIVERED and not
+    /// acknowledged within the hold, a voice call goes alongside the next
+    /// channel (the seed's parallel voice call).
+    pub parallel_voice: [bool; 4],
+    /// The next channel, when it is SMS, goes this long after the parallel
+    /// call, so that voice and SMS are never sent at the same instant.
+    pub parallel_voice_stagger: Millis,
+}
+
+/// The escalation chain of a failure: the group's on-call manager, then each
+/// person's manager from the directory, then the fallback rota in order,
+/// never naming anyone twice and at most `max_depth` people deep.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EscalationPolicy {
+    /// People to escalate to when the directory offers nobody (next): a BCP
+    /// administrator rota, in order.
+    pub fallback: Vec<StakeholderId>,
+    /// People told about one failure at most (levels of the chain).
+    pub max_depth: u32,
+    /// Share of an endpoint's rate escalation sends may take ahead of member
+    /// sends (the high-priority route's reserved share).
+    pub priority_share: f64,
+}
+
+impl Default for EscalationPolicy {
+    fn default() -> Self {
+        EscalationPolicy {
+            fallback: Vec::new(),
+            max_depth: 3,
+            priority_share: 0.5,
+        }
+    }
 }
 
 impl Default for Policy {
@@ -86,6 +124,10 @@ impl Default for Policy {
             endpoint_limits: BTreeMap::new(),
             manager_route: Severity::P1,
             lookup_max_in_flight: 8,
+            escalation: EscalationPolicy::default(),
+            throttle_bound: None,
+            parallel_voice: [true, false, false, false],
+            parallel_voice_stagger: 30_000,
         }
     }
 }
@@ -96,6 +138,10 @@ impl Policy {
     }
     pub fn channels(&self, severity: Severity) -> &[Channel] {
         &self.channel_order[severity.index()]
+    }
+    /// Whether the seed's parallel voice call is on for `severity`.
+    pub fn parallel_voice(&self, severity: Severity) -> bool {
+        self.parallel_voice[severity.index()]
     }
     pub fn rate_limit(&self, endpoint: &str) -> f64 {
         self.endpoint_limits
@@ -171,11 +217,37 @@ impl Policy {
                                 Some(Ok(s)) => next.manager_route = s,
                                 _ => w.err(&path, v, "expected a severity: P1, P2, P3 or P4"),
                             },
+                            "throttle_bound" => w.duration(v, &path, 1_000, 86_400_000).map(|d| next.throttle_bound = Some(d)).unwrap_or(()),
+                            "parallel_voice" => {
+                                if let Some(list) = w.severities(v, &path) {
+                                    next.parallel_voice = [false; 4];
+                                    for sev in list {
+                                        next.parallel_voice[sev.index()] = true;
+                                    }
+                                }
+                            }
+                            "parallel_voice_stagger" => w.duration(v, &path, 0, 600_000).map(|d| next.parallel_voice_stagger = d).unwrap_or(()),
                             _ => w.err(
                                 &path,
                                 v,
-                                "unknown key: expected hard_failure_threshold, receipt_timeout, max_in_flight, reconciliation_age, sweep_interval or manager_route",
+                                "unknown key: expected hard_failure_threshold, receipt_timeout, max_in_flight, reconciliation_age, sweep_interval, manager_route, throttle_bound, parallel_voice or parallel_voice_stagger",
                             ),
+                        }
+                    }
+                }
+                "escalation" => {
+                    let Some(t) = w.table(value, key) else { continue };
+                    for (k, v) in t {
+                        let path = format!("escalation.{k}");
+                        match k.as_str() {
+                            "fallback" => {
+                                if let Some(ids) = w.stakeholders(v, &path) {
+                                    next.escalation.fallback = ids;
+                                }
+                            }
+                            "max_depth" => w.int(v, &path, 1, 10).map(|n| next.escalation.max_depth = n as u32).unwrap_or(()),
+                            "priority_share" => w.float(v, &path, 0.05, 1.0).map(|f| next.escalation.priority_share = f).unwrap_or(()),
+                            _ => w.err(&path, v, "unknown key: expected fallback, max_depth or priority_share"),
                         }
                     }
                 }
@@ -218,7 +290,7 @@ impl Policy {
                         }
                     }
                 }
-                _ => w.err(key, value, "unknown section: expected escalation_delay, channel_order, retry, cascade, trigger, contact_lookup or rate_limit"),
+                _ => w.err(key, value, "unknown section: expected escalation_delay, channel_order, retry, cascade, escalation, trigger, contact_lookup or rate_limit"),
             }
         }
         next.validate(&mut w);
@@ -320,6 +392,42 @@ impl Policy {
             s,
             "manager route         {} order and delays",
             self.manager_route
+        );
+        let e = &self.escalation;
+        let fallback: Vec<&str> = e.fallback.iter().map(StakeholderId::as_str).collect();
+        let _ = writeln!(
+            s,
+            "escalation chain      on-call manager, their managers, then fallback {}; at most {} people; {}% of each endpoint's rate reserved ahead of members",
+            if fallback.is_empty() {
+                "(none)".to_string()
+            } else {
+                fallback.join(" -> ")
+            },
+            e.max_depth,
+            (e.priority_share * 100.0).round()
+        );
+        let _ = writeln!(
+            s,
+            "throttling bound      {} per person",
+            match self.throttle_bound {
+                Some(b) => secs(b),
+                None => "the severity x tier escalation delay".into(),
+            }
+        );
+        let parallel: Vec<&str> = Severity::ALL
+            .iter()
+            .filter(|sev| self.parallel_voice(**sev))
+            .map(|sev| sev.as_str())
+            .collect();
+        let _ = writeln!(
+            s,
+            "parallel voice call   {} (next channel, if SMS, {} later)",
+            if parallel.is_empty() {
+                "off".to_string()
+            } else {
+                format!("on for {}", parallel.join(", "))
+            },
+            secs(self.parallel_voice_stagger)
         );
         let _ = writeln!(
             s,
@@ -463,6 +571,67 @@ impl Walker<'_> {
                 None
             }
         }
+    }
+    fn severities(&mut self, v: &toml::Value, path: &str) -> Option<Vec<Severity>> {
+        let Some(arr) = v.as_array() else {
+            self.err(
+                path,
+                v,
+                "expected a list of severities, e.g. [\"P1\", \"P2\"]",
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, x) in arr.iter().enumerate() {
+            match x.as_str().map(Severity::parse) {
+                Some(Ok(sev)) if !out.contains(&sev) => out.push(sev),
+                Some(Ok(_)) => {
+                    self.err(&format!("{path}[{i}]"), x, "severity listed twice");
+                    ok = false;
+                }
+                _ => {
+                    self.err(
+                        &format!("{path}[{i}]"),
+                        x,
+                        "expected a severity: P1, P2, P3 or P4",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+    fn stakeholders(&mut self, v: &toml::Value, path: &str) -> Option<Vec<StakeholderId>> {
+        let Some(arr) = v.as_array() else {
+            self.err(
+                path,
+                v,
+                "expected a list of stakeholder ids, e.g. [\"bcp-admin-1\"]",
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, x) in arr.iter().enumerate() {
+            let ipath = format!("{path}[{i}]");
+            match x.as_str().map(StakeholderId::parse) {
+                Some(Ok(id)) if out.contains(&id) => {
+                    self.err(&ipath, x, "stakeholder listed twice");
+                    ok = false;
+                }
+                Some(Ok(id)) => out.push(id),
+                Some(Err(e)) => {
+                    self.err(&ipath, x, &e.message);
+                    ok = false;
+                }
+                None => {
+                    self.err(&ipath, x, "expected a stakeholder id (a string)");
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
     }
     fn channels(&mut self, v: &toml::Value, path: &str) -> Option<Vec<Channel>> {
         let Some(arr) = v.as_array() else {

@@ -8,12 +8,12 @@
 //! equals `expected_version`. A cascade transition and the audit entry that
 //! records it are written atomically: both or neither.
 
-use crate::app::audit::{AuditEntry, Seal};
+use crate::app::audit::{AuditEntry, ChainHead, Seal};
 use crate::domain::{
     Address, Channel, ContactMethods, Group, GroupId, Incident, IncidentId, Millis, PhoneNumber,
     Severity, Stakeholder, StakeholderId, Ts,
 };
-use crate::engine::{Cascade, CascadeKey, Decision, Event, Route, TimerKind};
+use crate::engine::{Cascade, CascadeKey, Decision, Event, TimerKind};
 use crate::error::Result;
 use crate::policy::Policy;
 use crate::ratelimit::Ticket;
@@ -30,15 +30,57 @@ pub struct CascadeRecord {
     pub name: String,
     /// Code a stakeholder can reply with ("ACK 4821").
     pub ack_code: String,
-    /// For a manager cascade: whose cascade failure it reports.
+    /// For an escalation cascade: where it stands in its failure's chain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub about: Option<StakeholderId>,
+    pub escalation: Option<EscalationInfo>,
+    /// For an escalation cascade: the other failures its messages named
+    /// (bundled), by attempt; an ACK of that message acknowledges them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub named: Vec<Named>,
     /// The contact lookup at start failed; directory data used.
     #[serde(default)]
     pub needs_review: bool,
     /// Audit chain head: sequence number of the next entry and hash of the last.
     pub audit_seq: u64,
     pub audit_head: String,
+}
+
+/// An escalation cascade's place in the chain of the failure it reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalationInfo {
+    /// 1 for the first person told (the group's on-call manager), 2 for the next...
+    pub level: u32,
+    /// The failed person first, then everyone told so far, this cascade's
+    /// stakeholder last. Nobody appears twice.
+    pub chain: Vec<StakeholderId>,
+    /// The failed person's name, for the messages.
+    pub about_name: String,
+}
+
+/// The other failures one message of an escalation cascade named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Named {
+    pub attempt: u32,
+    pub about: Vec<StakeholderId>,
+}
+
+impl CascadeRecord {
+    /// Who an acknowledgement of `attempt` (or of no particular message)
+    /// also covers: the failures that message named, or every failure any
+    /// message of the cascade named.
+    pub fn bundled(&self, attempt: Option<u32>) -> Vec<StakeholderId> {
+        let mut out: Vec<StakeholderId> = Vec::new();
+        for n in &self.named {
+            if attempt.is_none_or(|a| a == n.attempt) {
+                for id in &n.about {
+                    if !out.contains(id) {
+                        out.push(id.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +125,13 @@ pub trait CascadeStore: Send + Sync {
         cursor: Option<String>,
         limit: usize,
     ) -> Result<Page<CascadeKey>>;
+    /// Every cascade of one person in one incident (their member cascade
+    /// and the escalations they were told), in a stable order.
+    async fn person_cascades(
+        &self,
+        incident: &IncidentId,
+        stakeholder: &StakeholderId,
+    ) -> Result<Vec<CascadeRecord>>;
     /// Every audit entry of an incident, per cascade in sequence order.
     async fn audit_trail(&self, incident: &IncidentId) -> Result<Vec<AuditEntry>>;
     /// Maps a provider's message id to the attempt it carried.
@@ -111,11 +160,8 @@ pub trait NumberIndex: Send + Sync {
 pub trait SealStore: Send + Sync {
     /// Incidents still open (sealed again periodically).
     async fn open_incidents(&self) -> Result<Vec<IncidentId>>;
-    /// Every cascade's chain head `(route, stakeholder, last seq, last hash)`.
-    async fn chain_heads(
-        &self,
-        incident: &IncidentId,
-    ) -> Result<Vec<(Route, StakeholderId, u64, String)>>;
+    /// Every cascade's chain head.
+    async fn chain_heads(&self, incident: &IncidentId) -> Result<Vec<ChainHead>>;
     /// Stores an incident seal (never replaced: seals accumulate).
     async fn put_seal(&self, seal: &Seal) -> Result<()>;
     async fn seals(&self, incident: &IncidentId) -> Result<Vec<Seal>>;
@@ -134,7 +180,7 @@ pub struct GroupSummary {
     pub id: GroupId,
     pub name: String,
     pub on_call_manager: Option<StakeholderId>,
-    /// Channel order of the on-call manager's cascade (empty: the policy's manager route).
+    /// Channel order of escalation cascades (empty: the policy's manager route).
     pub escalation_channels: Vec<Channel>,
     pub size: u32,
 }
@@ -190,11 +236,20 @@ pub trait ContactVault: Send + Sync {
     async fn erase(&self, stakeholder: &StakeholderId) -> Result<bool>;
 }
 
+/// Who signs seals, as a verifier needs to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignerInfo {
+    /// `ed25519` or `ecdsa-p256-sha256`.
+    pub algorithm: String,
+    pub key_id: String,
+    /// The public key a verifier checks with (hex).
+    pub public_key: String,
+}
+
 /// Signs incident seals.
 #[async_trait]
 pub trait Sealer: Send + Sync {
-    /// Algorithm name, key id and the public key (hex) a verifier checks with.
-    fn describe(&self) -> (String, String, String);
+    fn describe(&self) -> SignerInfo;
     async fn sign(&self, message: &[u8]) -> Result<String>;
 }
 
@@ -235,17 +290,52 @@ pub enum Job {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ticket: Option<Ticket>,
     },
-    /// A member's cascade failed: notify the on-call manager.
+    /// A cascade failed: name `about`'s failure to the next person of its
+    /// escalation chain (`chain`: the failed person, then everyone told so far).
     Escalate {
         incident: IncidentId,
-        manager: StakeholderId,
+        about: StakeholderId,
+        chain: Vec<StakeholderId>,
+    },
+    /// `about`'s failure was acknowledged late (by them, or by someone
+    /// told whose escalation had already moved up the chain): withdraw the
+    /// open escalation about them.
+    Withdraw {
+        incident: IncidentId,
         about: StakeholderId,
     },
+    /// A withdrawn escalation had reached its person: tell them the update.
+    Notice { key: CascadeKey },
+    /// An escalation cascade was acknowledged (`attempt`: the message
+    /// answered): acknowledge the failures that message also named.
+    ShareAck {
+        key: CascadeKey,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempt: Option<u32>,
+    },
+}
+
+impl Job {
+    /// Jobs of the high-priority route: everything about escalations. They
+    /// take the queue's priority lane and the limiter's reserved share, so
+    /// they never wait behind a mass activation's member sends.
+    pub fn is_priority(&self) -> bool {
+        match self {
+            Job::Expand { .. } => false,
+            Job::Send { key, .. } => key.route.is_escalation(),
+            Job::Escalate { .. }
+            | Job::Withdraw { .. }
+            | Job::Notice { .. }
+            | Job::ShareAck { .. } => true,
+        }
+    }
 }
 
 #[async_trait]
 pub trait WorkQueue: Send + Sync {
-    /// Enqueues jobs, each visible after its delay.
+    /// Enqueues jobs, each visible after its delay. Jobs for which
+    /// [`Job::is_priority`] holds go to the priority lane, which is always
+    /// served first.
     async fn enqueue(&self, jobs: Vec<(Job, Millis)>) -> Result<()>;
     /// Approximate number of jobs waiting (visible or delayed).
     async fn backlog(&self) -> Result<u64>;
@@ -290,6 +380,14 @@ pub struct OutboundMessage {
 }
 
 impl OutboundMessage {
+    /// The attempt number of a notice: an update about a cascade that has
+    /// ended (no attempt of the cascade, which are numbered from 1).
+    pub const NOTICE: u32 = 0;
+
+    pub fn is_notice(&self) -> bool {
+        self.attempt == Self::NOTICE
+    }
+
     /// Idempotency key of the send: the same attempt is never two messages.
     pub fn idempotency_key(&self) -> String {
         format!("{}#{}", self.key, self.attempt)
@@ -321,13 +419,85 @@ pub trait ChannelSender: Send + Sync {
 }
 
 /// Result of asking the rate limiter for one send.
-pub use crate::ratelimit::Admit;
+pub use crate::ratelimit::{Admit, Lane};
+
+/// What [`RateLimiter::admit`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The limiter's decision.
+    Decided(Admit),
+    /// The limiter's shared state changed under every try (a store under
+    /// contention): ask again at `at`, with the ticket held.
+    Retry { at: Ts },
+}
+
+/// A reservation of one channel to one person, within one incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactEntry {
+    pub holder: CascadeKey,
+    /// Until when nobody else may use the channel for this person.
+    pub until: Ts,
+}
+
+impl ContactEntry {
+    /// Whether `holder` may use the channel at `now`: the entry is its own,
+    /// or the other holder's hold is over.
+    pub fn admits(&self, holder: &CascadeKey, now: Ts) -> bool {
+        &self.holder == holder || self.until <= now
+    }
+}
+
+/// What [`ContactLedger::reserve`] answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    Granted,
+    /// Another cascade holds the channel; when each channel is free.
+    Busy(crate::engine::ChannelWaits),
+}
+
+/// Capability: one person, one contact at a time. Before a call or an SMS
+/// (the channels that ring a phone) goes to a person, the sending cascade
+/// reserves that channel for them for its hold; another cascade of the same
+/// incident that wants the same channel while the reservation runs is told
+/// when it is free. Reservations are atomic: on AWS a conditional write.
+#[async_trait]
+pub trait ContactLedger: Send + Sync {
+    /// Reserves `channel` of `person` for `holder` from `now` until
+    /// `now + hold`, unless another holder's reservation is still running.
+    async fn reserve(
+        &self,
+        incident: &IncidentId,
+        person: &StakeholderId,
+        channel: Channel,
+        holder: &CascadeKey,
+        now: Ts,
+        hold: Millis,
+    ) -> Result<Reservation>;
+}
+
+/// The channels the contact ledger guards: a second call or SMS within the
+/// hold is what confuses a person; a second email or push is not.
+pub fn guarded(channel: Channel) -> bool {
+    matches!(channel, Channel::Voice | Channel::Sms)
+}
 
 #[async_trait]
 pub trait RateLimiter: Send + Sync {
-    async fn admit(&self, endpoint: &str, now: Ts, ticket: Option<Ticket>) -> Result<Admit>;
+    /// Asks to send one message on `endpoint` now (see `ratelimit`): the
+    /// priority lane takes the next free slot ahead of booked member sends,
+    /// within its reserved share.
+    async fn admit(
+        &self,
+        endpoint: &str,
+        now: Ts,
+        ticket: Option<Ticket>,
+        lane: Lane,
+    ) -> Result<Admission>;
     async fn on_success(&self, endpoint: &str, now: Ts);
     async fn on_throttled(&self, endpoint: &str, now: Ts, retry_after: Option<Millis>);
+    /// The first 429 since the endpoint last accepted a send, while it has
+    /// accepted none since (the carrier is throttling it).
+    async fn throttled_since(&self, endpoint: &str) -> Result<Option<Ts>>;
 }
 
 /// What happened, for metrics and for drills' live invariant checks.
@@ -397,6 +567,8 @@ pub struct Deps {
     pub numbers: Option<Arc<dyn NumberIndex>>,
     /// Directory writes (SMS opt-outs, provisioning); `None`: read-only.
     pub admin: Option<Arc<dyn DirectoryAdmin>>,
+    /// One person, one contact at a time across their cascades.
+    pub ledger: Arc<dyn ContactLedger>,
 }
 
 /// Mints the signed one-click acknowledgement link of a cascade.

@@ -33,6 +33,14 @@
 //! is probed less often. Busy time advances only with accepted sends, so an
 //! idle endpoint keeps what it learned instead of drifting back up.
 //!
+//! Priority. Escalation sends take the priority lane: a priority send gets
+//! the next free slot after the sends already granted, ahead of every booked
+//! member slot, and each such insertion moves every booked member slot one
+//! interval later (tickets carry the shift they were booked under), so the
+//! endpoint still never sees more than its pace and booked members keep
+//! their order. The priority lane has its own pace, `priority_share` of the
+//! rate, so that escalations never take the whole endpoint from members.
+//!
 //! Slots already booked keep the pace at which they were booked, so a rate
 //! increase reaches the carrier only after the booked schedule
 //! ([`AdaptiveLimiter::booked_until`]) has run out; a dispatcher that leaves
@@ -81,16 +89,29 @@ pub struct LimiterConfig {
     pub limit_per_sec: f64,
     /// The rate is never cut below this.
     pub min_per_sec: f64,
+    /// Share of the rate the priority lane may take ahead of member sends.
+    pub priority_share: f64,
 }
 
 impl LimiterConfig {
-    /// A told limit with the default floor of 1 msg/s.
+    /// A told limit with the default floor of 1 msg/s and half the rate
+    /// available to the priority lane.
     pub fn new(limit_per_sec: f64) -> Self {
         LimiterConfig {
             limit_per_sec,
             min_per_sec: 1.0,
+            priority_share: 0.5,
         }
     }
+}
+
+/// Which lane a send waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lane {
+    Member,
+    /// Escalations: ahead of member sends, within the priority share.
+    Priority,
 }
 
 impl Default for LimiterConfig {
@@ -105,21 +126,34 @@ impl Default for LimiterConfig {
 pub enum Admit {
     /// Send now.
     Granted,
-    /// Come back at `until` with `ticket`.
-    Wait { until: Ts, ticket: Ticket },
+    /// Come back at `until` with `ticket`. `throttled_since`: the endpoint
+    /// has been answering 429 since then without accepting anything, so the
+    /// wait is the carrier's throttling, not only pacing.
+    Wait {
+        until: Ts,
+        ticket: Ticket,
+        throttled_since: Option<Ts>,
+    },
 }
 
 /// A booked slot: the job that holds it is granted when it comes back at or
-/// after `slot`, unless a 429 has since moved the limiter to a new epoch.
+/// after `slot` (moved later by the priority sends inserted since it was
+/// booked), unless a 429 has since moved the limiter to a new epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ticket {
     pub slot: Ts,
     pub epoch: u32,
+    /// The limiter's priority shift (us) when the slot was booked; `None`
+    /// for a priority slot, which priority insertions never move.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shift_us: Option<u64>,
 }
 
 /// Paces the sends to one carrier endpoint and adapts the pace to the
-/// carrier's 429s. See the module documentation for the invariants.
-#[derive(Debug, Clone)]
+/// carrier's 429s. See the module documentation for the invariants. Its
+/// whole state serializes, so any store can hold it (the DynamoDB limiter
+/// keeps it in one versioned item).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdaptiveLimiter {
     limit: f64,
     floor: f64,
@@ -152,6 +186,16 @@ pub struct AdaptiveLimiter {
     plateau_s: f64,
     /// Busy time since the cut (one interval per accepted send), s.
     busy_s: f64,
+    /// Priority insertions of this epoch, as time (us) every booked member
+    /// slot has moved.
+    shift_us: u64,
+    /// The latest granted send, us.
+    last_grant_us: u64,
+    /// Theoretical arrival time of the priority lane's next slot, us.
+    priority_next_us: u64,
+    priority_share: f64,
+    /// The first 429 since the carrier last accepted a send.
+    throttled_since: Option<Ts>,
 }
 
 impl AdaptiveLimiter {
@@ -179,13 +223,23 @@ impl AdaptiveLimiter {
             gain: PROBE_GAIN * limit,
             plateau_s: 0.0,
             busy_s: 0.0,
+            shift_us: 0,
+            last_grant_us: 0,
+            priority_next_us: micros(now),
+            priority_share: if cfg.priority_share.is_nan() {
+                0.5
+            } else {
+                cfg.priority_share.clamp(0.01, 1.0)
+            },
+            throttled_since: None,
         }
     }
 
-    /// Ask to send one message now. `ticket` is what an earlier Wait handed
-    /// out for this same job. A job that comes back at (or after) its
-    /// ticket's slot, with the limiter's epoch unchanged, is Granted without
-    /// drawing again; one that comes back early is told the same slot again.
+    /// Ask to send one message now, in the member lane. `ticket` is what an
+    /// earlier Wait handed out for this same job. A job that comes back at
+    /// (or after) its ticket's slot, moved by the priority sends inserted
+    /// since, with the limiter's epoch unchanged, is Granted without drawing
+    /// again; one that comes back early is told its slot again.
     /// Otherwise: Granted if a send fits now; else books the next free slot
     /// (advancing the schedule, so N waiting jobs get N distinct slots, with
     /// no thundering herd and O(1) work per call) and returns
@@ -193,13 +247,14 @@ impl AdaptiveLimiter {
     pub fn admit(&mut self, now: Ts, ticket: Option<Ticket>) -> Admit {
         self.expire_pause(now);
         if let Some(ticket) = ticket.filter(|t| t.epoch == self.epoch) {
-            return if now >= ticket.slot {
-                Admit::Granted
+            let moved = ticket
+                .shift_us
+                .map_or(0, |at| self.shift_us.saturating_sub(at));
+            let slot = Ts((micros(ticket.slot) + moved).div_ceil(1000));
+            return if now >= slot {
+                self.granted(now)
             } else {
-                Admit::Wait {
-                    until: ticket.slot,
-                    ticket,
-                }
+                self.wait(slot, ticket)
             };
         }
         let now_us = micros(now);
@@ -207,17 +262,77 @@ impl AdaptiveLimiter {
         if self.next_free_us <= now_us {
             self.idle_us_since_cut += now_us - self.next_free_us;
             self.next_free_us = now_us + interval_us;
-            return Admit::Granted;
+            return self.granted(now);
         }
         let slot = Ts(self.next_free_us.div_ceil(1000));
         self.next_free_us += interval_us;
-        Admit::Wait {
-            until: slot,
-            ticket: Ticket {
-                slot,
-                epoch: self.epoch,
-            },
+        let ticket = Ticket {
+            slot,
+            epoch: self.epoch,
+            shift_us: Some(self.shift_us),
+        };
+        self.wait(slot, ticket)
+    }
+
+    /// Ask to send one message now, in the priority lane: the next slot
+    /// after the last granted send (and after the lane's own pace), ahead of
+    /// every booked member slot, which all move one interval later.
+    pub fn admit_priority(&mut self, now: Ts, ticket: Option<Ticket>) -> Admit {
+        self.expire_pause(now);
+        if let Some(ticket) = ticket.filter(|t| t.epoch == self.epoch && t.shift_us.is_none()) {
+            return if now >= ticket.slot {
+                self.granted(now)
+            } else {
+                self.wait(ticket.slot, ticket)
+            };
         }
+        let now_us = micros(now);
+        let interval_us = self.interval_us();
+        if self.next_free_us <= now_us {
+            self.idle_us_since_cut += now_us - self.next_free_us;
+            self.next_free_us = now_us + interval_us;
+            self.priority_next_us = self
+                .priority_next_us
+                .max(now_us + (interval_us as f64 / self.priority_share) as u64);
+            return self.granted(now);
+        }
+        let paused_us = self.paused_until.map_or(0, micros);
+        let slot_us = now_us
+            .max(self.last_grant_us + interval_us)
+            .max(self.priority_next_us)
+            .max(paused_us);
+        self.priority_next_us = slot_us + (interval_us as f64 / self.priority_share) as u64;
+        self.shift_us += interval_us;
+        self.next_free_us += interval_us;
+        if slot_us <= now_us {
+            return self.granted(now);
+        }
+        let slot = Ts(slot_us.div_ceil(1000));
+        let ticket = Ticket {
+            slot,
+            epoch: self.epoch,
+            shift_us: None,
+        };
+        self.wait(slot, ticket)
+    }
+
+    fn granted(&mut self, now: Ts) -> Admit {
+        self.last_grant_us = self.last_grant_us.max(micros(now));
+        Admit::Granted
+    }
+
+    fn wait(&self, until: Ts, ticket: Ticket) -> Admit {
+        Admit::Wait {
+            until,
+            ticket,
+            throttled_since: self.throttled_since,
+        }
+    }
+
+    /// The first 429 since the carrier last accepted a send, if it has not
+    /// accepted one since.
+    pub fn throttled_since(&self) -> Option<Ts> {
+        self.throttled_since
     }
 
     /// The carrier accepted a send (or answered anything but throttling) at
@@ -225,6 +340,11 @@ impl AdaptiveLimiter {
     /// its growth curve by one send interval of busy time.
     pub fn on_success(&mut self, now: Ts) {
         self.expire_pause(now);
+        // An acceptance ends a throttling episode only if it came after the
+        // episode's first 429 (one reported late does not).
+        if self.throttled_since.is_some_and(|t| now >= t) {
+            self.throttled_since = None;
+        }
         self.accepted_since_cut += 1;
         if let Some(prev) = self.last_success {
             let dt = now.since(prev) as f64;
@@ -249,6 +369,7 @@ impl AdaptiveLimiter {
     /// pause but do not cut again.
     pub fn on_throttled(&mut self, now: Ts, retry_after: Option<Millis>) {
         let pause = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
+        self.throttled_since.get_or_insert(now);
         let until = now.plus(pause);
         let until = self.paused_until.map_or(until, |p| p.max(until));
         self.paused_until = Some(until);
@@ -259,6 +380,8 @@ impl AdaptiveLimiter {
         // Booked slots are void; the next send comes after the pause, and
         // at least one interval after any send already made.
         self.next_free_us = micros(until).max(micros(now) + self.interval_us());
+        self.shift_us = 0;
+        self.priority_next_us = self.priority_next_us.max(self.next_free_us);
         self.resumed_at = Some(until);
         self.last_success = None;
         self.sends_since_resume = 0;
@@ -266,6 +389,21 @@ impl AdaptiveLimiter {
             .cut_guard_until
             .max(until)
             .max(now.plus(MIN_CUT_SPACING));
+    }
+
+    /// Applies a (possibly changed) configuration to a stored limiter: the
+    /// limit, floor and priority share, the rate clamped into the new range.
+    pub fn reconfigure(&mut self, cfg: LimiterConfig) {
+        let fresh = AdaptiveLimiter::new(cfg, Ts(0));
+        if (fresh.limit, fresh.floor, fresh.priority_share)
+            != (self.limit, self.floor, self.priority_share)
+        {
+            self.limit = fresh.limit;
+            self.floor = fresh.floor;
+            self.priority_share = fresh.priority_share;
+            self.rate = self.rate.clamp(self.floor, self.limit);
+            self.knee = self.knee.clamp(self.floor, self.limit);
+        }
     }
 
     /// Current pacing rate, msgs/s: the spacing of the slots booked from now
@@ -485,7 +623,7 @@ mod tests {
                 }
                 self.due.pop();
                 match self.limiter.admit(now, self.tickets[job]) {
-                    Admit::Wait { until, ticket } => {
+                    Admit::Wait { until, ticket, .. } => {
                         assert!(until > now, "a wait must end in the future");
                         self.tickets[job] = Some(ticket);
                         self.schedule(until, job);
@@ -635,7 +773,7 @@ mod tests {
 
     fn booked(admit: Admit) -> Ticket {
         match admit {
-            Admit::Wait { until, ticket } => {
+            Admit::Wait { until, ticket, .. } => {
                 assert_eq!(until, ticket.slot);
                 ticket
             }
@@ -669,7 +807,8 @@ mod tests {
             early,
             Admit::Wait {
                 until: tickets[0].slot,
-                ticket: tickets[0]
+                ticket: tickets[0],
+                throttled_since: None,
             }
         );
         // A newcomer queues behind every booked job.
@@ -745,8 +884,8 @@ mod tests {
     #[test]
     fn never_below_floor() {
         let cfg = LimiterConfig {
-            limit_per_sec: 50.0,
             min_per_sec: 2.0,
+            ..LimiterConfig::new(50.0)
         };
         let mut limiter = AdaptiveLimiter::new(cfg, T0);
         let mut now = T0;
@@ -777,6 +916,7 @@ mod tests {
             LimiterConfig {
                 limit_per_sec: 5_000.0,
                 min_per_sec: 9_000.0,
+                priority_share: 0.5,
             },
             T0,
         );
@@ -788,6 +928,7 @@ mod tests {
             LimiterConfig {
                 limit_per_sec: f64::NAN,
                 min_per_sec: -1.0,
+                priority_share: f64::NAN,
             },
             T0,
         );

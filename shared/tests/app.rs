@@ -428,38 +428,127 @@ fn stale_versions_are_typed_conflicts() {
     assert_eq!(e.store.audit_len(), 3);
 }
 
+fn audit(e: &Env) -> Vec<muster::app::audit::AuditEntry> {
+    let mut v = Vec::new();
+    e.store.for_each_audit(|a| v.push(a.clone()));
+    v
+}
+
 #[test]
-fn escalation_notifies_the_on_call_manager_once() {
+fn every_failure_is_named_to_the_on_call_manager_and_a_chain_that_ends_is_recorded() {
     let e = env(2);
     block_on(app::trigger(&e.deps, trigger("INC-9", "Outage"))).unwrap_or_else(|e| panic!("{e}"));
-    // Nobody answers and no receipt comes: every channel times out.
+    // Nobody answers and no receipt comes: every channel times out, the
+    // manager's too.
     e.run_until(e.clock_now().plus(4 * 3_600_000));
     let recs = e.cascades("INC-9");
-    let members: Vec<_> = recs
+    let failed: Vec<_> = recs
         .iter()
         .filter(|r| r.cascade.key.route == Route::Member)
         .collect();
     assert!(
-        members
+        failed
             .iter()
             .all(|r| r.cascade.status == CascadeStatus::Escalated)
     );
-    let managers: Vec<_> = recs
+    // One escalation per failure, each to the on-call manager.
+    let mut told: Vec<(String, String)> = recs
         .iter()
-        .filter(|r| r.cascade.key.route == Route::Manager)
+        .filter_map(|r| {
+            let about = r.cascade.key.route.about()?;
+            Some((about.to_string(), r.cascade.key.stakeholder.to_string()))
+        })
         .collect();
-    assert_eq!(managers.len(), 1, "one bounded manager cascade");
-    assert_eq!(managers[0].cascade.key.stakeholder.as_str(), "boss");
+    told.sort();
     assert_eq!(
-        managers[0].cascade.status,
-        CascadeStatus::Escalated,
-        "and it never escalates further"
+        told,
+        [("p0".into(), "boss".into()), ("p1".into(), "boss".into())]
     );
+    let entries = audit(&e);
+    for who in ["p0", "p1"] {
+        let id = StakeholderId::parse(who).unwrap_or_else(|e| panic!("{e}"));
+        // Named in a message the carrier accepted ...
+        assert!(
+            entries
+                .iter()
+                .any(|a| a.record.kind == AuditKind::SendAccepted && a.named.contains(&id)),
+            "{who} was never named to the manager"
+        );
+        // ... and, as the manager never answered and the chain has nobody
+        // after them, recorded as undelivered on the failed cascade.
+        assert!(
+            entries.iter().any(|a| a.stakeholder == id
+                && a.route == Route::Member
+                && a.record.kind == AuditKind::EscalationUndelivered),
+            "{who}: no ESCALATION_UNDELIVERED"
+        );
+    }
+    // The manager's messages say whom they are about, by name.
     let sent = e.carrier.sent.lock().map(|g| g.clone()).unwrap_or_default();
-    assert!(
-        sent.iter()
-            .any(|m| m.key.route == Route::Manager && m.subject.contains("ESCALATION"))
-    );
+    assert!(sent.iter().any(|m| m.key.route.is_escalation()
+        && m.subject.contains("ESCALATION")
+        && m.subject.contains("p0")));
+}
+
+#[test]
+fn one_answer_to_a_bundled_escalation_acknowledges_every_failure_it_named() {
+    let e = env(3);
+    block_on(app::trigger(&e.deps, trigger("INC-19", "Outage"))).unwrap_or_else(|e| panic!("{e}"));
+    // Members fail together (no receipts): the manager is told of all three.
+    let until = e.clock_now().plus(3_600_000);
+    while e
+        .cascades("INC-19")
+        .iter()
+        .filter(|r| r.cascade.key.route.is_escalation())
+        .count()
+        < 3
+    {
+        let Some(at) = e.agenda.next_at() else { break };
+        assert!(at < until, "the escalations never started");
+        e.run_until(at);
+    }
+    e.run_jobs();
+    // The last escalation message the manager got names every failure
+    // still open; the manager answers it.
+    let sent = e.carrier.sent.lock().map(|g| g.clone()).unwrap_or_default();
+    let last = sent
+        .iter()
+        .rev()
+        .find(|m| m.key.route.is_escalation())
+        .cloned()
+        .unwrap_or_else(|| panic!("no escalation message"));
+    let named = audit(&e)
+        .into_iter()
+        .rev()
+        .find(|a| a.key() == last.key && a.record.kind == AuditKind::SendAccepted)
+        .map(|a| a.named)
+        .unwrap_or_default();
+    assert_eq!(named.len(), 3, "the message names all three: {named:?}");
+    let answer = block_on(app::receipt(
+        &e.deps,
+        ReceiptEvent::Ack {
+            key: last.key.clone(),
+            channel: last.channel,
+            attempt: Some(last.attempt),
+        },
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer, ReceiptOutcome::Applied(AuditKind::Acknowledged));
+    e.run_jobs();
+    let escalations: Vec<_> = e
+        .cascades("INC-19")
+        .into_iter()
+        .filter(|r| r.cascade.key.route.is_escalation())
+        .collect();
+    assert_eq!(escalations.len(), 3);
+    for r in &escalations {
+        assert_eq!(
+            r.cascade.status,
+            CascadeStatus::Acknowledged,
+            "{}",
+            r.cascade.key
+        );
+    }
 }
 
 /// A contact source that yields once per lookup, counting lookups in flight.
@@ -606,7 +695,7 @@ fn the_groups_escalation_route_orders_the_managers_cascade() {
     let manager = e
         .cascades("INC-12")
         .into_iter()
-        .find(|r| r.cascade.key.route == Route::Manager);
+        .find(|r| r.cascade.key.route.is_escalation());
     assert_eq!(
         manager.map(|m| m.cascade.plan.as_slice().to_vec()),
         Some(vec![Channel::Push, Channel::Sms])

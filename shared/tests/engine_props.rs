@@ -18,14 +18,14 @@
 use muster::domain::{Channel, IncidentId, Millis, Severity, StakeholderId, Tier, Ts};
 use muster::engine::invariants::{check_final, check_transition};
 use muster::engine::{
-    AuditKind, Cascade, CascadeKey, CascadeStatus, ChannelPlan, Command, Decision, Event, Phase,
-    ReceiptStatus, Route, SendOutcome, TimerKind, decide,
+    AuditKind, Cascade, CascadeKey, CascadeStatus, ChannelPlan, ChannelWaits, Command, Decision,
+    Event, Phase, ReceiptStatus, Route, SendOutcome, TimerKind, WaitCause, decide, throttle_bound,
 };
 use muster::policy::Policy;
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 use proptest::test_runner::TestCaseError;
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 
 /// 2024-05-20T14:32:00Z.
 const T0: Ts = Ts::from_secs(1_716_215_520);
@@ -110,7 +110,10 @@ fn setup() -> impl Strategy<Value = Setup> {
         channels(0),
         select(Severity::ALL.to_vec()),
         select(Tier::ALL.to_vec()),
-        prop_oneof![4 => Just(Route::Member), 1 => Just(Route::Manager)],
+        prop_oneof![
+            4 => Just(Route::Member),
+            1 => Just(Route::escalation(StakeholderId::parse("bob").expect("valid id"))),
+        ],
         policy(),
     )
         .prop_map(|(plan, severity, tier, route, policy)| Setup {
@@ -126,7 +129,7 @@ fn cascade(s: &Setup) -> Cascade {
     let key = CascadeKey {
         incident: IncidentId::parse("INC-2024-0892").expect("valid incident id"),
         stakeholder: StakeholderId::parse("alice").expect("valid stakeholder id"),
-        route: s.route,
+        route: s.route.clone(),
     };
     Cascade::new(key, s.severity, s.tier, ChannelPlan::new(&s.plan), T0)
 }
@@ -158,6 +161,13 @@ enum Step {
     Replay(usize),
     Reconcile,
     Cancel,
+    /// The dispatcher found channels busy for this person (until +ms each).
+    Replan(Pick, [Option<Millis>; 4], bool),
+    BundleAck(Channel),
+    Withdraw,
+    EscalationStarted(u8),
+    EscalationUndelivered,
+    Notice(Channel, bool),
 }
 
 /// How time moves before a step; never backwards.
@@ -182,7 +192,9 @@ fn pick() -> impl Strategy<Value = Pick> {
 fn outcome() -> impl Strategy<Value = SendOutcome> {
     prop_oneof![
         4 => Just(SendOutcome::Accepted),
-        2 => (0u64..=300_000).prop_map(|retry_after_ms| SendOutcome::Throttled { retry_after_ms }),
+        2 => (0u64..=300_000, prop::option::weighted(0.3, 0u64..=600_000)).prop_map(|(retry_after_ms, before)| {
+            SendOutcome::Throttled { retry_after_ms, since: before.map(|b| Ts(T0.0.saturating_sub(b))) }
+        }),
         3 => Just(SendOutcome::Transient),
         1 => Just(SendOutcome::Failed),
         1 => Just(SendOutcome::Unreachable),
@@ -199,6 +211,7 @@ fn timer_kind() -> impl Strategy<Value = TimerKind> {
         TimerKind::ThrottleWait,
         TimerKind::ReceiptTimeout,
         TimerKind::EscalationHold,
+        TimerKind::DeferredStart,
     ])
 }
 
@@ -213,6 +226,13 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (0usize..64).prop_map(Step::Replay),
         2 => Just(Step::Reconcile),
         1 => Just(Step::Cancel),
+        2 => (pick(), prop::array::uniform4(prop::option::weighted(0.5, 0u64..=200_000)), any::<bool>())
+            .prop_map(|(p, w, t)| Step::Replan(p, w, t)),
+        1 => select(Channel::ALL.to_vec()).prop_map(Step::BundleAck),
+        1 => Just(Step::Withdraw),
+        1 => (0u8..4).prop_map(Step::EscalationStarted),
+        1 => Just(Step::EscalationUndelivered),
+        1 => (select(Channel::ALL.to_vec()), any::<bool>()).prop_map(|(c, a)| Step::Notice(c, a)),
     ]
 }
 
@@ -237,6 +257,7 @@ fn kind_for(p: Phase) -> Option<TimerKind> {
         Phase::Throttled { .. } => Some(TimerKind::ThrottleWait),
         Phase::AwaitingReceipt { .. } => Some(TimerKind::ReceiptTimeout),
         Phase::Holding { .. } => Some(TimerKind::EscalationHold),
+        Phase::Deferred { .. } => Some(TimerKind::DeferredStart),
     }
 }
 
@@ -258,6 +279,8 @@ struct Sim {
     /// For the reach check: every audit kind recorded, the most in flight.
     kinds: HashSet<AuditKind>,
     most_in_flight: usize,
+    /// Attempt ids created per (channel, by a transient retry).
+    uses: BTreeMap<(Channel, bool), usize>,
 }
 
 impl Sim {
@@ -273,6 +296,7 @@ impl Sim {
             closed: false,
             kinds: HashSet::new(),
             most_in_flight: 0,
+            uses: BTreeMap::new(),
         }
     }
 
@@ -337,6 +361,38 @@ impl Sim {
             }
             Step::Armed(_) | Step::Replay(_) | Step::Reconcile => Event::Reconcile,
             Step::Cancel => Event::Cancel,
+            Step::Replan(p, waits, throttled) => {
+                let mut w = ChannelWaits {
+                    cause: if *throttled {
+                        WaitCause::Throttled
+                    } else {
+                        WaitCause::Contact
+                    },
+                    ..Default::default()
+                };
+                for (i, ms) in waits.iter().enumerate() {
+                    w.free_at[i] = ms.map(|ms| self.now.plus(ms));
+                }
+                Event::Replan {
+                    attempt: self.attempt(p),
+                    waits: w,
+                }
+            }
+            Step::BundleAck(channel) => Event::BundleAck {
+                channel: *channel,
+                message: "attempt 1 of another cascade".into(),
+            },
+            Step::Withdraw => Event::Withdraw,
+            Step::EscalationStarted(n) => Event::EscalationStarted {
+                to: StakeholderId::parse(&format!("manager-{n}")).expect("valid id"),
+            },
+            Step::EscalationUndelivered => Event::EscalationUndelivered {
+                reason: "nobody on the chain acknowledged".into(),
+            },
+            Step::Notice(channel, accepted) => Event::Notice {
+                channel: *channel,
+                accepted: *accepted,
+            },
         }
     }
 
@@ -373,9 +429,32 @@ impl Sim {
             );
         }
         if before.status.is_terminal() {
+            // Only the record of a late ACK and the escalation bookkeeping
+            // change once a cascade has ended, each by its own event.
             same.acked_at = next.acked_at;
             same.acked_on = next.acked_on;
+            same.escalated_to = next.escalated_to.clone();
+            same.escalation_undelivered = next.escalation_undelivered;
+            same.noticed = next.noticed;
             prop_assert_eq!(next, &same, "a terminal cascade changed{}", ctx());
+            let changed = |a: bool| if a { Some(()) } else { None };
+            prop_assert!(
+                changed(next.escalated_to != before.escalated_to).is_none()
+                    || matches!(e, Event::EscalationStarted { .. }),
+                "{}",
+                ctx()
+            );
+            prop_assert!(
+                next.escalation_undelivered == before.escalation_undelivered
+                    || matches!(e, Event::EscalationUndelivered { .. }),
+                "{}",
+                ctx()
+            );
+            prop_assert!(
+                next.noticed == before.noticed || matches!(e, Event::Notice { .. }),
+                "{}",
+                ctx()
+            );
             if !matches!(e, Event::Ack { .. }) {
                 prop_assert_eq!(
                     (next.acked_at, next.acked_on),
@@ -407,15 +486,25 @@ impl Sim {
                     prop_assert!(at >= self.now, "timer armed in the past{}", ctx());
                     self.armed.push((attempt, kind));
                 }
-                Command::EscalateToManager => {
-                    prop_assert_eq!(
-                        next.key.route,
-                        Route::Member,
-                        "a manager cascade escalated further{}",
+                Command::EscalateToManager | Command::EmitCascadeFailure => {}
+                Command::WithdrawEscalations => {
+                    prop_assert!(
+                        matches!(e, Event::Ack { .. })
+                            && before.status == CascadeStatus::Escalated
+                            && before.acked_at.is_none(),
+                        "a withdrawal that is not a late ACK of a failure{}",
                         ctx()
                     );
                 }
-                Command::EmitCascadeFailure => {}
+                Command::NotifyWithdrawn => {
+                    prop_assert!(
+                        matches!(e, Event::Withdraw)
+                            && before.key.route.is_escalation()
+                            && before.first_contact_at.is_some(),
+                        "an update for an escalation that reached nobody{}",
+                        ctx()
+                    );
+                }
             }
         }
         let escalated =
@@ -444,16 +533,29 @@ impl Sim {
         );
         prop_assert_eq!(
             to_manager,
-            usize::from(escalated && next.key.route == Route::Member),
-            "{}",
+            usize::from(escalated),
+            "every failure, of a member or of an escalation, goes up the chain{}",
             ctx()
         );
 
         self.rules(&before, &e, &d)
             .map_err(|m| TestCaseError::fail(format!("{m}{}", ctx())))?;
 
-        // Channels start once each, in plan order.
-        self.started.extend(d.audit.started.iter().copied());
+        // Channels start once each, in plan order (a replan reorders what
+        // is not started yet; a parallel voice call repeats voice).
+        if d.audit.kind == AuditKind::PlanChanged || d.audit.kind == AuditKind::NotAcknowledged {
+            let mut old = before.plan.as_slice().to_vec();
+            let mut new = next.plan.as_slice().to_vec();
+            old.sort();
+            new.sort();
+            prop_assert_eq!(old, new, "a replan changed the plan's channels{}", ctx());
+            self.started = next.plan.as_slice()[..usize::from(next.next_step)].to_vec();
+        }
+        for c in &d.audit.started {
+            if !self.started.contains(c) {
+                self.started.push(*c);
+            }
+        }
         prop_assert_eq!(
             self.started.as_slice(),
             &next.plan.as_slice()[..usize::from(next.next_step)],
@@ -461,7 +563,8 @@ impl Sim {
             ctx()
         );
 
-        // Attempt ids: each on one channel; at most 1 + max_retries per channel.
+        // Attempt ids: each on one channel; a channel's retries come at
+        // most max_retries times per use of it.
         let new_ids = d.commands.iter().filter_map(|c| match *c {
             Command::Send { attempt, channel } => Some((attempt, channel)),
             _ => None,
@@ -472,6 +575,10 @@ impl Sim {
             .map(|a| (a.id, a.channel))
             .chain(new_ids)
         {
+            if !self.ids.contains_key(&id) {
+                let retry = d.audit.kind == AuditKind::RetryScheduled;
+                *self.uses.entry((channel, retry)).or_default() += 1;
+            }
             let known = *self.ids.entry(id).or_insert(channel);
             prop_assert_eq!(
                 known,
@@ -482,10 +589,11 @@ impl Sim {
             );
         }
         for ch in Channel::ALL {
-            let n = self.ids.values().filter(|c| **c == ch).count();
+            let uses = self.uses.get(&(ch, false)).copied().unwrap_or(0);
+            let retries = self.uses.get(&(ch, true)).copied().unwrap_or(0);
             prop_assert!(
-                n <= 1 + self.p.retry.max_retries as usize,
-                "{n} attempt ids on {ch} with max_retries {}{}",
+                retries <= uses * self.p.retry.max_retries as usize,
+                "{retries} retries on {ch} over {uses} uses with max_retries {}{}",
                 self.p.retry.max_retries,
                 ctx()
             );
@@ -511,12 +619,13 @@ impl Sim {
             ctx()
         );
 
-        if matches!(e, Event::Ack { .. } | Event::Cancel)
-            && matches!(
-                next.status,
-                CascadeStatus::Acknowledged | CascadeStatus::Cancelled
-            )
-        {
+        if matches!(
+            e,
+            Event::Ack { .. } | Event::Cancel | Event::BundleAck { .. } | Event::Withdraw
+        ) && matches!(
+            next.status,
+            CascadeStatus::Acknowledged | CascadeStatus::Cancelled
+        ) {
             self.closed = true;
         }
         self.kinds.insert(d.audit.kind);
@@ -625,13 +734,37 @@ impl Sim {
             }
             AuditKind::Throttled => {
                 let Event::SendResult {
-                    result: SendOutcome::Throttled { retry_after_ms },
+                    result: SendOutcome::Throttled { retry_after_ms, .. },
                     ..
                 } = *e
                 else {
                     return Err("THROTTLED without a throttle".into());
                 };
                 expect_arm((now.plus(retry_after_ms.max(1)), TimerKind::ThrottleWait))?;
+                let a = next.attempt(d.audit.attempt.unwrap_or(0));
+                let held = a
+                    .and_then(|a| a.throttled_since)
+                    .map(|t| now.plus(retry_after_ms.max(1)).since(t));
+                if held.is_none_or(|h| h > throttle_bound(next, p)) {
+                    return Err(format!(
+                        "throttled for {held:?}, past the bound, yet not failed"
+                    ));
+                }
+            }
+            AuditKind::ChannelThrottledOut => {
+                if d.audit
+                    .wait_ms
+                    .is_none_or(|w| w < throttle_bound(before, p))
+                {
+                    return Err(format!(
+                        "throttled out after {:?} ms, within the {} ms bound",
+                        d.audit.wait_ms,
+                        throttle_bound(before, p)
+                    ));
+                }
+                if next.consecutive_failures != before.consecutive_failures + 1 {
+                    return Err("a throttled-out channel not counted as a failure".into());
+                }
             }
             AuditKind::Delivered => {
                 let severity = if next.key.route == Route::Member {
@@ -653,7 +786,37 @@ impl Sim {
                 }
                 expect_started(k == AuditKind::ChannelUnreachable)?;
             }
-            AuditKind::NotAcknowledged => expect_started(false)?,
+            AuditKind::NotAcknowledged => {
+                let held = before
+                    .attempt(d.audit.attempt.unwrap_or(0))
+                    .map(|a| a.channel);
+                let severity = if before.key.route == Route::Member {
+                    before.severity
+                } else {
+                    p.manager_route
+                };
+                let step = usize::from(before.next_step);
+                let plan = before.plan.as_slice();
+                let parallel = p.parallel_voice(severity)
+                    && p.max_in_flight >= 2
+                    && held.is_some_and(|c| c != Channel::Voice)
+                    && others == 0
+                    && plan.contains(&Channel::Voice)
+                    && plan.get(step) != Some(&Channel::Voice)
+                    && (plan[..step].contains(&Channel::Voice) || step + 1 < plan.len());
+                if parallel {
+                    if d.audit.started.first() != Some(&Channel::Voice)
+                        || d.audit.started.len() != 1 + remaining.min(1)
+                    {
+                        return Err(format!(
+                            "parallel voice rule: started {:?}",
+                            d.audit.started
+                        ));
+                    }
+                } else {
+                    expect_started(false)?
+                }
+            }
             AuditKind::CascadeFailure => {
                 let exhausted = others == 0 && remaining == 0;
                 let ok = match d.audit.cause {
@@ -662,6 +825,10 @@ impl Sim {
                             && (next.consecutive_failures >= p.hard_failure_threshold || exhausted)
                     }
                     Some(AuditKind::NotAcknowledged) => exhausted,
+                    Some(AuditKind::ChannelThrottledOut) => {
+                        next.consecutive_failures == before.consecutive_failures + 1
+                            && (next.consecutive_failures >= p.hard_failure_threshold || exhausted)
+                    }
                     Some(AuditKind::CascadeStarted) => before.plan.is_empty(),
                     _ => false,
                 };
@@ -818,7 +985,10 @@ fn drive(
                 Command::ArmTimer { at, attempt, kind } => {
                     todo.push_back(Due::At(at, Fire::Timer(attempt, kind)))
                 }
-                Command::EscalateToManager | Command::EmitCascadeFailure => {}
+                Command::EscalateToManager
+                | Command::EmitCascadeFailure
+                | Command::WithdrawEscalations
+                | Command::NotifyWithdrawn => {}
             }
         }
     }
@@ -874,12 +1044,11 @@ proptest! {
             // Never ACKed: the only way out is the hard-failure path.
             prop_assert_eq!(sim.c.status, CascadeStatus::Escalated);
         }
-        let per_channel: BTreeMap<Channel, BTreeSet<u32>> = sim.ids.iter().fold(BTreeMap::new(), |mut m, (id, ch)| {
-            m.entry(*ch).or_default().insert(*id);
-            m
-        });
-        for (ch, ids) in per_channel {
-            prop_assert!(ids.len() <= 1 + s.policy.retry.max_retries as usize, "{ch}: attempts {ids:?}");
+        // Retries stay bounded per use of a channel over the whole run.
+        for ch in Channel::ALL {
+            let uses = sim.uses.get(&(ch, false)).copied().unwrap_or(0);
+            let retries = sim.uses.get(&(ch, true)).copied().unwrap_or(0);
+            prop_assert!(retries <= uses * s.policy.retry.max_retries as usize, "{ch}: {retries} retries over {uses} uses");
         }
     }
 }
@@ -921,6 +1090,14 @@ fn random_runs_reach_every_kind_of_transition() {
         AuditKind::Cancelled,
         AuditKind::StaleIgnored,
         AuditKind::Redriven,
+        AuditKind::ChannelThrottledOut,
+        AuditKind::PlanChanged,
+        AuditKind::Deferred,
+        AuditKind::DeferredSent,
+        AuditKind::EscalationStarted,
+        AuditKind::EscalationUndelivered,
+        AuditKind::Withdrawn,
+        AuditKind::NoticeSent,
     ];
     let missing: Vec<_> = all.iter().filter(|k| !kinds.contains(*k)).collect();
     assert!(missing.is_empty(), "no random run reached {missing:?}");

@@ -21,6 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub(crate) type Item = HashMap<String, AttributeValue>;
 
+/// How long past its last use a short-lived item (a contact reservation)
+/// stays before the table's TTL (`expires_at`, epoch seconds) removes it.
+pub const TTL_SLACK_SECS: u64 = 86_400;
+
 /// Number of partitions an incident's cascades (and audit entries, and due
 /// index entries) are spread over.
 pub const SHARDS: u8 = 16;

@@ -50,12 +50,16 @@ use aws_sdk_dynamodb::types::{
     KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
     ScalarAttributeType, TransactWriteItem,
 };
-use muster::app::audit::{AuditEntry, Seal};
+use muster::app::audit::{AuditEntry, ChainHead, Seal};
 use muster::domain::{
-    ContactMethods, Incident, IncidentId, IncidentStatus, PhoneNumber, StakeholderId, Ts,
+    Channel, ContactMethods, Incident, IncidentId, IncidentStatus, Millis, PhoneNumber,
+    StakeholderId, Ts,
 };
-use muster::engine::{CascadeKey, Route};
-use muster::ports::{CascadeRecord, CascadeStore, IncidentStore, NumberIndex, Page, SealStore};
+use muster::engine::{CascadeKey, ChannelWaits, Route, WaitCause};
+use muster::ports::{
+    CascadeRecord, CascadeStore, ContactEntry, ContactLedger, IncidentStore, NumberIndex, Page,
+    Reservation, SealStore, guarded,
+};
 use muster::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -79,19 +83,8 @@ pub struct DynamoStore {
     retention_days: u32,
 }
 
-fn route_str(r: Route) -> &'static str {
-    match r {
-        Route::Member => "member",
-        Route::Manager => "manager",
-    }
-}
-
 fn parse_route(s: &str) -> Result<Route> {
-    match s {
-        "member" => Ok(Route::Member),
-        "manager" => Ok(Route::Manager),
-        _ => Err(Error::permanent(format!("unknown route {s:?} in a key"))),
-    }
+    Route::decode(s).ok_or_else(|| Error::permanent(format!("unknown route {s:?} in a key")))
 }
 
 pub fn incident_pk(id: &IncidentId) -> String {
@@ -107,11 +100,20 @@ fn key_pk(key: &CascadeKey) -> String {
 }
 
 fn state_sk(key: &CascadeKey) -> String {
-    format!("STK#{}#{}", key.stakeholder, route_str(key.route))
+    format!("STK#{}#{}", key.stakeholder, key.route.encode())
+}
+
+/// The prefix of every state `sk` of one person's cascades.
+fn person_sk_prefix(stakeholder: &StakeholderId) -> String {
+    format!("STK#{stakeholder}#")
 }
 
 fn pii_sk(key: &CascadeKey) -> String {
-    format!("PII#{}#{}", key.stakeholder, route_str(key.route))
+    format!("PII#{}#{}", key.stakeholder, key.route.encode())
+}
+
+fn contact_sk(person: &StakeholderId, channel: Channel) -> String {
+    format!("CONTACT#{person}#{}", channel.as_str())
 }
 
 pub fn seal_pk(id: &IncidentId) -> String {
@@ -127,7 +129,7 @@ fn number_sk(record: &CascadeRecord) -> String {
 }
 
 fn audit_sk(e: &AuditEntry) -> String {
-    format!("{}#{}#{:012}", e.stakeholder, route_str(e.route), e.seq)
+    format!("{}#{}#{:012}", e.stakeholder, e.route.encode(), e.seq)
 }
 
 /// The cascade key of a state item, from its `pk` and `sk`.
@@ -137,9 +139,10 @@ fn key_of(pk: &str, sk: &str) -> Result<CascadeKey> {
         .strip_prefix("INC#")
         .and_then(|p| p.rsplit_once('#'))
         .ok_or_else(bad)?;
+    // Ids never contain `#`: the first one after the prefix ends the stakeholder.
     let (sid, route) = sk
         .strip_prefix("STK#")
-        .and_then(|p| p.rsplit_once('#'))
+        .and_then(|p| p.split_once('#'))
         .ok_or_else(bad)?;
     Ok(CascadeKey {
         incident: IncidentId::parse(inc).map_err(|_| bad())?,
@@ -880,6 +883,45 @@ impl CascadeStore for DynamoStore {
         Ok(Page { items, next })
     }
 
+    async fn person_cascades(
+        &self,
+        incident: &IncidentId,
+        stakeholder: &StakeholderId,
+    ) -> Result<Vec<CascadeRecord>> {
+        let pk = cascade_pk(incident, shard(stakeholder.as_str()));
+        let mut keys = Vec::new();
+        let mut start = None;
+        loop {
+            self.meter.request(0);
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .expression_attribute_values(":p", s(person_sk_prefix(stakeholder)))
+                .projection_expression("pk, sk")
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| {
+                    map_sdk(
+                        format!("reading the cascades of one person in {incident}"),
+                        e,
+                    )
+                })?;
+            for it in resp.items() {
+                keys.push(key_of(get_s(it, "pk")?, get_s(it, "sk")?)?);
+            }
+            match resp.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        self.load_records(&keys).await
+    }
+
     async fn audit_trail(&self, incident: &IncidentId) -> Result<Vec<AuditEntry>> {
         let mut out = Vec::new();
         for sh in 0..SHARDS {
@@ -994,10 +1036,7 @@ impl SealStore for DynamoStore {
         Ok(out)
     }
 
-    async fn chain_heads(
-        &self,
-        incident: &IncidentId,
-    ) -> Result<Vec<(Route, StakeholderId, u64, String)>> {
+    async fn chain_heads(&self, incident: &IncidentId) -> Result<Vec<ChainHead>> {
         let mut out = Vec::new();
         for sh in 0..SHARDS {
             let mut start = None;
@@ -1018,12 +1057,12 @@ impl SealStore for DynamoStore {
                 for it in resp.items() {
                     let r = self.record_from(it)?;
                     if r.audit_seq > 0 {
-                        out.push((
-                            r.cascade.key.route,
-                            r.cascade.key.stakeholder.clone(),
-                            r.audit_seq - 1,
-                            r.audit_head.clone(),
-                        ));
+                        out.push(ChainHead {
+                            route: r.cascade.key.route.clone(),
+                            stakeholder: r.cascade.key.stakeholder.clone(),
+                            seq: r.audit_seq - 1,
+                            hash: r.audit_head.clone(),
+                        });
                     }
                 }
                 match resp.last_evaluated_key() {
@@ -1065,5 +1104,76 @@ impl SealStore for DynamoStore {
             .iter()
             .map(|it| serde_json::from_str(get_s(it, "seal")?).map_err(|e| json_err("seal", e)))
             .collect()
+    }
+}
+
+/// The contact ledger: one item per (incident, person, channel) beside the
+/// person's cascades (`INC#<id>#<shard>` / `CONTACT#<person>#<channel>`),
+/// with `holder` (cascade key JSON) and `until` (ms). A reservation is one
+/// conditional put: `attribute_not_exists(pk) OR holder = :me OR until <=
+/// :now`, so two dispatchers can never both hold one channel of one person.
+#[async_trait]
+impl ContactLedger for DynamoStore {
+    async fn reserve(
+        &self,
+        incident: &IncidentId,
+        person: &StakeholderId,
+        channel: Channel,
+        holder: &CascadeKey,
+        now: Ts,
+        hold: Millis,
+    ) -> Result<Reservation> {
+        let pk = cascade_pk(incident, shard(person.as_str()));
+        let me = serde_json::to_string(holder).map_err(|e| json_err("cascade key", e))?;
+        self.meter.request(1);
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(pk.clone()))
+            .item("sk", s(contact_sk(person, channel)))
+            .item("holder", s(me.clone()))
+            .item("until", n(now.plus(hold).0))
+            .item(
+                "expires_at",
+                n(now.plus(hold).0 / 1000 + super::TTL_SLACK_SECS),
+            )
+            .condition_expression("attribute_not_exists(pk) OR holder = :me OR #until <= :now")
+            .expression_attribute_names("#until", "until")
+            .expression_attribute_values(":me", s(me))
+            .expression_attribute_values(":now", n(now.0))
+            .send()
+            .await;
+        match put {
+            Ok(_) => return Ok(Reservation::Granted),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) => {}
+            Err(e) => return Err(map_sdk("reserving a contact", e)),
+        }
+        let keys = Channel::ALL
+            .into_iter()
+            .filter(|c| guarded(*c))
+            .map(|c| (pk.clone(), contact_sk(person, c)))
+            .collect();
+        let got = self.batch_get(keys).await?;
+        let mut waits = ChannelWaits {
+            cause: WaitCause::Contact,
+            ..Default::default()
+        };
+        for c in Channel::ALL.into_iter().filter(|c| guarded(*c)) {
+            let Some(item) = got.get(&(pk.clone(), contact_sk(person, c))) else {
+                continue;
+            };
+            let entry = ContactEntry {
+                holder: serde_json::from_str(get_s(item, "holder")?)
+                    .map_err(|e| json_err("contact holder", e))?,
+                until: Ts(get_n(item, "until")?),
+            };
+            if !entry.admits(holder, now) {
+                waits.free_at[c.index()] = Some(entry.until);
+            }
+        }
+        Ok(Reservation::Busy(waits))
     }
 }

@@ -28,7 +28,7 @@ impl Function {
 
 /// Every variable the contract names, with the functions that require it
 /// (empty: optional everywhere).
-pub const VARIABLES: [(&str, &[Function]); 28] = {
+pub const VARIABLES: [(&str, &[Function]); 29] = {
     use Function::*;
     const ALL: &[Function] = &[Trigger, Dispatch, Receipt, Tick];
     [
@@ -38,6 +38,7 @@ pub const VARIABLES: [(&str, &[Function]); 28] = {
         ("MUSTER_DIRECTORY_TABLE", ALL),
         ("MUSTER_IDEMPOTENCY_TABLE", &[Trigger]),
         ("MUSTER_DISPATCH_QUEUE_URL", ALL),
+        ("MUSTER_PRIORITY_QUEUE_URL", ALL),
         ("MUSTER_TIMER_QUEUE_URL", ALL),
         ("MUSTER_TIMER_QUEUE_ARN", ALL),
         ("MUSTER_SCHEDULER_GROUP", ALL),
@@ -77,6 +78,8 @@ pub struct Config {
     pub directory_table: String,
     pub idempotency_table: Option<String>,
     pub dispatch_queue_url: String,
+    /// The work queue's priority lane (escalation jobs).
+    pub priority_queue_url: String,
     pub timer_queue_url: String,
     pub timer_queue_arn: String,
     pub scheduler_group: String,
@@ -111,6 +114,7 @@ impl fmt::Debug for Config {
             .field("audit_table", &self.audit_table)
             .field("directory_table", &self.directory_table)
             .field("dispatch_queue_url", &self.dispatch_queue_url)
+            .field("priority_queue_url", &self.priority_queue_url)
             .field("timer_queue_url", &self.timer_queue_url)
             .field("voice", &self.chime.is_some())
             .field("push_enabled", &self.push_enabled)
@@ -244,6 +248,7 @@ impl Config {
         let directory_table = r.must("MUSTER_DIRECTORY_TABLE");
         let idempotency_table = r.get("MUSTER_IDEMPOTENCY_TABLE");
         let dispatch_queue_url = r.url("MUSTER_DISPATCH_QUEUE_URL").unwrap_or_default();
+        let priority_queue_url = r.url("MUSTER_PRIORITY_QUEUE_URL").unwrap_or_default();
         let timer_queue_url = r.url("MUSTER_TIMER_QUEUE_URL").unwrap_or_default();
         let timer_queue_arn = r.arn("MUSTER_TIMER_QUEUE_ARN");
         let scheduler_group = r.must("MUSTER_SCHEDULER_GROUP");
@@ -345,6 +350,7 @@ impl Config {
             directory_table,
             idempotency_table,
             dispatch_queue_url,
+            priority_queue_url,
             timer_queue_url,
             timer_queue_arn,
             scheduler_group,
@@ -390,6 +396,10 @@ mod tests {
             (
                 "MUSTER_DISPATCH_QUEUE_URL",
                 "https://sqs.eu-west-1.amazonaws.com/1/d",
+            ),
+            (
+                "MUSTER_PRIORITY_QUEUE_URL",
+                "https://sqs.eu-west-1.amazonaws.com/1/p",
             ),
             (
                 "MUSTER_TIMER_QUEUE_URL",
@@ -448,7 +458,7 @@ mod tests {
             .collect();
         assert_eq!(names, expected);
         let text = e.to_string();
-        assert!(text.starts_with("muster-dispatch cannot start: 14 environment"));
+        assert!(text.starts_with("muster-dispatch cannot start: 15 environment"));
         assert!(text.contains("MUSTER_SES_FROM is missing"));
         // Receipt's own variables are not required of dispatch.
         assert!(!text.contains("MUSTER_WEBHOOK_SECRET"));

@@ -35,6 +35,7 @@ fn config(f: Function) -> Config {
         env.insert(name, format!("x-{}", name.to_ascii_lowercase()));
     }
     env.insert("MUSTER_DISPATCH_QUEUE_URL", "http://localhost/q/d".into());
+    env.insert("MUSTER_PRIORITY_QUEUE_URL", "http://localhost/q/p".into());
     env.insert("MUSTER_TIMER_QUEUE_URL", "http://localhost/q/t".into());
     env.insert("MUSTER_TIMER_QUEUE_ARN", "arn:aws:sqs:us-east-1:1:t".into());
     env.insert("MUSTER_SCHEDULER_ROLE_ARN", "arn:aws:iam::1:role/s".into());
@@ -115,7 +116,8 @@ fn env() -> Env {
     let deps = Deps {
         policy: policy.clone(),
         incidents: store.clone(),
-        cascades: store,
+        cascades: store.clone(),
+        ledger: store,
         directory: Arc::new(MemoryDirectory::new(vec![group], vec![person])),
         queue: Arc::new(MemoryQueue(agenda.clone())),
         timers: Arc::new(MemoryTimers(agenda.clone())),

@@ -237,10 +237,10 @@ pub async fn build_deps(
         incidents: store.clone(),
         cascades: store.clone(),
         directory: directory.clone(),
-        queue: Arc::new(SqsQueue::new(
-            clients.sqs.clone(),
-            &config.dispatch_queue_url,
-        )),
+        queue: Arc::new(
+            SqsQueue::new(clients.sqs.clone(), &config.dispatch_queue_url)
+                .with_priority_lane(&config.priority_queue_url),
+        ),
         timers: Arc::new(timers),
         senders: senders(config, clients),
         observer: Arc::new(EmfObserver::new(std::io::stdout(), clock.clone())),
@@ -250,7 +250,8 @@ pub async fn build_deps(
         ack_links,
         vault: Some(vault),
         sealing,
-        numbers: number_key.map(|_| store as Arc<dyn muster::ports::NumberIndex>),
+        numbers: number_key.map(|_| store.clone() as Arc<dyn muster::ports::NumberIndex>),
         admin: Some(directory),
+        ledger: store,
     })
 }

@@ -97,9 +97,9 @@ impl AckTokens {
     }
 
     pub fn mint(&self, key: &CascadeKey, now: Ts) -> String {
-        let route = match key.route {
-            Route::Member => "m",
-            Route::Manager => "g",
+        let route = match &key.route {
+            Route::Member => "m".to_string(),
+            Route::Escalation { about } => format!("e:{about}"),
         };
         let payload = format!(
             "{}|{}|{}|{}",
@@ -133,8 +133,7 @@ impl AckTokens {
         }
         let route = match route {
             "m" => Route::Member,
-            "g" => Route::Manager,
-            _ => return None,
+            _ => Route::escalation(StakeholderId::parse(route.strip_prefix("e:")?).ok()?),
         };
         Some(CascadeKey {
             incident: IncidentId::parse(incident).ok()?,

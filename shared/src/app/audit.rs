@@ -32,6 +32,10 @@ pub struct AuditEntry {
     /// stakeholder's data key (never plaintext).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact: Option<String>,
+    /// On an escalation's SEND_ACCEPTED: every failure the message named, the
+    /// cascade's own first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub named: Vec<StakeholderId>,
     pub prev: String,
     pub hash: String,
 }
@@ -41,7 +45,7 @@ impl AuditEntry {
         CascadeKey {
             incident: self.incident.clone(),
             stakeholder: self.stakeholder.clone(),
-            route: self.route,
+            route: self.route.clone(),
         }
     }
 
@@ -52,12 +56,13 @@ impl AuditEntry {
         let view = HashView {
             incident: &self.incident,
             stakeholder: &self.stakeholder,
-            route: self.route,
+            route: &self.route,
             seq: self.seq,
             at: self.at,
             record: &self.record,
             contact_check: self.contact_check,
             contact: self.contact.as_deref(),
+            named: &self.named,
             prev: &self.prev,
             hash: "",
         };
@@ -80,7 +85,7 @@ impl AuditEntry {
 struct HashView<'a> {
     incident: &'a IncidentId,
     stakeholder: &'a StakeholderId,
-    route: Route,
+    route: &'a Route,
     seq: u64,
     at: Ts,
     #[serde(flatten)]
@@ -89,6 +94,8 @@ struct HashView<'a> {
     contact_check: Option<ContactCheck>,
     #[serde(skip_serializing_if = "Option::is_none")]
     contact: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[StakeholderId]>::is_empty")]
+    named: &'a [StakeholderId],
     prev: &'a str,
     hash: &'static str,
 }
@@ -103,6 +110,9 @@ pub struct Extras {
     pub contact_check: Option<ContactCheck>,
     /// The address a message went to, already encrypted.
     pub contact: Option<String>,
+    /// An escalation message: every failure it named, the cascade's own
+    /// first (kept on the record, by attempt, for acknowledgements).
+    pub named: Vec<StakeholderId>,
 }
 
 /// Makes the next entry of `record`'s chain for `audit` at `now`, and the
@@ -117,21 +127,32 @@ pub fn append(
     let Extras {
         contact_check,
         contact,
+        named,
     } = extras;
     let key = &record.cascade.key;
     let mut entry = AuditEntry {
         incident: key.incident.clone(),
         stakeholder: key.stakeholder.clone(),
-        route: key.route,
+        route: key.route.clone(),
         seq: record.audit_seq,
         at: now,
         record: audit.clone(),
         contact_check,
         contact,
+        named,
         prev: record.audit_head.clone(),
         hash: String::new(),
     };
     entry.hash = entry.compute_hash();
+    let mut bundled = record.named.clone();
+    if let (Some(attempt), [_own, others @ ..]) = (audit.attempt, entry.named.as_slice())
+        && !others.is_empty()
+    {
+        bundled.push(crate::ports::Named {
+            attempt,
+            about: others.to_vec(),
+        });
+    }
     let next = CascadeRecord {
         cascade: next_cascade,
         audit_seq: record.audit_seq + 1,
@@ -139,7 +160,8 @@ pub fn append(
         contacts: record.contacts.clone(),
         name: record.name.clone(),
         ack_code: record.ack_code.clone(),
-        about: record.about.clone(),
+        escalation: record.escalation.clone(),
+        named: bundled,
         needs_review: record.needs_review,
     };
     (next, entry)
@@ -217,6 +239,26 @@ pub struct Seal {
 }
 
 impl Seal {
+    /// The seal of `digest` at `at`, by `signer`, not signed yet.
+    pub fn unsigned(
+        incident: IncidentId,
+        at: Ts,
+        digest: HeadsDigest,
+        signer: crate::ports::SignerInfo,
+    ) -> Seal {
+        Seal {
+            incident,
+            at,
+            chains: digest.chains,
+            entries: digest.entries,
+            heads_digest: digest.digest,
+            algorithm: signer.algorithm,
+            key_id: signer.key_id,
+            public_key: signer.public_key,
+            signature: String::new(),
+        }
+    }
+
     /// The bytes the signature covers.
     pub fn message(&self) -> Vec<u8> {
         format!(
@@ -227,13 +269,31 @@ impl Seal {
     }
 }
 
-/// Chain heads of an incident's entries: (chains, entries, digest).
-pub fn heads_digest<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> (u64, u64, String) {
-    let mut heads: std::collections::BTreeMap<(&'static str, &StakeholderId), (u64, &str)> =
+/// The head of one cascade's chain: its last entry's sequence number and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    pub route: Route,
+    pub stakeholder: StakeholderId,
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// What a seal states about an incident's chains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadsDigest {
+    pub chains: u64,
+    pub entries: u64,
+    /// SHA-256 over the sorted lines `route|stakeholder|seq|hash`.
+    pub digest: String,
+}
+
+/// The heads digest of an incident's entries.
+pub fn heads_digest<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> HeadsDigest {
+    let mut heads: std::collections::BTreeMap<(String, &StakeholderId), (u64, &str)> =
         Default::default();
     for e in entries {
         let slot = heads
-            .entry((route_name(e.route), &e.stakeholder))
+            .entry((e.route.encode(), &e.stakeholder))
             .or_insert((0, ""));
         if e.seq >= slot.0 {
             *slot = (e.seq, &e.hash);
@@ -247,34 +307,30 @@ pub fn heads_digest<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> (u
     )
 }
 
-/// The same digest from chain heads `(route, stakeholder, seq, hash)` as
-/// the cascade records hold them (no need to read the entries).
-pub fn heads_digest_of(heads: &[(Route, StakeholderId, u64, String)]) -> (u64, u64, String) {
+/// The same digest from the chain heads the cascade records hold (no need
+/// to read the entries).
+pub fn heads_digest_of(heads: &[ChainHead]) -> HeadsDigest {
     digest_heads(
         heads
             .iter()
-            .map(|(r, w, seq, h)| (route_name(*r), w, *seq, h.as_str()))
+            .map(|h| (h.route.encode(), &h.stakeholder, h.seq, h.hash.as_str()))
             .collect(),
     )
 }
 
-fn route_name(r: Route) -> &'static str {
-    if r == Route::Member {
-        "member"
-    } else {
-        "manager"
-    }
-}
-
 /// SHA-256 over the sorted lines `route|stakeholder|seq|hash`.
-fn digest_heads(mut heads: Vec<(&str, &StakeholderId, u64, &str)>) -> (u64, u64, String) {
-    heads.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+fn digest_heads(mut heads: Vec<(String, &StakeholderId, u64, &str)>) -> HeadsDigest {
+    heads.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
     let entries = heads.iter().map(|h| h.2 + 1).sum();
     let mut h = Sha256::new();
     for (route, who, seq, hash) in &heads {
         h.update(format!("{route}|{who}|{seq}|{hash}\n").as_bytes());
     }
-    (heads.len() as u64, entries, hex::encode(h.finalize()))
+    HeadsDigest {
+        chains: heads.len() as u64,
+        entries,
+        digest: hex::encode(h.finalize()),
+    }
 }
 
 /// Checks a seal's signature against the public key it names: `ed25519`
@@ -373,7 +429,11 @@ pub fn verify_export(lines: &[ExportLine]) -> Result<Verified, ChainBreak> {
         unsealed: vec![],
     };
     for (incident, es) in &by_incident {
-        let (chains, count, digest) = heads_digest(es.iter().copied());
+        let HeadsDigest {
+            chains,
+            entries: count,
+            digest,
+        } = heads_digest(es.iter().copied());
         out.chains += chains;
         let Some((line, seal)) = latest.get(incident) else {
             out.unsealed.push((*incident).clone());

@@ -1,17 +1,28 @@
-//! Dispatch: expand a group into cascades, send one attempt, or escalate to
-//! the on-call manager.
+//! Dispatch: expand a group into cascades, send one attempt, and the
+//! escalation jobs (see `escalation`).
 //!
 //! A send happens only while its attempt is `Sending` in the stored state
 //! (a redelivered or re-driven job for an attempt that moved on is dropped),
-//! only for an open incident, and only after the carrier endpoint's rate
-//! limiter admits it; otherwise the job goes back to the queue, delayed to
-//! the slot the limiter booked, and never waits in a loop.
+//! only for an open incident, only after the carrier endpoint's rate limiter
+//! admits it (escalations in its priority lane), and, for a call or an SMS,
+//! only once the contact ledger has reserved that channel of that person for
+//! this cascade (another cascade of the same incident that contacted them on
+//! it within the hold makes the engine replan instead). Otherwise the job
+//! goes back to the queue, delayed to the slot the limiter booked, and never
+//! waits in a loop. Throttling that holds an attempt back past the bound
+//! fails its channel for that person.
 
-use super::{Batch, apply_event, audit};
-use crate::domain::{Channel, ContactMethods, IncidentStatus, Ts};
-use crate::engine::{Cascade, CascadeKey, ChannelPlan, Event, Phase, Route, SendOutcome, decide};
+use super::{Batch, ContactCheck, apply_event, apply_with, audit, escalation};
+use crate::domain::{Channel, ContactMethods, IncidentId, IncidentStatus, StakeholderId};
+use crate::engine::{
+    Cascade, CascadeKey, ChannelPlan, ChannelWaits, Event, Phase, Route, SendOutcome, WaitCause,
+    decide, hold_delay, throttle_bound,
+};
 use crate::error::Result;
-use crate::ports::{Admit, CascadeRecord, Deps, Job, OutboundMessage, SendError, SendOutcomeKind};
+use crate::ports::{
+    Admission, Admit, CascadeRecord, Deps, EscalationInfo, Job, Lane, OutboundMessage, Reservation,
+    SendError, SendOutcomeKind, guarded,
+};
 use crate::ratelimit::Ticket;
 
 /// Members per expansion job.
@@ -27,18 +38,17 @@ pub async fn dispatch(deps: &Deps, job: Job) -> Result<()> {
         } => send(deps, &key, attempt, ticket).await,
         Job::Escalate {
             incident,
-            manager,
             about,
-        } => escalate(deps, &incident, &manager, &about).await,
+            chain,
+        } => escalation::escalate(deps, &incident, &about, chain).await,
+        Job::Withdraw { incident, about } => escalation::withdraw(deps, &incident, &about).await,
+        Job::Notice { key } => escalation::notice(deps, &key).await,
+        Job::ShareAck { key, attempt } => escalation::share_ack(deps, &key, attempt).await,
     }
 }
 
 #[tracing::instrument(skip_all, fields(incident_id = %incident, members = members.len()))]
-async fn expand(
-    deps: &Deps,
-    incident: &crate::domain::IncidentId,
-    members: &[crate::domain::StakeholderId],
-) -> Result<()> {
+async fn expand(deps: &Deps, incident: &IncidentId, members: &[StakeholderId]) -> Result<()> {
     let Some(inc) = deps.incidents.get_incident(incident).await? else {
         tracing::warn!("expansion for an unknown incident dropped");
         return Ok(());
@@ -65,13 +75,19 @@ async fn expand(
             // Not in the directory: the cascade starts with no channel and escalates at once.
             None => (
                 ChannelPlan::new(&[]),
-                crate::domain::Tier::ALL[2],
+                crate::domain::Tier::LOWEST,
                 ContactMethods::default(),
                 String::new(),
             ),
         };
         let cascade = Cascade::new(key, severity, tier, plan, deps.clock.now());
-        if let Err(e) = start(deps, cascade, contacts, name, None, r.check, &mut batch).await {
+        let fresh = NewCascade {
+            contacts,
+            name,
+            escalation: None,
+            check: r.check,
+        };
+        if let Err(e) = start(deps, cascade, fresh, &mut batch).await {
             failed = Some(e);
             break;
         }
@@ -84,27 +100,33 @@ async fn expand(
     Ok(())
 }
 
+/// What a new cascade's record holds besides the engine state.
+pub(super) struct NewCascade {
+    pub contacts: ContactMethods,
+    pub name: String,
+    pub escalation: Option<EscalationInfo>,
+    pub check: Option<ContactCheck>,
+}
+
 /// Creates a cascade already started (one conditional write with its first
 /// audit entry) and acts on the start's commands. An existing cascade (a
-/// redelivered expansion) is left alone.
-async fn start(
+/// redelivered job) is left alone.
+pub(super) async fn start(
     deps: &Deps,
     cascade: Cascade,
-    contacts: ContactMethods,
-    name: String,
-    about: Option<crate::domain::StakeholderId>,
-    check: Option<super::ContactCheck>,
+    fresh: NewCascade,
     batch: &mut Batch,
 ) -> Result<()> {
     let now = deps.clock.now();
     let d = decide(&cascade, &Event::Start, &deps.policy, now);
     let blank = CascadeRecord {
         cascade: cascade.clone(),
-        contacts,
-        name,
+        contacts: fresh.contacts,
+        name: fresh.name,
         ack_code: deps.ids.ack_code(),
-        about,
-        needs_review: check.is_some_and(|c| c.needs_review()),
+        escalation: fresh.escalation,
+        named: Vec::new(),
+        needs_review: fresh.check.is_some_and(|c| c.needs_review()),
         audit_seq: 0,
         audit_head: audit::GENESIS.to_string(),
     };
@@ -114,14 +136,15 @@ async fn start(
         &d.audit,
         now,
         audit::Extras {
-            contact_check: check,
-            contact: None,
+            contact_check: fresh.check,
+            ..Default::default()
         },
     );
     match deps.cascades.create_cascade(&rec, &entry).await {
         Ok(()) => {
             deps.observer.transition(&cascade, &Event::Start, &d);
-            batch.add(deps, &rec, d.commands).await
+            batch.add(&rec, d.commands);
+            Ok(())
         }
         // Created by an earlier delivery of this job: if it never got past
         // its start, its first send may never have been queued; queue it
@@ -141,7 +164,7 @@ async fn start(
                         channel: a.channel,
                     })
                     .collect();
-                batch.add(deps, &existing, commands).await?;
+                batch.add(&existing, commands);
             }
             Ok(())
         }
@@ -155,12 +178,11 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
         deps.observer.stale_job();
         return Ok(());
     };
-    let Some(a) = rec
-        .cascade
-        .attempt(attempt)
-        .copied()
-        .filter(|a| matches!(a.phase, Phase::Sending { .. }))
-    else {
+    let Some(a) = rec.cascade.attempt(attempt).copied() else {
+        deps.observer.stale_job();
+        return Ok(());
+    };
+    let Phase::Sending { since: ready } = a.phase else {
         deps.observer.stale_job();
         return Ok(());
     };
@@ -175,7 +197,60 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
     let sender = deps.senders.get(a.channel);
     let endpoint = sender.endpoint();
     let now = deps.clock.now();
-    if let Admit::Wait { until, ticket } = deps.limiter.admit(endpoint, now, ticket).await? {
+    let lane = if key.route.is_escalation() {
+        Lane::Priority
+    } else {
+        Lane::Member
+    };
+    // The high-priority route never waits for a carrier that is throttling
+    // while the person has another channel left to try.
+    if lane == Lane::Priority
+        && rec.cascade.next_step < rec.cascade.plan.len() as u8
+        && deps.limiter.throttled_since(endpoint).await?.is_some()
+    {
+        let mut waits = ChannelWaits {
+            cause: WaitCause::Throttled,
+            ..Default::default()
+        };
+        let bound = throttle_bound(&rec.cascade, &deps.policy);
+        waits.free_at[a.channel.index()] = Some(now.plus(bound));
+        apply_with(deps, rec, Event::Replan { attempt, waits }, Vec::new()).await?;
+        return Ok(());
+    }
+    if lane == Lane::Priority && !reserve(deps, &rec, attempt, now).await? {
+        return Ok(());
+    }
+    let admit = match deps.limiter.admit(endpoint, now, ticket, lane).await? {
+        Admission::Decided(admit) => admit,
+        Admission::Retry { at } => {
+            let job = Job::Send {
+                key: key.clone(),
+                attempt,
+                ticket,
+            };
+            return deps.queue.enqueue(vec![(job, at.since(now).max(1))]).await;
+        }
+    };
+    if let Admit::Wait {
+        until,
+        ticket,
+        throttled_since,
+    } = admit
+    {
+        // The endpoint is paused by the carrier's 429s: a wait past the
+        // bound fails the channel for this person now (rule 3), instead of
+        // holding them for as long as the carrier refuses.
+        if let Some(since) = throttled_since {
+            let held_since = a.throttled_since.unwrap_or(since.max(ready));
+            if until.since(held_since) > throttle_bound(&rec.cascade, &deps.policy) {
+                let result = SendOutcome::Throttled {
+                    retry_after_ms: until.since(now),
+                    since: Some(held_since),
+                };
+                apply_with(deps, rec, Event::SendResult { attempt, result }, Vec::new()).await?;
+                return Ok(());
+            }
+        }
         let job = Job::Send {
             key: key.clone(),
             attempt,
@@ -186,6 +261,20 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
             .enqueue(vec![(job, until.since(now).max(1))])
             .await;
     }
+    // A member send reserves its channel of the person when the limiter
+    // grants it (a reservation made before a long queue wait would lapse
+    // before the send); an escalation, whose waits are short, before.
+    if lane == Lane::Member && !reserve(deps, &rec, attempt, now).await? {
+        return Ok(());
+    }
+    let bundle = match &key.route {
+        Route::Escalation { about } => {
+            let mut named = vec![(about.clone(), escalation::about_name(&rec))];
+            named.extend(escalation::bundle(deps, &rec).await?);
+            named
+        }
+        Route::Member => Vec::new(),
+    };
     let outcome = match rec.contacts.address(a.channel) {
         None => {
             deps.observer.send(
@@ -203,7 +292,9 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
                     .map(|l| l.link(key, deps.clock.now())),
                 _ => None,
             };
-            let (subject, body) = super::render(&incident, &rec, a.channel, link.as_deref());
+            let names: Vec<&str> = bundle.iter().map(|(_, n)| n.as_str()).collect();
+            let (subject, body) =
+                super::render(&incident, &rec, a.channel, link.as_deref(), &names);
             let msg = OutboundMessage {
                 key: key.clone(),
                 attempt,
@@ -229,6 +320,7 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
                     (
                         SendOutcome::Throttled {
                             retry_after_ms: retry_after.unwrap_or(1_000),
+                            since: None,
                         },
                         SendOutcomeKind::Throttled,
                     )
@@ -252,70 +344,47 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
             outcome
         }
     };
-    apply_event(
-        deps,
-        key,
-        Event::SendResult {
-            attempt,
-            result: outcome,
-        },
-    )
-    .await?;
+    let named = bundle.into_iter().map(|(id, _)| id).collect();
+    let event = Event::SendResult {
+        attempt,
+        result: outcome,
+    };
+    apply_with(deps, rec, event, named).await?;
     Ok(())
 }
 
-#[tracing::instrument(skip_all, fields(incident_id = %incident, manager_id = %manager))]
-async fn escalate(
+/// Reserves the attempt's channel of its person in the contact ledger (calls
+/// and SMS only); when another cascade holds it, the engine replans the
+/// attempt and this returns false.
+async fn reserve(
     deps: &Deps,
-    incident: &crate::domain::IncidentId,
-    manager: &crate::domain::StakeholderId,
-    about: &crate::domain::StakeholderId,
-) -> Result<()> {
-    let key = CascadeKey {
-        incident: incident.clone(),
-        stakeholder: manager.clone(),
-        route: Route::Manager,
+    rec: &CascadeRecord,
+    attempt: u32,
+    now: crate::domain::Ts,
+) -> Result<bool> {
+    let key = &rec.cascade.key;
+    let Some(a) = rec.cascade.attempt(attempt) else {
+        return Ok(false);
     };
-    if deps.cascades.get_cascade(&key).await?.is_some() {
-        // One bounded manager cascade per incident and manager: it already tells them.
-        tracing::info!("escalation joins the manager's existing cascade");
-        return Ok(());
+    if !guarded(a.channel) {
+        return Ok(true);
     }
-    let Some(inc) = deps.incidents.get_incident(incident).await? else {
-        return Ok(());
-    };
-    if inc.status != IncidentStatus::Open {
-        return Ok(());
-    }
-    let Some(person) = deps.directory.stakeholder(manager).await? else {
-        tracing::error!("on-call manager is not in the directory");
-        return Ok(());
-    };
-    // The group's high-priority route, else the policy's manager route.
-    let route = deps
-        .directory
-        .group(&inc.trigger.stakeholder_group_id)
+    let hold = hold_delay(&rec.cascade, &deps.policy);
+    match deps
+        .ledger
+        .reserve(&key.incident, &key.stakeholder, a.channel, key, now, hold)
         .await?
-        .map(|g| g.escalation_channels)
-        .unwrap_or_default();
-    let order = if route.is_empty() {
-        deps.policy.channels(deps.policy.manager_route)
-    } else {
-        &route
-    };
-    let plan = ChannelPlan::new(&person.plan(order));
-    let now: Ts = deps.clock.now();
-    let cascade = Cascade::new(key, inc.trigger.severity, person.tier, plan, now);
-    let mut batch = Batch::default();
-    start(
-        deps,
-        cascade,
-        person.contacts.clone(),
-        person.name.clone(),
-        Some(about.clone()),
-        None,
-        &mut batch,
-    )
-    .await?;
-    batch.flush(deps).await
+    {
+        Reservation::Granted => Ok(true),
+        Reservation::Busy(waits) => {
+            apply_with(
+                deps,
+                rec.clone(),
+                Event::Replan { attempt, waits },
+                Vec::new(),
+            )
+            .await?;
+            Ok(false)
+        }
+    }
 }

@@ -113,7 +113,7 @@ pub async fn status(deps: &Deps, id: &IncidentId) -> Result<IncidentView> {
             needs_review += u64::from(rec.needs_review);
             stakeholders.push(StakeholderView {
                 stakeholder: c.key.stakeholder.clone(),
-                route: c.key.route,
+                route: c.key.route.clone(),
                 status: c.status,
                 channels: c.plan.as_slice().to_vec(),
                 in_flight: c.in_flight.iter().map(|a| a.channel).collect(),

@@ -1,28 +1,54 @@
 //! What each channel says. The operator's message is used as given; Muster
-//! adds the channel's way to acknowledge.
+//! adds the channel's way to acknowledge. An escalation message names the
+//! failure it reports and every other failure still open for the same
+//! person (`named`: the cascade's own first).
 
+use super::escalation::BUNDLE_NAMES;
 use crate::domain::{Channel, Incident};
 use crate::engine::Route;
 use crate::ports::CascadeRecord;
 
-/// Subject and body for `channel`.
+/// "A", "A and B", "A, B and C", "A, B and 3 others".
+fn list(names: &[&str]) -> String {
+    let (shown, more) = if names.len() > BUNDLE_NAMES {
+        (&names[..BUNDLE_NAMES], names.len() - BUNDLE_NAMES)
+    } else {
+        (names, 0)
+    };
+    match (shown, more) {
+        ([], _) => String::new(),
+        ([one], 0) => (*one).to_string(),
+        (_, 0) => {
+            let (last, rest) = shown.split_last().unwrap_or((&"", &[]));
+            format!("{} and {last}", rest.join(", "))
+        }
+        (_, n) => format!("{} and {n} others", shown.join(", ")),
+    }
+}
+
 /// Subject and body for `channel`; `ack_link` is the signed one-click link
-/// (email and push), when links are configured.
+/// (email and push), when links are configured; `named` the failures an
+/// escalation message names.
 pub fn render(
     incident: &Incident,
     rec: &CascadeRecord,
     channel: Channel,
     ack_link: Option<&str>,
+    named: &[&str],
 ) -> (String, String) {
     let t = &incident.trigger;
     let id = &t.incident_id;
     let sev = t.severity;
     let text = t.message_template.as_str();
-    let (subject, lead) = match (rec.cascade.key.route, &rec.about) {
-        (Route::Manager, Some(about)) => (
-            format!("[{sev} ESCALATION] {id}: {about} could not be reached"),
-            format!("Escalation: {about} has not acknowledged {id} on any channel. "),
-        ),
+    let (subject, lead) = match (&rec.cascade.key.route, named) {
+        (Route::Escalation { .. }, [_, ..]) => {
+            let who = list(named);
+            let verb = if named.len() == 1 { "has" } else { "have" };
+            (
+                format!("[{sev} ESCALATION] {id}: {who} could not be reached"),
+                format!("Escalation: {who} {verb} not acknowledged {id} on any channel. "),
+            )
+        }
         _ => (
             format!("[{sev}] {id}: business continuity activation"),
             String::new(),
@@ -47,4 +73,38 @@ pub fn render(
         },
     };
     (subject, body)
+}
+
+/// The update a withdrawn escalation's person receives.
+pub fn render_notice(incident: &Incident, rec: &CascadeRecord) -> (String, String) {
+    let t = &incident.trigger;
+    let who = super::escalation::about_name(rec);
+    (
+        format!(
+            "[{} UPDATE] {}: {who} has acknowledged",
+            t.severity, t.incident_id
+        ),
+        format!(
+            "Update on {}: {who}, whom we told you could not be reached, has now acknowledged. No action is needed for {who}.",
+            t.incident_id
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::list;
+
+    #[test]
+    fn names_read_as_a_sentence() {
+        assert_eq!(list(&["A"]), "A");
+        assert_eq!(list(&["A", "B"]), "A and B");
+        assert_eq!(list(&["A", "B", "C"]), "A, B and C");
+        let many: Vec<String> = (0..13).map(|i| format!("P{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(
+            list(&many),
+            "P0, P1, P2, P3, P4, P5, P6, P7, P8, P9 and 3 others"
+        );
+    }
 }

@@ -8,6 +8,7 @@
 pub mod audit;
 mod contacts;
 mod dispatch;
+mod escalation;
 mod incident;
 mod message;
 mod receipt;
@@ -16,13 +17,14 @@ mod trigger;
 
 pub use contacts::ContactCheck;
 pub use dispatch::{EXPAND_CHUNK, dispatch};
+pub use escalation::{EscalationOutcome, EscalationStory, Told, next_in_chain, stories};
 pub use incident::{IncidentView, StakeholderView, StateCounts, close, status};
 pub use message::render;
 pub use receipt::{ReceiptEvent, ReceiptOutcome, receipt};
 pub use tick::{SEAL_INTERVAL_MS, SweepReport, sweep, tick};
 pub use trigger::{TriggerOutcome, trigger};
 
-use crate::engine::{AuditKind, CascadeKey, Command, Event, Route, decide};
+use crate::engine::{AuditKind, CascadeKey, Command, Event, decide};
 use crate::error::{Error, Result};
 use crate::ports::{CascadeRecord, Deps, Job, TimerMsg};
 
@@ -47,16 +49,29 @@ pub async fn apply_event(
 /// [`apply_event`] on a record just read; re-reads only after a lost race.
 pub async fn apply_loaded(
     deps: &Deps,
+    rec: CascadeRecord,
+    event: Event,
+) -> Result<(CascadeRecord, AuditKind)> {
+    apply_with(deps, rec, event, Vec::new()).await
+}
+
+/// [`apply_loaded`], recording on an accepted send the failures the message
+/// named (`named`: an escalation's subject first, then the bundled ones).
+pub(crate) async fn apply_with(
+    deps: &Deps,
     mut rec: CascadeRecord,
     event: Event,
+    named: Vec<crate::domain::StakeholderId>,
 ) -> Result<(CascadeRecord, AuditKind)> {
     let key = rec.cascade.key.clone();
     for _ in 0..MAX_CONFLICTS {
         let now = deps.clock.now();
         let d = decide(&rec.cascade, &event, &deps.policy, now);
+        let accepted = d.audit.kind == AuditKind::SendAccepted;
         let extras = audit::Extras {
             contact_check: None,
             contact: sent_to(deps, &rec, &d).await?,
+            named: if accepted { named.clone() } else { Vec::new() },
         };
         let (next, entry) = audit::append(&rec, d.next.clone(), &d.audit, now, extras);
         match deps
@@ -66,7 +81,15 @@ pub async fn apply_loaded(
         {
             Ok(()) => {
                 deps.observer.transition(&rec.cascade, &event, &d);
-                act(deps, &next, d.commands).await?;
+                let mut batch = Batch::default();
+                batch.add(&next, d.commands);
+                if let Event::Ack { attempt, .. } = event
+                    && d.audit.kind == AuditKind::Acknowledged
+                    && !next.bundled(attempt).is_empty()
+                {
+                    batch.jobs.push((Job::ShareAck { key, attempt }, 0));
+                }
+                batch.flush(deps).await?;
                 return Ok((next, d.audit.kind));
             }
             Err(e) if e.is_conflict() => match deps.cascades.get_cascade(&key).await? {
@@ -113,35 +136,21 @@ pub async fn seal(
         return Ok(None);
     };
     let heads = store.chain_heads(incident).await?;
-    let (chains, entries, heads_digest) = audit::heads_digest_of(&heads);
-    let (algorithm, key_id, public_key) = sealer.describe();
-    let mut seal = audit::Seal {
-        incident: incident.clone(),
-        at: deps.clock.now(),
-        chains,
-        entries,
-        heads_digest,
-        algorithm,
-        key_id,
-        public_key,
-        signature: String::new(),
-    };
+    let mut seal = audit::Seal::unsigned(
+        incident.clone(),
+        deps.clock.now(),
+        audit::heads_digest_of(&heads),
+        sealer.describe(),
+    );
     seal.signature = sealer.sign(&seal.message()).await?;
     store.put_seal(&seal).await?;
     Ok(Some(seal))
 }
 
-/// Carries out the engine's commands. Sends go through the work queue so that
-/// every send passes the rate limiter in `dispatch`.
-pub(crate) async fn act(deps: &Deps, rec: &CascadeRecord, commands: Vec<Command>) -> Result<()> {
-    let mut batch = Batch::default();
-    batch.add(deps, rec, commands).await?;
-    batch.flush(deps).await
-}
-
-/// Commands of several cascades gathered so that their jobs and timers go
-/// out together (an expansion job's first sends are one batch of requests,
-/// not one request per cascade).
+/// The engine's commands, carried out: jobs (sends go through the work queue
+/// so that every send passes the rate limiter in `dispatch`) and timers,
+/// gathered so that those of several cascades go out together (an expansion
+/// job's first sends are one batch of requests, not one per cascade).
 #[derive(Default)]
 pub(crate) struct Batch {
     jobs: Vec<(Job, crate::domain::Millis)>,
@@ -149,12 +158,7 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    pub(crate) async fn add(
-        &mut self,
-        deps: &Deps,
-        rec: &CascadeRecord,
-        commands: Vec<Command>,
-    ) -> Result<()> {
+    pub(crate) fn add(&mut self, rec: &CascadeRecord, commands: Vec<Command>) {
         let key = &rec.cascade.key;
         for c in commands {
             match c {
@@ -173,16 +177,31 @@ impl Batch {
                     at,
                 }),
                 Command::EscalateToManager => {
-                    if let Some(job) = escalation_job(deps, rec).await? {
-                        self.jobs.push((job, 0));
-                    }
+                    let about = key.route.about().unwrap_or(&key.stakeholder).clone();
+                    let chain = match &rec.escalation {
+                        Some(e) => e.chain.clone(),
+                        None => vec![key.stakeholder.clone()],
+                    };
+                    let job = Job::Escalate {
+                        incident: key.incident.clone(),
+                        about,
+                        chain,
+                    };
+                    self.jobs.push((job, 0));
                 }
                 Command::EmitCascadeFailure => {
-                    tracing::warn!(incident_id = %key.incident, stakeholder_id = %key.stakeholder, "CASCADE_FAILURE");
+                    tracing::warn!(incident_id = %key.incident, stakeholder_id = %key.stakeholder, route = %key.route.encode(), "CASCADE_FAILURE");
                 }
+                Command::WithdrawEscalations => {
+                    let job = Job::Withdraw {
+                        incident: key.incident.clone(),
+                        about: key.route.about().unwrap_or(&key.stakeholder).clone(),
+                    };
+                    self.jobs.push((job, 0));
+                }
+                Command::NotifyWithdrawn => self.jobs.push((Job::Notice { key: key.clone() }, 0)),
             }
         }
-        Ok(())
     }
 
     pub(crate) async fn flush(self, deps: &Deps) -> Result<()> {
@@ -193,30 +212,5 @@ impl Batch {
             deps.queue.enqueue(self.jobs).await?;
         }
         Ok(())
-    }
-}
-
-async fn escalation_job(deps: &Deps, rec: &CascadeRecord) -> Result<Option<Job>> {
-    let key = &rec.cascade.key;
-    if key.route != Route::Member {
-        return Ok(None);
-    }
-    let Some(incident) = deps.incidents.get_incident(&key.incident).await? else {
-        return Ok(None);
-    };
-    let group = deps
-        .directory
-        .group(&incident.trigger.stakeholder_group_id)
-        .await?;
-    match group.and_then(|g| g.on_call_manager) {
-        Some(manager) if manager != key.stakeholder => Ok(Some(Job::Escalate {
-            incident: key.incident.clone(),
-            manager,
-            about: key.stakeholder.clone(),
-        })),
-        _ => {
-            tracing::warn!(incident_id = %key.incident, stakeholder_id = %key.stakeholder, "cascade failed with no on-call manager to escalate to");
-            Ok(None)
-        }
     }
 }

@@ -47,6 +47,10 @@ pub struct Tier(u8);
 impl Tier {
     pub const ALL: [Tier; 3] = [Tier(1), Tier(2), Tier(3)];
     pub const COUNT: usize = 3;
+    /// Tier 1: the first to be told.
+    pub const HIGHEST: Tier = Tier(1);
+    /// Tier 3: the default for someone the directory does not rank.
+    pub const LOWEST: Tier = Tier(3);
 
     pub fn new(n: i64) -> Result<Self, InvalidValue> {
         if (1..=3).contains(&n) {

@@ -82,7 +82,7 @@ pub struct Group {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_call_manager: Option<StakeholderId>,
     /// The high-priority route for escalations: the channel order of the
-    /// on-call manager's cascade (empty: the policy's manager route).
+    /// escalation cascades of its failures (empty: the policy's manager route).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub escalation_channels: Vec<Channel>,
 }

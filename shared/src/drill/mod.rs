@@ -7,6 +7,9 @@ mod run;
 pub mod scenario;
 pub mod sim;
 
-pub use report::{CarrierStats, ChannelStats, DrillReport, FinalStates, Percentiles};
+pub use report::{
+    CarrierStats, ChannelStats, DrillReport, EscalationSummary, FinalStates, Percentiles,
+    escalation_checks,
+};
 pub use run::{Drill, Progress, run};
 pub use scenario::{Scenario, ScenarioError};

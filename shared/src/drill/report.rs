@@ -2,7 +2,7 @@
 
 use super::run::Drill;
 use crate::domain::{Channel, Ts};
-use crate::engine::{CascadeStatus, Route, invariants};
+use crate::engine::{CascadeStatus, invariants};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -63,12 +63,39 @@ pub struct CarrierStats {
     pub throttled_429: u64,
     pub offered: u64,
     pub accepted: u64,
-    /// Accepted sends per second between the first and the last.
+    /// Accepted sends per second over the endpoint's first backlog window
+    /// (from its first send until sends stopped waiting for it), which is
+    /// what the carrier could take; over the whole run when nothing waited.
     pub throughput_per_sec: f64,
     /// The limiter's pacing rate at the end.
     pub final_rate_per_sec: f64,
     /// Sends that reached the carrier for a cascade already ended (must be 0).
     pub sent_after_end: u64,
+}
+
+/// What the escalations did, counted from the audit trail.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EscalationSummary {
+    /// Members whose cascade ended in CASCADE_FAILURE.
+    pub failures: u64,
+    /// ... acknowledged by someone on their escalation chain.
+    pub acknowledged: u64,
+    /// ... who acknowledged after all, so their escalation was withdrawn.
+    pub withdrawn: u64,
+    /// ... whose chain ended with nobody acknowledging (ESCALATION_UNDELIVERED; goal 0).
+    pub undelivered: u64,
+    /// ... cancelled with the incident.
+    pub cancelled: u64,
+    /// ... still open when the drill ended.
+    pub open: u64,
+    /// Failures named in a message a carrier accepted.
+    pub named: u64,
+    /// From each failure to the first send for it offered to a carrier.
+    pub first_offer_secs: Percentiles,
+    /// From each failure to the first accepted message naming it.
+    pub first_named_secs: Percentiles,
+    /// The longest chain used (1: the on-call manager only).
+    pub deepest_level: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -78,13 +105,17 @@ pub struct DrillReport {
     pub incident: String,
     pub severity: String,
     pub stakeholders: u64,
-    pub manager_cascades: u64,
+    /// Escalation cascades: one per (failed person, person told).
+    pub escalation_cascades: u64,
     pub final_states: FinalStates,
     pub first_contact_secs: Percentiles,
     pub ack_secs: Percentiles,
     pub channels: BTreeMap<Channel, ChannelStats>,
     pub carriers: BTreeMap<String, CarrierStats>,
     pub cascade_failures: u64,
+    pub escalations: EscalationSummary,
+    /// Each failure's escalation, from the audit trail.
+    pub escalation_stories: Vec<crate::app::EscalationStory>,
     pub needs_review: u64,
     /// Live contact lookups at cascade start, by outcome.
     pub contact_checks: BTreeMap<String, u64>,
@@ -98,6 +129,8 @@ pub struct DrillReport {
     pub steps: u64,
     pub virtual_secs: f64,
     pub wall_secs: f64,
+    /// When the incident was triggered (virtual time, ms since the epoch).
+    pub started_at_ms: u64,
 }
 
 pub(super) fn build(
@@ -138,8 +171,8 @@ pub(super) fn build(
             }
         }
         r.needs_review += u64::from(rec.needs_review);
-        if c.key.route == Route::Manager {
-            r.manager_cascades += 1;
+        if c.key.route.is_escalation() {
+            r.escalation_cascades += 1;
             continue;
         }
         r.stakeholders += 1;
@@ -185,10 +218,21 @@ pub(super) fn build(
         );
     }
     let rates = limiter.rates();
+    let backlogs = limiter.first_backlog_end();
     for (c, k, capacity) in world.counters() {
-        let span = match (k.first_at, k.last_at) {
-            (Some(a), Some(b)) if b > a => b.since(a) as f64 / 1000.0,
-            _ => 0.0,
+        // Throughput while sends were waiting for the endpoint (what it
+        // could take); over the whole run when nothing ever waited.
+        let end = backlogs
+            .get(c.as_str())
+            .copied()
+            .filter(|b| k.first_at.is_some_and(|a| *b > a))
+            .or(k.last_at);
+        let (span, sent) = match (k.first_at, end) {
+            (Some(a), Some(b)) if b > a => (
+                b.since(a) as f64 / 1000.0,
+                k.accepted_at.iter().filter(|t| **t <= b).count() as u64,
+            ),
+            _ => (0.0, 0),
         };
         if k.after_end > 0 {
             violation_count += k.after_end;
@@ -208,7 +252,7 @@ pub(super) fn build(
                 offered: k.offered,
                 accepted: k.accepted,
                 throughput_per_sec: if span > 0.0 {
-                    (k.accepted.saturating_sub(1)) as f64 / span
+                    sent.saturating_sub(1) as f64 / span
                 } else {
                     0.0
                 },
@@ -218,6 +262,16 @@ pub(super) fn build(
         );
     }
     r.audit_entries = d.store.audit_len() as u64;
+    let mut entries = Vec::with_capacity(r.audit_entries as usize);
+    d.store.for_each_audit(|e| entries.push(e.clone()));
+    r.escalation_stories = crate::app::stories(&entries);
+    r.escalations = summarize(&r.escalation_stories);
+    for v in escalation_checks(&entries, &d.store.all_cascades(), &d.scenario.policy) {
+        violation_count += 1;
+        if violations.len() < 50 {
+            violations.push(v);
+        }
+    }
     d.store.for_each_audit(|e| {
         if let Some(c) = e.contact_check {
             let name = serde_json::to_value(c)
@@ -241,8 +295,120 @@ pub(super) fn build(
     r.invariant_violations = violation_count;
     r.violations = violations;
     r.virtual_secs = end.since(start) as f64 / 1000.0;
+    r.started_at_ms = start.0;
     r.wall_secs = wall.elapsed().as_secs_f64();
     r
+}
+
+/// The escalation rules, checked over a whole run from its audit trail and
+/// final records:
+/// - every failure is named in a message a carrier accepted, or withdrawn
+///   (the person acknowledged after all), or recorded as undelivered, or
+///   cancelled with the incident, unless it is still open;
+/// - no escalation chain names anyone twice;
+/// - no person gets two calls, or two SMS, from two of their cascades
+///   within the earlier one's hold.
+pub fn escalation_checks(
+    entries: &[crate::app::audit::AuditEntry],
+    records: &[crate::ports::CascadeRecord],
+    policy: &crate::policy::Policy,
+) -> Vec<String> {
+    use crate::app::EscalationOutcome as O;
+    use crate::engine::{AuditKind, CascadeKey, hold_delay};
+    use std::collections::HashMap;
+    let mut v = Vec::new();
+    for st in crate::app::stories(entries) {
+        let accounted = st.first_named_ms.is_some()
+            || matches!(
+                st.outcome,
+                O::Undelivered { .. } | O::Withdrawn { .. } | O::Cancelled | O::Open
+            );
+        if !accounted {
+            v.push(format!(
+                "the failure of {} was never named in an accepted message, withdrawn or recorded as undelivered",
+                st.about
+            ));
+        }
+    }
+    let mut holds: HashMap<&CascadeKey, u64> = HashMap::new();
+    for r in records {
+        holds.insert(&r.cascade.key, hold_delay(&r.cascade, policy));
+        if let Some(e) = &r.escalation {
+            let mut seen = std::collections::HashSet::new();
+            if let Some(dup) = e.chain.iter().find(|id| !seen.insert(*id)) {
+                v.push(format!(
+                    "the escalation chain of {} names {dup} twice",
+                    r.cascade.key
+                ));
+            }
+        }
+    }
+    // Accepted calls and SMS per (incident, person, channel), in time order.
+    let mut sends: HashMap<
+        (
+            &crate::domain::IncidentId,
+            &crate::domain::StakeholderId,
+            Channel,
+        ),
+        Vec<&crate::app::audit::AuditEntry>,
+    > = HashMap::new();
+    for e in entries {
+        if e.record.kind == AuditKind::SendAccepted
+            && let Some(c) = e.record.channel
+            && crate::ports::guarded(c)
+        {
+            sends
+                .entry((&e.incident, &e.stakeholder, c))
+                .or_default()
+                .push(e);
+        }
+    }
+    for ((_, who, channel), mut list) in sends {
+        list.sort_by_key(|e| e.at);
+        for pair in list.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            if a.route == b.route {
+                continue;
+            }
+            let hold = holds.get(&a.key()).copied().unwrap_or(0);
+            if b.at.since(a.at) < hold {
+                v.push(format!(
+                    "{who} got two {} messages {} ms apart from two cascades ({} and {}), within the {} ms hold",
+                    channel.as_str(),
+                    b.at.since(a.at),
+                    a.route.encode(),
+                    b.route.encode(),
+                    hold
+                ));
+            }
+        }
+    }
+    v
+}
+
+fn summarize(stories: &[crate::app::EscalationStory]) -> EscalationSummary {
+    use crate::app::EscalationOutcome as O;
+    let mut s = EscalationSummary {
+        failures: stories.len() as u64,
+        ..Default::default()
+    };
+    let (mut offer, mut named) = (Vec::new(), Vec::new());
+    for st in stories {
+        match st.outcome {
+            O::Acknowledged { .. } => s.acknowledged += 1,
+            O::Withdrawn { .. } => s.withdrawn += 1,
+            O::Undelivered { .. } => s.undelivered += 1,
+            O::Cancelled => s.cancelled += 1,
+            O::Open => s.open += 1,
+        }
+        offer.extend(st.first_offer_ms);
+        named.extend(st.first_named_ms);
+        s.deepest_level = s.deepest_level.max(st.told.len() as u32);
+    }
+    s.named = named.len() as u64;
+    s.first_offer_secs = Percentiles::of(offer);
+    s.first_named_secs = Percentiles::of(named);
+    s
 }
 
 fn dur(secs: f64) -> String {
@@ -277,9 +443,9 @@ impl DrillReport {
         );
         let _ = writeln!(
             s,
-            "  {} stakeholders, {} manager escalation cascade(s); {} of virtual time in {:.2}s of wall time",
+            "  {} stakeholders, {} escalation cascade(s); {} of virtual time in {:.2}s of wall time",
             self.stakeholders,
-            self.manager_cascades,
+            self.escalation_cascades,
             dur(self.virtual_secs),
             self.wall_secs
         );
@@ -291,11 +457,15 @@ impl DrillReport {
             f.acknowledged,
             pct(f.acknowledged)
         );
+        let e = &self.escalations;
         let _ = writeln!(
             s,
-            "  escalated      {:>8}  {:5.1}%  (CASCADE_FAILURE, on-call manager notified)",
+            "  escalated      {:>8}  {:5.1}%  (CASCADE_FAILURE: {} acknowledged by the person told, {} withdrawn, {} reached nobody)",
             f.escalated,
-            pct(f.escalated)
+            pct(f.escalated),
+            e.acknowledged,
+            e.withdrawn,
+            e.undelivered
         );
         let _ = writeln!(
             s,
@@ -321,6 +491,9 @@ impl DrillReport {
         let _ = writeln!(s, "\nTime from trigger");
         let _ = writeln!(s, "  first contact  {}", p(&self.first_contact_secs));
         let _ = writeln!(s, "  acknowledged   {}", p(&self.ack_secs));
+        if e.failures > 0 {
+            self.render_escalations(&mut s, &p);
+        }
         let _ = writeln!(
             s,
             "\nChannels   attempts  delivered   failed  timeouts  throttled  acked"
@@ -406,6 +579,80 @@ impl DrillReport {
             let _ = writeln!(s, "Error: {e}");
         }
         s
+    }
+
+    fn render_escalations(&self, s: &mut String, p: &dyn Fn(&Percentiles) -> String) {
+        use crate::app::EscalationOutcome as O;
+        let e = &self.escalations;
+        let _ = writeln!(s, "\nEscalations (from the audit trail)");
+        let _ = writeln!(
+            s,
+            "  {} failures: {} acknowledged, {} withdrawn, {} reached nobody, {} cancelled, {} still open; chain depth up to {}",
+            e.failures,
+            e.acknowledged,
+            e.withdrawn,
+            e.undelivered,
+            e.cancelled,
+            e.open,
+            e.deepest_level
+        );
+        let _ = writeln!(s, "  first send offered   {}", p(&e.first_offer_secs));
+        let _ = writeln!(s, "  first message naming {}", p(&e.first_named_secs));
+        const SHOWN: usize = 10;
+        let start = self.started_at();
+        for st in self.escalation_stories.iter().take(SHOWN) {
+            let at = |t: Ts| dur(t.since(start) as f64 / 1000.0);
+            let told: Vec<String> = st
+                .told
+                .iter()
+                .map(|t| {
+                    let sent = match t.sent.first() {
+                        Some((c, when)) => format!("{} {}", c.as_str(), at(*when)),
+                        None => "no message accepted".into(),
+                    };
+                    match t.acknowledged {
+                        Some((c, when)) => {
+                            format!(
+                                "{} ({sent}, acknowledged on {} {})",
+                                t.to,
+                                c.as_str(),
+                                at(when)
+                            )
+                        }
+                        None => format!("{} ({sent})", t.to),
+                    }
+                })
+                .collect();
+            let outcome = match &st.outcome {
+                O::Acknowledged { .. } => String::new(),
+                O::Withdrawn { at: when } => format!("; withdrawn at {}", at(*when)),
+                O::Undelivered { .. } => "; REACHED NOBODY".into(),
+                O::Cancelled => "; cancelled".into(),
+                O::Open => "; still open".into(),
+            };
+            let _ = writeln!(
+                s,
+                "  {:<16} failed {}: {}{outcome}",
+                st.about.as_str(),
+                at(st.failed_at),
+                if told.is_empty() {
+                    "nobody told".to_string()
+                } else {
+                    told.join(" -> ")
+                }
+            );
+        }
+        if self.escalation_stories.len() > SHOWN {
+            let _ = writeln!(
+                s,
+                "  ... and {} more (--json has them all)",
+                self.escalation_stories.len() - SHOWN
+            );
+        }
+    }
+
+    fn started_at(&self) -> Ts {
+        Ts(self.started_at_ms)
     }
 
     /// A drill passes when every invariant held, every stakeholder ended and nothing failed.

@@ -137,7 +137,7 @@ impl Drill {
                 tier: p.tier,
                 contacts: p.contacts.clone(),
                 preferences: p.preferences.clone(),
-                manager: None,
+                manager: p.manager.clone(),
                 locale: None,
                 user_name: None,
                 external_id: None,

@@ -45,6 +45,8 @@ pub struct PersonSpec {
     pub current: ContactMethods,
     pub preferences: Vec<Channel>,
     pub behaviour: usize,
+    /// Their manager in the directory (the next step of an escalation chain).
+    pub manager: Option<StakeholderId>,
 }
 
 /// The simulated HRIS answering live contact lookups.
@@ -178,6 +180,8 @@ struct RawPerson {
     /// The number the HRIS holds now, when the directory's `phone` is stale.
     current_phone: Option<String>,
     current_email: Option<String>,
+    /// Their manager (a listed stakeholder).
+    manager: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -195,6 +199,8 @@ struct RawPopulation {
     preferences: Option<Vec<String>>,
     /// Share of people whose directory phone number is out of date.
     stale_directory: Option<f64>,
+    /// Everyone's manager (a listed stakeholder).
+    manager: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -446,11 +452,12 @@ impl Validator {
             {
                 spec.latency = d;
             }
+            // 0: a carrier that answers 429 to everything.
             match c.capacity_per_sec {
-                Some(cap) if cap > 0.0 && cap.is_finite() => spec.capacity_per_sec = Some(cap),
+                Some(cap) if cap >= 0.0 && cap.is_finite() => spec.capacity_per_sec = Some(cap),
                 Some(cap) => self.err(
                     format!("{f}.capacity_per_sec"),
-                    format!("{cap} must be a positive number"),
+                    format!("{cap} must be a number of 0 or more"),
                 ),
                 None => {}
             }
@@ -460,6 +467,8 @@ impl Validator {
                     self.err(format!("{f}.burst"), format!("{b} must be at least 1"));
                     1.0
                 }
+                // A carrier with no capacity takes nothing, not even a first burst.
+                None if spec.capacity_per_sec == Some(0.0) => 0.0,
                 None => spec.capacity_per_sec.unwrap_or(1.0).max(1.0),
             };
             if let Some(r) = &c.retry_after
@@ -554,6 +563,11 @@ impl Validator {
             if p.member.unwrap_or(true) {
                 members.push(id.clone());
             }
+            let manager = p.manager.as_ref().and_then(|m| {
+                StakeholderId::parse(m)
+                    .map_err(|e| self.invalid(&format!("{f}.manager"), e))
+                    .ok()
+            });
             people.push(PersonSpec {
                 id,
                 name: p.name.clone().unwrap_or_else(|| p.id.clone()),
@@ -562,6 +576,7 @@ impl Validator {
                 current,
                 preferences,
                 behaviour: b,
+                manager,
             });
         }
 
@@ -600,6 +615,11 @@ impl Validator {
                 tiers = [0.0, 0.0, 1.0];
             }
             let stale = self.prob(&format!("{f}.stale_directory"), pop.stale_directory);
+            let manager = pop.manager.as_ref().and_then(|m| {
+                StakeholderId::parse(m)
+                    .map_err(|e| self.invalid(&format!("{f}.manager"), e))
+                    .ok()
+            });
             let has = self.channel_map(&format!("{f}.channels"), &pop.channels, 1.0);
             let prefs = pop
                 .preferences
@@ -689,6 +709,7 @@ impl Validator {
                     current,
                     preferences: prefs.clone(),
                     behaviour: b,
+                    manager: manager.clone(),
                 });
             }
         }
@@ -715,6 +736,7 @@ impl Validator {
             },
             None => None,
         };
+        self.escalation_paths(&raw, &people, on_call_manager.as_ref(), &policy);
         let close_after = raw
             .close_after
             .as_ref()
@@ -749,6 +771,54 @@ impl Validator {
             max_virtual,
             contact_source,
         })
+    }
+}
+
+impl Validator {
+    /// Every manager and fallback is a listed stakeholder, and the group has
+    /// an escalation path (an on-call manager or the policy's fallback).
+    fn escalation_paths(
+        &mut self,
+        raw: &RawScenario,
+        people: &[PersonSpec],
+        on_call: Option<&StakeholderId>,
+        policy: &Policy,
+    ) {
+        let known = |id: &StakeholderId| people.iter().any(|p| &p.id == id);
+        for (i, p) in raw.stakeholders.iter().enumerate() {
+            if let Some(m) = &p.manager
+                && StakeholderId::parse(m).is_ok_and(|id| !known(&id))
+            {
+                self.err(
+                    format!("stakeholders[{i}].manager"),
+                    format!("{m:?} is not a listed stakeholder"),
+                );
+            }
+        }
+        for (i, p) in raw.population.iter().enumerate() {
+            if let Some(m) = &p.manager
+                && StakeholderId::parse(m).is_ok_and(|id| !known(&id))
+            {
+                self.err(
+                    format!("population[{i}].manager"),
+                    format!("{m:?} is not a listed stakeholder"),
+                );
+            }
+        }
+        for (i, f) in policy.escalation.fallback.iter().enumerate() {
+            if !known(f) {
+                self.err(
+                    format!("policy.escalation.fallback[{i}]"),
+                    format!("{:?} is not a listed stakeholder", f.as_str()),
+                );
+            }
+        }
+        if on_call.is_none() && policy.escalation.fallback.is_empty() {
+            self.err(
+                "group.on_call_manager",
+                "the group has no escalation path: name its on_call_manager, or a [policy.escalation] fallback",
+            );
+        }
     }
 }
 

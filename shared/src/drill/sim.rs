@@ -46,6 +46,9 @@ pub struct CarrierCounters {
     /// First and last accepted send, for throughput.
     pub first_at: Option<Ts>,
     pub last_at: Option<Ts>,
+    /// Every accepted send, in time order.
+    #[serde(skip)]
+    pub accepted_at: Vec<Ts>,
     /// Sends for a cascade already acknowledged or cancelled.
     pub after_end: u64,
     sec: u64,
@@ -62,7 +65,9 @@ struct Carrier {
 struct Person {
     behaviour: usize,
     never: bool,
-    ack_scheduled: bool,
+    /// Cascades (member and escalations) whose message the person will
+    /// answer: one answer per cascade.
+    answering: HashSet<CascadeKey>,
     /// Where the person really is; other addresses are dead.
     current: ContactMethods,
 }
@@ -128,7 +133,7 @@ impl SimWorld {
                     Person {
                         behaviour: p.behaviour,
                         never,
-                        ack_scheduled: false,
+                        answering: HashSet::default(),
                         current: p.current.clone(),
                     },
                 )
@@ -216,7 +221,7 @@ impl SimWorld {
         let carrier = &mut st.carriers[channel.index()];
         let c = &mut carrier.counters;
         c.offered += 1;
-        if ended {
+        if ended && !msg.is_notice() {
             c.after_end += 1;
         }
         let sec = now.0 / 1000;
@@ -247,6 +252,7 @@ impl SimWorld {
         c.accepted += 1;
         c.first_at.get_or_insert(now);
         c.last_at = Some(now);
+        c.accepted_at.push(now);
         carrier.next_id += 1;
         let id = format!("sim-{}-{}", channel.as_str(), carrier.next_id);
         let latency = draw(&mut st.rng, spec.latency);
@@ -291,11 +297,12 @@ impl SimWorld {
         if delivered
             && let Some(person) = st.people.get_mut(&msg.key.stakeholder)
             && !person.never
-            && !person.ack_scheduled
+            && !msg.is_notice()
+            && !person.answering.contains(&msg.key)
         {
             let b = &self.behaviours[person.behaviour];
             if st.rng.random::<f64>() < b.ack[channel.index()] {
-                person.ack_scheduled = true;
+                person.answering.insert(msg.key.clone());
                 let delay = draw(&mut st.rng, b.ack_delay);
                 let event = SimEvent::Ack {
                     key: msg.key.clone(),

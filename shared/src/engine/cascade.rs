@@ -4,13 +4,69 @@ use crate::domain::{Channel, IncidentId, Millis, Severity, StakeholderId, Tier, 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// `Member`: a stakeholder of the incident's group. `Manager`: the bounded
-/// escalation cascade to an on-call manager, which never escalates further.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Why a cascade exists. `Member`: a stakeholder of the incident's group.
+/// `Escalation`: `about`'s cascade failed, and this cascade tells the
+/// cascade's stakeholder (an on-call manager, their manager, or the policy's
+/// fallback) on the high-priority route. One escalation cascade per (failed
+/// person, person told): a chain never names the same person twice, so the
+/// key is unique along it.
+///
+/// Stored, signed and exported as text: `member` or `escalation:<about>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Route {
     Member,
-    Manager,
+    Escalation { about: StakeholderId },
+}
+
+impl Route {
+    pub fn escalation(about: StakeholderId) -> Self {
+        Route::Escalation { about }
+    }
+    pub fn is_escalation(&self) -> bool {
+        matches!(self, Route::Escalation { .. })
+    }
+    /// Whose cascade failure an escalation reports.
+    pub fn about(&self) -> Option<&StakeholderId> {
+        match self {
+            Route::Member => None,
+            Route::Escalation { about } => Some(about),
+        }
+    }
+    /// The text form: `member` or `escalation:<about>` (ids never contain `#`, `|` or `/`).
+    pub fn encode(&self) -> String {
+        match self {
+            Route::Member => "member".into(),
+            Route::Escalation { about } => format!("escalation:{about}"),
+        }
+    }
+    /// Parses [`Route::encode`]'s form.
+    pub fn decode(s: &str) -> Option<Route> {
+        match s {
+            "member" => Some(Route::Member),
+            _ => s
+                .strip_prefix("escalation:")
+                .and_then(|a| StakeholderId::parse(a).ok())
+                .map(Route::escalation),
+        }
+    }
+}
+
+impl Serialize for Route {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.encode())
+    }
+}
+
+impl<'de> Deserialize<'de> for Route {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Route::decode(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid route {:?}: expected \"member\" or \"escalation:<stakeholder id>\"",
+                s.chars().take(140).collect::<String>()
+            ))
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -22,9 +78,15 @@ pub struct CascadeKey {
 
 impl fmt::Display for CascadeKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.route {
+        match &self.route {
             Route::Member => write!(f, "{}/{}", self.incident, self.stakeholder),
-            Route::Manager => write!(f, "{}/{}!manager", self.incident, self.stakeholder),
+            Route::Escalation { about } => {
+                write!(
+                    f,
+                    "{}/{}!escalation:{about}",
+                    self.incident, self.stakeholder
+                )
+            }
         }
     }
 }
@@ -87,6 +149,16 @@ impl ChannelPlan {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// The plan with the channel at `from` moved to just after the one at
+    /// `to` (`from < to`); the others keep their order.
+    pub fn moved_after(&self, from: usize, to: usize) -> Self {
+        let mut v = self.as_slice().to_vec();
+        if from < to && to < v.len() {
+            let c = v.remove(from);
+            v.insert(to, c);
+        }
+        ChannelPlan::new(&v)
+    }
 }
 
 impl fmt::Debug for ChannelPlan {
@@ -128,15 +200,20 @@ pub enum Phase {
     AwaitingReceipt { deadline: Ts },
     /// Delivered; waiting for an ACK until the escalation delay ends.
     Holding { until: Ts },
+    /// Not sent yet, on purpose: the person was contacted on this channel by
+    /// another cascade within the hold, or a parallel call goes first. No
+    /// retry is spent.
+    Deferred { until: Ts },
 }
 
 impl Phase {
     pub fn due(self) -> Ts {
         match self {
             Phase::Sending { since } => since,
-            Phase::Backoff { until } | Phase::Throttled { until } | Phase::Holding { until } => {
-                until
-            }
+            Phase::Backoff { until }
+            | Phase::Throttled { until }
+            | Phase::Holding { until }
+            | Phase::Deferred { until } => until,
             Phase::AwaitingReceipt { deadline } => deadline,
         }
     }
@@ -150,6 +227,11 @@ pub struct Attempt {
     /// Transient retries already spent on this channel.
     pub retries: u32,
     pub phase: Phase,
+    /// When the carrier (or the endpoint's limiter, paused by the carrier)
+    /// first held this attempt back with a 429: throttling is bounded per
+    /// person from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled_since: Option<Ts>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,6 +257,25 @@ pub struct Cascade {
     pub acked_on: Option<Channel>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<Ts>,
+    /// A member cascade that failed: whom its failure has been escalated to,
+    /// in chain order (the open escalation is the last).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalated_to: Vec<StakeholderId>,
+    /// The escalation chain of this member's failure ended without anyone
+    /// acknowledging it (ESCALATION_UNDELIVERED was recorded).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub escalation_undelivered: bool,
+    /// Channels known to be busy for this person, until when (learned by
+    /// replanning; see `Event::Replan`).
+    #[serde(default, skip_serializing_if = "no_busy")]
+    pub busy_until: [Option<Ts>; 4],
+    /// A withdrawn escalation's update notice was offered to the carrier.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub noticed: bool,
+}
+
+fn no_busy(b: &[Option<Ts>; 4]) -> bool {
+    b.iter().all(Option::is_none)
 }
 
 impl Cascade {
@@ -201,6 +302,10 @@ impl Cascade {
             acked_at: None,
             acked_on: None,
             ended_at: None,
+            escalated_to: Vec::new(),
+            escalation_undelivered: false,
+            noticed: false,
+            busy_until: [None; 4],
         }
     }
 

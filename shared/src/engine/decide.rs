@@ -1,11 +1,36 @@
 //! `decide`: the ten cascade rules. See the module docs of `engine`.
 
 use super::{
-    Attempt, AuditKind, AuditRecord, Cascade, CascadeStatus, Command, Decision, Event, Phase,
-    ReceiptStatus, Route, SendOutcome, TimerKind,
+    Attempt, AuditKind, AuditRecord, Cascade, CascadeStatus, ChannelPlan, ChannelWaits, Command,
+    Decision, Event, Phase, ReceiptStatus, Route, SendOutcome, TimerKind,
 };
-use crate::domain::Ts;
+use crate::domain::{Channel, Millis, Severity, Ts};
 use crate::policy::Policy;
+
+/// The severity whose delays a cascade follows: the incident's for members,
+/// the policy's manager route for escalations.
+fn route_severity(c: &Cascade, policy: &Policy) -> Severity {
+    match c.key.route {
+        Route::Member => c.severity,
+        Route::Escalation { .. } => policy.manager_route,
+    }
+}
+
+/// The escalation delay `c` holds a DELIVERED message for before moving on
+/// (rule 5), and for which a person contacted by `c` on a call or an SMS is
+/// not called or texted again by another cascade (rule 7).
+pub fn hold_delay(c: &Cascade, policy: &Policy) -> Millis {
+    policy.escalation_delay(route_severity(c, policy), c.tier)
+}
+
+/// How long carrier throttling may hold one attempt of `c` back before its
+/// channel fails for that person (rule 3): the policy's bound, else the
+/// severity x tier escalation delay.
+pub fn throttle_bound(c: &Cascade, policy: &Policy) -> Millis {
+    policy
+        .throttle_bound
+        .unwrap_or_else(|| hold_delay(c, policy))
+}
 
 /// Decides the next state of `cascade` after `event` at `now`.
 pub fn decide(cascade: &Cascade, event: &Event, policy: &Policy, now: Ts) -> Decision {
@@ -166,22 +191,112 @@ impl<'a> Transition<'a> {
                     self.audit.note = Some("channel already used or not in the plan".into());
                 }
             }
+            Event::Replan { attempt, waits } => {
+                let Some(i) = self.find(attempt, |p| matches!(p, Phase::Sending { .. })) else {
+                    return self
+                        .stale(format!("replan of attempt {attempt}, which is not sending"));
+                };
+                self.replan(i, &waits);
+            }
+            Event::BundleAck {
+                channel,
+                ref message,
+            } => {
+                self.next.status = CascadeStatus::Acknowledged;
+                self.next.acked_at = Some(self.now);
+                self.next.acked_on = Some(channel);
+                self.end();
+                self.record(AuditKind::Acknowledged, None);
+                self.audit.channel = Some(channel);
+                self.audit.note = Some(format!("acknowledged by the answer to {message}"));
+            }
+            Event::Withdraw => {
+                if !self.next.key.route.is_escalation() {
+                    return self.stale("withdraw of a member cascade".into());
+                }
+                let reached = self.next.first_contact_at.is_some();
+                self.next.status = CascadeStatus::Cancelled;
+                self.end();
+                self.record(AuditKind::Withdrawn, None);
+                self.audit.note = Some(if reached {
+                    "the person it is about acknowledged; an update follows".into()
+                } else {
+                    "the person it is about acknowledged before any message was accepted".into()
+                });
+                if reached {
+                    self.commands.push(Command::NotifyWithdrawn);
+                }
+            }
+            Event::EscalationStarted { .. }
+            | Event::EscalationUndelivered { .. }
+            | Event::Notice { .. } => {
+                self.stale("escalation bookkeeping for a cascade that has not ended".into())
+            }
         }
     }
 
     /// Terminal states absorb: a late ACK is recorded, nothing else changes.
     fn absorb(&mut self, event: &Event) {
-        match *event {
+        let escalated_member =
+            self.next.status == CascadeStatus::Escalated && self.next.key.route == Route::Member;
+        match event {
             Event::Ack { channel, attempt } if self.next.acked_at.is_none() => {
                 self.next.acked_at = Some(self.now);
-                self.next.acked_on = Some(channel);
+                self.next.acked_on = Some(*channel);
                 self.record(AuditKind::AckAfterEnd, None);
-                self.audit.channel = Some(channel);
-                self.audit.attempt = attempt;
+                self.audit.channel = Some(*channel);
+                self.audit.attempt = *attempt;
                 self.audit.note = Some(format!(
                     "acknowledged after the cascade ended as {}; nothing sent",
                     self.next.status.as_str()
                 ));
+                let escalated = self.next.status == CascadeStatus::Escalated;
+                if escalated_member && !self.next.escalated_to.is_empty() {
+                    self.audit.note = Some(
+                        "acknowledged after CASCADE_FAILURE; its open escalation is withdrawn"
+                            .into(),
+                    );
+                    self.commands.push(Command::WithdrawEscalations);
+                } else if escalated && self.next.key.route.is_escalation() {
+                    self.audit.note = Some(
+                        "acknowledged after this escalation had moved up the chain; the open one is withdrawn"
+                            .into(),
+                    );
+                    self.commands.push(Command::WithdrawEscalations);
+                }
+            }
+            Event::EscalationStarted { to } if escalated_member && self.next.acked_at.is_none() => {
+                if self.next.escalated_to.contains(to) {
+                    return self.stale(format!("already escalated to {to}"));
+                }
+                self.next.escalated_to.push(to.clone());
+                self.record(AuditKind::EscalationStarted, None);
+                self.audit.note = Some(format!(
+                    "escalated to {to} (level {})",
+                    self.next.escalated_to.len()
+                ));
+            }
+            Event::EscalationUndelivered { reason }
+                if escalated_member && !self.next.escalation_undelivered =>
+            {
+                self.next.escalation_undelivered = true;
+                self.record(AuditKind::EscalationUndelivered, None);
+                self.audit.note = Some(reason.clone());
+            }
+            Event::Notice { channel, accepted }
+                if self.next.status == CascadeStatus::Cancelled
+                    && self.next.key.route.is_escalation()
+                    && !self.next.noticed =>
+            {
+                self.next.noticed = *accepted;
+                let kind = if *accepted {
+                    AuditKind::NoticeSent
+                } else {
+                    AuditKind::NoticeFailed
+                };
+                self.record(kind, None);
+                self.audit.channel = Some(*channel);
+                self.audit.note = Some("update: the person it was about has acknowledged".into());
             }
             _ => self.stale(format!("cascade already {}", self.next.status.as_str())),
         }
@@ -221,6 +336,7 @@ impl<'a> Transition<'a> {
                 channel,
                 retries: 0,
                 phase: Phase::Sending { since: self.now },
+                throttled_since: None,
             });
             self.commands.push(Command::Send {
                 attempt: id,
@@ -256,11 +372,31 @@ impl<'a> Transition<'a> {
                 self.arm(i, TimerKind::ReceiptTimeout);
                 self.record(AuditKind::SendAccepted, Some(&a));
             }
-            SendOutcome::Throttled { retry_after_ms } => {
+            SendOutcome::Throttled {
+                retry_after_ms,
+                since,
+            } => {
                 let wait = retry_after_ms.max(1);
+                let since = [a.throttled_since, since, Some(self.now)]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(self.now);
+                let bound = throttle_bound(&self.next, self.policy);
+                let held = self.now.plus(wait).since(since);
+                if held > bound {
+                    self.audit.note = Some(format!(
+                        "held back by carrier throttling for {}s, past the {}s bound; no retry spent",
+                        held / 1000,
+                        bound / 1000
+                    ));
+                    self.audit.wait_ms = Some(held);
+                    return self.channel_failed(i, AuditKind::ChannelThrottledOut);
+                }
                 self.next.in_flight[i].phase = Phase::Throttled {
                     until: self.now.plus(wait),
                 };
+                self.next.in_flight[i].throttled_since = Some(since);
                 self.arm(i, TimerKind::ThrottleWait);
                 self.record(AuditKind::Throttled, Some(&a));
                 self.audit.wait_ms = Some(wait);
@@ -276,6 +412,7 @@ impl<'a> Transition<'a> {
                     phase: Phase::Backoff {
                         until: self.now.plus(wait),
                     },
+                    throttled_since: None,
                 };
                 self.arm(i, TimerKind::Retry);
                 self.record(AuditKind::RetryScheduled, Some(&a));
@@ -315,26 +452,22 @@ impl<'a> Transition<'a> {
     }
 
     fn hold_delay(&self) -> u64 {
-        let severity = match self.next.key.route {
-            Route::Member => self.next.severity,
-            Route::Manager => self.policy.manager_route,
-        };
-        self.policy.escalation_delay(severity, self.next.tier)
+        hold_delay(&self.next, self.policy)
     }
 
     fn fire(&mut self, i: usize, kind: TimerKind) {
         let a = self.next.in_flight[i];
         match kind {
-            TimerKind::Retry | TimerKind::ThrottleWait => {
+            TimerKind::Retry | TimerKind::ThrottleWait | TimerKind::DeferredStart => {
                 self.next.in_flight[i].phase = Phase::Sending { since: self.now };
                 self.commands.push(Command::Send {
                     attempt: a.id,
                     channel: a.channel,
                 });
-                let k = if kind == TimerKind::Retry {
-                    AuditKind::RetrySent
-                } else {
-                    AuditKind::ThrottleResumed
+                let k = match kind {
+                    TimerKind::Retry => AuditKind::RetrySent,
+                    TimerKind::ThrottleWait => AuditKind::ThrottleResumed,
+                    _ => AuditKind::DeferredSent,
                 };
                 self.record(k, Some(&a));
                 self.audit.retries = Some(a.retries);
@@ -343,9 +476,194 @@ impl<'a> Transition<'a> {
             TimerKind::EscalationHold => {
                 self.next.in_flight.remove(i);
                 self.record(AuditKind::NotAcknowledged, Some(&a));
+                if a.channel != Channel::Voice && self.parallel_voice_applies() {
+                    return self.advance_with_voice();
+                }
                 self.advance(1, AuditKind::NotAcknowledged);
             }
         }
+    }
+
+    /// The seed's rule: DELIVERED on a non-voice channel without an ACK
+    /// within the hold places a voice call alongside the next step, when the
+    /// policy says so for this severity, the person can be called, and two
+    /// attempts may be in flight.
+    fn parallel_voice_applies(&self) -> bool {
+        let c = &self.next;
+        self.policy.parallel_voice(route_severity(c, self.policy))
+            && self.policy.max_in_flight >= 2
+            && c.plan.as_slice().contains(&Channel::Voice)
+            && c.in_flight.is_empty()
+            && c.plan.as_slice().get(usize::from(c.next_step)) != Some(&Channel::Voice)
+            // Voice later in the plan counts only with a channel to go with it.
+            && (c.plan.as_slice()[..usize::from(c.next_step)].contains(&Channel::Voice)
+                || usize::from(c.next_step) + 1 < c.plan.len())
+    }
+
+    /// Starts a voice attempt and the plan's next channel (if any) together;
+    /// a next channel of SMS waits the stagger, so voice and SMS never go
+    /// at the same instant.
+    fn advance_with_voice(&mut self) {
+        let step = usize::from(self.next.next_step);
+        let order = self.next.plan.as_slice().to_vec();
+        let before = if let Some(pos) = order[step..].iter().position(|c| *c == Channel::Voice) {
+            // Voice is later in the plan: it is taken now, out of its turn,
+            // with the next channel after it.
+            let mut order = order;
+            let voice = order.remove(step + pos);
+            order.insert(step, voice);
+            self.next.plan = ChannelPlan::new(&order);
+            self.start_channels(1);
+            self.next.in_flight.len()
+        } else {
+            // Voice was tried already: call again.
+            let id = self.new_attempt_id();
+            self.next.in_flight.push(Attempt {
+                id,
+                channel: Channel::Voice,
+                retries: 0,
+                phase: Phase::Sending { since: self.now },
+                throttled_since: None,
+            });
+            self.commands.push(Command::Send {
+                attempt: id,
+                channel: Channel::Voice,
+            });
+            self.audit.started.push(Channel::Voice);
+            self.next.in_flight.len()
+        };
+        self.start_channels(1);
+        let stagger = self.policy.parallel_voice_stagger;
+        if self.next.in_flight.len() > before
+            && let Some(last) = self.next.in_flight.last_mut()
+            && last.channel == Channel::Sms
+            && stagger > 0
+        {
+            let (id, until) = (last.id, self.now.plus(stagger));
+            last.phase = Phase::Deferred { until };
+            self.commands
+                .retain(|c| !matches!(c, Command::Send { attempt, .. } if *attempt == id));
+            self.commands.push(Command::ArmTimer {
+                at: until,
+                attempt: id,
+                kind: TimerKind::DeferredStart,
+            });
+        }
+        self.audit.note = Some("parallel voice call alongside the next channel".into());
+    }
+
+    /// The attempt's channel is busy for this person. What is known to be
+    /// busy is remembered (`Cascade::busy_until`), so two causes never make
+    /// the attempt swing between two busy channels. The attempt moves to the
+    /// first channel not yet started that is free, the busy one tried right
+    /// after it; with none free, to whichever of them frees first (its own
+    /// channel on a tie), deferred until then.
+    fn replan(&mut self, i: usize, waits: &ChannelWaits) {
+        let a = self.next.in_flight[i];
+        let now = self.now;
+        let mut busy = [None; 4];
+        for c in Channel::ALL {
+            let known = self.next.busy_until[c.index()].filter(|t| *t > now);
+            busy[c.index()] = known.max(waits.busy_until(c, now));
+        }
+        let free_at = |c: Channel| busy[c.index()];
+        let Some(busy_until) = free_at(a.channel) else {
+            return self.stale(format!("replan of attempt {}: {} is free", a.id, a.channel));
+        };
+        self.next.busy_until = busy;
+        // Waiting for a throttling carrier is bounded per person (rule 3).
+        let throttled = waits.cause == super::WaitCause::Throttled;
+        if throttled {
+            let since = a.throttled_since.unwrap_or(now);
+            let bound = throttle_bound(&self.next, self.policy);
+            if now.since(since) >= bound {
+                self.audit.note = Some(format!(
+                    "held back by carrier throttling for {}s, past the {}s bound; no retry spent",
+                    now.since(since) / 1000,
+                    bound / 1000
+                ));
+                self.audit.wait_ms = Some(now.since(since));
+                return self.channel_failed(i, AuditKind::ChannelThrottledOut);
+            }
+        }
+        let step = usize::from(self.next.next_step);
+        let plan = self.next.plan;
+        let rest = &plan.as_slice()[step..];
+        let target = match rest.iter().position(|c| free_at(*c).is_none()) {
+            Some(j) => Some((j, None)),
+            None => rest
+                .iter()
+                .enumerate()
+                .filter_map(|(j, c)| free_at(*c).map(|t| (t, j)))
+                .filter(|(t, _)| *t < busy_until)
+                .min()
+                .map(|(t, j)| (j, Some(t))),
+        };
+        let cause = cause_text(waits.cause);
+        let waited = busy_until.since(now).div_ceil(1000);
+        let Some((j, until)) = target else {
+            self.next.in_flight[i].phase = Phase::Deferred { until: busy_until };
+            if throttled {
+                self.next.in_flight[i].throttled_since = Some(a.throttled_since.unwrap_or(now));
+            }
+            self.arm(i, TimerKind::DeferredStart);
+            self.record(AuditKind::Deferred, Some(&a));
+            self.audit.wait_ms = Some(busy_until.since(now));
+            self.audit.note = Some(format!(
+                "{} busy for {waited}s ({cause}) and no other channel free sooner",
+                a.channel
+            ));
+            return;
+        };
+        let channel = rest[j];
+        let started: Vec<Channel> = plan.as_slice()[..step]
+            .iter()
+            .map(|c| if *c == a.channel { channel } else { *c })
+            .collect();
+        let others = rest
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| *k != j)
+            .map(|(_, c)| *c);
+        let order: Vec<Channel> = started
+            .into_iter()
+            .chain(std::iter::once(a.channel))
+            .chain(others)
+            .collect();
+        self.next.plan = ChannelPlan::new(&order);
+        let id = self.new_attempt_id();
+        let phase = match until {
+            None => Phase::Sending { since: now },
+            Some(until) => Phase::Deferred { until },
+        };
+        self.next.in_flight[i] = Attempt {
+            id,
+            channel,
+            retries: 0,
+            phase,
+            throttled_since: None,
+        };
+        match until {
+            None => self.commands.push(Command::Send {
+                attempt: id,
+                channel,
+            }),
+            Some(_) => self.arm(i, TimerKind::DeferredStart),
+        }
+        self.record(
+            AuditKind::PlanChanged,
+            Some(&self.next.in_flight[i].clone()),
+        );
+        self.audit.started.push(channel);
+        self.audit.wait_ms = Some(busy_until.since(now));
+        let when = match until {
+            None => "now".to_string(),
+            Some(t) => format!("in {}s", t.since(now).div_ceil(1000)),
+        };
+        self.audit.note = Some(format!(
+            "{} busy for {waited}s ({cause}); {channel} {when} as attempt {id}, {} after it",
+            a.channel, a.channel
+        ));
     }
 
     /// The channel of attempt `i` failed: count it, then escalate on the hard
@@ -397,9 +715,7 @@ impl<'a> Transition<'a> {
         self.commands
             .retain(|c| !matches!(c, Command::Send { .. } | Command::ArmTimer { .. }));
         self.commands.push(Command::EmitCascadeFailure);
-        if self.next.key.route == Route::Member {
-            self.commands.push(Command::EscalateToManager);
-        }
+        self.commands.push(Command::EscalateToManager);
     }
 
     fn end(&mut self) {
@@ -443,6 +759,7 @@ impl<'a> Transition<'a> {
             Phase::Throttled { .. } => self.fire(i, TimerKind::ThrottleWait),
             Phase::AwaitingReceipt { .. } => self.fire(i, TimerKind::ReceiptTimeout),
             Phase::Holding { .. } => self.fire(i, TimerKind::EscalationHold),
+            Phase::Deferred { .. } => self.fire(i, TimerKind::DeferredStart),
         }
         let kind = self.audit.kind;
         self.redriven(kind);
@@ -480,7 +797,15 @@ fn phase_matches(p: Phase, kind: TimerKind) -> bool {
             | (Phase::Throttled { .. }, TimerKind::ThrottleWait)
             | (Phase::AwaitingReceipt { .. }, TimerKind::ReceiptTimeout)
             | (Phase::Holding { .. }, TimerKind::EscalationHold)
+            | (Phase::Deferred { .. }, TimerKind::DeferredStart)
     )
+}
+
+fn cause_text(cause: super::WaitCause) -> &'static str {
+    match cause {
+        super::WaitCause::Contact => "another cascade contacted this person on it within the hold",
+        super::WaitCause::Throttled => "the carrier is throttling it",
+    }
 }
 
 fn timer_name(kind: TimerKind) -> &'static str {
@@ -489,5 +814,6 @@ fn timer_name(kind: TimerKind) -> &'static str {
         TimerKind::ThrottleWait => "throttle-wait",
         TimerKind::ReceiptTimeout => "receipt-timeout",
         TimerKind::EscalationHold => "escalation-hold",
+        TimerKind::DeferredStart => "deferred-start",
     }
 }

@@ -2,6 +2,7 @@
 //! tests over random event sequences and by every drill over the whole run.
 
 use super::{AuditKind, Cascade, Command, Decision, Event, Phase};
+use crate::domain::Channel;
 use crate::policy::Policy;
 
 /// Checks one transition; returns a description of each invariant it breaks.
@@ -27,7 +28,12 @@ pub fn check_transition(
                 next.status.as_str()
             ));
         }
-        if !d.commands.is_empty() {
+        // An ACK after CASCADE_FAILURE withdraws the escalation; nothing
+        // else comes out of a terminal state.
+        if d.commands
+            .iter()
+            .any(|c| !matches!(c, Command::WithdrawEscalations))
+        {
             v.push(format!(
                 "terminal {} issued commands {:?}",
                 before.status.as_str(),
@@ -71,12 +77,42 @@ pub fn check_transition(
             }
         }
     }
+    // Rule 6: two in flight only after UNREACHABLE, or for the seed's
+    // parallel voice call after a hold; a replan swaps an attempt, never adds
+    // one. A forced transition is judged by what it did.
+    let kind = match (d.audit.kind, d.audit.cause) {
+        (AuditKind::Redriven, Some(cause)) => cause,
+        (kind, _) => kind,
+    };
+    let parallel_voice = kind == AuditKind::NotAcknowledged
+        && d.audit.started.contains(&Channel::Voice)
+        && policy.parallel_voice.iter().any(|on| *on);
+    let swapped = kind == AuditKind::PlanChanged && next.in_flight.len() <= before.in_flight.len();
     if !d.audit.started.is_empty()
         && next.in_flight.len() > 1
-        && d.audit.kind != AuditKind::ChannelUnreachable
+        && kind != AuditKind::ChannelUnreachable
+        && !parallel_voice
+        && !swapped
     {
         v.push(format!(
             "two channels in flight after {} (parallel only after UNREACHABLE)",
+            d.audit.kind.as_str()
+        ));
+    }
+    let sent: Vec<Channel> = d
+        .commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Send { channel, .. } => Some(*channel),
+            _ => None,
+        })
+        .collect();
+    if sent.contains(&Channel::Voice)
+        && sent.contains(&Channel::Sms)
+        && kind != AuditKind::ChannelUnreachable
+    {
+        v.push(format!(
+            "voice and SMS sent at the same instant after {}",
             d.audit.kind.as_str()
         ));
     }

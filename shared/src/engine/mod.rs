@@ -17,8 +17,9 @@ mod tests;
 
 pub use cascade::{Attempt, Cascade, CascadeKey, CascadeStatus, ChannelPlan, Phase, Route};
 pub use decide::{decide, timer_is_live};
+pub use decide::{hold_delay, throttle_bound};
 
-use crate::domain::{Channel, Millis, Ts};
+use crate::domain::{Channel, Millis, StakeholderId, Ts};
 use serde::{Deserialize, Serialize};
 
 /// What a carrier said when asked to send.
@@ -26,9 +27,13 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum SendOutcome {
     Accepted,
-    /// 429 or equivalent: platform back-pressure; the retry budget is not spent.
+    /// 429 or equivalent: platform back-pressure; the retry budget is not
+    /// spent. `since`: when throttling began holding this send back, if the
+    /// endpoint's limiter, paused by the carrier, held it before this answer.
     Throttled {
         retry_after_ms: Millis,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<Ts>,
     },
     /// 5xx, network error, gateway timeout.
     Transient,
@@ -57,6 +62,33 @@ pub enum TimerKind {
     ReceiptTimeout,
     /// DELIVERED without ACK for the escalation delay.
     EscalationHold,
+    /// A deferred send's wait is over (see `Phase::Deferred`).
+    DeferredStart,
+}
+
+/// When each channel is free again for this person, as the dispatcher sees
+/// it; `None` or a time not after now: free.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelWaits {
+    pub free_at: [Option<Ts>; 4],
+    pub cause: WaitCause,
+}
+
+/// Why a channel is not free.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitCause {
+    /// Another cascade of the same incident contacted the person on it within the hold.
+    #[default]
+    Contact,
+    /// The carrier endpoint is paused by 429s (an escalation never waits for it).
+    Throttled,
+}
+
+impl ChannelWaits {
+    pub fn busy_until(&self, channel: Channel, now: Ts) -> Option<Ts> {
+        self.free_at[channel.index()].filter(|t| *t > now)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +119,37 @@ pub enum Event {
     OptOut {
         channel: Channel,
     },
+    /// The attempt's channel is busy for this person (see [`ChannelWaits`]):
+    /// the attempt moves to the next channel of the plan that is free, the
+    /// busy one after it; with none free it waits for its own channel.
+    Replan {
+        attempt: u32,
+        waits: ChannelWaits,
+    },
+    /// Acknowledged by the person's answer to a message of another of their
+    /// cascades that named this one's subject too (a bundled escalation).
+    BundleAck {
+        channel: Channel,
+        message: String,
+    },
+    /// Escalation only: the person it is about acknowledged after all; the
+    /// escalation is withdrawn.
+    Withdraw,
+    /// Member only, after CASCADE_FAILURE: the failure was escalated to `to`.
+    EscalationStarted {
+        to: StakeholderId,
+    },
+    /// Member only, after CASCADE_FAILURE: nobody on the escalation chain
+    /// acknowledged it, or there was no chain (`reason`).
+    EscalationUndelivered {
+        reason: String,
+    },
+    /// A withdrawn escalation's follow-up notice ("X has acknowledged") was
+    /// offered to the carrier on `channel`.
+    Notice {
+        channel: Channel,
+        accepted: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,9 +164,16 @@ pub enum Command {
         attempt: u32,
         kind: TimerKind,
     },
-    /// Notify the on-call manager on the high-priority route.
+    /// Name this failure to the next person of its escalation chain, on the
+    /// high-priority route.
     EscalateToManager,
     EmitCascadeFailure,
+    /// A member who failed acknowledged after all: withdraw the open
+    /// escalations about them.
+    WithdrawEscalations,
+    /// A withdrawn escalation had reached the person told: send them an
+    /// update that the subject has acknowledged.
+    NotifyWithdrawn,
 }
 
 /// What a transition was, for the audit trail. Stable snake_case names.
@@ -128,6 +198,15 @@ pub enum AuditKind {
     StaleIgnored,
     Redriven,
     OptOut,
+    ChannelThrottledOut,
+    PlanChanged,
+    Deferred,
+    DeferredSent,
+    EscalationStarted,
+    EscalationUndelivered,
+    Withdrawn,
+    NoticeSent,
+    NoticeFailed,
 }
 
 impl AuditKind {
@@ -151,6 +230,15 @@ impl AuditKind {
             AuditKind::StaleIgnored => "STALE_IGNORED",
             AuditKind::Redriven => "REDRIVEN",
             AuditKind::OptOut => "OPT_OUT",
+            AuditKind::ChannelThrottledOut => "CHANNEL_THROTTLED_OUT",
+            AuditKind::PlanChanged => "PLAN_CHANGED",
+            AuditKind::Deferred => "DEFERRED",
+            AuditKind::DeferredSent => "DEFERRED_SENT",
+            AuditKind::EscalationStarted => "ESCALATION_STARTED",
+            AuditKind::EscalationUndelivered => "ESCALATION_UNDELIVERED",
+            AuditKind::Withdrawn => "WITHDRAWN",
+            AuditKind::NoticeSent => "NOTICE_SENT",
+            AuditKind::NoticeFailed => "NOTICE_FAILED",
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::domain::{
 };
 use crate::policy::Policy;
 use Channel::{Email, Push, Sms, Voice};
-use TimerKind::{EscalationHold, ReceiptTimeout, Retry, ThrottleWait};
+use TimerKind::{DeferredStart, EscalationHold, ReceiptTimeout, Retry, ThrottleWait};
 
 /// 2024-05-20T14:32:00Z, the seed's trigger time.
 const T0: Ts = Ts::from_secs(1_716_215_520);
@@ -71,10 +71,18 @@ fn attempt(id: u32, channel: Channel, retries: u32, phase: Phase) -> Attempt {
         channel,
         retries,
         phase,
+        throttled_since: None,
     }
 }
 fn sending(id: u32, channel: Channel, since: Ts) -> Attempt {
     attempt(id, channel, 0, Phase::Sending { since })
+}
+/// `a`, held back by carrier throttling since `t`.
+fn throttled_from(a: Attempt, t: Ts) -> Attempt {
+    Attempt {
+        throttled_since: Some(t),
+        ..a
+    }
 }
 
 const ACCEPTED: SendOutcome = SendOutcome::Accepted;
@@ -91,14 +99,16 @@ struct Run {
 }
 
 impl Run {
-    /// A P1, tier-1 member cascade under the default policy.
+    /// A P1, tier-1 member cascade under the default policy, with the
+    /// seed's parallel voice call off (its own tests turn it on), so that
+    /// each rule's table shows that rule alone.
     fn new(plan: &[Channel]) -> Self {
         Run::with(
             plan,
             Severity::P1,
             tier(1),
             Route::Member,
-            Policy::default(),
+            policy("[cascade]\nparallel_voice = []\n"),
         )
     }
 
@@ -419,6 +429,7 @@ fn throttle_waits_retry_after_without_spending_retry_budget() {
                 2,
                 SendOutcome::Throttled {
                     retry_after_ms: 7_000,
+                    since: None,
                 },
             ),
         );
@@ -431,7 +442,10 @@ fn throttle_waits_retry_after_without_spending_retry_budget() {
         assert_eq!(d.commands, [arm(s(t + 7), 2, ThrottleWait)]);
         assert_eq!(
             r.c.in_flight,
-            [attempt(2, Voice, 1, Phase::Throttled { until: s(t + 7) })]
+            [throttled_from(
+                attempt(2, Voice, 1, Phase::Throttled { until: s(t + 7) }),
+                s(17)
+            )]
         );
 
         let d = r.at(t + 7, timer(2, ThrottleWait));
@@ -443,7 +457,10 @@ fn throttle_waits_retry_after_without_spending_retry_budget() {
         );
         assert_eq!(
             r.c.in_flight,
-            [attempt(2, Voice, 1, Phase::Sending { since: s(t + 7) })]
+            [throttled_from(
+                attempt(2, Voice, 1, Phase::Sending { since: s(t + 7) }),
+                s(17)
+            )]
         );
         t += 8;
     }
@@ -456,6 +473,82 @@ fn throttle_waits_retry_after_without_spending_retry_budget() {
     assert_eq!(d.audit.kind, AuditKind::RetryScheduled);
     assert_eq!((d.audit.retries, d.audit.wait_ms), (Some(2), Some(30_000)));
     assert_eq!(d.commands, [arm(s(t + 30), 3, Retry)]);
+}
+
+fn throttled(ms: u64) -> Event {
+    result(
+        1,
+        SendOutcome::Throttled {
+            retry_after_ms: ms,
+            since: None,
+        },
+    )
+}
+
+#[test]
+fn throttling_is_bounded_per_person_then_the_channel_fails_and_the_cascade_moves_on() {
+    // P1 tier 1: the bound is the 60 s escalation delay. A carrier that
+    // answers 429 every time holds the attempt back without spending a
+    // retry until the next wait would pass the bound.
+    let mut r = Run::new(&[Voice, Sms]);
+    r.at(0, Event::Start);
+    let mut t = 0;
+    for _ in 0..5 {
+        let d = r.at(t, throttled(10_000));
+        assert_eq!(d.audit.kind, AuditKind::Throttled, "at {t}");
+        assert_eq!(d.audit.retries, Some(0), "no retry spent");
+        r.at(t + 10, timer(1, ThrottleWait));
+        t += 10;
+    }
+    // 50 s held so far; another 10 s wait would make 60 s, which is still
+    // within the bound; 11 s would not.
+    let d = r.at(t, throttled(11_000));
+    assert_eq!(
+        (d.audit.kind, d.audit.channel, d.audit.wait_ms),
+        (AuditKind::ChannelThrottledOut, Some(Voice), Some(61_000))
+    );
+    assert!(
+        note(&d).contains("past the 60s bound"),
+        "{:?}",
+        d.audit.note
+    );
+    assert_eq!(d.commands, [send(2, Sms)], "the cascade moves on");
+    assert_eq!(
+        r.c.consecutive_failures, 1,
+        "it counts as a channel failure"
+    );
+
+    // The endpoint's limiter, paused by the carrier, had held the send back
+    // before the carrier's own answer: that time counts too.
+    let mut r = Run::new(&[Voice, Sms]);
+    r.at(0, Event::Start);
+    let d = r.at(
+        100,
+        result(
+            1,
+            SendOutcome::Throttled {
+                retry_after_ms: 1_000,
+                since: Some(s(30)),
+            },
+        ),
+    );
+    assert_eq!(d.audit.kind, AuditKind::ChannelThrottledOut);
+
+    // A policy bound overrides the hold.
+    let mut r = Run::with(
+        &[Voice, Sms],
+        Severity::P1,
+        tier(1),
+        Route::Member,
+        policy("[cascade]\nthrottle_bound = \"5m\"\nparallel_voice = []\n"),
+    );
+    r.at(0, Event::Start);
+    assert_eq!(r.at(0, throttled(200_000)).audit.kind, AuditKind::Throttled);
+    r.at(200, timer(1, ThrottleWait));
+    assert_eq!(
+        r.at(200, throttled(100_001)).audit.kind,
+        AuditKind::ChannelThrottledOut
+    );
 }
 
 // Rule 4: failure, unreachable, receipt timeout.
@@ -638,6 +731,89 @@ fn delivered_without_ack_holds_for_severity_tier_delay_then_advances() {
     assert_eq!(d.commands, [arm(s(50), 1, EscalationHold)]);
 }
 
+fn parallel_voice_run(plan: &[Channel]) -> Run {
+    Run::with(
+        plan,
+        Severity::P1,
+        tier(1),
+        Route::Member,
+        Policy::default(),
+    )
+}
+
+#[test]
+fn delivered_without_ack_on_sms_places_a_parallel_voice_call_with_the_next_channel() {
+    // On by default for P1. Voice was tried first and not acknowledged; SMS
+    // is then delivered and not acknowledged within the hold: a voice call
+    // goes out again alongside email.
+    let mut r = parallel_voice_run(&[Voice, Sms, Email]);
+    r.script(&[
+        (0, Event::Start),
+        (1, result(1, ACCEPTED)),
+        (5, receipt(1, DELIVERED)),
+        (65, timer(1, EscalationHold)),
+        (66, result(2, ACCEPTED)),
+        (67, receipt(2, DELIVERED)),
+    ]);
+    let d = r.at(127, timer(2, EscalationHold));
+    assert_eq!(d.audit.kind, AuditKind::NotAcknowledged);
+    assert_eq!(d.commands, [send(3, Voice), send(4, Email)]);
+    assert_eq!(r.channels_in_flight(), [Voice, Email]);
+    assert!(note(&d).contains("parallel voice"), "{:?}", d.audit.note);
+
+    // Voice later in the plan is brought forward; the next channel, SMS,
+    // waits the 30 s stagger: voice and SMS never go at the same instant.
+    let mut r = parallel_voice_run(&[Email, Sms, Voice]);
+    r.script(&[
+        (0, Event::Start),
+        (1, result(1, ACCEPTED)),
+        (5, receipt(1, DELIVERED)),
+    ]);
+    let d = r.at(65, timer(1, EscalationHold));
+    assert_eq!(d.commands, [send(2, Voice), arm(s(95), 3, DeferredStart)]);
+    assert_eq!(r.c.plan.as_slice(), [Email, Voice, Sms]);
+    assert_eq!(
+        r.c.in_flight,
+        [
+            sending(2, Voice, s(65)),
+            attempt(3, Sms, 0, Phase::Deferred { until: s(95) })
+        ]
+    );
+    let d = r.at(95, timer(3, DeferredStart));
+    assert_eq!(
+        (d.audit.kind, d.commands.as_slice()),
+        (AuditKind::DeferredSent, [send(3, Sms)].as_slice())
+    );
+
+    // Voice itself delivered without an ACK: the plan just moves on.
+    let mut r = parallel_voice_run(&[Voice, Sms]);
+    r.script(&[
+        (0, Event::Start),
+        (1, result(1, ACCEPTED)),
+        (5, receipt(1, DELIVERED)),
+    ]);
+    assert_eq!(r.at(65, timer(1, EscalationHold)).commands, [send(2, Sms)]);
+
+    // Off for P2 by default, and off when the policy says so.
+    for (severity, p) in [
+        (Severity::P2, Policy::default()),
+        (Severity::P1, policy("[cascade]\nparallel_voice = []\n")),
+    ] {
+        let mut r = Run::with(&[Voice, Sms, Email], severity, tier(1), Route::Member, p);
+        let hold = r.p.escalation_delay(severity, tier(1)) / 1000;
+        r.script(&[
+            (0, Event::Start),
+            (1, result(1, ACCEPTED)),
+            (2, receipt(1, DELIVERED)),
+            (2 + hold, timer(1, EscalationHold)),
+            (3 + hold, result(2, ACCEPTED)),
+            (4 + hold, receipt(2, DELIVERED)),
+        ]);
+        let d = r.at(4 + 2 * hold, timer(2, EscalationHold));
+        assert_eq!(d.commands, [send(3, Email)], "{severity}");
+    }
+}
+
 // Rule 6: bounded parallelism.
 
 #[test]
@@ -699,6 +875,7 @@ fn voice_and_sms_never_in_flight_together_otherwise() {
     // any phase SMS is not started.
     let throttled = SendOutcome::Throttled {
         retry_after_ms: 30_000,
+        since: None,
     };
     let table: [(&str, Script); 6] = [
         ("send failed", vec![(1, result(1, FAILED))]),
@@ -806,7 +983,7 @@ fn three_consecutive_failures_escalate_with_cascade_failure() {
     );
 
     // A delivery breaks the run of failures (threshold 2 to show it).
-    let p = policy("[cascade]\nhard_failure_threshold = 2\n");
+    let p = policy("[cascade]\nhard_failure_threshold = 2\nparallel_voice = []\n");
     let mut r = Run::with(&ALL, Severity::P1, tier(1), Route::Member, p);
     r.script(&[
         (0, Event::Start),
@@ -888,15 +1065,20 @@ fn every_channel_tried_without_ack_escalates() {
     );
 }
 
+fn escalation() -> Route {
+    Route::escalation(StakeholderId::parse("bob").expect("valid stakeholder id"))
+}
+
 #[test]
-fn manager_route_cascade_never_escalates_further() {
-    // The manager's cascade uses the manager route's severity (P1 by
-    // default), not the incident's P3, and ends without a further manager.
+fn an_escalation_follows_the_manager_route_and_climbs_the_chain_when_it_fails() {
+    // The escalation uses the manager route's severity (P1 by default), not
+    // the incident's P3; when it fails, it escalates further (the app names
+    // the failure to the next person of the chain).
     let mut r = Run::with(
         &[Voice, Sms],
         Severity::P3,
         tier(3),
-        Route::Manager,
+        escalation(),
         Policy::default(),
     );
     let d = r.script(&[
@@ -912,8 +1094,8 @@ fn manager_route_cascade_never_escalates_further() {
     assert_eq!(d.audit.kind, AuditKind::CascadeFailure);
     assert_eq!(
         d.commands,
-        [Command::EmitCascadeFailure],
-        "no manager of the manager"
+        [Command::EmitCascadeFailure, Command::EscalateToManager],
+        "up the chain"
     );
     assert_eq!(r.c.status, CascadeStatus::Escalated);
 
@@ -921,7 +1103,7 @@ fn manager_route_cascade_never_escalates_further() {
         &[Voice, Sms, Email],
         Severity::P1,
         tier(1),
-        Route::Manager,
+        escalation(),
         Policy::default(),
     );
     let d = r.script(&[
@@ -934,12 +1116,12 @@ fn manager_route_cascade_never_escalates_further() {
         (d.audit.kind, d.commands.as_slice()),
         (
             AuditKind::CascadeFailure,
-            [Command::EmitCascadeFailure].as_slice()
+            [Command::EmitCascadeFailure, Command::EscalateToManager].as_slice()
         )
     );
 
     let p = policy("[cascade]\nmanager_route = \"P2\"\n");
-    let mut r = Run::with(&[Voice], Severity::P1, tier(3), Route::Manager, p);
+    let mut r = Run::with(&[Voice], Severity::P1, tier(3), escalation(), p);
     let d = r.script(&[
         (0, Event::Start),
         (1, result(1, ACCEPTED)),
@@ -950,6 +1132,223 @@ fn manager_route_cascade_never_escalates_further() {
         [arm(s(305), 1, EscalationHold)],
         "P2 tier3 hold"
     );
+}
+
+fn busy(channel: Channel, until: Ts, cause: WaitCause) -> Event {
+    let mut waits = ChannelWaits {
+        cause,
+        ..Default::default()
+    };
+    waits.free_at[channel.index()] = Some(until);
+    Event::Replan { attempt: 1, waits }
+}
+
+#[test]
+fn a_channel_busy_for_the_person_moves_after_the_next_free_one() {
+    // Another cascade called this person 30 s ago: voice is busy for 60 s
+    // more. SMS goes now, as a new attempt; voice is tried right after it.
+    let mut r = Run::new(&[Voice, Sms, Email]);
+    r.at(0, Event::Start);
+    let d = r.at(0, busy(Voice, s(60), WaitCause::Contact));
+    assert_eq!(d.audit.kind, AuditKind::PlanChanged);
+    assert_eq!(d.commands, [send(2, Sms)]);
+    assert_eq!(r.c.plan.as_slice(), [Sms, Voice, Email]);
+    assert_eq!(r.c.in_flight, [sending(2, Sms, s(0))]);
+    assert_eq!(d.audit.wait_ms, Some(60_000));
+    // The old attempt's send job is stale now.
+    assert_stale(&r.at(1, result(1, ACCEPTED)));
+
+    // Every other channel busy too, but one frees sooner: the attempt
+    // moves to it and waits for it.
+    let mut r = Run::new(&[Voice, Sms]);
+    r.at(0, Event::Start);
+    let mut waits = ChannelWaits::default();
+    waits.free_at[Voice.index()] = Some(s(80));
+    waits.free_at[Sms.index()] = Some(s(20));
+    let d = r.at(0, Event::Replan { attempt: 1, waits });
+    assert_eq!(d.audit.kind, AuditKind::PlanChanged);
+    assert_eq!(d.commands, [arm(s(20), 2, DeferredStart)]);
+    assert_eq!(
+        r.c.in_flight,
+        [attempt(2, Sms, 0, Phase::Deferred { until: s(20) })]
+    );
+
+    // Nothing else to try: the attempt waits for its own channel.
+    let mut r = Run::new(&[Voice]);
+    r.at(0, Event::Start);
+    let d = r.at(0, busy(Voice, s(45), WaitCause::Contact));
+    assert_eq!(
+        (d.audit.kind, d.commands.as_slice()),
+        (
+            AuditKind::Deferred,
+            [arm(s(45), 1, DeferredStart)].as_slice()
+        )
+    );
+    assert_eq!(r.at(45, timer(1, DeferredStart)).commands, [send(1, Voice)]);
+
+    // A free channel is no reason to replan.
+    assert_stale(&r.at(46, busy(Voice, s(46), WaitCause::Contact)));
+}
+
+#[test]
+fn what_is_known_busy_is_remembered_so_an_attempt_never_swings_between_two() {
+    // Voice is throttled by the carrier; SMS is busy for the person. The
+    // attempt moves to SMS, finds it busy, and does not go back to voice:
+    // it goes to email.
+    let mut r = Run::new(&[Voice, Sms, Email]);
+    r.at(0, Event::Start);
+    r.at(0, busy(Voice, s(60), WaitCause::Throttled));
+    assert_eq!(r.channels_in_flight(), [Sms]);
+    let mut waits = ChannelWaits::default();
+    waits.free_at[Sms.index()] = Some(s(50));
+    let d = r.at(0, Event::Replan { attempt: 2, waits });
+    assert_eq!(d.commands, [send(3, Email)]);
+    assert_eq!(r.c.plan.as_slice(), [Email, Sms, Voice]);
+
+    // Waiting for a throttling carrier is bounded like throttling itself:
+    // the deferred attempt fails out once the bound is reached.
+    let mut r = Run::new(&[Voice]);
+    r.at(0, Event::Start);
+    r.at(0, busy(Voice, s(30), WaitCause::Throttled));
+    r.at(30, timer(1, DeferredStart));
+    r.at(30, busy(Voice, s(60), WaitCause::Throttled));
+    r.at(60, timer(1, DeferredStart));
+    let d = r.at(60, busy(Voice, s(90), WaitCause::Throttled));
+    assert_eq!(d.audit.kind, AuditKind::CascadeFailure);
+    assert_eq!(d.audit.cause, Some(AuditKind::ChannelThrottledOut));
+}
+
+#[test]
+fn a_failure_escalation_is_recorded_on_the_failed_cascade_and_withdrawn_by_a_late_ack() {
+    let mut r = Run::new(&[Voice]);
+    r.script(&[(0, Event::Start), (1, result(1, FAILED))]);
+    assert_eq!(r.c.status, CascadeStatus::Escalated);
+    let to = |n: &str| StakeholderId::parse(n).expect("valid id");
+    let d = r.at(1, Event::EscalationStarted { to: to("duty") });
+    assert_eq!(d.audit.kind, AuditKind::EscalationStarted);
+    assert!(note(&d).contains("duty (level 1)"), "{:?}", d.audit.note);
+    assert_stale(&r.at(2, Event::EscalationStarted { to: to("duty") }));
+    r.at(300, Event::EscalationStarted { to: to("head") });
+    assert_eq!(r.c.escalated_to, [to("duty"), to("head")]);
+    // The person answers after all: the open escalation is withdrawn.
+    let d = r.at(400, ack(Sms));
+    assert_eq!(
+        (d.audit.kind, d.commands.as_slice()),
+        (
+            AuditKind::AckAfterEnd,
+            [Command::WithdrawEscalations].as_slice()
+        )
+    );
+    assert_eq!(
+        r.c.status,
+        CascadeStatus::Escalated,
+        "terminal states absorb"
+    );
+    // After that, nobody more is told.
+    assert_stale(&r.at(401, Event::EscalationStarted { to: to("bcp") }));
+
+    // A chain that ends with nobody acknowledging is recorded once.
+    let mut r = Run::new(&[Voice]);
+    r.script(&[(0, Event::Start), (1, result(1, FAILED))]);
+    let undelivered = Event::EscalationUndelivered {
+        reason: "nobody on the escalation chain acknowledged".into(),
+    };
+    let d = r.at(900, undelivered.clone());
+    assert_eq!(d.audit.kind, AuditKind::EscalationUndelivered);
+    assert!(r.c.escalation_undelivered);
+    assert_stale(&r.at(901, undelivered.clone()));
+    // Bookkeeping for a cascade still running is stale.
+    let mut r = Run::new(&[Voice]);
+    r.at(0, Event::Start);
+    assert_stale(&r.at(1, undelivered));
+    assert_stale(&r.at(1, Event::EscalationStarted { to: to("duty") }));
+}
+
+#[test]
+fn a_withdrawn_escalation_that_had_reached_its_person_sends_them_an_update() {
+    let mut r = Run::with(
+        &[Sms, Email],
+        Severity::P1,
+        tier(1),
+        escalation(),
+        Policy::default(),
+    );
+    r.script(&[(0, Event::Start), (1, result(1, ACCEPTED))]);
+    let d = r.at(30, Event::Withdraw);
+    assert_eq!(
+        (d.audit.kind, d.commands.as_slice(), r.c.status),
+        (
+            AuditKind::Withdrawn,
+            [Command::NotifyWithdrawn].as_slice(),
+            CascadeStatus::Cancelled
+        )
+    );
+    let d = r.at(
+        31,
+        Event::Notice {
+            channel: Email,
+            accepted: true,
+        },
+    );
+    assert_eq!(
+        (d.audit.kind, d.audit.channel),
+        (AuditKind::NoticeSent, Some(Email))
+    );
+    assert_stale(&r.at(
+        32,
+        Event::Notice {
+            channel: Email,
+            accepted: true,
+        },
+    ));
+
+    // Nothing accepted yet: withdrawn without an update.
+    let mut r = Run::with(
+        &[Sms],
+        Severity::P1,
+        tier(1),
+        escalation(),
+        Policy::default(),
+    );
+    r.at(0, Event::Start);
+    let d = r.at(1, Event::Withdraw);
+    assert_eq!(
+        (d.audit.kind, d.commands.as_slice()),
+        (AuditKind::Withdrawn, [].as_slice())
+    );
+    // Members are never withdrawn.
+    let mut r = Run::new(&[Sms]);
+    r.at(0, Event::Start);
+    assert_stale(&r.at(1, Event::Withdraw));
+}
+
+#[test]
+fn an_answer_to_a_bundled_message_acknowledges_every_escalation_it_named() {
+    let mut r = Run::with(
+        &[Voice, Sms],
+        Severity::P1,
+        tier(1),
+        escalation(),
+        Policy::default(),
+    );
+    r.script(&[(0, Event::Start), (1, result(1, ACCEPTED))]);
+    let d = r.at(
+        20,
+        Event::BundleAck {
+            channel: Sms,
+            message: "attempt 2 of INC-1/duty!escalation:carol".into(),
+        },
+    );
+    assert_eq!(
+        (d.audit.kind, r.c.status, r.c.acked_on),
+        (
+            AuditKind::Acknowledged,
+            CascadeStatus::Acknowledged,
+            Some(Sms)
+        )
+    );
+    assert!(note(&d).contains("attempt 2 of"), "{:?}", d.audit.note);
+    assert_eq!(d.commands, []);
 }
 
 // Rule 8: ACK.
@@ -985,6 +1384,7 @@ fn open_states() -> Vec<(&'static str, Script)> {
                         1,
                         SendOutcome::Throttled {
                             retry_after_ms: 20_000,
+                            since: None,
                         },
                     ),
                 ),
@@ -1214,6 +1614,7 @@ fn duplicate_send_result_is_stale() {
         UNREACHABLE,
         SendOutcome::Throttled {
             retry_after_ms: 1_000,
+            since: None,
         },
     ] {
         let d = r.at(2, result(1, o));
@@ -1267,6 +1668,7 @@ fn receipt_for_an_attempt_not_awaiting_one_is_stale() {
     // refused the send. Neither can have a receipt.
     let throttled = SendOutcome::Throttled {
         retry_after_ms: 10_000,
+        since: None,
     };
     for (what, steps, id) in [
         ("backoff", result(1, TRANSIENT), 2),
@@ -1316,6 +1718,7 @@ fn early_timer_rearms() {
 fn reconcile_forces_overdue_transition() {
     let throttled = SendOutcome::Throttled {
         retry_after_ms: 10_000,
+        since: None,
     };
     // (what, script, sweep time, what the forced transition did, commands, in flight after)
     let table = [
@@ -1350,7 +1753,7 @@ fn reconcile_forces_overdue_transition() {
             312,
             AuditKind::ThrottleResumed,
             vec![send(1, Voice)],
-            vec![sending(1, Voice, s(312))],
+            vec![throttled_from(sending(1, Voice, s(312)), s(1))],
         ),
         (
             "no receipt",
@@ -1479,14 +1882,15 @@ fn no_usable_channel_escalates_at_start() {
     let who = person(contacts(false, true, false), &[Push, Voice]);
     let plan = who.plan(Policy::default().channels(Severity::P1));
     assert_eq!(plan, []);
-    for (route, commands) in [
-        (
-            Route::Member,
-            vec![Command::EmitCascadeFailure, Command::EscalateToManager],
-        ),
-        (Route::Manager, vec![Command::EmitCascadeFailure]),
-    ] {
-        let mut r = Run::with(&plan, Severity::P1, tier(1), route, Policy::default());
+    for route in [Route::Member, escalation()] {
+        let commands = vec![Command::EmitCascadeFailure, Command::EscalateToManager];
+        let mut r = Run::with(
+            &plan,
+            Severity::P1,
+            tier(1),
+            route.clone(),
+            Policy::default(),
+        );
         let d = r.at(0, Event::Start);
         assert_eq!(d.audit.kind, AuditKind::CascadeFailure, "{route:?}");
         assert_eq!(d.audit.cause, Some(AuditKind::CascadeStarted), "{route:?}");

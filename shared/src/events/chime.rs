@@ -53,11 +53,9 @@ fn key_of(a: &Map<String, Value>) -> Result<(CascadeKey, Option<u32>), InvalidVa
         .map_err(|e| e.within("TransactionAttributes.incident"))?;
     let stakeholder = StakeholderId::parse(&text(a, "stakeholder").unwrap_or_default())
         .map_err(|e| e.within("TransactionAttributes.stakeholder"))?;
-    let route = if text(a, "route").as_deref() == Some("manager") {
-        Route::Manager
-    } else {
-        Route::Member
-    };
+    let route = text(a, "route")
+        .and_then(|r| Route::decode(&r))
+        .unwrap_or(Route::Member);
     let attempt = text(a, "attempt").and_then(|s| s.parse().ok());
     Ok((
         CascadeKey {

@@ -22,6 +22,11 @@ pub mod names {
     pub const ESCALATED: &str = "Escalated";
     pub const CHANNEL_TIMEOUT: &str = "ChannelTimeout";
     pub const CASCADE_FAILURE: &str = "CascadeFailure";
+    /// A failure's escalation chain ended with nobody acknowledging it: the
+    /// alarm that must never stay silent.
+    pub const ESCALATION_UNDELIVERED: &str = "EscalationUndelivered";
+    pub const ESCALATION_STARTED: &str = "EscalationStarted";
+    pub const CHANNEL_THROTTLED_OUT: &str = "ChannelThrottledOut";
 }
 
 /// One EMF line for `metric` = 1 at `timestamp_ms`.
@@ -87,12 +92,23 @@ impl<W: Write + Send> Observer for EmfObserver<W> {
             AuditKind::Acknowledged => self.emit(names::ACKNOWLEDGED, a.channel, sev),
             AuditKind::ChannelTimeout => self.emit(names::CHANNEL_TIMEOUT, a.channel, sev),
             AuditKind::CascadeFailure => {
-                if a.cause == Some(AuditKind::ChannelTimeout) {
-                    self.emit(names::CHANNEL_TIMEOUT, a.channel, sev);
+                match a.cause {
+                    Some(AuditKind::ChannelTimeout) => {
+                        self.emit(names::CHANNEL_TIMEOUT, a.channel, sev)
+                    }
+                    Some(AuditKind::ChannelThrottledOut) => {
+                        self.emit(names::CHANNEL_THROTTLED_OUT, a.channel, sev)
+                    }
+                    _ => {}
                 }
                 self.emit(names::ESCALATED, a.channel, sev);
                 self.emit(names::CASCADE_FAILURE, a.channel, sev);
             }
+            AuditKind::ChannelThrottledOut => {
+                self.emit(names::CHANNEL_THROTTLED_OUT, a.channel, sev)
+            }
+            AuditKind::EscalationStarted => self.emit(names::ESCALATION_STARTED, None, sev),
+            AuditKind::EscalationUndelivered => self.emit(names::ESCALATION_UNDELIVERED, None, sev),
             _ => {}
         }
     }

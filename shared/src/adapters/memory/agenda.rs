@@ -1,6 +1,8 @@
 //! The agenda: one time-ordered list of everything due (queued jobs, armed
 //! timers, the periodic sweep, and whatever a simulation schedules), on a
-//! clock. Ties are broken by insertion order, so a run is deterministic.
+//! clock, kept in a binary heap. At one instant, priority jobs (escalations,
+//! `Job::is_priority`) come first; other ties are broken by insertion order,
+//! so a run is deterministic.
 
 use super::lock;
 use crate::domain::{Millis, Ts};
@@ -24,13 +26,15 @@ pub enum Item<X> {
 
 struct Entry<X> {
     at: Ts,
+    /// 0: the priority lane; 1: everything else.
+    lane: u8,
     seq: u64,
     item: Item<X>,
 }
 
 impl<X> PartialEq for Entry<X> {
     fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
+        (self.at, self.lane, self.seq) == (o.at, o.lane, o.seq)
     }
 }
 impl<X> Eq for Entry<X> {}
@@ -41,7 +45,7 @@ impl<X> PartialOrd for Entry<X> {
 }
 impl<X> Ord for Entry<X> {
     fn cmp(&self, o: &Self) -> Ordering {
-        (o.at, o.seq).cmp(&(self.at, self.seq))
+        (o.at, o.lane, o.seq).cmp(&(self.at, self.lane, self.seq))
     }
 }
 
@@ -77,12 +81,21 @@ impl<X: Send + 'static> Agenda<X> {
         let mut g = lock(&self.inner);
         g.seq += 1;
         let seq = g.seq;
+        let lane = match &item {
+            Item::Job(job) if job.is_priority() => 0,
+            _ => 1,
+        };
         match item {
             Item::Job(_) => g.jobs += 1,
             Item::External(_) => g.external += 1,
             _ => {}
         }
-        g.heap.push(Entry { at, seq, item });
+        g.heap.push(Entry {
+            at,
+            lane,
+            seq,
+            item,
+        });
         drop(g);
         self.pushed.notify_all();
     }

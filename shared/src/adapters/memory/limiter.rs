@@ -4,8 +4,8 @@ use super::lock;
 use crate::domain::{Millis, Ts};
 use crate::error::Result;
 use crate::policy::Policy;
-use crate::ports::{Admit, RateLimiter};
-use crate::ratelimit::{AdaptiveLimiter, LimiterConfig, Ticket};
+use crate::ports::{Admission, Admit, RateLimiter};
+use crate::ratelimit::{AdaptiveLimiter, Lane, LimiterConfig, Ticket};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -13,6 +13,9 @@ use std::sync::{Arc, Mutex};
 pub struct MemoryLimiter {
     policy: Arc<Policy>,
     limiters: Mutex<BTreeMap<String, AdaptiveLimiter>>,
+    /// Per endpoint, its first backlog: the latest slot a waiting send was
+    /// given, and whether the backlog has drained since.
+    backlog: Mutex<BTreeMap<String, (Ts, bool)>>,
 }
 
 impl MemoryLimiter {
@@ -20,6 +23,7 @@ impl MemoryLimiter {
         MemoryLimiter {
             policy,
             limiters: Mutex::new(BTreeMap::new()),
+            backlog: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -29,6 +33,7 @@ impl MemoryLimiter {
             let cfg = LimiterConfig {
                 limit_per_sec: self.policy.rate_limit(endpoint),
                 min_per_sec: 1.0,
+                priority_share: self.policy.escalation.priority_share,
             };
             g.insert(endpoint.to_string(), AdaptiveLimiter::new(cfg, now));
         }
@@ -36,6 +41,16 @@ impl MemoryLimiter {
             Some(l) => f(l),
             None => unreachable!("inserted above"),
         }
+    }
+
+    /// Per endpoint, the end of its first backlog (sends waiting for it
+    /// without a break since the first one waited): the window of a mass
+    /// activation's first contacts.
+    pub fn first_backlog_end(&self) -> BTreeMap<String, Ts> {
+        lock(&self.backlog)
+            .iter()
+            .map(|(k, (end, _))| (k.clone(), *end))
+            .collect()
     }
 
     /// Current pacing rate per endpoint.
@@ -49,13 +64,37 @@ impl MemoryLimiter {
 
 #[async_trait]
 impl RateLimiter for MemoryLimiter {
-    async fn admit(&self, endpoint: &str, now: Ts, ticket: Option<Ticket>) -> Result<Admit> {
-        Ok(self.with(endpoint, now, |l| l.admit(now, ticket)))
+    async fn admit(
+        &self,
+        endpoint: &str,
+        now: Ts,
+        ticket: Option<Ticket>,
+        lane: Lane,
+    ) -> Result<Admission> {
+        let admit = self.with(endpoint, now, |l| match lane {
+            Lane::Member => l.admit(now, ticket),
+            Lane::Priority => l.admit_priority(now, ticket),
+        });
+        let mut g = lock(&self.backlog);
+        match (g.get_mut(endpoint), admit) {
+            (Some((end, drained)), _) if !*drained && now > *end => *drained = true,
+            (Some((end, false)), Admit::Wait { until, .. }) => *end = (*end).max(until),
+            (None, Admit::Wait { until, .. }) => {
+                g.insert(endpoint.to_string(), (until, false));
+            }
+            _ => {}
+        }
+        Ok(Admission::Decided(admit))
     }
     async fn on_success(&self, endpoint: &str, now: Ts) {
         self.with(endpoint, now, |l| l.on_success(now));
     }
     async fn on_throttled(&self, endpoint: &str, now: Ts, retry_after: Option<Millis>) {
         self.with(endpoint, now, |l| l.on_throttled(now, retry_after));
+    }
+    async fn throttled_since(&self, endpoint: &str) -> Result<Option<Ts>> {
+        Ok(lock(&self.limiters)
+            .get(endpoint)
+            .and_then(AdaptiveLimiter::throttled_since))
     }
 }

@@ -57,7 +57,8 @@ pub fn embedded<X: Send + 'static>(
         ack_links: None,
         vault: None,
         sealing: None,
-        numbers: Some(store),
+        numbers: Some(store.clone()),
         admin: Some(directory),
+        ledger: store,
     }
 }

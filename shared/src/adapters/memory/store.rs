@@ -4,11 +4,14 @@
 //! index plays the part of the sparse GSI the sweep reads.
 
 use super::lock;
-use crate::app::audit::{AuditEntry, Seal};
-use crate::domain::{Incident, IncidentId, PhoneNumber, StakeholderId, Ts};
-use crate::engine::{CascadeKey, Route};
+use crate::app::audit::{AuditEntry, ChainHead, Seal};
+use crate::domain::{Channel, Incident, IncidentId, Millis, PhoneNumber, StakeholderId, Ts};
+use crate::engine::{CascadeKey, ChannelWaits};
 use crate::error::{Error, Result};
-use crate::ports::{CascadeRecord, CascadeStore, IncidentStore, NumberIndex, Page, SealStore};
+use crate::ports::{
+    CascadeRecord, CascadeStore, ContactEntry, ContactLedger, IncidentStore, NumberIndex, Page,
+    Reservation, SealStore,
+};
 use async_trait::async_trait;
 use rustc_hash::FxHashMap as HashMap;
 use std::collections::BTreeSet;
@@ -24,6 +27,8 @@ struct Inner {
     due: BTreeSet<(Ts, CascadeKey)>,
     refs: HashMap<String, (CascadeKey, u32)>,
     seals: HashMap<IncidentId, Vec<Seal>>,
+    by_person: HashMap<(IncidentId, StakeholderId), Vec<CascadeKey>>,
+    contacts: HashMap<(IncidentId, StakeholderId, Channel), ContactEntry>,
 }
 
 #[derive(Default)]
@@ -136,6 +141,10 @@ impl CascadeStore for MemoryStore {
             .entry(key.incident.clone())
             .or_default()
             .push(key.clone());
+        g.by_person
+            .entry((key.incident.clone(), key.stakeholder.clone()))
+            .or_default()
+            .push(key.clone());
         g.audit
             .entry(key.incident.clone())
             .or_default()
@@ -237,6 +246,23 @@ impl CascadeStore for MemoryStore {
         Ok(Page { items, next })
     }
 
+    async fn person_cascades(
+        &self,
+        incident: &IncidentId,
+        stakeholder: &StakeholderId,
+    ) -> Result<Vec<CascadeRecord>> {
+        let g = lock(&self.inner);
+        let keys = g
+            .by_person
+            .get(&(incident.clone(), stakeholder.clone()))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        Ok(keys
+            .iter()
+            .filter_map(|k| g.cascades.get(k).cloned())
+            .collect())
+    }
+
     async fn audit_trail(&self, incident: &IncidentId) -> Result<Vec<AuditEntry>> {
         Ok(lock(&self.inner)
             .audit
@@ -286,6 +312,41 @@ impl NumberIndex for MemoryStore {
 }
 
 #[async_trait]
+impl ContactLedger for MemoryStore {
+    async fn reserve(
+        &self,
+        incident: &IncidentId,
+        person: &StakeholderId,
+        channel: Channel,
+        holder: &CascadeKey,
+        now: Ts,
+        hold: Millis,
+    ) -> Result<Reservation> {
+        let mut g = lock(&self.inner);
+        let slot = (incident.clone(), person.clone(), channel);
+        if g.contacts.get(&slot).is_none_or(|e| e.admits(holder, now)) {
+            g.contacts.insert(
+                slot,
+                ContactEntry {
+                    holder: holder.clone(),
+                    until: now.plus(hold),
+                },
+            );
+            return Ok(Reservation::Granted);
+        }
+        let mut waits = ChannelWaits::default();
+        for c in Channel::ALL {
+            if let Some(e) = g.contacts.get(&(incident.clone(), person.clone(), c))
+                && !e.admits(holder, now)
+            {
+                waits.free_at[c.index()] = Some(e.until);
+            }
+        }
+        Ok(Reservation::Busy(waits))
+    }
+}
+
+#[async_trait]
 impl SealStore for MemoryStore {
     async fn open_incidents(&self) -> Result<Vec<IncidentId>> {
         let g = lock(&self.inner);
@@ -299,23 +360,18 @@ impl SealStore for MemoryStore {
         Ok(v)
     }
 
-    async fn chain_heads(
-        &self,
-        incident: &IncidentId,
-    ) -> Result<Vec<(Route, StakeholderId, u64, String)>> {
+    async fn chain_heads(&self, incident: &IncidentId) -> Result<Vec<ChainHead>> {
         let g = lock(&self.inner);
         let keys = g.order.get(incident).map(Vec::as_slice).unwrap_or_default();
         Ok(keys
             .iter()
             .filter_map(|k| g.cascades.get(k))
             .filter(|r| r.audit_seq > 0)
-            .map(|r| {
-                (
-                    r.cascade.key.route,
-                    r.cascade.key.stakeholder.clone(),
-                    r.audit_seq - 1,
-                    r.audit_head.clone(),
-                )
+            .map(|r| ChainHead {
+                route: r.cascade.key.route.clone(),
+                stakeholder: r.cascade.key.stakeholder.clone(),
+                seq: r.audit_seq - 1,
+                hash: r.audit_head.clone(),
             })
             .collect())
     }

@@ -159,9 +159,13 @@ impl LocalSealer {
 
 #[async_trait]
 impl Sealer for LocalSealer {
-    fn describe(&self) -> (String, String, String) {
+    fn describe(&self) -> crate::ports::SignerInfo {
         let public = hex::encode(self.key.verifying_key().to_bytes());
-        ("ed25519".into(), format!("local:{}", &public[..16]), public)
+        crate::ports::SignerInfo {
+            algorithm: "ed25519".into(),
+            key_id: format!("local:{}", &public[..16]),
+            public_key: public,
+        }
     }
     async fn sign(&self, message: &[u8]) -> Result<String> {
         Ok(hex::encode(self.key.sign(message).to_bytes()))
@@ -214,7 +218,11 @@ mod tests {
     fn seals_sign_and_verify() {
         futures::executor::block_on(async {
             let s = LocalSealer::new(7);
-            let (alg, _, public) = s.describe();
+            let crate::ports::SignerInfo {
+                algorithm: alg,
+                public_key: public,
+                ..
+            } = s.describe();
             let mut seal = crate::app::audit::Seal {
                 incident: ids().1,
                 at: crate::domain::Ts(1),
