@@ -265,3 +265,59 @@ fn directory_check_and_import_validate_the_whole_file_first() {
         serde_json::json!(["voice", "sms"])
     );
 }
+
+#[test]
+fn a_group_with_no_escalation_path_is_refused_naming_the_group() {
+    let dir = tmp("no-path.yaml");
+    std::fs::write(
+        &dir,
+        "stakeholders:\n  - id: a\n    name: A\n    tier: 1\n    email: a@example.com\n  - id: b\n    name: B\n    tier: 1\n    email: b@example.com\ngroups:\n  - id: night-shift\n    name: Night shift\n    members: [a]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.to_str().unwrap_or_default();
+    let o = muster(&["directory", "check", path]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("group night-shift: on_call_manager")
+            && text(&o).contains("no escalation path"),
+        "{}",
+        text(&o)
+    );
+    // The same directory under a policy with a fallback rota is fine ...
+    let policy = tmp("fallback.toml");
+    std::fs::write(&policy, "[escalation]\nfallback = [\"b\"]\n").unwrap_or_else(|e| panic!("{e}"));
+    let p = policy.to_str().unwrap_or_default();
+    let o = muster(&["directory", "check", path, "--policy", p]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = muster(&["policy", "check", p, "--directory", path]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // ... and a fallback that is not in the directory is named.
+    std::fs::write(&policy, "[escalation]\nfallback = [\"zed\"]\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let o = muster(&["policy", "check", p, "--directory", path]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("escalation.fallback[0] = \"zed\""),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn bench_escalation_checks_every_seed_and_reports_the_share_reached() {
+    let o = muster(&[
+        "bench",
+        "escalation",
+        "--seeds",
+        "3",
+        "examples/drills/seed-p1-outage.toml",
+        "examples/drills/escalation-chain.toml",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("seed-p1-outage") && out.contains("escalation-chain"),
+        "{out}"
+    );
+    assert!(out.contains("(100.00%) reached a person"), "{out}");
+}
