@@ -289,7 +289,11 @@ async fn a_throttle_reaches_every_process_and_an_acceptance_reported_late_does_n
     // a's acceptance at T0 is still unwritten when b records a 429.
     a.on_success("sms", T0).await;
     b.on_throttled("sms", T0.plus(10), Some(3_000)).await;
-    assert_eq!(a.throttled_since("sms").await.unwrap(), Some(T0.plus(10)));
+    let seen = a.throttling("sms", T0.plus(20)).await.unwrap();
+    assert_eq!(
+        seen.map(|t| (t.since, t.paused_until)),
+        Some((T0.plus(10), Some(T0.plus(3_010))))
+    );
     // a's next change applies its earlier acceptance: the carrier is still
     // throttling, and a waits out b's pause.
     match decided(
@@ -309,7 +313,7 @@ async fn a_throttle_reaches_every_process_and_an_acceptance_reported_late_does_n
     }
     // An acceptance after the pause ends the episode for everyone at once.
     a.on_success("sms", T0.plus(3_100)).await;
-    assert_eq!(b.throttled_since("sms").await.unwrap(), None);
+    assert_eq!(b.throttling("sms", T0.plus(3_100)).await.unwrap(), None);
 }
 
 #[test]

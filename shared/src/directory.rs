@@ -81,13 +81,31 @@ pub fn escalation_paths(
     }
     for g in groups {
         let manager = g.on_call_manager.as_ref().filter(|m| known.contains(m));
-        if manager.is_none() && fallback.is_empty() {
-            errors.push(DirectoryError {
+        match manager {
+            None if fallback.is_empty() => errors.push(DirectoryError {
                 location: format!("group {}", g.id),
                 field: "on_call_manager".into(),
                 value: String::new(),
                 message: "the group has no escalation path: give it an on-call manager, or name an [escalation] fallback in the policy".into(),
-            });
+            }),
+            // The on-call manager's own failure goes to their manager, or
+            // to the fallback: one of them must exist.
+            Some(m) if g.members.contains(m) && fallback.is_empty() => {
+                let boss = stakeholders
+                    .iter()
+                    .find(|s| &s.id == m)
+                    .and_then(|s| s.manager.as_ref())
+                    .filter(|b| known.contains(b) && *b != m);
+                if boss.is_none() {
+                    errors.push(DirectoryError {
+                        location: format!("group {}", g.id),
+                        field: "on_call_manager".into(),
+                        value: m.to_string(),
+                        message: "is a member of the group with no manager of their own: their own failure would reach nobody; give them a manager, or name an [escalation] fallback in the policy".into(),
+                    });
+                }
+            }
+            _ => {}
         }
     }
     errors

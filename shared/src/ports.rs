@@ -303,9 +303,16 @@ pub enum Job {
     Withdraw {
         incident: IncidentId,
         about: StakeholderId,
+        /// Who acknowledged: `None`, the person it is about.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<StakeholderId>,
     },
     /// A withdrawn escalation had reached its person: tell them the update.
-    Notice { key: CascadeKey },
+    Notice {
+        key: CascadeKey,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ticket: Option<Ticket>,
+    },
     /// An escalation cascade was acknowledged (`attempt`: the message
     /// answered): acknowledge the failures that message also named.
     ShareAck {
@@ -419,7 +426,7 @@ pub trait ChannelSender: Send + Sync {
 }
 
 /// Result of asking the rate limiter for one send.
-pub use crate::ratelimit::{Admit, Lane};
+pub use crate::ratelimit::{Admit, Lane, Throttling};
 
 /// What [`RateLimiter::admit`] answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -495,9 +502,9 @@ pub trait RateLimiter: Send + Sync {
     ) -> Result<Admission>;
     async fn on_success(&self, endpoint: &str, now: Ts);
     async fn on_throttled(&self, endpoint: &str, now: Ts, retry_after: Option<Millis>);
-    /// The first 429 since the endpoint last accepted a send, while it has
-    /// accepted none since (the carrier is throttling it).
-    async fn throttled_since(&self, endpoint: &str) -> Result<Option<Ts>>;
+    /// Whether the carrier is throttling the endpoint (a 429 and nothing
+    /// accepted since), and until when it is paused.
+    async fn throttling(&self, endpoint: &str, now: Ts) -> Result<Option<Throttling>>;
 }
 
 /// What happened, for metrics and for drills' live invariant checks.

@@ -33,13 +33,15 @@
 //! is probed less often. Busy time advances only with accepted sends, so an
 //! idle endpoint keeps what it learned instead of drifting back up.
 //!
-//! Priority. Escalation sends take the priority lane: a priority send gets
-//! the next free slot after the sends already granted, ahead of every booked
-//! member slot, and each such insertion moves every booked member slot one
-//! interval later (tickets carry the shift they were booked under), so the
-//! endpoint still never sees more than its pace and booked members keep
-//! their order. The priority lane has its own pace, `priority_share` of the
-//! rate, so that escalations never take the whole endpoint from members.
+//! Priority. Escalation sends take the priority lane. The lane has its own
+//! pace, `priority_share` of the rate: a priority send that comes before the
+//! lane's next slot waits for it without booking anything. At its slot it
+//! is inserted at the head of the endpoint's schedule: it takes the next
+//! slot after the last send granted, and every member slot booked so far
+//! moves one interval later (tickets carry the shift they were booked
+//! under). So the endpoint still never sees more than its pace, booked
+//! members keep their order, and escalations never take more than their
+//! share from members.
 //!
 //! Slots already booked keep the pace at which they were booked, so a rate
 //! increase reaches the carrier only after the booked schedule
@@ -105,6 +107,14 @@ impl LimiterConfig {
     }
 }
 
+/// A carrier throttling an endpoint: its first 429 since the last accepted
+/// send, and the end of the pause it set, while that runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttling {
+    pub since: Ts,
+    pub paused_until: Option<Ts>,
+}
+
 /// Which lane a send waits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -147,6 +157,10 @@ pub struct Ticket {
     /// for a priority slot, which priority insertions never move.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shift_us: Option<u64>,
+    /// A priority send waiting for its lane's pace: nothing is booked; it
+    /// asks again at `slot`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub queued: bool,
 }
 
 /// Paces the sends to one carrier endpoint and adapts the pace to the
@@ -270,16 +284,20 @@ impl AdaptiveLimiter {
             slot,
             epoch: self.epoch,
             shift_us: Some(self.shift_us),
+            queued: false,
         };
         self.wait(slot, ticket)
     }
 
-    /// Ask to send one message now, in the priority lane: the next slot
-    /// after the last granted send (and after the lane's own pace), ahead of
+    /// Ask to send one message now, in the priority lane (see the module
+    /// documentation): before the lane's next slot, wait for it without
+    /// booking; at it, the next slot after the last granted send, ahead of
     /// every booked member slot, which all move one interval later.
     pub fn admit_priority(&mut self, now: Ts, ticket: Option<Ticket>) -> Admit {
         self.expire_pause(now);
-        if let Some(ticket) = ticket.filter(|t| t.epoch == self.epoch && t.shift_us.is_none()) {
+        if let Some(ticket) =
+            ticket.filter(|t| t.epoch == self.epoch && t.shift_us.is_none() && !t.queued)
+        {
             return if now >= ticket.slot {
                 self.granted(now)
             } else {
@@ -288,20 +306,28 @@ impl AdaptiveLimiter {
         }
         let now_us = micros(now);
         let interval_us = self.interval_us();
+        let lane_us = (interval_us as f64 / self.priority_share) as u64;
+        let lane_free_us = self
+            .priority_next_us
+            .max(self.paused_until.map_or(0, micros));
+        if lane_free_us > now_us {
+            let slot = Ts(lane_free_us.div_ceil(1000));
+            let ticket = Ticket {
+                slot,
+                epoch: self.epoch,
+                shift_us: None,
+                queued: true,
+            };
+            return self.wait(slot, ticket);
+        }
         if self.next_free_us <= now_us {
             self.idle_us_since_cut += now_us - self.next_free_us;
             self.next_free_us = now_us + interval_us;
-            self.priority_next_us = self
-                .priority_next_us
-                .max(now_us + (interval_us as f64 / self.priority_share) as u64);
+            self.priority_next_us = now_us + lane_us;
             return self.granted(now);
         }
-        let paused_us = self.paused_until.map_or(0, micros);
-        let slot_us = now_us
-            .max(self.last_grant_us + interval_us)
-            .max(self.priority_next_us)
-            .max(paused_us);
-        self.priority_next_us = slot_us + (interval_us as f64 / self.priority_share) as u64;
+        let slot_us = now_us.max(self.last_grant_us + interval_us);
+        self.priority_next_us = slot_us + lane_us;
         self.shift_us += interval_us;
         self.next_free_us += interval_us;
         if slot_us <= now_us {
@@ -312,6 +338,7 @@ impl AdaptiveLimiter {
             slot,
             epoch: self.epoch,
             shift_us: None,
+            queued: false,
         };
         self.wait(slot, ticket)
     }
@@ -333,6 +360,14 @@ impl AdaptiveLimiter {
     /// accepted one since.
     pub fn throttled_since(&self) -> Option<Ts> {
         self.throttled_since
+    }
+
+    /// Whether the carrier is throttling the endpoint at `now`, and how.
+    pub fn throttling(&self, now: Ts) -> Option<Throttling> {
+        self.throttled_since.map(|since| Throttling {
+            since,
+            paused_until: self.paused_until.filter(|p| *p > now),
+        })
     }
 
     /// The carrier accepted a send (or answered anything but throttling) at
@@ -779,6 +814,94 @@ mod tests {
             }
             Admit::Granted => panic!("expected a wait"),
         }
+    }
+
+    /// Members booked deep into the future, escalations arriving now and
+    /// then: every job comes back at its slot. Returns the grant times (ms)
+    /// of (members, priority) and each priority send's wait.
+    fn priority_run(rate: f64, members: usize, arrivals: &[u64]) -> (Vec<Ts>, Vec<Ts>, Vec<u64>) {
+        /// (when, sequence, priority?, job index, asked at)
+        type Due = Reverse<(Ts, u64, bool, usize, Ts)>;
+        let mut l = AdaptiveLimiter::new(LimiterConfig::new(rate), T0);
+        let mut due: BinaryHeap<Due> = BinaryHeap::new();
+        let mut seq = 0;
+        let mut tickets: Vec<Option<Ticket>> = vec![None; members + arrivals.len()];
+        for i in 0..members {
+            seq += 1;
+            due.push(Reverse((T0, seq, false, i, T0)));
+        }
+        for (k, at) in arrivals.iter().enumerate() {
+            seq += 1;
+            let t = T0.plus(*at);
+            due.push(Reverse((t, seq, true, members + k, t)));
+        }
+        let (mut m, mut p, mut waits) = (Vec::new(), Vec::new(), Vec::new());
+        while let Some(Reverse((now, _, priority, job, asked))) = due.pop() {
+            let admit = if priority {
+                l.admit_priority(now, tickets[job])
+            } else {
+                l.admit(now, tickets[job])
+            };
+            match admit {
+                Admit::Granted => {
+                    l.on_success(now);
+                    if priority {
+                        p.push(now);
+                        waits.push(now.since(asked));
+                    } else {
+                        m.push(now);
+                    }
+                }
+                Admit::Wait { until, ticket, .. } => {
+                    tickets[job] = Some(ticket);
+                    seq += 1;
+                    due.push(Reverse((until, seq, priority, job, asked)));
+                }
+            }
+        }
+        (m, p, waits)
+    }
+
+    #[test]
+    fn priority_sends_go_ahead_of_booked_members_without_exceeding_the_pace() {
+        // 50/s, 2,000 members booked 40 s deep; 30 escalations, some in
+        // bursts, arriving while the backlog lasts.
+        let arrivals: Vec<u64> = (0..30u64)
+            .map(|k| 1_000 + (k / 3) * 2_500 + (k % 3))
+            .collect();
+        let (members, priority, waits) = priority_run(50.0, 2_000, &arrivals);
+        assert_eq!((members.len(), priority.len()), (2_000, 30));
+        let mut all: Vec<Ts> = members.iter().chain(&priority).copied().collect();
+        all.sort();
+        for pair in all.windows(2) {
+            assert!(
+                pair[1].since(pair[0]) >= 20,
+                "two sends closer than the pace: {pair:?}"
+            );
+        }
+        for w in all.windows(51) {
+            assert!(w[50].since(w[0]) >= 1_000, "51 sends within a second");
+        }
+        // The lane's pace is half the rate: a burst of three waits at most
+        // two lane intervals (80 ms) and one slot.
+        assert!(waits.iter().all(|w| *w <= 100), "{waits:?}");
+        // Members keep their order and are all sent, about 30 slots later.
+        let last = members.iter().max().copied().unwrap_or(T0);
+        assert!(last.since(T0) <= (2_000 + 30) * 20, "{:?}", last.since(T0));
+
+        // At 1 call/s, an escalation waits at most one second and the lane
+        // takes no more than its share.
+        let (members, priority, waits) = priority_run(1.0, 60, &[5_000, 5_001, 5_002, 30_000]);
+        assert!(waits.iter().all(|w| *w <= 5_000), "{waits:?}");
+        let mut all: Vec<Ts> = members.iter().chain(&priority).copied().collect();
+        all.sort();
+        for pair in all.windows(2) {
+            assert!(pair[1].since(pair[0]) >= 1_000, "{pair:?}");
+        }
+        assert!(
+            waits[0] <= 1_000,
+            "the next slot after the last grant: {waits:?}"
+        );
     }
 
     #[test]

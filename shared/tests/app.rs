@@ -895,3 +895,129 @@ fn a_redelivered_expansion_requeues_a_lost_first_send() {
     );
     assert_eq!(e.cascades("INC-R").len(), 1);
 }
+
+/// An HRIS that, while it is asked about `when_asked_about`, sees `acker`
+/// acknowledge: the acknowledgement lands in the middle of the use case
+/// that asked.
+struct AckWhileLookingUp {
+    deps: std::sync::OnceLock<Deps>,
+    when_asked_about: StakeholderId,
+    acker: CascadeKey,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl ContactLookup for AckWhileLookingUp {
+    async fn lookup(&self, id: &StakeholderId) -> Result<Option<ContactMethods>, LookupError> {
+        if *id == self.when_asked_about
+            && !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst)
+            && let Some(deps) = self.deps.get()
+        {
+            let ack = ReceiptEvent::Ack {
+                key: self.acker.clone(),
+                channel: Channel::Sms,
+                attempt: None,
+            };
+            app::receipt(deps, ack)
+                .await
+                .map_err(|e| LookupError::Unavailable(e.to_string()))?;
+        }
+        Ok(None)
+    }
+}
+
+#[test]
+fn an_acknowledgement_while_its_escalation_is_being_started_withdraws_it() {
+    let mut e = env(1);
+    let hris = Arc::new(AckWhileLookingUp {
+        deps: std::sync::OnceLock::new(),
+        when_asked_about: StakeholderId::parse("boss").unwrap_or_else(|e| panic!("{e}")),
+        acker: e.key("INC-20", "p0"),
+        fired: Default::default(),
+    });
+    e.deps.contacts = Some(hris.clone());
+    let _ = hris.deps.set(e.deps.clone());
+    block_on(app::trigger(&e.deps, trigger("INC-20", "Outage"))).unwrap_or_else(|e| panic!("{e}"));
+    e.run_until(e.clock_now().plus(3_600_000));
+    assert!(
+        hris.fired.load(std::sync::atomic::Ordering::SeqCst),
+        "p0 failed and the manager was looked up"
+    );
+    let escalation = e
+        .cascades("INC-20")
+        .into_iter()
+        .find(|r| r.cascade.key.route.is_escalation())
+        .unwrap_or_else(|| panic!("the escalation was started"));
+    assert_eq!(
+        escalation.cascade.status,
+        CascadeStatus::Cancelled,
+        "withdrawn at once"
+    );
+    let entries = audit(&e);
+    assert!(
+        entries
+            .iter()
+            .any(|a| a.key() == escalation.cascade.key && a.record.kind == AuditKind::Withdrawn)
+    );
+    // Nobody was told about p0 after p0 acknowledged.
+    let acked = entries
+        .iter()
+        .find(|a| a.record.kind == AuditKind::AckAfterEnd)
+        .map(|a| a.at)
+        .unwrap_or_else(|| panic!("p0's late acknowledgement is recorded"));
+    let sent = e.carrier.sent.lock().map(|g| g.clone()).unwrap_or_default();
+    assert!(
+        !sent.iter().any(|m| m.key.route.is_escalation()),
+        "no escalation message went out"
+    );
+    assert!(!entries.iter().any(|a| a.route.is_escalation()
+        && a.record.kind == AuditKind::SendAccepted
+        && a.at >= acked));
+    // And the failure is settled: nothing left due.
+    for r in e.cascades("INC-20") {
+        assert_eq!(r.cascade.next_due(), None, "{}", r.cascade.key);
+    }
+}
+
+#[test]
+fn waiting_behind_a_backlog_after_a_short_throttle_is_pacing_not_throttling() {
+    // Voice at 1/s with 200 sends booked ahead; the carrier answered one
+    // 429 (a 5 s pause) and then took sends again. p0's call waits over
+    // three minutes, far past the 60 s bound, but only the first seconds of
+    // that were throttling: p0's voice must not fail for it.
+    let mut e = env(1);
+    let mut policy = Policy::default();
+    policy.endpoint_limits.insert("voice".into(), 1.0);
+    let policy = Arc::new(policy);
+    e.deps.policy = policy.clone();
+    e.deps.limiter = Arc::new(muster::adapters::memory::MemoryLimiter::new(policy));
+    let t0 = e.clock_now();
+    block_on(async {
+        e.deps.limiter.on_throttled("voice", t0, Some(5_000)).await;
+        for _ in 0..200 {
+            e.deps
+                .limiter
+                .admit("voice", t0, None, Lane::Member)
+                .await?;
+        }
+        Ok::<_, muster::Error>(())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    block_on(app::trigger(&e.deps, trigger("INC-21", "Outage"))).unwrap_or_else(|e| panic!("{e}"));
+    e.run_jobs();
+    // The pause ends and the carrier takes a send.
+    e.clock.set(t0.plus(6_000));
+    block_on(e.deps.limiter.on_success("voice", t0.plus(6_000)));
+    e.run_until(t0.plus(600_000));
+    let entries = audit(&e);
+    let p0 = StakeholderId::parse("p0").unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !entries.iter().any(|a| a.stakeholder == p0
+            && (a.record.kind == AuditKind::ChannelThrottledOut
+                || a.record.cause == Some(AuditKind::ChannelThrottledOut))),
+        "p0's voice failed for a wait that was pacing"
+    );
+    assert!(entries.iter().any(|a| a.stakeholder == p0
+        && a.record.kind == AuditKind::SendAccepted
+        && a.record.channel == Some(Channel::Voice)));
+}

@@ -633,3 +633,59 @@ fn no_cascade_of_an_ended_escalation_is_left_open() {
         );
     }
 }
+
+#[test]
+fn a_short_throttle_does_not_fail_the_people_queued_behind_it() {
+    // Voice told 2/s but taking 1/s: the limiter meets 429s and settles at
+    // the carrier's pace. 150 people queue for up to two and a half minutes,
+    // far past the 90 s bound; the carrier throttles only briefly now and
+    // then, so their wait is pacing, and nobody's voice fails for it.
+    let text = r#"
+        [incident]
+        incidentId = "INC-PACE"
+        severity = "P1"
+        stakeholderGroupId = "g"
+        messageTemplate = "Outage."
+        [group]
+        on_call_manager = "duty"
+        [policy.rate_limit.endpoints]
+        voice = 2
+        [carriers.voice]
+        capacity_per_sec = 1
+        burst = 1
+        retry_after = "5s"
+        [behaviours.calls]
+        ack = { voice = 1.0 }
+        ack_delay = { median = "5s", p95 = "10s" }
+        [[stakeholders]]
+        id = "duty"
+        phone = "+1 202 555 0100"
+        member = false
+        [[population]]
+        count = 150
+        prefix = "staff"
+        tiers = { 3 = 1.0 }
+        channels = { voice = 1.0, sms = 0.0, email = 1.0, push = 0.0 }
+        behaviour = "calls"
+    "#;
+    let s = Scenario::from_toml(text).unwrap_or_else(|e| panic!("{e:?}"));
+    let (d, r) = run(s, 5);
+    assert!(r.passed(), "{}", r.render());
+    assert!(
+        r.carriers["voice"].throttled_429 > 0,
+        "the carrier did throttle"
+    );
+    assert!(
+        r.first_contact_secs.max > 120.0,
+        "people queued past the bound"
+    );
+    let out = entries(&d)
+        .iter()
+        .filter(|e| {
+            e.record.kind == AuditKind::ChannelThrottledOut
+                || e.record.cause == Some(AuditKind::ChannelThrottledOut)
+        })
+        .count();
+    assert_eq!(out, 0, "pacing behind others is not throttling");
+    assert_eq!(r.final_states.acknowledged, 150, "everyone was called");
+}

@@ -167,7 +167,8 @@ enum Step {
     Withdraw,
     EscalationStarted(u8),
     EscalationUndelivered,
-    Notice(Channel, bool),
+    HandedOn(bool),
+    Notice(Option<Channel>, bool),
 }
 
 /// How time moves before a step; never backwards.
@@ -232,7 +233,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Withdraw),
         1 => (0u8..4).prop_map(Step::EscalationStarted),
         1 => Just(Step::EscalationUndelivered),
-        1 => (select(Channel::ALL.to_vec()), any::<bool>()).prop_map(|(c, a)| Step::Notice(c, a)),
+        1 => any::<bool>().prop_map(Step::HandedOn),
+        1 => (prop::option::of(select(Channel::ALL.to_vec())), any::<bool>()).prop_map(|(c, a)| Step::Notice(c, a)),
     ]
 }
 
@@ -382,10 +384,11 @@ impl Sim {
                 channel: *channel,
                 message: "attempt 1 of another cascade".into(),
             },
-            Step::Withdraw => Event::Withdraw,
+            Step::Withdraw => Event::Withdraw { by: None },
             Step::EscalationStarted(n) => Event::EscalationStarted {
                 to: StakeholderId::parse(&format!("manager-{n}")).expect("valid id"),
             },
+            Step::HandedOn(closed) => Event::HandedOn { closed: *closed },
             Step::EscalationUndelivered => Event::EscalationUndelivered {
                 reason: "nobody on the chain acknowledged".into(),
             },
@@ -436,6 +439,7 @@ impl Sim {
             same.escalated_to = next.escalated_to.clone();
             same.escalation_undelivered = next.escalation_undelivered;
             same.noticed = next.noticed;
+            same.handed_on = next.handed_on;
             prop_assert_eq!(next, &same, "a terminal cascade changed{}", ctx());
             let changed = |a: bool| if a { Some(()) } else { None };
             prop_assert!(
@@ -455,7 +459,7 @@ impl Sim {
                 "{}",
                 ctx()
             );
-            if !matches!(e, Event::Ack { .. }) {
+            if !matches!(e, Event::Ack { .. } | Event::BundleAck { .. }) {
                 prop_assert_eq!(
                     (next.acked_at, next.acked_on),
                     (before.acked_at, before.acked_on),
@@ -489,7 +493,7 @@ impl Sim {
                 Command::EscalateToManager | Command::EmitCascadeFailure => {}
                 Command::WithdrawEscalations => {
                     prop_assert!(
-                        matches!(e, Event::Ack { .. })
+                        matches!(e, Event::Ack { .. } | Event::BundleAck { .. })
                             && before.status == CascadeStatus::Escalated
                             && before.acked_at.is_none(),
                         "a withdrawal that is not a late ACK of a failure{}",
@@ -498,7 +502,7 @@ impl Sim {
                 }
                 Command::NotifyWithdrawn => {
                     prop_assert!(
-                        matches!(e, Event::Withdraw)
+                        matches!(e, Event::Withdraw { .. })
                             && before.key.route.is_escalation()
                             && before.first_contact_at.is_some(),
                         "an update for an escalation that reached nobody{}",
@@ -531,9 +535,14 @@ impl Sim {
             "{}",
             ctx()
         );
+        // ... and a failure nobody took up goes up again when the sweep
+        // finds it.
+        let redriven = matches!(e, Event::Reconcile)
+            && before.escalation_pending()
+            && d.audit.kind == AuditKind::Redriven;
         prop_assert_eq!(
             to_manager,
-            usize::from(escalated),
+            usize::from(escalated || redriven),
             "every failure, of a member or of an escalation, goes up the chain{}",
             ctx()
         );
@@ -614,14 +623,14 @@ impl Sim {
         }
         prop_assert_eq!(
             next.next_due().is_none(),
-            next.status.is_terminal(),
-            "{}",
+            next.status.is_terminal() && !next.escalation_pending(),
+            "due until terminal, and a failure until it is taken up{}",
             ctx()
         );
 
         if matches!(
             e,
-            Event::Ack { .. } | Event::Cancel | Event::BundleAck { .. } | Event::Withdraw
+            Event::Ack { .. } | Event::Cancel | Event::BundleAck { .. } | Event::Withdraw { .. }
         ) && matches!(
             next.status,
             CascadeStatus::Acknowledged | CascadeStatus::Cancelled
@@ -802,6 +811,7 @@ impl Sim {
                     && held.is_some_and(|c| c != Channel::Voice)
                     && others == 0
                     && plan.contains(&Channel::Voice)
+                    && !before.failed_channels.contains(&Channel::Voice)
                     && plan.get(step) != Some(&Channel::Voice)
                     && (plan[..step].contains(&Channel::Voice) || step + 1 < plan.len());
                 if parallel {

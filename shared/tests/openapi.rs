@@ -39,7 +39,7 @@ fn the_document_and_the_router_agree() {
 async fn every_listed_route_is_served() {
     let env = muster::drill::Drill::new(
         muster::drill::Scenario::from_toml(
-            "[incident]\nincidentId = \"INC-1\"\nseverity = \"P1\"\nstakeholderGroupId = \"g\"\nmessageTemplate = \"m\"\n[group]\non_call_manager = \"a\"\n[[stakeholders]]\nid = \"a\"\nemail = \"a@example.com\"\n",
+            "[incident]\nincidentId = \"INC-1\"\nseverity = \"P1\"\nstakeholderGroupId = \"g\"\nmessageTemplate = \"m\"\n[group]\non_call_manager = \"b\"\n[[stakeholders]]\nid = \"a\"\nemail = \"a@example.com\"\n[[stakeholders]]\nid = \"b\"\nemail = \"b@example.com\"\nmember = false\n",
         )
         .unwrap_or_else(|e| panic!("{e:?}")),
         1,

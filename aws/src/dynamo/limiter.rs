@@ -24,7 +24,7 @@ use aws_sdk_dynamodb::Client;
 use muster::domain::{Millis, Ts};
 use muster::policy::Policy;
 use muster::ports::{Admission, Lane, RateLimiter};
-use muster::ratelimit::{AdaptiveLimiter, LimiterConfig, Ticket};
+use muster::ratelimit::{AdaptiveLimiter, LimiterConfig, Throttling, Ticket};
 use muster::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -232,10 +232,10 @@ impl RateLimiter for DynamoLimiter {
         }
     }
 
-    async fn throttled_since(&self, endpoint: &str) -> Result<Option<Ts>> {
+    async fn throttling(&self, endpoint: &str, now: Ts) -> Result<Option<Throttling>> {
         Ok(self
             .read(endpoint)
             .await?
-            .and_then(|(state, _)| state.throttled_since()))
+            .and_then(|(state, _)| state.throttling(now)))
     }
 }

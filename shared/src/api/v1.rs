@@ -246,7 +246,7 @@ async fn trigger(
     let out = app::trigger(&s.deps, trigger).await?;
     let inc = &out.incident;
     let link = format!("/v1/incidents/{}", inc.id());
-    let answer = json!({
+    let mut answer = json!({
         "incidentId": inc.id(),
         "status": inc.status,
         "severity": inc.trigger.severity,
@@ -255,6 +255,9 @@ async fn trigger(
         "triggeredAt": inc.triggered_at.rfc3339(),
         "links": {"status": link, "audit": format!("{link}/audit"), "close": format!("{link}/close")},
     });
+    if !out.warnings.is_empty() {
+        answer["warnings"] = json!(out.warnings);
+    }
     let mut r = (StatusCode::ACCEPTED, Json(answer)).into_response();
     if let Ok(v) = HeaderValue::from_str(&link) {
         r.headers_mut().insert(header::LOCATION, v);

@@ -28,6 +28,10 @@ use crate::ratelimit::Ticket;
 /// Members per expansion job.
 pub const EXPAND_CHUNK: u32 = 250;
 
+/// When a throttling carrier set no pause (or it is over), how long an
+/// escalation counts its channel as busy before trying it again.
+const THROTTLED_RETRY_MS: u64 = 1_000;
+
 pub async fn dispatch(deps: &Deps, job: Job) -> Result<()> {
     match job {
         Job::Expand { incident, members } => expand(deps, &incident, &members).await,
@@ -41,8 +45,12 @@ pub async fn dispatch(deps: &Deps, job: Job) -> Result<()> {
             about,
             chain,
         } => escalation::escalate(deps, &incident, &about, chain).await,
-        Job::Withdraw { incident, about } => escalation::withdraw(deps, &incident, &about).await,
-        Job::Notice { key } => escalation::notice(deps, &key).await,
+        Job::Withdraw {
+            incident,
+            about,
+            by,
+        } => escalation::withdraw(deps, &incident, &about, by).await,
+        Job::Notice { key, ticket } => escalation::notice(deps, &key, ticket).await,
         Job::ShareAck { key, attempt } => escalation::share_ack(deps, &key, attempt).await,
     }
 }
@@ -206,14 +214,18 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
     // while the person has another channel left to try.
     if lane == Lane::Priority
         && rec.cascade.next_step < rec.cascade.plan.len() as u8
-        && deps.limiter.throttled_since(endpoint).await?.is_some()
+        && let Some(throttling) = deps.limiter.throttling(endpoint, now).await?
     {
         let mut waits = ChannelWaits {
             cause: WaitCause::Throttled,
             ..Default::default()
         };
-        let bound = throttle_bound(&rec.cascade, &deps.policy);
-        waits.free_at[a.channel.index()] = Some(now.plus(bound));
+        // Free again (to be tried) when the carrier's pause ends.
+        let free = throttling
+            .paused_until
+            .filter(|p| *p > now)
+            .unwrap_or(now.plus(THROTTLED_RETRY_MS));
+        waits.free_at[a.channel.index()] = Some(free);
         apply_with(deps, rec, Event::Replan { attempt, waits }, Vec::new()).await?;
         return Ok(());
     }
@@ -237,19 +249,25 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
         throttled_since,
     } = admit
     {
-        // The endpoint is paused by the carrier's 429s: a wait past the
-        // bound fails the channel for this person now (rule 3), instead of
-        // holding them for as long as the carrier refuses.
+        // While the carrier is throttling the endpoint (a 429 and nothing
+        // accepted since), the wait is bounded per person (rule 3): once it
+        // has held this attempt back for longer than the bound, the channel
+        // fails for this person; until then the job comes back by the end
+        // of the bound at the latest (keeping its slot) to look again. A
+        // wait that is only pacing behind other sends is not throttling.
+        let mut back = until;
         if let Some(since) = throttled_since {
             let held_since = a.throttled_since.unwrap_or(since.max(ready));
-            if until.since(held_since) > throttle_bound(&rec.cascade, &deps.policy) {
+            let bound = throttle_bound(&rec.cascade, &deps.policy);
+            if now.since(held_since) > bound {
                 let result = SendOutcome::Throttled {
-                    retry_after_ms: until.since(now),
+                    retry_after_ms: until.since(now).max(1),
                     since: Some(held_since),
                 };
                 apply_with(deps, rec, Event::SendResult { attempt, result }, Vec::new()).await?;
                 return Ok(());
             }
+            back = back.min(held_since.plus(bound + 1));
         }
         let job = Job::Send {
             key: key.clone(),
@@ -258,7 +276,7 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
         };
         return deps
             .queue
-            .enqueue(vec![(job, until.since(now).max(1))])
+            .enqueue(vec![(job, back.since(now).max(1))])
             .await;
     }
     // A member send reserves its channel of the person when the limiter

@@ -122,17 +122,31 @@ pub(super) async fn escalate(
     let Some(inc) = deps.incidents.get_incident(incident).await? else {
         return Ok(());
     };
+    let member = member_key(incident, about);
     if inc.status != IncidentStatus::Open {
+        // Closed: the failure needs nobody any more; settle what waits for it.
+        let last = match chain.get(1..).and_then(<[StakeholderId]>::last) {
+            Some(told) => CascadeKey {
+                stakeholder: told.clone(),
+                route: Route::escalation(about.clone()),
+                ..member.clone()
+            },
+            None => member.clone(),
+        };
+        if let Some(rec) = deps.cascades.get_cascade(&last).await?
+            && rec.cascade.escalation_pending()
+        {
+            apply_loaded(deps, rec, Event::HandedOn { closed: true }).await?;
+        }
         return Ok(());
     }
-    let member = member_key(incident, about);
     let Some(failed) = deps.cascades.get_cascade(&member).await? else {
         tracing::error!("escalation of a failure with no member cascade dropped");
         return Ok(());
     };
     if failed.cascade.acked_at.is_some() {
         // They acknowledged after all: nothing more to tell anyone.
-        return Ok(());
+        return handed_on(deps, incident, about, &chain).await;
     }
     if let Some(last) = chain.last()
         && chain.len() > 1
@@ -179,6 +193,7 @@ pub(super) async fn escalate(
             &policy.fallback,
             policy.max_depth,
         ) else {
+            handed_on(deps, incident, about, &chain).await?;
             return undelivered(deps, failed, &chain, on_call.is_some()).await;
         };
         let key = CascadeKey {
@@ -189,8 +204,10 @@ pub(super) async fn escalate(
         chain.push(next.clone());
         if deps.cascades.get_cascade(&key).await?.is_some() {
             // A redelivered job: the escalation exists; make sure the
-            // failure's own chain says so.
-            return started(deps, &member, &next).await;
+            // failure's own chain and the step before say so.
+            started(deps, &member, &next).await?;
+            handed_on(deps, incident, about, &chain[..chain.len() - 1]).await?;
+            return settle(deps, &member, &chain).await;
         }
         let Some(person) = deps.directory.stakeholder(&next).await? else {
             tracing::warn!(manager_id = %next, "escalation target is not in the directory; the chain moves on");
@@ -229,7 +246,9 @@ pub(super) async fn escalate(
         let mut batch = Batch::default();
         start(deps, cascade, fresh, &mut batch).await?;
         batch.flush(deps).await?;
-        return started(deps, &member, &next).await;
+        started(deps, &member, &next).await?;
+        handed_on(deps, incident, about, &chain[..chain.len() - 1]).await?;
+        return settle(deps, &member, &chain).await;
     }
 }
 
@@ -239,6 +258,72 @@ async fn started(deps: &Deps, member: &CascadeKey, to: &StakeholderId) -> Result
         && !rec.cascade.escalated_to.contains(to)
     {
         apply_loaded(deps, rec, Event::EscalationStarted { to: to.clone() }).await?;
+    }
+    Ok(())
+}
+
+/// Marks the escalation told last before this step (`chain`'s last, when it
+/// is not the failed person) as taken up, so the sweep leaves it be.
+async fn handed_on(
+    deps: &Deps,
+    incident: &IncidentId,
+    about: &StakeholderId,
+    chain: &[StakeholderId],
+) -> Result<()> {
+    let Some(last) = chain.get(1..).and_then(<[StakeholderId]>::last) else {
+        return Ok(());
+    };
+    let key = CascadeKey {
+        incident: incident.clone(),
+        stakeholder: last.clone(),
+        route: Route::escalation(about.clone()),
+    };
+    if let Some(rec) = deps.cascades.get_cascade(&key).await?
+        && rec.cascade.escalation_pending()
+    {
+        apply_loaded(deps, rec, Event::HandedOn { closed: false }).await?;
+    }
+    Ok(())
+}
+
+/// The failure was acknowledged (by its person, or by someone told before)
+/// while its new escalation was being started: withdraw that one at once,
+/// so nobody is told about a failure already taken care of.
+async fn settle(deps: &Deps, member: &CascadeKey, chain: &[StakeholderId]) -> Result<()> {
+    let acked_by = match deps.cascades.get_cascade(member).await? {
+        Some(m) if m.cascade.acked_at.is_some() => Some(None),
+        _ => {
+            let mut by = None;
+            for told in chain.iter().skip(1).take(chain.len().saturating_sub(2)) {
+                let key = CascadeKey {
+                    stakeholder: told.clone(),
+                    route: Route::escalation(member.stakeholder.clone()),
+                    ..member.clone()
+                };
+                if deps
+                    .cascades
+                    .get_cascade(&key)
+                    .await?
+                    .is_some_and(|r| r.cascade.acked_at.is_some())
+                {
+                    by = Some(Some(told.clone()));
+                }
+            }
+            by
+        }
+    };
+    let (Some(by), Some(newest)) = (acked_by, chain.last()) else {
+        return Ok(());
+    };
+    let key = CascadeKey {
+        stakeholder: newest.clone(),
+        route: Route::escalation(member.stakeholder.clone()),
+        ..member.clone()
+    };
+    if let Some(rec) = deps.cascades.get_cascade(&key).await?
+        && !rec.cascade.status.is_terminal()
+    {
+        apply_loaded(deps, rec, Event::Withdraw { by }).await?;
     }
     Ok(())
 }
@@ -282,6 +367,7 @@ pub(super) async fn withdraw(
     deps: &Deps,
     incident: &IncidentId,
     about: &StakeholderId,
+    by: Option<StakeholderId>,
 ) -> Result<()> {
     let member = deps
         .cascades
@@ -297,7 +383,7 @@ pub(super) async fn withdraw(
     };
     match deps.cascades.get_cascade(&key).await? {
         Some(rec) if !rec.cascade.status.is_terminal() => {
-            apply_loaded(deps, rec, Event::Withdraw).await?;
+            apply_loaded(deps, rec, Event::Withdraw { by }).await?;
         }
         _ => deps.observer.stale_job(),
     }
@@ -333,7 +419,11 @@ pub(super) async fn share_ack(deps: &Deps, key: &CascadeKey, attempt: Option<u32
 /// Sends a withdrawn escalation's person the update that the failure they
 /// were told about has been acknowledged, once, on the least intrusive
 /// channel they have.
-pub(super) async fn notice(deps: &Deps, key: &CascadeKey) -> Result<()> {
+pub(super) async fn notice(
+    deps: &Deps,
+    key: &CascadeKey,
+    ticket: Option<crate::ratelimit::Ticket>,
+) -> Result<()> {
     let Some(rec) = deps.cascades.get_cascade(key).await? else {
         return Ok(());
     };
@@ -348,16 +438,31 @@ pub(super) async fn notice(deps: &Deps, key: &CascadeKey) -> Result<()> {
         .into_iter()
         .find_map(|c| rec.contacts.address(c).map(|a| (c, a)))
     else {
+        // Only a phone to call: no update is sent (never a call for it),
+        // and the audit says so.
+        let event = Event::Notice {
+            channel: None,
+            accepted: false,
+        };
+        apply_loaded(deps, rec, event).await?;
         return Ok(());
     };
     let sender = deps.senders.get(channel);
     let now = deps.clock.now();
     let admit = deps
         .limiter
-        .admit(sender.endpoint(), now, None, Lane::Priority)
+        .admit(sender.endpoint(), now, ticket, Lane::Priority)
         .await?;
-    if let Admission::Decided(Admit::Wait { until, .. }) | Admission::Retry { at: until } = admit {
-        let job = Job::Notice { key: key.clone() };
+    let wait = match admit {
+        Admission::Decided(Admit::Granted) => None,
+        Admission::Decided(Admit::Wait { until, ticket, .. }) => Some((until, Some(ticket))),
+        Admission::Retry { at } => Some((at, ticket)),
+    };
+    if let Some((until, ticket)) = wait {
+        let job = Job::Notice {
+            key: key.clone(),
+            ticket,
+        };
         return deps
             .queue
             .enqueue(vec![(job, until.since(now).max(1))])
@@ -371,7 +476,10 @@ pub(super) async fn notice(deps: &Deps, key: &CascadeKey) -> Result<()> {
             .await?
         {
             let until = waits.busy_until(channel, now).unwrap_or(now.plus(1_000));
-            let job = Job::Notice { key: key.clone() };
+            let job = Job::Notice {
+                key: key.clone(),
+                ticket: None,
+            };
             return deps
                 .queue
                 .enqueue(vec![(job, until.since(now).max(1))])
@@ -406,7 +514,11 @@ pub(super) async fn notice(deps: &Deps, key: &CascadeKey) -> Result<()> {
             false
         }
     };
-    apply_loaded(deps, rec, Event::Notice { channel, accepted }).await?;
+    let event = Event::Notice {
+        channel: Some(channel),
+        accepted,
+    };
+    apply_loaded(deps, rec, event).await?;
     Ok(())
 }
 
@@ -482,6 +594,9 @@ pub fn stories<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Vec<Esc
                     }
                     AuditKind::AckAfterEnd => {
                         late_ack.insert(e.stakeholder.clone(), e.at);
+                    }
+                    AuditKind::Cancelled if by_about.contains_key(&e.stakeholder) => {
+                        cancelled.insert(e.stakeholder.clone());
                     }
                     AuditKind::EscalationUndelivered => {
                         if let Some(s) = by_about.get_mut(&e.stakeholder) {

@@ -38,6 +38,10 @@ pub async fn close(deps: &Deps, id: &IncidentId) -> Result<u64> {
             if !rec.cascade.status.is_terminal() {
                 apply_event(deps, &rec.cascade.key, Event::Cancel).await?;
                 cancelled += 1;
+            } else if rec.cascade.escalation_pending() {
+                // A failure not yet taken up needs nobody now.
+                let event = Event::HandedOn { closed: true };
+                apply_event(deps, &rec.cascade.key, event).await?;
             }
         }
         match page.next {

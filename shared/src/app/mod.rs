@@ -84,7 +84,10 @@ pub(crate) async fn apply_with(
                 let mut batch = Batch::default();
                 batch.add(&next, d.commands);
                 if let Event::Ack { attempt, .. } = event
-                    && d.audit.kind == AuditKind::Acknowledged
+                    && matches!(
+                        d.audit.kind,
+                        AuditKind::Acknowledged | AuditKind::AckAfterEnd
+                    )
                     && !next.bundled(attempt).is_empty()
                 {
                     batch.jobs.push((Job::ShareAck { key, attempt }, 0));
@@ -196,10 +199,17 @@ impl Batch {
                     let job = Job::Withdraw {
                         incident: key.incident.clone(),
                         about: key.route.about().unwrap_or(&key.stakeholder).clone(),
+                        by: key.route.is_escalation().then(|| key.stakeholder.clone()),
                     };
                     self.jobs.push((job, 0));
                 }
-                Command::NotifyWithdrawn => self.jobs.push((Job::Notice { key: key.clone() }, 0)),
+                Command::NotifyWithdrawn => self.jobs.push((
+                    Job::Notice {
+                        key: key.clone(),
+                        ticket: None,
+                    },
+                    0,
+                )),
             }
         }
     }

@@ -15,6 +15,10 @@ pub struct TriggerOutcome {
     pub incident: Incident,
     /// The answer is a replay of an earlier identical trigger.
     pub replay: bool,
+    /// What the caller should know: a group with no escalation path (its
+    /// failures will be recorded as ESCALATION_UNDELIVERED). An activation
+    /// is never refused for it.
+    pub warnings: Vec<String>,
 }
 
 #[tracing::instrument(skip_all, fields(incident_id = %trigger.incident_id))]
@@ -36,6 +40,14 @@ pub async fn trigger(deps: &Deps, trigger: Trigger) -> Result<TriggerOutcome> {
                 ),
             )
         })?;
+    let mut warnings = Vec::new();
+    if group.on_call_manager.is_none() && deps.policy.escalation.fallback.is_empty() {
+        tracing::error!(group_id = %group.id, "group has no escalation path: its failures will reach nobody");
+        warnings.push(format!(
+            "group {} has no on-call manager and the policy names no escalation fallback: a failure will be recorded as ESCALATION_UNDELIVERED",
+            group.id
+        ));
+    }
     let ids = deps.directory.members(&group.id).await?;
     let members = ids.len() as u32;
     let incident = Incident {
@@ -76,6 +88,7 @@ pub async fn trigger(deps: &Deps, trigger: Trigger) -> Result<TriggerOutcome> {
     Ok(TriggerOutcome {
         incident,
         replay: false,
+        warnings,
     })
 }
 
@@ -101,6 +114,7 @@ fn replay(
         return Ok(TriggerOutcome {
             incident: existing,
             replay: true,
+            warnings: Vec::new(),
         });
     }
     Err(Error::Conflict(format!(

@@ -321,8 +321,14 @@ pub fn escalation_checks(
         let accounted = st.first_named_ms.is_some()
             || matches!(
                 st.outcome,
-                O::Undelivered { .. } | O::Withdrawn { .. } | O::Cancelled | O::Open
+                O::Undelivered { .. } | O::Withdrawn { .. } | O::Cancelled
             );
+        if st.outcome == O::Open {
+            v.push(format!(
+                "the escalation of {}'s failure was still open at the end",
+                st.about
+            ));
+        }
         if !accounted {
             v.push(format!(
                 "the failure of {} was never named in an accepted message, withdrawn or recorded as undelivered",
@@ -333,6 +339,12 @@ pub fn escalation_checks(
     let mut holds: HashMap<&CascadeKey, u64> = HashMap::new();
     for r in records {
         holds.insert(&r.cascade.key, hold_delay(&r.cascade, policy));
+        if r.cascade.escalation_pending() {
+            v.push(format!(
+                "the failure of {} was never taken up (nobody told next, nothing recorded)",
+                r.cascade.key
+            ));
+        }
         if let Some(e) = &r.escalation {
             let mut seen = std::collections::HashSet::new();
             if let Some(dup) = e.chain.iter().find(|id| !seen.insert(*id)) {

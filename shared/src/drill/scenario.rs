@@ -736,7 +736,7 @@ impl Validator {
             },
             None => None,
         };
-        self.escalation_paths(&raw, &people, on_call_manager.as_ref(), &policy);
+        self.escalation_paths(&raw, &people, &members, on_call_manager.as_ref(), &policy);
         let close_after = raw
             .close_after
             .as_ref()
@@ -781,6 +781,7 @@ impl Validator {
         &mut self,
         raw: &RawScenario,
         people: &[PersonSpec],
+        members: &[StakeholderId],
         on_call: Option<&StakeholderId>,
         policy: &Policy,
     ) {
@@ -805,21 +806,53 @@ impl Validator {
                 );
             }
         }
-        for (i, f) in policy.escalation.fallback.iter().enumerate() {
-            if !known(f) {
-                self.err(
-                    format!("policy.escalation.fallback[{i}]"),
-                    format!("{:?} is not a listed stakeholder", f.as_str()),
+        // The directory's rule, on the scenario's directory.
+        let stakeholders: Vec<crate::domain::Stakeholder> = people
+            .iter()
+            .map(|p| {
+                let mut s = crate::domain::Stakeholder::new(
+                    p.id.clone(),
+                    p.name.clone(),
+                    p.tier,
+                    ContactMethods::default(),
                 );
-            }
-        }
-        if on_call.is_none() && policy.escalation.fallback.is_empty() {
-            self.err(
-                "group.on_call_manager",
-                "the group has no escalation path: name its on_call_manager, or a [policy.escalation] fallback",
-            );
+                s.manager = p.manager.clone();
+                s
+            })
+            .collect();
+        let groups: Vec<crate::domain::Group> = trigger_group(raw)
+            .map(|id| crate::domain::Group {
+                id,
+                name: String::new(),
+                members: members.to_vec(),
+                on_call_manager: on_call.cloned(),
+                escalation_channels: Vec::new(),
+            })
+            .into_iter()
+            .collect();
+        for e in crate::directory::escalation_paths(&stakeholders, &groups, policy) {
+            let field = if e.location == "policy" {
+                format!("policy.{}", e.field)
+            } else {
+                "group.on_call_manager".to_string()
+            };
+            let message = if e.value.is_empty() {
+                e.message
+            } else {
+                format!("{:?} {}", e.value, e.message)
+            };
+            self.err(field, message);
         }
     }
+}
+
+/// The group id the scenario's incident names, if it is valid (an invalid
+/// one is reported with the incident).
+fn trigger_group(raw: &RawScenario) -> Option<GroupId> {
+    raw.incident
+        .get("stakeholderGroupId")
+        .and_then(toml::Value::as_str)
+        .and_then(|g| GroupId::parse(g).ok())
 }
 
 /// Index of the bucket of `weights` (not necessarily normalised) at quantile `q`.

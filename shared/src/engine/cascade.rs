@@ -265,10 +265,21 @@ pub struct Cascade {
     /// acknowledging it (ESCALATION_UNDELIVERED was recorded).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub escalation_undelivered: bool,
+    /// Channels that failed for this person (FAILED, UNREACHABLE, timeout,
+    /// throttled out), in order; a parallel voice call never retries a
+    /// failed voice channel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_channels: Vec<Channel>,
     /// Channels known to be busy for this person, until when (learned by
     /// replanning; see `Event::Replan`).
     #[serde(default, skip_serializing_if = "no_busy")]
     pub busy_until: [Option<Ts>; 4],
+    /// An ESCALATED cascade's failure was taken up: the next person of its
+    /// chain was told, or ESCALATION_UNDELIVERED recorded. Until then (or an
+    /// ACK) it stays due, so the sweep re-drives an escalation whose job was
+    /// lost.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handed_on: bool,
     /// A withdrawn escalation's update notice was offered to the carrier.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub noticed: bool,
@@ -305,6 +316,8 @@ impl Cascade {
             escalated_to: Vec::new(),
             escalation_undelivered: false,
             noticed: false,
+            handed_on: false,
+            failed_channels: Vec::new(),
             busy_until: [None; 4],
         }
     }
@@ -314,8 +327,15 @@ impl Cascade {
         match self.status {
             CascadeStatus::Pending => Some(self.created_at),
             CascadeStatus::Active => self.in_flight.iter().map(|a| a.phase.due()).min(),
+            CascadeStatus::Escalated if self.escalation_pending() => self.ended_at,
             _ => None,
         }
+    }
+
+    /// ESCALATED, and its failure not yet taken up (nobody told next, no
+    /// ESCALATION_UNDELIVERED) nor acknowledged.
+    pub fn escalation_pending(&self) -> bool {
+        self.status == CascadeStatus::Escalated && !self.handed_on && self.acked_at.is_none()
     }
 
     /// Whether the sweep should re-drive it: due more than `age` ago.

@@ -9,7 +9,7 @@ use crate::policy::Policy;
 
 /// The severity whose delays a cascade follows: the incident's for members,
 /// the policy's manager route for escalations.
-fn route_severity(c: &Cascade, policy: &Policy) -> Severity {
+pub fn route_severity(c: &Cascade, policy: &Policy) -> Severity {
     match c.key.route {
         Route::Member => c.severity,
         Route::Escalation { .. } => policy.manager_route,
@@ -178,7 +178,10 @@ impl<'a> Transition<'a> {
                     a.channel == channel
                         && matches!(
                             a.phase,
-                            Phase::Sending { .. } | Phase::Backoff { .. } | Phase::Throttled { .. }
+                            Phase::Sending { .. }
+                                | Phase::Backoff { .. }
+                                | Phase::Throttled { .. }
+                                | Phase::Deferred { .. }
                         )
                 });
                 if let Some(i) = unsent {
@@ -210,7 +213,7 @@ impl<'a> Transition<'a> {
                 self.audit.channel = Some(channel);
                 self.audit.note = Some(format!("acknowledged by the answer to {message}"));
             }
-            Event::Withdraw => {
+            Event::Withdraw { ref by } => {
                 if !self.next.key.route.is_escalation() {
                     return self.stale("withdraw of a member cascade".into());
                 }
@@ -218,10 +221,14 @@ impl<'a> Transition<'a> {
                 self.next.status = CascadeStatus::Cancelled;
                 self.end();
                 self.record(AuditKind::Withdrawn, None);
+                let who = match by {
+                    None => "the person it is about acknowledged".to_string(),
+                    Some(p) => format!("{p}, told before on the chain, acknowledged the failure"),
+                };
                 self.audit.note = Some(if reached {
-                    "the person it is about acknowledged; an update follows".into()
+                    format!("{who}; an update follows")
                 } else {
-                    "the person it is about acknowledged before any message was accepted".into()
+                    format!("{who} before any message was accepted")
                 });
                 if reached {
                     self.commands.push(Command::NotifyWithdrawn);
@@ -229,6 +236,7 @@ impl<'a> Transition<'a> {
             }
             Event::EscalationStarted { .. }
             | Event::EscalationUndelivered { .. }
+            | Event::HandedOn { .. }
             | Event::Notice { .. } => {
                 self.stale("escalation bookkeeping for a cascade that has not ended".into())
             }
@@ -265,11 +273,29 @@ impl<'a> Transition<'a> {
                     self.commands.push(Command::WithdrawEscalations);
                 }
             }
+            // An answer to another message that named this failure, after
+            // this escalation had already moved up the chain: the person
+            // told here knows; the open escalation above is withdrawn.
+            Event::BundleAck { channel, message }
+                if self.next.status == CascadeStatus::Escalated
+                    && self.next.key.route.is_escalation()
+                    && self.next.acked_at.is_none() =>
+            {
+                self.next.acked_at = Some(self.now);
+                self.next.acked_on = Some(*channel);
+                self.record(AuditKind::AckAfterEnd, None);
+                self.audit.channel = Some(*channel);
+                self.audit.note = Some(format!(
+                    "acknowledged by the answer to {message}, after this escalation had moved up the chain; the open one is withdrawn"
+                ));
+                self.commands.push(Command::WithdrawEscalations);
+            }
             Event::EscalationStarted { to } if escalated_member && self.next.acked_at.is_none() => {
                 if self.next.escalated_to.contains(to) {
                     return self.stale(format!("already escalated to {to}"));
                 }
                 self.next.escalated_to.push(to.clone());
+                self.next.handed_on = true;
                 self.record(AuditKind::EscalationStarted, None);
                 self.audit.note = Some(format!(
                     "escalated to {to} (level {})",
@@ -280,8 +306,37 @@ impl<'a> Transition<'a> {
                 if escalated_member && !self.next.escalation_undelivered =>
             {
                 self.next.escalation_undelivered = true;
+                self.next.handed_on = true;
                 self.record(AuditKind::EscalationUndelivered, None);
                 self.audit.note = Some(reason.clone());
+            }
+            Event::HandedOn { closed }
+                if self.next.escalation_pending()
+                    && (*closed || self.next.key.route.is_escalation()) =>
+            {
+                self.next.handed_on = true;
+                if *closed {
+                    self.record(AuditKind::Cancelled, None);
+                    self.audit.note =
+                        Some("the incident closed before the failure was taken up".into());
+                } else {
+                    self.record(AuditKind::EscalationStarted, None);
+                    self.audit.note = Some("the failure was taken up further up the chain".into());
+                }
+            }
+            // The sweep found an escalation not taken up for the whole
+            // reconciliation age (its job was lost): escalate again.
+            Event::Reconcile if self.next.escalation_pending() => {
+                let age = self.policy.reconciliation_age;
+                if self.next.ended_at.is_some_and(|t| t.plus(age) >= self.now) {
+                    return self.stale("reconcile: escalation not overdue".into());
+                }
+                self.commands.push(Command::EscalateToManager);
+                self.record(AuditKind::Redriven, None);
+                self.audit.cause = Some(AuditKind::CascadeFailure);
+                self.audit.note = Some(
+                    "forced by the reconciliation sweep: the failure had not been taken up; escalated again".into(),
+                );
             }
             Event::Notice { channel, accepted }
                 if self.next.status == CascadeStatus::Cancelled
@@ -295,8 +350,11 @@ impl<'a> Transition<'a> {
                     AuditKind::NoticeFailed
                 };
                 self.record(kind, None);
-                self.audit.channel = Some(*channel);
-                self.audit.note = Some("update: the person it was about has acknowledged".into());
+                self.audit.channel = *channel;
+                self.audit.note = Some(match channel {
+                    Some(_) => "update: the failure this escalation reported is acknowledged".into(),
+                    None => "no update sent: the person has no email, push or SMS (never a call for an update)".into(),
+                });
             }
             _ => self.stale(format!("cascade already {}", self.next.status.as_str())),
         }
@@ -493,6 +551,7 @@ impl<'a> Transition<'a> {
         self.policy.parallel_voice(route_severity(c, self.policy))
             && self.policy.max_in_flight >= 2
             && c.plan.as_slice().contains(&Channel::Voice)
+            && !c.failed_channels.contains(&Channel::Voice)
             && c.in_flight.is_empty()
             && c.plan.as_slice().get(usize::from(c.next_step)) != Some(&Channel::Voice)
             // Voice later in the plan counts only with a channel to go with it.
@@ -672,6 +731,9 @@ impl<'a> Transition<'a> {
     fn channel_failed(&mut self, i: usize, kind: AuditKind) {
         let a = self.next.in_flight.remove(i);
         self.next.consecutive_failures += 1;
+        if !self.next.failed_channels.contains(&a.channel) {
+            self.next.failed_channels.push(a.channel);
+        }
         self.record(kind, Some(&a));
         if self.next.consecutive_failures >= self.policy.hard_failure_threshold {
             let note = format!(

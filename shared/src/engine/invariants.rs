@@ -28,11 +28,16 @@ pub fn check_transition(
                 next.status.as_str()
             ));
         }
-        // An ACK after CASCADE_FAILURE withdraws the escalation; nothing
-        // else comes out of a terminal state.
-        if d.commands
-            .iter()
-            .any(|c| !matches!(c, Command::WithdrawEscalations))
+        // An ACK after CASCADE_FAILURE withdraws the escalation, and the
+        // sweep re-escalates a failure nobody took up; nothing else comes out
+        // of a terminal state.
+        let redriven_escalation = matches!(event, Event::Reconcile)
+            && before.escalation_pending()
+            && d.commands == [Command::EscalateToManager];
+        if !redriven_escalation
+            && d.commands
+                .iter()
+                .any(|c| !matches!(c, Command::WithdrawEscalations))
         {
             v.push(format!(
                 "terminal {} issued commands {:?}",
@@ -86,7 +91,7 @@ pub fn check_transition(
     };
     let parallel_voice = kind == AuditKind::NotAcknowledged
         && d.audit.started.contains(&Channel::Voice)
-        && policy.parallel_voice.iter().any(|on| *on);
+        && policy.parallel_voice(super::route_severity(before, policy));
     let swapped = kind == AuditKind::PlanChanged && next.in_flight.len() <= before.in_flight.len();
     if !d.audit.started.is_empty()
         && next.in_flight.len() > 1

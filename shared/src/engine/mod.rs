@@ -17,7 +17,7 @@ mod tests;
 
 pub use cascade::{Attempt, Cascade, CascadeKey, CascadeStatus, ChannelPlan, Phase, Route};
 pub use decide::{decide, timer_is_live};
-pub use decide::{hold_delay, throttle_bound};
+pub use decide::{hold_delay, route_severity, throttle_bound};
 
 use crate::domain::{Channel, Millis, StakeholderId, Ts};
 use serde::{Deserialize, Serialize};
@@ -132,9 +132,12 @@ pub enum Event {
         channel: Channel,
         message: String,
     },
-    /// Escalation only: the person it is about acknowledged after all; the
+    /// Escalation only: its failure was acknowledged late, by the person it
+    /// is about (`by: None`) or by someone told before on the chain; the
     /// escalation is withdrawn.
-    Withdraw,
+    Withdraw {
+        by: Option<StakeholderId>,
+    },
     /// Member only, after CASCADE_FAILURE: the failure was escalated to `to`.
     EscalationStarted {
         to: StakeholderId,
@@ -144,10 +147,18 @@ pub enum Event {
     EscalationUndelivered {
         reason: String,
     },
+    /// After CASCADE_FAILURE: the failure was taken up, by the next person
+    /// of the chain (an escalation, or the chain ended, recorded on the
+    /// failed member), or it no longer needs to be, the incident being
+    /// closed (`closed`, any route).
+    HandedOn {
+        closed: bool,
+    },
     /// A withdrawn escalation's follow-up notice ("X has acknowledged") was
-    /// offered to the carrier on `channel`.
+    /// offered to the carrier on `channel`; `None`: its person has no
+    /// channel for an update but a phone to call, so none was sent.
     Notice {
-        channel: Channel,
+        channel: Option<Channel>,
         accepted: bool,
     },
 }

@@ -1274,7 +1274,7 @@ fn a_withdrawn_escalation_that_had_reached_its_person_sends_them_an_update() {
         Policy::default(),
     );
     r.script(&[(0, Event::Start), (1, result(1, ACCEPTED))]);
-    let d = r.at(30, Event::Withdraw);
+    let d = r.at(30, Event::Withdraw { by: None });
     assert_eq!(
         (d.audit.kind, d.commands.as_slice(), r.c.status),
         (
@@ -1286,7 +1286,7 @@ fn a_withdrawn_escalation_that_had_reached_its_person_sends_them_an_update() {
     let d = r.at(
         31,
         Event::Notice {
-            channel: Email,
+            channel: Some(Email),
             accepted: true,
         },
     );
@@ -1297,7 +1297,7 @@ fn a_withdrawn_escalation_that_had_reached_its_person_sends_them_an_update() {
     assert_stale(&r.at(
         32,
         Event::Notice {
-            channel: Email,
+            channel: Some(Email),
             accepted: true,
         },
     ));
@@ -1311,7 +1311,7 @@ fn a_withdrawn_escalation_that_had_reached_its_person_sends_them_an_update() {
         Policy::default(),
     );
     r.at(0, Event::Start);
-    let d = r.at(1, Event::Withdraw);
+    let d = r.at(1, Event::Withdraw { by: None });
     assert_eq!(
         (d.audit.kind, d.commands.as_slice()),
         (AuditKind::Withdrawn, [].as_slice())
@@ -1319,7 +1319,7 @@ fn a_withdrawn_escalation_that_had_reached_its_person_sends_them_an_update() {
     // Members are never withdrawn.
     let mut r = Run::new(&[Sms]);
     r.at(0, Event::Start);
-    assert_stale(&r.at(1, Event::Withdraw));
+    assert_stale(&r.at(1, Event::Withdraw { by: None }));
 }
 
 #[test]
@@ -1349,6 +1349,73 @@ fn an_answer_to_a_bundled_message_acknowledges_every_escalation_it_named() {
     );
     assert!(note(&d).contains("attempt 2 of"), "{:?}", d.audit.note);
     assert_eq!(d.commands, []);
+
+    // The escalation had already moved up the chain: the answer still
+    // counts (recorded late) and withdraws the open one above.
+    let mut r = Run::with(
+        &[Sms],
+        Severity::P1,
+        tier(1),
+        escalation(),
+        Policy::default(),
+    );
+    r.script(&[(0, Event::Start), (1, result(1, FAILED))]);
+    assert_eq!(r.c.status, CascadeStatus::Escalated);
+    let d = r.at(
+        30,
+        Event::BundleAck {
+            channel: Sms,
+            message: "attempt 1 of another escalation".into(),
+        },
+    );
+    assert_eq!(
+        (d.audit.kind, d.commands.as_slice()),
+        (
+            AuditKind::AckAfterEnd,
+            [Command::WithdrawEscalations].as_slice()
+        )
+    );
+    assert!(
+        !r.c.escalation_pending(),
+        "an acknowledged failure needs nobody"
+    );
+}
+
+#[test]
+fn a_failure_nobody_took_up_is_escalated_again_by_the_sweep() {
+    // Its escalation job was lost: the failed cascade stays due until the
+    // failure is taken up, and the sweep, finding it overdue, escalates again.
+    let mut r = Run::new(&[Voice]);
+    r.script(&[(0, Event::Start), (1, result(1, FAILED))]);
+    assert!(r.c.escalation_pending());
+    assert_eq!(r.c.next_due(), Some(s(1)));
+    assert_stale(&r.at(200, Event::Reconcile));
+    let d = r.at(302, Event::Reconcile);
+    assert_eq!(
+        (d.audit.kind, d.audit.cause, d.commands.as_slice()),
+        (
+            AuditKind::Redriven,
+            Some(AuditKind::CascadeFailure),
+            [Command::EscalateToManager].as_slice()
+        )
+    );
+    // Taken up: no longer due.
+    let to = StakeholderId::parse("duty").expect("valid id");
+    r.at(303, Event::EscalationStarted { to });
+    assert_eq!(r.c.next_due(), None);
+
+    // An incident closed before anyone took it up settles it too.
+    let mut r = Run::with(
+        &[Voice],
+        Severity::P1,
+        tier(1),
+        escalation(),
+        Policy::default(),
+    );
+    r.script(&[(0, Event::Start), (1, result(1, FAILED))]);
+    let d = r.at(2, Event::HandedOn { closed: true });
+    assert_eq!(d.audit.kind, AuditKind::Cancelled);
+    assert_eq!(r.c.next_due(), None);
 }
 
 // Rule 8: ACK.
@@ -1998,6 +2065,21 @@ fn opt_out_drops_the_channel_from_the_rest_of_the_plan() {
     assert_eq!(r.channels_in_flight(), [Email]);
     // Its retry timer is now stale.
     assert_stale(&r.at(20, timer(2, TimerKind::Retry)));
+
+    // So is one deferred (waiting for another cascade's hold on the phone).
+    let mut r = Run::new(&[Sms, Email]);
+    r.at(0, Event::Start);
+    let mut waits = ChannelWaits::default();
+    waits.free_at[Sms.index()] = Some(s(60));
+    waits.free_at[Email.index()] = Some(s(90));
+    assert_eq!(
+        r.at(0, Event::Replan { attempt: 1, waits }).audit.kind,
+        AuditKind::Deferred
+    );
+    let d = r.at(1, Event::OptOut { channel: Sms });
+    assert_eq!(d.audit.kind, AuditKind::OptOut);
+    assert_eq!(r.channels_in_flight(), [Email]);
+    assert_eq!(r.c.consecutive_failures, 0);
 
     // An SMS already delivered runs its course.
     let mut r = Run::new(&[Sms, Email]);

@@ -5,7 +5,7 @@ use crate::domain::{Millis, Ts};
 use crate::error::Result;
 use crate::policy::Policy;
 use crate::ports::{Admission, Admit, RateLimiter};
-use crate::ratelimit::{AdaptiveLimiter, Lane, LimiterConfig, Ticket};
+use crate::ratelimit::{AdaptiveLimiter, Lane, LimiterConfig, Throttling, Ticket};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -92,9 +92,9 @@ impl RateLimiter for MemoryLimiter {
     async fn on_throttled(&self, endpoint: &str, now: Ts, retry_after: Option<Millis>) {
         self.with(endpoint, now, |l| l.on_throttled(now, retry_after));
     }
-    async fn throttled_since(&self, endpoint: &str) -> Result<Option<Ts>> {
+    async fn throttling(&self, endpoint: &str, now: Ts) -> Result<Option<Throttling>> {
         Ok(lock(&self.limiters)
             .get(endpoint)
-            .and_then(AdaptiveLimiter::throttled_since))
+            .and_then(|l| l.throttling(now)))
     }
 }
