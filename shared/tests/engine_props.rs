@@ -811,7 +811,7 @@ impl Sim {
                     && held.is_some_and(|c| c != Channel::Voice)
                     && others == 0
                     && plan.contains(&Channel::Voice)
-                    && !before.failed_channels.contains(&Channel::Voice)
+                    && !before.dead_channels.contains(&Channel::Voice)
                     && plan.get(step) != Some(&Channel::Voice)
                     && (plan[..step].contains(&Channel::Voice) || step + 1 < plan.len());
                 if parallel {

@@ -265,11 +265,12 @@ pub struct Cascade {
     /// acknowledging it (ESCALATION_UNDELIVERED was recorded).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub escalation_undelivered: bool,
-    /// Channels that failed for this person (FAILED, UNREACHABLE, timeout,
-    /// throttled out), in order; a parallel voice call never retries a
-    /// failed voice channel.
+    /// Channels that cannot reach this person: refused at send,
+    /// UNREACHABLE, or held out by a throttling carrier (not a message
+    /// unanswered or unconfirmed). A parallel voice call never calls a dead
+    /// voice channel.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub failed_channels: Vec<Channel>,
+    pub dead_channels: Vec<Channel>,
     /// Channels known to be busy for this person, until when (learned by
     /// replanning; see `Event::Replan`).
     #[serde(default, skip_serializing_if = "no_busy")]
@@ -317,7 +318,7 @@ impl Cascade {
             escalation_undelivered: false,
             noticed: false,
             handed_on: false,
-            failed_channels: Vec::new(),
+            dead_channels: Vec::new(),
             busy_until: [None; 4],
         }
     }

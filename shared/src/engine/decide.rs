@@ -485,7 +485,10 @@ impl<'a> Transition<'a> {
                 ));
                 self.channel_failed(i, AuditKind::ChannelFailed);
             }
-            SendOutcome::Failed => self.channel_failed(i, AuditKind::ChannelFailed),
+            SendOutcome::Failed => {
+                self.mark_dead(i);
+                self.channel_failed(i, AuditKind::ChannelFailed)
+            }
             SendOutcome::Unreachable => self.channel_failed(i, AuditKind::ChannelUnreachable),
         }
     }
@@ -551,7 +554,7 @@ impl<'a> Transition<'a> {
         self.policy.parallel_voice(route_severity(c, self.policy))
             && self.policy.max_in_flight >= 2
             && c.plan.as_slice().contains(&Channel::Voice)
-            && !c.failed_channels.contains(&Channel::Voice)
+            && !c.dead_channels.contains(&Channel::Voice)
             && c.in_flight.is_empty()
             && c.plan.as_slice().get(usize::from(c.next_step)) != Some(&Channel::Voice)
             // Voice later in the plan counts only with a channel to go with it.
@@ -728,12 +731,25 @@ impl<'a> Transition<'a> {
     /// The channel of attempt `i` failed: count it, then escalate on the hard
     /// failure threshold, or start the next channel (the next two together
     /// after UNREACHABLE).
+    /// The channel of attempt `i` cannot reach this person (refused at
+    /// send, unreachable, or held out by a throttling carrier), as opposed
+    /// to a message that was not answered or not confirmed.
+    fn mark_dead(&mut self, i: usize) {
+        let c = self.next.in_flight[i].channel;
+        if !self.next.dead_channels.contains(&c) {
+            self.next.dead_channels.push(c);
+        }
+    }
+
     fn channel_failed(&mut self, i: usize, kind: AuditKind) {
+        if matches!(
+            kind,
+            AuditKind::ChannelUnreachable | AuditKind::ChannelThrottledOut
+        ) {
+            self.mark_dead(i);
+        }
         let a = self.next.in_flight.remove(i);
         self.next.consecutive_failures += 1;
-        if !self.next.failed_channels.contains(&a.channel) {
-            self.next.failed_channels.push(a.channel);
-        }
         self.record(kind, Some(&a));
         if self.next.consecutive_failures >= self.policy.hard_failure_threshold {
             let note = format!(

@@ -785,6 +785,30 @@ fn delivered_without_ack_on_sms_places_a_parallel_voice_call_with_the_next_chann
         (AuditKind::DeferredSent, [send(3, Sms)].as_slice())
     );
 
+    // An unanswered call (FAILED receipt) is called again; a dead number
+    // (UNREACHABLE) never is.
+    for (answer, again) in [
+        (ReceiptStatus::Failed, true),
+        (ReceiptStatus::Unreachable, false),
+    ] {
+        let mut r = parallel_voice_run(&[Voice, Sms]);
+        r.script(&[
+            (0, Event::Start),
+            (1, result(1, ACCEPTED)),
+            (20, receipt(1, answer)),
+        ]);
+        assert_eq!(r.channels_in_flight(), [Sms]);
+        let sms = r.c.in_flight[0].id;
+        r.script(&[(21, result(sms, ACCEPTED)), (22, receipt(sms, DELIVERED))]);
+        let d = r.at(82, timer(sms, EscalationHold));
+        assert_eq!(
+            d.audit.started.contains(&Voice),
+            again,
+            "{answer:?}: {:?}",
+            d.audit.started
+        );
+    }
+
     // Voice itself delivered without an ACK: the plan just moves on.
     let mut r = parallel_voice_run(&[Voice, Sms]);
     r.script(&[
