@@ -28,8 +28,7 @@ fn person(id: &str, n: u32) -> Stakeholder {
         preferences: vec![Channel::Sms],
         manager: StakeholderId::parse("boss").ok(),
         locale: None,
-        user_name: None,
-        external_id: None,
+        idp: None,
         active: true,
     }
 }
@@ -45,7 +44,14 @@ async fn directory_reads_groups_members_and_sealed_stakeholders() {
         support::kms_key(&cfg).await,
     ));
     let dir = DynamoDirectory::new(ddb, &table, sealer);
-    let people: Vec<_> = (0..30).map(|i| person(&format!("d{i}"), i)).collect();
+    let mut people: Vec<_> = (0..30).map(|i| person(&format!("d{i}"), i)).collect();
+    // What an IdP wrote over SCIM (userName is an address) is sealed too.
+    for (i, p) in people.iter_mut().enumerate().take(5) {
+        let mut rec = serde_json::Map::new();
+        rec.insert("userName".into(), format!("idp{i}@example.org").into());
+        rec.insert("externalId".into(), format!("00u{i}").into());
+        p.idp = Some(muster::domain::IdpRecord::new(rec));
+    }
     for p in &people {
         dir.put_stakeholder(p).await.unwrap();
     }
@@ -55,6 +61,7 @@ async fn directory_reads_groups_members_and_sealed_stakeholders() {
         members: people.iter().map(|p| p.id.clone()).collect(),
         on_call_manager: StakeholderId::parse("boss").ok(),
         escalation_channels: vec![Channel::Voice, Channel::Sms],
+        idp: None,
     };
     dir.put_group(&group).await.unwrap();
     let summary = dir.group(&group.id).await.unwrap().unwrap();
@@ -91,7 +98,18 @@ async fn directory_reads_groups_members_and_sealed_stakeholders() {
     for p in &people {
         assert!(!dump.contains(p.contacts.phone.as_ref().unwrap().expose()));
         assert!(!dump.contains(p.contacts.email.as_ref().unwrap().expose()));
+        if let Some(u) = p.idp.as_ref().and_then(|r| r.user_name()) {
+            assert!(
+                !dump.contains(u),
+                "plaintext userName in the directory table"
+            );
+        }
     }
+    assert_eq!(
+        dir.stakeholder(&people[2].id).await.unwrap().as_ref(),
+        Some(&people[2]),
+        "the record round-trips"
+    );
 }
 
 async fn idempotency() -> IdempotencyStore {
@@ -418,6 +436,8 @@ async fn directory_admin_has_the_memory_directory_semantics() {
         members: vec![ids[0].clone(), ids[1].clone(), ids[2].clone()],
         on_call_manager: Some(ids[1].clone()),
         escalation_channels: vec![Channel::Voice],
+        // A SCIM group's record (member display names, externalId) round-trips.
+        idp: serde_json::from_value(serde_json::json!({"externalId": "e-1", "members": [{"value": "adm0", "display": "Person 60"}]})).ok(),
     };
     let g2 = Group {
         id: GroupId::parse("adm-b").unwrap(),
@@ -425,6 +445,7 @@ async fn directory_admin_has_the_memory_directory_semantics() {
         members: vec![ids[1].clone(), ids[3].clone()],
         on_call_manager: None,
         escalation_channels: vec![],
+        idp: None,
     };
     DirectoryAdmin::put_group(&dir, g1.clone()).await.unwrap();
     DirectoryAdmin::put_group(&dir, g2.clone()).await.unwrap();

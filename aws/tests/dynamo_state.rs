@@ -391,8 +391,7 @@ async fn a_cascade_runs_through_the_use_cases_on_dynamodb() {
             preferences: vec![],
             manager: None,
             locale: None,
-            user_name: None,
-            external_id: None,
+            idp: None,
             active: true,
         })
         .collect();
@@ -402,6 +401,7 @@ async fn a_cascade_runs_through_the_use_cases_on_dynamodb() {
         members: people.iter().map(|p| p.id.clone()).collect(),
         on_call_manager: None,
         escalation_channels: vec![],
+        idp: None,
     };
     let carrier = Arc::new(Carrier::default());
     let policy = Arc::new(Policy::default());

@@ -16,7 +16,7 @@ mod support;
 use async_trait::async_trait;
 use muster::adapters::memory::VirtualClock;
 use muster::api::Secret;
-use muster::api::sign::sign_request;
+use muster::api::sign::{SignedRequest, sign_request};
 use muster::domain::*;
 use muster::engine::{AuditKind, CascadeKey, CascadeStatus, Route};
 use muster::ports::*;
@@ -286,8 +286,7 @@ fn person(id: &str, contacts: ContactMethods, channel: Channel) -> Stakeholder {
         preferences: vec![channel],
         manager: None,
         locale: None,
-        user_name: None,
-        external_id: None,
+        idp: None,
         active: true,
     }
 }
@@ -456,6 +455,7 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
             members: people[..3].iter().map(|p| p.id.clone()).collect(),
             on_call_manager: Some(people[3].id.clone()),
             escalation_channels: vec![Channel::Sms],
+            idp: None,
         })
         .await
         .unwrap();
@@ -586,9 +586,29 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
         .unwrap()
         .remove("authorizer");
     ack["pathParameters"] = json!({"token": token});
+    // Opening the link (as a mail scanner does) shows a button and changes
+    // nothing; the button's POST acknowledges.
+    let page = h.http(&h.trigger, ack.clone()).await;
+    assert_eq!(page["statusCode"], 200, "{page}");
+    assert!(
+        page["body"]
+            .as_str()
+            .unwrap()
+            .contains("<form method=\"post\"")
+    );
+    assert_ne!(
+        h.cascade(&incident, "bob", Route::Member)
+            .await
+            .cascade
+            .status,
+        CascadeStatus::Acknowledged
+    );
+    ack["routeKey"] = json!("POST /v1/ack/{token}");
+    ack["requestContext"]["routeKey"] = json!("POST /v1/ack/{token}");
+    ack["requestContext"]["http"]["method"] = json!("POST");
     let page = h.http(&h.trigger, ack).await;
     assert_eq!(page["statusCode"], 200, "{page}");
-    assert!(page["body"].as_str().unwrap().contains("Acknowledged"));
+    assert!(page["body"].as_str().unwrap().contains("has been recorded"));
     assert_eq!(
         h.cascade(&incident, "bob", Route::Member)
             .await
@@ -608,8 +628,13 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
     wh["headers"]["x-muster-timestamp"] = json!((clock.now().0 / 1000).to_string());
     wh["headers"]["x-muster-signature"] = json!(sign_request(
         &Secret::new(WEBHOOK_SECRET),
-        clock.now().0 / 1000,
-        body.as_bytes()
+        &SignedRequest {
+            method: "POST",
+            path: "/v1/webhooks/gateway",
+            query: None,
+            timestamp: clock.now().0 / 1000,
+            body: body.as_bytes(),
+        }
     ));
     wh["body"] = json!(body);
     let out = h.receipt.handle(wh, Context::default()).await.unwrap();

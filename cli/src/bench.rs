@@ -34,6 +34,7 @@ fn directory(members: usize) -> anyhow::Result<DirectoryFile> {
         members: people.iter().map(|p| p.id.clone()).collect(),
         on_call_manager: people.first().map(|p| p.id.clone()),
         escalation_channels: vec![],
+        idp: None,
     };
     Ok(DirectoryFile {
         stakeholders: people,
@@ -55,9 +56,12 @@ pub fn trigger(members: usize, requests: usize) -> anyhow::Result<()> {
         &dir,
         Policy::default(),
         &base,
-        None,
-        None,
-        "bench-ack-key",
+        crate::serve::Access {
+            secret: None,
+            scim_token: None,
+            ack_secret: "bench-ack-key".into(),
+        },
+        Duration::from_secs(30),
         true,
     )?;
     std::thread::spawn(move || {

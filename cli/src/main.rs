@@ -61,6 +61,20 @@ enum Command {
         /// Policy file (default: the built-in policy).
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// Log lines on stderr: `human` or `json` (one object per line).
+        #[arg(long, value_enum, default_value_t = serve::LogFormat::Human)]
+        log_format: serve::LogFormat,
+        /// Most connections open at once (further clients wait to be
+        /// accepted); capped below the process's open-file limit.
+        #[arg(long, default_value_t = 256)]
+        max_connections: usize,
+        /// Seconds a client has to send a request's headers (and that a
+        /// kept-alive connection may sit idle).
+        #[arg(long, default_value_t = 10)]
+        header_timeout: u64,
+        /// Seconds a request may take, body included, before 408.
+        #[arg(long, default_value_t = 30)]
+        request_timeout: u64,
     },
     /// Benchmarks.
     Bench {
@@ -167,10 +181,18 @@ fn main() -> ExitCode {
             port,
             directory,
             policy,
+            log_format,
+            max_connections,
+            header_timeout,
+            request_timeout,
         } => serve::run(serve::Options {
             port,
             directory,
             policy,
+            log_format,
+            max_connections,
+            header_timeout: std::time::Duration::from_secs(header_timeout.max(1)),
+            request_timeout: std::time::Duration::from_secs(request_timeout.max(1)),
         })
         .map(|()| ExitCode::SUCCESS),
         Command::Bench {

@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// What the console carriers schedule: a delivery receipt.
 #[derive(Debug, Clone)]
@@ -69,9 +70,57 @@ pub struct Options {
     pub port: u16,
     pub directory: PathBuf,
     pub policy: Option<PathBuf>,
+    pub log_format: LogFormat,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Open files kept free of connections (logs, the directory, sockets the
+/// runtime opens).
+const RESERVED_FILES: usize = 32;
+
+/// Log lines on stderr, at `MUSTER_LOG` (error, warn, info, debug, trace;
+/// info by default). stdout carries the console carriers' messages.
+fn init_logs(format: LogFormat) {
+    let level = std::env::var("MUSTER_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    let b = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Json => b.json().with_current_span(false).try_init(),
+        LogFormat::Human => b.with_ansi(false).try_init(),
+    };
+}
+
+/// The soft limit on open files (Linux: /proc/self/limits), if known.
+fn open_file_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// How many connections to hold open at once: the asked number, below the
+/// open-file limit.
+pub fn connection_limit(asked: usize, open_files: Option<usize>) -> usize {
+    let cap = open_files
+        .map(|n| n.saturating_sub(RESERVED_FILES).max(1))
+        .unwrap_or(usize::MAX);
+    asked.clamp(1, cap)
 }
 
 pub fn run(opts: Options) -> anyhow::Result<()> {
+    init_logs(opts.log_format);
     let text = std::fs::read_to_string(&opts.directory)
         .with_context(|| format!("cannot read {}", opts.directory.display()))?;
     let dir = muster::directory::parse_file(&opts.directory, &text).map_err(|errors| {
@@ -125,9 +174,12 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         &dir,
         policy,
         &base,
-        secret.clone(),
-        scim_token,
-        &ack_secret,
+        Access {
+            secret: secret.clone(),
+            scim_token,
+            ack_secret,
+        },
+        opts.request_timeout,
         false,
     )?;
     let group = dir
@@ -164,15 +216,79 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     println!(
         "try:\n  curl -i -X POST {base}/v1/incidents -H 'content-type: application/json' -d '{{\"trigger\": {{\"incidentId\": \"INC-2024-0892\", \"severity\": \"P1\", \"stakeholderGroupId\": \"{group}\", \"messageTemplate\": \"System outage detected. Activate BCP protocol. Acknowledge by pressing 1.\", \"timestamp\": \"2024-05-20T14:32:00Z\"}}}}'\n  curl {base}/v1/incidents/INC-2024-0892"
     );
+    let limit = connection_limit(opts.max_connections, open_file_limit());
+    tracing::info!(
+        max_connections = limit,
+        header_timeout_s = opts.header_timeout.as_secs(),
+        request_timeout_s = opts.request_timeout.as_secs(),
+        "serving"
+    );
     let _ = std::io::stdout().flush();
-    rt.block_on(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-    })?;
+    rt.block_on(serve_connections(
+        listener,
+        router,
+        limit,
+        opts.header_timeout,
+    ));
     Ok(())
+}
+
+/// Accepts connections, at most `limit` open at once (others wait in the
+/// listen backlog), each with `header_timeout` for every request's headers,
+/// until Ctrl-C.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    limit: usize,
+    header_timeout: Duration,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let app = router;
+    let slots = Arc::new(tokio::sync::Semaphore::new(limit));
+    let shutdown = tokio::signal::ctrl_c();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => return,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let stream = tokio::select! {
+            _ = &mut shutdown => return,
+            a = listener.accept() => match a {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment
+                    // for connections to close rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Who may do what: the request signing secret (none: open), the SCIM
+/// bearer token (none: no SCIM) and the ack link key.
+pub struct Access {
+    pub secret: Option<Secret>,
+    pub scim_token: Option<Secret>,
+    pub ack_secret: String,
 }
 
 /// The server's router with the embedded runtime behind it (the agenda
@@ -181,11 +297,15 @@ pub fn app(
     dir: &muster::directory::DirectoryFile,
     policy: Policy,
     base: &str,
-    secret: Option<Secret>,
-    scim_token: Option<Secret>,
-    ack_secret: &str,
+    access: Access,
+    request_timeout: Duration,
     quiet: bool,
 ) -> anyhow::Result<axum::Router> {
+    let Access {
+        secret,
+        scim_token,
+        ack_secret,
+    } = access;
     let paths = muster::directory::escalation_paths(&dir.stakeholders, &dir.groups, &policy);
     if !paths.is_empty() {
         let lines: Vec<String> = paths.iter().map(|e| format!("  {e}")).collect();
@@ -211,7 +331,7 @@ pub fn app(
             next: next.clone(),
         })
     };
-    let tokens = AckTokens::new(Secret::new(ack_secret.to_string()), 7 * 86_400_000);
+    let tokens = AckTokens::new(Secret::new(ack_secret), 7 * 86_400_000);
     let senders = Senders {
         voice: carrier(Channel::Voice),
         sms: carrier(Channel::Sms),
@@ -257,7 +377,11 @@ pub fn app(
     if let Some(t) = scim_token {
         router = router.merge(scim::router(directory, t));
     }
-    Ok(router)
+    let router = router.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        request_timeout,
+    ));
+    Ok(muster::api::finish(router))
 }
 
 /// Delivers due items to the use cases, forever.

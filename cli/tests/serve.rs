@@ -3,7 +3,7 @@
 //! and signed requests.
 
 use muster::api::Secret;
-use muster::api::sign::sign_request;
+use muster::api::sign::{SignedRequest, sign_request};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -14,6 +14,7 @@ struct Server {
     child: Child,
     base: String,
     out: Arc<Mutex<String>>,
+    err: Arc<Mutex<String>>,
 }
 
 impl Drop for Server {
@@ -24,6 +25,24 @@ impl Drop for Server {
 }
 
 fn start(secret: Option<&str>) -> Server {
+    start_with(secret, &[])
+}
+
+/// Collects a child's stream, line by line, into a shared buffer.
+fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
+    let buf = Arc::new(Mutex::new(String::new()));
+    let sink = buf.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let mut g = sink.lock().unwrap_or_else(|e| e.into_inner());
+            g.push_str(&line);
+            g.push('\n');
+        }
+    });
+    buf
+}
+
+fn start_with(secret: Option<&str>, extra: &[&str]) -> Server {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let policy =
         std::env::temp_dir().join(format!("muster-serve-policy-{}.toml", std::process::id()));
@@ -41,9 +60,10 @@ fn start(secret: Option<&str>) -> Server {
         "--policy",
         policy.to_str().unwrap_or_default(),
     ])
+    .args(extra)
     .current_dir(root)
     .stdout(Stdio::piped())
-    .stderr(Stdio::null());
+    .stderr(Stdio::piped());
     match secret {
         Some(s) => cmd.env("MUSTER_SHARED_SECRET", s),
         None => cmd.env_remove("MUSTER_SHARED_SECRET"),
@@ -52,19 +72,12 @@ fn start(secret: Option<&str>) -> Server {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start muster serve: {e}"));
     let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let out = Arc::new(Mutex::new(String::new()));
-    let sink = out.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let mut g = sink.lock().unwrap_or_else(|e| e.into_inner());
-            g.push_str(&line);
-            g.push('\n');
-        }
-    });
+    let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
     let mut server = Server {
         child,
         base: String::new(),
-        out,
+        out: collect(stdout),
+        err: collect(stderr),
     };
     server.base = server.wait_for(|o| {
         o.lines()
@@ -197,13 +210,34 @@ async fn the_api_end_to_end() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status(), 404);
 
-    // The email's one-click link acknowledges, in a browser-friendly page.
+    // The email's link opens a page that changes nothing (mail scanners
+    // fetch every link); its button's POST acknowledges.
     let link = s.wait_for(|o| {
         o.lines()
             .skip_while(|l| !l.contains("email to cio "))
             .find_map(|l| l.trim().strip_prefix("Acknowledge: ").map(str::to_string))
     });
-    let r = c.get(&link).send().await.unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..3 {
+        let r = c.get(&link).send().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), 200);
+        let page = r.text().await.unwrap_or_default();
+        assert!(page.contains("<form method=\"post\""), "{page}");
+    }
+    let r = c.head(&link).send().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status(), 200);
+    let status: Value = c
+        .get(format!("{incidents}/INC-2024-0892"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        status["counts"]["acknowledged"], 0,
+        "a GET acknowledges nothing: {status}"
+    );
+    let r = c.post(&link).send().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status(), 200);
     assert!(
         r.text()
@@ -211,7 +245,7 @@ async fn the_api_end_to_end() {
             .unwrap_or_default()
             .contains("has been recorded")
     );
-    let r = c.get(&link).send().await.unwrap_or_else(|e| panic!("{e}"));
+    let r = c.post(&link).send().await.unwrap_or_else(|e| panic!("{e}"));
     assert!(
         r.text()
             .await
@@ -316,6 +350,17 @@ async fn the_api_end_to_end() {
     );
 }
 
+/// What a client signs for `POST /v1/incidents`.
+fn signed(timestamp: u64, body: &[u8]) -> SignedRequest<'_> {
+    SignedRequest {
+        method: "POST",
+        path: "/v1/incidents",
+        query: None,
+        timestamp,
+        body,
+    }
+}
+
 #[tokio::test]
 async fn with_a_shared_secret_requests_must_be_signed() {
     let secret = "serve-test-secret";
@@ -335,7 +380,7 @@ async fn with_a_shared_secret_requests_must_be_signed() {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let stale = sign_request(&Secret::new(secret), now - 301, body.as_bytes());
+    let stale = sign_request(&Secret::new(secret), &signed(now - 301, body.as_bytes()));
     let r = c
         .post(&url)
         .header("content-type", "application/json")
@@ -346,7 +391,7 @@ async fn with_a_shared_secret_requests_must_be_signed() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status(), 401, "replays older than 300 s are refused");
-    let sig = sign_request(&Secret::new(secret), now, body.as_bytes());
+    let sig = sign_request(&Secret::new(secret), &signed(now, body.as_bytes()));
     let r = c
         .post(&url)
         .header("content-type", "application/json")
@@ -364,4 +409,97 @@ async fn with_a_shared_secret_requests_must_be_signed() {
             .contains(secret),
         "the secret is never printed"
     );
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_idle_connections_cannot_starve_the_server() {
+    use std::io::{Read, Write};
+    let s = start_with(None, &["--header-timeout", "1", "--max-connections", "8"]);
+    let addr = s.base.trim_start_matches("http://").to_string();
+    // Forty clients that send half a request's headers and then nothing.
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("{e}"));
+        c.write_all(b"GET /v1/incidents/x HTTP/1.1\r\nHost: a\r\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        idle.push(c);
+    }
+    // The server still answers a real client (after the idle ones time out,
+    // eight at a time), well before the client gives up.
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = c
+        .get(format!("{}/v1/incidents/INC-NONE", s.base))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("the server stopped answering: {e}"));
+    assert_eq!(r.status(), 404);
+    // And the first idle client was cut off: its read ends (EOF), not hangs.
+    let first = &mut idle[0];
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut buf = [0u8; 64];
+    let n = first
+        .read(&mut buf)
+        .unwrap_or_else(|e| panic!("not closed: {e}"));
+    assert_eq!(n, 0, "closed without an answer");
+}
+
+#[tokio::test]
+async fn serve_logs_one_json_line_per_request_and_no_contact_details() {
+    let s = start_with(None, &["--log-format", "json"]);
+    let c = reqwest::Client::new();
+    let incidents = format!("{}/v1/incidents", s.base);
+    assert_eq!(
+        post(&c, &incidents, &json!({"trigger": seed_fields()}))
+            .await
+            .status(),
+        202
+    );
+    for path in ["/v1/incidents/INC-2024-0892", "/nope"] {
+        c.get(format!("{}{path}", s.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let lines = |err: &str| -> Vec<Value> {
+        err.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["fields"]["message"] == "request")
+            .collect()
+    };
+    let wanted = |v: &Vec<Value>| {
+        let has = |route: &str, status: u64| {
+            v.iter()
+                .any(|l| l["fields"]["route"] == route && l["fields"]["status"] == status)
+        };
+        has("/v1/incidents", 202) && has("/v1/incidents/{id}", 200) && has("(none)", 404)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let err = s.err.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let reqs = lines(&err);
+        if wanted(&reqs) {
+            for l in &reqs {
+                assert!(l["fields"]["latency_ms"].is_number(), "{l}");
+            }
+            for contact in ["cio@example.com", "+442079460001", "INC-2024-0892"] {
+                assert!(
+                    !reqs.iter().any(|l| l.to_string().contains(contact)),
+                    "request lines name routes, not ids or contacts: {contact}"
+                );
+            }
+            assert!(
+                !err.contains("cio@example.com") && !err.contains("+442079460001"),
+                "no contact details anywhere in the log"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "request lines missing:\n{err}");
+        tokio::task::yield_now().await;
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

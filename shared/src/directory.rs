@@ -562,8 +562,7 @@ fn build(
             preferences,
             manager,
             locale: p.locale.as_ref().map(|c| c.value.clone()),
-            user_name: None,
-            external_id: None,
+            idp: None,
             active: true,
         });
     }
@@ -658,6 +657,7 @@ fn build(
             members,
             on_call_manager,
             escalation_channels,
+            idp: None,
         });
     }
     if errs.0.is_empty() {

@@ -74,6 +74,7 @@ fn env(members: u32) -> Env {
             .collect(),
         on_call_manager: StakeholderId::parse("boss").ok(),
         escalation_channels: vec![],
+        idp: None,
     };
     let carrier = Arc::new(Recorder::default());
     let policy = Arc::new(Policy::default());
@@ -687,6 +688,7 @@ fn the_groups_escalation_route_orders_the_managers_cascade() {
         members: vec![StakeholderId::parse("p0").unwrap_or_else(|e| panic!("{e}"))],
         on_call_manager: StakeholderId::parse("boss").ok(),
         escalation_channels: vec![Channel::Push, Channel::Sms],
+        idp: None,
     });
     let mut e = e;
     e.deps.directory = Arc::new(dir);

@@ -151,6 +151,7 @@ async fn cascades_start_with_live_contacts_or_flagged_directory_copies() {
         members: people.iter().map(|p| p.id.clone()).collect(),
         on_call_manager: None,
         escalation_channels: vec![],
+        idp: None,
     };
     let clock = VirtualClock::new(Ts::from_secs(1_700_000_000));
     let agenda: Arc<Agenda<()>> = Agenda::new(clock.clone());

@@ -30,7 +30,9 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType,
     PutRequest, ScalarAttributeType, WriteRequest,
 };
-use muster::domain::{ContactMethods, Group, GroupId, PhoneNumber, Stakeholder, StakeholderId};
+use muster::domain::{
+    ContactMethods, Group, GroupId, IdpRecord, PhoneNumber, Stakeholder, StakeholderId,
+};
 use muster::ports::{Directory, DirectoryAdmin, GroupSummary};
 use muster::{Error, Result};
 use std::collections::BTreeSet;
@@ -66,6 +68,17 @@ fn delete_req(pk: String, sk: String) -> Result<WriteRequest> {
         .build()
         .map(|d| WriteRequest::builder().delete_request(d).build())
         .map_err(|e| build_err("directory delete", e))
+}
+
+/// What is sealed of a person: the contacts and what the identity provider
+/// wrote (addresses, `userName`). Blobs written before the record existed
+/// hold the contacts alone and read the same.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Private {
+    #[serde(flatten)]
+    contacts: ContactMethods,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idp: Option<IdpRecord>,
 }
 
 /// The number a person is texted at, as the memory directory decides it.
@@ -126,10 +139,15 @@ impl DynamoDirectory {
     pub async fn put_stakeholder(&self, p: &Stakeholder) -> Result<()> {
         let bare = Stakeholder {
             contacts: ContactMethods::default(),
+            idp: None,
             ..p.clone()
         };
         let doc = serde_json::to_string(&bare).map_err(|e| json_err("stakeholder", e))?;
-        let contacts = serde_json::to_vec(&p.contacts).map_err(|e| json_err("contacts", e))?;
+        let private = Private {
+            contacts: p.contacts.clone(),
+            idp: p.idp.clone(),
+        };
+        let contacts = serde_json::to_vec(&private).map_err(|e| json_err("contacts", e))?;
         let sealed = self
             .sealer
             .seal(
@@ -336,6 +354,10 @@ impl DynamoDirectory {
             let route: Vec<&str> = g.escalation_channels.iter().map(|c| c.as_str()).collect();
             req = req.item("escalation", s(route.join(",")));
         }
+        if let Some(r) = &g.idp {
+            let text = serde_json::to_string(r).map_err(|e| json_err("group record", e))?;
+            req = req.item("idp", s(text));
+        }
         req.send()
             .await
             .map_err(|e| map_sdk("writing a group", e))?;
@@ -348,12 +370,22 @@ impl DynamoDirectory {
         let Some(g) = self.group(id).await? else {
             return Ok(None);
         };
+        let idp = match self.meta(format!("GRP#{id}")).await? {
+            Some(it) => match it.get("idp") {
+                Some(AttributeValue::S(t)) => {
+                    Some(serde_json::from_str(t).map_err(|e| json_err("group record", e))?)
+                }
+                _ => None,
+            },
+            None => None,
+        };
         Ok(Some(Group {
             id: g.id,
             name: g.name,
             members: self.members(id).await?,
             on_call_manager: g.on_call_manager,
             escalation_channels: g.escalation_channels,
+            idp,
         }))
     }
 
@@ -451,7 +483,10 @@ impl Directory for DynamoDirectory {
                 get_b(&it, "contacts")?,
             )
             .await?;
-        p.contacts = serde_json::from_slice(&plain).map_err(|e| json_err("contacts", e))?;
+        let private: Private =
+            serde_json::from_slice(&plain).map_err(|e| json_err("contacts", e))?;
+        p.contacts = private.contacts;
+        p.idp = private.idp;
         Ok(Some(p))
     }
 }

@@ -206,7 +206,9 @@ impl Trigger {
             }
             _ => {}
         }
-        Trigger { router }
+        Trigger {
+            router: muster::api::finish(router),
+        }
     }
 
     pub async fn handle(&self, event: Value, ctx: Context) -> Result<Value, HandlerError> {
@@ -316,11 +318,11 @@ impl Receipt {
     /// verifier for the instance's lifetime).
     pub fn new(config: &Config, deps: Deps, certs: Arc<dyn CertFetcher>) -> Self {
         let secret = config.webhook_secret.clone().unwrap_or_else(random_secret);
-        let router = v1::router(ApiState {
+        let router = muster::api::finish(v1::router(ApiState {
             deps: deps.clone(),
             secret: Some(secret),
             tokens: ack_tokens(config),
-        });
+        }));
         let sns = SnsVerifier::new(config.sns_topic_arns.iter().cloned(), certs);
         Receipt { deps, router, sns }
     }

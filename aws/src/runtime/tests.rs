@@ -12,7 +12,7 @@ use muster::adapters::memory::{
     SeededIds, VirtualClock,
 };
 use muster::api::Secret;
-use muster::api::sign::sign_request;
+use muster::api::sign::{SignedRequest, sign_request};
 use muster::domain::*;
 use muster::ports::*;
 use serde_json::{Value, json};
@@ -99,8 +99,7 @@ fn env() -> Env {
         preferences: vec![Channel::Sms],
         manager: None,
         locale: None,
-        user_name: None,
-        external_id: None,
+        idp: None,
         active: true,
     };
     let group = Group {
@@ -109,6 +108,7 @@ fn env() -> Env {
         members: vec![person.id.clone()],
         on_call_manager: None,
         escalation_channels: vec![],
+        idp: None,
     };
     let policy = Arc::new(muster::policy::Policy::default());
     let store = Arc::new(MemoryStore::new());
@@ -384,7 +384,16 @@ async fn audit_roles_come_from_the_authorizer_never_from_a_header() {
 fn signed_webhook(body: &str, now: Ts) -> Value {
     let mut ev = fixture("apigw/receipt-webhook-signed.json");
     let ts = now.0 / 1000;
-    let sig = sign_request(&Secret::new(WEBHOOK_SECRET), ts, body.as_bytes());
+    let sig = sign_request(
+        &Secret::new(WEBHOOK_SECRET),
+        &SignedRequest {
+            method: "POST",
+            path: "/v1/webhooks/gateway",
+            query: None,
+            timestamp: ts,
+            body: body.as_bytes(),
+        },
+    );
     ev["headers"]["x-muster-timestamp"] = json!(ts.to_string());
     ev["headers"]["x-muster-signature"] = json!(sig);
     ev["body"] = json!(body);

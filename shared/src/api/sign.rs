@@ -1,10 +1,23 @@
 //! Signatures: HMAC-SHA256 request signing for triggers and webhooks, and
 //! signed, expiring acknowledgement tokens for one-click links.
 //!
-//! Request signing: the sender sends `X-Muster-Timestamp` (Unix seconds) and
-//! `X-Muster-Signature: sha256=<hex>` where the hex is
-//! HMAC-SHA256(secret, timestamp + "." + body). Requests more than 300 s
-//! from the server's clock are refused (replays).
+//! Request signing binds a signature to what it authorises: the method, the
+//! path (so a webhook's provider, which is in its path, is signed), the
+//! query, the time and the body. The sender sends `X-Muster-Timestamp`
+//! (Unix seconds) and `X-Muster-Signature: sha256=<hex>`, the hex being
+//! HMAC-SHA256(secret, string to sign) with the string to sign
+//!
+//! ```text
+//! MUSTER-HMAC-SHA256\n
+//! <METHOD, upper case>\n
+//! <path, as sent, percent-encoded, without the query>\n
+//! <query pairs as sent, sorted bytewise, joined by &; empty if none>\n
+//! <timestamp>\n
+//! <hex SHA-256 of the body>
+//! ```
+//!
+//! (no newline at the end). Requests more than 300 s from the server's
+//! clock are refused (replays). docs/api.md has a test vector.
 //!
 //! Ack token: `base64url(incident|stakeholder|route|expiry_ms)` + "." +
 //! `base64url(HMAC-SHA256(secret, payload))`.
@@ -15,12 +28,15 @@ use crate::engine::{CascadeKey, Route};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// Largest clock difference accepted on a signed request.
 pub const MAX_SKEW_SECS: u64 = 300;
+
+/// The first line of every string to sign (the scheme and its version).
+pub const SCHEME: &str = "MUSTER-HMAC-SHA256";
 
 fn mac(secret: &Secret, parts: &[&[u8]]) -> HmacSha256 {
     // HMAC takes keys of any length.
@@ -44,25 +60,56 @@ pub enum SignatureError {
     Mismatch,
 }
 
-/// The signature header value for `body` at `timestamp` (for clients and tests).
-pub fn sign_request(secret: &Secret, timestamp: u64, body: &[u8]) -> String {
-    let ts = timestamp.to_string();
+/// What a request signature covers.
+#[derive(Debug, Clone, Copy)]
+pub struct SignedRequest<'a> {
+    pub method: &'a str,
+    /// The path as sent (percent-encoded), without the query.
+    pub path: &'a str,
+    /// The raw query string, if any.
+    pub query: Option<&'a str>,
+    pub timestamp: u64,
+    pub body: &'a [u8],
+}
+
+impl SignedRequest<'_> {
+    /// The string the HMAC is computed over (see the module documentation).
+    pub fn string_to_sign(&self) -> String {
+        let mut pairs: Vec<&str> = self
+            .query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .collect();
+        pairs.sort_unstable();
+        format!(
+            "{SCHEME}\n{}\n{}\n{}\n{}\n{}",
+            self.method.to_ascii_uppercase(),
+            self.path,
+            pairs.join("&"),
+            self.timestamp,
+            hex::encode(Sha256::digest(self.body))
+        )
+    }
+}
+
+/// The `X-Muster-Signature` value for `request` (for clients and tests).
+pub fn sign_request(secret: &Secret, request: &SignedRequest<'_>) -> String {
+    let text = request.string_to_sign();
     format!(
         "sha256={}",
-        hex::encode(
-            mac(secret, &[ts.as_bytes(), b".", body])
-                .finalize()
-                .into_bytes()
-        )
+        hex::encode(mac(secret, &[text.as_bytes()]).finalize().into_bytes())
     )
 }
 
-/// Verifies a signed request at `now`.
+/// Verifies a signed request at `now`: `timestamp` and `signature` are the
+/// headers as received; `request.timestamp` is ignored (the header's is
+/// used).
 pub fn verify_request(
     secret: &Secret,
     timestamp: Option<&str>,
     signature: Option<&str>,
-    body: &[u8],
+    request: &SignedRequest<'_>,
     now: Ts,
 ) -> Result<(), SignatureError> {
     let (Some(ts), Some(sig)) = (timestamp, signature) else {
@@ -78,7 +125,12 @@ pub fn verify_request(
     }
     let hex_sig = sig.trim().strip_prefix("sha256=").unwrap_or(sig.trim());
     let given = hex::decode(hex_sig).map_err(|_| SignatureError::Mismatch)?;
-    mac(secret, &[ts.trim().as_bytes(), b".", body])
+    let text = SignedRequest {
+        timestamp: secs,
+        ..*request
+    }
+    .string_to_sign();
+    mac(secret, &[text.as_bytes()])
         .verify_slice(&given)
         .map_err(|_| SignatureError::Mismatch)
 }
@@ -147,41 +199,102 @@ impl AckTokens {
 mod tests {
     use super::*;
 
+    fn post(
+        path: &str,
+        query: Option<&'static str>,
+        body: &'static [u8],
+    ) -> SignedRequest<'static> {
+        let path: &'static str = Box::leak(path.to_string().into_boxed_str());
+        SignedRequest {
+            method: "POST",
+            path,
+            query,
+            timestamp: 1_700_000_000,
+            body,
+        }
+    }
+
     #[test]
-    fn signed_requests_verify_and_stale_or_altered_ones_do_not() {
+    fn a_signature_is_bound_to_method_path_query_time_and_body() {
         let s = Secret::new("k");
         let now = Ts::from_secs(1_700_000_000);
-        let sig = sign_request(&s, 1_700_000_000, b"{}");
+        let req = post("/v1/incidents/A/close", Some("b=2&a=1"), b"{}");
+        let sig = sign_request(&s, &req);
+        let ts = Some("1700000000");
+        assert_eq!(verify_request(&s, ts, Some(&sig), &req, now), Ok(()));
+        // The query's order does not matter; its content does.
+        let reordered = post("/v1/incidents/A/close", Some("a=1&b=2"), b"{}");
+        assert_eq!(verify_request(&s, ts, Some(&sig), &reordered, now), Ok(()));
+        for other in [
+            SignedRequest {
+                method: "GET",
+                ..req
+            },
+            post("/v1/incidents/B/close", Some("b=2&a=1"), b"{}"),
+            post("/v1/incidents/A/close", Some("a=1&b=3"), b"{}"),
+            post("/v1/incidents/A/close", None, b"{}"),
+            post("/v1/incidents/A/close", Some("b=2&a=1"), b"{ }"),
+        ] {
+            assert_eq!(
+                verify_request(&s, ts, Some(&sig), &other, now),
+                Err(SignatureError::Mismatch),
+                "{other:?}"
+            );
+        }
+        // A webhook signed for one provider is refused on another's path.
+        let a = post("/v1/webhooks/provider-a", None, b"{}");
+        let sig_a = sign_request(&s, &a);
+        let b = post("/v1/webhooks/console", None, b"{}");
         assert_eq!(
-            verify_request(&s, Some("1700000000"), Some(&sig), b"{}", now),
-            Ok(())
-        );
-        assert_eq!(
-            verify_request(&s, Some("1700000000"), Some(&sig), b"{ }", now),
+            verify_request(&s, ts, Some(&sig_a), &b, now),
             Err(SignatureError::Mismatch)
         );
+        assert_eq!(
+            verify_request(&Secret::new("other"), ts, Some(&sig), &req, now),
+            Err(SignatureError::Mismatch)
+        );
+        let old = SignedRequest {
+            timestamp: 1_699_999_699,
+            ..req
+        };
         assert_eq!(
             verify_request(
-                &Secret::new("other"),
-                Some("1700000000"),
-                Some(&sig),
-                b"{}",
+                &s,
+                Some("1699999699"),
+                Some(&sign_request(&s, &old)),
+                &req,
                 now
             ),
-            Err(SignatureError::Mismatch)
-        );
-        let old = sign_request(&s, 1_699_999_699, b"{}");
-        assert_eq!(
-            verify_request(&s, Some("1699999699"), Some(&old), b"{}", now),
             Err(SignatureError::Stale)
         );
         assert_eq!(
-            verify_request(&s, None, Some(&sig), b"{}", now),
+            verify_request(&s, None, Some(&sig), &req, now),
             Err(SignatureError::Missing)
         );
         assert_eq!(
-            verify_request(&s, Some("soon"), Some(&sig), b"{}", now),
+            verify_request(&s, Some("soon"), Some(&sig), &req, now),
             Err(SignatureError::BadTimestamp)
+        );
+    }
+
+    #[test]
+    fn the_documented_test_vector_holds() {
+        // docs/api.md, "Signed requests".
+        let req = SignedRequest {
+            method: "POST",
+            path: "/v1/incidents",
+            query: None,
+            timestamp: 1_716_215_520,
+            body: br#"{"trigger":{"incidentId":"INC-2024-0892","severity":"P1","stakeholderGroupId":"ops-leadership","messageTemplate":"System outage detected."}}"#,
+        };
+        // Both values computed independently (Python's hashlib and hmac).
+        assert_eq!(
+            req.string_to_sign(),
+            "MUSTER-HMAC-SHA256\nPOST\n/v1/incidents\n\n1716215520\n7d7b7469be24c6036206b62b74fc7a5af7ed4601ea205a0e52d88210c32ddfbf"
+        );
+        assert_eq!(
+            sign_request(&Secret::new("muster-test-secret"), &req),
+            "sha256=a2dd125313a160270a6b0eaf853bde157f60262ad7e39562f2a623de63d5e523"
         );
     }
 

@@ -11,8 +11,12 @@
 //! - `POST /v1/incidents/{id}/close`: cancels every open cascade.
 //! - `GET /v1/incidents/{id}/audit`: the audit trail, for the
 //!   ComplianceOfficer and BCPAdministrator roles only.
-//! - `GET /v1/ack/{token}` (a small HTML page) and `POST /v1/ack`
-//!   (`{"token": ...}`): signed one-click acknowledgement.
+//! - `GET /v1/ack/{token}` (and `HEAD`): a small HTML page with a button; it
+//!   changes nothing, because mail security scanners fetch every link in a
+//!   message. The button POSTs to `/v1/ack/{token}`, which records the
+//!   acknowledgement (RFC 8058's reasoning). `POST /v1/ack` with
+//!   `{"token": ...}` does the same for programs. A token for no cascade
+//!   Muster knows is 404.
 //! - `POST /v1/webhooks/{provider}`: signed delivery receipts and inbound
 //!   SMS from a generic gateway.
 //!
@@ -21,11 +25,12 @@
 //! claims and scopes, never from anything the client sends): it is
 //! authenticated, and its roles are the caller's. Otherwise, with a shared
 //! secret configured, every route but the ack links requires an HMAC
-//! signature (see `sign`). Without one (local development only) the API is
-//! open and the `X-Muster-Roles` header states the caller's roles.
+//! signature over method, path, query, time and body (see `sign`). Without
+//! one (local development only) the API is open and the `X-Muster-Roles`
+//! header states the caller's roles. No GET changes state.
 
 use super::Secret;
-use super::sign::{AckTokens, verify_request};
+use super::sign::{AckTokens, SignedRequest, verify_request};
 use crate::app::{self, ReceiptEvent, ReceiptOutcome};
 use crate::domain::{IncidentId, PhoneNumber, Trigger};
 use crate::engine::ReceiptStatus;
@@ -33,7 +38,7 @@ use crate::ports::Deps;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Extension, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -66,12 +71,14 @@ pub struct ApiState {
 }
 
 /// Every route, as (method, path): the OpenAPI document must list exactly these.
-pub const ROUTES: [(&str, &str); 7] = [
+pub const ROUTES: [(&str, &str); 9] = [
     ("post", "/v1/incidents"),
     ("get", "/v1/incidents/{id}"),
     ("post", "/v1/incidents/{id}/close"),
     ("get", "/v1/incidents/{id}/audit"),
     ("get", "/v1/ack/{token}"),
+    ("head", "/v1/ack/{token}"),
+    ("post", "/v1/ack/{token}"),
     ("post", "/v1/ack"),
     ("post", "/v1/webhooks/{provider}"),
 ];
@@ -82,7 +89,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/incidents/{id}", get(status))
         .route("/v1/incidents/{id}/close", post(close))
         .route("/v1/incidents/{id}/audit", get(audit))
-        .route("/v1/ack/{token}", get(ack_link))
+        .route("/v1/ack/{token}", get(ack_page).post(ack_form))
         .route("/v1/ack", post(ack_api))
         .route("/v1/webhooks/{provider}", post(webhook))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -92,9 +99,9 @@ pub fn router(state: ApiState) -> Router {
 /// An RFC 9457 problem.
 #[derive(Debug)]
 pub struct Problem {
-    status: StatusCode,
-    detail: String,
-    errors: Vec<Value>,
+    pub(crate) status: StatusCode,
+    pub(crate) detail: String,
+    pub(crate) errors: Vec<Value>,
 }
 
 impl Problem {
@@ -172,26 +179,50 @@ fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
     })
 }
 
+/// What a request is, for its signature.
+struct Req {
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Req {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        // Routers are merged, never nested, so the URI is the one signed.
+        Ok(Req {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
 /// Passes a caller the gateway authenticated; otherwise checks the
 /// signature when a secret is configured.
-fn authenticate(
-    s: &ApiState,
-    caller: &MaybeCaller,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(), Problem> {
+fn authenticate(s: &ApiState, caller: &MaybeCaller, req: &Req, body: &[u8]) -> Result<(), Problem> {
     if caller.is_some() {
         return Ok(());
     }
     let Some(secret) = &s.secret else {
         return Ok(());
     };
-    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let h = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+    let signed = SignedRequest {
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        query: req.uri.query(),
+        timestamp: 0,
+        body,
+    };
     verify_request(
         secret,
         h("x-muster-timestamp"),
         h("x-muster-signature"),
-        body,
+        &signed,
         s.deps.clock.now(),
     )
     .map_err(|e| Problem::new(StatusCode::UNAUTHORIZED, e.to_string()))
@@ -229,12 +260,12 @@ fn incident_id(id: &str) -> Result<IncidentId, Problem> {
 async fn trigger(
     State(s): State<ApiState>,
     caller: MaybeCaller,
-    headers: HeaderMap,
+    req: Req,
     body: Result<Bytes, BytesRejection>,
 ) -> Res {
     let body = body_of(body)?;
-    authenticate(&s, &caller, &headers, &body)?;
-    let value = json_body(&headers, &body)?;
+    authenticate(&s, &caller, &req, &body)?;
+    let value = json_body(&req.headers, &body)?;
     let trigger = Trigger::from_json(&value).map_err(|errors| Problem {
         status: StatusCode::UNPROCESSABLE_ENTITY,
         detail: "the trigger is not valid".into(),
@@ -243,7 +274,18 @@ async fn trigger(
             .map(|e| json!({"field": e.field, "message": e.message}))
             .collect(),
     })?;
-    let out = app::trigger(&s.deps, trigger).await?;
+    // Field errors found past the body's shape name fields as the body does
+    // (`trigger.stakeholderGroupId`).
+    let prefix = Trigger::field_prefix(&value);
+    let out = app::trigger(&s.deps, trigger).await.map_err(|e| match e {
+        crate::Error::Validation(mut v) => {
+            for f in &mut v {
+                f.field = format!("{prefix}{}", f.field);
+            }
+            Problem::from(crate::Error::Validation(v))
+        }
+        other => Problem::from(other),
+    })?;
     let inc = &out.incident;
     let link = format!("/v1/incidents/{}", inc.id());
     let mut answer = json!({
@@ -255,8 +297,17 @@ async fn trigger(
         "triggeredAt": inc.triggered_at.rfc3339(),
         "links": {"status": link, "audit": format!("{link}/audit"), "close": format!("{link}/close")},
     });
-    if !out.warnings.is_empty() {
-        answer["warnings"] = json!(out.warnings);
+    let mut warnings = out.warnings;
+    let fields = value
+        .get("trigger")
+        .or_else(|| value.get("payload"))
+        .unwrap_or(&value);
+    // A valid timestamp the incident does not hold was before 1970.
+    if fields.get("timestamp").is_some_and(Value::is_string) && inc.trigger.timestamp.is_none() {
+        warnings.push(format!("{prefix}timestamp is before 1970 and was not kept"));
+    }
+    if !warnings.is_empty() {
+        answer["warnings"] = json!(warnings);
     }
     let mut r = (StatusCode::ACCEPTED, Json(answer)).into_response();
     if let Ok(v) = HeaderValue::from_str(&link) {
@@ -272,10 +323,10 @@ async fn trigger(
 async fn status(
     State(s): State<ApiState>,
     caller: MaybeCaller,
-    headers: HeaderMap,
+    req: Req,
     Path(id): Path<String>,
 ) -> Res {
-    authenticate(&s, &caller, &headers, b"")?;
+    authenticate(&s, &caller, &req, b"")?;
     let view = app::status(&s.deps, &incident_id(&id)?).await?;
     Ok(Json(view).into_response())
 }
@@ -283,12 +334,12 @@ async fn status(
 async fn close(
     State(s): State<ApiState>,
     caller: MaybeCaller,
-    headers: HeaderMap,
+    req: Req,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Res {
     let body = body_of(body)?;
-    authenticate(&s, &caller, &headers, &body)?;
+    authenticate(&s, &caller, &req, &body)?;
     let id = incident_id(&id)?;
     let cancelled = app::close(&s.deps, &id).await?;
     Ok(Json(json!({"incidentId": id, "status": "closed", "cancelled": cancelled})).into_response())
@@ -297,10 +348,11 @@ async fn close(
 async fn audit(
     State(s): State<ApiState>,
     caller: MaybeCaller,
-    headers: HeaderMap,
+    req: Req,
     Path(id): Path<String>,
 ) -> Res {
-    authenticate(&s, &caller, &headers, b"")?;
+    authenticate(&s, &caller, &req, b"")?;
+    let headers = &req.headers;
     let roles = if let Some(Extension(c)) = &caller {
         c.roles.join(",")
     } else if s.secret.is_none() {
@@ -344,44 +396,170 @@ async fn audit(
     Ok(Json(json!({"incidentId": id, "entries": out})).into_response())
 }
 
+/// What an acknowledgement token stands for, read without changing anything.
+enum Ack {
+    /// Genuine, unexpired, for an open cascade.
+    Open(crate::ports::CascadeRecord),
+    /// Genuine, for a cascade that has ended (acknowledged or not).
+    Ended(crate::ports::CascadeRecord),
+}
+
+fn invalid_link() -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "this acknowledgement link is not valid or has expired",
+    )
+}
+
+/// The cascade a token acknowledges: 404 unless the token is genuine,
+/// unexpired and names a cascade that exists.
+async fn ack_target(s: &ApiState, token: &str) -> Result<Ack, Problem> {
+    let key = s
+        .tokens
+        .check(token, s.deps.clock.now())
+        .ok_or_else(invalid_link)?;
+    let rec = s
+        .deps
+        .cascades
+        .get_cascade(&key)
+        .await?
+        .ok_or_else(invalid_link)?;
+    Ok(if rec.cascade.status.is_terminal() {
+        Ack::Ended(rec)
+    } else {
+        Ack::Open(rec)
+    })
+}
+
+/// Records the acknowledgement a token stands for; whether this request
+/// recorded it (false: it was recorded before, or the cascade had ended).
 async fn acknowledge(
     s: &ApiState,
     token: &str,
-) -> Result<(crate::engine::CascadeKey, ReceiptOutcome), Problem> {
-    let key = s.tokens.check(token, s.deps.clock.now()).ok_or_else(|| {
-        Problem::new(
-            StatusCode::NOT_FOUND,
-            "this acknowledgement link is not valid or has expired",
-        )
-    })?;
-    let channel = crate::domain::Channel::Email;
+) -> Result<(crate::engine::CascadeKey, bool), Problem> {
+    let key = match ack_target(s, token).await? {
+        Ack::Open(rec) | Ack::Ended(rec) => rec.cascade.key,
+    };
     let outcome = app::receipt(
         &s.deps,
         ReceiptEvent::Ack {
             key: key.clone(),
-            channel,
+            channel: crate::domain::Channel::Email,
             attempt: None,
         },
     )
     .await?;
-    Ok((key, outcome))
+    match outcome {
+        ReceiptOutcome::Applied(crate::engine::AuditKind::Acknowledged) => Ok((key, true)),
+        ReceiptOutcome::Unknown => Err(invalid_link()),
+        _ => Ok((key, false)),
+    }
 }
 
-async fn ack_link(State(s): State<ApiState>, Path(token): Path<String>) -> Response {
-    let page = |status: StatusCode, title: &str, text: String| {
-        let html = format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title></head>\
-             <body style=\"font-family:sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem\"><h1>{title}</h1><p>{text}</p></body></html>"
-        );
-        (status, Html(html)).into_response()
-    };
-    match acknowledge(&s, &token).await {
-        Ok((key, ReceiptOutcome::Applied(crate::engine::AuditKind::Acknowledged))) => {
-            page(StatusCode::OK, "Acknowledged", format!("Thank you. Your acknowledgement of incident {} has been recorded.", html_escape(key.incident.as_str())))
+/// A small page: no external assets, no scripts, never cached or framed,
+/// and it sends no referrer (the token is in the URL).
+fn page(status: StatusCode, title: &str, text: &str, form: Option<&str>) -> Response {
+    let form = form
+        .map(|action| {
+            format!(
+                "<form method=\"post\" action=\"{}\"><button type=\"submit\" style=\"font-size:1.25rem;padding:.75rem 1.5rem\">Acknowledge</button></form>",
+                html_escape(action)
+            )
+        })
+        .unwrap_or_default();
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title></head>\
+         <body style=\"font-family:sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem\"><h1>{title}</h1><p>{text}</p>{form}</body></html>"
+    );
+    let mut r = (status, Html(html)).into_response();
+    let h = r.headers_mut();
+    for (name, value) in [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    r
+}
+
+fn not_recorded_page() -> Response {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Not recorded",
+        "Your acknowledgement could not be recorded just now. Please try again in a minute.",
+        None,
+    )
+}
+
+/// `GET /v1/ack/{token}`: what the link is for, and a button. Changes nothing.
+async fn ack_page(State(s): State<ApiState>, Path(token): Path<String>) -> Response {
+    match ack_target(&s, &token).await {
+        Ok(Ack::Open(rec)) => {
+            let action = format!("/v1/ack/{token}");
+            page(
+                StatusCode::OK,
+                "Acknowledge",
+                &format!(
+                    "Incident {}: press the button to confirm you have received this business continuity message.",
+                    html_escape(rec.cascade.key.incident.as_str())
+                ),
+                Some(&action),
+            )
         }
-        Ok((key, _)) => page(StatusCode::OK, "Already recorded", format!("Incident {} needs nothing more from you: it was already acknowledged or has ended.", html_escape(key.incident.as_str()))),
-        Err(p) if p.status == StatusCode::NOT_FOUND => page(StatusCode::NOT_FOUND, "Link not valid", "This acknowledgement link is not valid or has expired.".into()),
-        Err(_) => page(StatusCode::SERVICE_UNAVAILABLE, "Not recorded", "Your acknowledgement could not be recorded just now. Please try the link again in a minute.".into()),
+        Ok(Ack::Ended(rec)) => page(
+            StatusCode::OK,
+            "Nothing more needed",
+            &format!(
+                "Incident {} needs nothing more from you: it was acknowledged or has ended.",
+                html_escape(rec.cascade.key.incident.as_str())
+            ),
+            None,
+        ),
+        Err(p) if p.status == StatusCode::NOT_FOUND => page(
+            StatusCode::NOT_FOUND,
+            "Link not valid",
+            "This acknowledgement link is not valid or has expired.",
+            None,
+        ),
+        Err(_) => not_recorded_page(),
+    }
+}
+
+/// `POST /v1/ack/{token}`: the page's button. Records the acknowledgement.
+async fn ack_form(State(s): State<ApiState>, Path(token): Path<String>) -> Response {
+    match acknowledge(&s, &token).await {
+        Ok((key, recorded)) => page(
+            StatusCode::OK,
+            if recorded {
+                "Acknowledged"
+            } else {
+                "Already recorded"
+            },
+            &if recorded {
+                format!(
+                    "Thank you. Your acknowledgement of incident {} has been recorded.",
+                    html_escape(key.incident.as_str())
+                )
+            } else {
+                format!(
+                    "Incident {} needs nothing more from you: it was already acknowledged or has ended.",
+                    html_escape(key.incident.as_str())
+                )
+            },
+            None,
+        ),
+        Err(p) if p.status == StatusCode::NOT_FOUND => page(
+            StatusCode::NOT_FOUND,
+            "Link not valid",
+            "This acknowledgement link is not valid or has expired.",
+            None,
+        ),
+        Err(_) => not_recorded_page(),
     }
 }
 
@@ -417,14 +595,23 @@ async fn ack_api(
         .ok_or_else(|| Problem {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             detail: "the request is not valid".into(),
-            errors: vec![json!({"field": "token", "message": "missing"})],
+            errors: vec![json!({"field": "token", "message": "missing, or not a string"})],
         })?;
-    let (key, outcome) = acknowledge(&s, token).await?;
-    let recorded = matches!(
-        outcome,
-        ReceiptOutcome::Applied(crate::engine::AuditKind::Acknowledged)
-    );
+    let (key, recorded) = acknowledge(&s, token).await?;
     Ok(Json(json!({"incidentId": key.incident, "stakeholder": key.stakeholder, "acknowledged": true, "alreadyRecorded": !recorded})).into_response())
+}
+
+/// A webhook provider's name in its path: 1 to 64 of `a-z 0-9 - _`.
+fn provider_name(p: &str) -> Result<&str, Problem> {
+    let ok = !p.is_empty()
+        && p.len() <= 64
+        && p.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(p)
+    } else {
+        Err(Problem::new(StatusCode::NOT_FOUND, "no such webhook"))
+    }
 }
 
 /// Generic gateway webhook: `{"messageId", "status": delivered|failed|unreachable}`
@@ -432,32 +619,28 @@ async fn ack_api(
 async fn webhook(
     State(s): State<ApiState>,
     caller: MaybeCaller,
-    headers: HeaderMap,
+    req: Req,
     Path(provider): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Res {
+    let provider = provider_name(&provider)?.to_string();
     let body = body_of(body)?;
-    authenticate(&s, &caller, &headers, &body)?;
-    let v = json_body(&headers, &body)?;
+    authenticate(&s, &caller, &req, &body)?;
+    let v = json_body(&req.headers, &body)?;
     let field_error = |field: &str, message: &str| Problem {
         status: StatusCode::UNPROCESSABLE_ENTITY,
         detail: "the webhook is not valid".into(),
         errors: vec![json!({"field": field, "message": message})],
     };
     let event = if let Some(id) = v.get("messageId").and_then(Value::as_str) {
-        let status = match v
-            .get("status")
-            .and_then(Value::as_str)
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
+        let status = match v.get("status").and_then(Value::as_str) {
             Some("delivered") => ReceiptStatus::Delivered,
             Some("failed" | "undelivered" | "bounced") => ReceiptStatus::Failed,
             Some("unreachable") => ReceiptStatus::Unreachable,
             _ => {
                 return Err(field_error(
                     "status",
-                    "expected delivered, failed or unreachable",
+                    "expected delivered, failed, undelivered, bounced or unreachable",
                 ));
             }
         };
@@ -469,7 +652,10 @@ async fn webhook(
         v.get("from").and_then(Value::as_str),
         v.get("text").and_then(Value::as_str),
     ) {
-        let from = PhoneNumber::parse(from).map_err(|e| field_error("from", &e.message))?;
+        // A sender Muster cannot read is no one it texted.
+        let Ok(from) = PhoneNumber::parse(from) else {
+            return Ok(Json(json!({"result": "UNKNOWN_REFERENCE"})).into_response());
+        };
         ReceiptEvent::InboundSms {
             from,
             body: text.to_string(),

@@ -1,13 +1,18 @@
-//! Identifiers: 1 to 128 characters of `A-Z a-z 0-9 . _ - : @`, cheap to clone.
+//! Identifiers: 1 to 128 characters of `A-Z a-z 0-9 . _ - : @`, the first a
+//! letter or digit, cheap to clone.
 
 use super::InvalidValue;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 use std::sync::Arc;
 
+/// 1 to 128 of the allowed characters, the first a letter or digit (so no
+/// id is `.` or `..`, path segments a URL would collapse, breaking the
+/// links that name the id). The pattern `docs/openapi.json` declares:
+/// `^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$`.
 fn valid_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
+    s.len() <= 128
+        && s.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'@'))
 }
@@ -27,7 +32,7 @@ macro_rules! id_type {
                     Err(InvalidValue::new(
                         "",
                         format!(
-                            concat!("invalid ", $what, " id {:?}: expected 1 to 128 characters of letters, digits, '.', '_', '-', ':' or '@'"),
+                            concat!("invalid ", $what, " id {:?}: expected 1 to 128 characters of letters, digits, '.', '_', '-', ':' or '@', starting with a letter or digit"),
                             s.chars().take(140).collect::<String>()
                         ),
                     ))
@@ -83,5 +88,9 @@ mod tests {
         assert!(StakeholderId::parse("a b").is_err());
         assert!(GroupId::parse(&"x".repeat(129)).is_err());
         assert!(GroupId::parse("ops/leadership").is_err());
+        assert!(IncidentId::parse(".").is_err());
+        assert!(IncidentId::parse("..").is_err());
+        assert!(IncidentId::parse(".x").is_err() && IncidentId::parse("-x").is_err());
+        assert!(IncidentId::parse("x..").is_ok());
     }
 }

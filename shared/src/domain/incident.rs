@@ -5,23 +5,24 @@
 use super::{GroupId, IncidentId, InvalidValue, Severity, Ts};
 use serde::{Deserialize, Serialize};
 
-/// The operator's message, 1 to 1,000 characters, no control characters but
-/// newlines.
+/// The operator's message: at most 1,000 characters as sent, not blank, no
+/// control characters but newlines; kept trimmed. The pattern
+/// `docs/openapi.json` declares says the same.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct MessageTemplate(String);
 
 impl MessageTemplate {
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
-        let t = s.trim();
-        if t.is_empty() {
-            return Err(InvalidValue::new("", "message template is empty"));
-        }
-        if t.chars().count() > 1000 {
+        if s.chars().count() > 1000 {
             return Err(InvalidValue::new(
                 "",
                 "message template is longer than 1000 characters",
             ));
+        }
+        let t = s.trim();
+        if t.is_empty() {
+            return Err(InvalidValue::new("", "message template is empty"));
         }
         if t.chars().any(|c| c.is_control() && c != '\n') {
             return Err(InvalidValue::new(
@@ -56,12 +57,25 @@ pub struct Trigger {
     pub severity: Severity,
     pub stakeholder_group_id: GroupId,
     pub message_template: MessageTemplate,
-    /// When the source declared the incident (informational).
+    /// When the source declared the incident (informational; a time before
+    /// 1970 is accepted but not kept, and the answer says so).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<Ts>,
 }
 
 impl Trigger {
+    /// How the body's shape prefixes its field names in errors: `trigger.`
+    /// (native), `payload.` (the CXone event) or nothing (flat).
+    pub fn field_prefix(body: &serde_json::Value) -> &'static str {
+        if body.get("trigger").is_some() {
+            "trigger."
+        } else if body.get("payload").is_some() {
+            "payload."
+        } else {
+            ""
+        }
+    }
+
     /// Parses any of the accepted body shapes. Every problem found is listed,
     /// each naming its field.
     pub fn from_json(body: &serde_json::Value) -> Result<Self, Vec<InvalidValue>> {
@@ -140,10 +154,11 @@ impl Trigger {
         });
         let timestamp = match map.get("timestamp") {
             None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) => Ts::parse_rfc3339(s)
+            Some(serde_json::Value::String(s)) => Ts::parse_rfc3339_any(s)
                 .map_err(at("timestamp"))
                 .map_err(|e| errors.push(e))
-                .ok(),
+                .ok()
+                .flatten(),
             Some(_) => {
                 errors.push(InvalidValue::new(
                     format!("{prefix}timestamp"),

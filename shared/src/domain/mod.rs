@@ -13,7 +13,7 @@ pub use contact::{Address, ContactMethods, EmailAddress, PhoneNumber, PushEndpoi
 pub use ids::{GroupId, IncidentId, StakeholderId};
 pub use incident::{Incident, IncidentStatus, MessageTemplate, Trigger};
 pub use severity::{Channel, Severity, Tier};
-pub use stakeholder::{Group, Stakeholder};
+pub use stakeholder::{Group, IdpRecord, Stakeholder};
 pub use time::{Millis, Ts};
 
 /// A value from outside failed validation: names the field, the offending

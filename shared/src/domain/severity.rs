@@ -15,12 +15,13 @@ pub enum Severity {
 impl Severity {
     pub const ALL: [Severity; 4] = [Severity::P1, Severity::P2, Severity::P3, Severity::P4];
 
+    /// Exactly `P1`, `P2`, `P3` or `P4` (the documented enum).
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
-        match s.trim().to_ascii_uppercase().as_str() {
-            "P1" | "1" => Ok(Self::P1),
-            "P2" | "2" => Ok(Self::P2),
-            "P3" | "3" => Ok(Self::P3),
-            "P4" | "4" => Ok(Self::P4),
+        match s {
+            "P1" => Ok(Self::P1),
+            "P2" => Ok(Self::P2),
+            "P3" => Ok(Self::P3),
+            "P4" => Ok(Self::P4),
             _ => Err(InvalidValue::new(
                 "",
                 format!("invalid severity {s:?}: expected P1, P2, P3 or P4"),
@@ -151,10 +152,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn severity_and_channel_parse_case_insensitively() {
-        assert_eq!(Severity::parse("p1").ok(), Some(Severity::P1));
+    fn severity_is_exactly_the_documented_enum_and_channels_any_case() {
+        assert_eq!(Severity::parse("P1").ok(), Some(Severity::P1));
+        for bad in ["p1", "1", " P2 ", "P5", ""] {
+            assert!(Severity::parse(bad).is_err(), "{bad:?}");
+        }
         assert_eq!(Channel::parse("SMS").ok(), Some(Channel::Sms));
-        assert!(Severity::parse("P5").is_err());
         assert!(Channel::parse("fax").is_err());
         assert!(Tier::new(0).is_err() && Tier::new(4).is_err());
     }

@@ -1,7 +1,50 @@
 //! Stakeholders and groups as the directory holds them.
 
-use super::{Channel, ContactMethods, GroupId, StakeholderId, Tier};
+use super::{Channel, ContactMethods, EmailAddress, GroupId, StakeholderId, Tier};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// A SCIM resource's attributes as the identity provider wrote them
+/// (`userName`, `externalId`, `name`, every email and phone number, its
+/// extensions), kept verbatim so that SCIM reads return what was written.
+/// It holds contact details: `Debug` shows none of it, and the DynamoDB
+/// directory seals it with the contacts.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IdpRecord(Map<String, Value>);
+
+impl IdpRecord {
+    pub fn new(attributes: Map<String, Value>) -> Self {
+        IdpRecord(attributes)
+    }
+    pub fn attributes(&self) -> &Map<String, Value> {
+        &self.0
+    }
+    fn text(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(Value::as_str)
+    }
+    /// SCIM `userName` (often an email address: never log it).
+    pub fn user_name(&self) -> Option<&str> {
+        self.text("userName")
+    }
+    pub fn external_id(&self) -> Option<&str> {
+        self.text("externalId")
+    }
+    /// `userName` masked as contacts are (`a•••@example.com`).
+    pub fn masked_user_name(&self) -> Option<String> {
+        self.user_name().map(|u| match EmailAddress::parse(u) {
+            Ok(e) => e.masked(),
+            Err(_) => format!("{}•••", u.chars().next().unwrap_or('•')),
+        })
+    }
+}
+
+impl fmt::Debug for IdpRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IdpRecord({} attributes)", self.0.len())
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stakeholder {
@@ -17,11 +60,9 @@ pub struct Stakeholder {
     pub manager: Option<StakeholderId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locale: Option<String>,
-    /// Identity-provider names (SCIM `userName`, `externalId`).
+    /// The person as the identity provider last described them over SCIM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external_id: Option<String>,
+    pub idp: Option<IdpRecord>,
     /// Deprovisioned people stay on record but belong to no group.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub active: bool,
@@ -51,8 +92,7 @@ impl Stakeholder {
             preferences: Vec::new(),
             manager: None,
             locale: None,
-            user_name: None,
-            external_id: None,
+            idp: None,
             active: true,
         }
     }
@@ -85,4 +125,7 @@ pub struct Group {
     /// escalation cascades of its failures (empty: the policy's manager route).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub escalation_channels: Vec<Channel>,
+    /// The group as the identity provider last described it over SCIM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp: Option<IdpRecord>,
 }

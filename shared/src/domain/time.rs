@@ -34,11 +34,39 @@ impl Ts {
     pub fn to_system(self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.0)
     }
-    /// Parses RFC 3339 (`2024-05-20T14:32:00Z`).
+    /// Parses an RFC 3339 date-time (`2024-05-20T14:32:00Z`,
+    /// `2024-05-20T16:32:00.5+02:00`; `t` and `z` in either case, as RFC
+    /// 3339 section 5.6 allows). Times before the Unix epoch are refused.
     pub fn parse_rfc3339(s: &str) -> Result<Ts, super::InvalidValue> {
-        humantime::parse_rfc3339_weak(s.trim())
-            .map(Ts::from_system)
-            .map_err(|e| super::InvalidValue::new("", format!("invalid timestamp {s:?}: {e}")))
+        Self::parse_rfc3339_any(s)?.ok_or_else(|| {
+            super::InvalidValue::new(
+                "",
+                format!(
+                    "invalid timestamp {:?}: before 1970",
+                    s.chars().take(64).collect::<String>()
+                ),
+            )
+        })
+    }
+
+    /// Parses any RFC 3339 date-time; `None` for a valid one before 1970,
+    /// which a `Ts` cannot hold.
+    pub fn parse_rfc3339_any(s: &str) -> Result<Option<Ts>, super::InvalidValue> {
+        use time::format_description::well_known::Rfc3339;
+        let invalid = |why: String| {
+            super::InvalidValue::new(
+                "",
+                format!(
+                    "invalid timestamp {:?}: {why}",
+                    s.chars().take(64).collect::<String>()
+                ),
+            )
+        };
+        let upper = s.to_ascii_uppercase();
+        let t = time::OffsetDateTime::parse(&upper, &Rfc3339)
+            .map_err(|e| invalid(format!("expected an RFC 3339 date-time ({e})")))?;
+        let ms = t.unix_timestamp_nanos().div_euclid(1_000_000);
+        Ok(u64::try_from(ms).ok().map(Ts))
     }
     pub fn rfc3339(self) -> String {
         humantime::format_rfc3339_millis(self.to_system()).to_string()
@@ -63,5 +91,35 @@ mod tests {
             Some("2024-05-20T14:32:00.000Z".to_string())
         );
         assert!(Ts::parse_rfc3339("yesterday").is_err());
+    }
+
+    #[test]
+    fn rfc3339_offsets_fractions_and_lower_case_are_the_same_instant() {
+        let utc = Ts::parse_rfc3339("2024-05-20T14:32:00Z").ok();
+        for same in [
+            "2024-05-20T16:32:00+02:00",
+            "2024-05-20T09:32:00-05:00",
+            "2024-05-20t14:32:00z",
+            "2024-05-20T14:32:00.000Z",
+            "2024-05-20T14:32:00+00:00",
+        ] {
+            assert_eq!(Ts::parse_rfc3339(same).ok(), utc, "{same}");
+        }
+        assert_eq!(
+            Ts::parse_rfc3339("2024-05-20T14:32:00.250Z")
+                .map(|t| t.0 % 1000)
+                .ok(),
+            Some(250)
+        );
+        for bad in [
+            "2024-05-20 14:32:00",
+            "2024-05-20T14:32:00",
+            "2024-13-20T14:32:00Z",
+            "1969-12-31T23:59:59Z",
+            " 2024-05-20T14:32:00Z",
+            "",
+        ] {
+            assert!(Ts::parse_rfc3339(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -139,8 +139,7 @@ impl Drill {
                 preferences: p.preferences.clone(),
                 manager: p.manager.clone(),
                 locale: None,
-                user_name: None,
-                external_id: None,
+                idp: None,
                 active: true,
             })
             .collect();
@@ -150,6 +149,7 @@ impl Drill {
             members: scenario.members.clone(),
             on_call_manager: scenario.on_call_manager.clone(),
             escalation_channels: Vec::new(),
+            idp: None,
         };
         let directory = Arc::new(MemoryDirectory::new(vec![group], people));
         let world = SimWorld::new(

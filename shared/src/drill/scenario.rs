@@ -827,6 +827,7 @@ impl Validator {
                 members: members.to_vec(),
                 on_call_manager: on_call.cloned(),
                 escalation_channels: Vec::new(),
+                idp: None,
             })
             .into_iter()
             .collect();

@@ -206,8 +206,7 @@ fn person(contacts: ContactMethods, preferences: &[Channel]) -> Stakeholder {
         preferences: preferences.to_vec(),
         manager: None,
         locale: None,
-        user_name: None,
-        external_id: None,
+        idp: None,
         active: true,
     }
 }

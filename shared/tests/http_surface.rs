@@ -1,0 +1,534 @@
+//! The HTTP surface as an attacker tries it (docs/api.md): each test
+//! reproduces one finding of the review of `muster serve` and states the
+//! rule that now holds. The router is the finished one `muster serve` and
+//! the Lambda functions serve.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use futures::executor::block_on;
+use http_body_util::BodyExt;
+use muster::adapters::memory::{
+    Agenda, Item, MemoryDirectory, MemoryStore, SeededIds, VirtualClock, embedded,
+};
+use muster::api::sign::{AckTokens, SignedRequest, sign_request};
+use muster::api::{Secret, v1};
+use muster::app;
+use muster::domain::*;
+use muster::engine::{CascadeKey, CascadeStatus, Route};
+use muster::policy::Policy;
+use muster::ports::*;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+const SECRET: &str = "http-surface-secret";
+
+struct Quiet;
+
+#[async_trait::async_trait]
+impl ChannelSender for Quiet {
+    fn endpoint(&self) -> &str {
+        "quiet"
+    }
+    async fn send(&self, _: &OutboundMessage) -> Result<Accepted, SendError> {
+        Ok(Accepted {
+            provider_message_id: "q-1".into(),
+        })
+    }
+}
+
+struct Env {
+    deps: Deps,
+    clock: Arc<VirtualClock>,
+    agenda: Arc<Agenda<()>>,
+    tokens: AckTokens,
+    app: axum::Router,
+}
+
+fn person(id: &str, n: u32) -> Stakeholder {
+    Stakeholder::new(
+        StakeholderId::parse(id).unwrap_or_else(|e| panic!("{e}")),
+        id,
+        Tier::ALL[1],
+        ContactMethods {
+            email: EmailAddress::parse(&format!("{id}@example.com")).ok(),
+            phone: PhoneNumber::parse(&format!("+1212555{:04}", 100 + n)).ok(),
+            ..Default::default()
+        },
+    )
+}
+
+fn env() -> Env {
+    let clock = VirtualClock::new(Ts::from_secs(1_700_000_000));
+    let agenda: Arc<Agenda<()>> = Agenda::new(clock.clone());
+    let people = vec![person("alice", 1), person("boss", 2)];
+    let group = Group {
+        id: GroupId::parse("ops").unwrap_or_else(|e| panic!("{e}")),
+        name: "Ops".into(),
+        members: vec![people[0].id.clone()],
+        on_call_manager: StakeholderId::parse("boss").ok(),
+        escalation_channels: vec![],
+        idp: None,
+    };
+    let q = || -> Arc<dyn ChannelSender> { Arc::new(Quiet) };
+    let deps = embedded(
+        Arc::new(Policy::default()),
+        &agenda,
+        Arc::new(MemoryStore::new()),
+        Arc::new(MemoryDirectory::new(vec![group], people)),
+        Senders {
+            voice: q(),
+            sms: q(),
+            email: q(),
+            push: q(),
+        },
+        clock.clone(),
+        Arc::new(SeededIds::new(1)),
+    );
+    let tokens = AckTokens::new(Secret::new("ack-key"), 86_400_000);
+    let app = muster::api::finish(v1::router(v1::ApiState {
+        deps: deps.clone(),
+        secret: Some(Secret::new(SECRET)),
+        tokens: tokens.clone(),
+    }));
+    Env {
+        deps,
+        clock,
+        agenda,
+        tokens,
+        app,
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    content_type: String,
+    headers: axum::http::HeaderMap,
+    text: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or(Value::Null)
+    }
+}
+
+impl Env {
+    fn now_secs(&self) -> u64 {
+        self.clock.now().0 / 1000
+    }
+    async fn send(&self, req: Request<Body>) -> Answer {
+        let resp = self
+            .app
+            .clone()
+            .oneshot(req)
+            .await
+            .unwrap_or_else(|e| match e {});
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Answer {
+            status,
+            content_type,
+            headers,
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+    /// A request signed for exactly what it is.
+    fn signed(&self, method: &str, uri: &str, body: &str) -> Request<Body> {
+        let (path, query) = match uri.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (uri, None),
+        };
+        let ts = self.now_secs();
+        let sig = sign_request(
+            &Secret::new(SECRET),
+            &SignedRequest {
+                method,
+                path,
+                query,
+                timestamp: ts,
+                body: body.as_bytes(),
+            },
+        );
+        self.request(method, uri, body, Some((ts, sig)))
+    }
+    fn request(
+        &self,
+        method: &str,
+        uri: &str,
+        body: &str,
+        sig: Option<(u64, String)>,
+    ) -> Request<Body> {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json");
+        if let Some((ts, sig)) = sig {
+            b = b
+                .header("x-muster-timestamp", ts.to_string())
+                .header("x-muster-signature", sig);
+        }
+        b.body(Body::from(body.to_string()))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+    async fn trigger(&self, fields: Value) -> Answer {
+        self.send(self.signed(
+            "POST",
+            "/v1/incidents",
+            &json!({ "trigger": fields }).to_string(),
+        ))
+        .await
+    }
+    /// Runs the queued work (the group's expansion, first sends).
+    fn run_jobs(&self) {
+        let horizon = self.clock.now().plus(1_000);
+        let mut later = Vec::new();
+        while let Some((at, item)) = self.agenda.pop_due(horizon) {
+            match item {
+                Item::Job(j) => {
+                    block_on(app::dispatch(&self.deps, j)).unwrap_or_else(|e| panic!("{e}"))
+                }
+                other => later.push((at, other)),
+            }
+        }
+        for (at, i) in later {
+            self.agenda.push(at, i);
+        }
+    }
+    fn cascade(&self, incident: &str) -> Option<CascadeRecord> {
+        block_on(self.deps.cascades.get_cascade(&key(incident)))
+            .ok()
+            .flatten()
+    }
+    fn audit_len(&self, incident: &str) -> usize {
+        let id = IncidentId::parse(incident).unwrap_or_else(|e| panic!("{e}"));
+        block_on(self.deps.cascades.audit_trail(&id))
+            .map(|t| t.len())
+            .unwrap_or(0)
+    }
+}
+
+fn key(incident: &str) -> CascadeKey {
+    CascadeKey {
+        incident: IncidentId::parse(incident).unwrap_or_else(|e| panic!("{e}")),
+        stakeholder: StakeholderId::parse("alice").unwrap_or_else(|e| panic!("{e}")),
+        route: Route::Member,
+    }
+}
+
+fn seed(id: &str) -> Value {
+    json!({"incidentId": id, "severity": "P1", "stakeholderGroupId": "ops", "messageTemplate": "System outage detected."})
+}
+
+#[tokio::test]
+async fn a_signature_authorises_only_the_request_it_was_made_for() {
+    let e = env();
+    assert_eq!(e.trigger(seed("INC-A")).await.status, StatusCode::ACCEPTED);
+    assert_eq!(e.trigger(seed("INC-B")).await.status, StatusCode::ACCEPTED);
+    // A captured signed GET of incident A, replayed within 300 s as a close of B.
+    let get = e.signed("GET", "/v1/incidents/INC-A", "");
+    let (ts, sig) = (
+        get.headers()["x-muster-timestamp"]
+            .to_str()
+            .unwrap_or_default()
+            .to_string(),
+        get.headers()["x-muster-signature"]
+            .to_str()
+            .unwrap_or_default()
+            .to_string(),
+    );
+    assert_eq!(e.send(get).await.status, StatusCode::OK);
+    for (method, uri) in [
+        ("POST", "/v1/incidents/INC-B/close"),
+        ("POST", "/v1/incidents/INC-A/close"),
+        ("GET", "/v1/incidents/INC-B"),
+        ("GET", "/v1/incidents/INC-A?x=1"),
+    ] {
+        let replay = e.request(
+            method,
+            uri,
+            "",
+            Some((ts.parse().unwrap_or(0), sig.clone())),
+        );
+        let a = e.send(replay).await;
+        assert_eq!(
+            a.status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {uri}: {}",
+            a.text
+        );
+    }
+    let b = e
+        .send(e.signed("GET", "/v1/incidents/INC-B", ""))
+        .await
+        .json();
+    assert_eq!(b["incident"]["status"], "open", "B was not closed");
+
+    // A webhook signed for one provider is refused on another.
+    let body = json!({"messageId": "gw-1", "status": "delivered"}).to_string();
+    let for_a = e.signed("POST", "/v1/webhooks/provider-a", &body);
+    let (ts, sig) = (
+        for_a.headers()["x-muster-timestamp"]
+            .to_str()
+            .unwrap_or_default()
+            .to_string(),
+        for_a.headers()["x-muster-signature"]
+            .to_str()
+            .unwrap_or_default()
+            .to_string(),
+    );
+    assert_eq!(e.send(for_a).await.status, StatusCode::OK);
+    let moved = e.request(
+        "POST",
+        "/v1/webhooks/console",
+        &body,
+        Some((ts.parse().unwrap_or(0), sig)),
+    );
+    assert_eq!(e.send(moved).await.status, StatusCode::UNAUTHORIZED);
+    // Query parameters are signed in any order.
+    let a = e
+        .send(e.signed("GET", "/v1/incidents/INC-A?b=2&a=1", ""))
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn opening_an_ack_link_changes_nothing_and_its_button_acknowledges() {
+    let e = env();
+    assert_eq!(e.trigger(seed("INC-1")).await.status, StatusCode::ACCEPTED);
+    e.run_jobs();
+    let token = e.tokens.mint(&key("INC-1"), e.clock.now());
+    let link = format!("/v1/ack/{token}");
+    let before = e.audit_len("INC-1");
+    // A mail scanner fetches the link, more than once, GET and HEAD.
+    for method in ["GET", "GET", "HEAD", "GET"] {
+        let req = Request::builder()
+            .method(method)
+            .uri(&link)
+            .body(Body::empty())
+            .unwrap_or_else(|err| panic!("{err}"));
+        let a = e.send(req).await;
+        assert_eq!(a.status, StatusCode::OK, "{method}");
+        assert!(a.content_type.starts_with("text/html"));
+        assert_eq!(
+            a.headers.get("cache-control").and_then(|v| v.to_str().ok()),
+            Some("no-store")
+        );
+        if method == "GET" {
+            assert!(
+                a.text.contains(&format!("action=\"{link}\"")),
+                "a button that POSTs here: {}",
+                a.text
+            );
+        }
+    }
+    // Reading the status and the audit trail changes nothing either.
+    e.send(e.signed("GET", "/v1/incidents/INC-1", "")).await;
+    e.send(e.signed("GET", "/v1/incidents/INC-1/audit", ""))
+        .await;
+    assert_ne!(
+        e.cascade("INC-1").map(|c| c.cascade.status),
+        Some(CascadeStatus::Acknowledged)
+    );
+    assert_eq!(
+        e.audit_len("INC-1"),
+        before,
+        "no GET wrote to the audit trail"
+    );
+    // The person presses the button.
+    let press = Request::builder()
+        .method("POST")
+        .uri(&link)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::empty())
+        .unwrap_or_else(|err| panic!("{err}"));
+    let a = e.send(press).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert!(a.text.contains("has been recorded"), "{}", a.text);
+    assert!(
+        a.headers.get("location").is_none(),
+        "no redirect (RFC 8058)"
+    );
+    assert_eq!(
+        e.cascade("INC-1").map(|c| c.cascade.status),
+        Some(CascadeStatus::Acknowledged)
+    );
+    // Afterwards the page says nothing more is needed, with no button.
+    let again = Request::builder()
+        .uri(&link)
+        .body(Body::empty())
+        .unwrap_or_else(|err| panic!("{err}"));
+    let a = e.send(again).await;
+    assert!(!a.text.contains("<form"), "{}", a.text);
+}
+
+#[tokio::test]
+async fn a_genuine_token_for_a_cascade_that_does_not_exist_is_not_found() {
+    let e = env();
+    let token = e.tokens.mint(&key("INC-NEVER"), e.clock.now());
+    for method in ["GET", "POST"] {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("/v1/ack/{token}"))
+            .body(Body::empty())
+            .unwrap_or_else(|err| panic!("{err}"));
+        let a = e.send(req).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{method}: {}", a.text);
+        assert!(!a.text.contains("recorded"), "{}", a.text);
+    }
+    let a = e
+        .send(e.request(
+            "POST",
+            "/v1/ack",
+            &json!({"token": token}).to_string(),
+            None,
+        ))
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.text);
+    assert!(a.content_type.starts_with("application/problem+json"));
+}
+
+#[tokio::test]
+async fn every_error_is_an_rfc_9457_problem() {
+    let e = env();
+    let cases = [
+        ("GET", "/nope", StatusCode::NOT_FOUND),
+        ("GET", "/v1", StatusCode::NOT_FOUND),
+        ("DELETE", "/v1/incidents", StatusCode::METHOD_NOT_ALLOWED),
+        ("PUT", "/v1/incidents/INC-1", StatusCode::METHOD_NOT_ALLOWED),
+        ("TRACE", "/v1/ack", StatusCode::METHOD_NOT_ALLOWED),
+        ("GET", "/v1/incidents/%FF%FE", StatusCode::BAD_REQUEST),
+        ("GET", "/v1/ack/%C3%28", StatusCode::BAD_REQUEST),
+    ];
+    for (method, uri, want) in cases {
+        let a = e.send(e.request(method, uri, "", None)).await;
+        assert_eq!(a.status, want, "{method} {uri}: {}", a.text);
+        assert!(
+            a.content_type.starts_with("application/problem+json"),
+            "{method} {uri}: {}",
+            a.content_type
+        );
+        let p = a.json();
+        assert_eq!(p["status"], want.as_u16(), "{method} {uri}: {p}");
+        assert!(p["title"].is_string() && p["detail"].is_string(), "{p}");
+        if want == StatusCode::METHOD_NOT_ALLOWED {
+            assert!(a.headers.get("allow").is_some(), "{method} {uri}: Allow");
+        }
+    }
+}
+
+#[tokio::test]
+async fn timestamps_ids_and_severities_are_what_the_document_declares() {
+    let e = env();
+    for (i, ts) in [
+        "2024-05-20T16:32:00+02:00",
+        "2024-05-20T09:32:00-05:00",
+        "2024-05-20t14:32:00z",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut f = seed(&format!("INC-T{i}"));
+        f["timestamp"] = json!(ts);
+        let a = e.trigger(f).await;
+        assert_eq!(a.status, StatusCode::ACCEPTED, "{ts}: {}", a.text);
+    }
+    let mut old = seed("INC-OLD");
+    old["timestamp"] = json!("1969-07-20T20:17:40Z");
+    let a = e.trigger(old).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text);
+    assert!(
+        a.json()["warnings"].to_string().contains("before 1970"),
+        "{}",
+        a.text
+    );
+    for (field, value) in [
+        ("incidentId", "."),
+        ("incidentId", ".."),
+        ("incidentId", "-x"),
+        ("severity", "p1"),
+        ("severity", "1"),
+        ("severity", " P2 "),
+        ("timestamp", "2024-05-20 14:32:00"),
+        ("messageTemplate", "   "),
+    ] {
+        let mut f = seed("INC-BAD");
+        f[field] = json!(value);
+        let a = e.trigger(f).await;
+        assert_eq!(
+            a.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{field}={value:?}: {}",
+            a.text
+        );
+        assert_eq!(
+            a.json()["errors"][0]["field"],
+            format!("trigger.{field}"),
+            "{}",
+            a.text
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_group_is_named_as_the_body_names_it() {
+    let e = env();
+    let mut f = seed("INC-G");
+    f["stakeholderGroupId"] = json!("nobody");
+    for (body, field) in [
+        (json!({ "trigger": f }), "trigger.stakeholderGroupId"),
+        (
+            json!({"eventType": "bcp.cascade.trigger", "payload": f}),
+            "payload.stakeholderGroupId",
+        ),
+        (f.clone(), "stakeholderGroupId"),
+    ] {
+        let a = e
+            .send(e.signed("POST", "/v1/incidents", &body.to_string()))
+            .await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(a.json()["errors"][0]["field"], field, "{}", a.text);
+    }
+}
+
+#[tokio::test]
+async fn a_replay_answers_with_the_incident_as_it_is_now() {
+    let e = env();
+    let first = e.trigger(seed("INC-R")).await;
+    assert_eq!(first.json()["status"], "open");
+    let closed = e
+        .send(e.signed("POST", "/v1/incidents/INC-R/close", ""))
+        .await;
+    assert_eq!(closed.status, StatusCode::OK, "{}", closed.text);
+    let replay = e.trigger(seed("INC-R")).await;
+    assert_eq!(
+        replay.status,
+        StatusCode::ACCEPTED,
+        "within the dedup window: {}",
+        replay.text
+    );
+    assert_eq!(
+        replay
+            .headers
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    let (a, b) = (first.json(), replay.json());
+    assert_eq!(
+        (&b["incidentId"], &b["triggeredAt"], &b["cascades"]),
+        (&a["incidentId"], &a["triggeredAt"], &a["cascades"])
+    );
+    assert_eq!(b["status"], "closed", "its status now, as docs/api.md says");
+}
