@@ -239,7 +239,70 @@ fn ycells(v: &[Spanned<String>]) -> Vec<Cell> {
         .collect()
 }
 
+/// Deepest block nesting a YAML directory may have (a real one has 4).
+pub const MAX_YAML_DEPTH: usize = 64;
+
+/// The first line (1-based) where the YAML's nesting would pass
+/// [`MAX_YAML_DEPTH`], estimated from indentation, compact `- ` entries,
+/// mapping values that open on the same line (`a: b: c`), `? ` keys and
+/// flow brackets outside quotes (it never underestimates). The YAML parser
+/// recurses once per level, so deeper input is refused before it is parsed.
+fn too_deep(text: &str) -> Option<usize> {
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    for (n, line) in text.lines().enumerate() {
+        let body = line.trim_start_matches(' ');
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - body.len();
+        while indents.last().is_some_and(|&top| top >= indent) {
+            indents.pop();
+        }
+        indents.push(indent);
+        let mut inline = 0usize;
+        let mut quote: Option<char> = None;
+        let mut prev = ' ';
+        let mut chars = body.chars().peekable();
+        while let Some(c) = chars.next() {
+            let next = chars.peek().copied();
+            let gap = |c: Option<char>| c.is_none_or(|c| c == ' ' || c == '\t');
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '#') if prev == ' ' || prev == '\t' => break,
+                (None, '"' | '\'')
+                    if matches!(prev, ' ' | '\t' | '[' | '{' | ',' | ':' | '-' | '?') =>
+                {
+                    quote = Some(c)
+                }
+                (None, '[' | '{') => flow += 1,
+                (None, ']' | '}') => flow = flow.saturating_sub(1),
+                (None, ':' | '-' | '?')
+                    if gap(next) && (c == ':' || matches!(prev, ' ' | '\t')) =>
+                {
+                    inline += 1
+                }
+                _ => {}
+            }
+            prev = c;
+        }
+        if indents.len() + inline + flow > MAX_YAML_DEPTH {
+            return Some(n + 1);
+        }
+    }
+    None
+}
+
 pub fn parse_yaml(text: &str) -> Result<DirectoryFile, Vec<DirectoryError>> {
+    if let Some(line) = too_deep(text) {
+        return Err(vec![DirectoryError {
+            location: format!("line {line}"),
+            field: "yaml".into(),
+            value: String::new(),
+            message: format!("nested deeper than {MAX_YAML_DEPTH} levels"),
+        }]);
+    }
     let file: YFile = marked_yaml::from_yaml(0, text).map_err(|e| {
         vec![DirectoryError {
             location: "file".into(),
@@ -708,6 +771,47 @@ groups:
     on_call_manager: duty
     escalation_channels: [sms, voice]
 "#;
+
+    #[test]
+    fn yaml_nested_past_the_limit_is_refused_on_a_small_stack() {
+        let deep = [
+            format!("stakeholders:\n{}x\n", "- ".repeat(5_000)),
+            format!("stakeholders:\n  - id: {}x\n", ": ".repeat(20_000)),
+            format!("stakeholders: {}\n", "[".repeat(20_000)),
+            format!("stakeholders:\n{}", "  {\n".repeat(20_000)),
+            format!("stakeholders:\n{}x\n", "? ".repeat(20_000)),
+            format!(
+                "stakeholders:\n{}",
+                (0..5_000)
+                    .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+                    .collect::<String>()
+            ),
+        ];
+        // A 256 KiB stack: far less than a Lambda or tokio thread has.
+        let out = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || {
+                // Just inside the limit parses (to a schema error), no overflow.
+                let near = format!("stakeholders:\n{}x\n", "- ".repeat(MAX_YAML_DEPTH - 2));
+                let near = parse_yaml(&near).err().unwrap_or_default();
+                assert!(
+                    !near.iter().any(|e| e.message.contains("nested deeper")),
+                    "{near:?}"
+                );
+                deep.iter().map(|t| parse_yaml(t).err()).collect::<Vec<_>>()
+            })
+            .unwrap_or_else(|e| panic!("{e}"))
+            .join()
+            .unwrap_or_else(|_| panic!("panicked"));
+        for errs in out {
+            let errs = errs.unwrap_or_else(|| panic!("accepted"));
+            assert!(
+                errs[0].message.contains("nested deeper than 64"),
+                "{errs:?}"
+            );
+        }
+        assert!(too_deep(YAML).is_none());
+    }
 
     #[test]
     fn yaml_directory_is_normalised() {

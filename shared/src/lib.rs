@@ -19,3 +19,5 @@ pub use error::{Error, Result};
 pub mod api;
 pub mod drill;
 pub mod events;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;

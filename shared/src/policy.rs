@@ -494,9 +494,8 @@ struct Walker<'a> {
 impl Walker<'_> {
     fn err(&mut self, path: &str, value: &toml::Value, message: &str) {
         let mut shown = value.to_string();
-        if shown.len() > 80 {
-            shown.truncate(77);
-            shown.push_str("...");
+        if shown.chars().count() > 80 {
+            shown = shown.chars().take(77).collect::<String>() + "...";
         }
         self.errors
             .push(PolicyError::at(self.prefix, path, &shown, message));

@@ -614,25 +614,18 @@ fn provider_name(p: &str) -> Result<&str, Problem> {
     }
 }
 
-/// Generic gateway webhook: `{"messageId", "status": delivered|failed|unreachable}`
-/// for a delivery receipt, or `{"from", "text"}` for an inbound SMS.
-async fn webhook(
-    State(s): State<ApiState>,
-    caller: MaybeCaller,
-    req: Req,
-    Path(provider): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Res {
-    let provider = provider_name(&provider)?.to_string();
-    let body = body_of(body)?;
-    authenticate(&s, &caller, &req, &body)?;
-    let v = json_body(&req.headers, &body)?;
+/// What a generic gateway's webhook body says: `{"messageId", "status"}`
+/// (delivered, failed, undelivered, bounced or unreachable) for a delivery
+/// receipt, else `{"from", "text"}` for an inbound SMS; `None` for an SMS
+/// from a sender that is not an international number (no one Muster
+/// texted).
+pub fn webhook_event(provider: &str, v: &Value) -> Result<Option<ReceiptEvent>, Problem> {
     let field_error = |field: &str, message: &str| Problem {
         status: StatusCode::UNPROCESSABLE_ENTITY,
         detail: "the webhook is not valid".into(),
         errors: vec![json!({"field": field, "message": message})],
     };
-    let event = if let Some(id) = v.get("messageId").and_then(Value::as_str) {
+    if let Some(id) = v.get("messageId").and_then(Value::as_str) {
         let status = match v.get("status").and_then(Value::as_str) {
             Some("delivered") => ReceiptStatus::Delivered,
             Some("failed" | "undelivered" | "bounced") => ReceiptStatus::Failed,
@@ -644,27 +637,44 @@ async fn webhook(
                 ));
             }
         };
-        ReceiptEvent::Delivery {
+        return Ok(Some(ReceiptEvent::Delivery {
             provider_message_id: format!("{provider}:{id}"),
             status,
-        }
-    } else if let (Some(from), Some(text)) = (
+        }));
+    }
+    match (
         v.get("from").and_then(Value::as_str),
         v.get("text").and_then(Value::as_str),
     ) {
-        // A sender Muster cannot read is no one it texted.
-        let Ok(from) = PhoneNumber::parse(from) else {
-            return Ok(Json(json!({"result": "UNKNOWN_REFERENCE"})).into_response());
-        };
-        ReceiptEvent::InboundSms {
-            from,
-            body: text.to_string(),
+        (Some(from), Some(text)) => {
+            Ok(PhoneNumber::parse(from)
+                .ok()
+                .map(|from| ReceiptEvent::InboundSms {
+                    from,
+                    body: text.to_string(),
+                }))
         }
-    } else {
-        return Err(field_error(
+        _ => Err(field_error(
             "messageId",
             "expected messageId and status, or from and text",
-        ));
+        )),
+    }
+}
+
+/// `POST /v1/webhooks/{provider}`: see [`webhook_event`].
+async fn webhook(
+    State(s): State<ApiState>,
+    caller: MaybeCaller,
+    req: Req,
+    Path(provider): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Res {
+    let provider = provider_name(&provider)?.to_string();
+    let body = body_of(body)?;
+    authenticate(&s, &caller, &req, &body)?;
+    let v = json_body(&req.headers, &body)?;
+    let Some(event) = webhook_event(&provider, &v)? else {
+        return Ok(Json(json!({"result": "UNKNOWN_REFERENCE"})).into_response());
     };
     let outcome = app::receipt(&s.deps, event).await?;
     let result = match outcome {

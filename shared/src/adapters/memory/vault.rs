@@ -87,11 +87,18 @@ pub fn open_contact(
     let cipher =
         Aes256Gcm::new_from_slice(key).map_err(|_| Error::permanent("bad data key length"))?;
     let ad = format!("{incident}|{stakeholder}");
+    if raw.len() <= 12 {
+        return Err(Error::invalid(
+            "contact",
+            "not a ciphertext this vault wrote",
+        ));
+    }
+    let (nonce, msg) = raw.split_at(12);
     let pt = cipher
         .decrypt(
-            Nonce::from_slice(&raw[..12]),
+            Nonce::from_slice(nonce),
             Payload {
-                msg: &raw[12..],
+                msg,
                 aad: ad.as_bytes(),
             },
         )

@@ -31,7 +31,7 @@
 //!   paths, is a SCIM error (`application/scim+json`); nothing is changed
 //!   on any error.
 
-mod patch;
+pub(crate) mod patch;
 mod schema;
 
 pub use patch::apply_patch;
@@ -397,7 +397,7 @@ pub(crate) fn parse_filter(f: &str, allowed: &[&str]) -> Result<(String, String)
 
 /// RFC 7644 §3.4.2: filter, paging and the attributes to return.
 #[derive(Default)]
-struct Listing {
+pub(crate) struct Listing {
     filter: Option<String>,
     start: usize,
     count: usize,
@@ -423,7 +423,7 @@ fn paging(name: &str, v: &Value) -> Result<i64, ScimError> {
 }
 
 impl Listing {
-    fn from_pairs<'a>(
+    pub(crate) fn from_pairs<'a>(
         pairs: impl IntoIterator<Item = (&'a str, Value)>,
     ) -> Result<Self, ScimError> {
         let mut l = Listing {
@@ -446,7 +446,7 @@ impl Listing {
     fn from_query(p: Params) -> Result<Self, ScimError> {
         Self::from_pairs(p.0.iter().map(|(k, v)| (k.as_str(), json!(v))))
     }
-    fn from_search(body: &Value) -> Result<Self, ScimError> {
+    pub(crate) fn from_search(body: &Value) -> Result<Self, ScimError> {
         if let Some(s) = body.get("schemas").and_then(Value::as_array)
             && !s.iter().any(|x| x.as_str() == Some(SEARCH))
         {
@@ -514,7 +514,7 @@ const ALWAYS: [&str; 3] = ["schemas", "id", "meta"];
 
 /// Applies `attributes` (only these, and those always returned) or
 /// `excludedAttributes` (all but these) to a resource.
-fn project(doc: Value, l: &Listing) -> Value {
+pub(crate) fn project(doc: Value, l: &Listing) -> Value {
     let Value::Object(mut full) = doc else {
         return doc;
     };
@@ -660,7 +660,7 @@ fn location(base: &str, kind: &str, id: &str) -> Value {
 
 /// The SCIM form of a person: what the IdP wrote (or, for a person from a
 /// directory file, their fields), with the id, meta and schemas.
-fn user_json(p: &Stakeholder, base: &str) -> Value {
+pub(crate) fn user_json(p: &Stakeholder, base: &str) -> Value {
     let mut obj = match &p.idp {
         Some(r) => r.attributes().clone(),
         None => synthesized_user(p),
@@ -793,14 +793,14 @@ fn reference(v: &Value, what: &str) -> Result<Option<StakeholderId>, ScimError> 
 /// extension never send it); a PATCH's result is the whole resource, so
 /// an extension it removed is removed.
 #[derive(Clone, Copy, PartialEq)]
-enum Write {
+pub(crate) enum Write {
     Put,
     Patch,
 }
 
 /// Builds the stakeholder a SCIM user resource describes and the record
 /// kept of it.
-fn user_from_json(
+pub(crate) fn user_from_json(
     v: &Value,
     id: StakeholderId,
     existing: Option<&Stakeholder>,
