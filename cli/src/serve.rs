@@ -422,3 +422,27 @@ fn drive(deps: Deps, agenda: Arc<Agenda<Delivered>>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The server always keeps descriptors back to answer with (the store,
+    /// logs, the listener), whatever limit is asked for.
+    #[test]
+    fn the_connection_limit_leaves_descriptors_to_answer_with() {
+        assert_eq!(connection_limit(256, None), 256);
+        assert_eq!(connection_limit(256, Some(1024)), 256);
+        assert_eq!(connection_limit(256, Some(64)), 64 - RESERVED_FILES);
+        assert_eq!(
+            connection_limit(0, Some(1024)),
+            1,
+            "at least one connection"
+        );
+        assert_eq!(
+            connection_limit(256, Some(3)),
+            1,
+            "a tiny limit still serves one"
+        );
+    }
+}
