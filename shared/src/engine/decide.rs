@@ -321,7 +321,8 @@ impl<'a> Transition<'a> {
                         Some("the incident closed before the failure was taken up".into());
                 } else {
                     self.record(AuditKind::EscalationStarted, None);
-                    self.audit.note = Some("the failure was taken up further up the chain".into());
+                    self.audit.note =
+                        Some("handed to the escalation chain of the person it was about".into());
                 }
             }
             // The sweep found an escalation not taken up for the whole

@@ -179,6 +179,16 @@ impl<X: Send + 'static> Agenda<X> {
                 .count()
     }
 
+    /// Jobs and timers on the agenda (what the system itself still has to
+    /// do, as against the sweep and what a simulation scheduled).
+    pub fn queued_work(&self) -> usize {
+        let g = lock(&self.inner);
+        g.heap
+            .iter()
+            .filter(|e| matches!(e.item, Item::Job(_) | Item::Timer(_)))
+            .count()
+    }
+
     pub fn jobs(&self) -> u64 {
         lock(&self.inner).jobs
     }
