@@ -3,7 +3,8 @@
 template passes against a stub workspace with the four function crates,
 and each mutation below (a missing or extra function, an audit read by
 another function, a variable outside the contract, a missing required
-variable, a checkov skip without a reason) fails with its message.
+variable, a checkov skip without a reason) fails with its message; and
+infra/check_zips.py refuses a zip built for another architecture.
 
 Usage: test_check_template.py (run by scripts/infra-check in the SAM venv)
 """
@@ -46,6 +47,39 @@ def replace_once(text, old, new, after=None):
     start = text.index(after) if after else 0
     i = text.index(old, start)
     return text[:i] + new + text[i + len(old):]
+
+
+def fake_zip(root, name, machine):
+    """A zip whose bootstrap is an ELF header for `machine` (e_machine)."""
+    import struct
+    import zipfile
+    d = os.path.join(root, "target", "lambda", name)
+    os.makedirs(d, exist_ok=True)
+    head = b"\x7fELF\x02\x01\x01" + b"\x00" * 9 + struct.pack("<HH", 2, machine)
+    with zipfile.ZipFile(os.path.join(d, "bootstrap.zip"), "w") as z:
+        z.writestr("bootstrap", head + b"\x00" * 44)
+
+
+def zip_cases(tmp):
+    """infra/check_zips.py: matching zips pass, an arm64 zip for an x86_64
+    template fails, and --require fails with no zips."""
+    check = [sys.executable, os.path.join(HERE, "check_zips.py"), "--arch", "x86_64"]
+    failures = 0
+    root = os.path.join(tmp, "zips")
+    os.makedirs(root)
+    for name, setup, want_code, want_text in [
+        ("no zips with --require", lambda: None, 1, "no Lambda zips built"),
+        ("x86_64 zips for an x86_64 template", lambda: fake_zip(root, "muster-a", 0x3E), 0, "x86_64 ok"),
+        ("an arm64 zip for an x86_64 template", lambda: fake_zip(root, "muster-b", 0xB7), 1, "MISMATCH"),
+    ]:
+        setup()
+        p = subprocess.run(check + ["--require"], cwd=root, capture_output=True, text=True)
+        if p.returncode != want_code or want_text not in p.stdout:
+            print(f"FAIL: check_zips, {name}: exit {p.returncode}\n{p.stdout}{p.stderr}")
+            failures += 1
+        else:
+            print(f"ok: check_zips, {name}")
+    return failures
 
 
 def main():
@@ -103,7 +137,8 @@ def main():
             failures += 1
         else:
             print("ok: a function crate without a template function is caught")
-    total = len(cases) + 2
+        failures += zip_cases(tmp)
+    total = len(cases) + 2 + 3
     print(f"{total - failures} passed, {failures} failed")
     return 1 if failures else 0
 
