@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 
 const ACK_SECRET: &str = "e2e-ack-secret-0123456789";
 const WEBHOOK_SECRET: &str = "e2e-webhook-secret-0123456789";
+const SCIM_TOKEN: &str = "e2e-scim-token-0123456789";
 const T0: Ts = Ts(1_767_225_600_000); // 2026-01-01T00:00:00Z
 
 fn fixture(path: &str) -> Value {
@@ -40,7 +41,8 @@ fn fixture(path: &str) -> Value {
 struct HeldQueue {
     inner: muster_aws::sqs::SqsQueue,
     clock: Arc<VirtualClock>,
-    due: Mutex<HashMap<String, Ts>>,
+    /// Shared by every function's queue.
+    due: Arc<Mutex<HashMap<String, Ts>>>,
 }
 
 #[async_trait]
@@ -277,6 +279,62 @@ impl Harness {
     }
 }
 
+/// A gateway's webhook to receipt, signed as docs/api.md says.
+fn webhook(body: &str, now: Ts) -> Value {
+    let mut wh = fixture("apigw/receipt-webhook-signed.json");
+    wh["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove("content-length");
+    wh["headers"]["x-muster-timestamp"] = json!((now.0 / 1000).to_string());
+    wh["headers"]["x-muster-signature"] = json!(sign_request(
+        &Secret::new(WEBHOOK_SECRET),
+        &SignedRequest {
+            method: "POST",
+            path: "/v1/webhooks/gateway",
+            query: None,
+            timestamp: now.0 / 1000,
+            body: body.as_bytes(),
+        }
+    ));
+    wh["body"] = json!(body);
+    wh
+}
+
+/// A SCIM request to trigger, as API Gateway passes `ANY /scim/v2/{proxy+}`.
+fn scim_request(method: &str, path: &str, body: &Value) -> Value {
+    let mut ev = fixture("apigw/trigger-post-incident-jwt.json");
+    let headers = ev["headers"].as_object_mut().unwrap();
+    headers.remove("content-length");
+    headers.remove("authorization");
+    headers.insert(
+        "authorization".into(),
+        json!(format!("Bearer {SCIM_TOKEN}")),
+    );
+    headers.insert("content-type".into(), json!("application/scim+json"));
+    ev["routeKey"] = json!("ANY /scim/v2/{proxy+}");
+    ev["rawPath"] = json!(path);
+    ev["requestContext"]["http"]["method"] = json!(method);
+    ev["requestContext"]["http"]["path"] = json!(path);
+    ev["requestContext"]["routeKey"] = json!("ANY /scim/v2/{proxy+}");
+    ev["requestContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authorizer");
+    ev["body"] = json!(body.to_string());
+    ev
+}
+
+/// The function's logical id in infra/template.yaml.
+fn function_name(f: Function) -> &'static str {
+    match f {
+        Function::Trigger => "TriggerFunction",
+        Function::Dispatch => "DispatchFunction",
+        Function::Receipt => "ReceiptFunction",
+        Function::Tick => "TickFunction",
+    }
+}
+
 fn person(id: &str, contacts: ContactMethods, channel: Channel) -> Stakeholder {
     Stakeholder {
         id: StakeholderId::parse(id).unwrap(),
@@ -397,9 +455,19 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
             "arn:aws:sns:us-east-1:123456789012:muster-events".into(),
         ),
         ("MUSTER_AUDIT_ARCHIVE_BUCKET", "muster-archive".into()),
+        ("MUSTER_SCIM_TOKEN", SCIM_TOKEN.into()),
     ]
     .into();
-    let load = |f| Config::from_lookup(f, |name| env.get(name).cloned()).unwrap();
+    // Each function sees only the variables the template gives it.
+    let load = |f: Function| {
+        let vars = support::iam::variables_of(function_name(f));
+        Config::from_lookup(f, |name| {
+            vars.contains(name)
+                .then(|| env.get(name).cloned())
+                .flatten()
+        })
+        .unwrap()
+    };
 
     // The directory: alice (voice), bob (email) and carol (SMS) in the
     // group; dave, its on-call manager (SMS), outside it.
@@ -410,7 +478,10 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
             clients.kms.clone(),
             &pii_key,
         )),
-    );
+    )
+    .with_number_key(muster_aws::dynamo::NumberKey::derive(&Secret::new(
+        ACK_SECRET,
+    )));
     let people = [
         person(
             "alice",
@@ -465,20 +536,38 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
     // voice is the recorder.
     let clock = VirtualClock::new(T0);
     let calls = Arc::new(Calls::default());
+    let due = Arc::new(Mutex::new(HashMap::new()));
+    // Every function's AWS calls are recorded on its own clients and
+    // checked against its role in infra/template.yaml at the end.
+    let recorders: HashMap<&str, support::iam::Recorder> = [
+        "TriggerFunction",
+        "DispatchFunction",
+        "ReceiptFunction",
+        "TickFunction",
+    ]
+    .into_iter()
+    .map(|f| (f, support::iam::Recorder::default()))
+    .collect();
     let queue = Arc::new(HeldQueue {
         inner: muster_aws::sqs::SqsQueue::new(clients.sqs.clone(), &urls[0])
             .with_priority_lane(&urls[2]),
         clock: clock.clone(),
-        due: Mutex::new(HashMap::new()),
+        due: due.clone(),
     });
     let deps_for = async |f: Function| {
         let config = load(f);
-        let mut deps = build_deps(&config, &clients, clock.clone()).await.unwrap();
-        deps.queue = queue.clone();
+        let fc = support::recorded_clients(&cfg, &recorders[function_name(f)]);
+        let mut deps = build_deps(&config, &fc, clock.clone()).await.unwrap();
+        deps.queue = Arc::new(HeldQueue {
+            inner: muster_aws::sqs::SqsQueue::new(fc.sqs.clone(), &urls[0])
+                .with_priority_lane(&urls[2]),
+            clock: clock.clone(),
+            due: due.clone(),
+        });
         deps.timers = Arc::new(muster_aws::timers::SqsTimers::new(
-            clients.sqs.clone(),
+            fc.sqs.clone(),
             &urls[1],
-            clients.scheduler.clone(),
+            fc.scheduler.clone(),
             muster_aws::timers::ScheduleTarget {
                 group: config.scheduler_group.clone(),
                 queue_arn: config.timer_queue_arn.clone(),
@@ -620,23 +709,7 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
     // 5. A gateway's signed webhook about a message Muster never sent is
     //    accepted, changes nothing, and says so.
     let body = json!({"messageId": "gw-unknown-1", "status": "delivered"}).to_string();
-    let mut wh = fixture("apigw/receipt-webhook-signed.json");
-    wh["headers"]
-        .as_object_mut()
-        .unwrap()
-        .remove("content-length");
-    wh["headers"]["x-muster-timestamp"] = json!((clock.now().0 / 1000).to_string());
-    wh["headers"]["x-muster-signature"] = json!(sign_request(
-        &Secret::new(WEBHOOK_SECRET),
-        &SignedRequest {
-            method: "POST",
-            path: "/v1/webhooks/gateway",
-            query: None,
-            timestamp: clock.now().0 / 1000,
-            body: body.as_bytes(),
-        }
-    ));
-    wh["body"] = json!(body);
+    let wh = webhook(&body, clock.now());
     let out = h.receipt.handle(wh, Context::default()).await.unwrap();
     assert_eq!(out["statusCode"], 200, "{out}");
     assert!(out["body"].as_str().unwrap().contains("UNKNOWN_REFERENCE"));
@@ -746,4 +819,48 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
         .await
         .unwrap();
     assert_eq!(plain.as_deref(), Some(carol_phone.expose()));
+
+    // 8. Carol texts STOP, then START (receipt writes the opt-out to the
+    //    directory); an identity provider creates a user (trigger's SCIM).
+    for (text, opted_out) in [("STOP", true), ("START", false)] {
+        let body = json!({"from": carol_phone.expose(), "text": text}).to_string();
+        let out = h
+            .receipt
+            .handle(webhook(&body, clock.now()), Context::default())
+            .await
+            .unwrap();
+        assert_eq!(out["statusCode"], 200, "{text}: {out}");
+        let carol = seed_dir.stakeholder(&carol_id).await.unwrap().unwrap();
+        assert_eq!(carol.contacts.sms_opted_out, opted_out, "after {text}");
+    }
+    let user = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": format!("erin.{run}@example.com"),
+        "displayName": "Erin",
+        "phoneNumbers": [{"value": "+12125550142", "type": "mobile"}],
+    });
+    let out = h
+        .http(&h.trigger, scim_request("POST", "/scim/v2/Users", &user))
+        .await;
+    assert_eq!(out["statusCode"], 201, "{out}");
+    let again = h
+        .http(&h.trigger, scim_request("POST", "/scim/v2/Users", &user))
+        .await;
+    assert_eq!(
+        again["statusCode"], 409,
+        "a second user with the same userName: {again}"
+    );
+
+    // The IAM contract: each function called only what its role allows.
+    let mut denied = Vec::new();
+    for (function, rec) in &recorders {
+        let calls = rec.0.lock().unwrap().clone();
+        assert!(!calls.is_empty(), "{function} made no AWS call");
+        denied.extend(support::iam::role_of(function).denied(&calls, &env));
+    }
+    assert!(
+        denied.is_empty(),
+        "calls the roles do not allow:\n{}",
+        denied.join("\n")
+    );
 }

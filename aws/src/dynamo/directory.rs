@@ -184,8 +184,10 @@ impl DynamoDirectory {
         req.send()
             .await
             .map_err(|e| map_sdk("writing a stakeholder", e))?;
+        // The number index changes only when the number does (an opt-out
+        // rewrites the person, not the index: receipt may not batch-write).
         let mut writes = Vec::new();
-        if let Some(tag) = &tag {
+        if let Some(tag) = tag.as_ref().filter(|t| old_tag.as_ref() != Some(*t)) {
             writes.push(put_req(key_item(format!("NUM#{tag}"), pk.clone()))?);
         }
         if let Some(old) = old_tag.filter(|o| Some(o) != tag.as_ref()) {
@@ -195,13 +197,18 @@ impl DynamoDirectory {
     }
 
     /// Writes and deletes, 25 to a batch, retrying unprocessed ones a bounded
-    /// number of times.
+    /// number of times with exponential backoff (50 ms doubling, as AWS
+    /// advises for `UnprocessedItems`: they are left when the table or a
+    /// partition is throttled, and retrying at once meets the same limit).
     async fn batch_write(&self, requests: Vec<WriteRequest>) -> Result<()> {
         for chunk in requests.chunks(25) {
             let mut pending = chunk.to_vec();
-            for _ in 0..WRITE_RETRIES {
+            for round in 0..WRITE_RETRIES {
                 if pending.is_empty() {
                     break;
+                }
+                if round > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << round)).await;
                 }
                 let resp = self
                     .client

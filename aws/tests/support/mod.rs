@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod iam;
+
 pub const ENDPOINT_VAR: &str = "MUSTER_TEST_AWS_ENDPOINT";
 
 fn start_moto() -> String {
@@ -138,5 +140,31 @@ pub async fn scan_text(cfg: &aws_config::SdkConfig, table: &str) -> String {
             Some(k) if !k.is_empty() => start = Some(k.clone()),
             _ => return out,
         }
+    }
+}
+
+/// Clients like `Clients::new`, each recording its calls (IAM contract).
+pub fn recorded_clients(
+    cfg: &aws_config::SdkConfig,
+    rec: &iam::Recorder,
+) -> muster_aws::runtime::Clients {
+    macro_rules! client {
+        ($krate:ident) => {
+            $krate::Client::from_conf(
+                $krate::config::Builder::from(cfg)
+                    .interceptor(rec.clone())
+                    .build(),
+            )
+        };
+    }
+    muster_aws::runtime::Clients {
+        dynamodb: client!(aws_sdk_dynamodb),
+        sqs: client!(aws_sdk_sqs),
+        scheduler: client!(aws_sdk_scheduler),
+        sns: client!(aws_sdk_sns),
+        sesv2: client!(aws_sdk_sesv2),
+        chime: client!(aws_sdk_chimesdkvoice),
+        kms: client!(aws_sdk_kms),
+        s3: client!(aws_sdk_s3),
     }
 }
