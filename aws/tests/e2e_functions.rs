@@ -73,26 +73,55 @@ impl Clock for FarAhead {
     }
 }
 
-/// Chime SDK voice as a recorder: the call's transaction id is its
-/// provider message id, as with the real sender.
+/// A call placed through the real voice sender: (transaction id, to,
+/// ArgumentsMap).
+type Placed = (String, String, HashMap<String, String>);
+
+/// Calls placed through the real voice sender, whose Chime SDK client
+/// answers as the API reference documents (`SipMediaApplicationCall` with
+/// a `TransactionId`).
 #[derive(Default)]
-struct Calls(Mutex<Vec<(String, OutboundMessage)>>);
+struct Calls(Mutex<Vec<Placed>>);
 
-struct FakeChime(Arc<Calls>);
-
-#[async_trait]
-impl ChannelSender for FakeChime {
-    fn endpoint(&self) -> &str {
-        "voice"
-    }
-    async fn send(&self, msg: &OutboundMessage) -> Result<Accepted, SendError> {
-        let mut calls = self.0.0.lock().unwrap();
-        let tx = format!("tx-{}-{}", msg.key.stakeholder, calls.len() + 1);
-        calls.push((tx.clone(), msg.clone()));
-        Ok(Accepted {
-            provider_message_id: muster::events::chime::provider_message_id(&tx),
+fn voice_sender(calls: Arc<Calls>) -> muster_aws::senders::VoiceSender {
+    use aws_sdk_chimesdkvoice::operation::create_sip_media_application_call::CreateSipMediaApplicationCallOutput;
+    use aws_sdk_chimesdkvoice::types::SipMediaApplicationCall;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    let seen = calls.clone();
+    let rule = mock!(aws_sdk_chimesdkvoice::Client::create_sip_media_application_call)
+        .match_requests(move |r| {
+            let mut c = seen.0.lock().unwrap();
+            let tx = format!("7f1e2d3c-0000-4000-8000-{:012}", c.len() + 1);
+            c.push((
+                tx,
+                r.to_phone_number().unwrap_or_default().to_string(),
+                r.arguments_map().cloned().unwrap_or_default(),
+            ));
+            true
         })
-    }
+        .then_output(move || {
+            let tx = calls
+                .0
+                .lock()
+                .unwrap()
+                .last()
+                .map(|c| c.0.clone())
+                .unwrap_or_default();
+            CreateSipMediaApplicationCallOutput::builder()
+                .sip_media_application_call(
+                    SipMediaApplicationCall::builder()
+                        .transaction_id(tx)
+                        .build(),
+                )
+                .build()
+        });
+    let client = mock_client!(aws_sdk_chimesdkvoice, RuleMode::MatchAny, [&rule]);
+    muster_aws::senders::VoiceSender::new(
+        &client,
+        "voice",
+        "+12125550199",
+        "a1b2c3d4-5678-90ab-cdef-11111EXAMPLE",
+    )
 }
 
 /// A message the harness holds until it is due.
@@ -349,14 +378,20 @@ fn person(id: &str, contacts: ContactMethods, channel: Channel) -> Stakeholder {
     }
 }
 
-fn chime_event(fixture_name: &str, tx: &str, msg: &OutboundMessage) -> Value {
+/// A SIP media application event for the call `tx`, as the service sends
+/// it: the attributes the handler's previous answer stored, if any.
+fn chime_event(fixture_name: &str, tx: &str, stored: Option<&Value>) -> Value {
     let mut ev = fixture(&format!("chime/{fixture_name}.json"));
     ev["CallDetails"]["TransactionId"] = json!(tx);
-    let attrs = &mut ev["CallDetails"]["TransactionAttributes"];
-    attrs["incident"] = json!(msg.key.incident.as_str());
-    attrs["stakeholder"] = json!(msg.key.stakeholder.as_str());
-    attrs["route"] = json!("member");
-    attrs["attempt"] = json!(msg.attempt.to_string());
+    let details = ev["CallDetails"].as_object_mut().unwrap();
+    match stored {
+        Some(a) => {
+            details.insert("TransactionAttributes".into(), a.clone());
+        }
+        None => {
+            details.remove("TransactionAttributes");
+        }
+    }
     ev
 }
 
@@ -575,7 +610,7 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
             },
             Arc::new(FarAhead),
         ));
-        deps.senders.voice = Arc::new(FakeChime(calls.clone()));
+        deps.senders.voice = Arc::new(voice_sender(calls.clone()));
         (config, deps)
     };
     let (tc, td) = deps_for(Function::Trigger).await;
@@ -619,20 +654,42 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
     h.run_due().await;
     let voice = calls.0.lock().unwrap().clone();
     assert_eq!(voice.len(), 1, "one call, to alice");
-    assert_eq!(voice[0].1.key.stakeholder.as_str(), "alice");
-    assert_eq!(voice[0].1.to.expose(), alice_phone.expose());
+    let (tx, to, args) = voice[0].clone();
+    assert_eq!(to, alice_phone.expose());
+    assert_eq!(args.get("stakeholder").map(String::as_str), Some("alice"));
+    assert!(
+        args.values().all(|v| !v.contains("Data centre")),
+        "the message is not an argument"
+    );
 
-    // 3. Alice answers and presses 1 (Chime SMA events through receipt).
-    let (tx, msg) = voice[0].clone();
+    // 3. Alice answers and presses 1: the SMA's events through receipt, as
+    //    the service sends them. The call is found by its transaction id;
+    //    what the answer to CALL_ANSWERED stores comes back on the key press.
+    let new_call = h
+        .receipt
+        .handle(
+            chime_event("new_outbound_call", &tx, None),
+            Context::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(new_call["Actions"], json!([]));
     let answered = h
         .receipt
-        .handle(chime_event("call_answered", &tx, &msg), Context::default())
+        .handle(chime_event("call_answered", &tx, None), Context::default())
         .await
         .unwrap();
     assert_eq!(answered["Actions"][0]["Type"], "SpeakAndGetDigits");
+    let said = answered["Actions"][0]["Parameters"]["SpeechParameters"]["Text"]
+        .as_str()
+        .unwrap();
+    assert!(said.contains("Data centre outage"), "{said}");
     let pressed = h
         .receipt
-        .handle(chime_event("digits_1", &tx, &msg), Context::default())
+        .handle(
+            chime_event("digits_1", &tx, Some(&answered["TransactionAttributes"])),
+            Context::default(),
+        )
         .await
         .unwrap();
     assert_eq!(pressed["Actions"][1]["Type"], "Hangup");

@@ -327,20 +327,21 @@ async fn a_timeout_is_transient() {
 /// Chime SDK Voice is not in moto: the request and the error mapping are
 /// tested with mocks.
 #[tokio::test]
-async fn a_voice_call_carries_the_attempt_and_the_prompt() {
+async fn a_voice_call_names_its_attempt_and_is_registered_under_its_transaction() {
     use aws_sdk_chimesdkvoice::operation::create_sip_media_application_call::CreateSipMediaApplicationCallOutput;
     use aws_sdk_chimesdkvoice::types::SipMediaApplicationCall;
     use muster_aws::senders::VoiceSender;
     let ok = mock!(aws_sdk_chimesdkvoice::Client::create_sip_media_application_call)
         .match_requests(|r| {
             let args = r.arguments_map();
+            let arg = |k: &str| args.and_then(|a| a.get(k)).map(String::as_str);
             r.to_phone_number() == Some(PHONE)
                 && r.sip_media_application_id() == Some("sma-1")
-                && args.and_then(|a| a.get("attempt_id")).map(String::as_str)
-                    == Some("INC-42/alice#2")
-                && args
-                    .and_then(|a| a.get("prompt"))
-                    .is_some_and(|p| p.contains("Outage"))
+                && (arg("incident"), arg("stakeholder"), arg("route"), arg("attempt"))
+                    == (Some("INC-42"), Some("alice"), Some("member"), Some("2"))
+                // The message is rendered when the call is answered, never
+                // passed as an argument.
+                && args.is_some_and(|a| a.values().all(|v| !v.contains("Outage")))
         })
         .then_output(|| {
             CreateSipMediaApplicationCallOutput::builder()
@@ -372,7 +373,11 @@ async fn a_voice_call_carries_the_attempt_and_the_prompt() {
         Channel::Voice,
         Address::Phone(PhoneNumber::parse(PHONE).unwrap()),
     );
-    assert_eq!(voice.send(&m).await.unwrap().provider_message_id, "tx-1");
+    // The id the SMA handler looks the call up by (events::chime).
+    assert_eq!(
+        voice.send(&m).await.unwrap().provider_message_id,
+        muster::events::chime::provider_message_id("tx-1")
+    );
     assert_eq!(
         voice.send(&m).await.unwrap_err(),
         SendError::Throttled {

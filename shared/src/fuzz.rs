@@ -92,7 +92,8 @@ fn run_ses(b: &[u8]) {
 
 fn run_chime(b: &[u8]) {
     if let Some(v) = json(b) {
-        let _ = chime::handle(&v);
+        let _ = chime::needs_call(&v);
+        let _ = chime::handle(&v, None);
     }
 }
 

@@ -1,9 +1,11 @@
 //! Voice through the Chime SDK PSTN audio service: one
 //! `CreateSipMediaApplicationCall` per attempt. The SIP media application
-//! (a Lambda outside this crate) reads `attempt_id` and `prompt` from the
-//! call's `ArgumentsMap`, speaks the prompt and reports "press 1" as an
-//! acknowledgement of that attempt. The provider message id is the call's
-//! transaction id.
+//! invokes `receipt` (`muster::events::chime`), which finds the call by
+//! the provider message id this sender returns,
+//! `chime::provider_message_id(transaction id)`, and renders the prompt from
+//! the cascade when the call is answered. The `ArgumentsMap` (`incident`,
+//! `stakeholder`, `route`, `attempt`) names the attempt for the call's
+//! logs and for NEW_OUTBOUND_CALL; it never carries the message.
 
 use super::map_send_error;
 use async_trait::async_trait;
@@ -58,8 +60,10 @@ impl ChannelSender for VoiceSender {
             .sip_media_application_id(&self.sip_media_application_id)
             .from_phone_number(&self.from)
             .to_phone_number(to.expose())
-            .arguments_map("attempt_id", msg.idempotency_key())
-            .arguments_map("prompt", &msg.body)
+            .arguments_map("incident", msg.key.incident.as_str())
+            .arguments_map("stakeholder", msg.key.stakeholder.as_str())
+            .arguments_map("route", msg.key.route.encode())
+            .arguments_map("attempt", msg.attempt.to_string())
             .send()
             .await
             .map_err(|e| map_send_error("chime create_sip_media_application_call", &e))?;
@@ -68,7 +72,7 @@ impl ChannelSender for VoiceSender {
             .and_then(|c| c.transaction_id())
             .ok_or_else(|| SendError::Transient("chime call: no transaction id".into()))?;
         Ok(Accepted {
-            provider_message_id: id.to_string(),
+            provider_message_id: muster::events::chime::provider_message_id(id),
         })
     }
 }

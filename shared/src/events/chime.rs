@@ -1,13 +1,22 @@
 //! Chime SDK PSTN audio: the SIP media application's events for an outbound
-//! call, and the actions Muster answers with. The voice sender starts the
-//! call with arguments `incident`, `stakeholder`, `route`, `attempt` and
-//! `prompt`; they travel as transaction attributes from then on.
+//! call, and the actions Muster answers with (Amazon Chime SDK Administrator
+//! and Developer Guides, "Using the PSTN audio service").
+//!
+//! The voice sender registers each call under
+//! [`provider_message_id`]`(transaction id)`. The service ignores the
+//! answers to NEW_OUTBOUND_CALL and RINGING (attributes set there do not
+//! persist, and NEW_OUTBOUND_CALL can arrive before the sender has the
+//! transaction id), so the call is resolved from that stored reference at
+//! CALL_ANSWERED, by the caller of [`handle`] ([`Call`]): the cascade, the
+//! attempt and the prompt rendered from the cascade. The answer to
+//! CALL_ANSWERED stores them as transaction attributes, which every later
+//! event carries; a digit event without them is resolved again.
 //!
 //! | event | Muster does | answers |
 //! | --- | --- | --- |
-//! | NEW_OUTBOUND_CALL | keeps the arguments | no action, attributes set |
-//! | RINGING | nothing | no action |
-//! | CALL_ANSWERED | receipt DELIVERED | speak the prompt, collect one digit (twice) |
+//! | NEW_OUTBOUND_CALL | nothing (the answer is ignored) | no action |
+//! | RINGING | nothing (the answer is ignored) | no action |
+//! | CALL_ANSWERED | receipt DELIVERED (a person or voicemail answered: only a key press acknowledges) | speak the prompt (at most 1,000 characters), collect one digit (twice); attributes set |
 //! | ACTION_SUCCESSFUL, digit 1 | ACK on voice | "acknowledged", hang up |
 //! | ACTION_SUCCESSFUL other digit, ACTION_FAILED | nothing (the hold timer runs) | "not recorded", hang up |
 //! | HANGUP before an answer | receipt FAILED (no answer; 486 busy, 404/410/484/604 UNREACHABLE) | no action |
@@ -21,6 +30,44 @@ use serde_json::{Map, Value, json};
 /// Provider message id under which the voice sender registers a call.
 pub fn provider_message_id(transaction_id: &str) -> String {
     format!("chime:{transaction_id}")
+}
+
+/// Longest `Text` of a Speak action the service accepts.
+pub const MAX_SPEAK_CHARS: usize = 1000;
+
+/// An outbound call, resolved from its stored message reference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub key: CascadeKey,
+    pub attempt: u32,
+    /// What to say (the voice message rendered for the cascade).
+    pub prompt: String,
+}
+
+/// Whether `event` needs its call resolved before [`handle`]: an answer
+/// (to say the prompt), or a key press whose attributes do not name it.
+pub fn needs_call(event: &Value) -> bool {
+    match event["InvocationEventType"].as_str() {
+        Some("CALL_ANSWERED") => true,
+        Some("ACTION_SUCCESSFUL") => text(&attrs(event), "incident").is_none(),
+        _ => false,
+    }
+}
+
+/// `prompt`, cut to fit a Speak action, always ending with how to answer.
+fn fit_prompt(prompt: &str) -> String {
+    const TAIL: &str = " Press 1 to acknowledge.";
+    let p = if prompt.to_ascii_lowercase().contains("press 1") {
+        prompt.to_string()
+    } else {
+        format!("{prompt}{TAIL}")
+    };
+    if p.chars().count() <= MAX_SPEAK_CHARS {
+        return p;
+    }
+    let keep = MAX_SPEAK_CHARS - TAIL.chars().count() - 1;
+    let cut: String = prompt.chars().take(keep).collect();
+    format!("{}…{TAIL}", cut.trim_end())
 }
 
 /// What to do for one SIP media application event.
@@ -75,8 +122,9 @@ fn hangup(call_id: &str) -> Value {
     json!({"Type": "Hangup", "Parameters": {"CallId": call_id, "SipResponseCode": "0"}})
 }
 
-/// Handles one event.
-pub fn handle(event: &Value) -> Result<SmaAnswer, InvalidValue> {
+/// Handles one event; `call` is the call resolved from its stored
+/// reference when [`needs_call`] says so (None if it could not be).
+pub fn handle(event: &Value, call: Option<&Call>) -> Result<SmaAnswer, InvalidValue> {
     let kind = event["InvocationEventType"]
         .as_str()
         .ok_or_else(|| InvalidValue::new("InvocationEventType", "missing"))?;
@@ -100,15 +148,22 @@ pub fn handle(event: &Value) -> Result<SmaAnswer, InvalidValue> {
                 status: ReceiptStatus::Delivered,
             });
             a.insert("answered".into(), json!("true"));
-            let prompt = text(&a, "prompt").unwrap_or_else(|| {
-                "This is an urgent business continuity notification. Press 1 to acknowledge.".into()
-            });
+            if let Some(c) = call {
+                a.insert("incident".into(), json!(c.key.incident.as_str()));
+                a.insert("stakeholder".into(), json!(c.key.stakeholder.as_str()));
+                a.insert("route".into(), json!(c.key.route.encode()));
+                a.insert("attempt".into(), json!(c.attempt.to_string()));
+            }
+            let prompt = fit_prompt(
+                call.map(|c| c.prompt.as_str())
+                    .unwrap_or("This is an urgent business continuity notification from Muster."),
+            );
             actions.push(json!({
                 "Type": "SpeakAndGetDigits",
                 "Parameters": {
                     "CallId": call_id,
                     "InputDigitsRegex": "^[0-9]$",
-                    "SpeechParameters": {"Text": format!("{prompt} Press 1 to acknowledge."), "Engine": "neural", "LanguageCode": "en-US", "TextType": "text", "VoiceId": "Joanna"},
+                    "SpeechParameters": {"Text": prompt, "Engine": "neural", "LanguageCode": "en-US", "TextType": "text", "VoiceId": "Joanna"},
                     "FailureSpeechParameters": {"Text": "Sorry, that was not 1.", "Engine": "neural", "LanguageCode": "en-US", "TextType": "text", "VoiceId": "Joanna"},
                     "MinNumberOfDigits": 1,
                     "MaxNumberOfDigits": 1,
@@ -120,8 +175,15 @@ pub fn handle(event: &Value) -> Result<SmaAnswer, InvalidValue> {
             }));
         }
         "ACTION_SUCCESSFUL" if event["ActionData"]["Type"] == "SpeakAndGetDigits" => {
-            if event["ActionData"]["ReceivedDigits"].as_str() == Some("1") {
-                let (key, attempt) = key_of(&a)?;
+            let key = match (key_of(&a), call) {
+                (Ok(k), _) => Some(k),
+                (Err(_), Some(c)) => Some((c.key.clone(), Some(c.attempt))),
+                (Err(e), None) if a.contains_key("incident") => return Err(e),
+                (Err(_), None) => None,
+            };
+            if event["ActionData"]["ReceivedDigits"].as_str() == Some("1")
+                && let Some((key, attempt)) = key
+            {
                 receipts.push(ReceiptEvent::Ack {
                     key,
                     channel: Channel::Voice,
@@ -147,10 +209,13 @@ pub fn handle(event: &Value) -> Result<SmaAnswer, InvalidValue> {
             actions.push(hangup(&call_id));
         }
         "HANGUP" if !answered => {
-            let code = event["ActionData"]["Parameters"]["SipResponseCode"]
-                .as_str()
-                .unwrap_or_default();
-            let status = if matches!(code, "404" | "410" | "484" | "604") {
+            // A number in the guide's samples; a string is accepted too.
+            let code = match &event["ActionData"]["Parameters"]["SipResponseCode"] {
+                Value::Number(n) => n.to_string(),
+                Value::String(s) => s.clone(),
+                _ => String::new(),
+            };
+            let status = if matches!(code.as_str(), "404" | "410" | "484" | "604") {
                 ReceiptStatus::Unreachable
             } else {
                 ReceiptStatus::Failed
@@ -183,16 +248,34 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    fn the_call() -> Call {
+        Call {
+            key: CascadeKey {
+                incident: IncidentId::parse("INC-2024-0892").unwrap_or_else(|e| panic!("{e}")),
+                stakeholder: StakeholderId::parse("ops-lead-amer")
+                    .unwrap_or_else(|e| panic!("{e}")),
+                route: Route::Member,
+            },
+            attempt: 1,
+            prompt: "System outage detected. Activate BCP protocol. Acknowledge by pressing 1."
+                .into(),
+        }
+    }
+
     #[test]
     fn a_call_answered_and_acknowledged_with_1() {
-        let start = handle(&fixture("new_outbound_call")).unwrap_or_else(|e| panic!("{e}"));
+        // The service ignores answers to NEW_OUTBOUND_CALL: nothing is kept.
+        let start = handle(&fixture("new_outbound_call"), None).unwrap_or_else(|e| panic!("{e}"));
         assert!(start.receipts.is_empty());
-        assert_eq!(
-            start.response["TransactionAttributes"]["stakeholder"], "ops-lead-amer",
-            "arguments become attributes"
+        assert_eq!(start.response["Actions"], json!([]));
+        let call = the_call();
+        assert!(needs_call(&fixture("call_answered")));
+        assert!(
+            !needs_call(&fixture("digits_1")),
+            "its attributes name the call"
         );
-
-        let answered = handle(&fixture("call_answered")).unwrap_or_else(|e| panic!("{e}"));
+        let answered =
+            handle(&fixture("call_answered"), Some(&call)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             answered.receipts,
             [ReceiptEvent::Delivery {
@@ -215,12 +298,26 @@ mod tests {
                 .unwrap_or_default()
                 .starts_with("System outage detected.")
         );
+        // The answer stores the call as the attributes later events carry.
+        let kept = &answered.response["TransactionAttributes"];
         assert_eq!(
-            answered.response["TransactionAttributes"]["answered"],
-            "true"
+            (
+                &kept["incident"],
+                &kept["stakeholder"],
+                &kept["route"],
+                &kept["attempt"],
+                &kept["answered"]
+            ),
+            (
+                &json!("INC-2024-0892"),
+                &json!("ops-lead-amer"),
+                &json!("member"),
+                &json!("1"),
+                &json!("true")
+            )
         );
 
-        let pressed = handle(&fixture("digits_1")).unwrap_or_else(|e| panic!("{e}"));
+        let pressed = handle(&fixture("digits_1"), None).unwrap_or_else(|e| panic!("{e}"));
         let key = CascadeKey {
             incident: IncidentId::parse("INC-2024-0892").unwrap_or_else(|e| panic!("{e}")),
             stakeholder: StakeholderId::parse("ops-lead-amer").unwrap_or_else(|e| panic!("{e}")),
@@ -239,11 +336,12 @@ mod tests {
 
     #[test]
     fn no_digit_is_not_an_ack_and_an_unanswered_call_is_a_failed_receipt() {
-        let silent = handle(&fixture("no_input")).unwrap_or_else(|e| panic!("{e}"));
+        let silent = handle(&fixture("no_input"), None).unwrap_or_else(|e| panic!("{e}"));
         assert!(silent.receipts.is_empty(), "no ACK without a 1");
         assert_eq!(silent.response["Actions"][1]["Type"], "Hangup");
 
-        let unanswered = handle(&fixture("hangup_unanswered")).unwrap_or_else(|e| panic!("{e}"));
+        let unanswered =
+            handle(&fixture("hangup_unanswered"), None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             unanswered.receipts,
             [ReceiptEvent::Delivery {
@@ -252,8 +350,8 @@ mod tests {
             }]
         );
         let mut gone = fixture("hangup_unanswered");
-        gone["ActionData"]["Parameters"]["SipResponseCode"] = json!("404");
-        let r = handle(&gone).unwrap_or_else(|e| panic!("{e}"));
+        gone["ActionData"]["Parameters"]["SipResponseCode"] = json!(404);
+        let r = handle(&gone, None).unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(
             r.receipts[0],
             ReceiptEvent::Delivery {
@@ -263,9 +361,9 @@ mod tests {
         ));
         // After an answer, a hangup is just the end of the call.
         let mut after = fixture("hangup_unanswered");
-        after["CallDetails"]["TransactionAttributes"]["answered"] = json!("true");
+        after["CallDetails"]["TransactionAttributes"] = json!({"answered": "true"});
         assert!(
-            handle(&after)
+            handle(&after, None)
                 .map(|r| r.receipts.is_empty())
                 .unwrap_or(false)
         );
@@ -273,13 +371,67 @@ mod tests {
 
     #[test]
     fn malformed_events_are_refused_with_the_field() {
-        let e = handle(&json!({"CallDetails": {}})).err().map(|e| e.field);
+        let e = handle(&json!({"CallDetails": {}}), None)
+            .err()
+            .map(|e| e.field);
         assert_eq!(e.as_deref(), Some("InvocationEventType"));
         let mut bad = fixture("digits_1");
         bad["CallDetails"]["TransactionAttributes"]["incident"] = json!("bad id");
         assert_eq!(
-            handle(&bad).err().map(|e| e.field).as_deref(),
+            handle(&bad, None).err().map(|e| e.field).as_deref(),
             Some("TransactionAttributes.incident")
         );
+    }
+
+    #[test]
+    fn a_hangup_without_a_code_before_an_answer_is_a_failed_call() {
+        let r = handle(&fixture("hangup_no_code"), None).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            r.receipts[..],
+            [ReceiptEvent::Delivery {
+                status: ReceiptStatus::Failed,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn a_key_press_without_attributes_is_resolved_from_the_call() {
+        let mut pressed = fixture("digits_1");
+        pressed["CallDetails"]
+            .as_object_mut()
+            .map(|d| d.remove("TransactionAttributes"));
+        assert!(needs_call(&pressed));
+        let r = handle(&pressed, Some(&the_call())).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            &r.receipts[..],
+            [ReceiptEvent::Ack {
+                attempt: Some(1),
+                ..
+            }]
+        ));
+        // Unresolvable: no acknowledgement is claimed.
+        let r = handle(&pressed, None).unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.receipts.is_empty());
+        let said = r.response["Actions"][0]["Parameters"]["Text"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(said.contains("not recorded"), "{said}");
+    }
+
+    #[test]
+    fn the_spoken_prompt_fits_a_speak_action_and_says_how_to_answer() {
+        let mut call = the_call();
+        call.prompt = "Évacuez le bâtiment. ".repeat(200);
+        let r = handle(&fixture("call_answered"), Some(&call)).unwrap_or_else(|e| panic!("{e}"));
+        let text = r.response["Actions"][0]["Parameters"]["SpeechParameters"]["Text"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            text.chars().count() <= MAX_SPEAK_CHARS,
+            "{} characters",
+            text.chars().count()
+        );
+        assert!(text.ends_with("Press 1 to acknowledge."), "{text}");
     }
 }
