@@ -542,6 +542,38 @@ async fn a_cascade_runs_through_the_use_cases_on_dynamodb() {
             assert!(!dump.contains(secret), "plaintext contact in moto's items");
         }
     }
+    // Nothing is kept for ever: every state item (incident, cascades,
+    // sealed contacts, message references, markers) expires within the
+    // audit retention of its last write; contact holds with their hold.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let retention = u64::from(muster_aws::dynamo::state::DEFAULT_RETENTION_DAYS) * 86_400;
+    let items = aws_sdk_dynamodb::Client::new(&cfg)
+        .scan()
+        .table_name(&f.table)
+        .send()
+        .await
+        .unwrap();
+    let items = items.items();
+    assert!(items.len() > 10, "{} items", items.len());
+    for it in items {
+        let sk = it["sk"].as_s().unwrap();
+        let at: u64 = it
+            .get("expires_at")
+            .unwrap_or_else(|| panic!("{sk}: no expires_at"))
+            .as_n()
+            .unwrap()
+            .parse()
+            .unwrap();
+        if !sk.starts_with("CONTACT#") {
+            assert!(
+                at > now && at <= now + retention + 600,
+                "{sk}: expires {at}, now {now}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

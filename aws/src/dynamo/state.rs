@@ -29,6 +29,15 @@
 //! are only ever added; chain heads for sealing come from the cascade state
 //! items (`audit_seq`, `audit_head`), never from the audit table.
 //!
+//! Expiry: every state item carries the table's TTL `expires_at` (epoch
+//! seconds): its last write plus the audit retention (180 days unless
+//! configured). Items are rewritten while their cascade or incident changes,
+//! so an open incident's live items stay; once an incident is closed (its
+//! cascades cancelled or ended, each rewritten then) nothing refreshes
+//! them, and the whole incident, sealed contacts (`PII#`) and message
+//! references included, is gone within the retention of its audit trail.
+//! Contact holds expire with their hold.
+//!
 //! Guards: an incident or cascade is created only if absent
 //! (`attribute_not_exists(pk)`); a transition replaces the state item only if
 //! `version = :expected`, in one `TransactWriteItems` with the audit entry
@@ -337,13 +346,26 @@ impl DynamoStore {
         item.insert("expires_at".to_string(), n(expires));
     }
 
+    /// The TTL of a state item written now (see the module's Expiry).
+    fn state_expiry(&self) -> AttributeValue {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        n(now + u64::from(self.retention_days) * 86_400)
+    }
+
     fn put(
         &self,
         table: &str,
-        item: Item,
+        mut item: Item,
         condition: &str,
         values: Option<HashMap<String, AttributeValue>>,
     ) -> Result<TransactWriteItem> {
+        if table == self.table {
+            item.entry("expires_at".to_string())
+                .or_insert_with(|| self.state_expiry());
+        }
         let condition = (!condition.is_empty()).then(|| condition.to_string());
         let put = Put::builder()
             .table_name(table)
@@ -950,6 +972,7 @@ impl CascadeStore for DynamoStore {
             ("sk".to_string(), s("REF")),
             ("cascade".to_string(), s(cascade)),
             ("attempt".to_string(), n(attempt)),
+            ("expires_at".to_string(), self.state_expiry()),
         ]);
         self.meter.request(write_units(&item));
         self.client
