@@ -1,12 +1,21 @@
 //! Envelope encryption of contact details (PII) with KMS data keys.
 //!
-//! Each sealed value has its own data key from `GenerateDataKey` (AES-256),
-//! bound to an encryption context of incident and stakeholder; the value is
-//! encrypted with AES-256-GCM under that key, with the same context as
-//! associated data. Layout: `[1][len: u16 BE][wrapped key][ciphertext+tag]`.
-//! A data key encrypts exactly one value, so the constant nonce never
-//! repeats under a key. Opening with another context fails twice over: KMS
-//! refuses to unwrap the key, and GCM refuses the associated data.
+//! A data key from `GenerateDataKey` (AES-256, encryption context
+//! `incident`: the incident, or the directory) seals up to
+//! [`SEAL_KEY_USES`] values within [`SEAL_KEY_MS`], then a new one is made:
+//! one KMS call per thousand people, not one per person. Each value is
+//! AES-256-GCM under that key with a random 96-bit nonce (far inside GCM's
+//! 2^32 random-nonce bound per key) and associated data naming incident
+//! and stakeholder. Layout (format 2):
+//! `[2][len: u16 BE][wrapped key][nonce: 12][ciphertext+tag]`. Opening
+//! with another context fails: KMS refuses to unwrap the key for another
+//! incident, and GCM refuses the associated data of another stakeholder.
+//! Unwrapped keys are cached for opening, at most [`VAULT_CACHE`] for at
+//! most [`VAULT_CACHE_MS`], so reading a 10,000-person incident costs one
+//! `Decrypt` per key, not per person.
+//!
+//! Format 1 (`[1][len][wrapped key][ciphertext+tag]`, one key per value,
+//! context incident and stakeholder, constant nonce) is still opened.
 
 use crate::error::map_sdk;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -17,9 +26,20 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
 use muster::adapters::memory::{contact_ciphertext, open_contact, seal_contact};
 use muster::{Error, Result};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
 
-const FORMAT: u8 = 1;
-const NONCE: [u8; 12] = [0; 12];
+const FORMAT_V1: u8 = 1;
+const FORMAT: u8 = 2;
+const NONCE_V1: [u8; 12] = [0; 12];
+/// Values one data key seals before a new one is made.
+pub const SEAL_KEY_USES: u32 = 1000;
+/// How long one data key seals values.
+pub const SEAL_KEY_MS: u128 = 300_000;
+/// Incidents whose sealing key a process keeps at once.
+const SEAL_KEYS: usize = 64;
 
 /// What a sealed value is bound to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,9 +70,19 @@ pub trait Sealer: Send + Sync {
     async fn open(&self, ctx: &SealContext, sealed: &[u8]) -> Result<Vec<u8>>;
 }
 
+/// The data key sealing an incident's values now.
+struct SealingKey {
+    key: [u8; 32],
+    wrapped: Vec<u8>,
+    uses: u32,
+    made: Instant,
+}
+
 pub struct KmsSealer {
     client: Client,
     key_id: String,
+    sealing: Mutex<HashMap<String, SealingKey>>,
+    opening: Mutex<KeyCache>,
 }
 
 impl KmsSealer {
@@ -60,60 +90,103 @@ impl KmsSealer {
         KmsSealer {
             client,
             key_id: key_id.into(),
+            sealing: Mutex::new(HashMap::new()),
+            opening: Mutex::new(KeyCache::default()),
         }
     }
-}
 
-fn crypto_err(what: &str) -> Error {
-    Error::permanent(format!("{what}: sealed contact details rejected"))
-}
-
-#[async_trait]
-impl Sealer for KmsSealer {
-    async fn seal(&self, ctx: &SealContext, plaintext: &[u8]) -> Result<Vec<u8>> {
+    /// A key for one more value of `incident`: the current one while it
+    /// has uses and time left, else a new one from KMS.
+    async fn sealing_key(&self, incident: &str) -> Result<([u8; 32], Vec<u8>)> {
+        {
+            let mut keys = self.sealing.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(k) = keys.get_mut(incident)
+                && k.uses < SEAL_KEY_USES
+                && k.made.elapsed().as_millis() < SEAL_KEY_MS
+            {
+                k.uses += 1;
+                return Ok((k.key, k.wrapped.clone()));
+            }
+        }
         let dk = self
             .client
             .generate_data_key()
             .key_id(&self.key_id)
             .key_spec(DataKeySpec::Aes256)
-            .encryption_context("incident", &ctx.incident)
-            .encryption_context("stakeholder", &ctx.stakeholder)
+            .encryption_context("incident", incident)
             .send()
             .await
             .map_err(|e| map_sdk("generating a data key", e))?;
         let (Some(key), Some(wrapped)) = (dk.plaintext(), dk.ciphertext_blob()) else {
             return Err(Error::permanent("KMS returned no data key"));
         };
-        let cipher =
-            Aes256Gcm::new_from_slice(key.as_ref()).map_err(|_| crypto_err("data key size"))?;
-        let ct = cipher
-            .encrypt(
-                Nonce::from_slice(&NONCE),
-                Payload {
-                    msg: plaintext,
-                    aad: &ctx.aad(),
-                },
-            )
-            .map_err(|_| crypto_err("encrypting"))?;
-        let wrapped = wrapped.as_ref();
-        let len = u16::try_from(wrapped.len()).map_err(|_| crypto_err("wrapped key size"))?;
-        let mut out = Vec::with_capacity(3 + wrapped.len() + ct.len());
-        out.push(FORMAT);
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(wrapped);
-        out.extend_from_slice(&ct);
-        Ok(out)
+        let key: [u8; 32] = key
+            .as_ref()
+            .try_into()
+            .map_err(|_| crypto_err("data key size"))?;
+        let wrapped = wrapped.as_ref().to_vec();
+        let mut keys = self.sealing.lock().unwrap_or_else(|e| e.into_inner());
+        if keys.len() >= SEAL_KEYS && !keys.contains_key(incident) {
+            // Forget the oldest incident's key (it is only ever made again).
+            if let Some(old) = keys
+                .iter()
+                .min_by_key(|(_, k)| k.made)
+                .map(|(i, _)| i.clone())
+            {
+                keys.remove(&old);
+            }
+        }
+        // This process can open what it seals without asking KMS again.
+        self.opening.lock().unwrap_or_else(|e| e.into_inner()).put(
+            &format!("{incident}\n{}", hex::encode(Sha256::digest(&wrapped))),
+            key,
+        );
+        keys.insert(
+            incident.to_string(),
+            SealingKey {
+                key,
+                wrapped: wrapped.clone(),
+                uses: 1,
+                made: Instant::now(),
+            },
+        );
+        Ok((key, wrapped))
     }
 
-    async fn open(&self, ctx: &SealContext, sealed: &[u8]) -> Result<Vec<u8>> {
-        let [FORMAT, a, b, rest @ ..] = sealed else {
-            return Err(crypto_err("unknown format"));
-        };
-        let len = usize::from(u16::from_be_bytes([*a, *b]));
-        if rest.len() < len {
-            return Err(crypto_err("truncated"));
+    /// The unwrapped key of a format 2 value: cached, else one `Decrypt`.
+    async fn opening_key(&self, incident: &str, wrapped: &[u8]) -> Result<[u8; 32]> {
+        let id = format!("{incident}\n{}", hex::encode(Sha256::digest(wrapped)));
+        if let Some(k) = self
+            .opening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+        {
+            return Ok(k);
         }
-        let (wrapped, ct) = rest.split_at(len);
+        let dk = self
+            .client
+            .decrypt()
+            .key_id(&self.key_id)
+            .ciphertext_blob(Blob::new(wrapped))
+            .encryption_context("incident", incident)
+            .send()
+            .await
+            .map_err(|e| map_sdk("unwrapping a data key", e))?;
+        let key: [u8; 32] = dk
+            .plaintext()
+            .ok_or_else(|| Error::permanent("KMS returned no plaintext key"))?
+            .as_ref()
+            .try_into()
+            .map_err(|_| crypto_err("data key size"))?;
+        self.opening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(&id, key);
+        Ok(key)
+    }
+
+    async fn open_v1(&self, ctx: &SealContext, wrapped: &[u8], ct: &[u8]) -> Result<Vec<u8>> {
         let dk = self
             .client
             .decrypt()
@@ -131,13 +204,85 @@ impl Sealer for KmsSealer {
             Aes256Gcm::new_from_slice(key.as_ref()).map_err(|_| crypto_err("data key size"))?;
         cipher
             .decrypt(
-                Nonce::from_slice(&NONCE),
+                Nonce::from_slice(&NONCE_V1),
                 Payload {
                     msg: ct,
                     aad: &ctx.aad(),
                 },
             )
             .map_err(|_| crypto_err("decrypting"))
+    }
+}
+
+fn crypto_err(what: &str) -> Error {
+    Error::permanent(format!("{what}: sealed contact details rejected"))
+}
+
+fn random_nonce() -> Result<[u8; 12]> {
+    use rand::TryRngCore;
+    let mut nonce = [0u8; 12];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut nonce)
+        .map_err(|_| Error::permanent("no randomness for a nonce"))?;
+    Ok(nonce)
+}
+
+#[async_trait]
+impl Sealer for KmsSealer {
+    async fn seal(&self, ctx: &SealContext, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let (key, wrapped) = self.sealing_key(&ctx.incident).await?;
+        let nonce = random_nonce()?;
+        let cipher = Aes256Gcm::new_from_slice(&key).map_err(|_| crypto_err("data key size"))?;
+        let ct = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &ctx.aad(),
+                },
+            )
+            .map_err(|_| crypto_err("encrypting"))?;
+        let len = u16::try_from(wrapped.len()).map_err(|_| crypto_err("wrapped key size"))?;
+        let mut out = Vec::with_capacity(3 + wrapped.len() + nonce.len() + ct.len());
+        out.push(FORMAT);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&wrapped);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    async fn open(&self, ctx: &SealContext, sealed: &[u8]) -> Result<Vec<u8>> {
+        let [format, a, b, rest @ ..] = sealed else {
+            return Err(crypto_err("unknown format"));
+        };
+        let len = usize::from(u16::from_be_bytes([*a, *b]));
+        if rest.len() < len {
+            return Err(crypto_err("truncated"));
+        }
+        let (wrapped, body) = rest.split_at(len);
+        match *format {
+            FORMAT_V1 => self.open_v1(ctx, wrapped, body).await,
+            FORMAT => {
+                if body.len() < 12 {
+                    return Err(crypto_err("truncated"));
+                }
+                let (nonce, ct) = body.split_at(12);
+                let key = self.opening_key(&ctx.incident, wrapped).await?;
+                let cipher =
+                    Aes256Gcm::new_from_slice(&key).map_err(|_| crypto_err("data key size"))?;
+                cipher
+                    .decrypt(
+                        Nonce::from_slice(nonce),
+                        Payload {
+                            msg: ct,
+                            aad: &ctx.aad(),
+                        },
+                    )
+                    .map_err(|_| crypto_err("decrypting"))
+            }
+            _ => Err(crypto_err("unknown format")),
+        }
     }
 }
 

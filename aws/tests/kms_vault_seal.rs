@@ -96,3 +96,66 @@ async fn kms_seals_verify_offline_and_tampering_fails() {
     let symmetric = support::kms_key(&cfg).await;
     assert!(KmsSealSigner::connect(kms, &symmetric).await.is_err());
 }
+
+/// KMS is called per data key, not per person: sealing the contacts of a
+/// 10,000-person activation, then reading them all back in another
+/// process, costs at most one KMS call per 100 people (counted on the
+/// client), and every value still opens only in its own context.
+#[tokio::test]
+async fn contacts_of_ten_thousand_people_cost_at_most_one_kms_call_per_hundred() {
+    use muster_aws::crypto::{KmsSealer, SealContext, Sealer as _};
+    let cfg = support::sdk_config().await;
+    let key = support::kms_key(&cfg).await;
+    let kms_calls = |rec: &support::iam::Recorder| {
+        rec.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.action.starts_with("kms:"))
+            .count()
+    };
+    let writer_calls = support::iam::Recorder::default();
+    let writer = KmsSealer::new(support::recorded_clients(&cfg, &writer_calls).kms, &key);
+    let people = 10_000;
+    let incident = support::unique("INC-KMS");
+    let mut sealed = Vec::with_capacity(people);
+    for i in 0..people {
+        let ctx = SealContext::new(&incident, format!("p{i}"));
+        sealed.push(
+            writer
+                .seal(&ctx, format!("+1212555{i:04}").as_bytes())
+                .await
+                .unwrap(),
+        );
+    }
+    let reader_calls = support::iam::Recorder::default();
+    let reader = KmsSealer::new(support::recorded_clients(&cfg, &reader_calls).kms, &key);
+    for (i, v) in sealed.iter().enumerate() {
+        let ctx = SealContext::new(&incident, format!("p{i}"));
+        assert_eq!(
+            reader.open(&ctx, v).await.unwrap(),
+            format!("+1212555{i:04}").as_bytes()
+        );
+    }
+    let (w, r) = (kms_calls(&writer_calls), kms_calls(&reader_calls));
+    println!("KMS calls for {people} contacts: {w} to seal, {r} to open");
+    assert!(
+        w + r <= people / 100,
+        "{w} calls to seal and {r} to open {people} contacts"
+    );
+    assert!(w >= 1 && r >= 1);
+    // Bound to the person and the incident.
+    let wrong_person = SealContext::new(&incident, "p1");
+    assert!(reader.open(&wrong_person, &sealed[0]).await.is_err());
+    let wrong_incident = SealContext::new("INC-OTHER", "p0");
+    assert!(reader.open(&wrong_incident, &sealed[0]).await.is_err());
+    // Two values never share a nonce under one key.
+    let nonces: std::collections::HashSet<Vec<u8>> = sealed
+        .iter()
+        .map(|v| {
+            let len = usize::from(u16::from_be_bytes([v[1], v[2]]));
+            v[3 + len..3 + len + 12].to_vec()
+        })
+        .collect();
+    assert_eq!(nonces.len(), people);
+}
