@@ -187,8 +187,70 @@ fn map_tx(
                 reasons.join(", ")
             ));
         }
+        // Cancelled for capacity: try again later (a 503, not a 500).
+        if reasons.iter().any(|c| {
+            matches!(
+                *c,
+                "ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded"
+            )
+        }) {
+            return Error::Transient {
+                context: format!(
+                    "{context}: transaction cancelled for capacity, reasons [{}]",
+                    reasons.join(", ")
+                ),
+                source: None,
+            };
+        }
     }
     map_sdk(context, err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::types::CancellationReason;
+    use aws_sdk_dynamodb::types::error::TransactionCanceledException;
+
+    fn cancelled(codes: &[&str]) -> Error {
+        let mut e = TransactionCanceledException::builder();
+        for c in codes {
+            e = e.cancellation_reasons(CancellationReason::builder().code(*c).build());
+        }
+        let raw = aws_sdk_dynamodb::config::http::HttpResponse::new(
+            400.try_into().unwrap_or_else(|_| unreachable!()),
+            aws_smithy_types::body::SdkBody::empty(),
+        );
+        map_tx(
+            "writing".into(),
+            SdkError::service_error(
+                TransactWriteItemsError::TransactionCanceledException(e.build()),
+                raw,
+            ),
+        )
+    }
+
+    /// DynamoDB cancels a transaction for capacity with a ThrottlingError
+    /// reason: that is worth retrying (503), unlike a broken request.
+    #[test]
+    fn a_transaction_cancelled_for_capacity_is_transient_and_a_failed_guard_a_conflict() {
+        assert!(matches!(
+            cancelled(&["None", "ThrottlingError"]),
+            Error::Transient { .. }
+        ));
+        assert!(matches!(
+            cancelled(&["ProvisionedThroughputExceeded"]),
+            Error::Transient { .. }
+        ));
+        assert!(matches!(
+            cancelled(&["ConditionalCheckFailed", "None"]),
+            Error::Conflict(_)
+        ));
+        assert!(matches!(
+            cancelled(&["ValidationError"]),
+            Error::Permanent { .. }
+        ));
+    }
 }
 
 /// Where `overdue` resumes: the index partition and the last key read in it.
