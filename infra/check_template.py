@@ -53,6 +53,7 @@ CONTRACT = {
     "MUSTER_SES_FROM": ({"dispatch"}, True),
     "MUSTER_SES_CONFIGURATION_SET": ({"dispatch"}, True),
     "MUSTER_SMS_ORIGINATION": ({"dispatch"}, False),
+    "MUSTER_SMS_CONFIGURATION_SET": ({"dispatch"}, False),
     "MUSTER_CHIME_SMA_ID": ({"dispatch"}, False),
     "MUSTER_CHIME_FROM_NUMBER": ({"dispatch"}, False),
     "MUSTER_PUSH_ENABLED": ({"dispatch"}, False),

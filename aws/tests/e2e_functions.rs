@@ -83,7 +83,10 @@ type Placed = (String, String, HashMap<String, String>);
 #[derive(Default)]
 struct Calls(Mutex<Vec<Placed>>);
 
-fn voice_sender(calls: Arc<Calls>) -> muster_aws::senders::VoiceSender {
+fn voice_sender(
+    calls: Arc<Calls>,
+    rec: &support::iam::Recorder,
+) -> muster_aws::senders::VoiceSender {
     use aws_sdk_chimesdkvoice::operation::create_sip_media_application_call::CreateSipMediaApplicationCallOutput;
     use aws_sdk_chimesdkvoice::types::SipMediaApplicationCall;
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
@@ -115,13 +118,67 @@ fn voice_sender(calls: Arc<Calls>) -> muster_aws::senders::VoiceSender {
                 )
                 .build()
         });
-    let client = mock_client!(aws_sdk_chimesdkvoice, RuleMode::MatchAny, [&rule]);
+    let rec = rec.clone();
+    let client = mock_client!(aws_sdk_chimesdkvoice, RuleMode::MatchAny, [&rule], |c| c
+        .interceptor(rec.clone()));
     muster_aws::senders::VoiceSender::new(
         &client,
         "voice",
         "+12125550199",
         "a1b2c3d4-5678-90ab-cdef-11111EXAMPLE",
     )
+}
+
+/// SMS sent through the real sender, whose End User Messaging client
+/// answers as the API reference documents (`MessageId`): (message id, to,
+/// body).
+#[derive(Default)]
+struct Texts(Mutex<Vec<(String, String, String)>>);
+
+fn sms_sender(
+    config: &Config,
+    texts: Arc<Texts>,
+    rec: &support::iam::Recorder,
+) -> muster_aws::senders::SmsSender {
+    use aws_sdk_pinpointsmsvoicev2::operation::send_text_message::SendTextMessageOutput;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    let seen = texts.clone();
+    let rule = mock!(aws_sdk_pinpointsmsvoicev2::Client::send_text_message)
+        .match_requests(move |r| {
+            let mut t = seen.0.lock().unwrap();
+            let id = format!("862a8790-60c0-4430-9b2b-{:012}", t.len() + 1);
+            t.push((
+                id,
+                r.destination_phone_number().unwrap_or_default().to_string(),
+                r.message_body().unwrap_or_default().to_string(),
+            ));
+            true
+        })
+        .then_output(move || {
+            let id = texts
+                .0
+                .lock()
+                .unwrap()
+                .last()
+                .map(|t| t.0.clone())
+                .unwrap_or_default();
+            SendTextMessageOutput::builder().message_id(id).build()
+        });
+    let rec = rec.clone();
+    let client = mock_client!(
+        aws_sdk_pinpointsmsvoicev2,
+        RuleMode::MatchAny,
+        [&rule],
+        |c| c.interceptor(rec.clone())
+    );
+    let mut sender = muster_aws::senders::SmsSender::new(&client, "sms");
+    if let Some(o) = &config.sms_origination {
+        sender = sender.with_origination(o.clone());
+    }
+    if let Some(set) = &config.sms_configuration_set {
+        sender = sender.with_configuration_set(set);
+    }
+    sender
 }
 
 /// A message the harness holds until it is due.
@@ -480,6 +537,8 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
         ("MUSTER_WEBHOOK_SECRET", WEBHOOK_SECRET.into()),
         ("MUSTER_SES_FROM", from.clone()),
         ("MUSTER_SES_CONFIGURATION_SET", "muster-events".into()),
+        ("MUSTER_SMS_CONFIGURATION_SET", "muster-e2e".into()),
+        ("MUSTER_SMS_ORIGINATION", "+12125550100".into()),
         (
             "MUSTER_CHIME_SMA_ID",
             "a1b2c3d4-5678-90ab-cdef-11111EXAMPLE".into(),
@@ -571,6 +630,7 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
     // voice is the recorder.
     let clock = VirtualClock::new(T0);
     let calls = Arc::new(Calls::default());
+    let texts = Arc::new(Texts::default());
     let due = Arc::new(Mutex::new(HashMap::new()));
     // Every function's AWS calls are recorded on its own clients and
     // checked against its role in infra/template.yaml at the end.
@@ -610,7 +670,9 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
             },
             Arc::new(FarAhead),
         ));
-        deps.senders.voice = Arc::new(voice_sender(calls.clone()));
+        let rec = &recorders[function_name(f)];
+        deps.senders.voice = Arc::new(voice_sender(calls.clone(), rec));
+        deps.senders.sms = Arc::new(sms_sender(&config, texts.clone(), rec));
         (config, deps)
     };
     let (tc, td) = deps_for(Function::Trigger).await;
@@ -797,17 +859,12 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
 
     // 7. Exactly what each person received, and nothing else.
     let dump = support::data_json();
-    let sms: Vec<(String, String)> = dump["sns"]["SMS"]
-        .as_array()
+    let sms: Vec<(String, String)> = texts
+        .0
+        .lock()
         .unwrap()
         .iter()
-        .filter(|s| s["message"].as_str().is_some_and(|m| m.contains(&incident)))
-        .map(|s| {
-            (
-                s["phone_number"].as_str().unwrap().to_string(),
-                s["message"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|(_, to, body)| (to.clone(), body.clone()))
         .collect();
     assert_eq!(sms.len(), 2, "{sms:?}");
     assert_eq!(sms[0].0, carol_phone.expose());

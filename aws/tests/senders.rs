@@ -1,4 +1,6 @@
-//! Channel senders: what moto received (SNS SMS, SESv2 email), and the error
+//! Channel senders: what moto received (SESv2 email), End User Messaging SMS
+//! and Chime SDK Voice (not in moto) against mocks of their documented
+//! requests and errors, and the error
 //! mapping for what moto cannot produce (throttling with Retry-After, 5xx,
 //! timeouts) with aws-smithy-mocks. moto gaps: SESv2 `SendEmail` ignores the
 //! configuration set and the tags, so their presence is asserted on the
@@ -8,7 +10,6 @@
 mod support;
 
 use aws_sdk_sesv2::operation::send_email::SendEmailOutput;
-use aws_sdk_sns::operation::publish::PublishOutput;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};
 use muster::domain::*;
 use muster::engine::{CascadeKey, Route};
@@ -42,6 +43,16 @@ fn sms() -> OutboundMessage {
     )
 }
 
+fn push() -> OutboundMessage {
+    msg(
+        Channel::Push,
+        Address::Push(
+            PushEndpoint::parse("arn:aws:sns:us-east-1:123456789012:endpoint/GCM/muster/1")
+                .unwrap(),
+        ),
+    )
+}
+
 fn email() -> OutboundMessage {
     msg(
         Channel::Email,
@@ -49,41 +60,142 @@ fn email() -> OutboundMessage {
     )
 }
 
+/// End User Messaging SMS is not in moto: the request and the error
+/// mapping are asserted with mocks, against the API reference's
+/// `SendTextMessage` shape.
 #[tokio::test]
-async fn sms_reaches_moto_as_a_transactional_publish() {
-    let cfg = support::sdk_config().await;
-    let sender = SmsSender::new(&aws_sdk_sns::Client::new(&cfg), "sms");
-    let mut m = sms();
-    let marker = support::unique("sms");
-    m.body = format!("P1 Outage {marker}. Reply ACK 4821");
-    let accepted = sender.send(&m).await.unwrap();
-    let dump = support::data_json();
-    let sent: Vec<&serde_json::Value> = dump["sns"]["SMS"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["message"].as_str().is_some_and(|b| b.contains(&marker)))
-        .collect();
-    assert_eq!(sent.len(), 1);
-    assert_eq!(sent[0]["phone_number"], PHONE);
-    assert_eq!(sent[0]["message_id"], accepted.provider_message_id.as_str());
+async fn an_sms_is_a_transactional_send_text_message_naming_its_attempt() {
+    use aws_sdk_pinpointsmsvoicev2::operation::send_text_message::SendTextMessageOutput;
+    use aws_sdk_pinpointsmsvoicev2::types::MessageType;
+    use muster_aws::senders::Origination;
+    let rule = mock!(aws_sdk_pinpointsmsvoicev2::Client::send_text_message)
+        .match_requests(|r| {
+            r.destination_phone_number() == Some(PHONE)
+                && r.origination_identity() == Some("pool-0123456789abcdef")
+                && r.configuration_set_name() == Some("muster-dev")
+                && r.message_type() == Some(&MessageType::Transactional)
+                && r.message_body() == Some("P1 Outage. Reply ACK 4821")
+                && r.time_to_live().is_some_and(|t| (5..=259_200).contains(&t))
+                && r.context()
+                    .and_then(|c| c.get("attempt_id"))
+                    .map(String::as_str)
+                    == Some("INC-42/alice#2")
+        })
+        .then_output(|| {
+            SendTextMessageOutput::builder()
+                .message_id("862a8790-60c0-4430-9b2b-658bdexample")
+                .build()
+        });
+    let client = mock_client!(aws_sdk_pinpointsmsvoicev2, RuleMode::Sequential, [&rule]);
+    let sender = SmsSender::new(&client, "sms")
+        .with_origination(Origination::parse("pool-0123456789abcdef").unwrap())
+        .with_configuration_set("muster-dev");
+    assert!(sender.accepts_replies(), "a pool receives replies");
+    let got = sender.send(&sms()).await.unwrap();
+    assert_eq!(
+        got.provider_message_id,
+        "862a8790-60c0-4430-9b2b-658bdexample"
+    );
+    assert_eq!(rule.num_calls(), 1);
+    let from_sender_id =
+        SmsSender::new(&client, "sms").with_origination(Origination::parse("MUSTER").unwrap());
+    assert!(
+        !from_sender_id.accepts_replies(),
+        "a sender id cannot receive replies"
+    );
 }
 
 #[tokio::test]
-async fn sms_request_carries_the_transactional_type() {
-    let rule = mock!(aws_sdk_sns::Client::publish)
-        .match_requests(|r| {
-            r.phone_number() == Some(PHONE)
-                && r.message_attributes()
-                    .and_then(|a| a.get("AWS.SNS.SMS.SMSType"))
-                    .and_then(|v| v.string_value())
-                    == Some("Transactional")
-        })
-        .then_output(|| PublishOutput::builder().message_id("m-1").build());
-    let client = mock_client!(aws_sdk_sns, RuleMode::Sequential, [&rule]);
-    let got = SmsSender::new(&client, "sms").send(&sms()).await.unwrap();
-    assert_eq!(got.provider_message_id, "m-1");
-    assert_eq!(rule.num_calls(), 1);
+async fn sms_errors_map_to_what_the_cascade_does_next() {
+    use aws_sdk_pinpointsmsvoicev2::operation::send_text_message::SendTextMessageError as E;
+    use aws_sdk_pinpointsmsvoicev2::types::error::{
+        ConflictException, InternalServerException, ServiceQuotaExceededException,
+        ThrottlingException, ValidationException,
+    };
+    use aws_sdk_pinpointsmsvoicev2::types::{
+        ConflictExceptionReason, ServiceQuotaExceededExceptionReason, ValidationExceptionField,
+        ValidationExceptionReason,
+    };
+    let rules = [
+        mock!(aws_sdk_pinpointsmsvoicev2::Client::send_text_message).then_error(|| {
+            E::ThrottlingException(ThrottlingException::builder().message("slow down").build())
+        }),
+        mock!(aws_sdk_pinpointsmsvoicev2::Client::send_text_message).then_error(|| {
+            E::ConflictException(
+                ConflictException::builder()
+                    .reason(ConflictExceptionReason::DestinationPhoneNumberOptedOut)
+                    .build(),
+            )
+        }),
+        mock!(aws_sdk_pinpointsmsvoicev2::Client::send_text_message).then_error(|| {
+            E::ConflictException(
+                ConflictException::builder()
+                    .reason(ConflictExceptionReason::DestinationPhoneNumberNotVerified)
+                    .build(),
+            )
+        }),
+        mock!(aws_sdk_pinpointsmsvoicev2::Client::send_text_message).then_error(|| {
+            E::ValidationException(
+                ValidationException::builder()
+                    .reason(ValidationExceptionReason::FieldValidationFailed)
+                    .fields(
+                        ValidationExceptionField::builder()
+                            .name("DestinationPhoneNumber")
+                            .message("invalid")
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+        }),
+        mock!(aws_sdk_pinpointsmsvoicev2::Client::send_text_message).then_error(|| {
+            E::ServiceQuotaExceededException(
+                ServiceQuotaExceededException::builder()
+                    .reason(ServiceQuotaExceededExceptionReason::MonthlySpendLimitReachedForText)
+                    .build(),
+            )
+        }),
+        mock!(aws_sdk_pinpointsmsvoicev2::Client::send_text_message)
+            .then_error(|| E::InternalServerException(InternalServerException::builder().build())),
+    ];
+    let client = mock_client!(
+        aws_sdk_pinpointsmsvoicev2,
+        RuleMode::Sequential,
+        rules.iter()
+    );
+    let sender = SmsSender::new(&client, "sms");
+    let mut got = Vec::new();
+    for _ in 0..rules.len() {
+        got.push(sender.send(&sms()).await.unwrap_err());
+    }
+    assert!(
+        matches!(got[0], SendError::Throttled { .. }),
+        "{:?}",
+        got[0]
+    );
+    assert!(
+        matches!(&got[1], SendError::Unreachable(m) if m.contains("opted out")),
+        "{:?}",
+        got[1]
+    );
+    assert!(
+        matches!(got[2], SendError::Failed(_)),
+        "sandbox: {:?}",
+        got[2]
+    );
+    assert!(matches!(got[3], SendError::Unreachable(_)), "{:?}", got[3]);
+    assert!(
+        matches!(got[4], SendError::Failed(_)),
+        "spend limit: {:?}",
+        got[4]
+    );
+    assert!(matches!(got[5], SendError::Transient(_)), "{:?}", got[5]);
+    for e in &got {
+        assert!(
+            !format!("{e:?}").contains("2125550123"),
+            "no number in errors: {e:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -208,13 +320,13 @@ async fn sns_errors_map_to_send_errors() {
             &typed_throttle
         ]
     );
-    let sender = SmsSender::new(&client, "sms");
+    let sender = PushSender::new(&client, "push");
     let outcomes = [
-        sender.send(&sms()).await.unwrap_err(),
-        sender.send(&sms()).await.unwrap_err(),
-        sender.send(&sms()).await.unwrap_err(),
-        sender.send(&sms()).await.unwrap_err(),
-        sender.send(&sms()).await.unwrap_err(),
+        sender.send(&push()).await.unwrap_err(),
+        sender.send(&push()).await.unwrap_err(),
+        sender.send(&push()).await.unwrap_err(),
+        sender.send(&push()).await.unwrap_err(),
+        sender.send(&push()).await.unwrap_err(),
     ];
     assert_eq!(outcomes[0], SendError::Throttled { retry_after: None });
     assert_eq!(
@@ -310,11 +422,6 @@ async fn a_timeout_is_transient() {
         )
         .build();
     let client = aws_sdk_sns::Client::from_conf(conf);
-    let err = SmsSender::new(&client, "sms")
-        .send(&sms())
-        .await
-        .unwrap_err();
-    assert!(matches!(err, SendError::Transient(_)), "{err:?}");
     let push = PushSender::new(&client, "push");
     let to = Address::Push(
         PushEndpoint::parse("arn:aws:sns:us-east-1:123456789012:endpoint/GCM/muster/1").unwrap(),

@@ -90,6 +90,13 @@ fn run_ses(b: &[u8]) {
     }
 }
 
+fn run_sms_event(b: &[u8]) {
+    if let Some(v) = json(b) {
+        let _ = crate::events::sms::is_sms_event(&v);
+        let _ = crate::events::sms::receipt_from_sms_event(&v);
+    }
+}
+
 fn run_chime(b: &[u8]) {
     if let Some(v) = json(b) {
         let _ = chime::needs_call(&v);
@@ -353,6 +360,11 @@ pub fn targets() -> Vec<Target> {
             name: "sns-cert",
             seeds: || seeds(&[fixture!("tests/fixtures/sns/cert.pem")]),
             run: run_pem,
+        },
+        Target {
+            name: "sms-event",
+            seeds: || seeds(&[fixture!("tests/fixtures/sms/text_successful.json")]),
+            run: run_sms_event,
         },
         Target {
             name: "ses",

@@ -423,6 +423,11 @@ pub trait ChannelSender: Send + Sync {
     /// Carrier endpoint name, the unit of rate limiting ("sms", "voice-us", ...).
     fn endpoint(&self) -> &str;
     async fn send(&self, msg: &OutboundMessage) -> std::result::Result<Accepted, SendError>;
+    /// Whether a person can answer a message sent this way (an SMS from a
+    /// sender id cannot be replied to, so it must not ask for a reply).
+    fn accepts_replies(&self) -> bool {
+        true
+    }
 }
 
 /// Result of asking the rate limiter for one send.

@@ -1023,3 +1023,51 @@ fn waiting_behind_a_backlog_after_a_short_throttle_is_pacing_not_throttling() {
         && a.record.kind == AuditKind::SendAccepted
         && a.record.channel == Some(Channel::Voice)));
 }
+
+/// An SMS sender that cannot take replies (a sender id on AWS).
+struct OneWay(Arc<Recorder>);
+
+#[async_trait]
+impl ChannelSender for OneWay {
+    fn endpoint(&self) -> &str {
+        "sms"
+    }
+    async fn send(&self, msg: &OutboundMessage) -> Result<Accepted, SendError> {
+        Rec(self.0.clone(), "sms").send(msg).await
+    }
+    fn accepts_replies(&self) -> bool {
+        false
+    }
+}
+
+/// A message never asks for a reply nobody can receive: with an SMS
+/// origination that cannot take replies, neither the SMS nor the email
+/// says "reply ACK".
+#[test]
+fn no_message_asks_for_a_reply_that_cannot_arrive() {
+    let mut e = env(1);
+    e.deps.senders.sms = Arc::new(OneWay(e.carrier.clone()));
+    block_on(app::trigger(&e.deps, trigger("INC-OW", "Site down.")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    e.run_until(e.clock_now().plus(30 * 60_000));
+    let sent = e
+        .carrier
+        .sent
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let sms: Vec<_> = sent.iter().filter(|m| m.channel == Channel::Sms).collect();
+    assert!(
+        !sms.is_empty(),
+        "an SMS was sent: {:?}",
+        sent.iter().map(|m| m.channel).collect::<Vec<_>>()
+    );
+    for m in &sent {
+        assert!(
+            !m.body.to_ascii_lowercase().contains("reply ack"),
+            "{:?}: {}",
+            m.channel,
+            m.body
+        );
+    }
+}

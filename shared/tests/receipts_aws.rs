@@ -538,3 +538,34 @@ fn the_sns_entry_point_is_send_for_the_lambda_runtime() {
     let http = muster::events::sns::HttpCertFetcher::new().expect("client");
     let _: Arc<dyn CertFetcher> = Arc::new(http);
 }
+
+/// An End User Messaging SMS event, as the configuration set's SNS event
+/// destination publishes it (the guide's sample), is the delivery of the
+/// message `SendTextMessage` answered with; a failure of another type is
+/// the failure the cascade acts on; a queued one is no outcome yet.
+#[tokio::test]
+async fn sms_delivery_events_from_the_configuration_set_map_to_receipts() {
+    let (v, _) = verifier();
+    let sample = fixture_json("sms/text_successful.json");
+    let id = "862a8790-60c0-4430-9b2b-658bdexample";
+    for (kind, is_final, want) in [
+        ("TEXT_SUCCESSFUL", true, Some(ReceiptStatus::Delivered)),
+        ("TEXT_UNREACHABLE", true, Some(ReceiptStatus::Unreachable)),
+        ("TEXT_CARRIER_BLOCKED", true, Some(ReceiptStatus::Failed)),
+        ("TEXT_QUEUED", false, None),
+    ] {
+        let mut e = sample.clone();
+        e["eventType"] = json!(kind);
+        e["isFinal"] = json!(is_final);
+        let got = receipts_from_sns(&signed_event(&e.to_string(), "2", None), &v)
+            .await
+            .expect("verified");
+        assert_eq!(
+            got,
+            want.map(|s| delivery(id, s))
+                .into_iter()
+                .collect::<Vec<_>>(),
+            "{kind}"
+        );
+    }
+}

@@ -28,7 +28,7 @@ impl Function {
 
 /// Every variable the contract names, with the functions that require it
 /// (empty: optional everywhere).
-pub const VARIABLES: [(&str, &[Function]); 29] = {
+pub const VARIABLES: [(&str, &[Function]); 30] = {
     use Function::*;
     const ALL: &[Function] = &[Trigger, Dispatch, Receipt, Tick];
     [
@@ -52,6 +52,7 @@ pub const VARIABLES: [(&str, &[Function]); 29] = {
         ("MUSTER_SES_FROM", &[Dispatch]),
         ("MUSTER_SES_CONFIGURATION_SET", &[Dispatch]),
         ("MUSTER_SMS_ORIGINATION", &[]),
+        ("MUSTER_SMS_CONFIGURATION_SET", &[]),
         ("MUSTER_CHIME_SMA_ID", &[]),
         ("MUSTER_CHIME_FROM_NUMBER", &[]),
         ("MUSTER_PUSH_ENABLED", &[]),
@@ -92,7 +93,10 @@ pub struct Config {
     pub scim_token: Option<Secret>,
     pub ses_from: Option<String>,
     pub ses_configuration_set: Option<String>,
-    pub sms_origination: Option<String>,
+    /// End User Messaging SMS origination identity (number, pool or sender id).
+    pub sms_origination: Option<crate::senders::Origination>,
+    /// End User Messaging SMS configuration set (delivery events).
+    pub sms_configuration_set: Option<String>,
     /// Voice: both the SIP media application and the caller id, or neither.
     pub chime: Option<(String, String)>,
     pub push_enabled: bool,
@@ -266,7 +270,16 @@ impl Config {
             r.problem("MUSTER_SES_FROM", "is not an email address");
         }
         let ses_configuration_set = r.get("MUSTER_SES_CONFIGURATION_SET");
-        let sms_origination = r.get("MUSTER_SMS_ORIGINATION");
+        let sms_origination =
+            r.get("MUSTER_SMS_ORIGINATION")
+                .and_then(|o| match crate::senders::Origination::parse(&o) {
+                    Ok(o) => Some(o),
+                    Err(e) => {
+                        r.problem("MUSTER_SMS_ORIGINATION", e);
+                        None
+                    }
+                });
+        let sms_configuration_set = r.get("MUSTER_SMS_CONFIGURATION_SET");
         let sma = r.get("MUSTER_CHIME_SMA_ID");
         let from_number = r.get("MUSTER_CHIME_FROM_NUMBER");
         let chime = match (sma, from_number) {
@@ -364,6 +377,7 @@ impl Config {
             ses_from,
             ses_configuration_set,
             sms_origination,
+            sms_configuration_set,
             chime,
             push_enabled,
             sns_topic_arns,

@@ -414,7 +414,15 @@ impl Receipt {
                     .map(|s| s.as_str())
                     .into_iter()
                     .collect();
-                app::render(&inc, &rec, muster::domain::Channel::Voice, None, &about).1
+                app::render(
+                    &inc,
+                    &rec,
+                    muster::domain::Channel::Voice,
+                    None,
+                    &about,
+                    true,
+                )
+                .1
             }
             _ => return Ok(None),
         };

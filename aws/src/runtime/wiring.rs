@@ -12,7 +12,8 @@ use crate::dynamo::numbers::NumberKey;
 use crate::dynamo::{DynamoDirectory, DynamoLimiter, DynamoStore};
 use crate::kms_seal::KmsSealSigner;
 use crate::senders::email::EmailSender;
-use crate::senders::sns::{PushSender, SmsSender};
+use crate::senders::sms::SmsSender;
+use crate::senders::sns::PushSender;
 use crate::senders::voice::VoiceSender;
 use crate::sqs::SqsQueue;
 use crate::timers::{ScheduleTarget, SqsTimers};
@@ -65,6 +66,7 @@ pub struct Clients {
     pub sns: aws_sdk_sns::Client,
     pub sesv2: aws_sdk_sesv2::Client,
     pub chime: aws_sdk_chimesdkvoice::Client,
+    pub sms: aws_sdk_pinpointsmsvoicev2::Client,
     pub kms: aws_sdk_kms::Client,
     pub s3: aws_sdk_s3::Client,
 }
@@ -78,6 +80,7 @@ impl Clients {
             sns: aws_sdk_sns::Client::new(cfg),
             sesv2: aws_sdk_sesv2::Client::new(cfg),
             chime: aws_sdk_chimesdkvoice::Client::new(cfg),
+            sms: aws_sdk_pinpointsmsvoicev2::Client::new(cfg),
             kms: aws_sdk_kms::Client::new(cfg),
             s3: aws_sdk_s3::Client::new(cfg),
         }
@@ -100,9 +103,12 @@ fn seed() -> u64 {
 
 /// The senders of the configured channels.
 fn senders(config: &Config, clients: &Clients) -> Senders {
-    let mut sms = SmsSender::new(&clients.sns, endpoints::SMS);
+    let mut sms = SmsSender::new(&clients.sms, endpoints::SMS);
     if let Some(origination) = &config.sms_origination {
-        sms = sms.with_origination(origination);
+        sms = sms.with_origination(origination.clone());
+    }
+    if let Some(set) = &config.sms_configuration_set {
+        sms = sms.with_configuration_set(set);
     }
     let sms: Arc<dyn ChannelSender> = Arc::new(sms);
     let email: Arc<dyn ChannelSender> = match (&config.ses_from, &config.ses_configuration_set) {

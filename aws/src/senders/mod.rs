@@ -1,5 +1,6 @@
-//! Channel senders: SMS and push through SNS `Publish`, email through SESv2
-//! `SendEmail`, voice through Chime SDK Voice `CreateSipMediaApplicationCall`.
+//! Channel senders: SMS through End User Messaging SMS `SendTextMessage`
+//! (`sms`), push through SNS `Publish`, email through SESv2 `SendEmail`,
+//! voice through Chime SDK Voice `CreateSipMediaApplicationCall`.
 //! Each SDK error maps to a [`SendError`]:
 //!
 //! | SDK outcome | SendError |
@@ -16,11 +17,13 @@
 //! reaches the rate limiter, which paces the endpoint (and the queue retries).
 
 pub mod email;
+pub mod sms;
 pub mod sns;
 pub mod voice;
 
 pub use email::EmailSender;
-pub use sns::{PushSender, SmsSender};
+pub use sms::{Origination, SmsSender};
+pub use sns::PushSender;
 pub use voice::VoiceSender;
 
 use aws_sdk_sns::config::http::HttpResponse;
@@ -63,7 +66,7 @@ const UNREACHABLE: &[&str] = &[
 ];
 
 /// `Retry-After` in seconds, as milliseconds.
-fn retry_after(resp: &HttpResponse) -> Option<Millis> {
+pub(crate) fn retry_after(resp: &HttpResponse) -> Option<Millis> {
     resp.headers()
         .get("retry-after")
         .and_then(|v| v.trim().parse::<u64>().ok())

@@ -37,7 +37,8 @@ pub struct Recorder(pub Arc<Mutex<Vec<Call>>>);
 fn iam_prefix(service: &str) -> String {
     match service {
         "SESv2" => "ses".into(),
-        "ChimeSDKVoice" => "chime".into(),
+        "ChimeSDKVoice" | "Chime SDK Voice" => "chime".into(),
+        "Pinpoint SMS Voice V2" | "PinpointSMSVoiceV2" => "sms-voice".into(),
         other => other.to_ascii_lowercase(),
     }
 }
@@ -209,11 +210,20 @@ pub fn role_of(function: &str) -> Role {
         .into_iter()
         .flatten()
     {
-        for st in p["PolicyDocument"]["Statement"]
+        // A statement under `!If [condition, statement, !Ref AWS::NoValue]`
+        // counts as present (the test enables every channel).
+        let flat: Vec<&Yaml> = p["PolicyDocument"]["Statement"]
             .as_vec()
             .into_iter()
             .flatten()
-        {
+            .flat_map(|st| match st {
+                Yaml::Array(branches) => {
+                    branches.iter().filter(|b| b.as_hash().is_some()).collect()
+                }
+                other => vec![other],
+            })
+            .collect();
+        for st in flat {
             if st["Effect"].as_str() == Some("Allow") {
                 let mut leading_keys = Vec::new();
                 if let Yaml::Hash(ops) = &st["Condition"] {

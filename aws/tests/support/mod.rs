@@ -164,6 +164,7 @@ pub fn recorded_clients(
         sns: client!(aws_sdk_sns),
         sesv2: client!(aws_sdk_sesv2),
         chime: client!(aws_sdk_chimesdkvoice),
+        sms: client!(aws_sdk_pinpointsmsvoicev2),
         kms: client!(aws_sdk_kms),
         s3: client!(aws_sdk_s3),
     }

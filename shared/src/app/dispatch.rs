@@ -303,16 +303,28 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
             SendOutcome::Failed
         }
         Some(to) => {
+            let sms_replies = deps.senders.sms.accepts_replies();
             let link = match a.channel {
                 Channel::Email | Channel::Push => deps
+                    .ack_links
+                    .as_ref()
+                    .map(|l| l.link(key, deps.clock.now())),
+                // No reply can reach Muster: the SMS carries the link.
+                Channel::Sms if !sms_replies => deps
                     .ack_links
                     .as_ref()
                     .map(|l| l.link(key, deps.clock.now())),
                 _ => None,
             };
             let names: Vec<&str> = bundle.iter().map(|(_, n)| n.as_str()).collect();
-            let (subject, body) =
-                super::render(&incident, &rec, a.channel, link.as_deref(), &names);
+            let (subject, body) = super::render(
+                &incident,
+                &rec,
+                a.channel,
+                link.as_deref(),
+                &names,
+                sms_replies,
+            );
             let msg = OutboundMessage {
                 key: key.clone(),
                 attempt,

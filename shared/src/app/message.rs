@@ -28,13 +28,15 @@ fn list(names: &[&str]) -> String {
 
 /// Subject and body for `channel`; `ack_link` is the signed one-click link
 /// (email and push), when links are configured; `named` the failures an
-/// escalation message names.
+/// escalation message names; `sms_replies` whether SMS replies reach
+/// Muster (not from a sender id): only then does a message ask for one.
 pub fn render(
     incident: &Incident,
     rec: &CascadeRecord,
     channel: Channel,
     ack_link: Option<&str>,
     named: &[&str],
+    sms_replies: bool,
 ) -> (String, String) {
     let t = &incident.trigger;
     let id = &t.incident_id;
@@ -58,14 +60,24 @@ pub fn render(
     let body = match channel {
         Channel::Voice if text.to_ascii_lowercase().contains("press 1") => format!("{lead}{text}"),
         Channel::Voice => format!("{lead}{text} Press 1 to acknowledge."),
-        Channel::Sms => format!("[{sev} {id}] {lead}{text} Reply ACK {code} to acknowledge."),
-        Channel::Email => match ack_link {
-            Some(link) => format!(
+        Channel::Sms if sms_replies => {
+            format!("[{sev} {id}] {lead}{text} Reply ACK {code} to acknowledge.")
+        }
+        Channel::Sms => match ack_link {
+            Some(link) => format!("[{sev} {id}] {lead}{text} Acknowledge: {link}"),
+            None => format!("[{sev} {id}] {lead}{text}"),
+        },
+        Channel::Email => match (ack_link, sms_replies) {
+            (Some(link), true) => format!(
                 "{lead}{text}\n\nAcknowledge: {link}\nor reply ACK {code} to the SMS.\nIncident: {id} ({sev})"
             ),
-            None => format!(
+            (Some(link), false) => {
+                format!("{lead}{text}\n\nAcknowledge: {link}\nIncident: {id} ({sev})")
+            }
+            (None, true) => format!(
                 "{lead}{text}\n\nReply ACK {code} to the SMS to acknowledge.\nIncident: {id} ({sev})"
             ),
+            (None, false) => format!("{lead}{text}\n\nIncident: {id} ({sev})"),
         },
         Channel::Push => match ack_link {
             Some(link) => format!("{lead}{text}\n{link}"),

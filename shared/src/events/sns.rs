@@ -399,13 +399,19 @@ pub fn receipts_from_notification(msg: &SnsMessage) -> Result<Vec<ReceiptEvent>,
             .into_iter()
             .collect());
     }
+    if super::sms::is_sms_event(&body) {
+        return Ok(super::sms::receipt_from_sms_event(&body)
+            .map_err(payload_err)?
+            .into_iter()
+            .collect());
+    }
     if body.get("originationNumber").is_some() && body.get("messageBody").is_some() {
         let sms: InboundSmsMessage =
             serde_json::from_value(body).map_err(|e| payload_err(format!("inbound SMS ({e})")))?;
         return Ok(vec![receipt_from_inbound_sms(&sms).map_err(payload_err)?]);
     }
     Err(payload_err(
-        "neither an SES event nor an inbound SMS".to_string(),
+        "neither an SES event, an SMS event nor an inbound SMS".to_string(),
     ))
 }
 
