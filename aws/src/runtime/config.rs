@@ -28,7 +28,7 @@ impl Function {
 
 /// Every variable the contract names, with the functions that require it
 /// (empty: optional everywhere).
-pub const VARIABLES: [(&str, &[Function]); 30] = {
+pub const VARIABLES: [(&str, &[Function]); 31] = {
     use Function::*;
     const ALL: &[Function] = &[Trigger, Dispatch, Receipt, Tick];
     [
@@ -53,6 +53,7 @@ pub const VARIABLES: [(&str, &[Function]); 30] = {
         ("MUSTER_SES_CONFIGURATION_SET", &[Dispatch]),
         ("MUSTER_SMS_ORIGINATION", &[]),
         ("MUSTER_SMS_CONFIGURATION_SET", &[]),
+        ("MUSTER_POLICY_OBJECT", &[]),
         ("MUSTER_CHIME_SMA_ID", &[]),
         ("MUSTER_CHIME_FROM_NUMBER", &[]),
         ("MUSTER_PUSH_ENABLED", &[]),
@@ -70,6 +71,13 @@ pub const DEFAULT_RETENTION_DAYS: u32 = 180;
 
 /// The configuration. A variable a function does not require may be absent
 /// (empty string when it is, so that wiring never has to guess).
+/// An S3 object: the policy's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyObject {
+    pub bucket: String,
+    pub key: String,
+}
+
 #[derive(Clone)]
 pub struct Config {
     pub function: Function,
@@ -105,7 +113,12 @@ pub struct Config {
     pub contact_lookup_token: Option<Secret>,
     pub audit_archive_bucket: Option<String>,
     pub audit_retention_days: u32,
+    /// The policy: `MUSTER_POLICY` (TOML text), else the defaults; with
+    /// `policy_object`, read from S3 when the dependencies are built.
     pub policy: Policy,
+    /// `MUSTER_POLICY_OBJECT`: the S3 object holding the policy TOML, for a
+    /// policy of any size (Lambda's environment holds 4 KB in all).
+    pub policy_object: Option<PolicyObject>,
 }
 
 impl fmt::Debug for Config {
@@ -335,6 +348,35 @@ impl Config {
                 }
             },
         };
+        let policy_object = r
+            .get("MUSTER_POLICY_OBJECT")
+            .and_then(|o| match o.split_once('/') {
+                Some((bucket, key))
+                    if !bucket.is_empty()
+                        && !key.is_empty()
+                        && bucket.chars().all(|c| {
+                            c.is_ascii_lowercase() || c.is_ascii_digit() || ".-".contains(c)
+                        }) =>
+                {
+                    Some(PolicyObject {
+                        bucket: bucket.to_string(),
+                        key: key.to_string(),
+                    })
+                }
+                _ => {
+                    r.problem(
+                        "MUSTER_POLICY_OBJECT",
+                        "expected BUCKET/KEY of the S3 object holding the policy TOML",
+                    );
+                    None
+                }
+            });
+        if policy_object.is_some() && r.get("MUSTER_POLICY").is_some() {
+            r.problem(
+                "MUSTER_POLICY_OBJECT",
+                "is set together with MUSTER_POLICY: give the policy one way",
+            );
+        }
         let policy = match r.get("MUSTER_POLICY") {
             None => Policy::default(),
             Some(text) => match Policy::from_toml(&text) {
@@ -386,6 +428,7 @@ impl Config {
             audit_archive_bucket,
             audit_retention_days,
             policy,
+            policy_object,
         })
     }
 }
@@ -443,6 +486,37 @@ mod tests {
 
     fn load(f: Function, env: &HashMap<&'static str, String>) -> Result<Config, ConfigError> {
         Config::from_lookup(f, |n| env.get(n).cloned())
+    }
+
+    #[test]
+    fn the_policy_object_is_bucket_and_key_and_comes_one_way_only() {
+        let mut env = full();
+        env.insert(
+            "MUSTER_POLICY_OBJECT",
+            "muster-config/policies/p1.toml".into(),
+        );
+        assert_eq!(
+            load(Function::Tick, &env).unwrap().policy_object,
+            Some(PolicyObject {
+                bucket: "muster-config".into(),
+                key: "policies/p1.toml".into()
+            })
+        );
+        for bad in ["no-key/", "/key", "Bucket_Caps/key", "s3:"] {
+            env.insert("MUSTER_POLICY_OBJECT", bad.into());
+            let e = load(Function::Tick, &env)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains("MUSTER_POLICY_OBJECT"), "{bad}: {e}");
+        }
+        env.insert("MUSTER_POLICY_OBJECT", "b/k".into());
+        env.insert("MUSTER_POLICY", "[channel_order]\n".into());
+        let e = load(Function::Tick, &env)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("one way"), "{e}");
     }
 
     #[test]
