@@ -63,7 +63,7 @@ CONTRACT = {
     "MUSTER_AUDIT_ARCHIVE_BUCKET": ({"tick"}, True),
     "MUSTER_AUDIT_RETENTION_DAYS": (ALL, False),
     "MUSTER_POLICY": (ALL, False),
-    "MUSTER_POLICY_OBJECT": (ALL, False),
+    "MUSTER_POLICY_FILE": (ALL, False),
 }
 
 # Variables the code may mention that are not deployment configuration.

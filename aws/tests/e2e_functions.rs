@@ -652,7 +652,12 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
     let deps_for = async |f: Function| {
         let config = load(f);
         let fc = support::recorded_clients(&cfg, &recorders[function_name(f)]);
-        let mut deps = build_deps(&config, &fc, clock.clone()).await.unwrap();
+        let mut deps = if f == Function::Dispatch {
+            muster_aws::runtime::wiring::build_dispatch_deps(&config, &fc, clock.clone()).await
+        } else {
+            build_deps(&config, &fc, clock.clone()).await
+        }
+        .unwrap();
         deps.queue = Arc::new(HeldQueue {
             inner: muster_aws::sqs::SqsQueue::new(fc.sqs.clone(), &urls[0])
                 .with_priority_lane(&urls[2]),

@@ -53,7 +53,7 @@ pub const VARIABLES: [(&str, &[Function]); 31] = {
         ("MUSTER_SES_CONFIGURATION_SET", &[Dispatch]),
         ("MUSTER_SMS_ORIGINATION", &[]),
         ("MUSTER_SMS_CONFIGURATION_SET", &[]),
-        ("MUSTER_POLICY_OBJECT", &[]),
+        ("MUSTER_POLICY_FILE", &[]),
         ("MUSTER_CHIME_SMA_ID", &[]),
         ("MUSTER_CHIME_FROM_NUMBER", &[]),
         ("MUSTER_PUSH_ENABLED", &[]),
@@ -71,13 +71,6 @@ pub const DEFAULT_RETENTION_DAYS: u32 = 180;
 
 /// The configuration. A variable a function does not require may be absent
 /// (empty string when it is, so that wiring never has to guess).
-/// An S3 object: the policy's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyObject {
-    pub bucket: String,
-    pub key: String,
-}
-
 #[derive(Clone)]
 pub struct Config {
     pub function: Function,
@@ -113,12 +106,10 @@ pub struct Config {
     pub contact_lookup_token: Option<Secret>,
     pub audit_archive_bucket: Option<String>,
     pub audit_retention_days: u32,
-    /// The policy: `MUSTER_POLICY` (TOML text), else the defaults; with
-    /// `policy_object`, read from S3 when the dependencies are built.
+    /// The policy: `MUSTER_POLICY` (TOML text) or the file
+    /// `MUSTER_POLICY_FILE` (a layer's, for a policy of any size), else the
+    /// defaults.
     pub policy: Policy,
-    /// `MUSTER_POLICY_OBJECT`: the S3 object holding the policy TOML, for a
-    /// policy of any size (Lambda's environment holds 4 KB in all).
-    pub policy_object: Option<PolicyObject>,
 }
 
 impl fmt::Debug for Config {
@@ -348,37 +339,37 @@ impl Config {
                 }
             },
         };
-        let policy_object = r
-            .get("MUSTER_POLICY_OBJECT")
-            .and_then(|o| match o.split_once('/') {
-                Some((bucket, key))
-                    if !bucket.is_empty()
-                        && !key.is_empty()
-                        && bucket.chars().all(|c| {
-                            c.is_ascii_lowercase() || c.is_ascii_digit() || ".-".contains(c)
-                        }) =>
-                {
-                    Some(PolicyObject {
-                        bucket: bucket.to_string(),
-                        key: key.to_string(),
-                    })
-                }
-                _ => {
-                    r.problem(
-                        "MUSTER_POLICY_OBJECT",
-                        "expected BUCKET/KEY of the S3 object holding the policy TOML",
-                    );
-                    None
-                }
-            });
-        if policy_object.is_some() && r.get("MUSTER_POLICY").is_some() {
+        // A policy of any size from a file (a Lambda layer's, under /opt):
+        // Lambda's environment holds 4 KB in all.
+        let policy_file = r.get("MUSTER_POLICY_FILE");
+        if policy_file.is_some() && r.get("MUSTER_POLICY").is_some() {
             r.problem(
-                "MUSTER_POLICY_OBJECT",
+                "MUSTER_POLICY_FILE",
                 "is set together with MUSTER_POLICY: give the policy one way",
             );
         }
+        let file_policy =
+            policy_file
+                .as_ref()
+                .and_then(|path| match std::fs::read_to_string(path) {
+                    Err(e) => {
+                        r.problem("MUSTER_POLICY_FILE", format!("cannot read {path}: {e}"));
+                        None
+                    }
+                    Ok(text) => match Policy::from_toml(&text) {
+                        Ok(p) => Some(p),
+                        Err(errors) => {
+                            let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+                            r.problem(
+                                "MUSTER_POLICY_FILE",
+                                format!("{path} is not a valid policy: {}", list.join(", ")),
+                            );
+                            None
+                        }
+                    },
+                });
         let policy = match r.get("MUSTER_POLICY") {
-            None => Policy::default(),
+            None => file_policy.unwrap_or_default(),
             Some(text) => match Policy::from_toml(&text) {
                 Ok(p) => p,
                 Err(errors) => {
@@ -428,7 +419,6 @@ impl Config {
             audit_archive_bucket,
             audit_retention_days,
             policy,
-            policy_object,
         })
     }
 }
@@ -489,34 +479,51 @@ mod tests {
     }
 
     #[test]
-    fn the_policy_object_is_bucket_and_key_and_comes_one_way_only() {
+    fn a_policy_of_any_size_comes_from_its_file_and_a_bad_one_is_named() {
+        let dir = std::env::temp_dir().join(format!("muster-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let example = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/policies/p3-no-voice.toml"
+        ))
+        .unwrap();
+        // Past the 4 KB Lambda's environment holds in all.
+        let big = format!(
+            "{}{example}",
+            "# a long policy comment, line after line\n".repeat(120)
+        );
+        assert!(big.len() > 4096);
+        let (ok, bad) = (dir.join("ok.toml"), dir.join("bad.toml"));
+        std::fs::write(&ok, &big).unwrap();
+        std::fs::write(&bad, "[channel_order]\nP3 = [\"fax\"]\n").unwrap();
         let mut env = full();
+        env.insert("MUSTER_POLICY_FILE", ok.display().to_string());
+        let got = load(Function::Tick, &env).unwrap().policy;
+        assert_eq!(got, Policy::from_toml(&example).unwrap());
+        assert_ne!(got, Policy::default());
+        env.insert("MUSTER_POLICY_FILE", bad.display().to_string());
+        let e = load(Function::Tick, &env)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("MUSTER_POLICY_FILE") && e.contains("fax"), "{e}");
         env.insert(
-            "MUSTER_POLICY_OBJECT",
-            "muster-config/policies/p1.toml".into(),
+            "MUSTER_POLICY_FILE",
+            dir.join("none.toml").display().to_string(),
         );
-        assert_eq!(
-            load(Function::Tick, &env).unwrap().policy_object,
-            Some(PolicyObject {
-                bucket: "muster-config".into(),
-                key: "policies/p1.toml".into()
-            })
-        );
-        for bad in ["no-key/", "/key", "Bucket_Caps/key", "s3:"] {
-            env.insert("MUSTER_POLICY_OBJECT", bad.into());
-            let e = load(Function::Tick, &env)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            assert!(e.contains("MUSTER_POLICY_OBJECT"), "{bad}: {e}");
-        }
-        env.insert("MUSTER_POLICY_OBJECT", "b/k".into());
+        let e = load(Function::Tick, &env)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("cannot read"), "{e}");
+        env.insert("MUSTER_POLICY_FILE", ok.display().to_string());
         env.insert("MUSTER_POLICY", "[channel_order]\n".into());
         let e = load(Function::Tick, &env)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("one way"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

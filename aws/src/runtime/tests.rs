@@ -56,7 +56,7 @@ fn config(f: Function) -> Config {
     env.insert("MUSTER_PUSH_ENABLED", String::new());
     env.insert("MUSTER_AUDIT_RETENTION_DAYS", String::new());
     env.insert("MUSTER_POLICY", String::new());
-    env.insert("MUSTER_POLICY_OBJECT", String::new());
+    env.insert("MUSTER_POLICY_FILE", String::new());
     env.insert("MUSTER_SMS_ORIGINATION", "+12065550152".into());
     env.insert("MUSTER_SMS_CONFIGURATION_SET", "muster-dev".into());
     Config::from_lookup(f, |n| env.get(n).cloned()).unwrap()

@@ -101,40 +101,36 @@ fn seed() -> u64 {
     })
 }
 
-/// The policy TOML in `object` (`MUSTER_POLICY_OBJECT`), parsed. A missing
-/// object or an invalid policy fails the function's start, naming the
-/// object and each problem (field and line).
-pub async fn load_policy(
-    s3: &aws_sdk_s3::Client,
-    object: &crate::runtime::config::PolicyObject,
-) -> Result<muster::policy::Policy, muster::Error> {
-    let name = format!("s3://{}/{}", object.bucket, object.key);
-    let resp = s3
-        .get_object()
-        .bucket(&object.bucket)
-        .key(&object.key)
-        .send()
-        .await
-        .map_err(|e| crate::error::map_sdk(format!("reading the policy {name}"), e))?;
-    let bytes = resp
-        .body
-        .collect()
-        .await
-        .map_err(|_| muster::Error::permanent(format!("reading the policy {name}: body cut off")))?
-        .into_bytes();
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| muster::Error::permanent(format!("the policy {name} is not UTF-8 text")))?;
-    muster::policy::Policy::from_toml(text).map_err(|errors| {
-        let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        muster::Error::permanent(format!(
-            "the policy {name} is not valid: {}",
-            list.join("; ")
-        ))
-    })
+/// No sender at all: the functions that never send (trigger, receipt,
+/// tick) link none of the carriers' clients (each zip stays small).
+fn no_senders() -> Senders {
+    let none = |endpoint| -> Arc<dyn ChannelSender> {
+        Arc::new(Disabled {
+            endpoint,
+            why: "this function does not send",
+        })
+    };
+    Senders {
+        voice: none(endpoints::VOICE),
+        sms: none(endpoints::SMS),
+        email: none(endpoints::EMAIL),
+        push: none(endpoints::PUSH),
+    }
+}
+
+/// [`build_deps`] with the configured channels' senders: dispatch's.
+pub async fn build_dispatch_deps(
+    config: &Config,
+    clients: &Clients,
+    clock: Arc<dyn Clock>,
+) -> Result<Deps, muster::Error> {
+    let mut deps = build_deps(config, clients, clock).await?;
+    deps.senders = senders(config, clients);
+    Ok(deps)
 }
 
 /// The senders of the configured channels.
-fn senders(config: &Config, clients: &Clients) -> Senders {
+pub fn senders(config: &Config, clients: &Clients) -> Senders {
     let mut sms = SmsSender::new(&clients.sms, endpoints::SMS);
     if let Some(origination) = &config.sms_origination {
         sms = sms.with_origination(origination.clone());
@@ -203,10 +199,7 @@ pub async fn build_deps(
     clients: &Clients,
     clock: Arc<dyn Clock>,
 ) -> Result<Deps, muster::Error> {
-    let policy = Arc::new(match &config.policy_object {
-        Some(object) => load_policy(&clients.s3, object).await?,
-        None => config.policy.clone(),
-    });
+    let policy = Arc::new(config.policy.clone());
     let pii: Arc<dyn crate::crypto::Sealer> =
         Arc::new(KmsSealer::new(clients.kms.clone(), &config.pii_key_id));
     // Phone numbers are indexed by a keyed hash; the key comes from the
@@ -283,7 +276,7 @@ pub async fn build_deps(
                 .with_priority_lane(&config.priority_queue_url),
         ),
         timers: Arc::new(timers),
-        senders: senders(config, clients),
+        senders: no_senders(),
         observer: Arc::new(EmfObserver::new(std::io::stdout(), clock.clone())),
         clock,
         ids: Arc::new(SeededIds::new(seed())),
