@@ -278,3 +278,16 @@ pub fn run_range(
     total.panics.sort_unstable();
     total
 }
+
+/// muster's own targets (`muster::fuzz`), for this engine: the one place
+/// the engine meets muster.
+pub fn muster_targets() -> Vec<Target> {
+    muster::fuzz::targets()
+        .into_iter()
+        .map(|t| Target {
+            name: t.name,
+            seeds: (t.seeds)(),
+            run: t.run,
+        })
+        .collect()
+}

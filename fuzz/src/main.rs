@@ -56,14 +56,7 @@ enum Cmd {
 }
 
 fn targets() -> Vec<Target> {
-    muster::fuzz::targets()
-        .into_iter()
-        .map(|t| Target {
-            name: t.name,
-            seeds: (t.seeds)(),
-            run: t.run,
-        })
-        .collect()
+    muster_fuzz::muster_targets()
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {

@@ -7,14 +7,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 fn targets() -> Vec<Target> {
-    muster::fuzz::targets()
-        .into_iter()
-        .map(|t| Target {
-            name: t.name,
-            seeds: (t.seeds)(),
-            run: t.run,
-        })
-        .collect()
+    muster_fuzz::muster_targets()
 }
 
 /// No parser of outside input panics or overflows its stack on 400 cases

@@ -6,7 +6,6 @@
 use super::{map_send_error, tag_value};
 use async_trait::async_trait;
 use aws_sdk_sesv2::Client;
-use aws_sdk_sesv2::config::retry::RetryConfig;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message, MessageTag};
 use muster::domain::Address;
 use muster::ports::{Accepted, ChannelSender, OutboundMessage, SendError};
@@ -26,13 +25,7 @@ impl EmailSender {
         configuration_set: impl Into<String>,
     ) -> Self {
         EmailSender {
-            client: Client::from_conf(
-                client
-                    .config()
-                    .to_builder()
-                    .retry_config(RetryConfig::disabled())
-                    .build(),
-            ),
+            client: super::no_retries!(aws_sdk_sesv2, client),
             endpoint: endpoint.into(),
             from: from.into(),
             configuration_set: configuration_set.into(),

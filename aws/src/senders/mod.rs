@@ -16,6 +16,21 @@
 //! The sender clients are built with SDK retries off, so that every 429
 //! reaches the rate limiter, which paces the endpoint (and the queue retries).
 
+/// A copy of an SDK client with SDK retries off (see the module doc): every
+/// client type is its own, so this is a macro.
+macro_rules! no_retries {
+    ($krate:ident, $client:expr) => {
+        $krate::Client::from_conf(
+            $client
+                .config()
+                .to_builder()
+                .retry_config($krate::config::retry::RetryConfig::disabled())
+                .build(),
+        )
+    };
+}
+pub(crate) use no_retries;
+
 pub mod email;
 pub mod sms;
 pub mod sns;

@@ -20,7 +20,6 @@
 use super::map_send_error;
 use async_trait::async_trait;
 use aws_sdk_pinpointsmsvoicev2::Client;
-use aws_sdk_pinpointsmsvoicev2::config::retry::RetryConfig;
 use aws_sdk_pinpointsmsvoicev2::error::SdkError;
 use aws_sdk_pinpointsmsvoicev2::operation::send_text_message::SendTextMessageError;
 use aws_sdk_pinpointsmsvoicev2::types::{ConflictExceptionReason, MessageType};
@@ -97,13 +96,7 @@ impl SmsSender {
     /// `endpoint` is the rate-limiting unit ("sms", "sms-us", ...).
     pub fn new(client: &Client, endpoint: impl Into<String>) -> Self {
         SmsSender {
-            client: Client::from_conf(
-                client
-                    .config()
-                    .to_builder()
-                    .retry_config(RetryConfig::disabled())
-                    .build(),
-            ),
+            client: super::no_retries!(aws_sdk_pinpointsmsvoicev2, client),
             endpoint: endpoint.into(),
             origination: None,
             configuration_set: None,

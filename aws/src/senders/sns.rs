@@ -4,20 +4,8 @@
 use super::map_send_error;
 use async_trait::async_trait;
 use aws_sdk_sns::Client;
-use aws_sdk_sns::config::retry::RetryConfig;
 use muster::domain::Address;
 use muster::ports::{Accepted, ChannelSender, OutboundMessage, SendError};
-
-/// A copy of `client` with SDK retries off (see the module doc of `senders`).
-fn no_retries(client: &Client) -> Client {
-    Client::from_conf(
-        client
-            .config()
-            .to_builder()
-            .retry_config(RetryConfig::disabled())
-            .build(),
-    )
-}
 
 pub struct PushSender {
     client: Client,
@@ -27,7 +15,7 @@ pub struct PushSender {
 impl PushSender {
     pub fn new(client: &Client, endpoint: impl Into<String>) -> Self {
         PushSender {
-            client: no_retries(client),
+            client: super::no_retries!(aws_sdk_sns, client),
             endpoint: endpoint.into(),
         }
     }

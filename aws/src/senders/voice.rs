@@ -10,7 +10,6 @@
 use super::map_send_error;
 use async_trait::async_trait;
 use aws_sdk_chimesdkvoice::Client;
-use aws_sdk_chimesdkvoice::config::retry::RetryConfig;
 use muster::domain::Address;
 use muster::ports::{Accepted, ChannelSender, OutboundMessage, SendError};
 
@@ -30,13 +29,7 @@ impl VoiceSender {
         sip_media_application_id: impl Into<String>,
     ) -> Self {
         VoiceSender {
-            client: Client::from_conf(
-                client
-                    .config()
-                    .to_builder()
-                    .retry_config(RetryConfig::disabled())
-                    .build(),
-            ),
+            client: super::no_retries!(aws_sdk_chimesdkvoice, client),
             endpoint: endpoint.into(),
             from: from.into(),
             sip_media_application_id: sip_media_application_id.into(),

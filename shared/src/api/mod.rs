@@ -46,6 +46,18 @@ use axum::response::{IntoResponse, Response};
 /// query strings, bodies over the limit). One log line per request names
 /// the route (its template: never an id, token or address), the status
 /// and the latency.
+/// Whether a `Content-Type` value names JSON (`application/json` or any
+/// `+json` type such as `application/scim+json`), parameters ignored.
+pub(crate) fn is_json_media_type(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence.ends_with("+json")
+}
+
 pub fn finish(router: Router) -> Router {
     router
         .fallback(|| async { StatusCode::NOT_FOUND })

@@ -233,13 +233,7 @@ fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, Problem> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    if essence != "application/json" && !essence.ends_with("+json") {
+    if !super::is_json_media_type(ct) {
         return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "send application/json",
@@ -487,6 +481,15 @@ fn page(status: StatusCode, title: &str, text: &str, form: Option<&str>) -> Resp
     r
 }
 
+fn invalid_link_page() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "Link not valid",
+        "This acknowledgement link is not valid or has expired.",
+        None,
+    )
+}
+
 fn not_recorded_page() -> Response {
     page(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -520,12 +523,7 @@ async fn ack_page(State(s): State<ApiState>, Path(token): Path<String>) -> Respo
             ),
             None,
         ),
-        Err(p) if p.status == StatusCode::NOT_FOUND => page(
-            StatusCode::NOT_FOUND,
-            "Link not valid",
-            "This acknowledgement link is not valid or has expired.",
-            None,
-        ),
+        Err(p) if p.status == StatusCode::NOT_FOUND => invalid_link_page(),
         Err(_) => not_recorded_page(),
     }
 }
@@ -553,12 +551,7 @@ async fn ack_form(State(s): State<ApiState>, Path(token): Path<String>) -> Respo
             },
             None,
         ),
-        Err(p) if p.status == StatusCode::NOT_FOUND => page(
-            StatusCode::NOT_FOUND,
-            "Link not valid",
-            "This acknowledgement link is not valid or has expired.",
-            None,
-        ),
+        Err(p) if p.status == StatusCode::NOT_FOUND => invalid_link_page(),
         Err(_) => not_recorded_page(),
     }
 }

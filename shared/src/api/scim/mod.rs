@@ -271,22 +271,14 @@ struct Body(Value);
 impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = ScimError;
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-            let essence = ct
-                .to_str()
-                .unwrap_or_default()
-                .split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase();
-            if essence != "application/json" && !essence.ends_with("+json") {
-                return Err(ScimError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    None,
-                    "send application/scim+json",
-                ));
-            }
+        if let Some(ct) = req.headers().get(header::CONTENT_TYPE)
+            && !crate::api::is_json_media_type(ct.to_str().unwrap_or_default())
+        {
+            return Err(ScimError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                None,
+                "send application/scim+json",
+            ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
