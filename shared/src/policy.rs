@@ -63,6 +63,12 @@ pub struct Policy {
     /// fails for that person (CHANNEL_THROTTLED_OUT); `None`: the severity x
     /// tier escalation delay.
     pub throttle_bound: Option<Millis>,
+    /// Severities whose plans follow carrier capacity: a member send whose
+    /// channel's queue wait is past [`crate::engine::queue_bound`] moves to
+    /// the next channel of the person's plan with room (default: all).
+    pub queue_replan: [bool; 4],
+    /// The queue-wait bound; `None`: the hold for the severity and tier.
+    pub queue_wait_bound: Option<Millis>,
     /// Per severity: when a non-voice channel is DELIVERED and not
     /// acknowledged within the hold, a voice call goes alongside the next
     /// channel (the seed's parallel voice call).
@@ -126,6 +132,8 @@ impl Default for Policy {
             lookup_max_in_flight: 8,
             escalation: EscalationPolicy::default(),
             throttle_bound: None,
+            queue_replan: [true; 4],
+            queue_wait_bound: None,
             parallel_voice: [true, false, false, false],
             parallel_voice_stagger: 30_000,
         }
@@ -140,6 +148,11 @@ impl Policy {
         &self.channel_order[severity.index()]
     }
     /// Whether the seed's parallel voice call is on for `severity`.
+    /// Whether plans of this severity follow carrier capacity.
+    pub fn queue_replan(&self, severity: Severity) -> bool {
+        self.queue_replan[severity.index()]
+    }
+
     pub fn parallel_voice(&self, severity: Severity) -> bool {
         self.parallel_voice[severity.index()]
     }
@@ -227,10 +240,19 @@ impl Policy {
                                 }
                             }
                             "parallel_voice_stagger" => w.duration(v, &path, 0, 600_000).map(|d| next.parallel_voice_stagger = d).unwrap_or(()),
+                            "queue_replan" => {
+                                if let Some(list) = w.severities(v, &path) {
+                                    next.queue_replan = [false; 4];
+                                    for sev in list {
+                                        next.queue_replan[sev.index()] = true;
+                                    }
+                                }
+                            }
+                            "queue_wait_bound" => w.duration(v, &path, 1_000, 86_400_000).map(|d| next.queue_wait_bound = Some(d)).unwrap_or(()),
                             _ => w.err(
                                 &path,
                                 v,
-                                "unknown key: expected hard_failure_threshold, receipt_timeout, max_in_flight, reconciliation_age, sweep_interval, manager_route, throttle_bound, parallel_voice or parallel_voice_stagger",
+                                "unknown key: expected hard_failure_threshold, receipt_timeout, max_in_flight, reconciliation_age, sweep_interval, manager_route, throttle_bound, parallel_voice, parallel_voice_stagger, queue_replan or queue_wait_bound",
                             ),
                         }
                     }
@@ -410,6 +432,24 @@ impl Policy {
             s,
             "throttling bound      {} per person",
             match self.throttle_bound {
+                Some(b) => secs(b),
+                None => "the severity x tier escalation delay".into(),
+            }
+        );
+        let adapt: Vec<&str> = Severity::ALL
+            .iter()
+            .filter(|sev| self.queue_replan(**sev))
+            .map(|sev| sev.as_str())
+            .collect();
+        let _ = writeln!(
+            s,
+            "capacity-aware plans  {}; a channel whose queue waits past {} moves later for that person",
+            if adapt.is_empty() {
+                "off".to_string()
+            } else {
+                format!("on for {}", adapt.join(", "))
+            },
+            match self.queue_wait_bound {
                 Some(b) => secs(b),
                 None => "the severity x tier escalation delay".into(),
             }

@@ -510,6 +510,9 @@ pub trait RateLimiter: Send + Sync {
     /// Whether the carrier is throttling the endpoint (a 429 and nothing
     /// accepted since), and until when it is paused.
     async fn throttling(&self, endpoint: &str, now: Ts) -> Result<Option<Throttling>>;
+    /// How long a member send asking now would wait on `endpoint`
+    /// (`AdaptiveLimiter::queue_wait`), booking nothing.
+    async fn queue_wait(&self, endpoint: &str, now: Ts) -> Result<Millis>;
 }
 
 /// What happened, for metrics and for drills' live invariant checks.

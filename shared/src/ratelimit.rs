@@ -453,6 +453,14 @@ impl AdaptiveLimiter {
         Ts(self.next_free_us.div_ceil(1000))
     }
 
+    /// How long a member send asking at `now` would wait for its slot (the
+    /// booked schedule or the carrier's pause, whichever ends later), without
+    /// booking anything.
+    pub fn queue_wait(&self, now: Ts) -> Millis {
+        let pause = self.paused_until.filter(|p| *p > now).unwrap_or(now);
+        self.booked_until().max(pause).since(now)
+    }
+
     /// End of the Retry-After pause, while one is known to be running
     /// (cleared by the first call at or after its end).
     pub fn paused_until(&self) -> Option<Ts> {

@@ -222,6 +222,93 @@ fn mass_activation_10k_first_contacts_everyone_at_the_told_limit() {
 }
 
 #[test]
+fn plans_follow_capacity_so_nobody_waits_for_a_congested_channel() {
+    // 10,000 P1 people with all four channels at AWS's default quotas:
+    // voice 1/s, SMS 20/s, email 14/s, push 50/s. The fastest those
+    // channels together allow is N / (sum of limits); the last first
+    // contact comes within 1.10 x that (behind the voice queue alone it
+    // would be 10,000 s).
+    let (d, r) = drill("mass-activation-10k-aws-quotas");
+    assert_eq!(r.first_contact_secs.count, 10_000);
+    let fastest = 10_000.0 / (1.0 + 20.0 + 14.0 + 50.0);
+    assert!(
+        r.first_contact_secs.max <= 1.10 * fastest,
+        "last first contact {}s, fastest possible {fastest:.1}s",
+        r.first_contact_secs.max
+    );
+    // Each channel is used at its pace, none above its limit.
+    for (name, c) in &r.carriers {
+        assert!(c.peak_per_sec as f64 <= c.limit_per_sec, "{name}");
+        assert_eq!(c.throttled_429, 0, "{name}");
+    }
+    // Every move is audited with the waits that caused it, and only a
+    // channel whose queue was past the bound (the P1 hold of the person's
+    // tier: 60 s or 90 s) was moved.
+    let moves: Vec<AuditEntry> = entries(&d)
+        .into_iter()
+        .filter(|e| {
+            e.record.kind == AuditKind::PlanChanged
+                && e.record
+                    .note
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains(" queue ")
+        })
+        .collect();
+    assert!(moves.len() > 5_000, "{} moves", moves.len());
+    for m in &moves {
+        let note = m.record.note.as_deref().unwrap_or_default();
+        assert!(note.contains("(queue waits: "), "{note}");
+        assert_eq!(m.route, Route::Member, "{note}");
+        let number_after = |marker: &str| -> u64 {
+            note.split(marker)
+                .nth(1)
+                .and_then(|t| t.split('s').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_default()
+        };
+        let (waited, bound) = (number_after(" queue "), number_after("past the "));
+        assert!(bound == 60 || bound == 90, "{note}");
+        assert!(waited > bound, "{note}");
+    }
+}
+
+#[test]
+fn capacity_aware_plans_are_turned_off_per_severity() {
+    // The same people, 600 of them, with P1 plans that do not follow
+    // capacity: everyone waits for voice at 1 call a second.
+    let path = format!(
+        "{}/../examples/drills/mass-activation-10k-aws-quotas.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .replace("count = 10000", "count = 600")
+        + "\n[policy.cascade]\nqueue_replan = [\"P2\", \"P3\", \"P4\"]\n";
+    let s = Scenario::from_toml(&text).unwrap_or_else(|e| panic!("{e:?}"));
+    let seed = s.seed;
+    let (d, r) = run(s, seed);
+    assert_eq!(r.invariant_violations, 0);
+    assert!(
+        r.first_contact_secs.max > 500.0,
+        "last first contact {}s: behind the voice queue",
+        r.first_contact_secs.max
+    );
+    assert!(
+        entries(&d)
+            .iter()
+            .all(|e| e.record.kind != AuditKind::PlanChanged
+                || !e
+                    .record
+                    .note
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains(" queue ")),
+        "no plan follows a queue when turned off"
+    );
+}
+
+#[test]
 fn mass_activation_10k_adapts_to_hidden_capacity() {
     let (_, r) = drill("mass-activation-10k-hidden-capacity");
     let voice = &r.carriers["voice"];

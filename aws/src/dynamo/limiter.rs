@@ -238,4 +238,11 @@ impl RateLimiter for DynamoLimiter {
             .await?
             .and_then(|(state, _)| state.throttling(now)))
     }
+
+    async fn queue_wait(&self, endpoint: &str, now: Ts) -> Result<Millis> {
+        Ok(self
+            .read(endpoint)
+            .await?
+            .map_or(0, |(state, _)| state.queue_wait(now)))
+    }
 }

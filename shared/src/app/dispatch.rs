@@ -16,7 +16,7 @@ use super::{Batch, ContactCheck, apply_event, apply_with, audit, escalation};
 use crate::domain::{Channel, ContactMethods, IncidentId, IncidentStatus, StakeholderId};
 use crate::engine::{
     Cascade, CascadeKey, ChannelPlan, ChannelWaits, Event, Phase, Route, SendOutcome, WaitCause,
-    decide, hold_delay, throttle_bound,
+    decide, hold_delay, queue_bound, throttle_bound,
 };
 use crate::error::Result;
 use crate::ports::{
@@ -229,6 +229,17 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
         apply_with(deps, rec, Event::Replan { attempt, waits }, Vec::new()).await?;
         return Ok(());
     }
+    if lane == Lane::Member
+        && ticket.is_none()
+        && deps.policy.queue_replan(incident.trigger.severity)
+        && let Some(moved) = follow_capacity(deps, &rec, attempt, a.channel, now).await?
+    {
+        // At most one move per channel of the plan: each is to a shorter queue.
+        return match moved {
+            Some(next) => Box::pin(send(deps, key, next, None)).await,
+            None => Ok(()),
+        };
+    }
     if lane == Lane::Priority && !reserve(deps, &rec, attempt, now).await? {
         return Ok(());
     }
@@ -381,6 +392,72 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
     };
     apply_with(deps, rec, event, named).await?;
     Ok(())
+}
+
+/// Capacity-aware plans: a member send whose channel's queue would hold it
+/// past the queue-wait bound moves to the first channel left in the
+/// person's plan whose queue is within the bound, else to the one whose
+/// queue ends first, when that is sooner than its own (the engine decides
+/// from the waits and audits them; the channel is tried later). The new
+/// attempt is sent at once by the caller (it books its slot now), so every
+/// send waits in exactly one queue and each booking is seen by the next
+/// send that asks. `Some` when the plan changed, with the new attempt if
+/// it is sending.
+async fn follow_capacity(
+    deps: &Deps,
+    rec: &CascadeRecord,
+    attempt: u32,
+    channel: Channel,
+    now: crate::domain::Ts,
+) -> Result<Option<Option<u32>>> {
+    let c = &rec.cascade;
+    let rest = &c.plan.as_slice()[usize::from(c.next_step).min(c.plan.len())..];
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    let bound = queue_bound(c, &deps.policy);
+    let own = deps
+        .limiter
+        .queue_wait(deps.senders.get(channel).endpoint(), now)
+        .await?;
+    if own <= bound {
+        return Ok(None);
+    }
+    let mut waits = ChannelWaits {
+        cause: WaitCause::Queue,
+        ..Default::default()
+    };
+    waits.free_at[channel.index()] = Some(now.plus(own));
+    let mut sooner = false;
+    for next in rest {
+        let wait = deps
+            .limiter
+            .queue_wait(deps.senders.get(*next).endpoint(), now)
+            .await?;
+        sooner |= wait < own;
+        waits.free_at[next.index()] = (wait > 0).then(|| now.plus(wait));
+    }
+    if !sooner {
+        return Ok(None);
+    }
+    let before: Vec<u32> = c.in_flight.iter().map(|a| a.id).collect();
+    let (next, kind) = apply_with(
+        deps,
+        rec.clone(),
+        Event::Replan { attempt, waits },
+        Vec::new(),
+    )
+    .await?;
+    if kind != crate::engine::AuditKind::PlanChanged {
+        return Ok(None);
+    }
+    let moved = next
+        .cascade
+        .in_flight
+        .iter()
+        .find(|a| !before.contains(&a.id) && matches!(a.phase, Phase::Sending { .. }))
+        .map(|a| a.id);
+    Ok(Some(moved))
 }
 
 /// Reserves the attempt's channel of its person in the contact ledger (calls

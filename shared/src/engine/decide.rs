@@ -32,6 +32,17 @@ pub fn throttle_bound(c: &Cascade, policy: &Policy) -> Millis {
         .unwrap_or_else(|| hold_delay(c, policy))
 }
 
+/// How long a member send may wait in a carrier endpoint's queue before the
+/// channel is moved later in the person's plan (when another channel of it
+/// has room sooner): `cascade.queue_wait_bound`, else the hold for the
+/// cascade's severity and tier (90 s for P1 by default), so nobody waits
+/// longer for their first channel than the cascade would wait for an answer.
+pub fn queue_bound(c: &Cascade, policy: &Policy) -> Millis {
+    policy
+        .queue_wait_bound
+        .unwrap_or_else(|| hold_delay(c, policy))
+}
+
 /// Decides the next state of `cascade` after `event` at `now`.
 pub fn decide(cascade: &Cascade, event: &Event, policy: &Policy, now: Ts) -> Decision {
     let mut t = Transition::new(cascade, policy, now);
@@ -633,7 +644,11 @@ impl<'a> Transition<'a> {
         let Some(busy_until) = free_at(a.channel) else {
             return self.stale(format!("replan of attempt {}: {} is free", a.id, a.channel));
         };
-        self.next.busy_until = busy;
+        let queued = waits.cause == super::WaitCause::Queue;
+        // A queue's wait is the carrier's, not the person's: not kept.
+        if !queued {
+            self.next.busy_until = busy;
+        }
         // Waiting for a throttling carrier is bounded per person (rule 3).
         let throttled = waits.cause == super::WaitCause::Throttled;
         if throttled {
@@ -652,16 +667,34 @@ impl<'a> Transition<'a> {
         let step = usize::from(self.next.next_step);
         let plan = self.next.plan;
         let rest = &plan.as_slice()[step..];
-        let target = match rest.iter().position(|c| free_at(*c).is_none()) {
-            Some(j) => Some((j, None)),
-            None => rest
-                .iter()
-                .enumerate()
-                .filter_map(|(j, c)| free_at(*c).map(|t| (t, j)))
-                .filter(|(t, _)| *t < busy_until)
-                .min()
-                .map(|(t, j)| (j, Some(t))),
+        let sooner = rest
+            .iter()
+            .enumerate()
+            .filter_map(|(j, c)| free_at(*c).map(|t| (t, j)))
+            .filter(|(t, _)| *t < busy_until)
+            .min();
+        let target = if queued {
+            // The first channel of the plan whose queue is within the bound,
+            // else the one whose queue ends first; the send waits in that
+            // queue (the dispatcher books its slot), it is not deferred.
+            let bound = queue_bound(&self.next, self.policy);
+            let within = |c: Channel| free_at(c).is_none_or(|t| t.since(now) <= bound);
+            match rest.iter().position(|c| within(*c)) {
+                Some(j) => Some((j, None)),
+                None => sooner.map(|(_, j)| (j, None)),
+            }
+        } else {
+            match rest.iter().position(|c| free_at(*c).is_none()) {
+                Some(j) => Some((j, None)),
+                None => sooner.map(|(t, j)| (j, Some(t))),
+            }
         };
+        if queued && target.is_none() {
+            return self.stale(format!(
+                "replan of attempt {}: no channel of the plan has room sooner than {}",
+                a.id, a.channel
+            ));
+        }
         let cause = cause_text(waits.cause);
         let waited = busy_until.since(now).div_ceil(1000);
         let Some((j, until)) = target else {
@@ -707,6 +740,9 @@ impl<'a> Transition<'a> {
             throttled_since: None,
         };
         match until {
+            // The dispatcher that found the queue books the new slot and
+            // queues the send itself (one booking, in the order asked).
+            None if queued => {}
             None => self.commands.push(Command::Send {
                 attempt: id,
                 channel,
@@ -723,10 +759,28 @@ impl<'a> Transition<'a> {
             None => "now".to_string(),
             Some(t) => format!("in {}s", t.since(now).div_ceil(1000)),
         };
-        self.audit.note = Some(format!(
-            "{} busy for {waited}s ({cause}); {channel} {when} as attempt {id}, {} after it",
-            a.channel, a.channel
-        ));
+        self.audit.note = Some(if queued {
+            let queues: Vec<String> = Channel::ALL
+                .iter()
+                .filter(|c| **c == a.channel || rest.contains(c))
+                .map(|c| {
+                    let w = busy[c.index()].map_or(0, |t| t.since(now).div_ceil(1000));
+                    format!("{c} {w}s")
+                })
+                .collect();
+            format!(
+                "{} queue {waited}s, past the {}s bound; {channel} {when} as attempt {id}, {} after it (queue waits: {})",
+                a.channel,
+                queue_bound(&self.next, self.policy).div_ceil(1000),
+                a.channel,
+                queues.join(", ")
+            )
+        } else {
+            format!(
+                "{} busy for {waited}s ({cause}); {channel} {when} as attempt {id}, {} after it",
+                a.channel, a.channel
+            )
+        });
     }
 
     /// The channel of attempt `i` failed: count it, then escalate on the hard
@@ -884,6 +938,7 @@ fn cause_text(cause: super::WaitCause) -> &'static str {
     match cause {
         super::WaitCause::Contact => "another cascade contacted this person on it within the hold",
         super::WaitCause::Throttled => "the carrier is throttling it",
+        super::WaitCause::Queue => "its carrier's queue is past the bound",
     }
 }
 

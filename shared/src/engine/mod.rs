@@ -17,7 +17,7 @@ mod tests;
 
 pub use cascade::{Attempt, Cascade, CascadeKey, CascadeStatus, ChannelPlan, Phase, Route};
 pub use decide::{decide, timer_is_live};
-pub use decide::{hold_delay, route_severity, throttle_bound};
+pub use decide::{hold_delay, queue_bound, route_severity, throttle_bound};
 
 use crate::domain::{Channel, Millis, StakeholderId, Ts};
 use serde::{Deserialize, Serialize};
@@ -83,6 +83,12 @@ pub enum WaitCause {
     Contact,
     /// The carrier endpoint is paused by 429s (an escalation never waits for it).
     Throttled,
+    /// The carrier endpoint's queue: a member send asking now would wait
+    /// past the queue-wait bound ([`queue_bound`]) while another channel of
+    /// the person's plan has room sooner (capacity-aware plans). `free_at`
+    /// holds each channel's expected slot; the waits are not the person's,
+    /// so the cascade does not keep them.
+    Queue,
 }
 
 impl ChannelWaits {

@@ -1213,6 +1213,78 @@ fn a_channel_busy_for_the_person_moves_after_the_next_free_one() {
     assert_stale(&r.at(46, busy(Voice, s(46), WaitCause::Contact)));
 }
 
+/// Queue waits as a dispatcher reports them: `(channel, seconds)`.
+fn queues(waits: &[(Channel, u64)]) -> ChannelWaits {
+    let mut w = ChannelWaits {
+        cause: WaitCause::Queue,
+        ..Default::default()
+    };
+    for (c, secs) in waits {
+        w.free_at[c.index()] = (*secs > 0).then(|| s(*secs));
+    }
+    w
+}
+
+#[test]
+fn a_channel_whose_queue_is_past_the_bound_moves_later_for_that_person() {
+    // P1 tier 1: the bound is the 60 s hold. Voice's queue is 2h46m long,
+    // SMS's 120 s, email's 30 s: the first channel of the plan within the
+    // bound is email. The attempt moves there as a new attempt that is
+    // sending (the dispatcher books its slot and sends it: no command),
+    // the plan keeps its order otherwise, voice right after email.
+    let mut r = Run::new(&[Voice, Sms, Email, Push]);
+    r.at(0, Event::Start);
+    let d = r.at(
+        0,
+        Event::Replan {
+            attempt: 1,
+            waits: queues(&[(Voice, 9_960), (Sms, 120), (Email, 30), (Push, 0)]),
+        },
+    );
+    assert_eq!(d.audit.kind, AuditKind::PlanChanged);
+    assert_eq!(d.commands, []);
+    assert_eq!(r.c.in_flight, [sending(2, Email, s(0))]);
+    assert_eq!(r.c.plan.as_slice(), [Email, Voice, Sms, Push]);
+    // Audited with the waits that caused it.
+    let note = d.audit.note.clone().unwrap_or_default();
+    assert!(
+        note.contains("voice queue 9960s, past the 60s bound"),
+        "{note}"
+    );
+    assert!(
+        note.contains("voice 9960s, sms 120s, email 30s, push 0s"),
+        "{note}"
+    );
+    // A queue is the carrier's, not the person's: nothing is kept busy.
+    assert_eq!(r.c.busy_until, [None; 4]);
+
+    // Every queue past the bound: the one that ends first.
+    let mut r = Run::new(&[Voice, Sms, Email]);
+    r.at(0, Event::Start);
+    let d = r.at(
+        0,
+        Event::Replan {
+            attempt: 1,
+            waits: queues(&[(Voice, 9_960), (Sms, 400), (Email, 300)]),
+        },
+    );
+    assert_eq!(d.audit.kind, AuditKind::PlanChanged);
+    assert_eq!(r.c.in_flight, [sending(2, Email, s(0))]);
+    assert_eq!(r.c.plan.as_slice(), [Email, Voice, Sms]);
+
+    // No channel left with a shorter queue: the attempt stays in its own.
+    let mut r = Run::new(&[Voice, Sms]);
+    r.at(0, Event::Start);
+    assert_stale(&r.at(
+        0,
+        Event::Replan {
+            attempt: 1,
+            waits: queues(&[(Voice, 200), (Sms, 300)]),
+        },
+    ));
+    assert_eq!(r.c.in_flight, [sending(1, Voice, s(0))]);
+}
+
 #[test]
 fn what_is_known_busy_is_remembered_so_an_attempt_never_swings_between_two() {
     // Voice is throttled by the carrier; SMS is busy for the person. The

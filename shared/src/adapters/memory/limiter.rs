@@ -97,4 +97,9 @@ impl RateLimiter for MemoryLimiter {
             .get(endpoint)
             .and_then(|l| l.throttling(now)))
     }
+    async fn queue_wait(&self, endpoint: &str, now: Ts) -> Result<Millis> {
+        Ok(lock(&self.limiters)
+            .get(endpoint)
+            .map_or(0, |l| l.queue_wait(now)))
+    }
 }
