@@ -31,6 +31,58 @@ impl RetryPolicy {
     }
 }
 
+/// A carrier's default quota on AWS, for `rate_limit.endpoints`.
+#[derive(Debug, Clone, Copy)]
+pub struct QuotaPreset {
+    pub name: &'static str,
+    /// Sends per second (per origination number when `per_number`).
+    pub per_sec: f64,
+    pub per_number: bool,
+    /// Where AWS documents it.
+    pub source: &'static str,
+}
+
+/// AWS's default quotas (docs/policy.md, "Carrier quotas"). Raised quotas
+/// are written as plain numbers.
+pub const QUOTA_PRESETS: &[QuotaPreset] = &[
+    QuotaPreset {
+        name: "aws-chime-voice",
+        per_sec: 1.0,
+        per_number: false,
+        source: "Amazon Chime SDK endpoints and quotas: CreateSipMediaApplicationCall, 1 per second per Region",
+    },
+    QuotaPreset {
+        name: "aws-sms-10dlc",
+        per_sec: 1.0,
+        per_number: true,
+        source: "AWS End User Messaging SMS user guide, MPS limits: 10DLC, 1 MPS per number by default",
+    },
+    QuotaPreset {
+        name: "aws-sms-toll-free",
+        per_sec: 3.0,
+        per_number: true,
+        source: "AWS End User Messaging SMS user guide, MPS limits: toll-free, 3 MPS per number",
+    },
+    QuotaPreset {
+        name: "aws-sms-short-code",
+        per_sec: 100.0,
+        per_number: true,
+        source: "AWS End User Messaging SMS user guide, MPS limits: short code, 100 MPS per number",
+    },
+    QuotaPreset {
+        name: "aws-ses-sandbox",
+        per_sec: 1.0,
+        per_number: false,
+        source: "Amazon SES developer guide, sandbox: 1 message per second",
+    },
+    QuotaPreset {
+        name: "aws-ses-production",
+        per_sec: 14.0,
+        per_number: false,
+        source: "Amazon SES developer guide, sending quotas: a new production account's maximum send rate, 14 per second (see the account's own in the SES console)",
+    },
+];
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Policy {
     /// Hold after DELIVERED without ACK before the next channel, by severity
@@ -53,6 +105,9 @@ pub struct Policy {
     /// Sends per second per carrier endpoint, unless the endpoint has its own.
     pub rate_limit_per_sec: f64,
     pub endpoint_limits: BTreeMap<String, f64>,
+    /// The adaptive limiter never paces an endpoint below this (msgs/s;
+    /// 0.1 to 1,000; capped at the endpoint's limit).
+    pub rate_limit_floor: f64,
     /// Severity whose order and delays escalation cascades use (the high-priority route).
     pub manager_route: Severity,
     /// Live contact lookups in flight at once per expansion job.
@@ -128,6 +183,7 @@ impl Default for Policy {
             dedup_window: 300_000,
             rate_limit_per_sec: 50.0,
             endpoint_limits: BTreeMap::new(),
+            rate_limit_floor: 1.0,
             manager_route: Severity::P1,
             lookup_max_in_flight: 8,
             escalation: EscalationPolicy::default(),
@@ -161,6 +217,18 @@ impl Policy {
             .get(endpoint)
             .copied()
             .unwrap_or(self.rate_limit_per_sec)
+    }
+
+    /// The adaptive limiter's configuration for one endpoint: its told
+    /// limit, the floor, and the escalations' priority share (the same in
+    /// every store that keeps limiter state).
+    pub fn limiter_config(&self, endpoint: &str) -> crate::ratelimit::LimiterConfig {
+        let limit = self.rate_limit(endpoint);
+        crate::ratelimit::LimiterConfig {
+            limit_per_sec: limit,
+            min_per_sec: self.rate_limit_floor.min(limit),
+            priority_share: self.escalation.priority_share,
+        }
     }
 
     /// Parses a policy file: defaults overridden by the file.
@@ -299,16 +367,21 @@ impl Policy {
                         let path = format!("rate_limit.{k}");
                         match k.as_str() {
                             "per_second" => w.float(v, &path, 0.1, 100_000.0).map(|f| next.rate_limit_per_sec = f).unwrap_or(()),
+                            "floor" => w.float(v, &path, 0.1, 1_000.0).map(|f| next.rate_limit_floor = f).unwrap_or(()),
                             "endpoints" => {
                                 let Some(et) = w.table(v, &path) else { continue };
                                 for (ek, ev) in et {
                                     let epath = format!("{path}.{ek}");
-                                    if let Some(f) = w.float(ev, &epath, 0.1, 100_000.0) {
+                                    let limit = match ev {
+                                        toml::Value::Table(t) => w.preset(t, &epath),
+                                        _ => w.float(ev, &epath, 0.1, 100_000.0),
+                                    };
+                                    if let Some(f) = limit {
                                         next.endpoint_limits.insert(ek.clone(), f);
                                     }
                                 }
                             }
-                            _ => w.err(&path, v, "unknown key: expected per_second or endpoints"),
+                            _ => w.err(&path, v, "unknown key: expected per_second, floor or endpoints"),
                         }
                     }
                 }
@@ -476,8 +549,8 @@ impl Policy {
         );
         let _ = write!(
             s,
-            "rate limit            {} msg/s per carrier endpoint",
-            self.rate_limit_per_sec
+            "rate limit            {} msg/s per carrier endpoint; the adaptive pace never below {} msg/s",
+            self.rate_limit_per_sec, self.rate_limit_floor
         );
         for (e, l) in &self.endpoint_limits {
             let _ = write!(s, "\n  endpoint {e:<12} {l} msg/s");
@@ -672,6 +745,54 @@ impl Walker<'_> {
         }
         ok.then_some(out)
     }
+    /// `{ preset = "...", numbers = N }`: a carrier quota from
+    /// [`QUOTA_PRESETS`], times the origination numbers in the pool.
+    fn preset(&mut self, t: &toml::Table, path: &str) -> Option<f64> {
+        for k in t.keys() {
+            if k != "preset" && k != "numbers" {
+                let v = &t[k];
+                self.err(
+                    &format!("{path}.{k}"),
+                    v,
+                    "unknown key: expected preset or numbers",
+                );
+            }
+        }
+        let Some(v) = t.get("preset") else {
+            let v = toml::Value::Table(t.clone());
+            self.err(
+                path,
+                &v,
+                "expected a number of msg/s or { preset = \"...\", numbers = N }",
+            );
+            return None;
+        };
+        let numbers = match t.get("numbers") {
+            Some(n) => self.int(n, &format!("{path}.numbers"), 1, 10_000)?,
+            None => 1,
+        };
+        match QUOTA_PRESETS.iter().find(|p| Some(p.name) == v.as_str()) {
+            Some(p) if p.per_number || numbers == 1 => Some(p.per_sec * numbers as f64),
+            Some(p) => {
+                self.err(
+                    &format!("{path}.numbers"),
+                    &t["numbers"],
+                    &format!("{} is one quota for the account, not per number", p.name),
+                );
+                None
+            }
+            None => {
+                let names: Vec<&str> = QUOTA_PRESETS.iter().map(|p| p.name).collect();
+                self.err(
+                    &format!("{path}.preset"),
+                    v,
+                    &format!("unknown preset: expected one of {}", names.join(", ")),
+                );
+                None
+            }
+        }
+    }
+
     fn channels(&mut self, v: &toml::Value, path: &str) -> Option<Vec<Channel>> {
         let Some(arr) = v.as_array() else {
             self.err(
@@ -805,6 +926,68 @@ mod tests {
         assert!(
             errs.iter()
                 .any(|e| e.path == "retry.max_retries" && e.value == "-1")
+        );
+    }
+
+    #[test]
+    fn carrier_quotas_come_from_aws_presets_and_pools() {
+        // A pool of twenty 10DLC numbers takes 20 msg/s; a short code 100;
+        // Chime SDK voice 1 call/s; the floor reaches the limiters.
+        let p = Policy::from_toml(
+            r#"
+            [rate_limit]
+            floor = 0.1
+            [rate_limit.endpoints]
+            voice = { preset = "aws-chime-voice" }
+            sms = { preset = "aws-sms-10dlc", numbers = 20 }
+            alerts = { preset = "aws-sms-short-code" }
+            email = { preset = "aws-ses-production" }
+            "#,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            ["voice", "sms", "alerts", "email"].map(|e| p.rate_limit(e)),
+            [1.0, 20.0, 100.0, 14.0]
+        );
+        let cfg = p.limiter_config("voice");
+        assert_eq!((cfg.limit_per_sec, cfg.min_per_sec), (1.0, 0.1));
+        // The default floor, 1 msg/s, is capped at an endpoint's limit.
+        let p = Policy::from_toml(
+            "[rate_limit.endpoints]
+slow = 0.5
+",
+        )
+        .unwrap_or_default();
+        assert_eq!(p.limiter_config("slow").min_per_sec, 0.5);
+        assert_eq!(p.limiter_config("other").min_per_sec, 1.0);
+
+        let errs = Policy::from_toml(
+            r#"
+            [rate_limit]
+            floor = 0.01
+            [rate_limit.endpoints]
+            a = { preset = "aws-sms-lots" }
+            b = { preset = "aws-chime-voice", numbers = 5 }
+            c = { preset = "aws-sms-10dlc", numbers = 0 }
+            d = { numbers = 2 }
+            e = { preset = "aws-sms-10dlc", colour = 1 }
+            "#,
+        )
+        .err()
+        .unwrap_or_default();
+        let mut paths: Vec<_> = errs.iter().map(|e| e.path.as_str()).collect();
+        paths.sort_unstable();
+        assert_eq!(
+            paths,
+            [
+                "rate_limit.endpoints.a.preset",
+                "rate_limit.endpoints.b.numbers",
+                "rate_limit.endpoints.c.numbers",
+                "rate_limit.endpoints.d",
+                "rate_limit.endpoints.e.colour",
+                "rate_limit.floor"
+            ],
+            "{errs:?}"
         );
     }
 

@@ -391,7 +391,11 @@ impl AdaptiveLimiter {
             self.sends_since_resume += 1;
         }
         self.last_success = Some(self.last_success.map_or(now, |p| p.max(now)));
-        self.busy_s += 1.0 / self.rate;
+        // Busy time, at most a second per send: below 1 msg/s the curve
+        // advances per send, so probing costs a share of the sends, not of
+        // the time (a carrier at 0.25/s would otherwise be probed as often
+        // per minute as one at 25/s).
+        self.busy_s += (1.0 / self.rate).min(1.0);
         let d = self.busy_s - self.plateau_s;
         self.rate = (self.knee + self.gain * d * d * d).clamp(self.floor, self.limit);
     }
@@ -625,9 +629,18 @@ mod tests {
 
     impl Sim {
         fn new(limit: f64, capacity: f64, burst: f64, backlog: usize, jobs: u64) -> Sim {
+            Sim::with(
+                LimiterConfig::new(limit),
+                CarrierBucket::new(capacity, burst, SEC, T0),
+                backlog,
+                jobs,
+            )
+        }
+
+        fn with(cfg: LimiterConfig, carrier: CarrierBucket, backlog: usize, jobs: u64) -> Sim {
             let mut sim = Sim {
-                limiter: AdaptiveLimiter::new(LimiterConfig::new(limit), T0),
-                carrier: CarrierBucket::new(capacity, burst, SEC, T0),
+                limiter: AdaptiveLimiter::new(cfg, T0),
+                carrier,
                 due: BinaryHeap::new(),
                 tickets: Vec::new(),
                 seq: 0,
@@ -766,6 +779,32 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{failures:?}");
+    }
+
+    #[test]
+    fn a_carrier_slower_than_one_a_second_is_not_hammered() {
+        // Told 1/s, the carrier takes one every 4 s (0.25/s) or every 2 s:
+        // with the floor set to 0.1/s, 429s are at most 5% of sends.
+        for capacity in [0.25, 0.5] {
+            let cfg = LimiterConfig {
+                min_per_sec: 0.1,
+                ..LimiterConfig::new(1.0)
+            };
+            let carrier = CarrierBucket::new(capacity, 1.0, SEC, T0);
+            let mut sim = Sim::with(cfg, carrier, 300, 300);
+            sim.run_until(7_200);
+            let (sent, throttled) = (sim.offered.len(), sim.throttled.len());
+            println!(
+                "told 1/s, capacity {capacity}/s, floor 0.1/s: {} accepted, {throttled} 429s of {sent} sends, final rate {:.3}/s",
+                sim.accepted.len(),
+                sim.limiter.rate()
+            );
+            assert_eq!(sim.accepted.len(), 300, "capacity {capacity}");
+            assert!(
+                throttled as f64 <= 0.05 * sent as f64,
+                "capacity {capacity}: {throttled} 429s of {sent} sends"
+            );
+        }
     }
 
     #[test]

@@ -70,11 +70,7 @@ impl DynamoLimiter {
     }
 
     fn config(&self, endpoint: &str) -> LimiterConfig {
-        LimiterConfig {
-            limit_per_sec: self.policy.rate_limit(endpoint),
-            min_per_sec: 1.0,
-            priority_share: self.policy.escalation.priority_share,
-        }
+        self.policy.limiter_config(endpoint)
     }
 
     /// The stored limiter and its version (`None`: not stored yet).

@@ -5,7 +5,7 @@ use crate::domain::{Millis, Ts};
 use crate::error::Result;
 use crate::policy::Policy;
 use crate::ports::{Admission, Admit, RateLimiter};
-use crate::ratelimit::{AdaptiveLimiter, Lane, LimiterConfig, Throttling, Ticket};
+use crate::ratelimit::{AdaptiveLimiter, Lane, Throttling, Ticket};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -30,11 +30,7 @@ impl MemoryLimiter {
     fn with<T>(&self, endpoint: &str, now: Ts, f: impl FnOnce(&mut AdaptiveLimiter) -> T) -> T {
         let mut g = lock(&self.limiters);
         if !g.contains_key(endpoint) {
-            let cfg = LimiterConfig {
-                limit_per_sec: self.policy.rate_limit(endpoint),
-                min_per_sec: 1.0,
-                priority_share: self.policy.escalation.priority_share,
-            };
+            let cfg = self.policy.limiter_config(endpoint);
             g.insert(endpoint.to_string(), AdaptiveLimiter::new(cfg, now));
         }
         match g.get_mut(endpoint) {
