@@ -519,6 +519,9 @@ pub trait RateLimiter: Send + Sync {
 pub trait Observer: Send + Sync {
     fn transition(&self, _before: &Cascade, _event: &Event, _decision: &Decision) {}
     fn send(&self, _channel: Channel, _severity: Severity, _outcome: SendOutcomeKind) {}
+    /// A send is offered to its carrier after waiting `waited` ms from
+    /// ready (rate limiter queue, carrier pauses).
+    fn offered(&self, _channel: Channel, _waited: Millis) {}
     fn stale_job(&self) {}
 }
 

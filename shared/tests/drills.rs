@@ -236,6 +236,15 @@ fn plans_follow_capacity_so_nobody_waits_for_a_congested_channel() {
         "last first contact {}s, fastest possible {fastest:.1}s",
         r.first_contact_secs.max
     );
+    // No SMS, email or push waited in its queue longer than that either.
+    // (Voice calls do: the ones placed later, the P1 parallel call and
+    // voice tried after the channels it was moved behind, for people with
+    // no other channel left to try.)
+    for c in [Channel::Sms, Channel::Email, Channel::Push] {
+        let w = &r.channels[&c].queue_wait_secs;
+        assert!(w.count > 0, "{c:?}");
+        assert!(w.max <= 1.10 * fastest, "{c:?}: queue wait {w:?}");
+    }
     // Each channel is used at its pace, none above its limit.
     for (name, c) in &r.carriers {
         assert!(c.peak_per_sec as f64 <= c.limit_per_sec, "{name}");
@@ -775,4 +784,54 @@ fn a_short_throttle_does_not_fail_the_people_queued_behind_it() {
         .count();
     assert_eq!(out, 0, "pacing behind others is not throttling");
     assert_eq!(r.final_states.acknowledged, 150, "everyone was called");
+}
+
+#[test]
+fn acknowledgements_still_to_come_after_the_window_are_no_timeout() {
+    // Ten people answer their phone 30 to 60 minutes late: each cascade
+    // fails after its hold and is escalated to the desk, which acknowledges
+    // within a minute. The drill's window (20 minutes) ends with every
+    // cascade ended and the ten late answers still to come: the run passed,
+    // and the report says what was still to come.
+    let text = r#"
+        name = "Late answers"
+        seed = 7
+        max_virtual = "20m"
+        [incident]
+        incidentId = "INC-LATE"
+        severity = "P1"
+        stakeholderGroupId = "g"
+        messageTemplate = "Outage."
+        timestamp = "2024-05-20T14:32:00Z"
+        [group]
+        on_call_manager = "desk"
+        [behaviours.late]
+        ack = { voice = 1.0 }
+        ack_delay = { median = "40m", p95 = "55m" }
+        [behaviours.desk]
+        ack = { voice = 1.0, sms = 1.0, email = 1.0, push = 1.0 }
+        ack_delay = { median = "10s", p95 = "30s" }
+        [[stakeholders]]
+        id = "desk"
+        tier = 1
+        phone = "+1 212 555 0190"
+        behaviour = "desk"
+        member = false
+        [[population]]
+        count = 10
+        prefix = "late"
+        channels = { voice = 1.0 }
+        behaviour = "late"
+    "#;
+    let s = Scenario::from_toml(text).unwrap_or_else(|e| panic!("{e:?}"));
+    let (_, r) = run(s, 7);
+    assert_eq!(r.final_states.active, 0, "{}", r.render());
+    assert!(!r.timed_out, "{}", r.render());
+    assert!(r.passed(), "{}", r.render());
+    assert_eq!(r.left_at_end.acks, 10, "{:?}", r.left_at_end);
+    assert!(
+        r.render().contains("After the window: 10 acknowledgements"),
+        "{}",
+        r.render()
+    );
 }

@@ -346,6 +346,7 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
                 body,
                 ack_code: rec.ack_code.clone(),
             };
+            deps.observer.offered(a.channel, now.since(ready));
             let result = sender.send(&msg).await;
             let now = deps.clock.now();
             let (outcome, kind) = match result {

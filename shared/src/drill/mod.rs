@@ -2,14 +2,15 @@
 //! in virtual time, against simulated carriers and people, with a report of
 //! what happened and a check of every invariant.
 
+pub mod carrier;
 mod report;
 mod run;
 pub mod scenario;
 pub mod sim;
 
 pub use report::{
-    CarrierStats, ChannelStats, DrillReport, EscalationSummary, FinalStates, Percentiles,
-    escalation_checks,
+    CarrierStats, ChannelStats, DrillReport, EscalationSummary, FinalStates, LeftAtEnd,
+    Percentiles, escalation_checks,
 };
 pub use run::{Drill, Progress, run};
 pub use scenario::{Scenario, ScenarioError};

@@ -25,6 +25,16 @@ pub struct Percentiles {
     pub max: f64,
 }
 
+/// Seconds as `12.3s`, `4m05s` or `2h46m`.
+fn short_secs(secs: f64) -> String {
+    let whole = secs.round() as u64;
+    match whole {
+        0..60 => format!("{secs:.1}s"),
+        60..3600 => format!("{}m{:02}s", whole / 60, whole % 60),
+        _ => format!("{}h{:02}m", whole / 3600, whole % 3600 / 60),
+    }
+}
+
 impl Percentiles {
     fn of(mut v: Vec<u64>) -> Self {
         if v.is_empty() {
@@ -43,6 +53,17 @@ impl Percentiles {
     }
 }
 
+/// What was still on the agenda when the drill's window ended: the
+/// system's own jobs and timers (a timeout), and what people and carriers
+/// were still to do (acknowledgements and receipts after the window, which
+/// end nothing: every cascade may already have ended).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LeftAtEnd {
+    pub work: u64,
+    pub acks: u64,
+    pub receipts: u64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ChannelStats {
     pub attempts: u64,
@@ -51,6 +72,9 @@ pub struct ChannelStats {
     pub timeouts: u64,
     pub throttled: u64,
     pub acknowledged: u64,
+    /// Each send's wait in its endpoint's queue, from ready to offered to
+    /// the carrier.
+    pub queue_wait_secs: Percentiles,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -126,6 +150,8 @@ pub struct DrillReport {
     pub stale_events: u64,
     pub errors: Vec<String>,
     pub timed_out: bool,
+    /// What was still to happen when `max_virtual` ended the drill.
+    pub left_at_end: LeftAtEnd,
     pub steps: u64,
     pub virtual_secs: f64,
     pub wall_secs: f64,
@@ -202,20 +228,15 @@ pub(super) fn build(
     }
     r.first_contact_secs = Percentiles::of(first);
     r.ack_secs = Percentiles::of(acks);
-    let ch = *obs.channel.lock().unwrap_or_else(|e| e.into_inner());
-    for c in Channel::ALL {
-        let v = ch[c.index()];
-        r.channels.insert(
-            c,
-            ChannelStats {
-                attempts: v[0],
-                delivered: v[1],
-                failed: v[2],
-                timeouts: v[3],
-                throttled: v[4],
-                acknowledged: v[5],
-            },
-        );
+    let ch = obs
+        .channel
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let waits = std::mem::take(&mut *obs.queue_waits.lock().unwrap_or_else(|e| e.into_inner()));
+    for ((c, mut stats), waited) in Channel::ALL.into_iter().zip(ch).zip(waits) {
+        stats.queue_wait_secs = Percentiles::of(waited);
+        r.channels.insert(c, stats);
     }
     let rates = limiter.rates();
     let backlogs = limiter.first_backlog_end();
@@ -508,19 +529,23 @@ impl DrillReport {
         }
         let _ = writeln!(
             s,
-            "\nChannels   attempts  delivered   failed  timeouts  throttled  acked"
+            "\nChannels   attempts  delivered   failed  timeouts  throttled  acked   queue wait p50    p95    max"
         );
         for (c, v) in &self.channels {
+            let w = &v.queue_wait_secs;
             let _ = writeln!(
                 s,
-                "  {:<7} {:>10} {:>10} {:>8} {:>9} {:>10} {:>6}",
+                "  {:<7} {:>10} {:>10} {:>8} {:>9} {:>10} {:>6}   {:>14} {:>6} {:>6}",
                 c.as_str(),
                 v.attempts,
                 v.delivered,
                 v.failed,
                 v.timeouts,
                 v.throttled,
-                v.acknowledged
+                v.acknowledged,
+                short_secs(w.p50),
+                short_secs(w.p95),
+                short_secs(w.max)
             );
         }
         let _ = writeln!(
@@ -581,10 +606,19 @@ impl DrillReport {
                 let _ = writeln!(s, "  - {v}");
             }
         }
+        let l = self.left_at_end;
         if self.timed_out {
             let _ = writeln!(
                 s,
-                "Stopped at the scenario's max_virtual bound with work still pending."
+                "Stopped at the scenario's max_virtual bound with {} jobs and timers still pending ({} cascades active).",
+                l.work, self.final_states.active
+            );
+        }
+        if l.acks + l.receipts > 0 {
+            let _ = writeln!(
+                s,
+                "After the window: {} acknowledgements and {} delivery receipts still to come (recorded as late if they came; no cascade waits for them).",
+                l.acks, l.receipts
             );
         }
         for e in &self.errors {

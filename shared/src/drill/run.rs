@@ -2,7 +2,7 @@
 //! clock and the simulation, then processes the agenda in time order until
 //! every cascade has ended (or the scenario's virtual-time bound is reached).
 
-use super::report::{self, DrillReport};
+use super::report::{self, ChannelStats, DrillReport, LeftAtEnd};
 use super::scenario::Scenario;
 use super::sim::{SimEvent, SimWorld};
 use crate::adapters::memory::{
@@ -34,8 +34,10 @@ pub(super) struct DrillObserver {
     pub violation_count: AtomicU64,
     pub ended: AtomicU64,
     pub started: AtomicU64,
-    /// [channel][kind]: attempts, delivered, failed, timeouts, throttled, acknowledged
-    pub channel: Mutex<[[u64; 6]; 4]>,
+    /// Per channel (by `Channel::index`): what its attempts did.
+    pub channel: Mutex<[ChannelStats; 4]>,
+    /// Per channel: each send's wait from ready to offered (ms).
+    pub queue_waits: Mutex<[Vec<u64>; 4]>,
     pub stale_jobs: AtomicU64,
     pub stale_events: AtomicU64,
 }
@@ -78,20 +80,19 @@ impl Observer for DrillObserver {
         } else {
             a.kind
         };
-        let col = match kind {
-            AuditKind::Delivered => Some(1),
-            AuditKind::ChannelFailed | AuditKind::ChannelUnreachable => Some(2),
-            AuditKind::ChannelTimeout => Some(3),
-            AuditKind::Throttled => Some(4),
-            AuditKind::Acknowledged => Some(5),
-            AuditKind::StaleIgnored => {
-                self.stale_events.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-            _ => None,
-        };
-        if let (Some(col), Some(ch)) = (col, a.channel) {
-            self.channel.lock().unwrap_or_else(|e| e.into_inner())[ch.index()][col] += 1;
+        if kind == AuditKind::StaleIgnored {
+            self.stale_events.fetch_add(1, Ordering::Relaxed);
+        }
+        let Some(ch) = a.channel else { return };
+        let mut g = self.channel.lock().unwrap_or_else(|e| e.into_inner());
+        let stats = &mut g[ch.index()];
+        match kind {
+            AuditKind::Delivered => stats.delivered += 1,
+            AuditKind::ChannelFailed | AuditKind::ChannelUnreachable => stats.failed += 1,
+            AuditKind::ChannelTimeout => stats.timeouts += 1,
+            AuditKind::Throttled => stats.throttled += 1,
+            AuditKind::Acknowledged => stats.acknowledged += 1,
+            _ => {}
         }
     }
 
@@ -101,7 +102,11 @@ impl Observer for DrillObserver {
         _severity: crate::domain::Severity,
         _outcome: SendOutcomeKind,
     ) {
-        self.channel.lock().unwrap_or_else(|e| e.into_inner())[channel.index()][0] += 1;
+        self.channel.lock().unwrap_or_else(|e| e.into_inner())[channel.index()].attempts += 1;
+    }
+
+    fn offered(&self, channel: Channel, waited: crate::domain::Millis) {
+        self.queue_waits.lock().unwrap_or_else(|e| e.into_inner())[channel.index()].push(waited);
     }
 
     fn stale_job(&self) {
@@ -166,7 +171,8 @@ impl Drill {
             violation_count: AtomicU64::new(0),
             ended: AtomicU64::new(0),
             started: AtomicU64::new(0),
-            channel: Mutex::new([[0; 6]; 4]),
+            channel: Mutex::new(Default::default()),
+            queue_waits: Mutex::new(Default::default()),
             stale_jobs: AtomicU64::new(0),
             stale_events: AtomicU64::new(0),
         });
@@ -231,13 +237,32 @@ impl Drill {
         let cascades = self.scenario.members.len() as u64;
         let mut steps: u64 = 0;
         let mut timed_out = false;
+        let mut left = LeftAtEnd::default();
         while let Some((at, item)) = self.agenda.pop() {
             if at > deadline {
                 // Past the drill's window. Only people acting late (their
                 // acknowledgements, their carriers' receipts) left over is
                 // the end of the drill; a job or timer left is a timeout.
-                timed_out =
-                    matches!(item, Item::Job(_) | Item::Timer(_)) || self.agenda.queued_work() > 0;
+                let (work, acks, receipts) = match &item {
+                    Item::Job(_) | Item::Timer(_) => (1, 0, 0),
+                    Item::External(SimEvent::Ack { .. }) => (0, 1, 0),
+                    Item::External(SimEvent::Receipt { .. }) => (0, 0, 1),
+                    _ => (0, 0, 0),
+                };
+                let count = |f: fn(&SimEvent) -> bool| self.agenda.count_external(f) as u64;
+                left = LeftAtEnd {
+                    work: work + self.agenda.queued_work() as u64,
+                    acks: acks + count(|x| matches!(x, SimEvent::Ack { .. })),
+                    receipts: receipts + count(|x| matches!(x, SimEvent::Receipt { .. })),
+                };
+                // Judged by the cascades: leftover timers of ended cascades
+                // are no timeout.
+                timed_out = left.work > 0
+                    && self
+                        .store
+                        .all_cascades()
+                        .iter()
+                        .any(|c| !c.cascade.status.is_terminal());
                 break;
             }
             self.clock.set(at);
@@ -305,7 +330,9 @@ impl Drill {
             cascades,
             virtual_secs: end.since(start) / 1000,
         });
-        report::build(self, start, end, wall, errors, timed_out, steps)
+        let mut r = report::build(self, start, end, wall, errors, timed_out, steps);
+        r.left_at_end = left;
+        r
     }
 
     /// The drill's dependencies (for serving its state over the API in tests).

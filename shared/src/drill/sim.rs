@@ -8,11 +8,11 @@
 use super::scenario::{CarrierSpec, ContactSourceSpec, Dist, Scenario};
 use crate::adapters::memory::{Agenda, Item};
 use crate::domain::{Channel, ContactMethods, Millis, StakeholderId, Ts};
+use crate::drill::carrier::CarrierBucket;
 use crate::engine::{CascadeKey, ReceiptStatus};
 use crate::ports::{
     Accepted, ChannelSender, Clock, ContactLookup, LookupError, OutboundMessage, SendError,
 };
-use crate::ratelimit::CarrierBucket;
 use async_trait::async_trait;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

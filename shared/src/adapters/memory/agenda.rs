@@ -192,6 +192,15 @@ impl<X: Send + 'static> Agenda<X> {
     pub fn jobs(&self) -> u64 {
         lock(&self.inner).jobs
     }
+
+    /// External events on the agenda that `f` picks.
+    pub fn count_external(&self, f: impl Fn(&X) -> bool) -> usize {
+        let g = lock(&self.inner);
+        g.heap
+            .iter()
+            .filter(|e| matches!(&e.item, Item::External(x) if f(x)))
+            .count()
+    }
 }
 
 /// The work queue on the agenda.
