@@ -900,6 +900,9 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
     //    deadline stops at once.
     let r = h.tick.sweep(None).await.unwrap();
     assert_eq!(r["redriven"], 0, "{r}");
+    // Every member has a cascade: nothing is expanded again (the check
+    // reads the incident's cascades and group under the tick role).
+    assert_eq!(r["reexpanded"], 0, "{r}");
     let r = h.tick.sweep(Some(Ts(0))).await.unwrap();
     assert_eq!(r["examined"], 0, "{r}");
 

@@ -279,3 +279,85 @@ pub fn escalation(
         std::process::ExitCode::from(1)
     })
 }
+
+/// `muster bench faults`: seeds `from..from+seeds` of the random fault mixes
+/// (`muster::drill::faults`), each run to its end and checked.
+pub fn faults(
+    seeds: u64,
+    from: u64,
+    threads: Option<usize>,
+    show: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    use muster::drill::{faults, run};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    anyhow::ensure!(seeds > 0, "--seeds must be at least 1");
+    if show {
+        print!("{}", faults::mix_toml(from));
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let next = AtomicU64::new(0);
+    let bad: Mutex<Vec<(u64, Vec<String>)>> = Mutex::new(Vec::new());
+    let totals: Mutex<[u64; 5]> = Mutex::new([0; 5]);
+    let threads = threads
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1)
+        .max(1);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= seeds {
+                        break;
+                    }
+                    let seed = from + n;
+                    let problems = match faults::mix(seed) {
+                        Ok(s) => {
+                            let (_, r) = run(s, seed);
+                            let mut t = totals.lock().unwrap_or_else(|e| e.into_inner());
+                            t[0] += r.stakeholders;
+                            t[1] += r.escalations.failures;
+                            t[2] += r.escalations.undelivered;
+                            t[3] += r.lost_jobs + r.lost_timers;
+                            t[4] += r.carriers.values().map(|c| c.throttled_429).sum::<u64>();
+                            faults::problems(&r)
+                        }
+                        Err(errors) => errors.iter().map(|e| format!("scenario: {e}")).collect(),
+                    };
+                    if !problems.is_empty() {
+                        bad.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((seed, problems));
+                    }
+                }
+            });
+        }
+    });
+    let t = *totals.lock().unwrap_or_else(|e| e.into_inner());
+    let mut bad = bad.into_inner().unwrap_or_else(|e| e.into_inner());
+    bad.sort();
+    println!(
+        "Fault mixes {from}..{}: {seeds} runs on {threads} thread(s) in {:.1}s; {} people, {} failures escalated ({} ESCALATION_UNDELIVERED, recorded), {} jobs and timers lost, {} 429s",
+        from + seeds - 1,
+        started.elapsed().as_secs_f64(),
+        t[0],
+        t[1],
+        t[2],
+        t[3],
+        t[4]
+    );
+    for (seed, problems) in bad.iter().take(10) {
+        println!("  seed {seed}: {}", problems.join("; "));
+    }
+    println!(
+        "{} of {seeds} runs broke a rule (see one with `muster bench faults --show --from SEED > f.toml && muster drill f.toml`)",
+        bad.len()
+    );
+    Ok(if bad.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    })
+}

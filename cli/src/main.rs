@@ -113,6 +113,27 @@ enum BenchCommand {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Run random mixes of every fault a drill can express (carrier
+    /// outages, 429s with and without Retry-After, capacity changes, lost,
+    /// late, duplicate and unknown receipts, answers that never come, lost
+    /// jobs and timers, re-sent triggers, duplicate acknowledgements, a
+    /// failing directory lookup, early closes, empty groups) and check
+    /// every invariant and that nobody is left active. Exits 1 on any
+    /// violation.
+    Faults {
+        /// Number of fault mixes.
+        #[arg(long, default_value_t = 1_000)]
+        seeds: u64,
+        /// First seed.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Worker threads (default: the machine's cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print the scenario of seed `--from` instead of running.
+        #[arg(long)]
+        show: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -206,6 +227,15 @@ fn main() -> ExitCode {
                     threads,
                 },
         } => bench::escalation(&scenarios, seeds, threads),
+        Command::Bench {
+            command:
+                BenchCommand::Faults {
+                    seeds,
+                    from,
+                    threads,
+                    show,
+                },
+        } => bench::faults(seeds, from, threads, show),
         Command::Directory {
             command: DirectoryCommand::Check { file, policy },
         } => directory(file, None, policy),

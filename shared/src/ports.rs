@@ -96,6 +96,9 @@ pub trait IncidentStore: Send + Sync {
     async fn get_incident(&self, id: &IncidentId) -> Result<Option<Incident>>;
     /// Replaces the incident if its stored version is `expected_version`.
     async fn update_incident(&self, incident: &Incident, expected_version: u64) -> Result<()>;
+    /// Incidents still open (sealed again periodically; their expansion
+    /// checked by the sweep).
+    async fn open_incidents(&self) -> Result<Vec<IncidentId>>;
 }
 
 #[async_trait]
@@ -158,8 +161,6 @@ pub trait NumberIndex: Send + Sync {
 /// Capability: storage for incident seals.
 #[async_trait]
 pub trait SealStore: Send + Sync {
-    /// Incidents still open (sealed again periodically).
-    async fn open_incidents(&self) -> Result<Vec<IncidentId>>;
     /// Every cascade's chain head.
     async fn chain_heads(&self, incident: &IncidentId) -> Result<Vec<ChainHead>>;
     /// Stores an incident seal (never replaced: seals accumulate).

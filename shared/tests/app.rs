@@ -379,6 +379,38 @@ fn the_sweep_redrives_a_cascade_whose_timer_was_lost() {
 }
 
 #[test]
+fn the_sweep_expands_again_the_members_whose_expansion_job_was_lost() {
+    // 600 members: three expansion jobs. All three are lost (a crash right
+    // after the trigger): nobody has a cascade. After the reconciliation
+    // age, the sweep finds the members without one and expands them again;
+    // the next sweep finds everyone and records the expansion complete.
+    let e = env(600);
+    block_on(app::trigger(&e.deps, trigger("INC-LOST", "Outage")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    while e.agenda.pop().is_some() {}
+    assert!(e.cascades("INC-LOST").is_empty());
+    // Not before the reconciliation age: expansion may still be running.
+    e.clock.advance(60_000);
+    let early = block_on(app::sweep(&e.deps, None)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(early.reexpanded, 0);
+    e.clock.advance(300_000);
+    let r = block_on(app::sweep(&e.deps, None)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.reexpanded, 600);
+    e.run_jobs();
+    let cascades = e.cascades("INC-LOST");
+    assert_eq!(cascades.len(), 600, "every member has a cascade");
+    let id = IncidentId::parse("INC-LOST").unwrap_or_else(|e| panic!("{e}"));
+    let inc = block_on(e.deps.incidents.get_incident(&id)).ok().flatten();
+    assert_eq!(inc.as_ref().map(|i| i.expanded), Some(0), "not yet checked");
+    // Lose one cascade's jobs again: nothing is re-expanded twice.
+    while e.agenda.pop().is_some() {}
+    let r = block_on(app::sweep(&e.deps, None)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.reexpanded, 0);
+    let inc = block_on(e.deps.incidents.get_incident(&id)).ok().flatten();
+    assert_eq!(inc.map(|i| i.expanded), Some(600), "recorded complete");
+}
+
+#[test]
 fn an_early_timer_is_rearmed_not_applied() {
     let e = env(1);
     block_on(app::trigger(&e.deps, trigger("INC-7", "Outage"))).unwrap_or_else(|e| panic!("{e}"));

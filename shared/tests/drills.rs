@@ -835,3 +835,22 @@ fn acknowledgements_still_to_come_after_the_window_are_no_timeout() {
         r.render()
     );
 }
+
+#[test]
+fn random_fault_mixes_break_no_rule() {
+    // A sample of `muster bench faults` (docs/benchmarks.md has 10,000):
+    // outages, 429s with and without Retry-After, capacity changes, lost,
+    // late, duplicate and unknown receipts, answers that never come, lost
+    // jobs and timers, re-sent triggers, duplicate acknowledgements, a
+    // failing directory lookup, early closes and empty groups.
+    let mut broken = Vec::new();
+    for seed in 1..=150 {
+        let s = muster::drill::faults::mix(seed).unwrap_or_else(|e| panic!("seed {seed}: {e:?}"));
+        let (_, r) = run(s, seed);
+        let problems = muster::drill::faults::problems(&r);
+        if !problems.is_empty() {
+            broken.push(format!("seed {seed}: {}", problems.join("; ")));
+        }
+    }
+    assert!(broken.is_empty(), "{broken:#?}");
+}

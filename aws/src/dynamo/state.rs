@@ -668,6 +668,20 @@ fn incident_item(incident: &Incident) -> Result<Item> {
 
 #[async_trait]
 impl IncidentStore for DynamoStore {
+    async fn open_incidents(&self) -> Result<Vec<IncidentId>> {
+        let mut out = Vec::new();
+        for it in self.query_all(&self.table, OPEN_PK.to_string()).await? {
+            let id = get_s(&it, "sk")?;
+            out.push(
+                IncidentId::parse(id).map_err(|_| {
+                    Error::permanent(format!("malformed open incident marker {id:?}"))
+                })?,
+            );
+        }
+        out.sort();
+        Ok(out)
+    }
+
     async fn create_incident(&self, incident: &Incident) -> Result<()> {
         let item = incident_item(incident)?;
         let u = write_units(&item);
@@ -1107,20 +1121,6 @@ impl NumberIndex for DynamoStore {
 
 #[async_trait]
 impl SealStore for DynamoStore {
-    async fn open_incidents(&self) -> Result<Vec<IncidentId>> {
-        let mut out = Vec::new();
-        for it in self.query_all(&self.table, OPEN_PK.to_string()).await? {
-            let id = get_s(&it, "sk")?;
-            out.push(
-                IncidentId::parse(id).map_err(|_| {
-                    Error::permanent(format!("malformed open incident marker {id:?}"))
-                })?,
-            );
-        }
-        out.sort();
-        Ok(out)
-    }
-
     async fn chain_heads(&self, incident: &IncidentId) -> Result<Vec<ChainHead>> {
         let mut out = Vec::new();
         for sh in 0..SHARDS {

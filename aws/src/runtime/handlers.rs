@@ -509,6 +509,7 @@ impl Tick {
                 examined = r.examined,
                 redriven = r.redriven,
                 deferred = r.deferred,
+                reexpanded = r.reexpanded,
                 "sweep done"
             );
         }
@@ -516,6 +517,7 @@ impl Tick {
             "examined": r.examined,
             "redriven": r.redriven,
             "deferred": r.deferred,
+            "reexpanded": r.reexpanded,
             "incomplete": r.incomplete,
         }))
     }

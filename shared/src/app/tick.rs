@@ -43,13 +43,80 @@ pub async fn tick(deps: &Deps, msg: TimerMsg) -> Result<()> {
 /// How often an open incident is sealed again.
 pub const SEAL_INTERVAL_MS: u64 = 15 * 60_000;
 
+/// Expansion that was lost: an open incident older than the
+/// reconciliation age whose expansion is not known to be complete is
+/// compared with its group, and members without a cascade (their expansion
+/// job lost: a crash after the trigger, a message gone to a dead-letter
+/// queue) are expanded again, idempotently. Once every member has a
+/// cascade the incident records its expansion complete and is not read
+/// again. Runs only with the work queue empty, so a slow expansion is not
+/// taken for a lost one.
+async fn recover_expansions(deps: &Deps, now: Ts, age: crate::domain::Millis) -> Result<u64> {
+    use crate::domain::StakeholderId;
+    use std::collections::BTreeSet;
+    let mut reexpanded = 0;
+    for id in deps.incidents.open_incidents().await? {
+        let Some(mut inc) = deps.incidents.get_incident(&id).await? else {
+            continue;
+        };
+        if inc.expanded >= inc.cascades || now.since(inc.triggered_at) < age {
+            continue;
+        }
+        let mut have: BTreeSet<StakeholderId> = BTreeSet::new();
+        let mut cursor = None;
+        loop {
+            let page = deps.cascades.list_cascades(&id, cursor, 500).await?;
+            have.extend(
+                page.items
+                    .into_iter()
+                    .filter(|r| r.cascade.key.route == crate::engine::Route::Member)
+                    .map(|r| r.cascade.key.stakeholder),
+            );
+            match page.next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let members = deps
+            .directory
+            .members(&inc.trigger.stakeholder_group_id)
+            .await?;
+        let missing: Vec<StakeholderId> =
+            members.into_iter().filter(|m| !have.contains(m)).collect();
+        if missing.is_empty() {
+            let version = inc.version;
+            inc.expanded = inc.cascades;
+            inc.version += 1;
+            match deps.incidents.update_incident(&inc, version).await {
+                Err(e) if !e.is_conflict() => return Err(e),
+                _ => {}
+            }
+            continue;
+        }
+        tracing::warn!(incident_id = %id, members = missing.len(), "expanding again members whose expansion job was lost");
+        reexpanded += missing.len() as u64;
+        let jobs = missing
+            .chunks(super::EXPAND_CHUNK as usize)
+            .map(|c| {
+                let job = crate::ports::Job::Expand {
+                    incident: id.clone(),
+                    members: c.to_vec(),
+                };
+                (job, 0)
+            })
+            .collect();
+        deps.queue.enqueue(jobs).await?;
+    }
+    Ok(reexpanded)
+}
+
 /// Seals every open incident whose last seal is older than the interval.
 async fn reseal(deps: &Deps) -> Result<()> {
     let Some(sealing) = &deps.sealing else {
         return Ok(());
     };
     let now = deps.clock.now();
-    for id in sealing.store.open_incidents().await? {
+    for id in deps.incidents.open_incidents().await? {
         let last = sealing.store.seals(&id).await?.iter().map(|s| s.at).max();
         if last.is_none_or(|at| at.plus(SEAL_INTERVAL_MS) <= now) {
             super::seal(deps, &id).await?;
@@ -65,6 +132,8 @@ pub struct SweepReport {
     pub deferred: u64,
     /// The sweep stopped at its deadline with more to examine.
     pub incomplete: bool,
+    /// Members given the cascade their lost expansion job never created.
+    pub reexpanded: u64,
 }
 
 /// One reconciliation pass; stops early once `deadline` (if any) has passed.
@@ -102,6 +171,9 @@ pub async fn sweep(deps: &Deps, deadline: Option<Ts>) -> Result<SweepReport> {
         match page.next {
             Some(c) => cursor = Some(c),
             None => {
+                if backlog == 0 {
+                    report.reexpanded = recover_expansions(deps, now, age).await?;
+                }
                 reseal(deps).await?;
                 return Ok(report);
             }

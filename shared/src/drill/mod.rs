@@ -3,6 +3,7 @@
 //! what happened and a check of every invariant.
 
 pub mod carrier;
+pub mod faults;
 mod report;
 mod run;
 pub mod scenario;

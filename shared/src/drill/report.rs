@@ -152,6 +152,12 @@ pub struct DrillReport {
     pub timed_out: bool,
     /// What was still to happen when `max_virtual` ended the drill.
     pub left_at_end: LeftAtEnd,
+    /// Members who had no cascade yet when the incident closed (never
+    /// contacted: expansion stops at the close).
+    pub unexpanded_at_close: u64,
+    /// Jobs and timers the scenario's faults lost (the sweep recovers).
+    pub lost_jobs: u64,
+    pub lost_timers: u64,
     pub steps: u64,
     pub virtual_secs: f64,
     pub wall_secs: f64,
@@ -222,7 +228,15 @@ pub(super) fn build(
     }
     let missing =
         d.scenario.members.len() as u64 - r.stakeholders.min(d.scenario.members.len() as u64);
-    if missing > 0 {
+    // Members not yet expanded when the incident closed are never
+    // contacted (expansion stops at the close): that is the close, not a
+    // loss.
+    let closed = d.store.all_incidents().iter().any(|i| {
+        i.id() == &d.scenario.trigger.incident_id && i.status != crate::domain::IncidentStatus::Open
+    });
+    if missing > 0 && closed {
+        r.unexpanded_at_close = missing;
+    } else if missing > 0 {
         violation_count += missing;
         violations.push(format!("{missing} members never got a cascade"));
     }
@@ -323,9 +337,11 @@ pub(super) fn build(
 
 /// The escalation rules, checked over a whole run from its audit trail and
 /// final records:
-/// - every failure is named in a message a carrier accepted, or withdrawn
-///   (the person acknowledged after all), or recorded as undelivered, or
-///   cancelled with the incident, unless it is still open;
+/// - every failure is named in a message a carrier accepted, or
+///   acknowledged by someone told (a message whose acceptance never reached
+///   Muster still reached them), or withdrawn (the person acknowledged
+///   after all), or recorded as undelivered, or cancelled with the
+///   incident, unless it is still open;
 /// - no escalation chain names anyone twice;
 /// - no person gets two calls, or two SMS, from two of their cascades
 ///   within the earlier one's hold.
@@ -342,7 +358,7 @@ pub fn escalation_checks(
         let accounted = st.first_named_ms.is_some()
             || matches!(
                 st.outcome,
-                O::Undelivered { .. } | O::Withdrawn { .. } | O::Cancelled
+                O::Acknowledged { .. } | O::Undelivered { .. } | O::Withdrawn { .. } | O::Cancelled
             );
         if st.outcome == O::Open {
             v.push(format!(
@@ -352,7 +368,7 @@ pub fn escalation_checks(
         }
         if !accounted {
             v.push(format!(
-                "the failure of {} was never named in an accepted message, withdrawn or recorded as undelivered",
+                "the failure of {} was never named in an accepted message, acknowledged, withdrawn or recorded as undelivered",
                 st.about
             ));
         }
@@ -612,6 +628,13 @@ impl DrillReport {
                 s,
                 "Stopped at the scenario's max_virtual bound with {} jobs and timers still pending ({} cascades active).",
                 l.work, self.final_states.active
+            );
+        }
+        if self.unexpanded_at_close > 0 {
+            let _ = writeln!(
+                s,
+                "Closed before {} members had a cascade: they were never contacted.",
+                self.unexpanded_at_close
             );
         }
         if l.acks + l.receipts > 0 {

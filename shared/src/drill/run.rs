@@ -14,6 +14,8 @@ use crate::domain::{Channel, Group, GroupId, Stakeholder, Ts};
 use crate::engine::{AuditKind, Cascade, CascadeStatus, Decision, Event, invariants};
 use crate::policy::Policy;
 use crate::ports::{Deps, Observer, Sealing, SendOutcomeKind};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -39,6 +41,9 @@ pub(super) struct DrillObserver {
     /// Per channel: each send's wait from ready to offered (ms).
     pub queue_waits: Mutex<[Vec<u64>; 4]>,
     pub stale_jobs: AtomicU64,
+    /// Jobs and timers the scenario's faults lost.
+    pub lost_jobs: AtomicU64,
+    pub lost_timers: AtomicU64,
     pub stale_events: AtomicU64,
 }
 
@@ -174,6 +179,8 @@ impl Drill {
             channel: Mutex::new(Default::default()),
             queue_waits: Mutex::new(Default::default()),
             stale_jobs: AtomicU64::new(0),
+            lost_jobs: AtomicU64::new(0),
+            lost_timers: AtomicU64::new(0),
             stale_events: AtomicU64::new(0),
         });
         let deps = Deps {
@@ -233,6 +240,15 @@ impl Drill {
             self.agenda
                 .push(start.plus(after), Item::External(SimEvent::CloseIncident));
         }
+        for after in &self.scenario.faults.retriggers {
+            self.agenda
+                .push(start.plus(*after), Item::External(SimEvent::Retrigger));
+        }
+        // Lost jobs and timers are drawn apart from the world's generator,
+        // so a scenario without them keeps its runs.
+        let faults = self.scenario.faults.clone();
+        let mut lose = ChaCha8Rng::seed_from_u64(self.seed ^ 0x6c6f_7374_6a6f_6273);
+        let mut lost = |share: f64| share > 0.0 && lose.random::<f64>() < share;
         let deadline = start.plus(self.scenario.max_virtual);
         let cascades = self.scenario.members.len() as u64;
         let mut steps: u64 = 0;
@@ -267,11 +283,39 @@ impl Drill {
             }
             self.clock.set(at);
             let r = match item {
+                Item::Job(_) if lost(faults.lost_jobs) => {
+                    self.observer.lost_jobs.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                Item::Timer(_) if lost(faults.lost_timers) => {
+                    self.observer.lost_timers.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
                 Item::Job(job) => app::dispatch(&deps, job).await,
                 Item::Timer(t) => app::tick(&deps, t).await,
                 Item::Sweep => {
                     let r = app::sweep(&deps, None).await.map(|_| ());
-                    if self.agenda.pending_work() > 0 {
+                    // The sweep runs on a schedule in production, whatever
+                    // else is queued: here while anything is queued or a
+                    // cascade still has something due (its job or timer
+                    // may have been lost).
+                    let due = deps
+                        .cascades
+                        .overdue(Ts(u64::MAX / 4), None, 1)
+                        .await
+                        .map(|p| !p.items.is_empty())
+                        .unwrap_or(true);
+                    let expanding = deps
+                        .incidents
+                        .get_incident(&self.scenario.trigger.incident_id)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some_and(|i| {
+                            i.status == crate::domain::IncidentStatus::Open
+                                && i.expanded < i.cascades
+                        });
+                    if self.agenda.pending_work() > 0 || due || expanding {
                         self.agenda
                             .push(at.plus(deps.policy.sweep_interval), Item::Sweep);
                     }
@@ -308,6 +352,11 @@ impl Drill {
                         .await
                         .map(|_| ())
                 }
+                Item::External(SimEvent::Retrigger) => {
+                    app::trigger(&deps, self.scenario.trigger.clone())
+                        .await
+                        .map(|_| ())
+                }
             };
             if let Err(e) = r {
                 note_err(e, &mut errors);
@@ -332,6 +381,8 @@ impl Drill {
         });
         let mut r = report::build(self, start, end, wall, errors, timed_out, steps);
         r.left_at_end = left;
+        r.lost_jobs = self.observer.lost_jobs.load(Ordering::Relaxed);
+        r.lost_timers = self.observer.lost_timers.load(Ordering::Relaxed);
         r
     }
 

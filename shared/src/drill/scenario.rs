@@ -31,6 +31,25 @@ pub struct Scenario {
     pub max_virtual: Millis,
     /// Live contact validation against a simulated HRIS; `None`: directory only.
     pub contact_source: Option<ContactSourceSpec>,
+    /// Faults of Muster's own machinery (lost jobs and timers, re-sent
+    /// triggers, duplicate answers).
+    pub faults: Faults,
+}
+
+/// Faults of the system around the cascades, beside the carriers' own.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Faults {
+    /// Share of work-queue jobs lost before they run (a crash between the
+    /// state write and the act, a message gone from a queue): the sweep
+    /// must recover them.
+    pub lost_jobs: f64,
+    /// Share of timers lost before they fire.
+    pub lost_timers: f64,
+    /// Share of acknowledgements the person sends twice.
+    pub duplicate_acks: f64,
+    /// When the monitoring system sends the same trigger again (after the
+    /// start); each is a replay.
+    pub retriggers: Vec<Millis>,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +107,22 @@ pub struct CarrierSpec {
     pub undelivered: f64,
     pub lost_receipts: f64,
     pub late_receipts: f64,
+    /// Retry-After varies between `retry_after` and this.
+    pub retry_after_max: Millis,
+    /// Share of 429s that carry no Retry-After.
+    pub no_retry_after: f64,
+    /// The hidden capacity changes to `.1` at `.0` after the start.
+    pub capacity_schedule: Vec<(Millis, f64)>,
+    /// Windows (from, to after the start) in which every send is a 5xx.
+    pub outages: Vec<(Millis, Millis)>,
+    /// Share of receipts the carrier sends twice.
+    pub duplicate_receipts: f64,
+    /// Share of sends followed by a receipt for a message Muster never sent.
+    pub unknown_receipts: f64,
+    /// Share of sends the carrier accepts (and delivers) but whose answer
+    /// never reaches Muster (a send that hangs until its timeout): Muster
+    /// sees a transient failure.
+    pub lost_answers: f64,
 }
 
 impl Default for CarrierSpec {
@@ -106,6 +141,13 @@ impl Default for CarrierSpec {
             undelivered: 0.0,
             lost_receipts: 0.0,
             late_receipts: 0.0,
+            retry_after_max: 1_000,
+            no_retry_after: 0.0,
+            capacity_schedule: Vec::new(),
+            outages: Vec::new(),
+            duplicate_receipts: 0.0,
+            unknown_receipts: 0.0,
+            lost_answers: 0.0,
         }
     }
 }
@@ -148,6 +190,31 @@ struct RawScenario {
     #[serde(default)]
     policy: Option<toml::Table>,
     contact_source: Option<RawContactSource>,
+    faults: Option<RawFaults>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFaults {
+    lost_jobs: Option<f64>,
+    lost_timers: Option<f64>,
+    duplicate_acks: Option<f64>,
+    #[serde(default)]
+    retriggers: Vec<RawDuration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapacityStep {
+    at: RawDuration,
+    capacity_per_sec: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindow {
+    from: RawDuration,
+    to: RawDuration,
 }
 
 #[derive(Deserialize)]
@@ -232,6 +299,15 @@ struct RawCarrier {
     undelivered: Option<f64>,
     lost_receipts: Option<f64>,
     late_receipts: Option<f64>,
+    retry_after_max: Option<RawDuration>,
+    no_retry_after: Option<f64>,
+    #[serde(default)]
+    capacity_schedule: Vec<RawCapacityStep>,
+    #[serde(default)]
+    outages: Vec<RawWindow>,
+    duplicate_receipts: Option<f64>,
+    unknown_receipts: Option<f64>,
+    lost_answers: Option<f64>,
 }
 
 /// Whole seconds or a duration string ("90s", "15m").
@@ -482,6 +558,52 @@ impl Validator {
             spec.undelivered = self.prob(&format!("{f}.undelivered"), c.undelivered);
             spec.lost_receipts = self.prob(&format!("{f}.lost_receipts"), c.lost_receipts);
             spec.late_receipts = self.prob(&format!("{f}.late_receipts"), c.late_receipts);
+            spec.retry_after_max = spec.retry_after;
+            if let Some(r) = &c.retry_after_max
+                && let Some(ms) = self.duration(&format!("{f}.retry_after_max"), r)
+            {
+                if ms < spec.retry_after {
+                    self.err(
+                        format!("{f}.retry_after_max"),
+                        "must be at least retry_after",
+                    );
+                }
+                spec.retry_after_max = ms.max(spec.retry_after);
+            }
+            spec.no_retry_after = self.prob(&format!("{f}.no_retry_after"), c.no_retry_after);
+            for (i, step) in c.capacity_schedule.iter().enumerate() {
+                let sf = format!("{f}.capacity_schedule[{i}]");
+                if spec.capacity_per_sec.is_none() {
+                    self.err(
+                        &sf,
+                        "a capacity schedule needs capacity_per_sec to start from",
+                    );
+                }
+                let at = self.duration(&format!("{sf}.at"), &step.at);
+                if !(step.capacity_per_sec >= 0.0 && step.capacity_per_sec.is_finite()) {
+                    self.err(
+                        format!("{sf}.capacity_per_sec"),
+                        format!("{} must be a number of 0 or more", step.capacity_per_sec),
+                    );
+                } else if let Some(at) = at {
+                    spec.capacity_schedule.push((at, step.capacity_per_sec));
+                }
+            }
+            spec.capacity_schedule.sort_by_key(|(at, _)| *at);
+            for (i, w) in c.outages.iter().enumerate() {
+                let wf = format!("{f}.outages[{i}]");
+                let from = self.duration(&format!("{wf}.from"), &w.from);
+                let to = self.duration(&format!("{wf}.to"), &w.to);
+                match (from, to) {
+                    (Some(a), Some(b)) if a < b => spec.outages.push((a, b)),
+                    (Some(_), Some(_)) => self.err(&wf, "`to` must come after `from`"),
+                    _ => {}
+                }
+            }
+            spec.duplicate_receipts =
+                self.prob(&format!("{f}.duplicate_receipts"), c.duplicate_receipts);
+            spec.unknown_receipts = self.prob(&format!("{f}.unknown_receipts"), c.unknown_receipts);
+            spec.lost_answers = self.prob(&format!("{f}.lost_answers"), c.lost_answers);
             if spec.transient + spec.failed > 1.0 {
                 self.err(&f, "transient + failed exceed 1");
             }
@@ -713,10 +835,12 @@ impl Validator {
                 });
             }
         }
-        if members.is_empty() {
+        // An empty group is refused unless it is asked for (a population
+        // of 0: the drill of a trigger for an empty group).
+        if members.is_empty() && !raw.population.iter().any(|p| p.count == 0) {
             self.err(
                 "stakeholders",
-                "the group has no members: list [[stakeholders]] or add a [[population]]",
+                "the group has no members: list [[stakeholders]] or add a [[population]] (count = 0 for an empty group)",
             );
         }
         let on_call_manager = match &raw.group.on_call_manager {
@@ -750,6 +874,20 @@ impl Validator {
             failure_rate: self.prob("contact_source.failure_rate", c.failure_rate),
             timeout_rate: self.prob("contact_source.timeout_rate", c.timeout_rate),
         });
+        let faults = match &raw.faults {
+            None => Faults::default(),
+            Some(f) => Faults {
+                lost_jobs: self.prob("faults.lost_jobs", f.lost_jobs),
+                lost_timers: self.prob("faults.lost_timers", f.lost_timers),
+                duplicate_acks: self.prob("faults.duplicate_acks", f.duplicate_acks),
+                retriggers: f
+                    .retriggers
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, d)| self.duration(&format!("faults.retriggers[{i}]"), d))
+                    .collect(),
+            },
+        };
         let trigger = trigger?;
         let _ = GroupId::parse(trigger.stakeholder_group_id.as_str());
         Some(Scenario {
@@ -770,6 +908,7 @@ impl Validator {
             close_after,
             max_virtual,
             contact_source,
+            faults,
         })
     }
 }

@@ -33,6 +33,8 @@ pub enum SimEvent {
         attempt: u32,
     },
     CloseIncident,
+    /// The monitoring system sends the scenario's trigger again.
+    Retrigger,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -60,6 +62,8 @@ struct Carrier {
     bucket: Option<CarrierBucket>,
     counters: CarrierCounters,
     next_id: u64,
+    /// Steps of `spec.capacity_schedule` already applied.
+    schedule_done: usize,
 }
 
 struct Person {
@@ -85,6 +89,9 @@ pub struct SimWorld {
     clock: Arc<dyn Clock>,
     receipt_timeout: Millis,
     source: Option<ContactSourceSpec>,
+    /// The drill's start, for the carriers' schedules.
+    start: Ts,
+    duplicate_acks: f64,
     /// Cascades that reached a terminal state (kept by the drill's observer).
     pub ended: Mutex<HashSet<CascadeKey>>,
 }
@@ -121,6 +128,7 @@ impl SimWorld {
                 spec: spec.clone(),
                 counters: CarrierCounters::default(),
                 next_id: 0,
+                schedule_done: 0,
             })
             .collect();
         let people = scenario
@@ -150,6 +158,8 @@ impl SimWorld {
             clock,
             receipt_timeout: scenario.policy.receipt_timeout,
             source: scenario.contact_source,
+            start: now,
+            duplicate_acks: scenario.faults.duplicate_acks,
             ended: Mutex::new(HashSet::default()),
         })
     }
@@ -231,15 +241,35 @@ impl SimWorld {
         }
         c.in_sec += 1;
         c.peak_per_sec = c.peak_per_sec.max(c.in_sec);
+        while let Some(&(at, capacity)) = carrier.spec.capacity_schedule.get(carrier.schedule_done)
+            && self.start.plus(at) <= now
+        {
+            if let Some(b) = carrier.bucket.as_mut() {
+                b.set_capacity(self.start.plus(at), capacity);
+            }
+            carrier.schedule_done += 1;
+        }
         if let Some(b) = carrier.bucket.as_mut()
-            && let Err(retry_after) = b.offer(now)
+            && b.offer(now).is_err()
         {
             c.throttled_429 += 1;
-            return Err(SendError::Throttled {
-                retry_after: Some(retry_after),
-            });
+            let spec = &carrier.spec;
+            let retry_after =
+                if spec.no_retry_after > 0.0 && st.rng.random::<f64>() < spec.no_retry_after {
+                    None
+                } else if spec.retry_after_max > spec.retry_after {
+                    Some(st.rng.random_range(spec.retry_after..=spec.retry_after_max))
+                } else {
+                    Some(spec.retry_after)
+                };
+            return Err(SendError::Throttled { retry_after });
         }
         let spec = &carrier.spec;
+        let since = now.since(self.start);
+        if spec.outages.iter().any(|(a, b)| (*a..*b).contains(&since)) {
+            c.transient += 1;
+            return Err(SendError::Transient("simulated outage (503)".into()));
+        }
         let u: f64 = st.rng.random();
         if u < spec.transient {
             c.transient += 1;
@@ -292,8 +322,27 @@ impl SimWorld {
                 provider_message_id: id.clone(),
                 status,
             };
+            if spec.duplicate_receipts > 0.0 && st.rng.random::<f64>() < spec.duplicate_receipts {
+                let again = draw(&mut st.rng, spec.latency);
+                self.agenda
+                    .push(now.plus(after + again), Item::External(event.clone()));
+            }
             self.agenda.push(now.plus(after), Item::External(event));
         }
+        if spec.unknown_receipts > 0.0 && st.rng.random::<f64>() < spec.unknown_receipts {
+            let event = SimEvent::Receipt {
+                provider_message_id: format!(
+                    "sim-unknown-{}-{}",
+                    channel.as_str(),
+                    carrier.next_id
+                ),
+                status: ReceiptStatus::Delivered,
+            };
+            self.agenda.push(now.plus(latency), Item::External(event));
+        }
+        // (No draw for a fault a scenario does not have: existing seeds keep
+        // their runs.)
+        let answer_lost = spec.lost_answers > 0.0 && st.rng.random::<f64>() < spec.lost_answers;
         if delivered
             && let Some(person) = st.people.get_mut(&msg.key.stakeholder)
             && !person.never
@@ -309,9 +358,22 @@ impl SimWorld {
                     channel,
                     attempt: msg.attempt,
                 };
+                if self.duplicate_acks > 0.0 && st.rng.random::<f64>() < self.duplicate_acks {
+                    let again = draw(&mut st.rng, b.ack_delay);
+                    self.agenda.push(
+                        now.plus(latency + delay + again),
+                        Item::External(event.clone()),
+                    );
+                }
                 self.agenda
                     .push(now.plus(latency + delay), Item::External(event));
             }
+        }
+        if answer_lost {
+            // Delivered, but Muster hears nothing until its send times out.
+            return Err(SendError::Transient(
+                "simulated: the carrier's answer never came".into(),
+            ));
         }
         Ok(Accepted {
             provider_message_id: id,

@@ -482,7 +482,8 @@ impl<'a> Transition<'a> {
                     phase: Phase::Backoff {
                         until: self.now.plus(wait),
                     },
-                    throttled_since: None,
+                    // Still held back since then, if throttling held it.
+                    throttled_since: a.throttled_since,
                 };
                 self.arm(i, TimerKind::Retry);
                 self.record(AuditKind::RetryScheduled, Some(&a));
@@ -732,12 +733,15 @@ impl<'a> Transition<'a> {
             None => Phase::Sending { since: now },
             Some(until) => Phase::Deferred { until },
         };
+        // Moving away from a throttling carrier keeps the time the person
+        // has been held back by throttling: two throttled channels taken in
+        // turn reach the bound (rule 3) instead of swinging forever.
         self.next.in_flight[i] = Attempt {
             id,
             channel,
             retries: 0,
             phase,
-            throttled_since: None,
+            throttled_since: throttled.then(|| a.throttled_since.unwrap_or(now)),
         };
         match until {
             // The dispatcher that found the queue books the new slot and

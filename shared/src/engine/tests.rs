@@ -1286,6 +1286,42 @@ fn a_channel_whose_queue_is_past_the_bound_moves_later_for_that_person() {
 }
 
 #[test]
+fn two_throttling_channels_taken_in_turn_reach_the_throttling_bound() {
+    // Voice and email both throttled, each free again a second later: the
+    // attempt moves between them, but the person has been held back by
+    // throttling since the first 429, so the bound (the 60 s hold, P1
+    // tier 1) fails the channel; it does not swing forever.
+    let mut r = Run::new(&[Voice, Email]);
+    r.at(0, Event::Start);
+    let mut attempt = 1;
+    let mut channel = Voice;
+    let mut out = None;
+    for t in 0..200u64 {
+        let mut waits = ChannelWaits {
+            cause: WaitCause::Throttled,
+            ..Default::default()
+        };
+        waits.free_at[channel.index()] = Some(s(t + 1));
+        let d = r.at(t, Event::Replan { attempt, waits });
+        if d.audit.kind == AuditKind::ChannelThrottledOut
+            || d.audit.kind == AuditKind::CascadeFailure
+        {
+            out = Some((t, d.audit.kind));
+            break;
+        }
+        // Follow the attempt to wherever it went (deferred ones start when due).
+        let a = r.c.in_flight[0];
+        if let Phase::Deferred { until } = a.phase {
+            r.at_ts(until, timer(a.id, DeferredStart));
+        }
+        attempt = r.c.in_flight[0].id;
+        channel = r.c.in_flight[0].channel;
+    }
+    let (t, _) = out.unwrap_or_else(|| panic!("still swinging after 200 s: {:?}", r.c));
+    assert!((60..=62).contains(&t), "failed out at {t} s");
+}
+
+#[test]
 fn what_is_known_busy_is_remembered_so_an_attempt_never_swings_between_two() {
     // Voice is throttled by the carrier; SMS is busy for the person. The
     // attempt moves to SMS, finds it busy, and does not go back to voice:

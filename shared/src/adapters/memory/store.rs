@@ -77,6 +77,14 @@ impl MemoryStore {
         ids.iter().flat_map(|i| g.seals[i].clone()).collect()
     }
 
+    /// Every incident, in id order.
+    pub fn all_incidents(&self) -> Vec<Incident> {
+        let g = lock(&self.inner);
+        let mut v: Vec<Incident> = g.incidents.values().cloned().collect();
+        v.sort_by(|a, b| a.id().cmp(b.id()));
+        v
+    }
+
     pub fn audit_len(&self) -> usize {
         lock(&self.inner).audit.values().map(Vec::len).sum()
     }
@@ -93,6 +101,18 @@ fn cursor_offset(cursor: Option<String>) -> Result<usize> {
 
 #[async_trait]
 impl IncidentStore for MemoryStore {
+    async fn open_incidents(&self) -> Result<Vec<IncidentId>> {
+        let g = lock(&self.inner);
+        let mut v: Vec<IncidentId> = g
+            .incidents
+            .values()
+            .filter(|i| i.status == crate::domain::IncidentStatus::Open)
+            .map(|i| i.id().clone())
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
     async fn create_incident(&self, incident: &Incident) -> Result<()> {
         let mut g = lock(&self.inner);
         if g.incidents.contains_key(incident.id()) {
@@ -348,18 +368,6 @@ impl ContactLedger for MemoryStore {
 
 #[async_trait]
 impl SealStore for MemoryStore {
-    async fn open_incidents(&self) -> Result<Vec<IncidentId>> {
-        let g = lock(&self.inner);
-        let mut v: Vec<IncidentId> = g
-            .incidents
-            .values()
-            .filter(|i| i.status == crate::domain::IncidentStatus::Open)
-            .map(|i| i.id().clone())
-            .collect();
-        v.sort();
-        Ok(v)
-    }
-
     async fn chain_heads(&self, incident: &IncidentId) -> Result<Vec<ChainHead>> {
         let g = lock(&self.inner);
         let keys = g.order.get(incident).map(Vec::as_slice).unwrap_or_default();
