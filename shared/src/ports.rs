@@ -135,6 +135,27 @@ pub trait CascadeStore: Send + Sync {
         incident: &IncidentId,
         stakeholder: &StakeholderId,
     ) -> Result<Vec<CascadeRecord>>;
+    /// The escalation cascades of one person told that have not ended,
+    /// oldest first, at most `limit` (a store with an index of them
+    /// answers without reading the person's other cascades).
+    async fn open_escalations(
+        &self,
+        incident: &IncidentId,
+        stakeholder: &StakeholderId,
+        limit: usize,
+    ) -> Result<Vec<CascadeRecord>> {
+        let mut open: Vec<CascadeRecord> = self
+            .person_cascades(incident, stakeholder)
+            .await?
+            .into_iter()
+            .filter(|r| r.cascade.key.route.is_escalation() && !r.cascade.status.is_terminal())
+            .collect();
+        open.sort_by(|a, b| {
+            (a.cascade.created_at, &a.cascade.key).cmp(&(b.cascade.created_at, &b.cascade.key))
+        });
+        open.truncate(limit);
+        Ok(open)
+    }
     /// Every audit entry of an incident, per cascade in sequence order.
     async fn audit_trail(&self, incident: &IncidentId) -> Result<Vec<AuditEntry>>;
     /// Maps a provider's message id to the attempt it carried.

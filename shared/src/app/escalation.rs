@@ -78,6 +78,11 @@ pub(super) fn about_name(rec: &CascadeRecord) -> String {
     }
 }
 
+/// Other open failures one escalation message names at most (the oldest):
+/// a manager told of many at once gets them in messages of this many, each
+/// answer acknowledging the ones it named.
+pub const BUNDLE_MAX: usize = 500;
+
 /// The other failures still open for the person `rec` tells: their open
 /// escalation cascades of the same incident, oldest first.
 pub(super) async fn bundle(
@@ -85,20 +90,15 @@ pub(super) async fn bundle(
     rec: &CascadeRecord,
 ) -> Result<Vec<(StakeholderId, String)>> {
     let key = &rec.cascade.key;
-    let mut open: Vec<CascadeRecord> = deps
+    // One more than the bundle holds: this cascade may be among them.
+    let open = deps
         .cascades
-        .person_cascades(&key.incident, &key.stakeholder)
-        .await?
-        .into_iter()
-        .filter(|r| {
-            r.cascade.key.route.is_escalation()
-                && r.cascade.key != *key
-                && !r.cascade.status.is_terminal()
-        })
-        .collect();
-    open.sort_by_key(|r| r.cascade.created_at);
+        .open_escalations(&key.incident, &key.stakeholder, BUNDLE_MAX + 1)
+        .await?;
     Ok(open
         .iter()
+        .filter(|r| r.cascade.key != *key)
+        .take(BUNDLE_MAX)
         .filter_map(|r| Some((r.cascade.key.route.about()?.clone(), about_name(r))))
         .collect())
 }

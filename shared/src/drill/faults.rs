@@ -38,6 +38,8 @@ pub fn mix_toml(seed: u64) -> String {
         ("lost_jobs", 0.1),
         ("lost_timers", 0.1),
         ("duplicate_acks", 0.3),
+        ("sms_text_replies", 1.0),
+        ("sms_stop", 0.2),
     ] {
         if rng.random::<f64>() < 0.5 {
             let _ = writeln!(faults, "{key} = {:.3}", rng.random::<f64>() * max);

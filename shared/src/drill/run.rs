@@ -352,6 +352,11 @@ impl Drill {
                         .await
                         .map(|_| ())
                 }
+                Item::External(SimEvent::InboundSms { from, body }) => {
+                    app::receipt(&deps, ReceiptEvent::InboundSms { from, body })
+                        .await
+                        .map(|_| ())
+                }
                 Item::External(SimEvent::Retrigger) => {
                     app::trigger(&deps, self.scenario.trigger.clone())
                         .await

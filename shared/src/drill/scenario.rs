@@ -47,6 +47,12 @@ pub struct Faults {
     pub lost_timers: f64,
     /// Share of acknowledgements the person sends twice.
     pub duplicate_acks: f64,
+    /// Share of SMS acknowledgements that come as a text reply (`1`, `ACK`,
+    /// `ack <code>`, `OK`) from the person's phone, through the number
+    /// index, rather than straight to the cascade.
+    pub sms_text_replies: f64,
+    /// Share of delivered SMS the person answers STOP (an opt-out).
+    pub sms_stop: f64,
     /// When the monitoring system sends the same trigger again (after the
     /// start); each is a replay.
     pub retriggers: Vec<Millis>,
@@ -199,6 +205,8 @@ struct RawFaults {
     lost_jobs: Option<f64>,
     lost_timers: Option<f64>,
     duplicate_acks: Option<f64>,
+    sms_text_replies: Option<f64>,
+    sms_stop: Option<f64>,
     #[serde(default)]
     retriggers: Vec<RawDuration>,
 }
@@ -880,6 +888,8 @@ impl Validator {
                 lost_jobs: self.prob("faults.lost_jobs", f.lost_jobs),
                 lost_timers: self.prob("faults.lost_timers", f.lost_timers),
                 duplicate_acks: self.prob("faults.duplicate_acks", f.duplicate_acks),
+                sms_text_replies: self.prob("faults.sms_text_replies", f.sms_text_replies),
+                sms_stop: self.prob("faults.sms_stop", f.sms_stop),
                 retriggers: f
                     .retriggers
                     .iter()

@@ -35,6 +35,11 @@ pub enum SimEvent {
     CloseIncident,
     /// The monitoring system sends the scenario's trigger again.
     Retrigger,
+    /// A text message from a person's phone (a reply, or STOP).
+    InboundSms {
+        from: crate::domain::PhoneNumber,
+        body: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -92,6 +97,8 @@ pub struct SimWorld {
     /// The drill's start, for the carriers' schedules.
     start: Ts,
     duplicate_acks: f64,
+    sms_text_replies: f64,
+    sms_stop: f64,
     /// Cascades that reached a terminal state (kept by the drill's observer).
     pub ended: Mutex<HashSet<CascadeKey>>,
 }
@@ -160,6 +167,8 @@ impl SimWorld {
             source: scenario.contact_source,
             start: now,
             duplicate_acks: scenario.faults.duplicate_acks,
+            sms_text_replies: scenario.faults.sms_text_replies,
+            sms_stop: scenario.faults.sms_stop,
             ended: Mutex::new(HashSet::default()),
         })
     }
@@ -353,10 +362,28 @@ impl SimWorld {
             if st.rng.random::<f64>() < b.ack[channel.index()] {
                 person.answering.insert(msg.key.clone());
                 let delay = draw(&mut st.rng, b.ack_delay);
-                let event = SimEvent::Ack {
-                    key: msg.key.clone(),
-                    channel,
-                    attempt: msg.attempt,
+                let phone = match &msg.to {
+                    crate::domain::Address::Phone(p) if channel == Channel::Sms => Some(p.clone()),
+                    _ => None,
+                };
+                let event = match phone {
+                    Some(from)
+                        if self.sms_text_replies > 0.0
+                            && st.rng.random::<f64>() < self.sms_text_replies =>
+                    {
+                        let body = match st.rng.random_range(0..4) {
+                            0 => "1".to_string(),
+                            1 => "ACK".to_string(),
+                            2 => format!("ack {}", msg.ack_code),
+                            _ => "Ok".to_string(),
+                        };
+                        SimEvent::InboundSms { from, body }
+                    }
+                    _ => SimEvent::Ack {
+                        key: msg.key.clone(),
+                        channel,
+                        attempt: msg.attempt,
+                    },
                 };
                 if self.duplicate_acks > 0.0 && st.rng.random::<f64>() < self.duplicate_acks {
                     let again = draw(&mut st.rng, b.ack_delay);
@@ -368,6 +395,19 @@ impl SimWorld {
                 self.agenda
                     .push(now.plus(latency + delay), Item::External(event));
             }
+        }
+        if delivered
+            && self.sms_stop > 0.0
+            && channel == Channel::Sms
+            && let crate::domain::Address::Phone(from) = &msg.to
+            && st.rng.random::<f64>() < self.sms_stop
+        {
+            let event = SimEvent::InboundSms {
+                from: from.clone(),
+                body: "STOP".into(),
+            };
+            self.agenda
+                .push(now.plus(latency + 5_000), Item::External(event));
         }
         if answer_lost {
             // Delivered, but Muster hears nothing until its send times out.

@@ -28,6 +28,8 @@ struct Inner {
     refs: HashMap<String, (CascadeKey, u32)>,
     seals: HashMap<IncidentId, Vec<Seal>>,
     by_person: HashMap<(IncidentId, StakeholderId), Vec<CascadeKey>>,
+    /// Per person told, their escalation cascades not yet ended, oldest first.
+    open_escalations: HashMap<(IncidentId, StakeholderId), BTreeSet<(Ts, CascadeKey)>>,
     contacts: HashMap<(IncidentId, StakeholderId, Channel), ContactEntry>,
 }
 
@@ -165,6 +167,12 @@ impl CascadeStore for MemoryStore {
             .entry((key.incident.clone(), key.stakeholder.clone()))
             .or_default()
             .push(key.clone());
+        if key.route.is_escalation() && !record.cascade.status.is_terminal() {
+            g.open_escalations
+                .entry((key.incident.clone(), key.stakeholder.clone()))
+                .or_default()
+                .insert((record.cascade.created_at, key.clone()));
+        }
         g.audit
             .entry(key.incident.clone())
             .or_default()
@@ -196,7 +204,16 @@ impl CascadeStore for MemoryStore {
             )));
         }
         let (old_due, new_due) = (cur.cascade.next_due(), record.cascade.next_due());
+        let ended = !cur.cascade.status.is_terminal() && record.cascade.status.is_terminal();
         *cur = record.clone();
+        if ended
+            && key.route.is_escalation()
+            && let Some(open) = g
+                .open_escalations
+                .get_mut(&(key.incident.clone(), key.stakeholder.clone()))
+        {
+            open.remove(&(record.cascade.created_at, key.clone()));
+        }
         if old_due != new_due {
             if let Some(d) = old_due {
                 g.due.remove(&(d, key.clone()));
@@ -280,6 +297,26 @@ impl CascadeStore for MemoryStore {
         Ok(keys
             .iter()
             .filter_map(|k| g.cascades.get(k).cloned())
+            .collect())
+    }
+
+    async fn open_escalations(
+        &self,
+        incident: &IncidentId,
+        stakeholder: &StakeholderId,
+        limit: usize,
+    ) -> Result<Vec<CascadeRecord>> {
+        let g = lock(&self.inner);
+        let Some(open) = g
+            .open_escalations
+            .get(&(incident.clone(), stakeholder.clone()))
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(open
+            .iter()
+            .take(limit)
+            .filter_map(|(_, k)| g.cascades.get(k).cloned())
             .collect())
     }
 
