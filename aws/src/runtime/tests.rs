@@ -569,7 +569,7 @@ async fn the_scheduled_sweep_reports_what_it_did() {
         .unwrap();
     assert_eq!(
         out,
-        json!({"examined": 0, "redriven": 0, "deferred": 0, "incomplete": false})
+        json!({"examined": 0, "redriven": 0, "deferred": 0, "reexpanded": 0, "incomplete": false})
     );
 }
 
