@@ -112,6 +112,14 @@ pub fn trigger(members: usize, requests: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--threads`, else the machine's cores (at least one).
+fn worker_threads(asked: Option<usize>) -> usize {
+    asked
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// Totals of one scenario over its seeds.
 #[derive(Default)]
 struct EscalationTotals {
@@ -156,10 +164,7 @@ pub fn escalation(
         .iter()
         .map(|_| Mutex::new(EscalationTotals::default()))
         .collect();
-    let threads = threads
-        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
-        .unwrap_or(1)
-        .max(1);
+    let threads = worker_threads(threads);
     let started = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..threads {
@@ -298,11 +303,17 @@ pub fn faults(
     }
     let next = AtomicU64::new(0);
     let bad: Mutex<Vec<(u64, Vec<String>)>> = Mutex::new(Vec::new());
-    let totals: Mutex<[u64; 5]> = Mutex::new([0; 5]);
-    let threads = threads
-        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
-        .unwrap_or(1)
-        .max(1);
+    /// What the runs did, summed.
+    #[derive(Default, Clone, Copy)]
+    struct FaultTotals {
+        people: u64,
+        failures: u64,
+        undelivered: u64,
+        lost: u64,
+        throttled: u64,
+    }
+    let totals: Mutex<FaultTotals> = Mutex::new(FaultTotals::default());
+    let threads = worker_threads(threads);
     let started = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..threads {
@@ -317,11 +328,12 @@ pub fn faults(
                         Ok(s) => {
                             let (_, r) = run(s, seed);
                             let mut t = totals.lock().unwrap_or_else(|e| e.into_inner());
-                            t[0] += r.stakeholders;
-                            t[1] += r.escalations.failures;
-                            t[2] += r.escalations.undelivered;
-                            t[3] += r.lost_jobs + r.lost_timers;
-                            t[4] += r.carriers.values().map(|c| c.throttled_429).sum::<u64>();
+                            t.people += r.stakeholders;
+                            t.failures += r.escalations.failures;
+                            t.undelivered += r.escalations.undelivered;
+                            t.lost += r.lost_jobs + r.lost_timers;
+                            t.throttled +=
+                                r.carriers.values().map(|c| c.throttled_429).sum::<u64>();
                             faults::problems(&r)
                         }
                         Err(errors) => errors.iter().map(|e| format!("scenario: {e}")).collect(),
@@ -342,11 +354,11 @@ pub fn faults(
         "Fault mixes {from}..{}: {seeds} runs on {threads} thread(s) in {:.1}s; {} people, {} failures escalated ({} ESCALATION_UNDELIVERED, recorded), {} jobs and timers lost, {} 429s",
         from + seeds - 1,
         started.elapsed().as_secs_f64(),
-        t[0],
-        t[1],
-        t[2],
-        t[3],
-        t[4]
+        t.people,
+        t.failures,
+        t.undelivered,
+        t.lost,
+        t.throttled
     );
     for (seed, problems) in bad.iter().take(10) {
         println!("  seed {seed}: {}", problems.join("; "));

@@ -509,37 +509,32 @@ impl Policy {
                 None => "the severity x tier escalation delay".into(),
             }
         );
-        let adapt: Vec<&str> = Severity::ALL
-            .iter()
-            .filter(|sev| self.queue_replan(**sev))
-            .map(|sev| sev.as_str())
-            .collect();
+        // "off", or "on for P1, P2" for the severities a flag is set for.
+        let on_for = |flags: &[bool; 4]| {
+            let on: Vec<&str> = Severity::ALL
+                .iter()
+                .filter(|sev| flags[sev.index()])
+                .map(|sev| sev.as_str())
+                .collect();
+            if on.is_empty() {
+                "off".to_string()
+            } else {
+                format!("on for {}", on.join(", "))
+            }
+        };
         let _ = writeln!(
             s,
             "capacity-aware plans  {}; a channel whose queue waits past {} moves later for that person",
-            if adapt.is_empty() {
-                "off".to_string()
-            } else {
-                format!("on for {}", adapt.join(", "))
-            },
+            on_for(&self.queue_replan),
             match self.queue_wait_bound {
                 Some(b) => secs(b),
                 None => "the severity x tier escalation delay".into(),
             }
         );
-        let parallel: Vec<&str> = Severity::ALL
-            .iter()
-            .filter(|sev| self.parallel_voice(**sev))
-            .map(|sev| sev.as_str())
-            .collect();
         let _ = writeln!(
             s,
             "parallel voice call   {} (next channel, if SMS, {} later)",
-            if parallel.is_empty() {
-                "off".to_string()
-            } else {
-                format!("on for {}", parallel.join(", "))
-            },
+            on_for(&self.parallel_voice),
             secs(self.parallel_voice_stagger)
         );
         let _ = writeln!(
