@@ -25,12 +25,21 @@
 //! One 429 never cuts by more than half, so a poor measurement cannot
 //! collapse the rate, and a 429 with nothing measured halves it.
 //!
+//! With a long Retry-After (5 s or more) every 429 costs a pause, so a knee
+//! a 429 proves too high (it came before the rate had grown past where the
+//! last cut restarted it, as a deep bucket answers long after the rate
+//! passed its capacity) is bisected instead: between two 429s the bucket
+//! went from empty to empty, so what it took over that window is at most
+//! its capacity, and the new knee lies three quarters of the way from that
+//! to the rate that failed.
+//!
 //! The rate then grows back along a cubic of busy time since the cut (as in
 //! TCP CUBIC): quickly at first, flat on a plateau at the knee, then probing
 //! beyond it ever faster, so a capacity that has come back is found again
 //! within a minute or two. The curve is stretched by the Retry-After (in
-//! seconds, at least 1), so a carrier that answers a probe with a long pause
-//! is probed less often. Busy time advances only with accepted sends, so an
+//! seconds, at least 1, to the power 3.5), so a carrier that answers a probe
+//! with a long pause is probed less often: with 30 s pauses about one probe
+//! in 12 minutes. Busy time advances only with accepted sends, so an
 //! idle endpoint keeps what it learned instead of drifting back up.
 //!
 //! Priority. Escalation sends take the priority lane. The lane has its own
@@ -68,6 +77,11 @@ const MARGIN: f64 = 0.03;
 const MAX_CUT: f64 = 0.5;
 /// Gain of the cubic growth, relative to the rate it restarts from, per s^3.
 const PROBE_GAIN: f64 = 1e-5;
+/// The growth curve is stretched by the Retry-After (s) to this power: a
+/// probe past the knee costs a pause, so with pauses P a probe comes about
+/// every 25 P (for P = 30 s: one 429 in about 12 minutes, under 4 % of the
+/// time paused).
+const PROBE_STRETCH: f64 = 3.5;
 /// The recent send rate is trusted once this many sends have been accepted
 /// since the last pause.
 const SHORT_MIN_SENDS: u32 = 8;
@@ -80,6 +94,12 @@ const SHORT_WEIGHT: f64 = 0.125;
 /// sent below capacity, so over a long window the count says more about what
 /// was sent than about what the carrier can take.)
 const LONG_TRUST_US: u64 = 20_000_000;
+/// A pause this long makes each 429 costly: a knee proved too high by a
+/// 429 is bisected toward what the carrier took instead of cut by the margin.
+const LONG_PAUSE: Millis = 5_000;
+/// Where the bisected knee lies between what the carrier took (0) and the
+/// rate that failed (1): a window that held a long pause undercounts.
+const BISECT: f64 = 0.75;
 /// 429s closer together than this (or arriving during the pause that an
 /// earlier one set) are one throttling event: the rate is cut once.
 const MIN_CUT_SPACING: Millis = 1_000;
@@ -210,6 +230,13 @@ pub struct AdaptiveLimiter {
     priority_share: f64,
     /// The first 429 since the carrier last accepted a send.
     throttled_since: Option<Ts>,
+    /// The rate the last cut restarted at, and the pause it came with
+    /// (absent from state stored before they were kept: no bisection until
+    /// the next cut).
+    #[serde(default)]
+    restarted_at: f64,
+    #[serde(default)]
+    last_pause: Millis,
 }
 
 impl AdaptiveLimiter {
@@ -246,6 +273,8 @@ impl AdaptiveLimiter {
                 cfg.priority_share.clamp(0.01, 1.0)
             },
             throttled_since: None,
+            restarted_at: limit,
+            last_pause: 0,
         }
     }
 
@@ -497,17 +526,45 @@ impl AdaptiveLimiter {
                     sending_us <= LONG_TRUST_US && self.idle_us_since_cut <= window_us / 10;
                 trusted.then(|| self.accepted_since_cut as f64 * 1e6 / window_us as f64)
             });
-        let restart = match (recent, since_last) {
-            (None, None) => knee * MAX_CUT,
-            (_, Some(lower)) => lower.min(knee * (1.0 - MARGIN)),
-            (Some(_), None) => knee * (1.0 - MARGIN),
+        // A 429 on the plateau, at the knee the last cut aimed for: that
+        // knee was too high (a deep bucket takes a rate past its capacity
+        // for a long while before it answers 429). Between two 429s the
+        // bucket went from empty to empty, so what it took over the whole
+        // window, pause included, is at most its capacity: the new knee is
+        // halfway between that and the rate that failed (a bisection, each
+        // 429 halving the gap).
+        // (Only over a window mostly spent sending: a bucket refilled in a
+        // long pause wastes what it cannot hold.)
+        let sent_long = self.resumed_at.is_some_and(|r| {
+            now.since(r) >= 2 * self.last_pause.max(MIN_CUT_SPACING)
+        });
+        let on_plateau = self.last_cut.is_some()
+            && pause >= LONG_PAUSE
+            && recent.is_some()
+            && sent_long
+            && self.rate <= self.knee * (1.0 + MARGIN)
+            && self.rate <= self.restarted_at * (1.0 + 2.0 * MARGIN);
+        let bisect = self.last_cut.filter(|_| on_plateau).map(|cut| {
+            let window_us = micros(now).saturating_sub(micros(cut)).max(1);
+            let floor = self.accepted_since_cut as f64 * 1e6 / window_us as f64;
+            let floor = floor.min(knee);
+            floor + BISECT * (knee - floor)
+        });
+        let restart = match (recent, since_last, bisect) {
+            (_, _, Some(mid)) => since_last.map_or(mid, |lower| lower.min(mid)),
+            (None, None, None) => knee * MAX_CUT,
+            (_, Some(lower), None) => lower.min(knee * (1.0 - MARGIN)),
+            (Some(_), None, None) => knee * (1.0 - MARGIN),
         }
         .max(knee * MAX_CUT)
         .clamp(self.floor, self.limit);
         let probe_cost_s = (pause as f64 / 1000.0).max(1.0);
+        let knee = if bisect.is_some() { restart } else { knee };
         self.knee = knee.max(restart);
         self.rate = restart;
-        self.gain = PROBE_GAIN * restart / probe_cost_s.powi(3);
+        self.restarted_at = restart;
+        self.last_pause = pause;
+        self.gain = PROBE_GAIN * restart / probe_cost_s.powf(PROBE_STRETCH);
         self.plateau_s = ((self.knee - restart) / self.gain).cbrt();
         self.busy_s = 0.0;
         self.last_cut = Some(now);
@@ -726,6 +783,36 @@ mod tests {
                 }
                 assert!(sim.max_offered_per_second() <= 50);
             }
+        }
+        assert!(failures.is_empty(), "{failures:?}");
+    }
+
+    #[test]
+    fn with_a_long_retry_after_throughput_settles_near_the_capacity() {
+        // Told 50/s, the carrier takes 10/s and answers 429 with a 30 s
+        // Retry-After: each 429 costs 30 s of nothing, so the limiter must
+        // find the capacity and then probe past it rarely. Settled (10 to
+        // 30 minutes) it sends at least 90 % of the capacity, whatever the
+        // carrier's burst.
+        let mut failures = Vec::new();
+        for burst in [1.0, 10.0, 150.0] {
+            let carrier = CarrierBucket::new(10.0, burst, 30 * SEC, T0);
+            let mut sim = Sim::with(LimiterConfig::new(50.0), carrier, 500, u64::MAX);
+            sim.run_until(1_800);
+            let learning = between(&sim.accepted, 60, 600) as f64 / (540.0 * 10.0);
+            let settled = between(&sim.accepted, 600, 1_800) as f64 / (1_200.0 * 10.0);
+            let throttles = between(&sim.throttled, 600, 1_800);
+            println!(
+                "told 50/s, capacity 10/s, burst {burst}, Retry-After 30 s: {:.1}% of capacity \
+                 from 1 to 10 min, {:.1}% from 10 to 30 min ({throttles} 429s), final rate {:.2}/s",
+                100.0 * learning,
+                100.0 * settled,
+                sim.limiter.rate()
+            );
+            if settled < 0.90 {
+                failures.push(format!("burst {burst}: {:.1}%", 100.0 * settled));
+            }
+            assert!(sim.max_offered_per_second() <= 50);
         }
         assert!(failures.is_empty(), "{failures:?}");
     }
