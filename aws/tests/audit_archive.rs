@@ -43,7 +43,7 @@ fn started(who: &str, n: u32) -> (CascadeRecord, audit::AuditEntry) {
         name: format!("Person {n}"),
         ack_code: "1234".into(),
         escalation: None,
-        named: Vec::new(),
+        named: Default::default(),
         needs_review: false,
         audit_seq: 0,
         audit_head: audit::GENESIS.to_string(),

@@ -82,7 +82,7 @@ fn started(k: CascadeKey, n: u32, now: Ts) -> (CascadeRecord, audit::AuditEntry)
         name: format!("Person {n}"),
         ack_code: "4821".into(),
         escalation: None,
-        named: Vec::new(),
+        named: Default::default(),
         needs_review: false,
         audit_seq: 0,
         audit_head: audit::GENESIS.to_string(),
@@ -900,6 +900,49 @@ async fn a_person_s_member_and_escalation_cascades_are_stored_apart_and_read_tog
     assert_eq!(got.contacts, contacts(3));
     let listed = f.store.list_cascades(&incident, None, 100).await.unwrap();
     assert_eq!(listed.items.len(), 4);
+}
+
+#[tokio::test]
+async fn open_escalations_name_a_person_s_unended_escalations_oldest_first() {
+    let f = fixture().await;
+    let inc = "INC-OPEN";
+    let about = |who: &str| CascadeKey {
+        route: Route::escalation(id(StakeholderId::parse(who))),
+        ..key(inc, "duty")
+    };
+    let (member, e) = started(key(inc, "duty"), 1, T0);
+    f.store.create_cascade(&member, &e).await.unwrap();
+    // Created newest first: the answer is ordered by creation, not by key.
+    for (n, who) in [(2, "zoe"), (3, "yan"), (4, "xia"), (5, "wes")] {
+        let (rec, entry) = started(about(who), n, T0.plus(10_000 - u64::from(n) * 1_000));
+        f.store.create_cascade(&rec, &entry).await.unwrap();
+    }
+    // One has ended (acknowledged): it is not open.
+    let yan = f.store.get_cascade(&about("yan")).await.unwrap().unwrap();
+    let (acked, entry) = next(
+        &yan,
+        Event::Ack {
+            channel: Channel::Sms,
+            attempt: None,
+        },
+        T0.plus(20_000),
+    );
+    f.store
+        .transition(&acked, yan.cascade.version, &entry)
+        .await
+        .unwrap();
+    let incident = id(IncidentId::parse(inc));
+    let duty = id(StakeholderId::parse("duty"));
+    let open = f.store.open_escalations(&incident, &duty, 10).await.unwrap();
+    let names: Vec<String> = open.iter().map(|o| o.key.route.encode()).collect();
+    assert_eq!(
+        names,
+        ["escalation:wes", "escalation:xia", "escalation:zoe"],
+        "oldest first, the ended one left out, the member cascade not an escalation"
+    );
+    let two = f.store.open_escalations(&incident, &duty, 2).await.unwrap();
+    assert_eq!(two.len(), 2);
+    assert_eq!(two[0].key, about("wes"));
 }
 
 #[tokio::test]

@@ -61,10 +61,38 @@ pub struct EscalationInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Named {
     pub attempt: u32,
-    pub about: Vec<StakeholderId>,
+    /// Shared, not copied, each time the record is read.
+    pub about: std::sync::Arc<[StakeholderId]>,
+}
+
+/// One escalation cascade still open, as a bundle names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenEscalation {
+    pub key: CascadeKey,
+    /// The failed person's name (their id when the directory had none).
+    pub about_name: String,
+}
+
+impl OpenEscalation {
+    pub fn of(rec: &CascadeRecord) -> Self {
+        Self {
+            key: rec.cascade.key.clone(),
+            about_name: rec.about_name(),
+        }
+    }
 }
 
 impl CascadeRecord {
+    /// For an escalation cascade, the failed person's name for messages
+    /// (their id when the directory had none).
+    pub fn about_name(&self) -> String {
+        match (&self.escalation, self.cascade.key.route.about()) {
+            (Some(e), _) if !e.about_name.is_empty() => e.about_name.clone(),
+            (_, Some(about)) => about.to_string(),
+            _ => String::new(),
+        }
+    }
+
     /// Who an acknowledgement of `attempt` (or of no particular message)
     /// also covers: the failures that message named, or every failure any
     /// message of the cascade named.
@@ -72,7 +100,7 @@ impl CascadeRecord {
         let mut out: Vec<StakeholderId> = Vec::new();
         for n in &self.named {
             if attempt.is_none_or(|a| a == n.attempt) {
-                for id in &n.about {
+                for id in n.about.iter() {
                     if !out.contains(id) {
                         out.push(id.clone());
                     }
@@ -143,7 +171,7 @@ pub trait CascadeStore: Send + Sync {
         incident: &IncidentId,
         stakeholder: &StakeholderId,
         limit: usize,
-    ) -> Result<Vec<CascadeRecord>> {
+    ) -> Result<Vec<OpenEscalation>> {
         let mut open: Vec<CascadeRecord> = self
             .person_cascades(incident, stakeholder)
             .await?
@@ -154,7 +182,7 @@ pub trait CascadeStore: Send + Sync {
             (a.cascade.created_at, &a.cascade.key).cmp(&(b.cascade.created_at, &b.cascade.key))
         });
         open.truncate(limit);
-        Ok(open)
+        Ok(open.iter().map(OpenEscalation::of).collect())
     }
     /// Every audit entry of an incident, per cascade in sequence order.
     async fn audit_trail(&self, incident: &IncidentId) -> Result<Vec<AuditEntry>>;

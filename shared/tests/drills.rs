@@ -787,6 +787,68 @@ fn a_short_throttle_does_not_fail_the_people_queued_behind_it() {
 }
 
 #[test]
+fn a_manager_told_of_hundreds_of_failures_gets_messages_naming_at_most_the_bundle() {
+    // 700 people who never answer all fail to one on-call manager within a
+    // few seconds. A message to the manager names its own failure and at
+    // most BUNDLE_MAX other open ones; answering it acknowledges them all,
+    // so every failure is acknowledged by the manager.
+    let text = r#"
+        [incident]
+        incidentId = "INC-BUNDLE"
+        severity = "P1"
+        stakeholderGroupId = "g"
+        messageTemplate = "Outage."
+        [group]
+        on_call_manager = "duty"
+        [policy.rate_limit]
+        per_second = 1000
+        [carriers.voice]
+        capacity_per_sec = 1000
+        unreachable = 1.0
+        [carriers.email]
+        capacity_per_sec = 1000
+        [behaviours.silent]
+        never = 1.0
+        [behaviours.duty]
+        ack = { email = 1.0 }
+        ack_delay = { median = "20s", p95 = "40s" }
+        [[stakeholders]]
+        id = "duty"
+        email = "duty@example.com"
+        member = false
+        behaviour = "duty"
+        [[population]]
+        count = 700
+        prefix = "staff"
+        tiers = { 3 = 1.0 }
+        channels = { voice = 1.0, sms = 0.0, email = 0.0, push = 0.0 }
+        behaviour = "silent"
+    "#;
+    let s = Scenario::from_toml(text).unwrap_or_else(|e| panic!("{e:?}"));
+    let (d, r) = run(s, 3);
+    assert!(r.passed(), "{}", r.render());
+    assert_eq!(r.final_states.escalated, 700, "{}", r.render());
+    every_failure_reached_a_person(&r);
+    let most = muster::app::BUNDLE_MAX + 1;
+    let sizes: Vec<usize> = entries(&d)
+        .iter()
+        .filter(|e| e.record.kind == AuditKind::SendAccepted && e.stakeholder.as_str() == "duty")
+        .map(|e| e.named.len())
+        .collect();
+    assert!(sizes.iter().all(|n| *n <= most), "{sizes:?}");
+    assert!(
+        sizes.contains(&most),
+        "some message met the bound: {sizes:?}"
+    );
+    let by_duty = r
+        .escalation_stories
+        .iter()
+        .filter(|s| matches!(&s.outcome, EscalationOutcome::Acknowledged { by, .. } if by.as_str() == "duty"))
+        .count();
+    assert_eq!(by_duty, 700);
+}
+
+#[test]
 fn acknowledgements_still_to_come_after_the_window_are_no_timeout() {
     // Ten people answer their phone 30 to 60 minutes late: each cascade
     // fails after its hold and is escalated to the desk, which acknowledges

@@ -1020,6 +1020,60 @@ impl CascadeStore for DynamoStore {
         self.load_records(&keys).await
     }
 
+    /// Reads the state items of the person's escalation cascades only (one
+    /// key prefix), without their contacts: no personal data is read and
+    /// nothing is decrypted to name a failure in a bundle.
+    async fn open_escalations(
+        &self,
+        incident: &IncidentId,
+        stakeholder: &StakeholderId,
+        limit: usize,
+    ) -> Result<Vec<muster::ports::OpenEscalation>> {
+        let pk = cascade_pk(incident, shard(stakeholder.as_str()));
+        let prefix = format!("{}escalation:", person_sk_prefix(stakeholder));
+        let mut open = Vec::new();
+        let mut start = None;
+        loop {
+            self.meter.request(0);
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .expression_attribute_values(":p", s(prefix.clone()))
+                .projection_expression("doc")
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| {
+                    map_sdk(
+                        format!("reading the open escalations of one person in {incident}"),
+                        e,
+                    )
+                })?;
+            for it in resp.items() {
+                let rec = self.record_from(it)?;
+                if !rec.cascade.status.is_terminal() {
+                    open.push(rec);
+                }
+            }
+            match resp.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        open.sort_by(|a, b| {
+            (a.cascade.created_at, &a.cascade.key).cmp(&(b.cascade.created_at, &b.cascade.key))
+        });
+        Ok(open
+            .iter()
+            .take(limit)
+            .map(muster::ports::OpenEscalation::of)
+            .collect())
+    }
+
     async fn audit_trail(&self, incident: &IncidentId) -> Result<Vec<AuditEntry>> {
         let mut out = Vec::new();
         for sh in 0..SHARDS {

@@ -34,8 +34,8 @@ pub struct AuditEntry {
     pub contact: Option<String>,
     /// On an escalation's SEND_ACCEPTED: every failure the message named, the
     /// cascade's own first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub named: Vec<StakeholderId>,
+    #[serde(default, skip_serializing_if = "<[StakeholderId]>::is_empty")]
+    pub named: std::sync::Arc<[StakeholderId]>,
     pub prev: String,
     pub hash: String,
 }
@@ -139,18 +139,18 @@ pub fn append(
         record: audit.clone(),
         contact_check,
         contact,
-        named,
+        named: named.into(),
         prev: record.audit_head.clone(),
         hash: String::new(),
     };
     entry.hash = entry.compute_hash();
     let mut bundled = record.named.clone();
-    if let (Some(attempt), [_own, others @ ..]) = (audit.attempt, entry.named.as_slice())
+    if let (Some(attempt), [_own, others @ ..]) = (audit.attempt, &entry.named[..])
         && !others.is_empty()
     {
         bundled.push(crate::ports::Named {
             attempt,
-            about: others.to_vec(),
+            about: others.into(),
         });
     }
     let next = CascadeRecord {

@@ -298,7 +298,7 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
     }
     let bundle = match &key.route {
         Route::Escalation { about } => {
-            let mut named = vec![(about.clone(), escalation::about_name(&rec))];
+            let mut named = vec![(about.clone(), rec.about_name())];
             named.extend(escalation::bundle(deps, &rec).await?);
             named
         }

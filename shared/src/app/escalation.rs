@@ -24,7 +24,7 @@
 
 use super::audit::AuditEntry;
 use super::dispatch::{NewCascade, start};
-use super::{Batch, apply_event, apply_loaded};
+use super::{Batch, apply_loaded};
 use crate::domain::{Channel, IncidentId, IncidentStatus, Millis, StakeholderId, Ts};
 use crate::engine::{AuditKind, Cascade, CascadeKey, CascadeStatus, ChannelPlan, Event, Route};
 use crate::error::Result;
@@ -69,15 +69,6 @@ pub fn next_in_chain(
         .cloned()
 }
 
-/// The failed person's name, for messages (their id when the directory had none).
-pub(super) fn about_name(rec: &CascadeRecord) -> String {
-    match (&rec.escalation, rec.cascade.key.route.about()) {
-        (Some(e), _) if !e.about_name.is_empty() => e.about_name.clone(),
-        (_, Some(about)) => about.to_string(),
-        _ => String::new(),
-    }
-}
-
 /// Other open failures one escalation message names at most (the oldest):
 /// a manager told of many at once gets them in messages of this many, each
 /// answer acknowledging the ones it named.
@@ -96,10 +87,10 @@ pub(super) async fn bundle(
         .open_escalations(&key.incident, &key.stakeholder, BUNDLE_MAX + 1)
         .await?;
     Ok(open
-        .iter()
-        .filter(|r| r.cascade.key != *key)
+        .into_iter()
+        .filter(|r| r.key != *key)
         .take(BUNDLE_MAX)
-        .filter_map(|r| Some((r.cascade.key.route.about()?.clone(), about_name(r))))
+        .filter_map(|r| Some((r.key.route.about()?.clone(), r.about_name)))
         .collect())
 }
 
@@ -407,11 +398,20 @@ pub(super) async fn share_ack(deps: &Deps, key: &CascadeKey, attempt: Option<u32
             stakeholder: key.stakeholder.clone(),
             route: Route::escalation(about),
         };
+        // One acknowledged already (by its own answer or another bundle's)
+        // is left be: a manager answering many bundles would otherwise add
+        // a stale entry to every failure each one named.
+        let Some(other) = deps.cascades.get_cascade(&other).await? else {
+            continue;
+        };
+        if !other.cascade.takes_bundle_ack() {
+            continue;
+        }
         let event = Event::BundleAck {
             channel,
             message: message.clone(),
         };
-        apply_event(deps, &other, event).await?;
+        apply_loaded(deps, other, event).await?;
     }
     Ok(())
 }
@@ -611,7 +611,7 @@ pub fn stories<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Vec<Esc
             }
             Route::Escalation { .. } => {
                 if e.record.kind == AuditKind::SendAccepted {
-                    for id in &e.named {
+                    for id in e.named.iter() {
                         let t = named_at.entry(id.clone()).or_insert(e.at);
                         *t = (*t).min(e.at);
                     }

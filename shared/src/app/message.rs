@@ -90,7 +90,7 @@ pub fn render(
 /// The update a withdrawn escalation's person receives.
 pub fn render_notice(incident: &Incident, rec: &CascadeRecord) -> (String, String) {
     let t = &incident.trigger;
-    let who = super::escalation::about_name(rec);
+    let who = rec.about_name();
     (
         format!(
             "[{} UPDATE] {}: {who} has acknowledged",

@@ -194,7 +194,7 @@ pub(super) fn build(
     let mut first = Vec::new();
     let mut acks = Vec::new();
     let triggered = start;
-    for rec in d.store.all_cascades() {
+    d.store.with_cascades(|all| for rec in all {
         let c = &rec.cascade;
         if let Some(v) = invariants::check_final(c) {
             violation_count += 1;
@@ -225,7 +225,7 @@ pub(super) fn build(
         {
             acks.push(t.since(triggered));
         }
-    }
+    });
     let missing =
         d.scenario.members.len() as u64 - r.stakeholders.min(d.scenario.members.len() as u64);
     // Members not yet expanded when the incident closed are never
@@ -297,11 +297,15 @@ pub(super) fn build(
         );
     }
     r.audit_entries = d.store.audit_len() as u64;
-    let mut entries = Vec::with_capacity(r.audit_entries as usize);
-    d.store.for_each_audit(|e| entries.push(e.clone()));
-    r.escalation_stories = crate::app::stories(&entries);
+    // Borrowed, not copied: a run of a million people keeps millions of entries.
+    let found = d.store.with_all(|entries, records| {
+        let stories = crate::app::stories(entries.iter().copied());
+        let found = escalation_checks(&stories, entries, records, &d.scenario.policy);
+        r.escalation_stories = stories;
+        found
+    });
     r.escalations = summarize(&r.escalation_stories);
-    for v in escalation_checks(&entries, &d.store.all_cascades(), &d.scenario.policy) {
+    for v in found {
         violation_count += 1;
         if violations.len() < 50 {
             violations.push(v);
@@ -346,15 +350,16 @@ pub(super) fn build(
 /// - no person gets two calls, or two SMS, from two of their cascades
 ///   within the earlier one's hold.
 pub fn escalation_checks(
-    entries: &[crate::app::audit::AuditEntry],
-    records: &[crate::ports::CascadeRecord],
+    stories: &[crate::app::EscalationStory],
+    entries: &[&crate::app::audit::AuditEntry],
+    records: &[&crate::ports::CascadeRecord],
     policy: &crate::policy::Policy,
 ) -> Vec<String> {
     use crate::app::EscalationOutcome as O;
     use crate::engine::{AuditKind, CascadeKey, hold_delay};
     use std::collections::HashMap;
     let mut v = Vec::new();
-    for st in crate::app::stories(entries) {
+    for st in stories {
         let accounted = st.first_named_ms.is_some()
             || matches!(
                 st.outcome,

@@ -276,9 +276,7 @@ impl Drill {
                 timed_out = left.work > 0
                     && self
                         .store
-                        .all_cascades()
-                        .iter()
-                        .any(|c| !c.cascade.status.is_terminal());
+                        .with_cascades(|all| all.iter().any(|c| !c.cascade.status.is_terminal()));
                 break;
             }
             self.clock.set(at);

@@ -339,6 +339,17 @@ impl Cascade {
         self.status == CascadeStatus::Escalated && !self.handed_on && self.acked_at.is_none()
     }
 
+    /// Whether the answer to another message that named this escalation's
+    /// failure changes anything: it acknowledges one still running, and one
+    /// that had moved up the chain unacknowledged; anything else ended
+    /// already and would only be a stale event.
+    pub fn takes_bundle_ack(&self) -> bool {
+        !self.status.is_terminal()
+            || (self.status == CascadeStatus::Escalated
+                && self.key.route.is_escalation()
+                && self.acked_at.is_none())
+    }
+
     /// Whether the sweep should re-drive it: due more than `age` ago.
     pub fn overdue(&self, now: Ts, age: Millis) -> bool {
         self.next_due().is_some_and(|d| d.plus(age) < now)

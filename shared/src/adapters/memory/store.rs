@@ -53,6 +53,28 @@ impl MemoryStore {
             .collect()
     }
 
+    /// Every cascade of every incident, borrowed for `f` (drill reports at
+    /// any size, without a copy).
+    pub fn with_cascades<R>(&self, f: impl FnOnce(&[&CascadeRecord]) -> R) -> R {
+        self.with_all(|_, records| f(records))
+    }
+
+    /// Every audit entry of every incident (in write order per incident)
+    /// and every cascade, borrowed for `f` under one lock.
+    pub fn with_all<R>(&self, f: impl FnOnce(&[&AuditEntry], &[&CascadeRecord]) -> R) -> R {
+        let g = lock(&self.inner);
+        let mut ids: Vec<_> = g.order.keys().collect();
+        ids.sort();
+        let records: Vec<&CascadeRecord> = ids
+            .iter()
+            .flat_map(|i| g.order[*i].iter().map(|k| &g.cascades[k]))
+            .collect();
+        let mut ids: Vec<_> = g.audit.keys().collect();
+        ids.sort();
+        let entries: Vec<&AuditEntry> = ids.iter().flat_map(|id| g.audit[*id].iter()).collect();
+        f(&entries, &records)
+    }
+
     /// Visits every audit entry of every incident, in write order per incident.
     pub fn for_each_audit(&self, mut f: impl FnMut(&AuditEntry)) {
         let g = lock(&self.inner);
@@ -305,7 +327,7 @@ impl CascadeStore for MemoryStore {
         incident: &IncidentId,
         stakeholder: &StakeholderId,
         limit: usize,
-    ) -> Result<Vec<CascadeRecord>> {
+    ) -> Result<Vec<crate::ports::OpenEscalation>> {
         let g = lock(&self.inner);
         let Some(open) = g
             .open_escalations
@@ -316,7 +338,7 @@ impl CascadeStore for MemoryStore {
         Ok(open
             .iter()
             .take(limit)
-            .filter_map(|(_, k)| g.cascades.get(k).cloned())
+            .filter_map(|(_, k)| g.cascades.get(k).map(crate::ports::OpenEscalation::of))
             .collect())
     }
 
