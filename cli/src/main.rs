@@ -55,9 +55,11 @@ enum Command {
         /// Port on 127.0.0.1 (0: any free port).
         #[arg(long, default_value_t = 8080)]
         port: u16,
-        /// Directory file (YAML, CSV or JSON from `directory import`).
-        #[arg(long, default_value = "examples/directory/ops-leadership.yaml")]
-        directory: PathBuf,
+        /// Directory file (YAML, CSV or JSON from `directory import`);
+        /// default: the example directory built into the binary
+        /// (examples/directory/ops-leadership.yaml).
+        #[arg(long)]
+        directory: Option<PathBuf>,
         /// Policy file (default: the built-in policy).
         #[arg(long)]
         policy: Option<PathBuf>,

@@ -68,7 +68,8 @@ impl ChannelSender for ConsoleCarrier {
 
 pub struct Options {
     pub port: u16,
-    pub directory: PathBuf,
+    /// `None`: the built-in example directory.
+    pub directory: Option<PathBuf>,
     pub policy: Option<PathBuf>,
     pub log_format: LogFormat,
     pub max_connections: usize,
@@ -119,17 +120,28 @@ pub fn connection_limit(asked: usize, open_files: Option<usize>) -> usize {
     asked.clamp(1, cap)
 }
 
+/// The example directory `muster serve` uses when given none, built into
+/// the binary so that it starts from any folder.
+const EXAMPLE_DIRECTORY: &str = include_str!("../../examples/directory/ops-leadership.yaml");
+const EXAMPLE_DIRECTORY_NAME: &str = "ops-leadership.yaml";
+
 pub fn run(opts: Options) -> anyhow::Result<()> {
     init_logs(opts.log_format);
-    let text = std::fs::read_to_string(&opts.directory)
-        .with_context(|| format!("cannot read {}", opts.directory.display()))?;
-    let dir = muster::directory::parse_file(&opts.directory, &text).map_err(|errors| {
+    let (path, text, shown) = match &opts.directory {
+        Some(p) => (
+            p.clone(),
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (
+            PathBuf::from(EXAMPLE_DIRECTORY_NAME),
+            EXAMPLE_DIRECTORY.to_string(),
+            format!("built-in example ({EXAMPLE_DIRECTORY_NAME}; --directory FILE for your own)"),
+        ),
+    };
+    let dir = muster::directory::parse_file(&path, &text).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-        anyhow::anyhow!(
-            "{}: invalid directory\n{}",
-            opts.directory.display(),
-            lines.join("\n")
-        )
+        anyhow::anyhow!("{shown}: invalid directory\n{}", lines.join("\n"))
     })?;
     let policy = match &opts.policy {
         Some(p) => {
@@ -191,8 +203,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         "Muster local development server: embedded store, console carriers, real time. Not for production."
     );
     println!(
-        "directory: {} ({} stakeholders, {} groups)",
-        opts.directory.display(),
+        "directory: {shown} ({} stakeholders, {} groups)",
         dir.stakeholders.len(),
         dir.groups.len()
     );

@@ -43,7 +43,9 @@ fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
 }
 
 fn start_with(secret: Option<&str>, extra: &[&str]) -> Server {
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    // Started outside the source tree: the example directory is built in.
+    let away = std::env::temp_dir().join(format!("muster-serve-cwd-{}", std::process::id()));
+    std::fs::create_dir_all(&away).unwrap_or_else(|e| panic!("{e}"));
     let policy =
         std::env::temp_dir().join(format!("muster-serve-policy-{}.toml", std::process::id()));
     // Email first, short holds: the ack link appears at once.
@@ -61,7 +63,7 @@ fn start_with(secret: Option<&str>, extra: &[&str]) -> Server {
         policy.to_str().unwrap_or_default(),
     ])
     .args(extra)
-    .current_dir(root)
+    .current_dir(&away)
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
     match secret {
@@ -83,6 +85,11 @@ fn start_with(secret: Option<&str>, extra: &[&str]) -> Server {
         o.lines()
             .find_map(|l| l.strip_prefix("listening on ").map(str::to_string))
     });
+    let out = server.out.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(
+        out.contains("directory: built-in example (ops-leadership.yaml"),
+        "{out}"
+    );
     server
 }
 
