@@ -1016,3 +1016,48 @@ async fn the_contact_ledger_lets_one_cascade_hold_a_channel_of_a_person_at_a_tim
         .count();
     assert_eq!(won, 1, "{results:?}");
 }
+
+#[tokio::test]
+async fn the_incident_list_reads_open_incidents_first_then_ended_ones_newest_first() {
+    let f = fixture().await;
+    // Five incidents a minute apart; the second and fourth and fifth end.
+    for (n, name) in ["INC-L1", "INC-L2", "INC-L3", "INC-L4", "INC-L5"].iter().enumerate() {
+        let mut inc = incident(name, IncidentStatus::Open);
+        inc.triggered_at = T0.plus(n as u64 * 60_000);
+        f.store.create_incident(&inc).await.unwrap();
+        if matches!(*name, "INC-L2" | "INC-L4" | "INC-L5") {
+            let mut closed = inc.clone();
+            closed.status = IncidentStatus::Closed;
+            closed.closed_at = Some(T0.plus(3_600_000));
+            closed.version = inc.version + 1;
+            f.store.update_incident(&closed, inc.version).await.unwrap();
+        }
+    }
+    let ids = |p: &Page<Incident>| -> Vec<String> {
+        p.items.iter().map(|i| i.id().to_string()).collect()
+    };
+    let all = f.store.recent_incidents(None, 100).await.unwrap();
+    assert_eq!(ids(&all), ["INC-L3", "INC-L1", "INC-L5", "INC-L4", "INC-L2"]);
+    assert_eq!(all.next, None);
+    // A page at a time, each size: the same order, nothing twice.
+    for limit in [1, 2, 3] {
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        for _ in 0..20 {
+            let page = f.store.recent_incidents(cursor, limit).await.unwrap();
+            assert!(page.items.len() <= limit);
+            seen.extend(ids(&page));
+            match page.next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ids(&all), "limit {limit}");
+    }
+    let bad = f
+        .store
+        .recent_incidents(Some("nonsense".into()), 10)
+        .await
+        .unwrap_err();
+    assert!(bad.to_string().contains("cursor"), "{bad}");
+}

@@ -127,6 +127,60 @@ pub trait IncidentStore: Send + Sync {
     /// Incidents still open (sealed again periodically; their expansion
     /// checked by the sweep).
     async fn open_incidents(&self) -> Result<Vec<IncidentId>>;
+    /// Incidents, the open ones first, then the ended ones; each part newest
+    /// first; a page at a time (`cursor`: the `next` of the page before;
+    /// one not made by this store is `Invalid`).
+    async fn recent_incidents(
+        &self,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<Page<Incident>>;
+}
+
+/// Where a page of [`IncidentStore::recent_incidents`] ends: the incident's
+/// part (open or ended), trigger time and id. Written `o.TS.ID` or `c.TS.ID`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IncidentCursor {
+    /// 0: open, 1: ended; ordered so that open ones come first.
+    pub ended: bool,
+    /// Newest first.
+    pub triggered_at: std::cmp::Reverse<Ts>,
+    pub id: IncidentId,
+}
+
+impl IncidentCursor {
+    pub fn of(incident: &Incident) -> Self {
+        IncidentCursor {
+            ended: incident.status != crate::domain::IncidentStatus::Open,
+            triggered_at: std::cmp::Reverse(incident.triggered_at),
+            id: incident.id().clone(),
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let part = if self.ended { 'c' } else { 'o' };
+        format!("{part}.{}.{}", self.triggered_at.0.0, self.id)
+    }
+
+    pub fn decode(s: &str) -> Result<Self> {
+        let bad = || crate::error::Error::invalid("cursor", "not a cursor this API returned");
+        let mut parts = s.splitn(3, '.');
+        let ended = match parts.next() {
+            Some("o") => false,
+            Some("c") => true,
+            _ => return Err(bad()),
+        };
+        let at: u64 = parts.next().and_then(|t| t.parse().ok()).ok_or_else(bad)?;
+        let id = parts
+            .next()
+            .and_then(|i| IncidentId::parse(i).ok())
+            .ok_or_else(bad)?;
+        Ok(IncidentCursor {
+            ended,
+            triggered_at: std::cmp::Reverse(Ts(at)),
+            id,
+        })
+    }
 }
 
 #[async_trait]

@@ -532,3 +532,65 @@ async fn a_replay_answers_with_the_incident_as_it_is_now() {
     );
     assert_eq!(b["status"], "closed", "its status now, as docs/api.md says");
 }
+
+#[tokio::test]
+async fn the_incident_list_puts_open_incidents_first_newest_first_a_page_at_a_time() {
+    let e = env();
+    for id in ["INC-A", "INC-B", "INC-C", "INC-D"] {
+        assert_eq!(e.trigger(seed(id)).await.status, StatusCode::ACCEPTED);
+        e.clock.advance(60_000);
+    }
+    for id in ["INC-B", "INC-D"] {
+        let closed = e
+            .send(e.signed("POST", &format!("/v1/incidents/{id}/close"), ""))
+            .await;
+        assert_eq!(closed.status, StatusCode::OK, "{}", closed.text);
+    }
+    // One page of everything.
+    let all = e.send(e.signed("GET", "/v1/incidents", "")).await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.text);
+    let ids = |a: &Answer| -> Vec<String> {
+        a.json()["incidents"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .map(|i| i["incidentId"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(ids(&all), ["INC-C", "INC-A", "INC-D", "INC-B"]);
+    assert_eq!(all.json()["next"], Value::Null);
+    assert_eq!(all.json()["incidents"][0]["status"], "open");
+    assert_eq!(all.json()["incidents"][0]["links"]["status"], "/v1/incidents/INC-C");
+    assert_eq!(all.json()["incidents"][2]["status"], "closed");
+    // The same, one at a time through the cursors.
+    let mut seen = Vec::new();
+    let mut uri = "/v1/incidents?limit=1".to_string();
+    for _ in 0..10 {
+        let page = e.send(e.signed("GET", &uri, "")).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+        seen.extend(ids(&page));
+        match page.json()["next"].as_str() {
+            Some(c) => uri = format!("/v1/incidents?limit=1&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids(&all));
+    // Bad input is named and changes nothing; no signature, no list.
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("cursor=x.1.INC-A", "cursor"),
+        ("cursor=o.later.INC-A", "cursor"),
+    ] {
+        let bad = e
+            .send(e.signed("GET", &format!("/v1/incidents?{query}"), ""))
+            .await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {}", bad.text);
+        assert_eq!(bad.json()["errors"][0]["field"], field, "{query}");
+    }
+    let unsigned = e.send(e.request("GET", "/v1/incidents", "", None)).await;
+    assert_eq!(unsigned.status, StatusCode::UNAUTHORIZED);
+}

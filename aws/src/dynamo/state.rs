@@ -79,6 +79,14 @@ pub const DUE_INDEX: &str = "due";
 pub const DEFAULT_RETENTION_DAYS: u32 = 180;
 /// Partition of the open incident markers.
 const OPEN_PK: &str = "OPEN";
+/// Partition of every incident's listing item, `sk` = trigger time
+/// (20 digits, Unix ms) `#` id: the incident list reads it newest first.
+/// (Incidents are created a few an hour; one partition takes that.)
+const RECENT_PK: &str = "RECENT";
+
+fn recent_sk(incident: &Incident) -> String {
+    format!("{:020}#{}", incident.triggered_at.0, incident.id())
+}
 /// Bounded retries of `UnprocessedKeys` in a batch read.
 const BATCH_RETRIES: usize = 5;
 
@@ -654,6 +662,20 @@ impl DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// The incidents of `ids` that exist, read by key (in no order).
+    async fn incidents_by_id(&self, ids: &[IncidentId]) -> Result<Vec<Incident>> {
+        let got = self
+            .batch_get(ids.iter().map(|id| (incident_pk(id), "META".to_string())).collect())
+            .await?;
+        got.values()
+            .map(|it| {
+                serde_json::from_str(get_s(it, "doc")?).map_err(|e| json_err("incident", e))
+            })
+            .collect()
+    }
+}
+
 /// The incident's item: key, version (the condition of every update) and the
 /// incident as a JSON document.
 fn incident_item(incident: &Incident) -> Result<Item> {
@@ -690,8 +712,102 @@ impl IncidentStore for DynamoStore {
             u,
         )];
         items.extend(self.open_marker(incident)?);
+        let listed: Item = HashMap::from([
+            ("pk".to_string(), s(RECENT_PK)),
+            ("sk".to_string(), s(recent_sk(incident))),
+            ("id".to_string(), s(incident.id().as_str())),
+        ]);
+        items.push((self.put(&self.table, listed, "", None)?, 1));
         self.transact(format!("incident {} exists", incident.id()), items)
             .await
+    }
+
+    /// Open incidents from the open markers (few), then the ended ones from
+    /// the listing partition, newest first, a query page at a time; each
+    /// incident read by key. (Incidents created before the listing item
+    /// existed are listed while open only.)
+    async fn recent_incidents(
+        &self,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<muster::ports::Page<Incident>> {
+        use muster::ports::{IncidentCursor, Page};
+        let after = cursor.as_deref().map(IncidentCursor::decode).transpose()?;
+        let limit = limit.max(1);
+        let mut items = Vec::new();
+        if after.as_ref().is_none_or(|a| !a.ended) {
+            let ids = self.open_incidents().await?;
+            let mut open = self.incidents_by_id(&ids).await?;
+            open.retain(|i| i.status == IncidentStatus::Open);
+            open.sort_by_key(IncidentCursor::of);
+            open.retain(|i| after.as_ref().is_none_or(|a| IncidentCursor::of(i) > *a));
+            if open.len() >= limit {
+                // More open ones follow, or the ended part does (from its
+                // start; that page may be empty).
+                let last = IncidentCursor::of(&open[limit - 1]);
+                let next = if open.len() > limit {
+                    last
+                } else {
+                    IncidentCursor {
+                        ended: true,
+                        triggered_at: std::cmp::Reverse(muster::domain::Ts(u64::MAX)),
+                        id: last.id,
+                    }
+                };
+                open.truncate(limit);
+                return Ok(Page {
+                    items: open,
+                    next: Some(next.encode()),
+                });
+            }
+            items = open;
+        }
+        // The ended part: from the start, or after the cursor's place.
+        let mut start = after.as_ref().filter(|a| a.ended).map(|a| {
+            HashMap::from([
+                ("pk".to_string(), s(RECENT_PK)),
+                (
+                    "sk".to_string(),
+                    s(format!("{:020}#{}", a.triggered_at.0.0, a.id)),
+                ),
+            ])
+        });
+        // Each turn reads one query page; bounded by the partition's size.
+        loop {
+            let want = limit - items.len();
+            self.meter.request(0);
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(RECENT_PK))
+                .scan_index_forward(false)
+                .limit(i32::try_from(want).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| map_sdk("reading the incident list", e))?;
+            let mut ids = Vec::new();
+            for it in resp.items() {
+                let id = get_s(it, "id")?;
+                ids.push(IncidentId::parse(id).map_err(|_| {
+                    Error::permanent(format!("malformed incident listing {id:?}"))
+                })?);
+            }
+            let mut page = self.incidents_by_id(&ids).await?;
+            page.retain(|i| i.status != IncidentStatus::Open);
+            page.sort_by_key(IncidentCursor::of);
+            items.extend(page);
+            match resp.last_evaluated_key() {
+                Some(k) if !k.is_empty() && items.len() < limit => start = Some(k.clone()),
+                Some(k) if !k.is_empty() => {
+                    let next = items.last().map(|i| IncidentCursor::of(i).encode());
+                    return Ok(Page { items, next });
+                }
+                _ => return Ok(Page { items, next: None }),
+            }
+        }
     }
 
     async fn get_incident(&self, id: &IncidentId) -> Result<Option<Incident>> {

@@ -6,6 +6,8 @@
 //!   with the incident and a status link, before the group is expanded. A
 //!   duplicate replays the first answer with `Idempotent-Replayed: true`; the
 //!   same id with another payload is 409.
+//! - `GET /v1/incidents`: incidents, open ones first, newest first, paged
+//!   (`limit` 1 to 1,000, default 100; `cursor` from the page before).
 //! - `GET /v1/incidents/{id}`: counts by state and every stakeholder's state,
 //!   contacts masked, needs-review flags.
 //! - `POST /v1/incidents/{id}/close`: cancels every open cascade.
@@ -71,8 +73,9 @@ pub struct ApiState {
 }
 
 /// Every route, as (method, path): the OpenAPI document must list exactly these.
-pub const ROUTES: [(&str, &str); 9] = [
+pub const ROUTES: [(&str, &str); 10] = [
     ("post", "/v1/incidents"),
+    ("get", "/v1/incidents"),
     ("get", "/v1/incidents/{id}"),
     ("post", "/v1/incidents/{id}/close"),
     ("get", "/v1/incidents/{id}/audit"),
@@ -85,7 +88,7 @@ pub const ROUTES: [(&str, &str); 9] = [
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/v1/incidents", post(trigger))
+        .route("/v1/incidents", post(trigger).get(list))
         .route("/v1/incidents/{id}", get(status))
         .route("/v1/incidents/{id}/close", post(close))
         .route("/v1/incidents/{id}/audit", get(audit))
@@ -323,6 +326,64 @@ async fn status(
     authenticate(&s, &caller, &req, b"")?;
     let view = app::status(&s.deps, &incident_id(&id)?).await?;
     Ok(Json(view).into_response())
+}
+
+/// Page size of the incident list: default and most.
+pub const LIST_DEFAULT: usize = 100;
+pub const LIST_MAX: usize = 1_000;
+
+#[derive(serde::Deserialize)]
+struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+async fn list(
+    State(s): State<ApiState>,
+    caller: MaybeCaller,
+    req: Req,
+    query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Res {
+    authenticate(&s, &caller, &req, b"")?;
+    let axum::extract::Query(q) = query.map_err(|e| {
+        Problem::new(StatusCode::BAD_REQUEST, format!("the query string is not valid: {}", e.body_text()))
+    })?;
+    let limit = match q.limit.as_deref() {
+        None => LIST_DEFAULT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=LIST_MAX).contains(&n) => n,
+            _ => {
+                return Err(crate::Error::invalid(
+                    "limit",
+                    format!("must be a whole number from 1 to {LIST_MAX}"),
+                )
+                .into());
+            }
+        },
+    };
+    let page = s
+        .deps
+        .incidents
+        .recent_incidents(q.cursor.filter(|c| !c.is_empty()), limit)
+        .await?;
+    let incidents: Vec<Value> = page
+        .items
+        .iter()
+        .map(|i| {
+            json!({
+                "incidentId": i.id(),
+                "severity": i.trigger.severity,
+                "stakeholderGroupId": i.trigger.stakeholder_group_id,
+                "status": i.status,
+                "triggeredAt": i.triggered_at,
+                "closedAt": i.closed_at,
+                "members": i.cascades,
+                "expanded": i.expanded,
+                "links": {"status": format!("/v1/incidents/{}", i.id())},
+            })
+        })
+        .collect();
+    Ok(Json(json!({"incidents": incidents, "next": page.next})).into_response())
 }
 
 async fn close(

@@ -137,6 +137,29 @@ impl IncidentStore for MemoryStore {
         Ok(v)
     }
 
+    async fn recent_incidents(
+        &self,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<crate::ports::Page<Incident>> {
+        use crate::ports::IncidentCursor;
+        let after = cursor.as_deref().map(IncidentCursor::decode).transpose()?;
+        let g = lock(&self.inner);
+        let mut all: Vec<(IncidentCursor, &Incident)> = g
+            .incidents
+            .values()
+            .map(|i| (IncidentCursor::of(i), i))
+            .filter(|(c, _)| after.as_ref().is_none_or(|a| c > a))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        let limit = limit.max(1);
+        let next = (all.len() > limit).then(|| all[limit - 1].0.encode());
+        Ok(crate::ports::Page {
+            items: all.into_iter().take(limit).map(|(_, i)| i.clone()).collect(),
+            next,
+        })
+    }
+
     async fn create_incident(&self, incident: &Incident) -> Result<()> {
         let mut g = lock(&self.inner);
         if g.incidents.contains_key(incident.id()) {
