@@ -157,6 +157,28 @@ impl IncidentCursor {
         }
     }
 
+    /// One page of `incidents` (any order): those after `after` in list
+    /// order, at most `limit`, with the cursor of the next page when more
+    /// are left.
+    pub fn page(
+        incidents: Vec<Incident>,
+        after: Option<&IncidentCursor>,
+        limit: usize,
+    ) -> Page<Incident> {
+        let mut all: Vec<(IncidentCursor, Incident)> = incidents
+            .into_iter()
+            .map(|i| (IncidentCursor::of(&i), i))
+            .filter(|(c, _)| after.is_none_or(|a| c > a))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        let limit = limit.max(1);
+        let next = (all.len() > limit).then(|| all[limit - 1].0.encode());
+        Page {
+            items: all.into_iter().take(limit).map(|(_, i)| i).collect(),
+            next,
+        }
+    }
+
     pub fn encode(&self) -> String {
         let part = if self.ended { 'c' } else { 'o' };
         format!("{part}.{}.{}", self.triggered_at.0.0, self.id)

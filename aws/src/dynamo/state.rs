@@ -663,6 +663,36 @@ impl DynamoStore {
 }
 
 impl DynamoStore {
+    /// Every item of partition `pk` whose sort key begins with `prefix`,
+    /// with the attributes of `projection` (consistent reads, the SDK's
+    /// paginator; each page counted).
+    async fn query_prefix(
+        &self,
+        pk: String,
+        prefix: String,
+        projection: &str,
+        what: String,
+    ) -> Result<Vec<Item>> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":p", s(prefix))
+            .projection_expression(projection)
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            self.meter.request(0);
+            let page = page.map_err(|e| map_sdk(what.clone(), e))?;
+            out.extend(page.items().iter().cloned());
+        }
+        Ok(out)
+    }
+
     /// The incidents of `ids` that exist, read by key (in no order).
     async fn incidents_by_id(&self, ids: &[IncidentId]) -> Result<Vec<Incident>> {
         let got = self
@@ -739,28 +769,24 @@ impl IncidentStore for DynamoStore {
             let ids = self.open_incidents().await?;
             let mut open = self.incidents_by_id(&ids).await?;
             open.retain(|i| i.status == IncidentStatus::Open);
-            open.sort_by_key(IncidentCursor::of);
-            open.retain(|i| after.as_ref().is_none_or(|a| IncidentCursor::of(i) > *a));
-            if open.len() >= limit {
-                // More open ones follow, or the ended part does (from its
-                // start; that page may be empty).
-                let last = IncidentCursor::of(&open[limit - 1]);
-                let next = if open.len() > limit {
-                    last
-                } else {
-                    IncidentCursor {
-                        ended: true,
-                        triggered_at: std::cmp::Reverse(muster::domain::Ts(u64::MAX)),
-                        id: last.id,
-                    }
+            let page = IncidentCursor::page(open, after.as_ref(), limit);
+            if page.next.is_some() {
+                return Ok(page);
+            }
+            if let Some(last) = page.items.get(limit - 1) {
+                // The open part filled the page: the ended part follows,
+                // from its start (that page may be empty).
+                let next = IncidentCursor {
+                    ended: true,
+                    triggered_at: std::cmp::Reverse(muster::domain::Ts(u64::MAX)),
+                    id: last.id().clone(),
                 };
-                open.truncate(limit);
                 return Ok(Page {
-                    items: open,
                     next: Some(next.encode()),
+                    ..page
                 });
             }
-            items = open;
+            items = page.items;
         }
         // The ended part: from the start, or after the cursor's place.
         let mut start = after.as_ref().filter(|a| a.ended).map(|a| {
@@ -1102,37 +1128,18 @@ impl CascadeStore for DynamoStore {
         incident: &IncidentId,
         stakeholder: &StakeholderId,
     ) -> Result<Vec<CascadeRecord>> {
-        let pk = cascade_pk(incident, shard(stakeholder.as_str()));
-        let mut keys = Vec::new();
-        let mut start = None;
-        loop {
-            self.meter.request(0);
-            let resp = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .expression_attribute_values(":p", s(person_sk_prefix(stakeholder)))
-                .projection_expression("pk, sk")
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| {
-                    map_sdk(
-                        format!("reading the cascades of one person in {incident}"),
-                        e,
-                    )
-                })?;
-            for it in resp.items() {
-                keys.push(key_of(get_s(it, "pk")?, get_s(it, "sk")?)?);
-            }
-            match resp.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
-            }
-        }
+        let items = self
+            .query_prefix(
+                cascade_pk(incident, shard(stakeholder.as_str())),
+                person_sk_prefix(stakeholder),
+                "pk, sk",
+                format!("reading the cascades of one person in {incident}"),
+            )
+            .await?;
+        let keys = items
+            .iter()
+            .map(|it| key_of(get_s(it, "pk")?, get_s(it, "sk")?))
+            .collect::<Result<Vec<_>>>()?;
         self.load_records(&keys).await
     }
 
@@ -1145,39 +1152,19 @@ impl CascadeStore for DynamoStore {
         stakeholder: &StakeholderId,
         limit: usize,
     ) -> Result<Vec<muster::ports::OpenEscalation>> {
-        let pk = cascade_pk(incident, shard(stakeholder.as_str()));
-        let prefix = format!("{}escalation:", person_sk_prefix(stakeholder));
+        let items = self
+            .query_prefix(
+                cascade_pk(incident, shard(stakeholder.as_str())),
+                format!("{}escalation:", person_sk_prefix(stakeholder)),
+                "doc",
+                format!("reading the open escalations of one person in {incident}"),
+            )
+            .await?;
         let mut open = Vec::new();
-        let mut start = None;
-        loop {
-            self.meter.request(0);
-            let resp = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .expression_attribute_values(":p", s(prefix.clone()))
-                .projection_expression("doc")
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| {
-                    map_sdk(
-                        format!("reading the open escalations of one person in {incident}"),
-                        e,
-                    )
-                })?;
-            for it in resp.items() {
-                let rec = self.record_from(it)?;
-                if !rec.cascade.status.is_terminal() {
-                    open.push(rec);
-                }
-            }
-            match resp.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
+        for it in &items {
+            let rec = self.record_from(it)?;
+            if !rec.cascade.status.is_terminal() {
+                open.push(rec);
             }
         }
         open.sort_by(|a, b| {

@@ -144,20 +144,8 @@ impl IncidentStore for MemoryStore {
     ) -> Result<crate::ports::Page<Incident>> {
         use crate::ports::IncidentCursor;
         let after = cursor.as_deref().map(IncidentCursor::decode).transpose()?;
-        let g = lock(&self.inner);
-        let mut all: Vec<(IncidentCursor, &Incident)> = g
-            .incidents
-            .values()
-            .map(|i| (IncidentCursor::of(i), i))
-            .filter(|(c, _)| after.as_ref().is_none_or(|a| c > a))
-            .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        let limit = limit.max(1);
-        let next = (all.len() > limit).then(|| all[limit - 1].0.encode());
-        Ok(crate::ports::Page {
-            items: all.into_iter().take(limit).map(|(_, i)| i.clone()).collect(),
-            next,
-        })
+        let all: Vec<Incident> = lock(&self.inner).incidents.values().cloned().collect();
+        Ok(IncidentCursor::page(all, after.as_ref(), limit))
     }
 
     async fn create_incident(&self, incident: &Incident) -> Result<()> {
