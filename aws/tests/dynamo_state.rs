@@ -933,7 +933,11 @@ async fn open_escalations_name_a_person_s_unended_escalations_oldest_first() {
         .unwrap();
     let incident = id(IncidentId::parse(inc));
     let duty = id(StakeholderId::parse("duty"));
-    let open = f.store.open_escalations(&incident, &duty, 10).await.unwrap();
+    let open = f
+        .store
+        .open_escalations(&incident, &duty, 10)
+        .await
+        .unwrap();
     let names: Vec<String> = open.iter().map(|o| o.key.route.encode()).collect();
     assert_eq!(
         names,
@@ -1021,7 +1025,10 @@ async fn the_contact_ledger_lets_one_cascade_hold_a_channel_of_a_person_at_a_tim
 async fn the_incident_list_reads_open_incidents_first_then_ended_ones_newest_first() {
     let f = fixture().await;
     // Five incidents a minute apart; the second and fourth and fifth end.
-    for (n, name) in ["INC-L1", "INC-L2", "INC-L3", "INC-L4", "INC-L5"].iter().enumerate() {
+    for (n, name) in ["INC-L1", "INC-L2", "INC-L3", "INC-L4", "INC-L5"]
+        .iter()
+        .enumerate()
+    {
         let mut inc = incident(name, IncidentStatus::Open);
         inc.triggered_at = T0.plus(n as u64 * 60_000);
         f.store.create_incident(&inc).await.unwrap();
@@ -1037,7 +1044,10 @@ async fn the_incident_list_reads_open_incidents_first_then_ended_ones_newest_fir
         p.items.iter().map(|i| i.id().to_string()).collect()
     };
     let all = f.store.recent_incidents(None, 100).await.unwrap();
-    assert_eq!(ids(&all), ["INC-L3", "INC-L1", "INC-L5", "INC-L4", "INC-L2"]);
+    assert_eq!(
+        ids(&all),
+        ["INC-L3", "INC-L1", "INC-L5", "INC-L4", "INC-L2"]
+    );
     assert_eq!(all.next, None);
     // A page at a time, each size: the same order, nothing twice.
     for limit in [1, 2, 3] {

@@ -535,9 +535,9 @@ impl AdaptiveLimiter {
         // 429 halving the gap).
         // (Only over a window mostly spent sending: a bucket refilled in a
         // long pause wastes what it cannot hold.)
-        let sent_long = self.resumed_at.is_some_and(|r| {
-            now.since(r) >= 2 * self.last_pause.max(MIN_CUT_SPACING)
-        });
+        let sent_long = self
+            .resumed_at
+            .is_some_and(|r| now.since(r) >= 2 * self.last_pause.max(MIN_CUT_SPACING));
         let on_plateau = self.last_cut.is_some()
             && pause >= LONG_PAUSE
             && recent.is_some()

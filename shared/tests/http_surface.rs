@@ -562,7 +562,10 @@ async fn the_incident_list_puts_open_incidents_first_newest_first_a_page_at_a_ti
     assert_eq!(ids(&all), ["INC-C", "INC-A", "INC-D", "INC-B"]);
     assert_eq!(all.json()["next"], Value::Null);
     assert_eq!(all.json()["incidents"][0]["status"], "open");
-    assert_eq!(all.json()["incidents"][0]["links"]["status"], "/v1/incidents/INC-C");
+    assert_eq!(
+        all.json()["incidents"][0]["links"]["status"],
+        "/v1/incidents/INC-C"
+    );
     assert_eq!(all.json()["incidents"][2]["status"], "closed");
     // The same, one at a time through the cursors.
     let mut seen = Vec::new();
@@ -588,7 +591,12 @@ async fn the_incident_list_puts_open_incidents_first_newest_first_a_page_at_a_ti
         let bad = e
             .send(e.signed("GET", &format!("/v1/incidents?{query}"), ""))
             .await;
-        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {}", bad.text);
+        assert_eq!(
+            bad.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{query}: {}",
+            bad.text
+        );
         assert_eq!(bad.json()["errors"][0]["field"], field, "{query}");
     }
     let unsigned = e.send(e.request("GET", "/v1/incidents", "", None)).await;

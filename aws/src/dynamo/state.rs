@@ -696,12 +696,14 @@ impl DynamoStore {
     /// The incidents of `ids` that exist, read by key (in no order).
     async fn incidents_by_id(&self, ids: &[IncidentId]) -> Result<Vec<Incident>> {
         let got = self
-            .batch_get(ids.iter().map(|id| (incident_pk(id), "META".to_string())).collect())
+            .batch_get(
+                ids.iter()
+                    .map(|id| (incident_pk(id), "META".to_string()))
+                    .collect(),
+            )
             .await?;
         got.values()
-            .map(|it| {
-                serde_json::from_str(get_s(it, "doc")?).map_err(|e| json_err("incident", e))
-            })
+            .map(|it| serde_json::from_str(get_s(it, "doc")?).map_err(|e| json_err("incident", e)))
             .collect()
     }
 }
@@ -817,9 +819,11 @@ impl IncidentStore for DynamoStore {
             let mut ids = Vec::new();
             for it in resp.items() {
                 let id = get_s(it, "id")?;
-                ids.push(IncidentId::parse(id).map_err(|_| {
-                    Error::permanent(format!("malformed incident listing {id:?}"))
-                })?);
+                ids.push(
+                    IncidentId::parse(id).map_err(|_| {
+                        Error::permanent(format!("malformed incident listing {id:?}"))
+                    })?,
+                );
             }
             let mut page = self.incidents_by_id(&ids).await?;
             page.retain(|i| i.status != IncidentStatus::Open);

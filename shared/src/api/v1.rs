@@ -346,7 +346,10 @@ async fn list(
 ) -> Res {
     authenticate(&s, &caller, &req, b"")?;
     let axum::extract::Query(q) = query.map_err(|e| {
-        Problem::new(StatusCode::BAD_REQUEST, format!("the query string is not valid: {}", e.body_text()))
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!("the query string is not valid: {}", e.body_text()),
+        )
     })?;
     let limit = match q.limit.as_deref() {
         None => LIST_DEFAULT,

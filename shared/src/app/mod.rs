@@ -17,7 +17,9 @@ mod trigger;
 
 pub use contacts::ContactCheck;
 pub use dispatch::{EXPAND_CHUNK, dispatch};
-pub use escalation::{BUNDLE_MAX, EscalationOutcome, EscalationStory, Told, next_in_chain, stories};
+pub use escalation::{
+    BUNDLE_MAX, EscalationOutcome, EscalationStory, Told, next_in_chain, stories,
+};
 pub use incident::{IncidentView, StakeholderView, StateCounts, close, status};
 pub use message::render;
 pub use receipt::{ReceiptEvent, ReceiptOutcome, receipt};

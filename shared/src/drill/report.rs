@@ -194,36 +194,38 @@ pub(super) fn build(
     let mut first = Vec::new();
     let mut acks = Vec::new();
     let triggered = start;
-    d.store.with_cascades(|all| for rec in all {
-        let c = &rec.cascade;
-        if let Some(v) = invariants::check_final(c) {
-            violation_count += 1;
-            if violations.len() < 50 {
-                violations.push(v);
+    d.store.with_cascades(|all| {
+        for rec in all {
+            let c = &rec.cascade;
+            if let Some(v) = invariants::check_final(c) {
+                violation_count += 1;
+                if violations.len() < 50 {
+                    violations.push(v);
+                }
             }
-        }
-        r.needs_review += u64::from(rec.needs_review);
-        if c.key.route.is_escalation() {
-            r.escalation_cascades += 1;
-            continue;
-        }
-        r.stakeholders += 1;
-        match c.status {
-            CascadeStatus::Acknowledged => r.final_states.acknowledged += 1,
-            CascadeStatus::Escalated => {
-                r.final_states.escalated += 1;
-                r.cascade_failures += 1;
+            r.needs_review += u64::from(rec.needs_review);
+            if c.key.route.is_escalation() {
+                r.escalation_cascades += 1;
+                continue;
             }
-            CascadeStatus::Cancelled => r.final_states.cancelled += 1,
-            _ => r.final_states.active += 1,
-        }
-        if let Some(t) = c.first_contact_at {
-            first.push(t.since(triggered));
-        }
-        if c.status == CascadeStatus::Acknowledged
-            && let Some(t) = c.acked_at
-        {
-            acks.push(t.since(triggered));
+            r.stakeholders += 1;
+            match c.status {
+                CascadeStatus::Acknowledged => r.final_states.acknowledged += 1,
+                CascadeStatus::Escalated => {
+                    r.final_states.escalated += 1;
+                    r.cascade_failures += 1;
+                }
+                CascadeStatus::Cancelled => r.final_states.cancelled += 1,
+                _ => r.final_states.active += 1,
+            }
+            if let Some(t) = c.first_contact_at {
+                first.push(t.since(triggered));
+            }
+            if c.status == CascadeStatus::Acknowledged
+                && let Some(t) = c.acked_at
+            {
+                acks.push(t.since(triggered));
+            }
         }
     });
     let missing =

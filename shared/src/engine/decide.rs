@@ -287,8 +287,7 @@ impl<'a> Transition<'a> {
             // An answer to another message that named this failure, after
             // this escalation had already moved up the chain: the person
             // told here knows; the open escalation above is withdrawn.
-            Event::BundleAck { channel, message } if self.next.takes_bundle_ack() =>
-            {
+            Event::BundleAck { channel, message } if self.next.takes_bundle_ack() => {
                 self.next.acked_at = Some(self.now);
                 self.next.acked_on = Some(*channel);
                 self.record(AuditKind::AckAfterEnd, None);
