@@ -38,6 +38,10 @@ enum Command {
         /// Write every audit entry as JSON lines to this file.
         #[arg(long)]
         audit: Option<PathBuf>,
+        /// Write the report as a self-contained HTML page with plots to
+        /// this file.
+        #[arg(long)]
+        html: Option<PathBuf>,
     },
     /// Policy files.
     Policy {
@@ -193,7 +197,8 @@ fn main() -> ExitCode {
             seed,
             json,
             audit,
-        } => drill(scenario, seed, json, audit),
+            html,
+        } => drill(scenario, seed, json, audit, html),
         Command::Policy {
             command: PolicyCommand::Check { file, directory },
         } => policy_check(file, directory),
@@ -263,6 +268,7 @@ fn drill(
     seed: Option<u64>,
     json: Option<PathBuf>,
     audit: Option<PathBuf>,
+    html: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let text = read(&path)?;
     let scenario = match Scenario::from_toml(&text) {
@@ -301,6 +307,10 @@ fn drill(
     if let Some(file) = json {
         let body = serde_json::to_string_pretty(&report)?;
         std::fs::write(&file, body + "\n")
+            .with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    if let Some(file) = html {
+        std::fs::write(&file, muster::drill::html::render(&report))
             .with_context(|| format!("cannot write {}", file.display()))?;
     }
     if let Some(file) = audit {

@@ -321,3 +321,19 @@ fn bench_escalation_checks_every_seed_and_reports_the_share_reached() {
     );
     assert!(out.contains("(100.00%) reached a person"), "{out}");
 }
+
+#[test]
+fn drill_html_writes_a_page_of_the_run() {
+    let out = tmp("drill.html");
+    let path = out.to_str().unwrap_or_default();
+    let o = muster(&[
+        "drill",
+        "examples/drills/seed-p1-outage.toml",
+        "--html",
+        path,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let page = std::fs::read_to_string(&out).unwrap_or_else(|e| panic!("{e}"));
+    assert!(page.starts_with("<!doctype html>"));
+    assert!(page.contains("<svg"));
+}

@@ -192,7 +192,11 @@ impl IncidentCursor {
             Some("c") => true,
             _ => return Err(bad()),
         };
-        let at: u64 = parts.next().and_then(|t| t.parse().ok()).ok_or_else(bad)?;
+        let at: u64 = parts
+            .next()
+            .filter(|t| (1..=19).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(bad)?;
         let id = parts
             .next()
             .and_then(|i| IncidentId::parse(i).ok())

@@ -916,3 +916,38 @@ fn random_fault_mixes_break_no_rule() {
     }
     assert!(broken.is_empty(), "{broken:#?}");
 }
+
+#[test]
+fn the_report_page_plots_what_the_run_recorded_and_needs_nothing_from_outside() {
+    let (_, r) = drill("seed-p1-outage");
+    // The plots' last points are the report's own counts.
+    let s = &r.series;
+    let contacted = r.first_contact_secs.count;
+    assert_eq!(s.first_contacts.last().copied(), Some(contacted));
+    assert_eq!(
+        s.acknowledged.last().copied(),
+        Some(r.final_states.acknowledged)
+    );
+    assert_eq!(s.failures.last().copied(), Some(r.escalations.failures));
+    assert_eq!(
+        s.failures_acknowledged.last().copied(),
+        Some(r.escalations.acknowledged)
+    );
+    for (name, per_bucket) in &s.accepted {
+        assert_eq!(
+            per_bucket.iter().sum::<u64>(),
+            r.carriers[name].accepted,
+            "{name}: every accepted send is in one bucket"
+        );
+    }
+    assert!(s.first_contacts.len() as u64 <= muster::drill::Series::BUCKETS);
+    let page = muster::drill::html::render(&r);
+    assert!(page.starts_with("<!doctype html>"));
+    assert!(page.matches("<svg").count() >= 3, "{page}");
+    assert!(page.matches("<polyline").count() >= 4);
+    for outside in ["http://", "https://", "<script", " src=", "<link"] {
+        assert!(!page.contains(outside), "the page asks for {outside}");
+    }
+    assert!(page.contains(&r.scenario));
+    assert!(!page.contains("NaN") && !page.contains("inf"), "{page}");
+}

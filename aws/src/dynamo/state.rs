@@ -780,7 +780,8 @@ impl IncidentStore for DynamoStore {
                 // from its start (that page may be empty).
                 let next = IncidentCursor {
                     ended: true,
-                    triggered_at: std::cmp::Reverse(muster::domain::Ts(u64::MAX)),
+                    // Later than any trigger, and 19 digits like every cursor.
+                    triggered_at: std::cmp::Reverse(muster::domain::Ts(9_999_999_999_999_999_999)),
                     id: last.id().clone(),
                 };
                 return Ok(Page {

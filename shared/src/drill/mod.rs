@@ -4,6 +4,7 @@
 
 pub mod carrier;
 pub mod faults;
+pub mod html;
 mod report;
 mod run;
 pub mod scenario;
@@ -11,7 +12,7 @@ pub mod sim;
 
 pub use report::{
     CarrierStats, ChannelStats, DrillReport, EscalationSummary, FinalStates, LeftAtEnd,
-    Percentiles, escalation_checks,
+    Percentiles, Series, escalation_checks,
 };
 pub use run::{Drill, Progress, run};
 pub use scenario::{Scenario, ScenarioError};

@@ -163,6 +163,75 @@ pub struct DrillReport {
     pub wall_secs: f64,
     /// When the incident was triggered (virtual time, ms since the epoch).
     pub started_at_ms: u64,
+    /// The run over time, for plots (`muster drill --html`).
+    pub series: Series,
+}
+
+/// The run over time in equal buckets from the trigger (at most
+/// [`Series::BUCKETS`] of them, each a whole number of seconds).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Series {
+    pub bucket_secs: f64,
+    /// Cumulative, at the end of each bucket: members first contacted, and
+    /// members acknowledged.
+    pub first_contacts: Vec<u64>,
+    pub acknowledged: Vec<u64>,
+    /// Per carrier: sends it accepted in each bucket.
+    pub accepted: BTreeMap<String, Vec<u64>>,
+    /// Cumulative: CASCADE_FAILUREs, and those acknowledged by someone told.
+    pub failures: Vec<u64>,
+    pub failures_acknowledged: Vec<u64>,
+}
+
+impl Series {
+    pub const BUCKETS: u64 = 120;
+
+    /// From times in ms since the trigger.
+    fn of(
+        first: &[u64],
+        acks: &[u64],
+        accepted: BTreeMap<String, Vec<u64>>,
+        failures: &[u64],
+        failures_acked: &[u64],
+    ) -> Series {
+        let horizon = first
+            .iter()
+            .chain(acks)
+            .chain(failures)
+            .chain(failures_acked)
+            .chain(accepted.values().flatten())
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(1_000);
+        let bucket = horizon.div_ceil(Self::BUCKETS).div_ceil(1_000).max(1) * 1_000;
+        let n = horizon.div_ceil(bucket).max(1) as usize;
+        let per_bucket = |times: &[u64]| {
+            let mut v = vec![0u64; n];
+            for t in times {
+                v[((t / bucket) as usize).min(n - 1)] += 1;
+            }
+            v
+        };
+        let running = |times: &[u64]| {
+            let mut v = per_bucket(times);
+            for i in 1..v.len() {
+                v[i] += v[i - 1];
+            }
+            v
+        };
+        Series {
+            bucket_secs: bucket as f64 / 1000.0,
+            first_contacts: running(first),
+            acknowledged: running(acks),
+            accepted: accepted
+                .into_iter()
+                .map(|(c, t)| (c, per_bucket(&t)))
+                .collect(),
+            failures: running(failures),
+            failures_acknowledged: running(failures_acked),
+        }
+    }
 }
 
 pub(super) fn build(
@@ -242,8 +311,10 @@ pub(super) fn build(
         violation_count += missing;
         violations.push(format!("{missing} members never got a cascade"));
     }
+    let (first_ms, acks_ms) = (first.clone(), acks.clone());
     r.first_contact_secs = Percentiles::of(first);
     r.ack_secs = Percentiles::of(acks);
+    let mut accepted_ms = BTreeMap::new();
     let ch = obs
         .channel
         .lock()
@@ -257,6 +328,13 @@ pub(super) fn build(
     let rates = limiter.rates();
     let backlogs = limiter.first_backlog_end();
     for (c, k, capacity) in world.counters() {
+        accepted_ms.insert(
+            c.as_str().to_string(),
+            k.accepted_at
+                .iter()
+                .map(|t| t.since(start))
+                .collect::<Vec<_>>(),
+        );
         // Throughput while sends were waiting for the endpoint (what it
         // could take); over the whole run when nothing ever waited.
         let end = backlogs
@@ -337,6 +415,20 @@ pub(super) fn build(
     r.violations = violations;
     r.virtual_secs = end.since(start) as f64 / 1000.0;
     r.started_at_ms = start.0;
+    let failed: Vec<u64> = r
+        .escalation_stories
+        .iter()
+        .map(|st| st.failed_at.since(start))
+        .collect();
+    let failed_acked: Vec<u64> = r
+        .escalation_stories
+        .iter()
+        .filter_map(|st| match st.outcome {
+            crate::app::EscalationOutcome::Acknowledged { at, .. } => Some(at.since(start)),
+            _ => None,
+        })
+        .collect();
+    r.series = Series::of(&first_ms, &acks_ms, accepted_ms, &failed, &failed_acked);
     r.wall_secs = wall.elapsed().as_secs_f64();
     r
 }
