@@ -587,6 +587,7 @@ async fn the_incident_list_puts_open_incidents_first_newest_first_a_page_at_a_ti
         ("limit=ten", "limit"),
         ("cursor=x.1.INC-A", "cursor"),
         ("cursor=o.later.INC-A", "cursor"),
+        ("cursor=", "cursor"),
     ] {
         let bad = e
             .send(e.signed("GET", &format!("/v1/incidents?{query}"), ""))

@@ -364,11 +364,7 @@ async fn list(
             }
         },
     };
-    let page = s
-        .deps
-        .incidents
-        .recent_incidents(q.cursor.filter(|c| !c.is_empty()), limit)
-        .await?;
+    let page = s.deps.incidents.recent_incidents(q.cursor, limit).await?;
     let incidents: Vec<Value> = page
         .items
         .iter()
