@@ -526,25 +526,25 @@ impl AdaptiveLimiter {
                     sending_us <= LONG_TRUST_US && self.idle_us_since_cut <= window_us / 10;
                 trusted.then(|| self.accepted_since_cut as f64 * 1e6 / window_us as f64)
             });
-        // A 429 on the plateau, at the knee the last cut aimed for: that
-        // knee was too high (a deep bucket takes a rate past its capacity
-        // for a long while before it answers 429). Between two 429s the
-        // bucket went from empty to empty, so what it took over the whole
-        // window, pause included, is at most its capacity: the new knee is
-        // halfway between that and the rate that failed (a bisection, each
-        // 429 halving the gap).
-        // (Only over a window mostly spent sending: a bucket refilled in a
-        // long pause wastes what it cannot hold.)
+        // A 429 before the rate grew past where the last cut restarted it:
+        // the knee was too high (a deep bucket takes a rate past its
+        // capacity for a long while before it answers 429). Between two
+        // 429s the bucket went from empty to empty, so what it took over
+        // the whole window, pause included, is at most its capacity: the
+        // new knee lies BISECT of the way from that to the rate that
+        // failed, each 429 narrowing the gap. Only with long pauses (each
+        // 429 costly), and over a window mostly spent sending (a bucket
+        // refilled in a long pause wastes what it cannot hold).
         let sent_long = self
             .resumed_at
             .is_some_and(|r| now.since(r) >= 2 * self.last_pause.max(MIN_CUT_SPACING));
-        let on_plateau = self.last_cut.is_some()
+        let knee_proved_high = self.last_cut.is_some()
             && pause >= LONG_PAUSE
             && recent.is_some()
             && sent_long
             && self.rate <= self.knee * (1.0 + MARGIN)
             && self.rate <= self.restarted_at * (1.0 + 2.0 * MARGIN);
-        let bisect = self.last_cut.filter(|_| on_plateau).map(|cut| {
+        let bisect = self.last_cut.filter(|_| knee_proved_high).map(|cut| {
             let window_us = micros(now).saturating_sub(micros(cut)).max(1);
             let floor = self.accepted_since_cut as f64 * 1e6 / window_us as f64;
             let floor = floor.min(knee);
