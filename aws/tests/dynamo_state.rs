@@ -1024,15 +1024,16 @@ async fn the_contact_ledger_lets_one_cascade_hold_a_channel_of_a_person_at_a_tim
 #[tokio::test]
 async fn the_incident_list_reads_open_incidents_first_then_ended_ones_newest_first() {
     let f = fixture().await;
-    // Five incidents a minute apart; the second and fourth and fifth end.
-    for (n, name) in ["INC-L1", "INC-L2", "INC-L3", "INC-L4", "INC-L5"]
+    // Five incidents a minute apart, and a sixth in the same millisecond as
+    // the fifth; the second, fourth, fifth and sixth end.
+    for (n, name) in ["INC-L1", "INC-L2", "INC-L3", "INC-L4", "INC-L5", "INC-L6"]
         .iter()
         .enumerate()
     {
         let mut inc = incident(name, IncidentStatus::Open);
-        inc.triggered_at = T0.plus(n as u64 * 60_000);
+        inc.triggered_at = T0.plus(n.min(4) as u64 * 60_000);
         f.store.create_incident(&inc).await.unwrap();
-        if matches!(*name, "INC-L2" | "INC-L4" | "INC-L5") {
+        if matches!(*name, "INC-L2" | "INC-L4" | "INC-L5" | "INC-L6") {
             let mut closed = inc.clone();
             closed.status = IncidentStatus::Closed;
             closed.closed_at = Some(T0.plus(3_600_000));
@@ -1044,13 +1045,14 @@ async fn the_incident_list_reads_open_incidents_first_then_ended_ones_newest_fir
         p.items.iter().map(|i| i.id().to_string()).collect()
     };
     let all = f.store.recent_incidents(None, 100).await.unwrap();
+    // Within one millisecond, by id descending (the order of the key).
     assert_eq!(
         ids(&all),
-        ["INC-L3", "INC-L1", "INC-L5", "INC-L4", "INC-L2"]
+        ["INC-L3", "INC-L1", "INC-L6", "INC-L5", "INC-L4", "INC-L2"]
     );
     assert_eq!(all.next, None);
     // A page at a time, each size: the same order, nothing twice.
-    for limit in [1, 2, 3] {
+    for limit in [1, 2, 3, 4] {
         let mut seen = Vec::new();
         let mut cursor = None;
         for _ in 0..20 {

@@ -139,13 +139,30 @@ pub trait IncidentStore: Send + Sync {
 
 /// Where a page of [`IncidentStore::recent_incidents`] ends: the incident's
 /// part (open or ended), trigger time and id. Written `o.TS.ID` or `c.TS.ID`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// Ordered as the list is: open ones first, then newest first, then (for
+/// one millisecond) by id descending, which is also the order of a
+/// descending key `<ms>#<id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncidentCursor {
-    /// 0: open, 1: ended; ordered so that open ones come first.
     pub ended: bool,
-    /// Newest first.
     pub triggered_at: std::cmp::Reverse<Ts>,
     pub id: IncidentId,
+}
+
+impl Ord for IncidentCursor {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.ended, self.triggered_at, std::cmp::Reverse(&self.id)).cmp(&(
+            other.ended,
+            other.triggered_at,
+            std::cmp::Reverse(&other.id),
+        ))
+    }
+}
+
+impl PartialOrd for IncidentCursor {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl IncidentCursor {
