@@ -151,16 +151,24 @@ fn number(v: f64) -> String {
     }
 }
 
-/// Cumulative counts of a series as points (x: seconds from the trigger).
-fn cumulative(s: &Series, values: &[u64]) -> Vec<(f64, f64)> {
-    let mut pts = vec![(0.0, 0.0)];
-    pts.extend(
-        values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| ((i as f64 + 1.0) * s.bucket_secs, *v as f64)),
-    );
-    pts
+impl<'a> Line<'a> {
+    /// A running total of the series (x: seconds from the trigger, each
+    /// value at the end of its bucket).
+    fn running(label: &str, s: &Series, values: &[u64], colour: &'a str) -> Self {
+        let mut points = vec![(0.0, 0.0)];
+        points.extend(
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| ((i as f64 + 1.0) * s.bucket_secs, *v as f64)),
+        );
+        Line {
+            label: label.to_string(),
+            points,
+            dashed: false,
+            colour,
+        }
+    }
 }
 
 /// The page.
@@ -214,39 +222,24 @@ pub fn render(r: &DrillReport) -> String {
         "First contacts and acknowledgements, cumulative",
         "people",
         &[
-            Line {
-                label: "first contacted".into(),
-                points: cumulative(s, &s.first_contacts),
-                dashed: false,
-                colour: COLOURS[0],
-            },
-            Line {
-                label: "acknowledged".into(),
-                points: cumulative(s, &s.acknowledged),
-                dashed: false,
-                colour: COLOURS[2],
-            },
+            Line::running("first contacted", s, &s.first_contacts, COLOURS[0]),
+            Line::running("acknowledged", s, &s.acknowledged, COLOURS[2]),
         ],
     ));
-    let mut pace = Vec::new();
+    let mut lines = Vec::new();
     for (i, (name, counts)) in s.accepted.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        let per_sec: Vec<(f64, f64)> = counts
-            .iter()
-            .enumerate()
-            .map(|(b, n)| ((b as f64 + 0.5) * s.bucket_secs, *n as f64 / s.bucket_secs))
-            .collect();
-        pace.push((name.as_str(), colour, per_sec));
-    }
-    let mut lines = Vec::new();
-    for (name, colour, pts) in &pace {
         lines.push(Line {
-            label: (*name).to_string(),
-            points: pts.clone(),
+            label: name.clone(),
+            points: counts
+                .iter()
+                .enumerate()
+                .map(|(b, n)| ((b as f64 + 0.5) * s.bucket_secs, *n as f64 / s.bucket_secs))
+                .collect(),
             dashed: false,
             colour,
         });
-        if let Some(c) = r.carriers.get(*name) {
+        if let Some(c) = r.carriers.get(name) {
             let end = s.bucket_secs * s.first_contacts.len() as f64;
             lines.push(Line {
                 label: format!("{name}: told limit"),
@@ -283,18 +276,13 @@ pub fn render(r: &DrillReport) -> String {
         "Escalations, cumulative: failures and failures acknowledged by someone told",
         "failures",
         &[
-            Line {
-                label: "CASCADE_FAILURE".into(),
-                points: cumulative(s, &s.failures),
-                dashed: false,
-                colour: COLOURS[1],
-            },
-            Line {
-                label: "acknowledged by someone told".into(),
-                points: cumulative(s, &s.failures_acknowledged),
-                dashed: false,
-                colour: COLOURS[2],
-            },
+            Line::running("CASCADE_FAILURE", s, &s.failures, COLOURS[1]),
+            Line::running(
+                "acknowledged by someone told",
+                s,
+                &s.failures_acknowledged,
+                COLOURS[2],
+            ),
         ],
     ));
     let e = &r.escalations;
