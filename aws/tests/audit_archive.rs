@@ -45,6 +45,7 @@ fn started(who: &str, n: u32) -> (CascadeRecord, audit::AuditEntry) {
         escalation: None,
         named: Default::default(),
         needs_review: false,
+        masked: Vec::new(),
         audit_seq: 0,
         audit_head: audit::GENESIS.to_string(),
     };
@@ -108,10 +109,7 @@ async fn archived_trail_of_an_incident_fetches_back_and_verifies() {
         },
         T0.plus(4_000),
     );
-    store
-        .transition(&acked, recs[1].cascade.version, &e)
-        .await
-        .unwrap();
+    store.transition(&recs[1], &acked, &e).await.unwrap();
     let incident = IncidentId::parse("INC-ARCH").unwrap();
     let signer =
         KmsSealSigner::connect(kms.clone(), KmsSealSigner::create_key(&kms).await.unwrap())

@@ -909,8 +909,14 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
     // 9. Closing seals the incident with the KMS key; the exported trail
     //    (entries and seal) verifies offline, and the address each entry
     //    recorded is ciphertext that only the vault opens.
+    //    The close answers at once; its jobs, one per shard through the
+    //    queue and the dispatcher, cancel and then seal.
     let id = IncidentId::parse(&incident).unwrap();
-    muster::app::close(&h.deps, &id).await.unwrap();
+    let closing = muster::app::close(&h.deps, &id).await.unwrap();
+    assert_eq!(closing.status, IncidentStatus::Closing);
+    h.run_due().await;
+    let closed = h.deps.incidents.get_incident(&id).await.unwrap().unwrap();
+    assert_eq!(closed.status, IncidentStatus::Closed);
     let sealing = h.deps.sealing.clone().expect("sealing is wired");
     let seals = sealing.store.seals(&id).await.unwrap();
     assert!(!seals.is_empty(), "closing wrote a seal");

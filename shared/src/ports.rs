@@ -13,7 +13,7 @@ use crate::domain::{
     Address, Channel, ContactMethods, Group, GroupId, Incident, IncidentId, Millis, PhoneNumber,
     Severity, Stakeholder, StakeholderId, Ts,
 };
-use crate::engine::{Cascade, CascadeKey, Decision, Event, TimerKind};
+use crate::engine::{Cascade, CascadeKey, Decision, Event, Tally, TimerKind};
 use crate::error::Result;
 use crate::policy::Policy;
 use crate::ratelimit::Ticket;
@@ -40,6 +40,10 @@ pub struct CascadeRecord {
     /// The contact lookup at start failed; directory data used.
     #[serde(default)]
     pub needs_review: bool,
+    /// The contacts as the status shows them, masked when the cascade was
+    /// created (so a status page never decrypts a contact).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masked: Vec<(Channel, String)>,
     /// Audit chain head: sequence number of the next entry and hash of the last.
     pub audit_seq: u64,
     pub audit_head: String,
@@ -83,6 +87,14 @@ impl OpenEscalation {
 }
 
 impl CascadeRecord {
+    /// The masked form of every contact of a snapshot, as [`Self::masked`] keeps it.
+    pub fn mask(contacts: &ContactMethods) -> Vec<(Channel, String)> {
+        Channel::ALL
+            .iter()
+            .filter_map(|ch| contacts.address(*ch).map(|a| (*ch, a.masked())))
+            .collect()
+    }
+
     /// For an escalation cascade, the failed person's name for messages
     /// (their id when the directory had none).
     pub fn about_name(&self) -> String {
@@ -231,15 +243,46 @@ pub trait CascadeStore: Send + Sync {
     /// Creates the cascade with its first audit entry; `Conflict` if it exists.
     async fn create_cascade(&self, record: &CascadeRecord, audit: &AuditEntry) -> Result<()>;
     async fn get_cascade(&self, key: &CascadeKey) -> Result<Option<CascadeRecord>>;
-    /// Replaces the cascade if its stored version is `expected_version`, and
-    /// appends `audit`, atomically.
+    /// Replaces `before` by `after` if the stored version is still
+    /// `before`'s, appends `audit` and adds the change to the incident's
+    /// [`Tally`], atomically.
     async fn transition(
         &self,
-        record: &CascadeRecord,
-        expected_version: u64,
+        before: &CascadeRecord,
+        after: &CascadeRecord,
         audit: &AuditEntry,
     ) -> Result<()>;
-    /// The incident's cascades, in a stable order, a page at a time.
+    /// The incident's counters: what [`Tally::of`] gives summed over its
+    /// cascades as stored, kept by every create and transition (in the
+    /// same atomic write), so it reads no cascade.
+    async fn tally(&self, incident: &IncidentId) -> Result<Tally>;
+    /// How many partitions [`Self::list_part`] reads the incident's
+    /// cascades from (jobs can work through them side by side).
+    fn parts(&self) -> u16 {
+        1
+    }
+    /// The cascades of partition `part` (below [`Self::parts`]), a page at
+    /// a time, as [`Self::list_cascades`] gives them. Every cascade is in
+    /// exactly one partition.
+    async fn list_part(
+        &self,
+        incident: &IncidentId,
+        part: u16,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<Page<CascadeRecord>> {
+        if part == 0 {
+            self.list_cascades(incident, cursor, limit).await
+        } else {
+            Ok(Page {
+                items: Vec::new(),
+                next: None,
+            })
+        }
+    }
+    /// The incident's cascades, in a stable order, a page at a time. A
+    /// store may return records without their contacts (`contacts` empty;
+    /// [`CascadeRecord::masked`] is there): [`Self::get_cascade`] has them.
     async fn list_cascades(
         &self,
         incident: &IncidentId,
@@ -467,6 +510,14 @@ pub enum Job {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         attempt: Option<u32>,
     },
+    /// A closing incident: cancel one page of the open cascades of store
+    /// partition `part` from `cursor`, then go on with the next page.
+    Close {
+        incident: IncidentId,
+        part: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+    },
 }
 
 impl Job {
@@ -480,7 +531,8 @@ impl Job {
             Job::Escalate { .. }
             | Job::Withdraw { .. }
             | Job::Notice { .. }
-            | Job::ShareAck { .. } => true,
+            | Job::ShareAck { .. }
+            | Job::Close { .. } => true,
         }
     }
 }

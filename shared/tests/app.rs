@@ -259,13 +259,19 @@ fn close_cancels_open_cascades_and_stops_queued_sends() {
         panic!("no expansion job")
     };
     block_on(app::dispatch(&e.deps, expand)).unwrap_or_else(|e| panic!("{e}"));
-    let cancelled = block_on(app::close(
-        &e.deps,
-        &IncidentId::parse("INC-3").unwrap_or_else(|e| panic!("{e}")),
-    ))
-    .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(cancelled, 2);
+    let id = IncidentId::parse("INC-3").unwrap_or_else(|e| panic!("{e}"));
+    let closing = block_on(app::close(&e.deps, &id)).unwrap_or_else(|e| panic!("{e}"));
+    // The close answers before cancelling anything: its jobs do that.
+    assert_eq!(closing.status, IncidentStatus::Closing);
+    let counts = |e: &Env| {
+        block_on(app::status(&e.deps, &id, &app::StatusQuery::default()))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert_eq!(counts(&e).counts.cancelled, 0);
     e.run_until(e.clock_now().plus(3_600_000));
+    let view = counts(&e);
+    assert_eq!(view.incident.status, IncidentStatus::Closed);
+    assert_eq!((view.counts.cancelled, view.counts.total()), (2, 2));
     assert_eq!(
         e.carrier.sent.lock().map(|g| g.len()).unwrap_or(9),
         0,
@@ -442,22 +448,13 @@ fn stale_versions_are_typed_conflicts() {
     let d = muster::engine::decide(&rec.cascade, &Event::Cancel, &e.deps.policy, e.clock_now());
     let (next, entry) =
         app::audit::append(&rec, d.next, &d.audit, e.clock_now(), Default::default());
-    let stale = block_on(
-        e.deps
-            .cascades
-            .transition(&next, rec.cascade.version - 1, &entry),
-    );
+    let mut older = rec.clone();
+    older.cascade.version -= 1;
+    let stale = block_on(e.deps.cascades.transition(&older, &next, &entry));
     assert!(matches!(stale, Err(Error::Conflict(_))), "{stale:?}");
     let dup = block_on(e.deps.cascades.create_cascade(&rec, &entry));
     assert!(matches!(dup, Err(Error::Conflict(_))), "{dup:?}");
-    assert!(
-        block_on(
-            e.deps
-                .cascades
-                .transition(&next, rec.cascade.version, &entry)
-        )
-        .is_ok()
-    );
+    assert!(block_on(e.deps.cascades.transition(&rec, &next, &entry)).is_ok());
     assert_eq!(e.store.audit_len(), 3);
 }
 
@@ -695,6 +692,7 @@ fn failed_lookup_uses_the_directory_and_flags_review() {
         let view = block_on(app::status(
             &e.deps,
             &IncidentId::parse("INC-11").unwrap_or_else(|e| panic!("{e}")),
+            &app::StatusQuery::default(),
         ))
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(view.needs_review, 3, "{answer:?}");

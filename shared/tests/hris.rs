@@ -208,6 +208,7 @@ async fn cascades_start_with_live_contacts_or_flagged_directory_copies() {
     let view = app::status(
         &deps,
         &IncidentId::parse("INC-H").unwrap_or_else(|e| panic!("{e}")),
+        &app::StatusQuery::default(),
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));

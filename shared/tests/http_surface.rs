@@ -59,13 +59,32 @@ fn person(id: &str, n: u32) -> Stakeholder {
 }
 
 fn env() -> Env {
+    let people = vec![person("alice", 1), person("boss", 2)];
+    let members = vec![people[0].id.clone()];
+    env_with(people, members)
+}
+
+/// `n` members `p0`.. of group `ops`, tiers 1, 2, 3 in turn, and `boss`.
+fn env_of(n: u32) -> Env {
+    let mut people: Vec<Stakeholder> = (0..n)
+        .map(|i| {
+            let mut p = person(&format!("p{i}"), i);
+            p.tier = Tier::ALL[(i % 3) as usize];
+            p
+        })
+        .collect();
+    let members = people.iter().map(|p| p.id.clone()).collect();
+    people.push(person("boss", 9_000));
+    env_with(people, members)
+}
+
+fn env_with(people: Vec<Stakeholder>, members: Vec<StakeholderId>) -> Env {
     let clock = VirtualClock::new(Ts::from_secs(1_700_000_000));
     let agenda: Arc<Agenda<()>> = Agenda::new(clock.clone());
-    let people = vec![person("alice", 1), person("boss", 2)];
     let group = Group {
         id: GroupId::parse("ops").unwrap_or_else(|e| panic!("{e}")),
         name: "Ops".into(),
-        members: vec![people[0].id.clone()],
+        members,
         on_call_manager: StakeholderId::parse("boss").ok(),
         escalation_channels: vec![],
         idp: None,
@@ -197,6 +216,24 @@ impl Env {
         while let Some((at, item)) = self.agenda.pop_due(horizon) {
             match item {
                 Item::Job(j) => {
+                    block_on(app::dispatch(&self.deps, j)).unwrap_or_else(|e| panic!("{e}"))
+                }
+                other => later.push((at, other)),
+            }
+        }
+        for (at, i) in later {
+            self.agenda.push(at, i);
+        }
+    }
+    /// Runs the jobs due within the next second, the clock moving to each
+    /// (sends a rate limiter delays run at their slot).
+    fn work(&self) {
+        let horizon = self.clock.now().plus(1_000);
+        let mut later = Vec::new();
+        while let Some((at, item)) = self.agenda.pop_due(horizon) {
+            match item {
+                Item::Job(j) => {
+                    self.clock.set(at.max(self.clock.now()));
                     block_on(app::dispatch(&self.deps, j)).unwrap_or_else(|e| panic!("{e}"))
                 }
                 other => later.push((at, other)),
@@ -510,7 +547,9 @@ async fn a_replay_answers_with_the_incident_as_it_is_now() {
     let closed = e
         .send(e.signed("POST", "/v1/incidents/INC-R/close", ""))
         .await;
-    assert_eq!(closed.status, StatusCode::OK, "{}", closed.text);
+    assert_eq!(closed.status, StatusCode::ACCEPTED, "{}", closed.text);
+    assert_eq!(closed.json()["status"], "closing", "{}", closed.text);
+    e.run_jobs();
     let replay = e.trigger(seed("INC-R")).await;
     assert_eq!(
         replay.status,
@@ -544,7 +583,8 @@ async fn the_incident_list_puts_open_incidents_first_newest_first_a_page_at_a_ti
         let closed = e
             .send(e.signed("POST", &format!("/v1/incidents/{id}/close"), ""))
             .await;
-        assert_eq!(closed.status, StatusCode::OK, "{}", closed.text);
+        assert_eq!(closed.status, StatusCode::ACCEPTED, "{}", closed.text);
+        e.work();
     }
     // One page of everything.
     let all = e.send(e.signed("GET", "/v1/incidents", "")).await;
@@ -602,4 +642,190 @@ async fn the_incident_list_puts_open_incidents_first_newest_first_a_page_at_a_ti
     }
     let unsigned = e.send(e.request("GET", "/v1/incidents", "", None)).await;
     assert_eq!(unsigned.status, StatusCode::UNAUTHORIZED);
+}
+
+async fn status_of(e: &Env, incident: &str) -> Value {
+    let a = e
+        .send(e.signed("GET", &format!("/v1/incidents/{incident}"), ""))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    a.json()
+}
+
+/// Every page of an incident's stakeholders from `query` on, following `next`.
+async fn all_pages(e: &Env, incident: &str, query: &str) -> (Vec<Value>, usize) {
+    let (mut out, mut pages) = (Vec::new(), 0);
+    let mut uri = format!("/v1/incidents/{incident}?{query}");
+    loop {
+        let a = e.send(e.signed("GET", &uri, "")).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        let v = a.json();
+        pages += 1;
+        out.extend(v["stakeholders"].as_array().cloned().unwrap_or_default());
+        match v["next"].as_str() {
+            Some(next) => uri = format!("/v1/incidents/{incident}?{query}&cursor={next}"),
+            None => return (out, pages),
+        }
+        assert!(pages < 100, "paging ends");
+    }
+}
+
+#[tokio::test]
+async fn a_status_page_counts_everyone_and_lists_a_page_of_them_at_a_time() {
+    let e = env_of(250);
+    let mut fields = seed("INC-PAGE");
+    fields["stakeholderGroupId"] = json!("ops");
+    assert_eq!(e.trigger(fields).await.status, StatusCode::ACCEPTED);
+    e.work();
+    // Ten people acknowledge by SMS.
+    for i in 0..10 {
+        let key = CascadeKey {
+            incident: IncidentId::parse("INC-PAGE").unwrap_or_else(|e| panic!("{e}")),
+            stakeholder: StakeholderId::parse(&format!("p{i}")).unwrap_or_else(|e| panic!("{e}")),
+            route: Route::Member,
+        };
+        let ack = app::ReceiptEvent::Ack {
+            key,
+            channel: Channel::Sms,
+            attempt: None,
+        };
+        block_on(app::receipt(&e.deps, ack)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let first = e.send(e.signed("GET", "/v1/incidents/INC-PAGE", "")).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    let v = first.json();
+    // The counts cover everyone; the page holds the default 100.
+    assert_eq!(v["counts"]["acknowledged"], 10, "{v}");
+    let members = &v["progress"]["members"];
+    let total: u64 = [
+        "pending",
+        "active",
+        "acknowledged",
+        "escalated",
+        "cancelled",
+    ]
+    .iter()
+    .map(|s| members[s].as_u64().unwrap_or(0))
+    .sum();
+    assert_eq!(total, 250, "{v}");
+    let tier_sizes: Vec<u64> = ["1", "2", "3"]
+        .iter()
+        .map(|t| {
+            let c = &v["progress"]["byTier"][t];
+            [
+                "pending",
+                "active",
+                "acknowledged",
+                "escalated",
+                "cancelled",
+            ]
+            .iter()
+            .map(|s| c[s].as_u64().unwrap_or(0))
+            .sum()
+        })
+        .collect();
+    assert_eq!(tier_sizes, vec![84, 83, 83], "{v}");
+    assert_eq!(v["progress"]["byChannel"]["sms"]["acknowledged"], 10, "{v}");
+    assert_eq!(v["stakeholders"].as_array().map(Vec::len), Some(100));
+    assert!(v["next"].is_string(), "{v}");
+    assert!(
+        (0..100).all(|i| !first.text.contains(&format!("\"p{i}@example.com")))
+            && !first.text.contains("+1212555010"),
+        "contacts are masked"
+    );
+    assert!(first.text.contains('•'), "masked contacts are shown");
+
+    // Following `next` lists everyone exactly once.
+    let (all, pages) = all_pages(&e, "INC-PAGE", "limit=100").await;
+    let mut ids: Vec<&str> = all
+        .iter()
+        .filter_map(|s| s["stakeholder"].as_str())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((ids.len(), all.len(), pages), (250, 250, 3));
+
+    // Filters: each listed person matches, and the lists add up to the counts.
+    let (tier2, _) = all_pages(&e, "INC-PAGE", "tier=2&limit=7").await;
+    assert_eq!(tier2.len(), 83);
+    assert!(tier2.iter().all(|s| s["tier"] == 2));
+    let (acked, _) = all_pages(&e, "INC-PAGE", "state=acknowledged").await;
+    let mut acked: Vec<&str> = acked
+        .iter()
+        .filter_map(|s| s["stakeholder"].as_str())
+        .collect();
+    acked.sort_unstable();
+    let mut expected: Vec<String> = (0..10).map(|i| format!("p{i}")).collect();
+    expected.sort_unstable();
+    assert_eq!(acked, expected);
+    let (by_sms, _) = all_pages(&e, "INC-PAGE", "channel=sms&state=acknowledged").await;
+    assert!(
+        by_sms.len() == 10 && by_sms.iter().all(|s| s["ackedOn"] == "sms"),
+        "{by_sms:?}"
+    );
+    let (none, _) = all_pages(&e, "INC-PAGE", "route=escalation").await;
+    assert!(none.is_empty());
+
+    // Bad queries are refused, naming the field, and change nothing.
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("state=open", "state"),
+        ("tier=4", "tier"),
+        ("channel=fax", "channel"),
+        ("needsReview=yes", "needsReview"),
+        ("route=all", "route"),
+        ("cursor=bm90LWEtY3Vyc29y", "cursor"),
+        ("cursor=%25%25", "cursor"),
+    ] {
+        let a = e
+            .send(e.signed("GET", &format!("/v1/incidents/INC-PAGE?{query}"), ""))
+            .await;
+        assert_eq!(
+            a.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{query}: {}",
+            a.text
+        );
+        assert_eq!(a.json()["errors"][0]["field"], field, "{query}: {}", a.text);
+    }
+}
+
+#[tokio::test]
+async fn close_answers_at_once_and_its_jobs_cancel_everyone_then_it_is_closed() {
+    let e = env_of(230);
+    let mut fields = seed("INC-CLOSE");
+    fields["stakeholderGroupId"] = json!("ops");
+    assert_eq!(e.trigger(fields).await.status, StatusCode::ACCEPTED);
+    e.work();
+    let before = status_of(&e, "INC-CLOSE").await;
+    assert_eq!(before["counts"]["cancelled"], 0);
+    let closed = e
+        .send(e.signed("POST", "/v1/incidents/INC-CLOSE/close", ""))
+        .await;
+    assert_eq!(closed.status, StatusCode::ACCEPTED, "{}", closed.text);
+    assert_eq!(closed.json()["status"], "closing");
+    assert_eq!(closed.json()["links"]["status"], "/v1/incidents/INC-CLOSE");
+    // Nothing is cancelled inside the request: the status says closing.
+    let during = status_of(&e, "INC-CLOSE").await;
+    assert_eq!(during["incident"]["status"], "closing");
+    assert_eq!(during["counts"]["cancelled"], 0);
+    e.work();
+    let after = status_of(&e, "INC-CLOSE").await;
+    assert_eq!(after["incident"]["status"], "closed", "{after}");
+    assert_eq!(after["counts"]["cancelled"], 230, "{after}");
+    let (open, _) = all_pages(&e, "INC-CLOSE", "state=active").await;
+    assert!(open.is_empty());
+    // Closing again starts nothing.
+    let again = e
+        .send(e.signed("POST", "/v1/incidents/INC-CLOSE/close", ""))
+        .await;
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_eq!(again.json()["status"], "closed");
+    while let Some((_, item)) = e.agenda.pop_due(e.clock.now().plus(1_000)) {
+        assert!(
+            !matches!(item, Item::Job(Job::Close { .. })),
+            "a second close queues no close job"
+        );
+    }
 }

@@ -32,12 +32,25 @@ pub const SHARDS: u8 = 16;
 /// The shard of a stakeholder: FNV-1a over the id, modulo [`SHARDS`]. Stable
 /// across releases and platforms (it is part of every stored key).
 pub fn shard(stakeholder: &str) -> u8 {
+    (fnv1a(stakeholder) % u64::from(SHARDS)) as u8
+}
+
+/// Counter items per shard of an incident's tally: writers of one shard
+/// spread over this many items, so concurrent transitions seldom meet on one.
+pub const TALLY_BUCKETS: u8 = 4;
+
+/// The tally item of a stakeholder's cascades within their shard.
+pub fn tally_bucket(stakeholder: &str) -> u8 {
+    (fnv1a(stakeholder) / u64::from(SHARDS) % u64::from(TALLY_BUCKETS)) as u8
+}
+
+fn fnv1a(s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in stakeholder.bytes() {
+    for b in s.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    (h % u64::from(SHARDS)) as u8
+    h
 }
 
 pub(crate) fn s(v: impl Into<String>) -> AttributeValue {

@@ -11,6 +11,12 @@
 //! - cascade contacts: `INC#<id>#<shard>` / `PII#<stakeholder>#<route>`,
 //!   `contacts` (sealed with a KMS data key), written once at creation so a
 //!   transition never rewrites it;
+//! - tally: `INC#<id>#<shard>` / `TALLY#<bucket>`, one counter attribute
+//!   per [`Tally`] slot (`m_active`, `t1_acknowledged`, ...), added to by
+//!   the transaction that creates or changes a cascade of that shard;
+//!   [`TALLY_BUCKETS`] items per shard (by a hash of the stakeholder) so
+//!   that concurrent writers seldom meet on one item. The status reads the
+//!   64 items, never the cascades;
 //! - provider message reference: `MSG#<provider id>` / `REF`;
 //! - number index (with a [`NumberKey`]): `NUM#<tag>` /
 //!   `<created_at ms, 13 digits>#<cascade key>`, `cascade` (key JSON), one
@@ -47,7 +53,10 @@
 //! partition, so one activation never heats one index partition.
 
 use super::numbers::NumberKey;
-use super::{Item, Meter, SHARDS, build_err, get_n, get_s, json_err, n, s, shard, write_units};
+use super::{
+    Item, Meter, SHARDS, TALLY_BUCKETS, build_err, get_n, get_s, json_err, n, s, shard,
+    tally_bucket, write_units,
+};
 use crate::crypto::{SealContext, Sealer};
 use crate::error::map_sdk;
 use async_trait::async_trait;
@@ -57,14 +66,14 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
     KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
-    ScalarAttributeType, TransactWriteItem,
+    ScalarAttributeType, TransactWriteItem, Update,
 };
 use muster::app::audit::{AuditEntry, ChainHead, Seal};
 use muster::domain::{
     Channel, ContactMethods, Incident, IncidentId, IncidentStatus, Millis, PhoneNumber,
     StakeholderId, Ts,
 };
-use muster::engine::{CascadeKey, ChannelWaits, Route, WaitCause};
+use muster::engine::{CascadeKey, ChannelWaits, Route, Tally, WaitCause};
 use muster::ports::{
     CascadeRecord, CascadeStore, ContactEntry, ContactLedger, IncidentStore, NumberIndex, Page,
     Reservation, SealStore, guarded,
@@ -123,6 +132,10 @@ fn state_sk(key: &CascadeKey) -> String {
 /// The prefix of every state `sk` of one person's cascades.
 fn person_sk_prefix(stakeholder: &StakeholderId) -> String {
     format!("STK#{stakeholder}#")
+}
+
+fn tally_sk(bucket: u8) -> String {
+    format!("TALLY#{bucket}")
 }
 
 fn pii_sk(key: &CascadeKey) -> String {
@@ -460,6 +473,39 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// The addition of `change` to the tally item of `key`'s stakeholder,
+    /// or nothing when it adds nothing.
+    fn tally_update(
+        &self,
+        key: &CascadeKey,
+        change: &Tally,
+    ) -> Result<Option<(TransactWriteItem, u64)>> {
+        if change.is_zero() {
+            return Ok(None);
+        }
+        let mut adds = Vec::new();
+        let mut names = HashMap::new();
+        let mut values = HashMap::from([(":exp".to_string(), self.state_expiry())]);
+        for (i, (name, by)) in change.nonzero().enumerate() {
+            adds.push(format!("#n{i} :v{i}"));
+            names.insert(format!("#n{i}"), name.to_string());
+            values.insert(format!(":v{i}"), n(by));
+        }
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(key_pk(key)))
+            .key("sk", s(tally_sk(tally_bucket(key.stakeholder.as_str()))))
+            .update_expression(format!("SET expires_at = :exp ADD {}", adds.join(", ")))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|e| build_err("tally update", e))?;
+        Ok(Some((
+            TransactWriteItem::builder().update(update).build(),
+            1,
+        )))
+    }
+
     /// The open incident marker: put while the incident is open, deleted
     /// once it is not.
     fn open_marker(&self, incident: &Incident) -> Result<Option<(TransactWriteItem, u64)>> {
@@ -635,6 +681,72 @@ impl DynamoStore {
             }
         }
         Ok(out)
+    }
+
+    /// Cascade states of every shard (`only`: of one shard), a page at a time.
+    async fn list_shards(
+        &self,
+        incident: &IncidentId,
+        cursor: Option<String>,
+        limit: usize,
+        only: Option<u8>,
+    ) -> Result<Page<CascadeRecord>> {
+        let limit = limit.clamp(1, 100);
+        let mut at: ListCursor = match cursor {
+            Some(c) => parse_cursor(&c)?,
+            None => ListCursor {
+                shard: only.unwrap_or(0),
+                last: None,
+            },
+        };
+        let end = only.map_or(SHARDS, |s| s + 1);
+        if only.is_some_and(|s| at.shard != s) {
+            return Err(Error::invalid("cursor", "not a cursor this store issued"));
+        }
+        let mut states: Vec<Item> = Vec::new();
+        let mut next = None;
+        while at.shard < end {
+            let pk = cascade_pk(incident, at.shard);
+            let start = at.last.take().map(|sk| {
+                HashMap::from([("pk".to_string(), s(pk.clone())), ("sk".to_string(), s(sk))])
+            });
+            self.meter.request(0);
+            let resp = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .expression_attribute_values(":p", s("STK#"))
+                .consistent_read(true)
+                .limit((limit - states.len()) as i32)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| map_sdk(format!("listing cascades of {incident}"), e))?;
+            states.extend(resp.items().iter().cloned());
+            let lek = resp
+                .last_evaluated_key()
+                .filter(|k| !k.is_empty())
+                .map(|k| get_s(k, "sk").map(str::to_string))
+                .transpose()?;
+            match lek {
+                Some(sk) => at.last = Some(sk),
+                None => at.shard += 1,
+            }
+            if states.len() >= limit {
+                if at.shard < end {
+                    next = Some(serde_json::to_string(&at).map_err(|e| json_err("cursor", e))?);
+                }
+                break;
+            }
+        }
+        // Without contacts: a listing decrypts nothing (`masked` is there).
+        let items = states
+            .iter()
+            .map(|state| self.record_from(state))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page { items, next })
     }
 
     async fn query_all(&self, table: &str, pk: String) -> Result<Vec<Item>> {
@@ -912,6 +1024,7 @@ impl CascadeStore for DynamoStore {
         let audit = self.audit_item(audit)?;
         let (u1, u2, u3) = (write_units(&state), write_units(&pii), write_units(&audit));
         let mut items = self.number_puts(record)?;
+        items.extend(self.tally_update(key, &Tally::of(&record.cascade, record.needs_review))?);
         items.extend([
             (
                 self.put(&self.table, state, "attribute_not_exists(pk)", None)?,
@@ -948,11 +1061,16 @@ impl CascadeStore for DynamoStore {
 
     async fn transition(
         &self,
+        before: &CascadeRecord,
         record: &CascadeRecord,
-        expected_version: u64,
         audit: &AuditEntry,
     ) -> Result<()> {
         let key = &record.cascade.key;
+        let expected_version = before.cascade.version;
+        let change = Tally::change(
+            Some((&before.cascade, before.needs_review)),
+            (&record.cascade, record.needs_review),
+        );
         let state = self.state_item(record)?;
         let audit = self.audit_item(audit)?;
         let (u1, u2) = (write_units(&state), write_units(&audit));
@@ -975,6 +1093,7 @@ impl CascadeStore for DynamoStore {
             ),
         ];
         items.extend(self.number_deletes(record)?);
+        items.extend(self.tally_update(key, &change)?);
         match self
             .transact(
                 format!("cascade {key} is not at version {expected_version}"),
@@ -995,74 +1114,53 @@ impl CascadeStore for DynamoStore {
         }
     }
 
+    async fn tally(&self, incident: &IncidentId) -> Result<Tally> {
+        let keys = (0..SHARDS)
+            .flat_map(|sh| (0..TALLY_BUCKETS).map(move |b| (cascade_pk(incident, sh), tally_sk(b))))
+            .collect();
+        let mut tally = Tally::default();
+        for item in self.batch_get(keys).await?.values() {
+            for (name, v) in item {
+                if let AttributeValue::N(v) = v
+                    && let Ok(v) = v.parse::<i64>()
+                {
+                    // `expires_at` is no counter, and is skipped.
+                    tally.add_named(name, v);
+                }
+            }
+        }
+        Ok(tally)
+    }
+
     async fn list_cascades(
         &self,
         incident: &IncidentId,
         cursor: Option<String>,
         limit: usize,
     ) -> Result<Page<CascadeRecord>> {
-        let limit = limit.clamp(1, 100);
-        let mut at: ListCursor = match cursor {
-            Some(c) => parse_cursor(&c)?,
-            None => ListCursor {
-                shard: 0,
-                last: None,
-            },
-        };
-        let mut states: Vec<Item> = Vec::new();
-        let mut next = None;
-        while at.shard < SHARDS {
-            let pk = cascade_pk(incident, at.shard);
-            let start = at.last.take().map(|sk| {
-                HashMap::from([("pk".to_string(), s(pk.clone())), ("sk".to_string(), s(sk))])
-            });
-            self.meter.request(0);
-            let resp = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .expression_attribute_values(":p", s("STK#"))
-                .consistent_read(true)
-                .limit((limit - states.len()) as i32)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| map_sdk(format!("listing cascades of {incident}"), e))?;
-            states.extend(resp.items().iter().cloned());
-            let lek = resp
-                .last_evaluated_key()
-                .filter(|k| !k.is_empty())
-                .map(|k| get_s(k, "sk").map(str::to_string))
-                .transpose()?;
-            match lek {
-                Some(sk) => at.last = Some(sk),
-                None => at.shard += 1,
+        self.list_shards(incident, cursor, limit, None).await
+    }
+
+    fn parts(&self) -> u16 {
+        u16::from(SHARDS)
+    }
+
+    async fn list_part(
+        &self,
+        incident: &IncidentId,
+        part: u16,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<Page<CascadeRecord>> {
+        match u8::try_from(part) {
+            Ok(shard) if shard < SHARDS => {
+                self.list_shards(incident, cursor, limit, Some(shard)).await
             }
-            if states.len() >= limit {
-                if at.shard < SHARDS {
-                    next = Some(serde_json::to_string(&at).map_err(|e| json_err("cursor", e))?);
-                }
-                break;
-            }
+            _ => Ok(Page {
+                items: Vec::new(),
+                next: None,
+            }),
         }
-        let keys = states
-            .iter()
-            .map(|it| key_of(get_s(it, "pk")?, get_s(it, "sk")?))
-            .collect::<Result<Vec<_>>>()?;
-        let mut piis = self
-            .batch_get(keys.iter().map(|k| (key_pk(k), pii_sk(k))).collect())
-            .await?;
-        let mut items = Vec::with_capacity(states.len());
-        for (state, key) in states.iter().zip(&keys) {
-            let mut rec = self.record_from(state)?;
-            if let Some(pii) = piis.remove(&(key_pk(key), pii_sk(key))) {
-                rec.contacts = self.open_contacts(key, &pii).await?;
-            }
-            items.push(rec);
-        }
-        Ok(Page { items, next })
     }
 
     async fn overdue(

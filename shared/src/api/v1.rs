@@ -317,14 +317,130 @@ async fn trigger(
     Ok(r)
 }
 
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusParams {
+    limit: Option<String>,
+    cursor: Option<String>,
+    state: Option<String>,
+    tier: Option<String>,
+    channel: Option<String>,
+    needs_review: Option<String>,
+    route: Option<String>,
+}
+
+fn status_query(p: StatusParams) -> Result<app::StatusQuery, crate::Error> {
+    use crate::engine::CascadeStatus as S;
+    let mut errors = Vec::new();
+    let mut field =
+        |name: &str, message: &str| errors.push(crate::domain::InvalidValue::new(name, message));
+    let limit =
+        parse_limit(p.limit.as_deref(), app::PAGE_DEFAULT, app::PAGE_MAX).unwrap_or_else(|m| {
+            field("limit", &m);
+            0
+        });
+    let mut filter = app::StakeholderFilter::default();
+    if let Some(v) = p.state.as_deref() {
+        filter.state = match v {
+            "pending" => Some(S::Pending),
+            "active" => Some(S::Active),
+            "acknowledged" => Some(S::Acknowledged),
+            "escalated" => Some(S::Escalated),
+            "cancelled" => Some(S::Cancelled),
+            _ => {
+                field(
+                    "state",
+                    "expected pending, active, acknowledged, escalated or cancelled",
+                );
+                None
+            }
+        };
+    }
+    if let Some(v) = p.tier.as_deref() {
+        filter.tier = match v {
+            "1" | "2" | "3" => v
+                .parse()
+                .ok()
+                .and_then(|n| crate::domain::Tier::new(n).ok()),
+            _ => None,
+        };
+        if filter.tier.is_none() {
+            field("tier", "expected 1, 2 or 3");
+        }
+    }
+    if let Some(v) = p.channel.as_deref() {
+        filter.channel = match v {
+            "voice" | "sms" | "email" | "push" => crate::domain::Channel::parse(v).ok(),
+            _ => None,
+        };
+        if filter.channel.is_none() {
+            field("channel", "expected voice, sms, email or push");
+        }
+    }
+    if let Some(v) = p.needs_review.as_deref() {
+        filter.needs_review = match v {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => {
+                field("needsReview", "expected true or false");
+                None
+            }
+        };
+    }
+    if let Some(v) = p.route.as_deref() {
+        filter.escalation = match v {
+            "member" => Some(false),
+            "escalation" => Some(true),
+            _ => {
+                field("route", "expected member or escalation");
+                None
+            }
+        };
+    }
+    if !errors.is_empty() {
+        return Err(crate::Error::Validation(errors));
+    }
+    Ok(app::StatusQuery {
+        filter,
+        cursor: p.cursor,
+        limit,
+    })
+}
+
+type QueryOf<T> = Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>;
+
+fn query_of<T>(q: QueryOf<T>) -> Result<T, Problem> {
+    q.map(|axum::extract::Query(q)| q).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!("the query string is not valid: {}", e.body_text()),
+        )
+    })
+}
+
+/// A page size from the query: `default` when absent, else a whole number
+/// from 1 to `max`.
+fn parse_limit(v: Option<&str>, default: usize, max: usize) -> Result<usize, String> {
+    match v {
+        None => Ok(default),
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(format!("must be a whole number from 1 to {max}")),
+        },
+    }
+}
+
 async fn status(
     State(s): State<ApiState>,
     caller: MaybeCaller,
     req: Req,
     Path(id): Path<String>,
+    query: QueryOf<StatusParams>,
 ) -> Res {
     authenticate(&s, &caller, &req, b"")?;
-    let view = app::status(&s.deps, &incident_id(&id)?).await?;
+    let id = incident_id(&id)?;
+    let q = status_query(query_of(query)?)?;
+    let view = app::status(&s.deps, &id, &q).await?;
     Ok(Json(view).into_response())
 }
 
@@ -342,28 +458,12 @@ async fn list(
     State(s): State<ApiState>,
     caller: MaybeCaller,
     req: Req,
-    query: Result<axum::extract::Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    query: QueryOf<ListQuery>,
 ) -> Res {
     authenticate(&s, &caller, &req, b"")?;
-    let axum::extract::Query(q) = query.map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            format!("the query string is not valid: {}", e.body_text()),
-        )
-    })?;
-    let limit = match q.limit.as_deref() {
-        None => LIST_DEFAULT,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=LIST_MAX).contains(&n) => n,
-            _ => {
-                return Err(crate::Error::invalid(
-                    "limit",
-                    format!("must be a whole number from 1 to {LIST_MAX}"),
-                )
-                .into());
-            }
-        },
-    };
+    let q = query_of(query)?;
+    let limit = parse_limit(q.limit.as_deref(), LIST_DEFAULT, LIST_MAX)
+        .map_err(|m| crate::Error::invalid("limit", m))?;
     let page = s.deps.incidents.recent_incidents(q.cursor, limit).await?;
     let incidents: Vec<Value> = page
         .items
@@ -395,8 +495,15 @@ async fn close(
     let body = body_of(body)?;
     authenticate(&s, &caller, &req, &body)?;
     let id = incident_id(&id)?;
-    let cancelled = app::close(&s.deps, &id).await?;
-    Ok(Json(json!({"incidentId": id, "status": "closed", "cancelled": cancelled})).into_response())
+    let inc = app::close(&s.deps, &id).await?;
+    let link = format!("/v1/incidents/{id}");
+    let answer = json!({
+        "incidentId": id,
+        "status": inc.status,
+        "closedAt": inc.closed_at,
+        "links": {"status": link},
+    });
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
 async fn audit(

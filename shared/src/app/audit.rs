@@ -163,6 +163,7 @@ pub fn append(
         escalation: record.escalation.clone(),
         named: bundled,
         needs_review: record.needs_review,
+        masked: record.masked.clone(),
     };
     (next, entry)
 }

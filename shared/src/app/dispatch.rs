@@ -52,6 +52,11 @@ pub async fn dispatch(deps: &Deps, job: Job) -> Result<()> {
         } => escalation::withdraw(deps, &incident, &about, by).await,
         Job::Notice { key, ticket } => escalation::notice(deps, &key, ticket).await,
         Job::ShareAck { key, attempt } => escalation::share_ack(deps, &key, attempt).await,
+        Job::Close {
+            incident,
+            part,
+            cursor,
+        } => super::incident::cancel_page(deps, &incident, part, cursor).await,
     }
 }
 
@@ -129,6 +134,7 @@ pub(super) async fn start(
     let d = decide(&cascade, &Event::Start, &deps.policy, now);
     let blank = CascadeRecord {
         cascade: cascade.clone(),
+        masked: CascadeRecord::mask(&fresh.contacts),
         contacts: fresh.contacts,
         name: fresh.name,
         ack_code: deps.ids.ack_code(),

@@ -1,144 +1,371 @@
 //! Incident operations: close (cancel every open cascade) and status.
 
 use super::apply_event;
-use crate::domain::{Channel, Incident, IncidentId, IncidentStatus, StakeholderId, Ts};
-use crate::engine::{CascadeStatus, Event, Route};
+use crate::domain::{Channel, Incident, IncidentId, IncidentStatus, StakeholderId, Tier, Ts};
+use crate::engine::{CascadeStatus, Event, Route, StateCounts, Tally};
 use crate::error::{Error, Result};
-use crate::ports::Deps;
+use crate::ports::CascadeRecord;
+use crate::ports::{Deps, Job};
 use serde::Serialize;
 
-/// Closes the incident and cancels every open cascade; returns how many.
-/// Closing a closed incident cancels whatever is still open (idempotent).
+/// Cascades a close job cancels before it hands on to the next job.
+pub const CLOSE_PAGE: usize = 100;
+/// Passes a close makes over the cascades at most: a pass that ends with
+/// cascades still open (started while the first pass ran) begins another.
+pub const CLOSE_PASSES: u8 = 5;
+
+/// Closes the incident: marks it closing at once and queues one
+/// cancellation job per store partition; the last job to finish marks it
+/// closed (and seals it) once its tally has no open cascade. Returns the
+/// incident as it now is. Closing a closed incident, or one whose close
+/// jobs are still at work, changes nothing; closing one whose passes all
+/// ended with cascades still open begins them again.
 #[tracing::instrument(skip_all, fields(incident_id = %id))]
-pub async fn close(deps: &Deps, id: &IncidentId) -> Result<u64> {
+pub async fn close(deps: &Deps, id: &IncidentId) -> Result<Incident> {
+    let parts = deps.cascades.parts();
     loop {
         let inc = deps
             .incidents
             .get_incident(id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("incident {id}")))?;
-        if inc.status == IncidentStatus::Closed {
-            break;
+        let stalled = inc.status == IncidentStatus::Closing && inc.close_parts_left == 0;
+        if inc.status != IncidentStatus::Open && !stalled {
+            return Ok(inc);
         }
         let mut next = inc.clone();
-        next.status = IncidentStatus::Closed;
-        next.closed_at = Some(deps.clock.now());
+        next.status = IncidentStatus::Closing;
+        next.closed_at = next.closed_at.or(Some(deps.clock.now()));
+        next.close_parts_left = parts;
+        next.close_passes = 1;
         next.version += 1;
         match deps.incidents.update_incident(&next, inc.version).await {
-            Ok(()) => break,
+            Ok(()) => {
+                enqueue_pass(deps, id, parts).await?;
+                return Ok(next);
+            }
             Err(e) if e.is_conflict() => continue,
             Err(e) => return Err(e),
         }
     }
-    let mut cancelled = 0;
-    let mut cursor = None;
+}
+
+async fn enqueue_pass(deps: &Deps, id: &IncidentId, parts: u16) -> Result<()> {
+    let jobs = (0..parts)
+        .map(|part| {
+            let job = Job::Close {
+                incident: id.clone(),
+                part,
+                cursor: None,
+            };
+            (job, 0)
+        })
+        .collect();
+    deps.queue.enqueue(jobs).await
+}
+
+/// One close job: cancels a page of one partition's open cascades (and
+/// hands on, closed, failures not yet escalated), then queues the next
+/// page, or, at the partition's end, counts the partition done.
+pub(crate) async fn cancel_page(
+    deps: &Deps,
+    id: &IncidentId,
+    part: u16,
+    cursor: Option<String>,
+) -> Result<()> {
+    let page = deps
+        .cascades
+        .list_part(id, part, cursor, CLOSE_PAGE)
+        .await?;
+    for rec in page.items {
+        if !rec.cascade.status.is_terminal() {
+            apply_event(deps, &rec.cascade.key, Event::Cancel).await?;
+        } else if rec.cascade.escalation_pending() {
+            // A failure not yet taken up needs nobody now.
+            let event = Event::HandedOn { closed: true };
+            apply_event(deps, &rec.cascade.key, event).await?;
+        }
+    }
+    match page.next {
+        Some(c) => {
+            let job = Job::Close {
+                incident: id.clone(),
+                part,
+                cursor: Some(c),
+            };
+            deps.queue.enqueue(vec![(job, 0)]).await
+        }
+        None => part_done(deps, id).await,
+    }
+}
+
+/// A partition's pass is over. The last of a pass marks the incident
+/// closed and seals it when nothing is open, else begins another pass.
+async fn part_done(deps: &Deps, id: &IncidentId) -> Result<()> {
     loop {
-        let page = deps.cascades.list_cascades(id, cursor, 500).await?;
-        for rec in page.items {
-            if !rec.cascade.status.is_terminal() {
-                apply_event(deps, &rec.cascade.key, Event::Cancel).await?;
-                cancelled += 1;
-            } else if rec.cascade.escalation_pending() {
-                // A failure not yet taken up needs nobody now.
-                let event = Event::HandedOn { closed: true };
-                apply_event(deps, &rec.cascade.key, event).await?;
+        let Some(inc) = deps.incidents.get_incident(id).await? else {
+            return Ok(());
+        };
+        if inc.status != IncidentStatus::Closing || inc.close_parts_left == 0 {
+            return Ok(());
+        }
+        let mut next = inc.clone();
+        next.close_parts_left -= 1;
+        next.version += 1;
+        let mut again = false;
+        if next.close_parts_left == 0 {
+            let open = deps.cascades.tally(id).await?.open();
+            if open == 0 {
+                next.status = IncidentStatus::Closed;
+            } else if inc.close_passes >= CLOSE_PASSES {
+                // It stays closing (the truth); closing it again begins anew.
+                tracing::error!(open, "cascades still open after the last close pass");
+            } else {
+                next.close_parts_left = deps.cascades.parts();
+                next.close_passes += 1;
+                again = true;
             }
         }
-        match page.next {
-            Some(c) => cursor = Some(c),
-            None => {
+        match deps.incidents.update_incident(&next, inc.version).await {
+            Ok(()) if again => return enqueue_pass(deps, id, next.close_parts_left).await,
+            Ok(()) if next.status == IncidentStatus::Closed => {
                 super::seal(deps, id).await?;
-                return Ok(cancelled);
+                return Ok(());
             }
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(e),
         }
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct StateCounts {
-    pub pending: u64,
-    pub active: u64,
-    pub acknowledged: u64,
-    pub escalated: u64,
-    pub cancelled: u64,
+/// Which stakeholders a status page lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StakeholderFilter {
+    pub state: Option<CascadeStatus>,
+    pub tier: Option<Tier>,
+    /// A message on this channel in flight now, or acknowledged on it.
+    pub channel: Option<Channel>,
+    pub needs_review: Option<bool>,
+    /// `Some(false)`: members only; `Some(true)`: escalations only.
+    pub escalation: Option<bool>,
 }
 
-impl StateCounts {
-    pub fn add(&mut self, s: CascadeStatus) {
-        match s {
-            CascadeStatus::Pending => self.pending += 1,
-            CascadeStatus::Active => self.active += 1,
-            CascadeStatus::Acknowledged => self.acknowledged += 1,
-            CascadeStatus::Escalated => self.escalated += 1,
-            CascadeStatus::Cancelled => self.cancelled += 1,
+impl StakeholderFilter {
+    pub fn is_empty(&self) -> bool {
+        *self == StakeholderFilter::default()
+    }
+
+    fn admits(&self, rec: &CascadeRecord) -> bool {
+        let c = &rec.cascade;
+        self.state.is_none_or(|s| s == c.status)
+            && self.tier.is_none_or(|t| t == c.tier)
+            && self.channel.is_none_or(|ch| {
+                c.acked_on == Some(ch) || c.in_flight.iter().any(|a| a.channel == ch)
+            })
+            && self.needs_review.is_none_or(|r| r == rec.needs_review)
+            && self
+                .escalation
+                .is_none_or(|e| e == c.key.route.is_escalation())
+    }
+}
+
+/// Page size of a status page's stakeholders: default and most.
+pub const PAGE_DEFAULT: usize = 100;
+pub const PAGE_MAX: usize = 1_000;
+/// Most cascades one filtered status page reads: a page may come back with
+/// fewer than `limit` stakeholders (even none) and a `next` to go on from.
+pub const SCAN_MAX: usize = 5_000;
+
+/// What a status page asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusQuery {
+    pub filter: StakeholderFilter,
+    /// `next` of the page before.
+    pub cursor: Option<String>,
+    pub limit: usize,
+}
+
+impl Default for StatusQuery {
+    fn default() -> Self {
+        StatusQuery {
+            filter: StakeholderFilter::default(),
+            cursor: None,
+            limit: PAGE_DEFAULT,
         }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct StakeholderView {
     pub stakeholder: StakeholderId,
+    pub name: String,
     pub route: Route,
+    pub tier: Tier,
     pub status: CascadeStatus,
     pub channels: Vec<Channel>,
     pub in_flight: Vec<Channel>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_contact_at: Option<Ts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub acked_at: Option<Ts>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acked_on: Option<Channel>,
+    /// For a member whose cascade failed: whom it was escalated to, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub escalated_to: Vec<StakeholderId>,
     pub needs_review: bool,
-    /// Contact details, masked.
+    /// Contact details, masked when the cascade was created.
     pub contacts: Vec<(Channel, String)>,
+}
+
+impl StakeholderView {
+    fn of(rec: &CascadeRecord) -> Self {
+        let c = &rec.cascade;
+        StakeholderView {
+            stakeholder: c.key.stakeholder.clone(),
+            name: rec.name.clone(),
+            route: c.key.route.clone(),
+            tier: c.tier,
+            status: c.status,
+            channels: c.plan.as_slice().to_vec(),
+            in_flight: c.in_flight.iter().map(|a| a.channel).collect(),
+            first_contact_at: c.first_contact_at,
+            acked_at: c.acked_at,
+            acked_on: c.acked_on,
+            escalated_to: c.escalated_to.clone(),
+            needs_review: rec.needs_review,
+            contacts: rec.masked.clone(),
+        }
+    }
+}
+
+/// Member counts by channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelCounts {
+    /// A message on the channel in flight now.
+    pub trying: u64,
+    pub acknowledged: u64,
+}
+
+/// An incident's counts, from the store's tally (no cascade is read).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// One per person of the group (as expanded so far).
+    pub members: StateCounts,
+    /// Managers told of failures.
+    pub escalations: StateCounts,
+    /// Members by tier: `{"1": {...}, "2": ..., "3": ...}`.
+    pub by_tier: std::collections::BTreeMap<String, StateCounts>,
+    pub by_channel: std::collections::BTreeMap<Channel, ChannelCounts>,
+    /// Members a first message has reached a carrier for.
+    pub contacted: u64,
+    /// Members whose failure no one in their escalation chain acknowledged.
+    pub undelivered: u64,
+}
+
+impl Progress {
+    pub fn of(t: &Tally) -> Self {
+        Progress {
+            members: t.members(),
+            escalations: t.escalations(),
+            by_tier: Tier::ALL
+                .iter()
+                .map(|tier| (tier.get().to_string(), t.tier(*tier)))
+                .collect(),
+            by_channel: Channel::ALL
+                .iter()
+                .map(|ch| {
+                    let counts = ChannelCounts {
+                        trying: t.trying(*ch),
+                        acknowledged: t.acknowledged_on(*ch),
+                    };
+                    (*ch, counts)
+                })
+                .collect(),
+            contacted: t.contacted(),
+            undelivered: t.undelivered(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IncidentView {
     pub incident: Incident,
+    /// Every cascade (members and escalations) by state.
     pub counts: StateCounts,
+    #[serde(rename = "needsReview")]
     pub needs_review: u64,
+    pub progress: Progress,
+    /// One page of stakeholders, in the store's stable order.
     pub stakeholders: Vec<StakeholderView>,
+    /// Cursor of the next page; `None` on the last.
+    pub next: Option<String>,
 }
 
-pub async fn status(deps: &Deps, id: &IncidentId) -> Result<IncidentView> {
+fn bad_cursor() -> Error {
+    Error::invalid("cursor", "not a cursor this API returned")
+}
+
+/// The incident's counts (from its tally) and one page of its stakeholders.
+pub async fn status(deps: &Deps, id: &IncidentId, q: &StatusQuery) -> Result<IncidentView> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let incident = deps
         .incidents
         .get_incident(id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("incident {id}")))?;
-    let mut counts = StateCounts::default();
-    let mut needs_review = 0;
+    let tally = deps.cascades.tally(id).await?;
+    let mut cursor = match &q.cursor {
+        None => None,
+        Some(c) => Some(
+            b64.decode(c)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(bad_cursor)?,
+        ),
+    };
+    let limit = q.limit.clamp(1, PAGE_MAX);
     let mut stakeholders = Vec::new();
-    let mut cursor = None;
+    let mut scanned = 0;
+    let mut next = None;
     loop {
-        let page = deps.cascades.list_cascades(id, cursor, 500).await?;
-        for rec in page.items {
-            let c = &rec.cascade;
-            counts.add(c.status);
-            needs_review += u64::from(rec.needs_review);
-            stakeholders.push(StakeholderView {
-                stakeholder: c.key.stakeholder.clone(),
-                route: c.key.route.clone(),
-                status: c.status,
-                channels: c.plan.as_slice().to_vec(),
-                in_flight: c.in_flight.iter().map(|a| a.channel).collect(),
-                acked_at: c.acked_at,
-                acked_on: c.acked_on,
-                needs_review: rec.needs_review,
-                contacts: Channel::ALL
-                    .iter()
-                    .filter_map(|ch| rec.contacts.address(*ch).map(|a| (*ch, a.masked())))
-                    .collect(),
-            });
-        }
+        let want = limit - stakeholders.len();
+        let page = deps
+            .cascades
+            .list_cascades(id, cursor.take(), want)
+            .await
+            .map_err(|e| match e {
+                Error::Validation(_) => bad_cursor(),
+                other => other,
+            })?;
+        scanned += page.items.len();
+        stakeholders.extend(
+            page.items
+                .iter()
+                .filter(|r| q.filter.admits(r))
+                .map(StakeholderView::of),
+        );
         match page.next {
-            Some(c) => cursor = Some(c),
+            Some(c) if stakeholders.len() < limit && scanned < SCAN_MAX => cursor = Some(c),
+            Some(c) => {
+                next = Some(b64.encode(c));
+                break;
+            }
             None => break,
         }
     }
+    let (m, e) = (tally.members(), tally.escalations());
     Ok(IncidentView {
         incident,
-        counts,
-        needs_review,
+        counts: m.plus(&e),
+        needs_review: tally.needs_review(),
+        progress: Progress::of(&tally),
         stakeholders,
+        next,
     })
 }

@@ -20,7 +20,10 @@ pub use dispatch::{EXPAND_CHUNK, dispatch};
 pub use escalation::{
     BUNDLE_MAX, EscalationOutcome, EscalationStory, Told, next_in_chain, stories,
 };
-pub use incident::{IncidentView, StakeholderView, StateCounts, close, status};
+pub use incident::{
+    IncidentView, PAGE_DEFAULT, PAGE_MAX, Progress, StakeholderFilter, StakeholderView,
+    StatusQuery, close, status,
+};
 pub use message::render;
 pub use receipt::{ReceiptEvent, ReceiptOutcome, receipt};
 pub use tick::{SEAL_INTERVAL_MS, SweepReport, sweep, tick};
@@ -76,11 +79,7 @@ pub(crate) async fn apply_with(
             named: if accepted { named.clone() } else { Vec::new() },
         };
         let (next, entry) = audit::append(&rec, d.next.clone(), &d.audit, now, extras);
-        match deps
-            .cascades
-            .transition(&next, rec.cascade.version, &entry)
-            .await
-        {
+        match deps.cascades.transition(&rec, &next, &entry).await {
             Ok(()) => {
                 deps.observer.transition(&rec.cascade, &event, &d);
                 let mut batch = Batch::default();

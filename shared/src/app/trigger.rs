@@ -58,6 +58,8 @@ pub async fn trigger(deps: &Deps, trigger: Trigger) -> Result<TriggerOutcome> {
         cascades: members,
         expanded: 0,
         version: 0,
+        close_parts_left: 0,
+        close_passes: 0,
     };
     match deps.incidents.create_incident(&incident).await {
         Ok(()) => {}

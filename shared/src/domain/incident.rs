@@ -189,6 +189,9 @@ impl Trigger {
 #[serde(rename_all = "snake_case")]
 pub enum IncidentStatus {
     Open,
+    /// Closed by a user: cascades are being cancelled in jobs.
+    Closing,
+    /// Closed, and no cascade of it is still open.
     Closed,
 }
 
@@ -204,6 +207,21 @@ pub struct Incident {
     /// Expansion progress: members turned into cascades so far.
     pub expanded: u32,
     pub version: u64,
+    /// While closing: store partitions whose cancellation job has not
+    /// finished its pass yet.
+    #[serde(default, skip_serializing_if = "is_zero_u16")]
+    pub close_parts_left: u16,
+    /// While closing: passes over the cascades begun so far.
+    #[serde(default, skip_serializing_if = "is_zero_u8")]
+    pub close_passes: u8,
+}
+
+fn is_zero_u16(n: &u16) -> bool {
+    *n == 0
+}
+
+fn is_zero_u8(n: &u8) -> bool {
+    *n == 0
 }
 
 impl Incident {

@@ -263,9 +263,14 @@ pub(super) fn build(
     let mut first = Vec::new();
     let mut acks = Vec::new();
     let triggered = start;
+    let mut recount: BTreeMap<crate::domain::IncidentId, crate::engine::Tally> = BTreeMap::new();
     d.store.with_cascades(|all| {
         for rec in all {
             let c = &rec.cascade;
+            recount
+                .entry(c.key.incident.clone())
+                .or_default()
+                .add(&crate::engine::Tally::of(c, rec.needs_review));
             if let Some(v) = invariants::check_final(c) {
                 violation_count += 1;
                 if violations.len() < 50 {
@@ -297,6 +302,16 @@ pub(super) fn build(
             }
         }
     });
+    // The status's counts are kept as cascades change: they must be what a
+    // count of the cascades gives.
+    for (id, kept) in d.store.tallies() {
+        if recount.get(&id).copied().unwrap_or_default() != kept {
+            violation_count += 1;
+            violations.push(format!(
+                "incident {id}: the kept status counts differ from a count of its cascades"
+            ));
+        }
+    }
     let missing =
         d.scenario.members.len() as u64 - r.stakeholders.min(d.scenario.members.len() as u64);
     // Members not yet expanded when the incident closed are never

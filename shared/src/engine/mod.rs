@@ -12,12 +12,14 @@
 mod cascade;
 mod decide;
 pub mod invariants;
+pub mod tally;
 #[cfg(test)]
 mod tests;
 
 pub use cascade::{Attempt, Cascade, CascadeKey, CascadeStatus, ChannelPlan, Phase, Route};
 pub use decide::{decide, timer_is_live};
 pub use decide::{hold_delay, queue_bound, route_severity, throttle_bound};
+pub use tally::{StateCounts, Tally};
 
 use crate::domain::{Channel, Millis, StakeholderId, Ts};
 use serde::{Deserialize, Serialize};

@@ -6,7 +6,7 @@
 use super::lock;
 use crate::app::audit::{AuditEntry, ChainHead, Seal};
 use crate::domain::{Channel, Incident, IncidentId, Millis, PhoneNumber, StakeholderId, Ts};
-use crate::engine::{CascadeKey, ChannelWaits};
+use crate::engine::{CascadeKey, ChannelWaits, Tally};
 use crate::error::{Error, Result};
 use crate::ports::{
     CascadeRecord, CascadeStore, ContactEntry, ContactLedger, IncidentStore, NumberIndex, Page,
@@ -31,6 +31,7 @@ struct Inner {
     /// Per person told, their escalation cascades not yet ended, oldest first.
     open_escalations: HashMap<(IncidentId, StakeholderId), BTreeSet<(Ts, CascadeKey)>>,
     contacts: HashMap<(IncidentId, StakeholderId, Channel), ContactEntry>,
+    tallies: HashMap<IncidentId, Tally>,
 }
 
 #[derive(Default)]
@@ -41,6 +42,13 @@ pub struct MemoryStore {
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Every incident's tally as kept (drill reports check it against a
+    /// recount).
+    pub fn tallies(&self) -> Vec<(IncidentId, Tally)> {
+        let g = lock(&self.inner);
+        g.tallies.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// Every cascade of every incident (drill reports).
@@ -210,6 +218,10 @@ impl CascadeStore for MemoryStore {
             .entry(key.incident.clone())
             .or_default()
             .push(audit.clone());
+        g.tallies
+            .entry(key.incident.clone())
+            .or_default()
+            .add(&Tally::of(&record.cascade, record.needs_review));
         g.cascades.insert(key.clone(), record.clone());
         Ok(())
     }
@@ -220,10 +232,11 @@ impl CascadeStore for MemoryStore {
 
     async fn transition(
         &self,
+        before: &CascadeRecord,
         record: &CascadeRecord,
-        expected_version: u64,
         audit: &AuditEntry,
     ) -> Result<()> {
+        let expected_version = before.cascade.version;
         let mut guard = lock(&self.inner);
         let g = &mut *guard;
         let key = &record.cascade.key;
@@ -238,7 +251,17 @@ impl CascadeStore for MemoryStore {
         }
         let (old_due, new_due) = (cur.cascade.next_due(), record.cascade.next_due());
         let ended = !cur.cascade.status.is_terminal() && record.cascade.status.is_terminal();
+        let change = Tally::change(
+            Some((&cur.cascade, cur.needs_review)),
+            (&record.cascade, record.needs_review),
+        );
         *cur = record.clone();
+        if !change.is_zero() {
+            g.tallies
+                .entry(key.incident.clone())
+                .or_default()
+                .add(&change);
+        }
         if ended
             && key.route.is_escalation()
             && let Some(open) = g
@@ -260,6 +283,14 @@ impl CascadeStore for MemoryStore {
             .or_default()
             .push(audit.clone());
         Ok(())
+    }
+
+    async fn tally(&self, incident: &IncidentId) -> Result<Tally> {
+        Ok(lock(&self.inner)
+            .tallies
+            .get(incident)
+            .copied()
+            .unwrap_or_default())
     }
 
     async fn list_cascades(
