@@ -1061,3 +1061,209 @@ async fn the_incident_list_reads_open_incidents_first_then_ended_ones_newest_fir
         .unwrap_err();
     assert!(bad.to_string().contains("cursor"), "{bad}");
 }
+
+/// Counts the contact openings (KMS decrypts) a store asks for.
+struct CountingSealer(Arc<KmsSealer>, std::sync::atomic::AtomicU64);
+
+#[async_trait::async_trait]
+impl Sealer for CountingSealer {
+    async fn seal(&self, ctx: &SealContext, plaintext: &[u8]) -> muster::Result<Vec<u8>> {
+        self.0.seal(ctx, plaintext).await
+    }
+    async fn open(&self, ctx: &SealContext, sealed: &[u8]) -> muster::Result<Vec<u8>> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.open(ctx, sealed).await
+    }
+}
+
+/// People in the at-scale test (`MUSTER_TEST_SCALE` overrides 250). moto
+/// deep-copies the whole table in every TransactWriteItems call (its
+/// rollback), so its cost grows with the table and a 10,000-person run
+/// takes hours there; see docs/testing.md.
+fn scale() -> u32 {
+    std::env::var("MUSTER_TEST_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(250)
+}
+
+/// docs/api.md: the status of an incident of any size is its counts and one
+/// page, read without decrypting a contact; close answers at once and its
+/// jobs cancel everyone, after which the status says closed.
+#[tokio::test]
+async fn status_and_close_of_a_large_incident_on_dynamodb() {
+    use futures::StreamExt as _;
+    let f = fixture().await;
+    let cfg = support::sdk_config().await;
+    let counting = Arc::new(CountingSealer(
+        f.sealer.clone(),
+        std::sync::atomic::AtomicU64::new(0),
+    ));
+    let store = Arc::new(DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&cfg),
+        &f.table,
+        &f.audit_table,
+        counting.clone(),
+    ));
+    let n = scale();
+    let mut inc = incident("INC-BIG", IncidentStatus::Open);
+    inc.cascades = n;
+    inc.expanded = n;
+    store.create_incident(&inc).await.unwrap();
+    let started_at = std::time::Instant::now();
+    let made: Vec<CascadeRecord> = futures::stream::iter(0..n)
+        .map(|i| {
+            let store = store.clone();
+            async move {
+                let (rec, entry) = started(key("INC-BIG", &format!("p{i:05}")), i, T0);
+                store.create_cascade(&rec, &entry).await.unwrap();
+                rec
+            }
+        })
+        // One at a time: moto's transactions are not safe side by side
+        // (its rollback copy fails with "dictionary changed size").
+        .buffered(1)
+        .collect()
+        .await;
+    let create_secs = started_at.elapsed().as_secs_f64();
+    println!("created {n} in {create_secs:.1} s");
+    // Every 100th person acknowledges by SMS.
+    let every_100th: Vec<&CascadeRecord> = made
+        .iter()
+        .filter(|r| r.cascade.key.stakeholder.as_str().ends_with("00"))
+        .collect();
+    for rec in &every_100th {
+        let (acked, e) = next(
+            rec,
+            Event::Ack {
+                channel: Channel::Sms,
+                attempt: None,
+            },
+            T0.plus(5_000),
+        );
+        store.transition(rec, &acked, &e).await.unwrap();
+    }
+    let acked = every_100th.len() as u64;
+    println!(
+        "acknowledged {acked} at {:.1} s",
+        started_at.elapsed().as_secs_f64()
+    );
+
+    let agenda: Arc<Agenda<()>> = Agenda::new(VirtualClock::new(T0.plus(10_000)));
+    let clock = VirtualClock::new(T0.plus(10_000));
+    let policy = Arc::new(Policy::default());
+    let deps = Deps {
+        policy: policy.clone(),
+        incidents: store.clone(),
+        cascades: store.clone(),
+        ledger: store.clone(),
+        directory: Arc::new(MemoryDirectory::new(vec![], vec![])),
+        queue: Arc::new(MemoryQueue(agenda.clone())),
+        timers: Arc::new(MemoryTimers(agenda.clone())),
+        senders: Senders {
+            voice: Arc::new(Rec(Arc::default(), "voice")),
+            sms: Arc::new(Rec(Arc::default(), "sms")),
+            email: Arc::new(Rec(Arc::default(), "email")),
+            push: Arc::new(Rec(Arc::default(), "push")),
+        },
+        limiter: Arc::new(MemoryLimiter::new(policy)),
+        clock: clock.clone(),
+        ids: Arc::new(SeededIds::new(1)),
+        observer: Arc::new(NoObserver),
+        contacts: None,
+        ack_links: None,
+        vault: None,
+        sealing: None,
+        numbers: None,
+        admin: None,
+    };
+    let big = id(IncidentId::parse("INC-BIG"));
+    let opened = counting.1.load(std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::Instant::now();
+    let view = app::status(&deps, &big, &app::StatusQuery::default())
+        .await
+        .unwrap();
+    let status_ms = t.elapsed().as_millis();
+    let body = serde_json::to_vec(&view).unwrap();
+    assert_eq!(view.progress.members.total(), u64::from(n));
+    assert_eq!(view.counts.acknowledged, acked);
+    assert_eq!(view.progress.by_channel[&Channel::Sms].acknowledged, acked);
+    assert_eq!(view.stakeholders.len(), 100);
+    assert!(view.next.is_some());
+    assert!(
+        view.stakeholders.iter().all(|s| !s.contacts.is_empty()),
+        "masked contacts are shown"
+    );
+    assert_eq!(
+        counting.1.load(std::sync::atomic::Ordering::Relaxed),
+        opened,
+        "the status decrypts no contact"
+    );
+    // A filtered page finds the acknowledged ones, a page at a time.
+    let mut q = app::StatusQuery {
+        filter: app::StakeholderFilter {
+            state: Some(CascadeStatus::Acknowledged),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut found = 0;
+    let mut pages = 0;
+    loop {
+        let page = app::status(&deps, &big, &q).await.unwrap();
+        assert!(
+            page.stakeholders
+                .iter()
+                .all(|s| s.status == CascadeStatus::Acknowledged)
+        );
+        found += page.stakeholders.len() as u64;
+        pages += 1;
+        match page.next {
+            Some(c) => q.cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(found, acked);
+
+    // Close: at once, then the jobs (one per shard, a page each).
+    let t = std::time::Instant::now();
+    let closing = app::close(&deps, &big).await.unwrap();
+    let close_ms = t.elapsed().as_millis();
+    assert_eq!(closing.status, IncidentStatus::Closing);
+    let t = std::time::Instant::now();
+    let mut jobs = 0;
+    while let Some((_, item)) = agenda.pop_due(T0.plus(3_600_000)) {
+        if let Item::Job(j) = item {
+            jobs += 1;
+            app::dispatch(&deps, j).await.unwrap();
+        }
+    }
+    let cancel_secs = t.elapsed().as_secs_f64();
+    let view = app::status(&deps, &big, &app::StatusQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(view.incident.status, IncidentStatus::Closed);
+    assert_eq!(view.counts.cancelled, u64::from(n) - acked);
+    assert_eq!(view.counts.acknowledged, acked);
+    // Against a recount of every stored cascade.
+    let mut recount = muster::engine::Tally::default();
+    let mut cursor = None;
+    loop {
+        let page = store.list_cascades(&big, cursor, 100).await.unwrap();
+        for r in &page.items {
+            recount.add(&muster::engine::Tally::of(&r.cascade, r.needs_review));
+        }
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(recount, store.tally(&big).await.unwrap());
+    println!(
+        "{n} people on moto: created in {create_secs:.1} s; status page {} bytes in {status_ms} ms, \
+         0 decrypts; {pages} filtered pages for {acked} acknowledged; close answered in {close_ms} ms, \
+         {jobs} jobs cancelled {} in {cancel_secs:.1} s",
+        body.len(),
+        u64::from(n) - acked
+    );
+}
