@@ -28,21 +28,36 @@ fn directory(members: usize) -> anyhow::Result<DirectoryFile> {
             contacts,
         ));
     }
+    let members = people.iter().map(|p| p.id.clone()).collect();
+    // The on-call manager is not a member, so every failure reaches someone.
+    let lead = Stakeholder::new(
+        StakeholderId::parse("lead").map_err(|e| anyhow::anyhow!("{e}"))?,
+        "Bench lead",
+        Tier::ALL[0],
+        ContactMethods {
+            phone: PhoneNumber::parse("+12125550999").ok(),
+            email: EmailAddress::parse("lead@example.com").ok(),
+            ..Default::default()
+        },
+    );
     let group = Group {
         id: GroupId::parse("bench").map_err(|e| anyhow::anyhow!("{e}"))?,
         name: "Bench".into(),
-        members: people.iter().map(|p| p.id.clone()).collect(),
-        on_call_manager: people.first().map(|p| p.id.clone()),
+        members,
+        on_call_manager: Some(lead.id.clone()),
         escalation_channels: vec![],
         idp: None,
     };
+    people.push(lead);
     Ok(DirectoryFile {
         stakeholders: people,
         groups: vec![group],
     })
 }
 
-pub fn trigger(members: usize, requests: usize) -> anyhow::Result<()> {
+/// Starts `muster serve`'s router on loopback, with a group `bench` of
+/// `members`, on its own thread; its base URL.
+fn local_server(members: usize) -> anyhow::Result<String> {
     let dir = directory(members)?;
     let server_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -67,7 +82,11 @@ pub fn trigger(members: usize, requests: usize) -> anyhow::Result<()> {
     std::thread::spawn(move || {
         server_rt.block_on(async move { axum::serve(listener, router).await })
     });
+    Ok(base)
+}
 
+pub fn trigger(members: usize, requests: usize) -> anyhow::Result<()> {
+    let base = local_server(members)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -110,6 +129,103 @@ pub fn trigger(members: usize, requests: usize) -> anyhow::Result<()> {
     show("new incident (202)", &mut times);
     show("replay (202)", &mut replays);
     Ok(())
+}
+
+/// How long `bench status` waits for an expansion or a close at most.
+const STATUS_WAIT: Duration = Duration::from_secs(600);
+
+/// `muster bench status`: one incident of `members` people on the local
+/// server; the size and time of its status page (`samples` reads, while
+/// its cascades run), then how long the close takes to answer and until
+/// the status says closed with every cascade ended.
+pub fn status(members: usize, samples: usize) -> anyhow::Result<()> {
+    use serde_json::Value;
+    let base = local_server(members)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let url = format!("{base}/v1/incidents/BENCH-STATUS");
+    rt.block_on(async {
+        let body = r#"{"trigger": {"incidentId": "BENCH-STATUS", "severity": "P1", "stakeholderGroupId": "bench", "messageTemplate": "Benchmark activation."}}"#;
+        let r = client
+            .post(format!("{base}/v1/incidents"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        anyhow::ensure!(r.status() == 202, "the trigger answered {}", r.status());
+        // Wait for the group to be expanded (bounded).
+        let t = Instant::now();
+        let total = |v: &Value| -> u64 {
+            ["pending", "active", "acknowledged", "escalated", "cancelled"]
+                .iter()
+                .filter_map(|s| v["progress"]["members"][s].as_u64())
+                .sum()
+        };
+        loop {
+            let v: Value = client.get(&url).send().await?.json().await?;
+            if total(&v) >= members as u64 {
+                break;
+            }
+            anyhow::ensure!(t.elapsed() < STATUS_WAIT, "not expanded within {STATUS_WAIT:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!(
+            "{members} members expanded in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        let mut times = Vec::with_capacity(samples);
+        let mut bytes = 0;
+        for _ in 0..samples {
+            let t = Instant::now();
+            let r = client.get(&url).send().await?;
+            anyhow::ensure!(r.status() == 200, "the status answered {}", r.status());
+            let b = r.bytes().await?;
+            times.push(t.elapsed());
+            bytes = bytes.max(b.len());
+        }
+        times.sort();
+        let at = |q: f64| {
+            times[((q * times.len() as f64).ceil() as usize).clamp(1, times.len()) - 1]
+                .as_secs_f64()
+                * 1000.0
+        };
+        println!(
+            "GET status (first page of 100): p50 {:.2} ms  p95 {:.2} ms  max {:.2} ms  (n={samples}), at most {bytes} bytes",
+            at(0.5),
+            at(0.95),
+            at(1.0),
+        );
+        let t = Instant::now();
+        let r = client
+            .post(format!("{url}/close"))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await?;
+        let answered = t.elapsed();
+        anyhow::ensure!(r.status() == 202, "the close answered {}", r.status());
+        println!("POST close answered 202 in {:.2} ms", answered.as_secs_f64() * 1000.0);
+        loop {
+            let v: Value = client.get(&url).send().await?.json().await?;
+            let m = &v["progress"]["members"];
+            let open = m["pending"].as_u64().unwrap_or(0) + m["active"].as_u64().unwrap_or(0);
+            if v["incident"]["status"] == "closed" {
+                anyhow::ensure!(open == 0, "closed with {open} members still open");
+                println!(
+                    "closed, every cascade ended, {:.2} s after the close ({} cancelled)",
+                    t.elapsed().as_secs_f64(),
+                    v["counts"]["cancelled"]
+                );
+                return Ok(());
+            }
+            anyhow::ensure!(t.elapsed() < STATUS_WAIT, "not closed within {STATUS_WAIT:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
 }
 
 /// `--threads`, else the machine's cores (at least one).

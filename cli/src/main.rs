@@ -103,6 +103,16 @@ enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         requests: usize,
     },
+    /// One incident of a large group on the local server: the size and
+    /// time of its status page, and how long a close takes to answer and
+    /// to end every cascade.
+    Status {
+        #[arg(long, default_value_t = 100_000)]
+        members: usize,
+        /// Status reads to time.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+    },
     /// Run drill scenarios over many seeds and check that every
     /// CASCADE_FAILURE reached a person who acknowledged it (or was
     /// withdrawn, or recorded as ESCALATION_UNDELIVERED), that no chain
@@ -226,6 +236,9 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Trigger { members, requests },
         } => bench::trigger(members, requests).map(|()| ExitCode::SUCCESS),
+        Command::Bench {
+            command: BenchCommand::Status { members, samples },
+        } => bench::status(members, samples).map(|()| ExitCode::SUCCESS),
         Command::Bench {
             command:
                 BenchCommand::Escalation {
