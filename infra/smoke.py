@@ -459,9 +459,17 @@ def check(stage, incident, people, args):
 def close(stage, incident):
     step("closing the incident")
     status, body = http("POST", f"{stage.api()}/v1/incidents/{incident}/close", {}, headers=stage.trigger_headers())
-    expect(status, body, [200, 202], "close")
-    status, body = http("GET", f"{stage.api()}/v1/incidents/{incident}", headers=stage.trigger_headers())
-    expect(status, body, [200], "status after close")
+    expect(status, body, [202], "close")
+    # The close answers at once; its jobs cancel, then the status says closed.
+    deadline = time.time() + 120
+    while True:
+        status, body = http("GET", f"{stage.api()}/v1/incidents/{incident}", headers=stage.trigger_headers())
+        expect(status, body, [200], "status after close")
+        if body["incident"]["status"] == "closed":
+            break
+        if time.time() > deadline:
+            raise Failed(f"still {body['incident']['status']} 120 s after the close: {body['counts']}")
+        time.sleep(2)
     if body["counts"].get("active", 0) != 0:
         raise Failed(f"{body['counts']['active']} cascades still active after close")
     ok(f"incident closed: {body['counts']}")

@@ -1259,6 +1259,27 @@ async fn status_and_close_of_a_large_incident_on_dynamodb() {
         }
     }
     assert_eq!(recount, store.tally(&big).await.unwrap());
+    // The audit trail a page at a time is the whole trail, in its order.
+    let whole: Vec<String> = store
+        .audit_trail(&big)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.hash)
+        .collect();
+    let (mut paged, mut cursor, mut audit_pages) = (Vec::new(), None, 0);
+    loop {
+        let page = store.audit_page(&big, cursor, 100).await.unwrap();
+        assert!(page.items.len() <= 100);
+        audit_pages += 1;
+        paged.extend(page.items.into_iter().map(|e| e.hash));
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(paged, whole);
+    assert!(audit_pages > 1);
     println!(
         "{n} people on moto: created in {create_secs:.1} s; status page {} bytes in {status_ms} ms, \
          0 decrypts; {pages} filtered pages for {acked} acknowledged; close answered in {close_ms} ms, \

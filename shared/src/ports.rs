@@ -326,6 +326,14 @@ pub trait CascadeStore: Send + Sync {
     }
     /// Every audit entry of an incident, per cascade in sequence order.
     async fn audit_trail(&self, incident: &IncidentId) -> Result<Vec<AuditEntry>>;
+    /// The incident's audit entries a page at a time, in a stable order
+    /// (each cascade's entries in sequence).
+    async fn audit_page(
+        &self,
+        incident: &IncidentId,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<Page<AuditEntry>>;
     /// Maps a provider's message id to the attempt it carried.
     async fn put_message_ref(
         &self,

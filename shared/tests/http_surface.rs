@@ -829,3 +829,63 @@ async fn close_answers_at_once_and_its_jobs_cancel_everyone_then_it_is_closed() 
         );
     }
 }
+
+#[tokio::test]
+async fn the_audit_trail_comes_a_page_at_a_time_and_the_pages_are_the_whole_trail() {
+    let e = env_of(120);
+    let mut fields = seed("INC-AUD");
+    fields["stakeholderGroupId"] = json!("ops");
+    assert_eq!(e.trigger(fields).await.status, StatusCode::ACCEPTED);
+    e.work();
+    let id = IncidentId::parse("INC-AUD").unwrap_or_else(|e| panic!("{e}"));
+    let trail = block_on(e.deps.cascades.audit_trail(&id)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(trail.len() > 120, "{} entries", trail.len());
+    let get = |uri: String| {
+        // As API Gateway's JWT authorizer passes a compliance officer.
+        let mut r = e.signed("GET", &uri, "");
+        r.extensions_mut().insert(v1::Caller {
+            subject: "officer".into(),
+            roles: vec!["ComplianceOfficer".into()],
+        });
+        r
+    };
+    let mut seen = Vec::new();
+    let mut uri = "/v1/incidents/INC-AUD/audit?limit=50".to_string();
+    let mut pages = 0;
+    loop {
+        let a = e.send(get(uri.clone())).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        let v = a.json();
+        let entries = v["entries"].as_array().cloned().unwrap_or_default();
+        assert!(entries.len() <= 50);
+        seen.extend(
+            entries
+                .iter()
+                .map(|x| x["hash"].as_str().unwrap_or_default().to_string()),
+        );
+        pages += 1;
+        match v["next"].as_str() {
+            Some(next) => uri = format!("/v1/incidents/INC-AUD/audit?limit=50&cursor={next}"),
+            None => break,
+        }
+        assert!(pages < 100);
+    }
+    let whole: Vec<String> = trail.iter().map(|x| x.hash.clone()).collect();
+    assert_eq!(seen, whole, "the pages, in order, are the trail");
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("cursor=bm9wZQ", "cursor"),
+    ] {
+        let a = e
+            .send(get(format!("/v1/incidents/INC-AUD/audit?{query}")))
+            .await;
+        assert_eq!(
+            a.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{query}: {}",
+            a.text
+        );
+        assert_eq!(a.json()["errors"][0]["field"], field, "{query}: {}", a.text);
+    }
+}

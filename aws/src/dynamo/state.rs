@@ -691,6 +691,30 @@ impl DynamoStore {
         limit: usize,
         only: Option<u8>,
     ) -> Result<Page<CascadeRecord>> {
+        let (states, next) = self
+            .page_shards(&self.table, Some("STK#"), incident, cursor, limit, only)
+            .await?;
+        // Without contacts: a listing decrypts nothing (`masked` is there).
+        let items = states
+            .iter()
+            .map(|state| self.record_from(state))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page { items, next })
+    }
+
+    /// Items of the incident's shard partitions of `table` (every shard, or
+    /// `only` one), whose sort key begins with `prefix`, a page of at most
+    /// `limit` (1 to 100) at a time, in shard then key order; and the
+    /// cursor of the next page.
+    async fn page_shards(
+        &self,
+        table: &str,
+        prefix: Option<&str>,
+        incident: &IncidentId,
+        cursor: Option<String>,
+        limit: usize,
+        only: Option<u8>,
+    ) -> Result<(Vec<Item>, Option<String>)> {
         let limit = limit.clamp(1, 100);
         let mut at: ListCursor = match cursor {
             Some(c) => parse_cursor(&c)?,
@@ -714,16 +738,22 @@ impl DynamoStore {
             let resp = self
                 .client
                 .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .expression_attribute_values(":p", s("STK#"))
+                .table_name(table)
+                .key_condition_expression(match prefix {
+                    Some(_) => "pk = :pk AND begins_with(sk, :p)",
+                    None => "pk = :pk",
+                })
+                .set_expression_attribute_values(Some(
+                    std::iter::once((":pk".to_string(), s(pk.clone())))
+                        .chain(prefix.map(|p| (":p".to_string(), s(p))))
+                        .collect(),
+                ))
                 .consistent_read(true)
                 .limit((limit - states.len()) as i32)
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| map_sdk(format!("listing cascades of {incident}"), e))?;
+                .map_err(|e| map_sdk(format!("listing {table} items of {incident}"), e))?;
             states.extend(resp.items().iter().cloned());
             let lek = resp
                 .last_evaluated_key()
@@ -741,12 +771,7 @@ impl DynamoStore {
                 break;
             }
         }
-        // Without contacts: a listing decrypts nothing (`masked` is there).
-        let items = states
-            .iter()
-            .map(|state| self.record_from(state))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Page { items, next })
+        Ok((states, next))
     }
 
     async fn query_all(&self, table: &str, pk: String) -> Result<Vec<Item>> {
@@ -1294,6 +1319,25 @@ impl CascadeStore for DynamoStore {
             }
         }
         Ok(out)
+    }
+
+    async fn audit_page(
+        &self,
+        incident: &IncidentId,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<Page<AuditEntry>> {
+        let table = self.audit_table.clone();
+        let (items, next) = self
+            .page_shards(&table, None, incident, cursor, limit, None)
+            .await?;
+        let items = items
+            .iter()
+            .map(|it| {
+                serde_json::from_str(get_s(it, "entry")?).map_err(|e| json_err("audit entry", e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page { items, next })
     }
 
     async fn put_message_ref(

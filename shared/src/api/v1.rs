@@ -506,13 +506,19 @@ async fn close(
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
+/// Audit entries per page: default and most.
+pub const AUDIT_DEFAULT: usize = 500;
+pub const AUDIT_MAX: usize = 1_000;
+
 async fn audit(
     State(s): State<ApiState>,
     caller: MaybeCaller,
     req: Req,
     Path(id): Path<String>,
+    query: QueryOf<ListQuery>,
 ) -> Res {
     authenticate(&s, &caller, &req, b"")?;
+    let q = query_of(query)?;
     let headers = &req.headers;
     let roles = if let Some(Extension(c)) = &caller {
         c.roles.join(",")
@@ -532,12 +538,22 @@ async fn audit(
         ));
     }
     let id = incident_id(&id)?;
+    let limit = parse_limit(q.limit.as_deref(), AUDIT_DEFAULT, AUDIT_MAX)
+        .map_err(|m| crate::Error::invalid("limit", m))?;
+    let cursor = q.cursor.as_deref().map(app::store_cursor).transpose()?;
     s.deps
         .incidents
         .get_incident(&id)
         .await?
         .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "incident not found"))?;
-    let entries = s.deps.cascades.audit_trail(&id).await?;
+    let page = s
+        .deps
+        .cascades
+        .audit_page(&id, cursor, limit)
+        .await
+        .map_err(app::cursor_refused)?;
+    let next = page.next.as_deref().map(app::api_cursor);
+    let entries = page.items;
     // Addresses: in full for the ComplianceOfficer, masked for others.
     let full = roles.split(',').any(|r| r.trim() == "ComplianceOfficer");
     let mut out = Vec::with_capacity(entries.len());
@@ -554,7 +570,7 @@ async fn audit(
         }
         out.push(v);
     }
-    Ok(Json(json!({"incidentId": id, "entries": out})).into_response())
+    Ok(Json(json!({"incidentId": id, "entries": out, "next": next})).into_response())
 }
 
 /// What an acknowledgement token stands for, read without changing anything.

@@ -310,25 +310,42 @@ fn bad_cursor() -> Error {
     Error::invalid("cursor", "not a cursor this API returned")
 }
 
+/// A store's cursor as the API hands it out: base64url, so it travels in a
+/// query string as it is.
+pub fn api_cursor(store: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(store)
+}
+
+/// The store's cursor in one the API handed out; 422 (`cursor`) for any
+/// other string.
+pub fn store_cursor(api: &str) -> Result<String> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(api)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(bad_cursor)
+}
+
+/// A store call with a cursor from the API: the store's refusal of it is
+/// the API's 422 for `cursor`.
+pub fn cursor_refused(e: Error) -> Error {
+    match e {
+        Error::Validation(_) => bad_cursor(),
+        other => other,
+    }
+}
+
 /// The incident's counts (from its tally) and one page of its stakeholders.
 pub async fn status(deps: &Deps, id: &IncidentId, q: &StatusQuery) -> Result<IncidentView> {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let incident = deps
         .incidents
         .get_incident(id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("incident {id}")))?;
     let tally = deps.cascades.tally(id).await?;
-    let mut cursor = match &q.cursor {
-        None => None,
-        Some(c) => Some(
-            b64.decode(c)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(bad_cursor)?,
-        ),
-    };
+    let mut cursor = q.cursor.as_deref().map(store_cursor).transpose()?;
     let limit = q.limit.clamp(1, PAGE_MAX);
     let mut stakeholders = Vec::new();
     let mut scanned = 0;
@@ -339,10 +356,7 @@ pub async fn status(deps: &Deps, id: &IncidentId, q: &StatusQuery) -> Result<Inc
             .cascades
             .list_cascades(id, cursor.take(), want)
             .await
-            .map_err(|e| match e {
-                Error::Validation(_) => bad_cursor(),
-                other => other,
-            })?;
+            .map_err(cursor_refused)?;
         scanned += page.items.len();
         stakeholders.extend(
             page.items
@@ -353,7 +367,7 @@ pub async fn status(deps: &Deps, id: &IncidentId, q: &StatusQuery) -> Result<Inc
         match page.next {
             Some(c) if stakeholders.len() < limit && scanned < SCAN_MAX => cursor = Some(c),
             Some(c) => {
-                next = Some(b64.encode(c));
+                next = Some(api_cursor(&c));
                 break;
             }
             None => break,

@@ -22,7 +22,7 @@ pub use escalation::{
 };
 pub use incident::{
     IncidentView, PAGE_DEFAULT, PAGE_MAX, Progress, StakeholderFilter, StakeholderView,
-    StatusQuery, close, status,
+    StatusQuery, api_cursor, close, cursor_refused, status, store_cursor,
 };
 pub use message::render;
 pub use receipt::{ReceiptEvent, ReceiptOutcome, receipt};

@@ -392,6 +392,22 @@ impl CascadeStore for MemoryStore {
             .unwrap_or_default())
     }
 
+    async fn audit_page(
+        &self,
+        incident: &IncidentId,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<Page<AuditEntry>> {
+        let from = cursor_offset(cursor)?;
+        let g = lock(&self.inner);
+        let all = g.audit.get(incident).map(Vec::as_slice).unwrap_or_default();
+        let end = from.saturating_add(limit).min(all.len());
+        Ok(Page {
+            items: all.get(from.min(end)..end).unwrap_or_default().to_vec(),
+            next: (end < all.len()).then(|| end.to_string()),
+        })
+    }
+
     async fn put_message_ref(
         &self,
         provider_message_id: &str,
