@@ -1,6 +1,7 @@
 //! `muster`: drills, policy checks and audit verification on one machine.
 
 mod bench;
+mod incidents;
 mod serve;
 
 use anyhow::Context;
@@ -82,6 +83,16 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         request_timeout: u64,
     },
+    /// Incidents on a deployed API (or `muster serve`). Credentials from
+    /// the environment: MUSTER_API_TOKEN (bearer token) or
+    /// MUSTER_API_SECRET (shared secret the requests are signed with).
+    Incidents {
+        /// The API's base URL, e.g. https://abc123.execute-api.eu-west-1.amazonaws.com
+        #[arg(long, env = "MUSTER_API_URL", global = true)]
+        api: Option<String>,
+        #[command(subcommand)]
+        command: IncidentsCommand,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -149,6 +160,39 @@ enum BenchCommand {
         /// Print the scenario of seed `--from` instead of running.
         #[arg(long)]
         show: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum IncidentsCommand {
+    /// Declare an incident; prints its id and links.
+    Trigger {
+        /// Stakeholder group to notify.
+        #[arg(long)]
+        group: String,
+        /// P1 to P4.
+        #[arg(long)]
+        severity: String,
+        /// The message (at most 1,000 characters).
+        #[arg(long)]
+        message: String,
+        /// Incident id (default: INC-<now in ms>).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// An incident's counts, as JSON.
+    Status { id: String },
+    /// Close an incident (answers at once; `watch` shows the cancellation).
+    Close { id: String },
+    /// Progress bars, redrawn until the incident ends.
+    Watch {
+        id: String,
+        /// Seconds between reads.
+        #[arg(long, default_value_t = 2)]
+        interval: u64,
+        /// Give up (exit 1) after this many seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
     },
 }
 
@@ -256,6 +300,7 @@ fn main() -> ExitCode {
                     show,
                 },
         } => bench::faults(seeds, from, threads, show),
+        Command::Incidents { api, command } => incidents(api, command),
         Command::Directory {
             command: DirectoryCommand::Check { file, policy },
         } => directory(file, None, policy),
@@ -270,6 +315,57 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn incidents(api: Option<String>, command: IncidentsCommand) -> anyhow::Result<ExitCode> {
+    let api = api.context("--api URL (or MUSTER_API_URL) is required")?;
+    let client = incidents::Client::new(&api)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let show = |v: &serde_json::Value| -> anyhow::Result<ExitCode> {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        Ok(ExitCode::SUCCESS)
+    };
+    rt.block_on(async {
+        match command {
+            IncidentsCommand::Trigger {
+                group,
+                severity,
+                message,
+                id,
+            } => {
+                let args = incidents::TriggerArgs {
+                    id,
+                    group,
+                    severity,
+                    message,
+                };
+                show(&incidents::trigger(&client, args).await?)
+            }
+            IncidentsCommand::Status { id } => {
+                let v = incidents::status(&client, &id).await?;
+                show(&serde_json::json!({
+                    "incident": v["incident"],
+                    "counts": v["counts"],
+                    "needsReview": v["needsReview"],
+                    "progress": v["progress"],
+                }))
+            }
+            IncidentsCommand::Close { id } => show(&incidents::close(&client, &id).await?),
+            IncidentsCommand::Watch {
+                id,
+                interval,
+                timeout,
+            } => {
+                let every = std::time::Duration::from_secs(interval.max(1));
+                let limit = timeout.map(std::time::Duration::from_secs);
+                incidents::watch(&client, &id, every, limit).await?;
+                println!("ended");
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
 }
 
 pub(crate) fn read(path: &PathBuf) -> anyhow::Result<String> {

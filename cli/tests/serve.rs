@@ -523,3 +523,96 @@ async fn serve_logs_one_json_line_per_request_and_no_contact_details() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `muster incidents ...` against the server, with the shared secret from
+/// the environment; (exit code, stdout, stderr).
+fn client(s: &Server, secret: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_muster"))
+        .arg("incidents")
+        .args(["--api", &s.base])
+        .args(args)
+        .env("MUSTER_API_SECRET", secret)
+        .env_remove("MUSTER_API_TOKEN")
+        .env_remove("MUSTER_API_URL")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_incidents_client_triggers_reads_closes_and_watches_a_signed_api() {
+    let secret = "cli-client-secret";
+    let s = start(Some(secret));
+    let (code, out, err) = client(
+        &s,
+        secret,
+        &[
+            "trigger",
+            "--group",
+            "ops-leadership",
+            "--severity",
+            "P1",
+            "--message",
+            "Data centre power lost.",
+            "--id",
+            "INC-CLI-1",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let answer: Value = serde_json::from_str(&out).unwrap_or_default();
+    assert_eq!(answer["incidentId"], "INC-CLI-1", "{out}");
+
+    let (code, out, err) = client(&s, secret, &["status", "INC-CLI-1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let status: Value = serde_json::from_str(&out).unwrap_or_default();
+    assert_eq!(status["incident"]["status"], "open", "{out}");
+    assert!(status["progress"]["members"].is_object(), "{out}");
+
+    let (code, out, err) = client(&s, secret, &["close", "INC-CLI-1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let closed: Value = serde_json::from_str(&out).unwrap_or_default();
+    assert!(
+        closed["status"] == "closing" || closed["status"] == "closed",
+        "{out}"
+    );
+    // Watch draws the progress and exits once the incident has ended.
+    let (code, out, err) = client(
+        &s,
+        secret,
+        &["watch", "INC-CLI-1", "--interval", "1", "--timeout", "60"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("INC-CLI-1 closed"), "{out}");
+    assert!(out.contains("acknowledged  ["), "{out}");
+    assert!(out.trim_end().ends_with("ended"), "{out}");
+
+    // Refusals say what the API said, and the client exits 1.
+    let (code, _, err) = client(&s, "not-the-secret", &["status", "INC-CLI-1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("401"), "{err}");
+    let (code, _, err) = client(
+        &s,
+        secret,
+        &[
+            "trigger",
+            "--group",
+            "ops-leadership",
+            "--severity",
+            "P9",
+            "--message",
+            "x",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("422") && err.contains("trigger.severity"),
+        "{err}"
+    );
+    let (code, _, err) = client(&s, secret, &["status", "no such/id"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("incident id"), "{err}");
+}

@@ -265,6 +265,8 @@ pub struct Progress {
     pub contacted: u64,
     /// Members whose failure no one in their escalation chain acknowledged.
     pub undelivered: u64,
+    /// Failed cascades whose failure has not been taken up yet.
+    pub awaiting_escalation: u64,
 }
 
 impl Progress {
@@ -288,6 +290,7 @@ impl Progress {
                 .collect(),
             contacted: t.contacted(),
             undelivered: t.undelivered(),
+            awaiting_escalation: t.awaiting_escalation(),
         }
     }
 }
