@@ -90,6 +90,11 @@ impl Client {
             }
             Credentials::None => {}
         }
+        // Roles as a local `muster serve` without a secret takes them
+        // (ignored anywhere a caller is authenticated).
+        if let Ok(roles) = std::env::var("MUSTER_API_ROLES") {
+            req = req.header("x-muster-roles", roles);
+        }
         let resp = req
             .send()
             .await
@@ -262,4 +267,45 @@ pub async fn watch(
         }
         tokio::time::sleep(interval).await;
     }
+}
+
+/// Writes the incident's whole audit trail, page by page, as the JSON lines
+/// `muster audit verify` reads: its seals, then every entry (without the
+/// address the API shows beside it). Progress on stderr. Returns the
+/// number of entries.
+pub async fn export(c: &Client, id: &str, out: &mut dyn Write) -> anyhow::Result<u64> {
+    let id = path_id(id)?;
+    let mut cursor: Option<String> = None;
+    let (mut entries, mut pages) = (0u64, 0u64);
+    let mut seals_written = false;
+    loop {
+        let mut path = format!("v1/incidents/{id}/audit?limit=1000");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let v = c.call("GET", &path, None).await?;
+        if !seals_written {
+            for seal in v["seals"].as_array().into_iter().flatten() {
+                writeln!(out, "{}", json!({ "seal": seal }))?;
+            }
+            seals_written = true;
+        }
+        for e in v["entries"].as_array().into_iter().flatten() {
+            let mut e = e.clone();
+            if let Some(o) = e.as_object_mut() {
+                o.remove("address");
+            }
+            writeln!(out, "{e}")?;
+            entries += 1;
+        }
+        pages += 1;
+        eprint!("\rpage {pages}: {entries} entries");
+        match v["next"].as_str() {
+            Some(n) => cursor = Some(n.to_string()),
+            None => break,
+        }
+    }
+    eprintln!();
+    out.flush()?;
+    Ok(entries)
 }

@@ -184,6 +184,15 @@ enum IncidentsCommand {
     Status { id: String },
     /// Close an incident (answers at once; `watch` shows the cancellation).
     Close { id: String },
+    /// Export the whole audit trail (seals, then entries) as JSON lines,
+    /// page by page, for `muster audit verify`. Needs the
+    /// ComplianceOfficer or BCPAdministrator role.
+    Audit {
+        id: String,
+        /// Write to this file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Progress bars, redrawn until the incident ends.
     Watch {
         id: String,
@@ -353,6 +362,18 @@ fn incidents(api: Option<String>, command: IncidentsCommand) -> anyhow::Result<E
                 }))
             }
             IncidentsCommand::Close { id } => show(&incidents::close(&client, &id).await?),
+            IncidentsCommand::Audit { id, out } => {
+                let n = match out {
+                    Some(path) => {
+                        let f = std::fs::File::create(&path)
+                            .with_context(|| format!("cannot write {}", path.display()))?;
+                        incidents::export(&client, &id, &mut std::io::BufWriter::new(f)).await?
+                    }
+                    None => incidents::export(&client, &id, &mut std::io::stdout().lock()).await?,
+                };
+                eprintln!("{n} audit entries exported");
+                Ok(ExitCode::SUCCESS)
+            }
             IncidentsCommand::Watch {
                 id,
                 interval,

@@ -616,3 +616,71 @@ fn the_incidents_client_triggers_reads_closes_and_watches_a_signed_api() {
     assert_eq!(code, 1);
     assert!(err.contains("incident id"), "{err}");
 }
+
+#[test]
+fn an_exported_audit_trail_verifies_offline_with_its_seal() {
+    let s = start(None);
+    let run = |args: &[&str], roles: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
+        cmd.args(args)
+            .env_remove("MUSTER_API_SECRET")
+            .env_remove("MUSTER_API_TOKEN")
+            .env("MUSTER_API_URL", &s.base);
+        match roles {
+            Some(r) => cmd.env("MUSTER_API_ROLES", r),
+            None => cmd.env_remove("MUSTER_API_ROLES"),
+        };
+        let out = cmd.output().unwrap_or_else(|e| panic!("{e}"));
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let trigger = [
+        "incidents",
+        "trigger",
+        "--group",
+        "ops-leadership",
+        "--severity",
+        "P1",
+        "--message",
+        "Outage.",
+        "--id",
+        "INC-EXP-1",
+    ];
+    assert_eq!(run(&trigger, None).0, 0);
+    assert_eq!(run(&["incidents", "close", "INC-EXP-1"], None).0, 0);
+    let watch = [
+        "incidents",
+        "watch",
+        "INC-EXP-1",
+        "--interval",
+        "1",
+        "--timeout",
+        "60",
+    ];
+    let (code, out) = run(&watch, None);
+    assert_eq!(code, 0, "{out}");
+    let file = std::env::temp_dir().join(format!("muster-export-{}.jsonl", std::process::id()));
+    let path = file.to_str().unwrap_or_default();
+    let export = ["incidents", "audit", "INC-EXP-1", "--out", path];
+    // Without an audit role: refused.
+    let (code, out) = run(&export, None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("403"), "{out}");
+    let (code, out) = run(&export, Some("ComplianceOfficer"));
+    assert_eq!(code, 0, "{out}");
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    assert!(
+        text.lines()
+            .next()
+            .is_some_and(|l| l.starts_with("{\"seal\"")),
+        "{text}"
+    );
+    assert!(!text.contains("\"address\""), "no addresses in the export");
+    let (code, out) = run(&["audit", "verify", path, "--require-seal"], None);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("sealed: INC-EXP-1"), "{out}");
+    let _ = std::fs::remove_file(&file);
+}
