@@ -224,6 +224,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         }
     );
     println!("listening on {base}");
+    println!("incident board: {base}/");
     println!(
         "try:\n  curl -i -X POST {base}/v1/incidents -H 'content-type: application/json' -d '{{\"trigger\": {{\"incidentId\": \"INC-2024-0892\", \"severity\": \"P1\", \"stakeholderGroupId\": \"{group}\", \"messageTemplate\": \"System outage detected. Activate BCP protocol. Acknowledge by pressing 1.\", \"timestamp\": \"2024-05-20T14:32:00Z\"}}}}'\n  curl {base}/v1/incidents/INC-2024-0892"
     );
@@ -388,6 +389,8 @@ pub fn app(
     if let Some(t) = scim_token {
         router = router.merge(scim::router(directory, t));
     }
+    // The incident board at `/`.
+    let router = router.merge(muster::api::board::router());
     let router = router.layer(tower_http::timeout::TimeoutLayer::with_status_code(
         axum::http::StatusCode::REQUEST_TIMEOUT,
         request_timeout,

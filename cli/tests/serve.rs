@@ -684,3 +684,138 @@ fn an_exported_audit_trail_verifies_offline_with_its_seal() {
     assert!(out.contains("sealed: INC-EXP-1"), "{out}");
     let _ = std::fs::remove_file(&file);
 }
+
+/// Where the board tests write their screenshots (test artifacts).
+fn artifacts() -> std::path::PathBuf {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/board");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    dir
+}
+
+/// Loads `url` in headless Chromium (Debian's `chromium`, which
+/// scripts/test installs), lets its script run for up to five seconds of
+/// virtual time, writes a screenshot to the artifacts and returns the DOM.
+fn browse(url: &str, shot: &str) -> String {
+    let run = |extra: &[&str]| {
+        let profile =
+            std::env::temp_dir().join(format!("muster-chromium-{}-{shot}", std::process::id()));
+        let out = Command::new("chromium")
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--window-size=800,1400",
+                "--virtual-time-budget=5000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
+            .arg(url)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run chromium ({e}): scripts/test installs Debian's chromium package")
+            });
+        let _ = std::fs::remove_dir_all(&profile);
+        assert!(
+            out.status.success(),
+            "chromium failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let png = artifacts().join(format!("{shot}.png"));
+    run(&[&format!("--screenshot={}", png.display())]);
+    assert!(png.metadata().is_ok_and(|m| m.len() > 0), "no screenshot");
+    run(&["--dump-dom"])
+}
+
+/// The number a board cell with this id shows.
+fn cell(dom: &str, id: &str) -> Option<u64> {
+    let at = dom.find(&format!("id=\"{id}\">"))? + id.len() + 6;
+    dom[at..].split('<').next()?.trim().parse().ok()
+}
+
+#[tokio::test]
+async fn the_board_shows_an_incident_its_acknowledgements_and_its_close_in_a_real_browser() {
+    let s = start(None);
+    let c = reqwest::Client::new();
+    let r = post(
+        &c,
+        &format!("{}/v1/incidents", s.base),
+        &json!({"trigger": seed_fields()}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    // The list shows it.
+    let dom = browse(&format!("{}/", s.base), "1-incident-list");
+    assert!(dom.contains("href=\"#/incidents/INC-2024-0892\""), "{dom}");
+    assert!(dom.contains("status-open"), "{dom}");
+    // Its page counts nobody acknowledged yet, and lists who is waiting.
+    let page = format!("{}/#/incidents/INC-2024-0892", s.base);
+    let dom = browse(&page, "2-incident-open");
+    assert_eq!(cell(&dom, "acknowledged"), Some(0), "{dom}");
+    assert!(dom.contains("Chief Information Officer"), "{dom}");
+    assert!(!dom.contains("cio@example.com"), "contacts are masked");
+    // Someone acknowledges (the email link's button): the count changes.
+    let link = s.wait_for(|o| {
+        o.lines()
+            .find_map(|l| l.trim().strip_prefix("Acknowledge: ").map(str::to_string))
+    });
+    assert_eq!(
+        c.post(&link).send().await.map(|r| r.status().as_u16()).ok(),
+        Some(200)
+    );
+    let dom = browse(&page, "3-incident-acknowledged");
+    assert_eq!(cell(&dom, "acknowledged"), Some(1), "{dom}");
+    // Closed: the page says so and counts the cancelled.
+    let r = post(
+        &c,
+        &format!("{}/v1/incidents/INC-2024-0892/close", s.base),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let dom = browse(&page, "4-incident-closed");
+    assert!(dom.contains("status-closed"), "{dom}");
+    assert_eq!(cell(&dom, "cancelled"), Some(3), "{dom}");
+    assert!(!dom.contains("id=\"close\""), "no close button once closed");
+}
+
+#[tokio::test]
+async fn the_board_is_one_self_contained_page() {
+    let s = start(None);
+    let c = reqwest::Client::new();
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/board.js", "text/javascript"),
+        ("/board.css", "text/css"),
+    ] {
+        let r = c
+            .get(format!("{}{path}", s.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), 200, "{path}");
+        let h = r.headers().clone();
+        let ct = h
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(ct.starts_with(kind), "{path}: {ct}");
+        let csp = h
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+            "{csp}"
+        );
+        let body = r.text().await.unwrap_or_default();
+        // Works offline: nothing is fetched from anywhere else.
+        assert!(
+            !body.contains("http://") && !body.contains("https://"),
+            "{path} names another origin"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! HTTP APIs as axum routers, shared by API Gateway (through lambda_http)
 //! and the local server.
 
+pub mod board;
 pub mod scim;
 pub mod sign;
 pub mod v1;
