@@ -819,3 +819,210 @@ async fn the_board_is_one_self_contained_page() {
         );
     }
 }
+
+/// Headless Chromium driven over the DevTools protocol: one page, its
+/// script evaluated as a person's clicks and typing would act.
+struct Browser {
+    child: Child,
+    ws: tungstenite::WebSocket<std::net::TcpStream>,
+    session: String,
+    next_id: u64,
+    profile: std::path::PathBuf,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+impl Browser {
+    fn open(url: &str) -> Browser {
+        static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let profile = std::env::temp_dir().join(format!("muster-cdp-{}-{n}", std::process::id()));
+        let mut child = Command::new("chromium")
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--window-size=800,1400",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("about:blank")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run chromium ({e}): scripts/test installs it"));
+        let err = collect(child.stderr.take().unwrap_or_else(|| panic!("no stderr")));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let ws_url = loop {
+            let text = err.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(u) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("DevTools listening on "))
+            {
+                break u.trim().to_string();
+            }
+            assert!(Instant::now() < deadline, "chromium did not start: {text}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let hostport = ws_url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        let tcp = std::net::TcpStream::connect(hostport).unwrap_or_else(|e| panic!("{e}"));
+        tcp.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (ws, _) = tungstenite::client(ws_url.as_str(), tcp).unwrap_or_else(|e| panic!("{e}"));
+        let mut b = Browser {
+            child,
+            ws,
+            session: String::new(),
+            next_id: 0,
+            profile,
+        };
+        let target = b.call("Target.createTarget", json!({"url": url}));
+        let attached = b.call(
+            "Target.attachToTarget",
+            json!({"targetId": target["targetId"], "flatten": true}),
+        );
+        b.session = attached["sessionId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        b
+    }
+
+    /// One DevTools command (in the page's session once attached); its result.
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut msg = json!({"id": id, "method": method, "params": params});
+        if !self.session.is_empty() {
+            msg["sessionId"] = json!(self.session);
+        }
+        self.ws
+            .send(tungstenite::Message::text(msg.to_string()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        loop {
+            let m = self.ws.read().unwrap_or_else(|e| panic!("{e}"));
+            let Ok(text) = m.to_text() else { continue };
+            let v: Value = serde_json::from_str(text).unwrap_or_default();
+            if v["id"] == id {
+                assert!(v["error"].is_null(), "{method}: {v}");
+                return v["result"].clone();
+            }
+        }
+    }
+
+    /// The value of a script expression in the page.
+    fn eval(&mut self, expression: &str) -> Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
+        );
+        r["result"]["value"].clone()
+    }
+
+    /// Waits (bounded) until `expression` is true in the page.
+    fn until(&mut self, expression: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.eval(expression) != json!(true) {
+            assert!(Instant::now() < deadline, "never true: {expression}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn screenshot(&mut self, name: &str) {
+        use base64::Engine as _;
+        let shot = self.call("Page.captureScreenshot", json!({"format": "png"}));
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap_or_default())
+            .unwrap_or_default();
+        assert!(!png.is_empty(), "no screenshot");
+        std::fs::write(artifacts().join(format!("{name}.png")), png)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[test]
+fn an_operator_closes_an_incident_from_the_board_after_confirming_it() {
+    let s = start(None);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let c = reqwest::Client::new();
+    let r = rt.block_on(post(
+        &c,
+        &format!("{}/v1/incidents", s.base),
+        &json!({"trigger": seed_fields()}),
+    ));
+    assert_eq!(r.status(), 202);
+    let mut b = Browser::open(&format!("{}/#/incidents/INC-2024-0892", s.base));
+    b.until("!!document.getElementById('close')");
+    b.eval("document.getElementById('close').click()");
+    b.until("document.getElementById('confirm-close').open");
+    b.screenshot("5-close-confirmation");
+    // The wrong id is refused: the dialog stays, saying why.
+    b.eval("document.getElementById('confirm-id').value = 'INC-OTHER'; document.getElementById('confirm-go').click()");
+    b.until("document.getElementById('confirm-close').open && document.getElementById('confirm-error').textContent.includes('not this incident')");
+    let status: Value = rt
+        .block_on(async {
+            c.get(format!("{}/v1/incidents/INC-2024-0892", s.base))
+                .send()
+                .await?
+                .json()
+                .await
+        })
+        .unwrap_or_default();
+    assert_eq!(status["incident"]["status"], "open", "nothing closed yet");
+    // Confirmed: closed, and the page shows it.
+    b.eval("document.getElementById('confirm-id').value = 'INC-2024-0892'; document.getElementById('confirm-go').click()");
+    b.until("!!document.querySelector('h1 .status-closed')");
+    b.screenshot("6-closed-from-the-board");
+    let status: Value = rt
+        .block_on(async {
+            c.get(format!("{}/v1/incidents/INC-2024-0892", s.base))
+                .send()
+                .await?
+                .json()
+                .await
+        })
+        .unwrap_or_default();
+    assert_eq!(status["incident"]["status"], "closed");
+    assert_eq!(status["counts"]["cancelled"], 4, "{status}");
+}
+
+#[test]
+fn the_drill_report_page_renders_its_plots_in_a_real_browser() {
+    let out = std::env::temp_dir().join(format!("muster-drill-{}.html", std::process::id()));
+    let o = Command::new(env!("CARGO_BIN_EXE_muster"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .args(["drill", "examples/drills/seed-p1-outage.toml", "--html"])
+        .arg(&out)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut b = Browser::open(&format!("file://{}", out.display()));
+    // Laid out: every plot has a size, and the page names no other origin.
+    b.until("document.readyState === 'complete'");
+    let plots = b.eval(
+        "Array.from(document.querySelectorAll('svg')).filter(s => s.getBoundingClientRect().width > 100).length",
+    );
+    assert!(plots.as_u64().unwrap_or(0) >= 2, "{plots}");
+    assert_eq!(
+        b.eval("performance.getEntriesByType('resource').length"),
+        json!(0),
+        "the report loads nothing"
+    );
+    b.screenshot("7-drill-report");
+    let _ = std::fs::remove_file(&out);
+}
