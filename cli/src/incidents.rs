@@ -270,26 +270,22 @@ pub async fn watch(
 }
 
 /// Writes the incident's whole audit trail, page by page, as the JSON lines
-/// `muster audit verify` reads: its seals, then every entry (without the
-/// address the API shows beside it). Progress on stderr. Returns the
+/// `muster audit verify` reads: every entry (without the address the API
+/// shows beside it), then the seals as the last page gave them (so a seal
+/// written while the export ran is there). Progress on stderr. Returns the
 /// number of entries.
 pub async fn export(c: &Client, id: &str, out: &mut dyn Write) -> anyhow::Result<u64> {
     let id = path_id(id)?;
     let mut cursor: Option<String> = None;
     let (mut entries, mut pages) = (0u64, 0u64);
-    let mut seals_written = false;
+    let mut seals: Vec<Value>;
     loop {
         let mut path = format!("v1/incidents/{id}/audit?limit=1000");
         if let Some(c) = &cursor {
             path.push_str(&format!("&cursor={c}"));
         }
         let v = c.call("GET", &path, None).await?;
-        if !seals_written {
-            for seal in v["seals"].as_array().into_iter().flatten() {
-                writeln!(out, "{}", json!({ "seal": seal }))?;
-            }
-            seals_written = true;
-        }
+        seals = v["seals"].as_array().cloned().unwrap_or_default();
         for e in v["entries"].as_array().into_iter().flatten() {
             let mut e = e.clone();
             if let Some(o) = e.as_object_mut() {
@@ -304,6 +300,9 @@ pub async fn export(c: &Client, id: &str, out: &mut dyn Write) -> anyhow::Result
             Some(n) => cursor = Some(n.to_string()),
             None => break,
         }
+    }
+    for seal in seals {
+        writeln!(out, "{}", json!({ "seal": seal }))?;
     }
     eprintln!();
     out.flush()?;

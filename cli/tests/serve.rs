@@ -674,7 +674,7 @@ fn an_exported_audit_trail_verifies_offline_with_its_seal() {
     let text = std::fs::read_to_string(&file).unwrap_or_default();
     assert!(
         text.lines()
-            .next()
+            .last()
             .is_some_and(|l| l.starts_with("{\"seal\"")),
         "{text}"
     );
@@ -1013,7 +1013,8 @@ fn the_drill_report_page_renders_its_plots_in_a_real_browser() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let mut b = Browser::open(&format!("file://{}", out.display()));
     // Laid out: every plot has a size, and the page names no other origin.
-    b.until("document.readyState === 'complete'");
+    // (The new tab starts at about:blank, complete at once.)
+    b.until("location.protocol === 'file:' && document.readyState === 'complete'");
     let plots = b.eval(
         "Array.from(document.querySelectorAll('svg')).filter(s => s.getBoundingClientRect().width > 100).length",
     );

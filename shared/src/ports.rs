@@ -522,6 +522,8 @@ pub enum Job {
     /// partition `part` from `cursor`, then go on with the next page.
     Close {
         incident: IncidentId,
+        /// The pass (`Incident::close_passes`) the job belongs to.
+        pass: u8,
         part: u16,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cursor: Option<String>,

@@ -99,6 +99,39 @@ fn recent_sk(incident: &Incident) -> String {
 /// Bounded retries of `UnprocessedKeys` in a batch read.
 const BATCH_RETRIES: usize = 5;
 
+/// Repeats of a transaction cancelled only because it met another one.
+const TX_CONFLICT_RETRIES: u32 = 4;
+
+/// The reasons a cancelled transaction gives, one per item (`None`: that
+/// item was fine).
+fn cancel_reasons(
+    err: &SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> Option<Vec<&str>> {
+    if let SdkError::ServiceError(se) = err
+        && let TransactWriteItemsError::TransactionCanceledException(tc) = se.err()
+    {
+        return Some(
+            tc.cancellation_reasons()
+                .iter()
+                .map(|r| r.code().unwrap_or("None"))
+                .collect(),
+        );
+    }
+    None
+}
+
+/// Cancelled only because it met another transaction in flight: no guard
+/// failed, nothing was written.
+fn only_met_another(
+    err: &SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> bool {
+    cancel_reasons(err).is_some_and(|r| {
+        r.contains(&"TransactionConflict")
+            && r.iter()
+                .all(|c| *c == "TransactionConflict" || *c == "None")
+    })
+}
+
 pub struct DynamoStore {
     client: Client,
     table: String,
@@ -191,14 +224,19 @@ fn map_tx(
     context: String,
     err: SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
 ) -> Error {
-    if let SdkError::ServiceError(se) = &err
-        && let TransactWriteItemsError::TransactionCanceledException(tc) = se.err()
-    {
-        let reasons: Vec<&str> = tc
-            .cancellation_reasons()
-            .iter()
-            .map(|r| r.code().unwrap_or("None"))
-            .collect();
+    if let Some(reasons) = cancel_reasons(&err) {
+        // A guard that failed is a conflict the caller resolves by reading
+        // again. A transaction that only met another one in flight (on a
+        // shared tally item, say) changed nothing and is worth repeating.
+        if only_met_another(&err) {
+            return Error::Transient {
+                context: format!(
+                    "{context}: transaction cancelled by a concurrent one, reasons [{}]",
+                    reasons.join(", ")
+                ),
+                source: None,
+            };
+        }
         if reasons
             .iter()
             .any(|c| *c == "ConditionalCheckFailed" || *c == "TransactionConflict")
@@ -270,6 +308,20 @@ mod tests {
         assert!(matches!(
             cancelled(&["ValidationError"]),
             Error::Permanent { .. }
+        ));
+    }
+
+    /// Meeting a concurrent transaction (on a shared tally item) is no
+    /// failed guard: it is worth repeating, never read as "it exists".
+    #[test]
+    fn a_transaction_that_only_met_another_is_transient_unless_a_guard_failed() {
+        assert!(matches!(
+            cancelled(&["None", "TransactionConflict"]),
+            Error::Transient { .. }
+        ));
+        assert!(matches!(
+            cancelled(&["ConditionalCheckFailed", "TransactionConflict"]),
+            Error::Conflict(_)
         ));
     }
 }
@@ -463,14 +515,30 @@ impl DynamoStore {
     async fn transact(&self, context: String, items: Vec<(TransactWriteItem, u64)>) -> Result<()> {
         // A transactional write costs two write units per KB of each item.
         let units: u64 = items.iter().map(|(_, u)| 2 * u).sum();
-        self.meter.request(units);
-        self.client
-            .transact_write_items()
-            .set_transact_items(Some(items.into_iter().map(|(i, _)| i).collect()))
-            .send()
-            .await
-            .map_err(|e| map_tx(context, e))?;
-        Ok(())
+        let items: Vec<TransactWriteItem> = items.into_iter().map(|(i, _)| i).collect();
+        let mut attempt = 0;
+        loop {
+            self.meter.request(units);
+            let sent = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            match sent {
+                Ok(_) => return Ok(()),
+                // Met a concurrent transaction: nothing was written; again
+                // after a short, jittered pause, a few times.
+                Err(e) if attempt < TX_CONFLICT_RETRIES && only_met_another(&e) => {
+                    attempt += 1;
+                    use rand::TryRngCore;
+                    let jitter = rand::rngs::OsRng.try_next_u32().unwrap_or(0) % 20;
+                    let ms = (5 + u64::from(jitter)) << attempt;
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+                Err(e) => return Err(map_tx(context, e)),
+            }
+        }
     }
 
     /// The addition of `change` to the tally item of `key`'s stakeholder,
@@ -704,7 +772,7 @@ impl DynamoStore {
 
     /// Items of the incident's shard partitions of `table` (every shard, or
     /// `only` one), whose sort key begins with `prefix`, a page of at most
-    /// `limit` (1 to 100) at a time, in shard then key order; and the
+    /// `limit` (1 to 1,000) at a time, in shard then key order; and the
     /// cursor of the next page.
     async fn page_shards(
         &self,
@@ -715,7 +783,7 @@ impl DynamoStore {
         limit: usize,
         only: Option<u8>,
     ) -> Result<(Vec<Item>, Option<String>)> {
-        let limit = limit.clamp(1, 100);
+        let limit = limit.clamp(1, 1_000);
         let mut at: ListCursor = match cursor {
             Some(c) => parse_cursor(&c)?,
             None => ListCursor {
@@ -724,7 +792,15 @@ impl DynamoStore {
             },
         };
         let end = only.map_or(SHARDS, |s| s + 1);
-        if only.is_some_and(|s| at.shard != s) {
+        // A cursor names a key this listing gave: of its shard range, under
+        // its prefix (DynamoDB would refuse any other start key as a 500).
+        let foreign = only.is_some_and(|s| at.shard != s)
+            || at.shard >= SHARDS
+            || at
+                .last
+                .as_deref()
+                .is_some_and(|sk| sk.is_empty() || prefix.is_some_and(|p| !sk.starts_with(p)));
+        if foreign {
             return Err(Error::invalid("cursor", "not a cursor this store issued"));
         }
         let mut states: Vec<Item> = Vec::new();

@@ -54,9 +54,10 @@ pub async fn dispatch(deps: &Deps, job: Job) -> Result<()> {
         Job::ShareAck { key, attempt } => escalation::share_ack(deps, &key, attempt).await,
         Job::Close {
             incident,
+            pass,
             part,
             cursor,
-        } => super::incident::cancel_page(deps, &incident, part, cursor).await,
+        } => super::incident::cancel_page(deps, &incident, pass, part, cursor).await,
     }
 }
 
@@ -164,9 +165,15 @@ pub(super) async fn start(
         // its start, its first send may never have been queued; queue it
         // again (a send whose attempt moved on is dropped by dispatch).
         Err(e) if e.is_conflict() => {
-            if let Some(existing) = deps.cascades.get_cascade(&cascade.key).await?
-                && existing.audit_seq == 1
-            {
+            let Some(existing) = deps.cascades.get_cascade(&cascade.key).await? else {
+                // Refused, yet not there: the write met another one and
+                // must be tried again (the job is retried), never dropped.
+                return Err(crate::Error::transient(
+                    format!("creating cascade {}", cascade.key),
+                    e,
+                ));
+            };
+            if existing.audit_seq == 1 {
                 let sends = existing
                     .cascade
                     .in_flight

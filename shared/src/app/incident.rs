@@ -15,11 +15,13 @@ pub const CLOSE_PAGE: usize = 100;
 pub const CLOSE_PASSES: u8 = 5;
 
 /// Closes the incident: marks it closing at once and queues one
-/// cancellation job per store partition; the last job to finish marks it
-/// closed (and seals it) once its tally has no open cascade. Returns the
-/// incident as it now is. Closing a closed incident, or one whose close
-/// jobs are still at work, changes nothing; closing one whose passes all
-/// ended with cascades still open begins them again.
+/// cancellation job per store partition; the last job of a pass seals the
+/// incident and marks it closed once nothing of it is open. Returns the
+/// incident as it now is. Closing a closed incident changes nothing;
+/// closing a closing one queues again the jobs of the partitions its pass
+/// has not finished (a job lost, or a pass whose enqueue failed: a job
+/// that runs twice does nothing more), or, when its passes all ended with
+/// cascades still open, begins them again.
 #[tracing::instrument(skip_all, fields(incident_id = %id))]
 pub async fn close(deps: &Deps, id: &IncidentId) -> Result<Incident> {
     let parts = deps.cascades.parts();
@@ -29,19 +31,26 @@ pub async fn close(deps: &Deps, id: &IncidentId) -> Result<Incident> {
             .get_incident(id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("incident {id}")))?;
-        let stalled = inc.status == IncidentStatus::Closing && inc.close_parts_left == 0;
-        if inc.status != IncidentStatus::Open && !stalled {
-            return Ok(inc);
+        let stalled = inc.status == IncidentStatus::Closing
+            && inc.close_done.len() >= usize::from(parts)
+            && inc.close_passes >= CLOSE_PASSES;
+        match inc.status {
+            IncidentStatus::Closed => return Ok(inc),
+            IncidentStatus::Closing if !stalled => {
+                enqueue_pass(deps, &inc, parts).await?;
+                return Ok(inc);
+            }
+            _ => {}
         }
         let mut next = inc.clone();
         next.status = IncidentStatus::Closing;
         next.closed_at = next.closed_at.or(Some(deps.clock.now()));
-        next.close_parts_left = parts;
         next.close_passes = 1;
+        next.close_done.clear();
         next.version += 1;
         match deps.incidents.update_incident(&next, inc.version).await {
             Ok(()) => {
-                enqueue_pass(deps, id, parts).await?;
+                enqueue_pass(deps, &next, parts).await?;
                 return Ok(next);
             }
             Err(e) if e.is_conflict() => continue,
@@ -50,11 +59,14 @@ pub async fn close(deps: &Deps, id: &IncidentId) -> Result<Incident> {
     }
 }
 
-async fn enqueue_pass(deps: &Deps, id: &IncidentId, parts: u16) -> Result<()> {
+/// Queues the current pass's job for every partition it has not finished.
+async fn enqueue_pass(deps: &Deps, inc: &Incident, parts: u16) -> Result<()> {
     let jobs = (0..parts)
+        .filter(|p| !inc.close_done.contains(p))
         .map(|part| {
             let job = Job::Close {
-                incident: id.clone(),
+                incident: inc.id().clone(),
+                pass: inc.close_passes,
                 part,
                 cursor: None,
             };
@@ -64,15 +76,43 @@ async fn enqueue_pass(deps: &Deps, id: &IncidentId, parts: u16) -> Result<()> {
     deps.queue.enqueue(jobs).await
 }
 
+/// The incident's counts: its tally, or for an incident triggered before
+/// the stores kept one, a count of its cascades.
+async fn counts(deps: &Deps, inc: &Incident) -> Result<Tally> {
+    if inc.tallied {
+        return deps.cascades.tally(inc.id()).await;
+    }
+    let mut t = Tally::default();
+    let mut cursor = None;
+    loop {
+        let page = deps.cascades.list_cascades(inc.id(), cursor, 500).await?;
+        for r in &page.items {
+            t.add(&Tally::of(&r.cascade, r.needs_review));
+        }
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => return Ok(t),
+        }
+    }
+}
+
 /// One close job: cancels a page of one partition's open cascades (and
 /// hands on, closed, failures not yet escalated), then queues the next
-/// page, or, at the partition's end, counts the partition done.
+/// page, or, at the partition's end, records the partition done. A job of
+/// a pass that is over, or of an incident no longer closing, does nothing.
 pub(crate) async fn cancel_page(
     deps: &Deps,
     id: &IncidentId,
+    pass: u8,
     part: u16,
     cursor: Option<String>,
 ) -> Result<()> {
+    let Some(inc) = deps.incidents.get_incident(id).await? else {
+        return Ok(());
+    };
+    if inc.status != IncidentStatus::Closing || inc.close_passes != pass {
+        return Ok(());
+    }
     let page = deps
         .cascades
         .list_part(id, part, cursor, CLOSE_PAGE)
@@ -90,48 +130,54 @@ pub(crate) async fn cancel_page(
         Some(c) => {
             let job = Job::Close {
                 incident: id.clone(),
+                pass,
                 part,
                 cursor: Some(c),
             };
             deps.queue.enqueue(vec![(job, 0)]).await
         }
-        None => part_done(deps, id).await,
+        None => part_done(deps, id, pass, part).await,
     }
 }
 
-/// A partition's pass is over. The last of a pass marks the incident
-/// closed and seals it when nothing is open, else begins another pass.
-async fn part_done(deps: &Deps, id: &IncidentId) -> Result<()> {
+/// Partition `part` finished pass `pass` (counted once, however often its
+/// job runs). The last partition of a pass seals the incident and marks it
+/// closed when nothing is open, else begins another pass.
+async fn part_done(deps: &Deps, id: &IncidentId, pass: u8, part: u16) -> Result<()> {
+    let parts = deps.cascades.parts();
     loop {
         let Some(inc) = deps.incidents.get_incident(id).await? else {
             return Ok(());
         };
-        if inc.status != IncidentStatus::Closing || inc.close_parts_left == 0 {
+        if inc.status != IncidentStatus::Closing
+            || inc.close_passes != pass
+            || inc.close_done.contains(&part)
+        {
             return Ok(());
         }
         let mut next = inc.clone();
-        next.close_parts_left -= 1;
+        next.close_done.push(part);
         next.version += 1;
         let mut again = false;
-        if next.close_parts_left == 0 {
-            let open = deps.cascades.tally(id).await?.open();
+        if next.close_done.len() >= usize::from(parts) {
+            let open = counts(deps, &inc).await?.open();
             if open == 0 {
+                // Sealed before it says closed: a closed incident always
+                // has its final seal (a retry after a lost race seals again;
+                // seals accumulate).
+                super::seal(deps, id).await?;
                 next.status = IncidentStatus::Closed;
             } else if inc.close_passes >= CLOSE_PASSES {
                 // It stays closing (the truth); closing it again begins anew.
                 tracing::error!(open, "cascades still open after the last close pass");
             } else {
-                next.close_parts_left = deps.cascades.parts();
                 next.close_passes += 1;
+                next.close_done.clear();
                 again = true;
             }
         }
         match deps.incidents.update_incident(&next, inc.version).await {
-            Ok(()) if again => return enqueue_pass(deps, id, next.close_parts_left).await,
-            Ok(()) if next.status == IncidentStatus::Closed => {
-                super::seal(deps, id).await?;
-                return Ok(());
-            }
+            Ok(()) if again => return enqueue_pass(deps, &next, parts).await,
             Ok(()) => return Ok(()),
             Err(e) if e.is_conflict() => continue,
             Err(e) => return Err(e),
@@ -347,7 +393,7 @@ pub async fn status(deps: &Deps, id: &IncidentId, q: &StatusQuery) -> Result<Inc
         .get_incident(id)
         .await?
         .ok_or_else(|| Error::NotFound(format!("incident {id}")))?;
-    let tally = deps.cascades.tally(id).await?;
+    let tally = counts(deps, &incident).await?;
     let mut cursor = q.cursor.as_deref().map(store_cursor).transpose()?;
     let limit = q.limit.clamp(1, PAGE_MAX);
     let mut stakeholders = Vec::new();

@@ -58,8 +58,9 @@ pub async fn trigger(deps: &Deps, trigger: Trigger) -> Result<TriggerOutcome> {
         cascades: members,
         expanded: 0,
         version: 0,
-        close_parts_left: 0,
         close_passes: 0,
+        close_done: Vec::new(),
+        tallied: true,
     };
     match deps.incidents.create_incident(&incident).await {
         Ok(()) => {}

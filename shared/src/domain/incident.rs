@@ -207,17 +207,17 @@ pub struct Incident {
     /// Expansion progress: members turned into cascades so far.
     pub expanded: u32,
     pub version: u64,
-    /// While closing: store partitions whose cancellation job has not
-    /// finished its pass yet.
-    #[serde(default, skip_serializing_if = "is_zero_u16")]
-    pub close_parts_left: u16,
-    /// While closing: passes over the cascades begun so far.
+    /// While closing: the pass over the cascades under way (1 for the first).
     #[serde(default, skip_serializing_if = "is_zero_u8")]
     pub close_passes: u8,
-}
-
-fn is_zero_u16(n: &u16) -> bool {
-    *n == 0
+    /// While closing: store partitions whose job finished the current pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub close_done: Vec<u16>,
+    /// The stores keep this incident's counts as its cascades change (every
+    /// incident triggered by this version; one triggered before has none,
+    /// and its status counts its cascades instead).
+    #[serde(default)]
+    pub tallied: bool,
 }
 
 fn is_zero_u8(n: &u8) -> bool {

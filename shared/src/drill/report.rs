@@ -307,6 +307,7 @@ pub(super) fn build(
     for (id, kept) in d.store.tallies() {
         if recount.get(&id).copied().unwrap_or_default() != kept {
             violation_count += 1;
+            violations.truncate(49);
             violations.push(format!(
                 "incident {id}: the kept status counts differ from a count of its cascades"
             ));

@@ -308,7 +308,7 @@ impl CascadeStore for MemoryStore {
             .take(limit)
             .filter_map(|k| g.cascades.get(k).cloned())
             .collect();
-        let end = from + limit;
+        let end = from.saturating_add(limit);
         Ok(Page {
             items,
             next: (end < keys.len()).then(|| end.to_string()),

@@ -166,6 +166,7 @@ async function detailView(id) {
     ${told ? `<div class="table-wrap"><table><thead><tr><th>About</th><th>Told</th><th>Status</th></tr></thead><tbody>${told}</tbody></table></div>` : "<p>No failure has been escalated.</p>"}
     <div class="actions">
       ${inc.status === "open" ? `<button type="button" class="danger" id="close">Close incident…</button>` : ""}
+      ${inc.status === "closing" ? `<button type="button" id="close">Close again (re-queue the cancellation)…</button>` : ""}
       <button type="button" id="download">Download the audit trail</button>
     </div><p class="error" id="action-error"></p>`);
   if (!drew) return false;
