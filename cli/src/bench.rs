@@ -85,14 +85,20 @@ fn local_server(members: usize) -> anyhow::Result<String> {
     Ok(base)
 }
 
-pub fn trigger(members: usize, requests: usize) -> anyhow::Result<()> {
-    let base = local_server(members)?;
+/// A runtime and an HTTP client for a benchmark's requests.
+fn http_client() -> anyhow::Result<(tokio::runtime::Runtime, reqwest::Client)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
+    Ok((rt, client))
+}
+
+pub fn trigger(members: usize, requests: usize) -> anyhow::Result<()> {
+    let base = local_server(members)?;
+    let (rt, client) = http_client()?;
     let url = format!("{base}/v1/incidents");
     let mut times = Vec::with_capacity(requests);
     let mut replays = Vec::with_capacity(requests);
@@ -141,12 +147,7 @@ const STATUS_WAIT: Duration = Duration::from_secs(600);
 pub fn status(members: usize, samples: usize) -> anyhow::Result<()> {
     use serde_json::Value;
     let base = local_server(members)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let (rt, client) = http_client()?;
     let url = format!("{base}/v1/incidents/BENCH-STATUS");
     rt.block_on(async {
         let body = r#"{"trigger": {"incidentId": "BENCH-STATUS", "severity": "P1", "stakeholderGroupId": "bench", "messageTemplate": "Benchmark activation."}}"#;

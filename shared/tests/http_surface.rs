@@ -644,6 +644,36 @@ async fn the_incident_list_puts_open_incidents_first_newest_first_a_page_at_a_ti
     assert_eq!(unsigned.status, StatusCode::UNAUTHORIZED);
 }
 
+/// `n` people of group `ops` (see [`env_of`]) with incident `id` triggered
+/// for them and its expansion and first sends run.
+async fn triggered(n: u32, id: &str) -> Env {
+    let e = env_of(n);
+    let mut fields = seed(id);
+    fields["stakeholderGroupId"] = json!("ops");
+    assert_eq!(e.trigger(fields).await.status, StatusCode::ACCEPTED);
+    e.work();
+    e
+}
+
+/// Each query is refused 422, naming its field.
+async fn refused(e: &Env, request: impl Fn(&str) -> Request<Body>, cases: &[(&str, &str)]) {
+    for (query, field) in cases {
+        let a = e.send(request(query)).await;
+        assert_eq!(
+            a.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{query}: {}",
+            a.text
+        );
+        assert_eq!(
+            a.json()["errors"][0]["field"],
+            *field,
+            "{query}: {}",
+            a.text
+        );
+    }
+}
+
 async fn status_of(e: &Env, incident: &str) -> Value {
     let a = e
         .send(e.signed("GET", &format!("/v1/incidents/{incident}"), ""))
@@ -672,11 +702,7 @@ async fn all_pages(e: &Env, incident: &str, query: &str) -> (Vec<Value>, usize) 
 
 #[tokio::test]
 async fn a_status_page_counts_everyone_and_lists_a_page_of_them_at_a_time() {
-    let e = env_of(250);
-    let mut fields = seed("INC-PAGE");
-    fields["stakeholderGroupId"] = json!("ops");
-    assert_eq!(e.trigger(fields).await.status, StatusCode::ACCEPTED);
-    e.work();
+    let e = triggered(250, "INC-PAGE").await;
     // Ten people acknowledge by SMS.
     for i in 0..10 {
         let key = CascadeKey {
@@ -767,37 +793,27 @@ async fn a_status_page_counts_everyone_and_lists_a_page_of_them_at_a_time() {
     assert!(none.is_empty());
 
     // Bad queries are refused, naming the field, and change nothing.
-    for (query, field) in [
-        ("limit=0", "limit"),
-        ("limit=1001", "limit"),
-        ("state=open", "state"),
-        ("tier=4", "tier"),
-        ("channel=fax", "channel"),
-        ("needsReview=yes", "needsReview"),
-        ("route=all", "route"),
-        ("cursor=bm90LWEtY3Vyc29y", "cursor"),
-        ("cursor=%25%25", "cursor"),
-    ] {
-        let a = e
-            .send(e.signed("GET", &format!("/v1/incidents/INC-PAGE?{query}"), ""))
-            .await;
-        assert_eq!(
-            a.status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "{query}: {}",
-            a.text
-        );
-        assert_eq!(a.json()["errors"][0]["field"], field, "{query}: {}", a.text);
-    }
+    refused(
+        &e,
+        |query| e.signed("GET", &format!("/v1/incidents/INC-PAGE?{query}"), ""),
+        &[
+            ("limit=0", "limit"),
+            ("limit=1001", "limit"),
+            ("state=open", "state"),
+            ("tier=4", "tier"),
+            ("channel=fax", "channel"),
+            ("needsReview=yes", "needsReview"),
+            ("route=all", "route"),
+            ("cursor=bm90LWEtY3Vyc29y", "cursor"),
+            ("cursor=%25%25", "cursor"),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn close_answers_at_once_and_its_jobs_cancel_everyone_then_it_is_closed() {
-    let e = env_of(230);
-    let mut fields = seed("INC-CLOSE");
-    fields["stakeholderGroupId"] = json!("ops");
-    assert_eq!(e.trigger(fields).await.status, StatusCode::ACCEPTED);
-    e.work();
+    let e = triggered(230, "INC-CLOSE").await;
     let before = status_of(&e, "INC-CLOSE").await;
     assert_eq!(before["counts"]["cancelled"], 0);
     let closed = e
@@ -832,11 +848,7 @@ async fn close_answers_at_once_and_its_jobs_cancel_everyone_then_it_is_closed() 
 
 #[tokio::test]
 async fn the_audit_trail_comes_a_page_at_a_time_and_the_pages_are_the_whole_trail() {
-    let e = env_of(120);
-    let mut fields = seed("INC-AUD");
-    fields["stakeholderGroupId"] = json!("ops");
-    assert_eq!(e.trigger(fields).await.status, StatusCode::ACCEPTED);
-    e.work();
+    let e = triggered(120, "INC-AUD").await;
     let id = IncidentId::parse("INC-AUD").unwrap_or_else(|e| panic!("{e}"));
     let trail = block_on(e.deps.cascades.audit_trail(&id)).unwrap_or_else(|e| panic!("{e}"));
     assert!(trail.len() > 120, "{} entries", trail.len());
@@ -872,31 +884,21 @@ async fn the_audit_trail_comes_a_page_at_a_time_and_the_pages_are_the_whole_trai
     }
     let whole: Vec<String> = trail.iter().map(|x| x.hash.clone()).collect();
     assert_eq!(seen, whole, "the pages, in order, are the trail");
-    for (query, field) in [
-        ("limit=0", "limit"),
-        ("limit=1001", "limit"),
-        ("cursor=bm9wZQ", "cursor"),
-    ] {
-        let a = e
-            .send(get(format!("/v1/incidents/INC-AUD/audit?{query}")))
-            .await;
-        assert_eq!(
-            a.status,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "{query}: {}",
-            a.text
-        );
-        assert_eq!(a.json()["errors"][0]["field"], field, "{query}: {}", a.text);
-    }
+    refused(
+        &e,
+        |query| get(format!("/v1/incidents/INC-AUD/audit?{query}")),
+        &[
+            ("limit=0", "limit"),
+            ("limit=1001", "limit"),
+            ("cursor=bm9wZQ", "cursor"),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_close_job_delivered_twice_counts_its_partition_once() {
-    let e = env_of(230);
-    let mut fields = seed("INC-DUP");
-    fields["stakeholderGroupId"] = json!("ops");
-    assert_eq!(e.trigger(fields).await.status, StatusCode::ACCEPTED);
-    e.work();
+    let e = triggered(230, "INC-DUP").await;
     let closed = e
         .send(e.signed("POST", "/v1/incidents/INC-DUP/close", ""))
         .await;
