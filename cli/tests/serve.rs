@@ -966,6 +966,16 @@ fn an_operator_closes_an_incident_from_the_board_after_confirming_it() {
         &json!({"trigger": seed_fields()}),
     ));
     assert_eq!(r.status(), 202);
+    let current = || -> Value {
+        rt.block_on(async {
+            c.get(format!("{}/v1/incidents/INC-2024-0892", s.base))
+                .send()
+                .await?
+                .json()
+                .await
+        })
+        .unwrap_or_default()
+    };
     let mut b = Browser::open(&format!("{}/#/incidents/INC-2024-0892", s.base));
     b.until("!!document.getElementById('close')");
     b.eval("document.getElementById('close').click()");
@@ -974,29 +984,13 @@ fn an_operator_closes_an_incident_from_the_board_after_confirming_it() {
     // The wrong id is refused: the dialog stays, saying why.
     b.eval("document.getElementById('confirm-id').value = 'INC-OTHER'; document.getElementById('confirm-go').click()");
     b.until("document.getElementById('confirm-close').open && document.getElementById('confirm-error').textContent.includes('not this incident')");
-    let status: Value = rt
-        .block_on(async {
-            c.get(format!("{}/v1/incidents/INC-2024-0892", s.base))
-                .send()
-                .await?
-                .json()
-                .await
-        })
-        .unwrap_or_default();
+    let status: Value = current();
     assert_eq!(status["incident"]["status"], "open", "nothing closed yet");
     // Confirmed: closed, and the page shows it.
     b.eval("document.getElementById('confirm-id').value = 'INC-2024-0892'; document.getElementById('confirm-go').click()");
     b.until("!!document.querySelector('h1 .status-closed')");
     b.screenshot("6-closed-from-the-board");
-    let status: Value = rt
-        .block_on(async {
-            c.get(format!("{}/v1/incidents/INC-2024-0892", s.base))
-                .send()
-                .await?
-                .json()
-                .await
-        })
-        .unwrap_or_default();
+    let status: Value = current();
     assert_eq!(status["incident"]["status"], "closed");
     assert_eq!(status["counts"]["cancelled"], 4, "{status}");
 }
