@@ -121,6 +121,17 @@ fn seed_fields() -> Value {
     })
 }
 
+/// `GET url` as JSON (`Null` if the body is not JSON).
+async fn get_json(c: &reqwest::Client, url: &str) -> Value {
+    c.get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default()
+}
+
 async fn post(c: &reqwest::Client, url: &str, body: &Value) -> reqwest::Response {
     c.post(url)
         .header("content-type", "application/json")
@@ -232,14 +243,7 @@ async fn the_api_end_to_end() {
     }
     let r = c.head(&link).send().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status(), 200);
-    let status: Value = c
-        .get(format!("{incidents}/INC-2024-0892"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_default();
+    let status: Value = get_json(&c, &format!("{incidents}/INC-2024-0892")).await;
     assert_eq!(
         status["counts"]["acknowledged"], 0,
         "a GET acknowledges nothing: {status}"
@@ -266,14 +270,7 @@ async fn the_api_end_to_end() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status(), 404);
 
-    let status: Value = c
-        .get(format!("{incidents}/INC-2024-0892"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_default();
+    let status: Value = get_json(&c, &format!("{incidents}/INC-2024-0892")).await;
     assert_eq!(status["counts"]["acknowledged"], 1, "{status}");
     let shown = status.to_string();
     assert!(
@@ -347,14 +344,7 @@ async fn the_api_end_to_end() {
     // The server's jobs cancel the cascades: wait, boundedly, for closed.
     let mut status = Value::Null;
     for _ in 0..200 {
-        status = c
-            .get(format!("{incidents}/INC-2024-0892"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .json()
-            .await
-            .unwrap_or_default();
+        status = get_json(&c, &format!("{incidents}/INC-2024-0892")).await;
         if status["incident"]["status"] == "closed" {
             break;
         }

@@ -198,10 +198,6 @@ pub struct StakeholderFilter {
 }
 
 impl StakeholderFilter {
-    pub fn is_empty(&self) -> bool {
-        *self == StakeholderFilter::default()
-    }
-
     fn admits(&self, rec: &CascadeRecord) -> bool {
         let c = &rec.cascade;
         self.state.is_none_or(|s| s == c.status)
