@@ -283,7 +283,11 @@ fn ack_token_seeds() -> Vec<Vec<u8>> {
         stakeholder,
         route: crate::engine::Route::Member,
     };
-    vec![tokens.mint(&key, Ts::from_secs(1_700_000_000)).into_bytes()]
+    vec![
+        tokens
+            .mint(&key, crate::domain::Channel::Push, Ts::from_secs(1_700_000_000))
+            .into_bytes(),
+    ]
 }
 
 /// Headers and request, one per line: timestamp, signature, method, path,

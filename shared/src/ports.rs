@@ -640,7 +640,7 @@ pub trait ChannelSender: Send + Sync {
 }
 
 /// Result of asking the rate limiter for one send.
-pub use crate::ratelimit::{Admit, Lane, Throttling};
+pub use crate::ratelimit::{Admit, Gauge, Lane, Throttling};
 
 /// What [`RateLimiter::admit`] answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -722,6 +722,9 @@ pub trait RateLimiter: Send + Sync {
     /// How long a member send asking now would wait on `endpoint`
     /// (`AdaptiveLimiter::queue_wait`), booking nothing.
     async fn queue_wait(&self, endpoint: &str, now: Ts) -> Result<Millis>;
+    /// The endpoint's limit, pace, wait, pause and counted answers; `None`
+    /// for an endpoint nothing has been sent on.
+    async fn gauge(&self, endpoint: &str, now: Ts) -> Result<Option<Gauge>>;
 }
 
 /// What happened, for metrics and for drills' live invariant checks.
@@ -800,5 +803,6 @@ pub struct Deps {
 
 /// Mints the signed one-click acknowledgement link of a cascade.
 pub trait AckLinks: Send + Sync {
-    fn link(&self, key: &CascadeKey, now: Ts) -> String;
+    /// The link for `key` in a message on `channel`.
+    fn link(&self, key: &CascadeKey, channel: Channel, now: Ts) -> String;
 }

@@ -237,6 +237,25 @@ pub struct AdaptiveLimiter {
     restarted_at: f64,
     #[serde(default)]
     last_pause: Millis,
+    /// Sends the carrier accepted and 429s it answered, since this state
+    /// was created (absent from state stored before they were kept: 0).
+    #[serde(default)]
+    accepted: u64,
+    #[serde(default)]
+    throttled: u64,
+}
+
+/// What an endpoint's limiter says of its carrier now, for operators: the
+/// told limit, the pace it sends at, how long a send asking now waits, the
+/// carrier's pause, and the carrier's answers counted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gauge {
+    pub limit_per_sec: f64,
+    pub pace_per_sec: f64,
+    pub queue_wait: Millis,
+    pub paused_until: Option<Ts>,
+    pub accepted: u64,
+    pub throttled: u64,
 }
 
 impl AdaptiveLimiter {
@@ -275,6 +294,8 @@ impl AdaptiveLimiter {
             throttled_since: None,
             restarted_at: limit,
             last_pause: 0,
+            accepted: 0,
+            throttled: 0,
         }
     }
 
@@ -410,6 +431,7 @@ impl AdaptiveLimiter {
             self.throttled_since = None;
         }
         self.accepted_since_cut += 1;
+        self.accepted += 1;
         if let Some(prev) = self.last_success {
             let dt = now.since(prev) as f64;
             self.interval_avg_ms = if self.sends_since_resume == 0 {
@@ -437,6 +459,7 @@ impl AdaptiveLimiter {
     /// pause but do not cut again.
     pub fn on_throttled(&mut self, now: Ts, retry_after: Option<Millis>) {
         let pause = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
+        self.throttled += 1;
         self.throttled_since.get_or_insert(now);
         let until = now.plus(pause);
         let until = self.paused_until.map_or(until, |p| p.max(until));
@@ -492,6 +515,18 @@ impl AdaptiveLimiter {
     pub fn queue_wait(&self, now: Ts) -> Millis {
         let pause = self.paused_until.filter(|p| *p > now).unwrap_or(now);
         self.booked_until().max(pause).since(now)
+    }
+
+    /// The endpoint as an operator sees it at `now`.
+    pub fn gauge(&self, now: Ts) -> Gauge {
+        Gauge {
+            limit_per_sec: self.limit,
+            pace_per_sec: self.rate,
+            queue_wait: self.queue_wait(now),
+            paused_until: self.paused_until.filter(|p| *p > now),
+            accepted: self.accepted,
+            throttled: self.throttled,
+        }
     }
 
     /// End of the Retry-After pause, while one is known to be running

@@ -79,6 +79,17 @@ fn env_of(n: u32) -> Env {
 }
 
 fn env_with(people: Vec<Stakeholder>, members: Vec<StakeholderId>) -> Env {
+    let q = || -> Arc<dyn ChannelSender> { Arc::new(Quiet) };
+    let senders = Senders {
+        voice: q(),
+        sms: q(),
+        email: q(),
+        push: q(),
+    };
+    env_sending(people, members, senders)
+}
+
+fn env_sending(people: Vec<Stakeholder>, members: Vec<StakeholderId>, senders: Senders) -> Env {
     let clock = VirtualClock::new(Ts::from_secs(1_700_000_000));
     let agenda: Arc<Agenda<()>> = Agenda::new(clock.clone());
     let group = Group {
@@ -89,18 +100,12 @@ fn env_with(people: Vec<Stakeholder>, members: Vec<StakeholderId>) -> Env {
         escalation_channels: vec![],
         idp: None,
     };
-    let q = || -> Arc<dyn ChannelSender> { Arc::new(Quiet) };
     let deps = embedded(
         Arc::new(Policy::default()),
         &agenda,
         Arc::new(MemoryStore::new()),
         Arc::new(MemoryDirectory::new(vec![group], people)),
-        Senders {
-            voice: q(),
-            sms: q(),
-            email: q(),
-            push: q(),
-        },
+        senders,
         clock.clone(),
         Arc::new(SeededIds::new(1)),
     );
@@ -345,7 +350,8 @@ async fn opening_an_ack_link_changes_nothing_and_its_button_acknowledges() {
     let e = env();
     assert_eq!(e.trigger(seed("INC-1")).await.status, StatusCode::ACCEPTED);
     e.run_jobs();
-    let token = e.tokens.mint(&key("INC-1"), e.clock.now());
+    // The link of a push notification.
+    let token = e.tokens.mint(&key("INC-1"), Channel::Push, e.clock.now());
     let link = format!("/v1/ack/{token}");
     let before = e.audit_len("INC-1");
     // A mail scanner fetches the link, more than once, GET and HEAD.
@@ -401,6 +407,12 @@ async fn opening_an_ack_link_changes_nothing_and_its_button_acknowledges() {
         e.cascade("INC-1").map(|c| c.cascade.status),
         Some(CascadeStatus::Acknowledged)
     );
+    let by_channel = status_of(&e, "INC-1").await["progress"]["byChannel"].clone();
+    assert_eq!(
+        (by_channel["push"]["acknowledged"].as_u64(), by_channel["email"]["acknowledged"].as_u64()),
+        (Some(1), Some(0)),
+        "recorded on the channel whose message carried the link: {by_channel}"
+    );
     // Afterwards the page says nothing more is needed, with no button.
     let again = Request::builder()
         .uri(&link)
@@ -413,7 +425,9 @@ async fn opening_an_ack_link_changes_nothing_and_its_button_acknowledges() {
 #[tokio::test]
 async fn a_genuine_token_for_a_cascade_that_does_not_exist_is_not_found() {
     let e = env();
-    let token = e.tokens.mint(&key("INC-NEVER"), e.clock.now());
+    let token = e
+        .tokens
+        .mint(&key("INC-NEVER"), Channel::Email, e.clock.now());
     for method in ["GET", "POST"] {
         let req = Request::builder()
             .method(method)
@@ -918,4 +932,107 @@ async fn a_close_job_delivered_twice_counts_its_partition_once() {
     assert_eq!(v["incident"]["status"], "closed", "{v}");
     assert_eq!(v["counts"]["cancelled"], 230, "{v}");
     assert_eq!(v["incident"]["close_passes"], 1, "one pass was enough: {v}");
+}
+
+/// A carrier that answers 429 to its first `throttle` sends, then accepts,
+/// counting both.
+struct Counted {
+    endpoint: &'static str,
+    throttle: usize,
+    answered: std::sync::Mutex<(usize, usize)>,
+}
+
+#[async_trait::async_trait]
+impl ChannelSender for Counted {
+    fn endpoint(&self) -> &str {
+        self.endpoint
+    }
+    async fn send(&self, _: &OutboundMessage) -> Result<Accepted, SendError> {
+        let mut g = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+        if g.1 < self.throttle {
+            g.1 += 1;
+            return Err(SendError::Throttled {
+                retry_after: Some(5_000),
+            });
+        }
+        g.0 += 1;
+        Ok(Accepted {
+            provider_message_id: format!("{}-{}", self.endpoint, g.0),
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_carriers_view_shows_each_carriers_limit_pace_and_the_answers_it_gave() {
+    let counted = |endpoint, throttle| {
+        Arc::new(Counted {
+            endpoint,
+            throttle,
+            answered: std::sync::Mutex::new((0, 0)),
+        })
+    };
+    let (voice, sms, email, push) = (
+        counted("voice-carrier", 2),
+        counted("sms-carrier", 0),
+        counted("email-carrier", 0),
+        counted("push-carrier", 0),
+    );
+    let mut people: Vec<Stakeholder> = (0..6).map(|i| person(&format!("p{i}"), i)).collect();
+    let members = people.iter().map(|p| p.id.clone()).collect();
+    people.push(person("boss", 9_000));
+    let e = env_sending(
+        people,
+        members,
+        Senders {
+            voice: voice.clone(),
+            sms: sms.clone(),
+            email: email.clone(),
+            push: push.clone(),
+        },
+    );
+    let before = e.send(e.signed("GET", "/v1/carriers", "")).await;
+    assert_eq!(before.status, StatusCode::OK, "{}", before.text);
+    let list = before.json()["carriers"].clone();
+    assert_eq!(list.as_array().map(Vec::len), Some(4), "{list}");
+    for c in list.as_array().into_iter().flatten() {
+        assert_eq!(c["active"], false, "nothing sent yet: {c}");
+        assert_eq!((c["accepted"].as_u64(), c["throttled"].as_u64()), (Some(0), Some(0)));
+        assert_eq!(c["limitPerSec"], c["pacePerSec"], "{c}");
+    }
+    let mut fields = seed("INC-CARRIERS");
+    fields["stakeholderGroupId"] = json!("ops");
+    assert_eq!(e.trigger(fields).await.status, StatusCode::ACCEPTED);
+    for _ in 0..30 {
+        e.work();
+        e.clock.advance(1_000);
+    }
+    let a = e.send(e.signed("GET", "/v1/carriers", "")).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let list = a.json()["carriers"].clone();
+    let by = |ch: &str| {
+        list.as_array()
+            .and_then(|l| l.iter().find(|c| c["channel"] == ch))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {ch} in {list}"))
+    };
+    for (ch, fake) in [("voice", &voice), ("sms", &sms), ("email", &email), ("push", &push)] {
+        let c = by(ch);
+        let (accepted, throttled) = *fake.answered.lock().unwrap_or_else(|p| p.into_inner());
+        assert_eq!(c["endpoint"], fake.endpoint, "{c}");
+        assert_eq!(c["accepted"].as_u64(), Some(accepted as u64), "{ch}: {c}");
+        assert_eq!(c["throttled"].as_u64(), Some(throttled as u64), "{ch}: {c}");
+        assert_eq!(c["active"], accepted + throttled > 0, "{ch}: {c}");
+        let (limit, pace) = (c["limitPerSec"].as_f64(), c["pacePerSec"].as_f64());
+        assert!(pace <= limit && pace > Some(0.0), "{ch}: {c}");
+    }
+    let v = by("voice");
+    assert_eq!(v["throttled"], 2, "the carrier's two 429s are counted: {v}");
+    assert!(
+        v["accepted"].as_u64() > Some(0),
+        "voice went on after the pause: {v}"
+    );
+    assert!(
+        v["pacePerSec"].as_f64() < v["limitPerSec"].as_f64(),
+        "after 429s the limiter paces below the told limit: {v}"
+    );
 }

@@ -24,7 +24,7 @@ use aws_sdk_dynamodb::Client;
 use muster::domain::{Millis, Ts};
 use muster::policy::Policy;
 use muster::ports::{Admission, Lane, RateLimiter};
-use muster::ratelimit::{AdaptiveLimiter, LimiterConfig, Throttling, Ticket};
+use muster::ratelimit::{AdaptiveLimiter, Gauge, LimiterConfig, Throttling, Ticket};
 use muster::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -240,5 +240,14 @@ impl RateLimiter for DynamoLimiter {
             .read(endpoint)
             .await?
             .map_or(0, |(state, _)| state.queue_wait(now)))
+    }
+
+    /// The stored state (this process's accepted sends not yet written are
+    /// not in it: they are counted with its next change).
+    async fn gauge(&self, endpoint: &str, now: Ts) -> Result<Option<Gauge>> {
+        Ok(self
+            .read(endpoint)
+            .await?
+            .map(|(state, _)| state.gauge(now)))
     }
 }

@@ -23,7 +23,7 @@
 //! `base64url(HMAC-SHA256(secret, payload))`.
 
 use super::Secret;
-use crate::domain::{IncidentId, StakeholderId, Ts};
+use crate::domain::{Channel, IncidentId, StakeholderId, Ts};
 use crate::engine::{CascadeKey, Route};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -148,17 +148,21 @@ impl AckTokens {
         AckTokens { secret, ttl_ms }
     }
 
-    pub fn mint(&self, key: &CascadeKey, now: Ts) -> String {
+    /// A token for `key`, sent on `channel` (the channel the
+    /// acknowledgement is recorded on: a push notification's link counts as
+    /// push, not email).
+    pub fn mint(&self, key: &CascadeKey, channel: Channel, now: Ts) -> String {
         let route = match &key.route {
             Route::Member => "m".to_string(),
             Route::Escalation { about } => format!("e:{about}"),
         };
         let payload = format!(
-            "{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}",
             key.incident,
             key.stakeholder,
             route,
-            now.plus(self.ttl_ms).0
+            now.plus(self.ttl_ms).0,
+            channel.as_str()
         );
         let sig = mac(&self.secret, &[payload.as_bytes()])
             .finalize()
@@ -170,8 +174,10 @@ impl AckTokens {
         )
     }
 
-    /// The cascade a token acknowledges, if it is genuine and unexpired.
-    pub fn check(&self, token: &str, now: Ts) -> Option<CascadeKey> {
+    /// The cascade a token acknowledges and the channel it was sent on, if
+    /// it is genuine and unexpired. A token minted before tokens named their
+    /// channel was an email's.
+    pub fn check(&self, token: &str, now: Ts) -> Option<LinkTarget> {
         let (p, s) = token.split_once('.')?;
         let payload = URL_SAFE_NO_PAD.decode(p).ok()?;
         let sig = URL_SAFE_NO_PAD.decode(s).ok()?;
@@ -180,6 +186,10 @@ impl AckTokens {
         let mut parts = text.split('|');
         let (incident, stakeholder, route, expiry) =
             (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let channel = match parts.next() {
+            None => Channel::Email,
+            Some(c) => Channel::parse(c).ok()?,
+        };
         if parts.next().is_some() || now.0 > expiry.parse::<u64>().ok()? {
             return None;
         }
@@ -187,12 +197,21 @@ impl AckTokens {
             "m" => Route::Member,
             _ => Route::escalation(StakeholderId::parse(route.strip_prefix("e:")?).ok()?),
         };
-        Some(CascadeKey {
+        let key = CascadeKey {
             incident: IncidentId::parse(incident).ok()?,
             stakeholder: StakeholderId::parse(stakeholder).ok()?,
             route,
-        })
+        };
+        Some(LinkTarget { key, channel })
     }
+}
+
+/// What a genuine acknowledgement token names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkTarget {
+    pub key: CascadeKey,
+    /// The channel whose message carried the link.
+    pub channel: Channel,
 }
 
 #[cfg(test)]
@@ -307,8 +326,12 @@ mod tests {
             route: Route::Member,
         };
         let now = Ts::from_secs(100);
-        let token = t.mint(&key, now);
-        assert_eq!(t.check(&token, now.plus(59_000)), Some(key.clone()));
+        let token = t.mint(&key, Channel::Push, now);
+        let target = LinkTarget {
+            key: key.clone(),
+            channel: Channel::Push,
+        };
+        assert_eq!(t.check(&token, now.plus(59_000)), Some(target));
         assert_eq!(t.check(&token, now.plus(61_000)), None, "expired");
         let mut forged = token.clone();
         forged.insert(3, 'x');
@@ -328,11 +351,11 @@ pub struct SignedAckLinks {
 }
 
 impl crate::ports::AckLinks for SignedAckLinks {
-    fn link(&self, key: &CascadeKey, now: Ts) -> String {
+    fn link(&self, key: &CascadeKey, channel: Channel, now: Ts) -> String {
         format!(
             "{}/v1/ack/{}",
             self.base_url.trim_end_matches('/'),
-            self.tokens.mint(key, now)
+            self.tokens.mint(key, channel, now)
         )
     }
 }

@@ -8,6 +8,9 @@
 //!   same id with another payload is 409.
 //! - `GET /v1/incidents`: incidents, open ones first, newest first, paged
 //!   (`limit` 1 to 1,000, default 100; `cursor` from the page before).
+//! - `GET /v1/carriers`: each channel's carrier: its told limit, the pace
+//!   the limiter sends at, the wait of a send asking now, the carrier's
+//!   pause, and the sends it accepted and the 429s it answered.
 //! - `GET /v1/incidents/{id}`: counts by state and every stakeholder's state,
 //!   contacts masked, needs-review flags.
 //! - `POST /v1/incidents/{id}/close`: cancels every open cascade.
@@ -34,7 +37,7 @@
 use super::Secret;
 use super::sign::{AckTokens, SignedRequest, verify_request};
 use crate::app::{self, ReceiptEvent, ReceiptOutcome};
-use crate::domain::{IncidentId, PhoneNumber, Trigger};
+use crate::domain::{Channel, IncidentId, PhoneNumber, Trigger};
 use crate::engine::ReceiptStatus;
 use crate::ports::Deps;
 use axum::body::Bytes;
@@ -73,9 +76,10 @@ pub struct ApiState {
 }
 
 /// Every route, as (method, path): the OpenAPI document must list exactly these.
-pub const ROUTES: [(&str, &str); 10] = [
+pub const ROUTES: [(&str, &str); 11] = [
     ("post", "/v1/incidents"),
     ("get", "/v1/incidents"),
+    ("get", "/v1/carriers"),
     ("get", "/v1/incidents/{id}"),
     ("post", "/v1/incidents/{id}/close"),
     ("get", "/v1/incidents/{id}/audit"),
@@ -89,6 +93,7 @@ pub const ROUTES: [(&str, &str); 10] = [
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/incidents", post(trigger).get(list))
+        .route("/v1/carriers", get(carriers))
         .route("/v1/incidents/{id}", get(status))
         .route("/v1/incidents/{id}/close", post(close))
         .route("/v1/incidents/{id}/audit", get(audit))
@@ -454,6 +459,13 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
+/// `GET /v1/carriers`: each channel's carrier as its rate limiter sees it.
+async fn carriers(State(s): State<ApiState>, caller: MaybeCaller, req: Req) -> Res {
+    authenticate(&s, &caller, &req, b"")?;
+    let carriers = app::carriers(&s.deps).await?;
+    Ok(Json(json!({"carriers": carriers})).into_response())
+}
+
 async fn list(
     State(s): State<ApiState>,
     caller: MaybeCaller,
@@ -599,22 +611,23 @@ fn invalid_link() -> Problem {
 
 /// The cascade a token acknowledges: 404 unless the token is genuine,
 /// unexpired and names a cascade that exists.
-async fn ack_target(s: &ApiState, token: &str) -> Result<Ack, Problem> {
-    let key = s
+async fn ack_target(s: &ApiState, token: &str) -> Result<(Ack, Channel), Problem> {
+    let target = s
         .tokens
         .check(token, s.deps.clock.now())
         .ok_or_else(invalid_link)?;
     let rec = s
         .deps
         .cascades
-        .get_cascade(&key)
+        .get_cascade(&target.key)
         .await?
         .ok_or_else(invalid_link)?;
-    Ok(if rec.cascade.status.is_terminal() {
+    let ack = if rec.cascade.status.is_terminal() {
         Ack::Ended(rec)
     } else {
         Ack::Open(rec)
-    })
+    };
+    Ok((ack, target.channel))
 }
 
 /// Records the acknowledgement a token stands for; whether this request
@@ -623,14 +636,14 @@ async fn acknowledge(
     s: &ApiState,
     token: &str,
 ) -> Result<(crate::engine::CascadeKey, bool), Problem> {
-    let key = match ack_target(s, token).await? {
-        Ack::Open(rec) | Ack::Ended(rec) => rec.cascade.key,
+    let (key, channel) = match ack_target(s, token).await? {
+        (Ack::Open(rec) | Ack::Ended(rec), channel) => (rec.cascade.key, channel),
     };
     let outcome = app::receipt(
         &s.deps,
         ReceiptEvent::Ack {
             key: key.clone(),
-            channel: crate::domain::Channel::Email,
+            channel,
             attempt: None,
         },
     )
@@ -694,7 +707,7 @@ fn not_recorded_page() -> Response {
 /// `GET /v1/ack/{token}`: what the link is for, and a button. Changes nothing.
 async fn ack_page(State(s): State<ApiState>, Path(token): Path<String>) -> Response {
     match ack_target(&s, &token).await {
-        Ok(Ack::Open(rec)) => {
+        Ok((Ack::Open(rec), _)) => {
             let action = format!("/v1/ack/{token}");
             page(
                 StatusCode::OK,
@@ -706,7 +719,7 @@ async fn ack_page(State(s): State<ApiState>, Path(token): Path<String>) -> Respo
                 Some(&action),
             )
         }
-        Ok(Ack::Ended(rec)) => page(
+        Ok((Ack::Ended(rec), _)) => page(
             StatusCode::OK,
             "Nothing more needed",
             &format!(

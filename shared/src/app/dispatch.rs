@@ -332,12 +332,12 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
                 Channel::Email | Channel::Push => deps
                     .ack_links
                     .as_ref()
-                    .map(|l| l.link(key, deps.clock.now())),
+                    .map(|l| l.link(key, a.channel, deps.clock.now())),
                 // No reply can reach Muster: the SMS carries the link.
                 Channel::Sms if !sms_replies => deps
                     .ack_links
                     .as_ref()
-                    .map(|l| l.link(key, deps.clock.now())),
+                    .map(|l| l.link(key, a.channel, deps.clock.now())),
                 _ => None,
             };
             let names: Vec<&str> = bundle.iter().map(|(_, n)| n.as_str()).collect();

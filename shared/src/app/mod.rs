@@ -6,6 +6,7 @@
 //! never has a double effect.
 
 pub mod audit;
+mod carriers;
 mod contacts;
 mod dispatch;
 mod escalation;
@@ -15,6 +16,7 @@ mod receipt;
 mod tick;
 mod trigger;
 
+pub use carriers::{CarrierView, carriers};
 pub use contacts::ContactCheck;
 pub use dispatch::{EXPAND_CHUNK, dispatch};
 pub use escalation::{

@@ -5,7 +5,7 @@ use crate::domain::{Millis, Ts};
 use crate::error::Result;
 use crate::policy::Policy;
 use crate::ports::{Admission, Admit, RateLimiter};
-use crate::ratelimit::{AdaptiveLimiter, Lane, Throttling, Ticket};
+use crate::ratelimit::{AdaptiveLimiter, Gauge, Lane, Throttling, Ticket};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -97,5 +97,8 @@ impl RateLimiter for MemoryLimiter {
         Ok(lock(&self.limiters)
             .get(endpoint)
             .map_or(0, |l| l.queue_wait(now)))
+    }
+    async fn gauge(&self, endpoint: &str, now: Ts) -> Result<Option<Gauge>> {
+        Ok(lock(&self.limiters).get(endpoint).map(|l| l.gauge(now)))
     }
 }

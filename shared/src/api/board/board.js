@@ -123,13 +123,39 @@ function timeline() {
     <p>First contacts (blue) and acknowledgements (green), as this page has seen them since ${esc(new Date(t0).toLocaleTimeString())}.</p>`;
 }
 
+// Accepted counts per endpoint as this page has polled them (the last
+// 10 s), for the pace the carrier is taking sends at.
+const taken = {};
+function measured(c) {
+  const now = Date.now();
+  const h = (taken[c.endpoint] = (taken[c.endpoint] || []).filter((x) => now - x.t <= 10000));
+  h.push({ t: now, n: c.accepted });
+  const first = h[0];
+  return h.length > 1 && now > first.t ? ((c.accepted - first.n) * 1000) / (now - first.t) : null;
+}
+
+function carriersTable(list) {
+  const rows = list.map((c) => {
+    const rate = measured(c);
+    const paused = c.pausedUntil ? "until " + new Date(c.pausedUntil).toLocaleTimeString() : "";
+    return `<tr data-channel="${esc(c.channel)}"><th scope="row">${esc(c.channel)}</th><td>${esc(c.endpoint)}</td>
+      <td class="n">${c.limitPerSec.toFixed(1)}</td><td class="n">${c.pacePerSec.toFixed(1)}</td>
+      <td class="n">${rate === null ? "" : rate.toFixed(1)}</td><td class="n" data-count="accepted">${c.accepted}</td>
+      <td class="n" data-count="throttled">${c.throttled}</td><td class="n">${(c.queueWaitMs / 1000).toFixed(1)} s</td><td>${esc(paused)}</td></tr>`;
+  });
+  return `<div class="table-wrap"><table id="carriers"><caption class="visually-hidden">Each channel's carrier: sends per second told, paced and measured; answers counted</caption>
+    <thead><tr><th>Channel</th><th>Endpoint</th><th class="n">Limit /s</th><th class="n">Pace /s</th><th class="n">Taken /s (10 s)</th><th class="n">Accepted</th><th class="n">429s</th><th class="n">Queue wait</th><th>Paused</th></tr></thead>
+    <tbody>${rows.join("")}</tbody></table></div>`;
+}
+
 async function detailView(id) {
   const path = "/v1/incidents/" + encodeURIComponent(id);
-  const [v, waiting, pending, escalations] = await Promise.all([
+  const [v, waiting, pending, escalations, carriers] = await Promise.all([
     api("GET", path, { limit: "1" }),
     api("GET", path, { state: "active", route: "member", limit: "50" }),
     api("GET", path, { state: "pending", route: "member", limit: "50" }),
     api("GET", path, { route: "escalation", limit: "50" }),
+    api("GET", "/v1/carriers"),
   ]);
   const p = v.progress, inc = v.incident, m = p.members;
   const members = Math.max(inc.cascades, sum(m));
@@ -158,6 +184,8 @@ async function detailView(id) {
     <div class="table-wrap"><table id="by-tier"><thead><tr><th>Members</th><th class="n">Pending</th><th class="n">Active</th><th class="n">Acknowledged</th><th class="n">Escalated</th><th class="n">Cancelled</th></tr></thead>
       <tbody>${tiers}<tr><th scope="row">All</th><td class="n">${m.pending}</td><td class="n">${m.active}</td><td class="n" id="acknowledged">${m.acknowledged}</td><td class="n">${m.escalated}</td><td class="n" id="cancelled">${m.cancelled}</td></tr></tbody></table></div>
     <div class="table-wrap"><table><thead><tr><th>Channel</th><th class="n">Messages in flight</th><th class="n">Acknowledged on it</th></tr></thead><tbody>${channels}</tbody></table></div>
+    <h2>Carriers</h2>${carriersTable(carriers.carriers)}
+    <p>Limit: what the policy says the carrier takes; pace: what the limiter sends at now (lower after 429s); taken: sends the carrier accepted per second over the last 10 s this page watched.</p>
     <h2>Timeline</h2>${timeline()}
     <h2>Not acknowledged yet</h2>
     ${people(waiting.stakeholders.concat(pending.stakeholders), "Nobody is waiting.")}
