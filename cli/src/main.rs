@@ -2,6 +2,7 @@
 
 mod bench;
 mod incidents;
+mod phones;
 mod serve;
 
 use anyhow::Context;

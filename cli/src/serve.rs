@@ -3,6 +3,7 @@
 //! print each message (ack links included) and report it delivered a moment
 //! later. A local development server, not a deployment.
 
+use crate::phones::{self, Phones};
 use anyhow::Context;
 use async_trait::async_trait;
 use muster::adapters::memory::{
@@ -24,7 +25,6 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// What the console carriers schedule: a delivery receipt.
@@ -35,7 +35,8 @@ struct ConsoleCarrier {
     quiet: bool,
     channel: Channel,
     agenda: Arc<Agenda<Delivered>>,
-    next: Arc<AtomicU64>,
+    phones: Arc<Phones>,
+    clock: Arc<dyn Clock>,
 }
 
 #[async_trait]
@@ -44,16 +45,29 @@ impl ChannelSender for ConsoleCarrier {
         self.channel.as_str()
     }
     async fn send(&self, msg: &OutboundMessage) -> Result<Accepted, SendError> {
-        let id = format!("console:{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let n = self.phones.number();
+        // A call is known by its SIP media application transaction, as the
+        // Chime voice sender registers it.
+        let id = match self.channel {
+            Channel::Voice => {
+                muster::events::chime::provider_message_id(&phones::transaction_id(n))
+            }
+            _ => format!("console:{n}"),
+        };
+        self.phones.keep(n, msg, &id, self.clock.now());
         if !self.quiet {
+            let how = match self.channel {
+                Channel::Voice => r#"{"digits": "1"}"#,
+                Channel::Sms => r#"{"text": "ACK ..."}"#,
+                Channel::Email | Channel::Push => r#"{"action": "acknowledge"}"#,
+            };
             let mut out = std::io::stdout().lock();
             let _ = writeln!(
                 out,
-                "--> {} to {} ({}) [{}]\n    {}\n    {}",
+                "--> {} to {} ({}) [message {n}]\n    {}\n    {}\n    answer it: the board's Phones page, or POST /local/messages/{n}/answer {how}",
                 self.channel,
                 msg.key.stakeholder,
                 msg.to.masked(),
-                id,
                 msg.subject,
                 msg.body.replace('\n', "\n    ")
             );
@@ -334,13 +348,14 @@ pub fn app(
         dir.stakeholders.clone(),
     ));
     let policy = Arc::new(policy);
-    let next = Arc::new(AtomicU64::new(1));
+    let phones = Arc::new(Phones::default());
     let carrier = |channel| -> Arc<dyn ChannelSender> {
         Arc::new(ConsoleCarrier {
             quiet,
             channel,
             agenda: agenda.clone(),
-            next: next.clone(),
+            phones: phones.clone(),
+            clock: clock.clone(),
         })
     };
     let tokens = AckTokens::new(Secret::new(ack_secret), 7 * 86_400_000);
@@ -381,16 +396,26 @@ pub fn app(
             .spawn(move || drive(deps, agenda))?;
     }
 
-    let mut router = v1::router(v1::ApiState {
+    let board = muster::api::board::BoardConfig {
+        auth: if secret.is_some() {
+            muster::api::board::BoardAuth::Signed
+        } else {
+            muster::api::board::BoardAuth::Open
+        },
+        local_phones: true,
+    };
+    let api = v1::ApiState {
         deps,
         secret,
         tokens,
-    });
+    };
+    // Answering the console carriers' messages locally.
+    let mut router = v1::router(api.clone()).merge(phones::router(phones, api));
     if let Some(t) = scim_token {
         router = router.merge(scim::router(directory, t));
     }
     // The incident board at `/`.
-    let router = router.merge(muster::api::board::router());
+    let router = router.merge(muster::api::board::router(board));
     let router = router.layer(tower_http::timeout::TimeoutLayer::with_status_code(
         axum::http::StatusCode::REQUEST_TIMEOUT,
         request_timeout,

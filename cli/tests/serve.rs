@@ -43,17 +43,25 @@ fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
 }
 
 fn start_with(secret: Option<&str>, extra: &[&str]) -> Server {
+    // Email first: the ack link appears at once.
+    start_policy(
+        secret,
+        "[channel_order]\nP1 = [\"email\", \"sms\", \"voice\"]\n",
+        extra,
+    )
+}
+
+fn start_policy(secret: Option<&str>, policy_text: &str, extra: &[&str]) -> Server {
+    static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // Started outside the source tree: the example directory is built in.
     let away = std::env::temp_dir().join(format!("muster-serve-cwd-{}", std::process::id()));
     std::fs::create_dir_all(&away).unwrap_or_else(|e| panic!("{e}"));
-    let policy =
-        std::env::temp_dir().join(format!("muster-serve-policy-{}.toml", std::process::id()));
-    // Email first, short holds: the ack link appears at once.
-    std::fs::write(
-        &policy,
-        "[channel_order]\nP1 = [\"email\", \"sms\", \"voice\"]\n",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let policy = std::env::temp_dir().join(format!(
+        "muster-serve-policy-{}-{n}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&policy, policy_text).unwrap_or_else(|e| panic!("{e}"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_muster"));
     cmd.args([
         "serve",
@@ -86,10 +94,12 @@ fn start_with(secret: Option<&str>, extra: &[&str]) -> Server {
             .find_map(|l| l.strip_prefix("listening on ").map(str::to_string))
     });
     let out = server.out.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    assert!(
-        out.contains("directory: built-in example (ops-leadership.yaml"),
-        "{out}"
-    );
+    if !extra.contains(&"--directory") {
+        assert!(
+            out.contains("directory: built-in example (ops-leadership.yaml"),
+            "{out}"
+        );
+    }
     server
 }
 
@@ -1010,4 +1020,201 @@ fn the_drill_report_page_renders_its_plots_in_a_real_browser() {
     );
     b.screenshot("7-drill-report");
     let _ = std::fs::remove_file(&out);
+}
+
+/// One person per channel, each reachable on it alone, and their manager.
+const ONE_PER_CHANNEL: &str = r#"
+stakeholders:
+  - { id: vera, name: Vera Voice, tier: 1, phone: "+44 20 7946 0301", channels: [voice], manager: max }
+  - { id: sam, name: Sam Sms, tier: 1, phone: "+44 20 7946 0302", channels: [sms], manager: max }
+  - { id: emma, name: Emma Email, tier: 2, email: emma@example.com, manager: max }
+  - { id: pat, name: Pat Push, tier: 3, push: device-pat, manager: max }
+  - { id: max, name: Max Manager, tier: 1, phone: "+44 20 7946 0399", email: max@example.com }
+groups:
+  - { id: local, name: Local answers, members: [vera, sam, emma, pat], on_call_manager: max, escalation_channels: [voice, sms] }
+"#;
+
+fn one_per_channel() -> Server {
+    let dir = std::env::temp_dir().join(format!("muster-serve-local-{}.yaml", std::process::id()));
+    std::fs::write(&dir, ONE_PER_CHANNEL).unwrap_or_else(|e| panic!("{e}"));
+    // The default P1 order, push included.
+    start_policy(None, "", &["--directory", dir.to_str().unwrap_or_default()])
+}
+
+/// The simulated phones' messages, waiting (bounded) until `n` are kept.
+async fn messages(c: &reqwest::Client, s: &Server, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = get_json(c, &format!("{}/local/messages", s.base)).await;
+        let list = v["messages"].as_array().cloned().unwrap_or_default();
+        if list.len() >= n {
+            return list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} messages: {v}",
+            list.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_channel_is_answered_locally_through_its_carriers_path() {
+    let s = one_per_channel();
+    let c = reqwest::Client::new();
+    let mut trigger = seed_fields();
+    trigger["stakeholderGroupId"] = json!("local");
+    let r = post(
+        &c,
+        &format!("{}/v1/incidents", s.base),
+        &json!({"trigger": trigger}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let list = messages(&c, &s, 4).await;
+    let of = |ch: &str| {
+        list.iter()
+            .find(|m| m["channel"] == ch)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {ch} message: {list:?}"))
+    };
+    let email = of("email")["body"].as_str().unwrap_or_default().to_string();
+    assert!(
+        email.contains("/v1/ack/") && !email.contains("reply ACK"),
+        "someone with no phone is not asked to text: {email}"
+    );
+    for m in &list {
+        let to = m["to"].as_str().unwrap_or_default();
+        assert!(
+            !to.contains("7946 030") && !to.contains("emma@"),
+            "masked: {to}"
+        );
+    }
+    let answer = |m: &Value, body: Value| {
+        let url = format!("{}/local/messages/{}/answer", s.base, m["n"]);
+        let c = c.clone();
+        async move {
+            let r = post(&c, &url, &body).await;
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    // Bad answers are refused, naming what is wrong, and change nothing.
+    let voice = of("voice");
+    for (body, field) in [(json!({"digits": "12"}), "digits"), (json!({}), "digits")] {
+        let (status, v) = answer(&voice, body).await;
+        assert_eq!(
+            (status, v["errors"][0]["field"].as_str()),
+            (422, Some(field)),
+            "{v}"
+        );
+    }
+    let (status, _) = answer(&json!({"n": 99_999}), json!({"digits": "1"})).await;
+    assert_eq!(status, 404);
+    let sms = of("sms");
+    let (status, v) = answer(&sms, json!({"text": ""})).await;
+    assert_eq!(
+        (status, v["errors"][0]["field"].as_str()),
+        (422, Some("text")),
+        "{v}"
+    );
+    let status_now =
+        || async { get_json(&c, &format!("{}/v1/incidents/INC-2024-0892", s.base)).await };
+    assert_eq!(status_now().await["progress"]["members"]["acknowledged"], 0);
+
+    // A key that is not 1 is not an acknowledgement: the call says so.
+    let (status, v) = answer(&voice, json!({"digits": "2"})).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(format!("{v}").contains("not recorded"), "{v}");
+    assert_eq!(status_now().await["progress"]["members"]["acknowledged"], 0);
+    // Each person answers on the channel that reached them.
+    let (status, v) = answer(&voice, json!({"digits": "1"})).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(format!("{v}").contains("has been recorded"), "{v}");
+    let code = sms["body"]
+        .as_str()
+        .and_then(|b| b.split("Reply ").nth(1))
+        .and_then(|r| r.split(" to acknowledge").next())
+        .unwrap_or_else(|| panic!("the SMS asks for a reply: {sms}"))
+        .to_string();
+    let (status, v) = answer(&sms, json!({"text": code})).await;
+    assert_eq!(status, 200, "{v}");
+    for ch in ["email", "push"] {
+        let (status, v) = answer(&of(ch), json!({"action": "acknowledge"})).await;
+        assert_eq!(
+            (status, v["acknowledged"].as_bool()),
+            (200, Some(true)),
+            "{ch}: {v}"
+        );
+    }
+    // Each counted on its own channel, as the carriers' events would be.
+    let v = status_now().await;
+    assert_eq!(v["progress"]["members"]["acknowledged"], 4, "{v}");
+    for ch in ["voice", "sms", "email", "push"] {
+        assert_eq!(
+            v["progress"]["byChannel"][ch]["acknowledged"], 1,
+            "{ch}: {v}"
+        );
+    }
+    let audit = c
+        .get(format!("{}/v1/incidents/INC-2024-0892/audit", s.base))
+        .header("x-muster-roles", "ComplianceOfficer")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json::<Value>()
+        .await
+        .unwrap_or_default();
+    let acks: Vec<&Value> = audit["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "ACKNOWLEDGED")
+        .collect();
+    assert_eq!(acks.len(), 4, "{audit}");
+    // The messages remember their answers.
+    let list = messages(&c, &s, 4).await;
+    assert!(
+        list.iter()
+            .any(|m| m["answers"] == json!(["pressed 2", "pressed 1"])),
+        "{list:?}"
+    );
+}
+
+#[test]
+fn a_person_presses_1_on_the_boards_phones_page() {
+    let s = one_per_channel();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let c = reqwest::Client::new();
+    let mut trigger = seed_fields();
+    trigger["stakeholderGroupId"] = json!("local");
+    let r = rt.block_on(post(
+        &c,
+        &format!("{}/v1/incidents", s.base),
+        &json!({"trigger": trigger}),
+    ));
+    assert_eq!(r.status(), 202);
+    rt.block_on(messages(&c, &s, 4));
+    let mut b = Browser::open(&format!("{}/#/phones", s.base));
+    b.until("!!document.querySelector('li[data-stakeholder=\"vera\"] button[data-digits=\"1\"]')");
+    b.screenshot("8-phones");
+    b.eval(
+        "document.querySelector('li[data-stakeholder=\"vera\"] button[data-digits=\"1\"]').click()",
+    );
+    b.until("document.querySelector('.answered') && document.querySelector('.answered').textContent.includes('pressed 1')");
+    b.screenshot("9-phones-answered");
+    let v: Value = rt.block_on(get_json(
+        &c,
+        &format!("{}/v1/incidents/INC-2024-0892", s.base),
+    ));
+    assert_eq!(
+        v["progress"]["byChannel"]["voice"]["acknowledged"], 1,
+        "{v}"
+    );
 }

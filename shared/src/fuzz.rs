@@ -285,7 +285,11 @@ fn ack_token_seeds() -> Vec<Vec<u8>> {
     };
     vec![
         tokens
-            .mint(&key, crate::domain::Channel::Push, Ts::from_secs(1_700_000_000))
+            .mint(
+                &key,
+                crate::domain::Channel::Push,
+                Ts::from_secs(1_700_000_000),
+            )
             .into_bytes(),
     ]
 }

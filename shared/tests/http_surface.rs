@@ -409,7 +409,10 @@ async fn opening_an_ack_link_changes_nothing_and_its_button_acknowledges() {
     );
     let by_channel = status_of(&e, "INC-1").await["progress"]["byChannel"].clone();
     assert_eq!(
-        (by_channel["push"]["acknowledged"].as_u64(), by_channel["email"]["acknowledged"].as_u64()),
+        (
+            by_channel["push"]["acknowledged"].as_u64(),
+            by_channel["email"]["acknowledged"].as_u64()
+        ),
         (Some(1), Some(0)),
         "recorded on the channel whose message carried the link: {by_channel}"
     );
@@ -996,7 +999,10 @@ async fn the_carriers_view_shows_each_carriers_limit_pace_and_the_answers_it_gav
     assert_eq!(list.as_array().map(Vec::len), Some(4), "{list}");
     for c in list.as_array().into_iter().flatten() {
         assert_eq!(c["active"], false, "nothing sent yet: {c}");
-        assert_eq!((c["accepted"].as_u64(), c["throttled"].as_u64()), (Some(0), Some(0)));
+        assert_eq!(
+            (c["accepted"].as_u64(), c["throttled"].as_u64()),
+            (Some(0), Some(0))
+        );
         assert_eq!(c["limitPerSec"], c["pacePerSec"], "{c}");
     }
     let mut fields = seed("INC-CARRIERS");
@@ -1015,7 +1021,12 @@ async fn the_carriers_view_shows_each_carriers_limit_pace_and_the_answers_it_gav
             .cloned()
             .unwrap_or_else(|| panic!("no {ch} in {list}"))
     };
-    for (ch, fake) in [("voice", &voice), ("sms", &sms), ("email", &email), ("push", &push)] {
+    for (ch, fake) in [
+        ("voice", &voice),
+        ("sms", &sms),
+        ("email", &email),
+        ("push", &push),
+    ] {
         let c = by(ch);
         let (accepted, throttled) = *fake.answered.lock().unwrap_or_else(|p| p.into_inner());
         assert_eq!(c["endpoint"], fake.endpoint, "{c}");

@@ -364,73 +364,17 @@ impl Receipt {
         Ok(json!({ "applied": applied, "unknown": unknown }))
     }
 
-    /// One SIP media application event: its receipts applied, then its
-    /// actions answered. A receipt that fails fails the invocation, so
-    /// that the caller is never told an acknowledgement was recorded when
-    /// it was not.
+    /// One SIP media application event: `app::voice_event` (the call
+    /// resolved, its receipts applied, the actions answered).
     async fn chime(&self, event: &Value) -> Result<Value, HandlerError> {
-        use muster::events::chime;
-        let call = if chime::needs_call(event) {
-            self.resolve_call(event).await?
-        } else {
-            None
-        };
-        let answer = chime::handle(event, call.as_ref())
-            .map_err(|e| HandlerError::BadEvent(format!("Chime SMA event: {e}")))?;
-        for r in answer.receipts {
-            let outcome = app::receipt(&self.deps, r).await?;
-            tracing::info!(outcome = ?outcome, "voice receipt");
-        }
-        Ok(answer.response)
-    }
-}
-
-impl Receipt {
-    /// The call an SMA event is about, from the message reference the voice
-    /// sender stored under its transaction id, with the voice prompt
-    /// rendered from the cascade. None when the reference is unknown (the
-    /// call then speaks a generic prompt and no key press is claimed).
-    async fn resolve_call(
-        &self,
-        event: &Value,
-    ) -> Result<Option<muster::events::chime::Call>, HandlerError> {
-        let Some(tx) = event["CallDetails"]["TransactionId"].as_str() else {
-            return Ok(None);
-        };
-        let reference = muster::events::chime::provider_message_id(tx);
-        let Some((key, attempt)) = self.deps.cascades.get_message_ref(&reference).await? else {
-            tracing::warn!("voice call with no stored reference");
-            return Ok(None);
-        };
-        let incident = self.deps.incidents.get_incident(&key.incident).await?;
-        let rec = self.deps.cascades.get_cascade(&key).await?;
-        let prompt = match (incident, rec) {
-            (Some(inc), Some(rec)) => {
-                let about: Vec<&str> = rec
-                    .cascade
-                    .key
-                    .route
-                    .about()
-                    .map(|s| s.as_str())
-                    .into_iter()
-                    .collect();
-                app::render(
-                    &inc,
-                    &rec,
-                    muster::domain::Channel::Voice,
-                    None,
-                    &about,
-                    true,
-                )
-                .1
-            }
-            _ => return Ok(None),
-        };
-        Ok(Some(muster::events::chime::Call {
-            key,
-            attempt,
-            prompt,
-        }))
+        app::voice_event(&self.deps, event)
+            .await
+            .map_err(|e| match e {
+                muster::Error::Validation(_) => {
+                    HandlerError::BadEvent(format!("Chime SMA event: {e}"))
+                }
+                other => HandlerError::App(other),
+            })
     }
 }
 

@@ -102,6 +102,33 @@ pub fn sign_request(secret: &Secret, request: &SignedRequest<'_>) -> String {
     )
 }
 
+/// Verifies the signature headers (`X-Muster-Timestamp`,
+/// `X-Muster-Signature`) of a request for `method` and `uri` with `body`.
+pub fn verify_headers(
+    secret: &Secret,
+    headers: &axum::http::HeaderMap,
+    method: &str,
+    uri: &axum::http::Uri,
+    body: &[u8],
+    now: Ts,
+) -> Result<(), SignatureError> {
+    let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let signed = SignedRequest {
+        method,
+        path: uri.path(),
+        query: uri.query(),
+        timestamp: 0,
+        body,
+    };
+    verify_request(
+        secret,
+        h("x-muster-timestamp"),
+        h("x-muster-signature"),
+        &signed,
+        now,
+    )
+}
+
 /// Verifies a signed request at `now`: `timestamp` and `signature` are the
 /// headers as received; `request.timestamp` is ignored (the header's is
 /// used).

@@ -35,7 +35,7 @@
 //! header states the caller's roles. No GET changes state.
 
 use super::Secret;
-use super::sign::{AckTokens, SignedRequest, verify_request};
+use super::sign::{AckTokens, verify_headers};
 use crate::app::{self, ReceiptEvent, ReceiptOutcome};
 use crate::domain::{Channel, IncidentId, PhoneNumber, Trigger};
 use crate::engine::ReceiptStatus;
@@ -218,19 +218,12 @@ fn authenticate(s: &ApiState, caller: &MaybeCaller, req: &Req, body: &[u8]) -> R
     let Some(secret) = &s.secret else {
         return Ok(());
     };
-    let h = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
-    let signed = SignedRequest {
-        method: req.method.as_str(),
-        path: req.uri.path(),
-        query: req.uri.query(),
-        timestamp: 0,
-        body,
-    };
-    verify_request(
+    verify_headers(
         secret,
-        h("x-muster-timestamp"),
-        h("x-muster-signature"),
-        &signed,
+        &req.headers,
+        req.method.as_str(),
+        &req.uri,
+        body,
         s.deps.clock.now(),
     )
     .map_err(|e| Problem::new(StatusCode::UNAUTHORIZED, e.to_string()))
@@ -630,9 +623,10 @@ async fn ack_target(s: &ApiState, token: &str) -> Result<(Ack, Channel), Problem
     Ok((ack, target.channel))
 }
 
-/// Records the acknowledgement a token stands for; whether this request
+/// Records the acknowledgement a token stands for (on the channel whose
+/// message carried it), as the link's button does; whether this request
 /// recorded it (false: it was recorded before, or the cascade had ended).
-async fn acknowledge(
+pub async fn acknowledge(
     s: &ApiState,
     token: &str,
 ) -> Result<(crate::engine::CascadeKey, bool), Problem> {

@@ -27,7 +27,7 @@ pub use incident::{
     StatusQuery, api_cursor, close, cursor_refused, status, store_cursor,
 };
 pub use message::render;
-pub use receipt::{ReceiptEvent, ReceiptOutcome, receipt};
+pub use receipt::{ReceiptEvent, ReceiptOutcome, receipt, voice_event};
 pub use tick::{SEAL_INTERVAL_MS, SweepReport, sweep, tick};
 pub use trigger::{TriggerOutcome, trigger};
 

@@ -13,7 +13,7 @@
 use super::{apply_event, apply_loaded};
 use crate::domain::{Channel, PhoneNumber};
 use crate::engine::{AuditKind, CascadeKey, Event, ReceiptStatus};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ports::Deps;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -224,4 +224,62 @@ mod tests {
             assert_eq!(parse_reply(text), want, "{text:?}");
         }
     }
+}
+
+/// One Chime SDK SIP media application event for an outbound call (the
+/// `receipt` function's voice path, and `muster serve`'s simulated phone):
+/// the call resolved from the message reference the voice sender stored
+/// when the event needs it, its receipts applied, and the actions to answer
+/// with. A receipt that fails fails the event, so that the caller is never
+/// told an acknowledgement was recorded when it was not.
+pub async fn voice_event(deps: &Deps, event: &serde_json::Value) -> Result<serde_json::Value> {
+    use crate::events::chime;
+    let call = if chime::needs_call(event) {
+        resolve_call(deps, event).await?
+    } else {
+        None
+    };
+    let answer = chime::handle(event, call.as_ref()).map_err(|e| Error::Validation(vec![e]))?;
+    for r in answer.receipts {
+        let outcome = receipt(deps, r).await?;
+        tracing::info!(outcome = ?outcome, "voice receipt");
+    }
+    Ok(answer.response)
+}
+
+/// The call an SMA event is about, from the message reference the voice
+/// sender stored under its transaction id, with the voice prompt rendered
+/// from the cascade. None when the reference is unknown (the call then
+/// speaks a generic prompt and no key press is claimed).
+async fn resolve_call(
+    deps: &Deps,
+    event: &serde_json::Value,
+) -> Result<Option<crate::events::chime::Call>> {
+    let Some(tx) = event["CallDetails"]["TransactionId"].as_str() else {
+        return Ok(None);
+    };
+    let reference = crate::events::chime::provider_message_id(tx);
+    let Some((key, attempt)) = deps.cascades.get_message_ref(&reference).await? else {
+        tracing::warn!("voice call with no stored reference");
+        return Ok(None);
+    };
+    let incident = deps.incidents.get_incident(&key.incident).await?;
+    let rec = deps.cascades.get_cascade(&key).await?;
+    let (Some(inc), Some(rec)) = (incident, rec) else {
+        return Ok(None);
+    };
+    let about: Vec<&str> = rec
+        .cascade
+        .key
+        .route
+        .about()
+        .map(|s| s.as_str())
+        .into_iter()
+        .collect();
+    let prompt = super::render(&inc, &rec, Channel::Voice, None, &about, true).1;
+    Ok(Some(crate::events::chime::Call {
+        key,
+        attempt,
+        prompt,
+    }))
 }

@@ -3,13 +3,88 @@
 "use strict";
 
 const POLL_MS = 2000;
-const access = { secret: null, roles: null };
+// secret: the shared secret (signed requests); token: a Cognito access
+// token (with its refresh token and expiry). Never stored.
+const access = { secret: null, roles: null, token: null, refresh: null, expires: 0 };
+// What the server says of itself (/board/config.json).
+let config = { auth: "open", localPhones: false, cognito: null };
 let timer = null;
 // What this page has seen of the incident it shows, poll by poll.
 let seen = { id: null, points: [] };
 
 const $ = (id) => document.getElementById(id);
 const hex = (buf) => Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, "0")).join("");
+const b64url = (buf) => btoa(String.fromCharCode(...new Uint8Array(buf))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+
+// Cognito hosted UI, authorization code with PKCE (RFC 7636, S256). The
+// verifier and state wait in sessionStorage across the redirect (they are
+// not credentials); the tokens live in this page's memory only.
+const PKCE_KEY = "muster.board.pkce";
+
+async function signIn() {
+  const c = config.cognito;
+  const verifier = b64url(crypto.getRandomValues(new Uint8Array(32)));
+  const challenge = b64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
+  const state = b64url(crypto.getRandomValues(new Uint8Array(16)));
+  sessionStorage.setItem(PKCE_KEY, JSON.stringify({ verifier, state, hash: location.hash }));
+  const q = new URLSearchParams({
+    response_type: "code",
+    client_id: c.clientId,
+    redirect_uri: c.redirectUri,
+    scope: c.scopes.join(" "),
+    state,
+    code_challenge: challenge,
+    code_challenge_method: "S256",
+  });
+  location.assign(c.domain + "/oauth2/authorize?" + q.toString());
+}
+
+async function tokenRequest(fields) {
+  const c = config.cognito;
+  const r = await fetch(c.domain + "/oauth2/token", {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded" },
+    body: new URLSearchParams(Object.assign({ client_id: c.clientId }, fields)).toString(),
+    cache: "no-store",
+    credentials: "omit",
+  });
+  const t = await r.json().catch(() => null);
+  if (!r.ok || !t || !t.access_token) throw new Error("sign-in failed: " + ((t && (t.error_description || t.error)) || r.status));
+  access.token = t.access_token;
+  access.refresh = t.refresh_token || access.refresh;
+  access.expires = Date.now() + (t.expires_in || 3600) * 1000;
+}
+
+// Back from the hosted UI: the code exchanged for tokens, the address bar
+// cleaned of it. Whether this load was such a return.
+async function finishSignIn() {
+  const q = new URLSearchParams(location.search);
+  if (!q.has("code") && !q.has("error")) return false;
+  const saved = JSON.parse(sessionStorage.getItem(PKCE_KEY) || "null");
+  sessionStorage.removeItem(PKCE_KEY);
+  history.replaceState(null, "", location.pathname + ((saved && saved.hash) || ""));
+  if (q.has("error")) throw new Error("sign-in refused: " + (q.get("error_description") || q.get("error")));
+  if (!saved || q.get("state") !== saved.state) throw new Error("sign-in answer does not match this page's request; sign in again");
+  await tokenRequest({ grant_type: "authorization_code", code: q.get("code"), redirect_uri: config.cognito.redirectUri, code_verifier: saved.verifier });
+  return true;
+}
+
+async function bearer() {
+  if (access.token && Date.now() > access.expires - 60000 && access.refresh) {
+    try {
+      await tokenRequest({ grant_type: "refresh_token", refresh_token: access.refresh });
+    } catch (e) {
+      access.token = null;
+    }
+  }
+  return access.token;
+}
+
+function signOut() {
+  const c = config.cognito;
+  access.token = access.refresh = null;
+  location.assign(c.domain + "/logout?" + new URLSearchParams({ client_id: c.clientId, logout_uri: c.redirectUri }).toString());
+}
 
 function esc(s) {
   return String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
@@ -41,10 +116,16 @@ async function api(method, path, params, body) {
   const text = body === undefined ? "" : JSON.stringify(body);
   const headers = {};
   if (body !== undefined) headers["content-type"] = "application/json";
+  if (config.auth === "cognito") {
+    const t = await bearer();
+    if (!t) throw new ApiError(401, { detail: "sign in to see this" });
+    headers.authorization = "Bearer " + t;
+  }
   if (access.secret) Object.assign(headers, await sign(method, path, query, text));
   if (access.roles) headers["x-muster-roles"] = access.roles;
   const r = await fetch(path + (query ? "?" + query : ""), { method, headers, body: body === undefined ? undefined : text, cache: "no-store" });
   const answer = await r.json().catch(() => null);
+  if (r.status === 401 && config.auth === "cognito") access.token = null;
   if (!r.ok) throw new ApiError(r.status, answer);
   return answer;
 }
@@ -85,6 +166,7 @@ function live(text) {
 }
 
 function failure(e) {
+  if (e.status === 401 && config.auth === "cognito") return "Sign in to see this.";
   if (e.status === 401) return "The API wants signed requests: enter the shared secret under Access.";
   if (e.status === 403) return "Your role may not do this: " + e.message;
   return e.message;
@@ -280,6 +362,58 @@ function newView() {
   });
 }
 
+// muster serve's simulated phones: each console message answered through
+// the carrier's own path (docs/board.md).
+function answers(m) {
+  const n = m.n;
+  if (m.channel === "voice")
+    return `<button type="button" data-answer="${n}" data-digits="1" data-body='{"digits":"1"}'>Answer, press 1</button>
+      <button type="button" data-answer="${n}" data-digits="2" data-body='{"digits":"2"}'>Answer, press 2</button>`;
+  if (m.channel === "sms") {
+    const code = (m.body.match(/Reply (ACK \d+)/) || [])[1] || "ACK";
+    return `<label class="inline">Reply <input data-reply="${n}" value="${esc(code)}" maxlength="160"></label>
+      <button type="button" data-answer="${n}" data-sms="${n}">Send reply</button>`;
+  }
+  const what = m.channel === "push" ? "Tap Acknowledge" : "Press the link's button";
+  return m.body.includes("/v1/ack/") ? `<button type="button" data-answer="${n}" data-body='{"action":"acknowledge"}'>${what}</button>` : "";
+}
+
+async function phonesView() {
+  if (!config.localPhones) return show("<h1>Phones</h1><p>Only <code>muster serve</code> simulates phones; here the carriers are real.</p>");
+  const page = await api("GET", "/local/messages");
+  const rows = page.messages.slice(0, 100).map((m) => `<li class="message" data-n="${m.n}" data-stakeholder="${esc(m.stakeholder)}">
+      <p><strong>${esc(m.channel)}</strong> to ${esc(m.stakeholder)} (${esc(m.to)}) · ${esc(m.incidentId)} · ${esc(when(m.sentAt))}</p>
+      <p>${esc(m.subject)}</p><pre>${esc(m.body)}</pre>
+      ${m.answers.length ? `<p class="answered">${esc(m.answers.join("; "))}</p>` : ""}
+      <div class="actions">${answers(m)}</div></li>`);
+  const drew = show(`<h1>Phones</h1>
+    <p>Every message the console carriers sent, newest first. Answer one as its person would: the answer takes the carrier's own path (a call's key press, an SMS reply, a push action or the email link's button).</p>
+    ${rows.length ? `<ol class="messages">${rows.join("")}</ol>` : "<p>No message yet.</p>"}<p class="error" id="action-error"></p>`);
+  if (!drew) return false;
+  document.querySelectorAll("[data-answer]").forEach((b) =>
+    b.addEventListener("click", async () => {
+      const n = b.dataset.answer;
+      const body = b.dataset.sms ? { text: document.querySelector(`[data-reply="${n}"]`).value } : JSON.parse(b.dataset.body);
+      try {
+        const r = await api("POST", "/local/messages/" + n + "/answer", null, body);
+        live(`Message ${n}: ` + (r.said ? r.said[r.said.length - 1] : r.outcome || (r.alreadyRecorded ? "already recorded" : "acknowledged")));
+      } catch (e) {
+        $("action-error").textContent = failure(e);
+      }
+      shown = "";
+      phonesView();
+    }),
+  );
+  return true;
+}
+
+function signInView(problem) {
+  show(`<h1>Sign in</h1>${problem ? `<p class="error">${esc(problem)}</p>` : ""}
+    <p>The board reads the API as you: sign in with your Muster account.</p>
+    <div class="actions"><button type="button" class="primary" id="sign-in">Sign in</button></div>`);
+  $("sign-in").addEventListener("click", signIn);
+}
+
 function stop() {
   if (timer) clearTimeout(timer);
   timer = null;
@@ -290,8 +424,10 @@ async function route() {
   shown = "";
   const hash = location.hash || "#/";
   const m = hash.match(/^#\/incidents\/(.+)$/);
+  if (config.auth === "unconfigured") return show("<h1>Sign-in is not set up</h1><p>This deployment has no board app client: deploy with the BoardUrl parameter (docs/board.md).</p>");
+  if (config.auth === "cognito" && !access.token) return signInView();
   if (hash === "#/new") return newView();
-  const refresh = m ? () => detailView(decodeURIComponent(m[1])) : listView;
+  const refresh = m ? () => detailView(decodeURIComponent(m[1])) : hash === "#/phones" ? phonesView : listView;
   const tick = async () => {
     try {
       if (await refresh()) live("Updated " + new Date().toLocaleTimeString());
@@ -303,7 +439,28 @@ async function route() {
   await tick();
 }
 
+async function start() {
+  try {
+    const r = await fetch("/board/config.json", { cache: "no-store" });
+    if (r.ok) config = Object.assign(config, await r.json());
+  } catch (e) {
+    // An older server: no sign-in, no phones.
+  }
+  $("phones-link").hidden = !config.localPhones;
+  $("access-toggle").hidden = config.auth === "cognito" || config.auth === "unconfigured";
+  $("sign-out").hidden = config.auth !== "cognito";
+  if (config.auth === "cognito") {
+    try {
+      await finishSignIn();
+    } catch (e) {
+      return signInView(e.message);
+    }
+  }
+  route();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  $("sign-out").addEventListener("click", signOut);
   $("access-toggle").addEventListener("click", () => {
     const panel = $("access");
     panel.hidden = !panel.hidden;
@@ -316,5 +473,5 @@ document.addEventListener("DOMContentLoaded", () => {
     route();
   });
   window.addEventListener("hashchange", route);
-  route();
+  start();
 });
