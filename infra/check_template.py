@@ -64,6 +64,9 @@ CONTRACT = {
     "MUSTER_AUDIT_RETENTION_DAYS": (ALL, False),
     "MUSTER_POLICY": (ALL, False),
     "MUSTER_POLICY_FILE": (ALL, False),
+    "MUSTER_BOARD_SIGN_IN_URL": ({"trigger"}, False),
+    "MUSTER_BOARD_CLIENT_ID": ({"trigger"}, False),
+    "MUSTER_BOARD_URL": ({"trigger"}, False),
 }
 
 # Variables the code may mention that are not deployment configuration.

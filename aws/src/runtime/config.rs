@@ -28,7 +28,7 @@ impl Function {
 
 /// Every variable the contract names, with the functions that require it
 /// (empty: optional everywhere).
-pub const VARIABLES: [(&str, &[Function]); 31] = {
+pub const VARIABLES: [(&str, &[Function]); 34] = {
     use Function::*;
     const ALL: &[Function] = &[Trigger, Dispatch, Receipt, Tick];
     [
@@ -63,6 +63,9 @@ pub const VARIABLES: [(&str, &[Function]); 31] = {
         ("MUSTER_AUDIT_ARCHIVE_BUCKET", &[Tick]),
         ("MUSTER_AUDIT_RETENTION_DAYS", &[]),
         ("MUSTER_POLICY", &[]),
+        ("MUSTER_BOARD_SIGN_IN_URL", &[]),
+        ("MUSTER_BOARD_CLIENT_ID", &[]),
+        ("MUSTER_BOARD_URL", &[]),
     ]
 };
 
@@ -110,7 +113,16 @@ pub struct Config {
     /// `MUSTER_POLICY_FILE` (a layer's, for a policy of any size), else the
     /// defaults.
     pub policy: Policy,
+    /// The incident board's sign-in (Cognito hosted UI, PKCE):
+    /// `MUSTER_BOARD_SIGN_IN_URL` (the user pool domain), `_CLIENT_ID` (the
+    /// board's public app client) and `MUSTER_BOARD_URL` (its callback),
+    /// all three or none.
+    pub board: Option<muster::api::board::CognitoSignIn>,
 }
+
+/// Scopes the board asks for: status, trigger and close (the caller's
+/// roles come from its user pool groups).
+pub const BOARD_SCOPES: [&str; 3] = ["openid", "muster/incidents.read", "muster/incidents.write"];
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -128,6 +140,7 @@ impl fmt::Debug for Config {
             .field("push_enabled", &self.push_enabled)
             .field("contact_lookup", &self.contact_lookup_url.is_some())
             .field("scim", &self.scim_token.is_some())
+            .field("board", &self.board.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -382,6 +395,50 @@ impl Config {
                 }
             },
         };
+        let board = match (
+            r.get("MUSTER_BOARD_SIGN_IN_URL"),
+            r.get("MUSTER_BOARD_CLIENT_ID"),
+            r.get("MUSTER_BOARD_URL"),
+        ) {
+            (None, None, None) => None,
+            (Some(domain), Some(client_id), Some(redirect_uri)) => {
+                let origin_only = domain.strip_prefix("https://").is_some_and(|host| {
+                    let host = host.trim_end_matches('/');
+                    !host.is_empty()
+                        && host
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                });
+                if !origin_only {
+                    r.problem(
+                        "MUSTER_BOARD_SIGN_IN_URL",
+                        "must be the user pool domain's https origin, e.g. https://muster-prod.auth.eu-west-1.amazoncognito.com",
+                    );
+                }
+                if !redirect_uri.starts_with("https://") {
+                    r.problem(
+                        "MUSTER_BOARD_URL",
+                        "must be an https URL (the board's callback)",
+                    );
+                }
+                if client_id.is_empty() || !client_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    r.problem("MUSTER_BOARD_CLIENT_ID", "is not an app client id");
+                }
+                Some(muster::api::board::CognitoSignIn {
+                    domain: domain.trim_end_matches('/').to_string(),
+                    client_id,
+                    redirect_uri,
+                    scopes: BOARD_SCOPES.iter().map(|s| s.to_string()).collect(),
+                })
+            }
+            _ => {
+                r.problem(
+                    "MUSTER_BOARD_SIGN_IN_URL",
+                    "MUSTER_BOARD_SIGN_IN_URL, MUSTER_BOARD_CLIENT_ID and MUSTER_BOARD_URL go together: set all three or none",
+                );
+                None
+            }
+        };
         if !r.problems.is_empty() {
             return Err(ConfigError {
                 function: function.as_str(),
@@ -419,6 +476,7 @@ impl Config {
             audit_archive_bucket,
             audit_retention_days,
             policy,
+            board,
         })
     }
 }
@@ -539,6 +597,44 @@ mod tests {
             assert_eq!(c.audit_retention_days, 180);
             assert_eq!(c.sns_topic_arns.len(), 2);
             assert!(c.chime.is_none() && !c.push_enabled);
+        }
+    }
+
+    #[test]
+    fn the_boards_sign_in_is_all_three_variables_or_none() {
+        let mut env = full();
+        assert_eq!(load(Function::Trigger, &env).unwrap().board, None);
+        env.insert(
+            "MUSTER_BOARD_SIGN_IN_URL",
+            "https://muster-prod-1.auth.eu-west-1.amazoncognito.com/".into(),
+        );
+        let e = load(Function::Trigger, &env).unwrap_err().to_string();
+        assert!(e.contains("set all three or none"), "{e}");
+        env.insert("MUSTER_BOARD_CLIENT_ID", "4lh2boardclient9".into());
+        env.insert(
+            "MUSTER_BOARD_URL",
+            "https://abc.execute-api.eu-west-1.amazonaws.com/board".into(),
+        );
+        let board = load(Function::Trigger, &env).unwrap().board.unwrap();
+        assert_eq!(
+            board.domain,
+            "https://muster-prod-1.auth.eu-west-1.amazoncognito.com"
+        );
+        assert_eq!(board.scopes, BOARD_SCOPES);
+        for (name, bad) in [
+            ("MUSTER_BOARD_SIGN_IN_URL", "http://muster.auth.example.com"),
+            (
+                "MUSTER_BOARD_SIGN_IN_URL",
+                "https://muster.auth.example.com/oauth2",
+            ),
+            ("MUSTER_BOARD_URL", "http://abc.example.com/board"),
+            ("MUSTER_BOARD_CLIENT_ID", "client id"),
+        ] {
+            let mut env = env.clone();
+            env.insert(name, bad.into());
+            let e = load(Function::Trigger, &env).unwrap_err();
+            let names: Vec<&str> = e.problems.iter().map(|p| p.name).collect();
+            assert_eq!(names, [name], "{bad}");
         }
     }
 

@@ -206,6 +206,16 @@ impl Trigger {
             }
             _ => {}
         }
+        // The incident board: public assets; the page signs in with the
+        // Cognito hosted UI and calls the API with the access token.
+        let board = muster::api::board::BoardConfig {
+            auth: match &config.board {
+                Some(sign_in) => muster::api::board::BoardAuth::Cognito(sign_in.clone()),
+                None => muster::api::board::BoardAuth::Unconfigured,
+            },
+            local_phones: false,
+        };
+        let router = router.merge(muster::api::board::router(board));
         Trigger {
             router: muster::api::finish(router),
         }

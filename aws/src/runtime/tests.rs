@@ -57,6 +57,13 @@ fn config(f: Function) -> Config {
     env.insert("MUSTER_AUDIT_RETENTION_DAYS", String::new());
     env.insert("MUSTER_POLICY", String::new());
     env.insert("MUSTER_POLICY_FILE", String::new());
+    for board in [
+        "MUSTER_BOARD_SIGN_IN_URL",
+        "MUSTER_BOARD_CLIENT_ID",
+        "MUSTER_BOARD_URL",
+    ] {
+        env.insert(board, String::new());
+    }
     env.insert("MUSTER_SMS_ORIGINATION", "+12065550152".into());
     env.insert("MUSTER_SMS_CONFIGURATION_SET", "muster-dev".into());
     Config::from_lookup(f, |n| env.get(n).cloned()).unwrap()
@@ -637,4 +644,76 @@ async fn a_carrier_throttle_is_not_a_batch_failure_and_waits_for_retry_after() {
             .all(|a| !matches!(a.phase, muster::engine::Phase::Throttled { .. })),
         "{rec:?}"
     );
+}
+
+/// A public GET as API Gateway delivers it (a route with no authorizer).
+fn public_get(path: &str) -> Value {
+    let mut ev = fixture("apigw/trigger-get-audit-jwt.json");
+    ev["routeKey"] = json!(format!("GET {path}"));
+    ev["rawPath"] = json!(path);
+    ev["requestContext"]["http"]["path"] = json!(path);
+    ev["requestContext"]["routeKey"] = json!(format!("GET {path}"));
+    ev["requestContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authorizer");
+    ev.as_object_mut().unwrap().remove("pathParameters");
+    ev["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authorization");
+    ev
+}
+
+#[tokio::test]
+async fn trigger_serves_the_board_with_the_cognito_sign_in_it_is_configured_with() {
+    let e = env();
+    // Without a board app client: the page is served and says so.
+    let plain = Trigger::new(&config(Function::Trigger), e.deps.clone());
+    let out = plain
+        .handle(public_get("/board/config.json"), ctx())
+        .await
+        .unwrap();
+    assert_eq!(out["statusCode"], 200, "{out}");
+    let told: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
+    assert_eq!(told["auth"], "unconfigured");
+    assert_eq!(told["localPhones"], false);
+
+    let mut c = config(Function::Trigger);
+    c.board = Some(muster::api::board::CognitoSignIn {
+        domain: "https://muster-prod-1.auth.us-east-1.amazoncognito.com".into(),
+        client_id: "4lh2boardclient9".into(),
+        redirect_uri: "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/board".into(),
+        scopes: crate::runtime::config::BOARD_SCOPES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    });
+    let board = Trigger::new(&c, e.deps.clone());
+    let out = board
+        .handle(public_get("/board/config.json"), ctx())
+        .await
+        .unwrap();
+    let told: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
+    assert_eq!(told["auth"], "cognito");
+    assert_eq!(told["cognito"]["clientId"], "4lh2boardclient9");
+    assert_eq!(
+        told["cognito"]["redirectUri"],
+        "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/board"
+    );
+    let page = board.handle(public_get("/board"), ctx()).await.unwrap();
+    assert_eq!(page["statusCode"], 200, "{page}");
+    let csp = page["headers"]["content-security-policy"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        csp.contains("connect-src 'self' https://muster-prod-1.auth.us-east-1.amazoncognito.com;"),
+        "the page may call only its API and the user pool's token endpoint: {csp}"
+    );
+    // The API itself still wants the authorizer's caller.
+    let out = board
+        .handle(public_get("/v1/incidents"), ctx())
+        .await
+        .unwrap();
+    assert_eq!(out["statusCode"], 401, "{out}");
 }

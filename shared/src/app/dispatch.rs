@@ -329,8 +329,8 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
         Some(to) => {
             // Replies reach Muster, and the person has a number to reply
             // from (an email does not ask someone without one to text).
-            let sms_replies = deps.senders.sms.accepts_replies()
-                && rec.contacts.address(Channel::Sms).is_some();
+            let sms_replies =
+                deps.senders.sms.accepts_replies() && rec.contacts.address(Channel::Sms).is_some();
             let link = match a.channel {
                 Channel::Email | Channel::Push => deps
                     .ack_links

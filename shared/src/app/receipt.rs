@@ -196,36 +196,6 @@ async fn inbound_sms(deps: &Deps, from: &PhoneNumber, body: &str) -> Result<Rece
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replies_are_parsed_in_any_case() {
-        let ack = |c: Option<&str>| Reply::Ack {
-            code: c.map(str::to_string),
-        };
-        for (text, want) in [
-            ("1", ack(None)),
-            (" ack ", ack(None)),
-            ("ACK 4821", ack(Some("4821"))),
-            ("Ack 4821!", ack(Some("4821"))),
-            ("ok", ack(None)),
-            ("STOP", Reply::OptOut),
-            ("stop please", Reply::OptOut),
-            ("Unsubscribe", Reply::OptOut),
-            ("start", Reply::OptIn),
-            ("ACK 12 34", Reply::Other),
-            ("ACK abc", Reply::Other),
-            ("11", Reply::Other),
-            ("who is this?", Reply::Other),
-            ("", Reply::Other),
-        ] {
-            assert_eq!(parse_reply(text), want, "{text:?}");
-        }
-    }
-}
-
 /// One Chime SDK SIP media application event for an outbound call (the
 /// `receipt` function's voice path, and `muster serve`'s simulated phone):
 /// the call resolved from the message reference the voice sender stored
@@ -282,4 +252,34 @@ async fn resolve_call(
         attempt,
         prompt,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_parsed_in_any_case() {
+        let ack = |c: Option<&str>| Reply::Ack {
+            code: c.map(str::to_string),
+        };
+        for (text, want) in [
+            ("1", ack(None)),
+            (" ack ", ack(None)),
+            ("ACK 4821", ack(Some("4821"))),
+            ("Ack 4821!", ack(Some("4821"))),
+            ("ok", ack(None)),
+            ("STOP", Reply::OptOut),
+            ("stop please", Reply::OptOut),
+            ("Unsubscribe", Reply::OptOut),
+            ("start", Reply::OptIn),
+            ("ACK 12 34", Reply::Other),
+            ("ACK abc", Reply::Other),
+            ("11", Reply::Other),
+            ("who is this?", Reply::Other),
+            ("", Reply::Other),
+        ] {
+            assert_eq!(parse_reply(text), want, "{text:?}");
+        }
+    }
 }
