@@ -23,9 +23,10 @@ pub const ENDPOINT_VAR: &str = "MUSTER_TEST_AWS_ENDPOINT";
 
 fn start_moto() -> String {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let server = format!("{root}/.venv/bin/moto_server");
+    let python = format!("{root}/.venv/bin/python");
+    let server = format!("{root}/scripts/moto-server.py");
     assert!(
-        std::path::Path::new(&server).exists(),
+        std::path::Path::new(&python).exists(),
         "moto is not installed: run `bash scripts/test` once, or \
          `python3 -m venv .venv && .venv/bin/pip install 'moto[server]==5.1.22'`, \
          or set {ENDPOINT_VAR}"
@@ -35,7 +36,15 @@ fn start_moto() -> String {
         .map(|a| a.port())
         .unwrap();
     let child = Command::new("timeout")
-        .args(["900", &server, "-H", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "900",
+            &python,
+            &server,
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

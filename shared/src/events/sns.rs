@@ -28,17 +28,28 @@ use crate::app::ReceiptEvent;
 use crate::domain::PhoneNumber;
 use async_trait::async_trait;
 use base64::Engine as _;
-use rsa::RsaPublicKey;
-use rsa::pkcs1v15::{Signature, VerifyingKey};
-use rsa::pkcs8::DecodePublicKey;
-use rsa::signature::Verifier;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use x509_cert::Certificate;
-use x509_cert::der::{DecodePem, Encode};
+use x509_cert::der::DecodePem;
+
+/// An RSA public key as PKCS#1 `RSAPublicKey` DER (what `ring` verifies
+/// with), from a certificate whose key algorithm is rsaEncryption.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RsaPublicKey(Vec<u8>);
+
+impl std::fmt::Debug for RsaPublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RsaPublicKey({} bytes)", self.0.len())
+    }
+}
+
+/// rsaEncryption (RFC 8017, A.1).
+const RSA_ENCRYPTION: x509_cert::der::asn1::ObjectIdentifier =
+    x509_cert::der::asn1::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 
 /// Certificates kept in memory (SNS uses one per region at a time; a few
 /// more cover a rotation).
@@ -224,16 +235,17 @@ impl SnsVerifier {
         let signature = base64::engine::general_purpose::STANDARD
             .decode(msg.signature.trim())
             .map_err(|_| SnsError::Malformed("Signature: not base64".into()))?;
-        let signature = Signature::try_from(signature.as_slice())
-            .map_err(|_| SnsError::BadSignature(msg.message_id.clone()))?;
         let key = self.public_key(&msg.signing_cert_url).await?;
         let text = string_to_sign(msg)?;
-        let ok = if sha256 {
-            VerifyingKey::<sha2::Sha256>::new(key).verify(text.as_bytes(), &signature)
+        // PKCS#1 v1.5 with keys of 2048 to 8192 bits (SNS signs with 2048).
+        let algorithm: &dyn ring::signature::VerificationAlgorithm = if sha256 {
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256
         } else {
-            VerifyingKey::<sha1::Sha1>::new(key).verify(text.as_bytes(), &signature)
+            &ring::signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY
         };
-        ok.map_err(|_| SnsError::BadSignature(msg.message_id.clone()))
+        ring::signature::UnparsedPublicKey::new(algorithm, &key.0)
+            .verify(text.as_bytes(), &signature)
+            .map_err(|_| SnsError::BadSignature(msg.message_id.clone()))
     }
 
     async fn public_key(&self, url: &str) -> Result<RsaPublicKey, SnsError> {
@@ -300,13 +312,24 @@ pub fn public_key_from_pem(pem: &str, now: SystemTime) -> Result<RsaPublicKey, S
     if now < validity.not_before.to_system_time() || now > validity.not_after.to_system_time() {
         return Err(SnsError::Cert("outside its validity period".into()));
     }
-    let spki = cert
-        .tbs_certificate
-        .subject_public_key_info
-        .to_der()
-        .map_err(|e| SnsError::Cert(format!("public key not encodable ({e})")))?;
-    RsaPublicKey::from_public_key_der(&spki)
-        .map_err(|e| SnsError::Cert(format!("not an RSA public key ({e})")))
+    let spki = &cert.tbs_certificate.subject_public_key_info;
+    if spki.algorithm.oid != RSA_ENCRYPTION {
+        return Err(SnsError::Cert(format!(
+            "not an RSA public key (algorithm {})",
+            spki.algorithm.oid
+        )));
+    }
+    // For rsaEncryption the key's bit string is the RSAPublicKey DER.
+    let der = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or_else(|| SnsError::Cert("public key is not whole bytes".into()))?;
+    if der.first() != Some(&0x30) {
+        return Err(SnsError::Cert(
+            "not an RSA public key (no RSAPublicKey)".into(),
+        ));
+    }
+    Ok(RsaPublicKey(der.to_vec()))
 }
 
 /// The string SNS signs for this message.
