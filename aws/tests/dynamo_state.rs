@@ -1078,10 +1078,9 @@ impl Sealer for CountingSealer {
     }
 }
 
-/// People in the at-scale test (`MUSTER_TEST_SCALE` overrides 120). moto
-/// deep-copies the whole table in every TransactWriteItems call (its
-/// rollback), so its cost grows with the table and a 10,000-person run
-/// takes hours there; see docs/aws.md.
+/// People in the at-scale test (`MUSTER_TEST_SCALE` overrides 120;
+/// scripts/test runs 1,000). On scripts/moto-server.py a 10,000-person run
+/// takes about 13 minutes; see docs/aws.md.
 fn scale() -> u32 {
     std::env::var("MUSTER_TEST_SCALE")
         .ok()
