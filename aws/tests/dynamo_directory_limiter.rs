@@ -1,4 +1,4 @@
-//! The directory, the trigger idempotency record and the distributed rate
+//! The directory and the distributed rate
 //! limiter on DynamoDB, against moto.
 #![allow(clippy::unwrap_used)]
 
@@ -9,9 +9,7 @@ use muster::policy::Policy;
 use muster::ports::{Admission, Admit, Directory, Lane, RateLimiter};
 use muster::ratelimit::{AdaptiveLimiter, LimiterConfig, Ticket};
 use muster_aws::crypto::KmsSealer;
-use muster_aws::dynamo::{
-    DynamoDirectory, DynamoLimiter, DynamoStore, IdempotencyStore, Idempotent,
-};
+use muster_aws::dynamo::{DynamoDirectory, DynamoLimiter, DynamoStore};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -112,86 +110,7 @@ async fn directory_reads_groups_members_and_sealed_stakeholders() {
     );
 }
 
-async fn idempotency() -> IdempotencyStore {
-    let cfg = support::sdk_config().await;
-    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
-    let table = support::unique("idem");
-    IdempotencyStore::create_table(&ddb, &table).await.unwrap();
-    IdempotencyStore::new(ddb, table, 3_600, 30_000)
-}
-
 const T0: Ts = Ts::from_secs(1_800_000_000);
-
-#[tokio::test]
-async fn a_completed_key_replays_its_stored_response() {
-    let store = idempotency().await;
-    let runs = AtomicU32::new(0);
-    let handler = || async {
-        runs.fetch_add(1, Ordering::SeqCst);
-        Ok::<_, muster::Error>(serde_json::json!({"incident": "INC-1", "cascades": 3}))
-    };
-    let first = store
-        .run("trigger#INC-1", b"payload", T0, handler)
-        .await
-        .unwrap();
-    let second = store
-        .run("trigger#INC-1", b"payload", T0.plus(10_000), handler)
-        .await
-        .unwrap();
-    assert!(matches!(first, Idempotent::Fresh(_)));
-    assert_eq!(second, Idempotent::Replay(first.into_inner()));
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
-    // A different payload under the same key is a conflict.
-    let other = store
-        .run("trigger#INC-1", b"other", T0.plus(20_000), handler)
-        .await
-        .unwrap_err();
-    assert!(other.is_conflict(), "{other}");
-    // After the TTL the key is fresh again.
-    let later = store
-        .run("trigger#INC-1", b"payload", T0.plus(3_601_000), handler)
-        .await
-        .unwrap();
-    assert!(matches!(later, Idempotent::Fresh(_)));
-    assert_eq!(runs.load(Ordering::SeqCst), 2);
-}
-
-#[tokio::test]
-async fn an_in_progress_key_is_a_conflict_until_its_claim_lapses_and_a_failure_releases_it() {
-    let store = idempotency().await;
-    // A claim whose handler never completes (a crashed invocation).
-    let store = Arc::new(store);
-    let inner = store.clone();
-    let during = store
-        .run("k", b"p", T0, || async move {
-            let e = inner
-                .run("k", b"p", T0.plus(1_000), || async { Ok(1u32) })
-                .await
-                .unwrap_err();
-            assert!(e.is_conflict(), "{e}");
-            // The claim lapses after 30 s: another invocation may then run.
-            let after = inner
-                .run("k", b"p", T0.plus(31_000), || async { Ok(2u32) })
-                .await
-                .unwrap();
-            assert_eq!(after, Idempotent::Fresh(2));
-            Err::<u32, _>(muster::Error::permanent("the first invocation failed"))
-        })
-        .await;
-    assert!(during.is_err());
-    // The failed handler released its claim: the next call runs.
-    let next = store
-        .run("k2", b"p", T0, || async {
-            Err::<u32, _>(muster::Error::permanent("boom"))
-        })
-        .await;
-    assert!(next.is_err());
-    let retried = store
-        .run("k2", b"p", T0.plus(1), || async { Ok(7u32) })
-        .await
-        .unwrap();
-    assert_eq!(retried, Idempotent::Fresh(7));
-}
 
 async fn limiter(rate: f64) -> (Arc<DynamoLimiter>, Arc<DynamoLimiter>, Arc<Policy>) {
     let cfg = support::sdk_config().await;

@@ -458,11 +458,10 @@ fn chime_event(fixture_name: &str, tx: &str, stored: Option<&Value>) -> Value {
 async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_failure() {
     let cfg = support::sdk_config().await;
     let clients = Clients::new(&cfg);
-    let (state, audit, directory, idem) = (
+    let (state, audit, directory) = (
         support::unique("e2e-state"),
         support::unique("e2e-audit"),
         support::unique("e2e-dir"),
-        support::unique("e2e-idem"),
     );
     DynamoStore::create_tables(&clients.dynamodb, &state, &audit)
         .await
@@ -519,7 +518,6 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
         ("MUSTER_STATE_TABLE", state.clone()),
         ("MUSTER_AUDIT_TABLE", audit.clone()),
         ("MUSTER_DIRECTORY_TABLE", directory.clone()),
-        ("MUSTER_IDEMPOTENCY_TABLE", idem),
         ("MUSTER_DISPATCH_QUEUE_URL", urls[0].clone()),
         ("MUSTER_PRIORITY_QUEUE_URL", urls[2].clone()),
         ("MUSTER_TIMER_QUEUE_URL", urls[1].clone()),

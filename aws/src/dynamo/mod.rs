@@ -1,15 +1,12 @@
 //! DynamoDB adapters: the state store (incidents, cascades, lookups, audit),
-//! the directory, the trigger idempotency record and the distributed rate
-//! limiter. Keys and attribute helpers shared by them live here.
+//! the directory and the distributed rate limiter. Keys and attribute helpers shared by them live here.
 
 pub mod directory;
-pub mod idempotency;
 pub mod limiter;
 pub mod numbers;
 pub mod state;
 
 pub use directory::DynamoDirectory;
-pub use idempotency::{IdempotencyStore, Idempotent};
 pub use limiter::DynamoLimiter;
 pub use numbers::NumberKey;
 pub use state::DynamoStore;

@@ -28,7 +28,7 @@ impl Function {
 
 /// Every variable the contract names, with the functions that require it
 /// (empty: optional everywhere).
-pub const VARIABLES: [(&str, &[Function]); 34] = {
+pub const VARIABLES: [(&str, &[Function]); 33] = {
     use Function::*;
     const ALL: &[Function] = &[Trigger, Dispatch, Receipt, Tick];
     [
@@ -36,7 +36,6 @@ pub const VARIABLES: [(&str, &[Function]); 34] = {
         ("MUSTER_STATE_TABLE", ALL),
         ("MUSTER_AUDIT_TABLE", ALL),
         ("MUSTER_DIRECTORY_TABLE", ALL),
-        ("MUSTER_IDEMPOTENCY_TABLE", &[Trigger]),
         ("MUSTER_DISPATCH_QUEUE_URL", ALL),
         ("MUSTER_PRIORITY_QUEUE_URL", ALL),
         ("MUSTER_TIMER_QUEUE_URL", ALL),
@@ -81,7 +80,6 @@ pub struct Config {
     pub state_table: String,
     pub audit_table: String,
     pub directory_table: String,
-    pub idempotency_table: Option<String>,
     pub dispatch_queue_url: String,
     /// The work queue's priority lane (escalation jobs).
     pub priority_queue_url: String,
@@ -267,7 +265,6 @@ impl Config {
         let state_table = r.must("MUSTER_STATE_TABLE");
         let audit_table = r.must("MUSTER_AUDIT_TABLE");
         let directory_table = r.must("MUSTER_DIRECTORY_TABLE");
-        let idempotency_table = r.get("MUSTER_IDEMPOTENCY_TABLE");
         let dispatch_queue_url = r.url("MUSTER_DISPATCH_QUEUE_URL").unwrap_or_default();
         let priority_queue_url = r.url("MUSTER_PRIORITY_QUEUE_URL").unwrap_or_default();
         let timer_queue_url = r.url("MUSTER_TIMER_QUEUE_URL").unwrap_or_default();
@@ -451,7 +448,6 @@ impl Config {
             state_table,
             audit_table,
             directory_table,
-            idempotency_table,
             dispatch_queue_url,
             priority_queue_url,
             timer_queue_url,
@@ -497,7 +493,6 @@ mod tests {
             ("MUSTER_STATE_TABLE", "state"),
             ("MUSTER_AUDIT_TABLE", "audit"),
             ("MUSTER_DIRECTORY_TABLE", "directory"),
-            ("MUSTER_IDEMPOTENCY_TABLE", "idem"),
             (
                 "MUSTER_DISPATCH_QUEUE_URL",
                 "https://sqs.eu-west-1.amazonaws.com/1/d",
