@@ -20,7 +20,7 @@ use crate::error::map_sdk;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ChecksumAlgorithm;
-use muster::app::audit::{AuditEntry, Seal};
+use muster::audit::{AuditEntry, Seal};
 use muster::domain::{IncidentId, Ts};
 use muster::{Error, Result};
 use serde::Deserialize;

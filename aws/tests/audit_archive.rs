@@ -6,7 +6,7 @@
 mod support;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use muster::app::audit::{self, ExportLine};
+use muster::audit::{self, ExportLine};
 use muster::domain::*;
 use muster::engine::{Cascade, CascadeKey, ChannelPlan, Event, Route, decide};
 use muster::policy::Policy;
@@ -49,12 +49,12 @@ fn started(who: &str, n: u32) -> (CascadeRecord, audit::AuditEntry) {
         audit_seq: 0,
         audit_head: audit::GENESIS.to_string(),
     };
-    audit::append(&blank, d.next.clone(), &d.audit, T0, Default::default())
+    muster::app::audit::append(&blank, d.next.clone(), &d.audit, T0, Default::default())
 }
 
 fn next(rec: &CascadeRecord, event: Event, now: Ts) -> (CascadeRecord, audit::AuditEntry) {
     let d = decide(&rec.cascade, &event, &Policy::default(), now);
-    audit::append(rec, d.next.clone(), &d.audit, now, Default::default())
+    muster::app::audit::append(rec, d.next.clone(), &d.audit, now, Default::default())
 }
 
 /// DynamoDB JSON of an item's string and number attributes.

@@ -334,7 +334,7 @@ async fn directory_admin_has_the_memory_directory_semantics() {
         aws_sdk_kms::Client::new(&cfg),
         support::kms_key(&cfg).await,
     ));
-    let nk = NumberKey::derive(&muster::api::Secret::new("directory-test"));
+    let nk = NumberKey::derive(&muster::secret::Secret::new("directory-test"));
     let dir = DynamoDirectory::new(ddb, &table, sealer).with_number_key(nk.clone());
     let shared = PhoneNumber::parse("+13125550177").unwrap();
     let mut people: Vec<_> = (0..5).map(|i| person(&format!("adm{i}"), 60 + i)).collect();

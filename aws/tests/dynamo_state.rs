@@ -10,7 +10,8 @@ use muster::adapters::memory::{
     Agenda, Item, MemoryDirectory, MemoryLimiter, MemoryQueue, MemoryTimers, SeededIds,
     VirtualClock,
 };
-use muster::app::{self, audit};
+use muster::app;
+use muster::audit;
 use muster::domain::*;
 use muster::engine::{Cascade, CascadeKey, CascadeStatus, ChannelPlan, Event, Route, decide};
 use muster::policy::Policy;
@@ -88,13 +89,13 @@ fn started(k: CascadeKey, n: u32, now: Ts) -> (CascadeRecord, audit::AuditEntry)
         audit_seq: 0,
         audit_head: audit::GENESIS.to_string(),
     };
-    audit::append(&blank, d.next.clone(), &d.audit, now, Default::default())
+    app::audit::append(&blank, d.next.clone(), &d.audit, now, Default::default())
 }
 
 /// The record after `event`, with the audit entry recording it.
 fn next(rec: &CascadeRecord, event: Event, now: Ts) -> (CascadeRecord, audit::AuditEntry) {
     let d = decide(&rec.cascade, &event, &Policy::default(), now);
-    audit::append(rec, d.next.clone(), &d.audit, now, Default::default())
+    app::audit::append(rec, d.next.clone(), &d.audit, now, Default::default())
 }
 
 const T0: Ts = Ts::from_secs(1_700_000_000);
@@ -621,7 +622,7 @@ async fn number_index_finds_open_cascades_by_keyed_hash_only() {
         aws_sdk_kms::Client::new(&cfg),
         support::kms_key(&cfg).await,
     ));
-    let nk = NumberKey::derive(&muster::api::Secret::new("number-index-test-secret"));
+    let nk = NumberKey::derive(&muster::secret::Secret::new("number-index-test-secret"));
     let store = DynamoStore::new(ddb.clone(), &table, &audit_table, sealer.clone())
         .with_number_key(nk.clone());
     let (n1, n2) = (phone("+13125550191"), phone("+13125550192"));
@@ -689,7 +690,7 @@ async fn number_index_finds_open_cascades_by_keyed_hash_only() {
     assert_eq!(left.count(), 1, "only bob's index item is left for n1");
     // Another key finds nothing; no key is an error, not an empty answer.
     let other = DynamoStore::new(ddb.clone(), &table, &audit_table, sealer.clone())
-        .with_number_key(NumberKey::derive(&muster::api::Secret::new("other")));
+        .with_number_key(NumberKey::derive(&muster::secret::Secret::new("other")));
     assert!(
         other
             .open_cascades_for_number(&n2)

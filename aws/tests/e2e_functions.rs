@@ -15,11 +15,11 @@ mod support;
 
 use async_trait::async_trait;
 use muster::adapters::memory::VirtualClock;
-use muster::api::Secret;
 use muster::api::sign::{SignedRequest, sign_request};
 use muster::domain::*;
 use muster::engine::{AuditKind, CascadeKey, CascadeStatus, Route};
 use muster::ports::*;
+use muster::secret::Secret;
 use muster_aws::dynamo::{DynamoDirectory, DynamoStore};
 use muster_aws::runtime::config::{Config, Function};
 use muster_aws::runtime::{Clients, Context, Dispatch, Receipt, Tick, Trigger, build_deps};
@@ -929,17 +929,17 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
     assert!(!seals.is_empty(), "closing wrote a seal");
     assert_eq!(seals[0].algorithm, "ecdsa-p256-sha256");
     let trail = h.deps.cascades.audit_trail(&id).await.unwrap();
-    let mut lines: Vec<muster::app::audit::ExportLine> = seals
+    let mut lines: Vec<muster::audit::ExportLine> = seals
         .into_iter()
-        .map(|seal| muster::app::audit::ExportLine::Seal { seal })
+        .map(|seal| muster::audit::ExportLine::Seal { seal })
         .collect();
     lines.extend(
         trail
             .iter()
             .cloned()
-            .map(|e| muster::app::audit::ExportLine::Entry(Box::new(e))),
+            .map(|e| muster::audit::ExportLine::Entry(Box::new(e))),
     );
-    let verified = muster::app::audit::verify_export(&lines).unwrap();
+    let verified = muster::audit::verify_export(&lines).unwrap();
     assert_eq!(verified.sealed, std::slice::from_ref(&id));
     assert!(verified.unsealed.is_empty());
     let vault = h.deps.vault.clone().expect("the vault is wired");

@@ -3,7 +3,7 @@
 
 mod support;
 
-use muster::app::audit::{self, Seal};
+use muster::audit::{self, Seal};
 use muster::domain::*;
 use muster::ports::{ContactVault, Sealer};
 use muster_aws::crypto::KmsContactVault;

@@ -4,8 +4,8 @@
 //! (the shared secret every request is signed with, docs/api.md).
 
 use anyhow::{Context, bail};
-use muster::api::Secret;
 use muster::api::sign::{SignedRequest, sign_request};
+use muster::secret::Secret;
 use serde_json::{Value, json};
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

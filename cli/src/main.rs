@@ -458,7 +458,7 @@ fn drill(
         });
         for seal in drill.store.all_seals() {
             if result.is_ok() {
-                let line = muster::app::audit::ExportLine::Seal { seal };
+                let line = muster::audit::ExportLine::Seal { seal };
                 result = serde_json::to_writer(&mut w, &line)
                     .map_err(anyhow::Error::from)
                     .and_then(|()| w.write_all(b"\n").map_err(Into::into));
@@ -520,7 +520,7 @@ fn policy_check(path: PathBuf, directory: Option<PathBuf>) -> anyhow::Result<Exi
 }
 
 fn audit_verify(path: PathBuf, require_seal: bool) -> anyhow::Result<ExitCode> {
-    use muster::app::audit::{ExportLine, verify_export};
+    use muster::audit::{ExportLine, verify_export};
     let text = read(&path)?;
     let mut lines = Vec::new();
     for (i, line) in text.lines().enumerate() {

@@ -11,7 +11,7 @@ use muster::adapters::memory::{
     embedded,
 };
 use muster::api::sign::{AckTokens, SignedAckLinks};
-use muster::api::{Secret, scim, v1};
+use muster::api::{scim, v1};
 use muster::app::{self, ReceiptEvent};
 use muster::domain::{Channel, Ts};
 use muster::engine::ReceiptStatus;
@@ -19,6 +19,7 @@ use muster::policy::Policy;
 use muster::ports::{
     Accepted, ChannelSender, Clock, Deps, OutboundMessage, Sealing, SendError, Senders,
 };
+use muster::secret::Secret;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use std::io::Write;

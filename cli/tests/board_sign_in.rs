@@ -30,10 +30,11 @@ use muster::adapters::memory::{
     Agenda, MemoryDirectory, MemoryStore, SeededIds, SystemClock, embedded,
 };
 use muster::api::board::{BoardAuth, BoardConfig, CognitoSignIn};
+use muster::api::finish;
 use muster::api::sign::AckTokens;
 use muster::api::v1::{self, ApiState, Caller};
-use muster::api::{Secret, finish};
 use muster::ports::{Accepted, ChannelSender, OutboundMessage, SendError, Senders};
+use muster::secret::Secret;
 use serde_json::{Value, json};
 use sha2::Digest;
 use std::collections::HashMap;

@@ -5,8 +5,8 @@
 mod browser;
 
 use browser::{Browser, browse, collect};
-use muster::api::Secret;
 use muster::api::sign::{SignedRequest, sign_request};
+use muster::secret::Secret;
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! every hash chain and the seal. Target: 2 s or less.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use muster::app::audit::{ExportLine, verify_export};
+use muster::audit::{ExportLine, verify_export};
 use muster::drill::{Scenario, run};
 
 fn bench(c: &mut Criterion) {

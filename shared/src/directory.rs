@@ -751,6 +751,48 @@ impl Errs {
     }
 }
 
+// SCIM user resources' contacts (RFC 7643 `phoneNumbers`, `emails`): which
+// one a person is reached on. Used by SCIM provisioning and by the live
+// contact lookup, which answers SCIM users.
+use serde_json::Value;
+
+pub(crate) fn as_bool(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
+}
+
+pub(crate) fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// The phone number a SCIM user gives: mobile, else work, else the first.
+pub fn preferred_phone(v: &Value) -> Option<&Value> {
+    let rank = |p: &&Value| match str_at(p, "type").map(str::to_ascii_lowercase).as_deref() {
+        Some("mobile") => 0,
+        Some("work") => 1,
+        _ => 2,
+    };
+    v.get("phoneNumbers")
+        .and_then(Value::as_array)?
+        .iter()
+        .min_by_key(rank)
+}
+
+/// The email a SCIM user gives: the primary, else the first.
+pub fn preferred_email(v: &Value) -> Option<&Value> {
+    let emails = v.get("emails").and_then(Value::as_array)?;
+    emails
+        .iter()
+        .find(|e| e.get("primary").and_then(as_bool) == Some(true))
+        .or(emails.first())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

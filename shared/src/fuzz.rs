@@ -8,11 +8,11 @@
 //! paths, AWS event payloads, identity-provider and HRIS documents, and
 //! the files an operator hands to `muster`.
 
-use crate::api::Secret;
 use crate::api::scim::{self, ScimError, patch};
 use crate::api::sign::{AckTokens, SignedRequest, verify_request};
 use crate::domain::{EmailAddress, PhoneNumber, StakeholderId, Trigger, Ts};
 use crate::events::{chime, cwlogs, ses, sns};
+use crate::secret::Secret;
 use serde_json::{Value, json};
 
 /// One fuzz target.

@@ -7,6 +7,7 @@
 
 pub mod adapters;
 pub mod app;
+pub mod audit;
 pub mod directory;
 pub mod domain;
 pub mod engine;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod policy;
 pub mod ports;
 pub mod ratelimit;
+pub mod secret;
 
 pub use error::{Error, Result};
 pub mod api;

@@ -8,7 +8,7 @@
 //! equals `expected_version`. A cascade transition and the audit entry that
 //! records it are written atomically: both or neither.
 
-use crate::app::audit::{AuditEntry, ChainHead, Seal};
+use crate::audit::{AuditEntry, ChainHead, Seal};
 use crate::domain::{
     Address, Channel, ContactMethods, Group, GroupId, Incident, IncidentId, Millis, PhoneNumber,
     Severity, Stakeholder, StakeholderId, Ts,
@@ -434,15 +434,7 @@ pub trait ContactVault: Send + Sync {
     async fn erase(&self, stakeholder: &StakeholderId) -> Result<bool>;
 }
 
-/// Who signs seals, as a verifier needs to know.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignerInfo {
-    /// `ed25519` or `ecdsa-p256-sha256`.
-    pub algorithm: String,
-    pub key_id: String,
-    /// The public key a verifier checks with (hex).
-    pub public_key: String,
-}
+pub use crate::audit::SignerInfo;
 
 /// Signs incident seals.
 #[async_trait]

@@ -458,7 +458,7 @@ fn stale_versions_are_typed_conflicts() {
     assert_eq!(e.store.audit_len(), 3);
 }
 
-fn audit(e: &Env) -> Vec<muster::app::audit::AuditEntry> {
+fn audit(e: &Env) -> Vec<muster::audit::AuditEntry> {
     let mut v = Vec::new();
     e.store.for_each_audit(|a| v.push(a.clone()));
     v
@@ -668,7 +668,7 @@ fn live_lookup_replaces_stale_contacts_with_bounded_concurrency() {
         trail
             .iter()
             .filter(|t| t.seq == 0)
-            .all(|t| t.contact_check == Some(app::ContactCheck::Changed))
+            .all(|t| t.contact_check == Some(muster::domain::ContactCheck::Changed))
     );
 }
 

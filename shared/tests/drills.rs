@@ -1,7 +1,7 @@
 //! Whole-system drills on the memory adapters, in virtual time.
 
-use muster::app::audit::AuditEntry;
 use muster::app::{EscalationOutcome, EscalationStory};
+use muster::audit::AuditEntry;
 use muster::domain::Channel;
 use muster::drill::{DrillReport, Scenario, run};
 use muster::engine::{AuditKind, CascadeStatus, Route};
@@ -462,7 +462,7 @@ fn lookup_down_flags_every_cascade_and_falls_back_to_the_directory() {
     assert!(
         first
             .iter()
-            .all(|c| *c == Some(muster::app::ContactCheck::Unavailable)),
+            .all(|c| *c == Some(muster::domain::ContactCheck::Unavailable)),
         "the audit trail records it"
     );
 }
@@ -689,7 +689,7 @@ fn an_on_call_manager_is_validated_live_like_a_member() {
     let entries = entries(&d);
     assert!(entries.iter().any(|e| e.route.is_escalation()
         && e.seq == 0
-        && e.contact_check == Some(muster::app::ContactCheck::Changed)));
+        && e.contact_check == Some(muster::domain::ContactCheck::Changed)));
     assert!(
         !entries.iter().any(|e| e.route.is_escalation()
             && e.record.kind == AuditKind::ChannelFailed

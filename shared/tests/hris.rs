@@ -11,11 +11,11 @@ use muster::adapters::http_lookup::HttpContactLookup;
 use muster::adapters::memory::{
     Agenda, Item, MemoryDirectory, MemoryStore, SeededIds, VirtualClock, embedded,
 };
-use muster::api::Secret;
 use muster::app;
 use muster::domain::*;
 use muster::policy::Policy;
 use muster::ports::*;
+use muster::secret::Secret;
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -249,9 +249,24 @@ async fn cascades_start_with_live_contacts_or_flagged_directory_copies() {
             .find(|e| e.stakeholder.as_str() == n && e.seq == 0)
             .and_then(|e| e.contact_check)
     };
-    assert_eq!(check("changed-1"), Some(app::ContactCheck::Changed));
-    assert_eq!(check("same-1"), Some(app::ContactCheck::Validated));
-    assert_eq!(check("unknown-1"), Some(app::ContactCheck::Unknown));
-    assert_eq!(check("broken-1"), Some(app::ContactCheck::Unavailable));
-    assert_eq!(check("slow-3"), Some(app::ContactCheck::Unavailable));
+    assert_eq!(
+        check("changed-1"),
+        Some(muster::domain::ContactCheck::Changed)
+    );
+    assert_eq!(
+        check("same-1"),
+        Some(muster::domain::ContactCheck::Validated)
+    );
+    assert_eq!(
+        check("unknown-1"),
+        Some(muster::domain::ContactCheck::Unknown)
+    );
+    assert_eq!(
+        check("broken-1"),
+        Some(muster::domain::ContactCheck::Unavailable)
+    );
+    assert_eq!(
+        check("slow-3"),
+        Some(muster::domain::ContactCheck::Unavailable)
+    );
 }

@@ -11,12 +11,13 @@ use muster::adapters::memory::{
     Agenda, Item, MemoryDirectory, MemoryStore, SeededIds, VirtualClock, embedded,
 };
 use muster::api::sign::{AckTokens, SignedRequest, sign_request};
-use muster::api::{Secret, v1};
+use muster::api::v1;
 use muster::app;
 use muster::domain::*;
 use muster::engine::{CascadeKey, CascadeStatus, Route};
 use muster::policy::Policy;
 use muster::ports::*;
+use muster::secret::Secret;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tower::ServiceExt;

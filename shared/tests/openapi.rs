@@ -47,7 +47,7 @@ async fn every_listed_route_is_served() {
     let state = muster::api::v1::ApiState {
         deps: env.deps(),
         secret: None,
-        tokens: muster::api::sign::AckTokens::new(muster::api::Secret::new("k"), 1000),
+        tokens: muster::api::sign::AckTokens::new(muster::secret::Secret::new("k"), 1000),
     };
     let app = muster::api::v1::router(state);
     for (method, path) in ROUTES {

@@ -9,8 +9,8 @@
 //! tag cannot be tested against the small space of phone numbers.
 
 use hmac::{Hmac, Mac};
-use muster::api::Secret;
 use muster::domain::{ContactMethods, PhoneNumber};
+use muster::secret::Secret;
 use sha2::Sha256;
 use std::fmt;
 

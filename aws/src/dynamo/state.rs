@@ -68,7 +68,7 @@ use aws_sdk_dynamodb::types::{
     KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
     ScalarAttributeType, TransactWriteItem, Update,
 };
-use muster::app::audit::{AuditEntry, ChainHead, Seal};
+use muster::audit::{AuditEntry, ChainHead, Seal};
 use muster::domain::{
     Channel, ContactMethods, Incident, IncidentId, IncidentStatus, Millis, PhoneNumber,
     StakeholderId, Ts,

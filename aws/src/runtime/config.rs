@@ -2,8 +2,8 @@
 //! deployment contract (docs/functions.md). Loading fails fast with one
 //! error that names every missing or invalid variable, never its value.
 
-use muster::api::Secret;
 use muster::policy::Policy;
+use muster::secret::Secret;
 use std::fmt;
 
 /// Which function is loading: each requires its own variables.

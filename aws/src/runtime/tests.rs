@@ -11,10 +11,10 @@ use muster::adapters::memory::{
     Agenda, Item, MemoryDirectory, MemoryLimiter, MemoryQueue, MemoryStore, MemoryTimers,
     SeededIds, VirtualClock,
 };
-use muster::api::Secret;
 use muster::api::sign::{SignedRequest, sign_request};
 use muster::domain::*;
 use muster::ports::*;
+use muster::secret::Secret;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -18,14 +18,14 @@ use crate::senders::voice::VoiceSender;
 use crate::sqs::SqsQueue;
 use crate::timers::{ScheduleTarget, SqsTimers};
 use async_trait::async_trait;
+use muster::adapters::emf::EmfObserver;
 use muster::adapters::http_lookup::{DEFAULT_TIMEOUT, HttpContactLookup};
 use muster::adapters::memory::SeededIds;
-use muster::api::Secret;
 use muster::api::sign::{AckTokens, SignedAckLinks};
-use muster::events::metrics::EmfObserver;
 use muster::ports::{
     Accepted, ChannelSender, Clock, Deps, OutboundMessage, Sealing, SendError, Senders,
 };
+use muster::secret::Secret;
 use std::sync::Arc;
 
 /// How long a one-click acknowledgement link stays valid.

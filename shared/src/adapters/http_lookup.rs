@@ -5,9 +5,9 @@
 //! source is unavailable and the directory copy is used (flagged for review).
 //! Response bodies and URLs are never logged: they carry contact details.
 
-use crate::api::Secret;
 use crate::domain::{ContactMethods, EmailAddress, PhoneNumber, PushEndpoint, StakeholderId};
 use crate::ports::{ContactLookup, LookupError};
+use crate::secret::Secret;
 use async_trait::async_trait;
 use serde_json::Value;
 use std::time::Duration;
@@ -78,14 +78,14 @@ impl ContactLookup for HttpContactLookup {
 /// values make the answer unusable, never a guess.
 pub fn contacts_from_scim(v: &Value) -> Result<ContactMethods, LookupError> {
     let bad = |what: &str| LookupError::Unavailable(format!("invalid {what} in the answer"));
-    let phone = match crate::api::scim::preferred_phone(v)
+    let phone = match crate::directory::preferred_phone(v)
         .and_then(|p| p.get("value"))
         .and_then(Value::as_str)
     {
         Some(s) => Some(PhoneNumber::parse(s).map_err(|_| bad("phone number"))?),
         None => None,
     };
-    let email = crate::api::scim::preferred_email(v);
+    let email = crate::directory::preferred_email(v);
     let email = match email.and_then(|e| e.get("value")).and_then(Value::as_str) {
         Some(s) => Some(EmailAddress::parse(s).map_err(|_| bad("email"))?),
         None => None,

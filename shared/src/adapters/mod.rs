@@ -1,2 +1,3 @@
+pub mod emf;
 pub mod http_lookup;
 pub mod memory;

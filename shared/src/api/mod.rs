@@ -6,33 +6,6 @@ pub mod scim;
 pub mod sign;
 pub mod v1;
 
-use std::fmt;
-
-/// A secret (bearer token, signing key) that never prints.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The value, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    /// Constant-time comparison with a presented value.
-    pub fn matches(&self, presented: &str) -> bool {
-        use subtle::ConstantTimeEq;
-        self.0.len() == presented.len() && bool::from(self.0.as_bytes().ct_eq(presented.as_bytes()))
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(••••)")
-    }
-}
-
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode, header};

@@ -22,9 +22,9 @@
 //! Ack token: `base64url(incident|stakeholder|route|expiry_ms)` + "." +
 //! `base64url(HMAC-SHA256(secret, payload))`.
 
-use super::Secret;
 use crate::domain::{Channel, IncidentId, StakeholderId, Ts};
 use crate::engine::{CascadeKey, Route};
+use crate::secret::Secret;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};

@@ -34,12 +34,12 @@
 //! one (local development only) the API is open and the `X-Muster-Roles`
 //! header states the caller's roles. No GET changes state.
 
-use super::Secret;
 use super::sign::{AckTokens, verify_headers};
 use crate::app::{self, ReceiptEvent, ReceiptOutcome};
 use crate::domain::{Channel, IncidentId, PhoneNumber, Trigger};
 use crate::engine::ReceiptStatus;
 use crate::ports::Deps;
+use crate::secret::Secret;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Extension, Path, State};

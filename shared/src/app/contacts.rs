@@ -5,30 +5,9 @@
 //! person, the directory copy is used and the cascade is flagged for review.
 //! Lookups run with at most `policy.lookup_max_in_flight` in flight.
 
-use crate::domain::{ContactMethods, Stakeholder, StakeholderId};
+use crate::domain::{ContactCheck, ContactMethods, Stakeholder, StakeholderId};
 use crate::ports::{Deps, LookupError};
 use futures::stream::{self, StreamExt};
-use serde::{Deserialize, Serialize};
-
-/// What the live lookup said, recorded in the cascade's first audit entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ContactCheck {
-    /// The source confirmed the directory's contacts.
-    Validated,
-    /// The source had newer contacts; they are used.
-    Changed,
-    /// The source does not know the person: directory copy used, needs review.
-    Unknown,
-    /// The source failed or timed out: directory copy used, needs review.
-    Unavailable,
-}
-
-impl ContactCheck {
-    pub fn needs_review(self) -> bool {
-        matches!(self, ContactCheck::Unknown | ContactCheck::Unavailable)
-    }
-}
 
 /// A person as the cascade will use them.
 pub(crate) struct Resolved {

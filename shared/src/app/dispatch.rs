@@ -12,7 +12,8 @@
 //! waits in a loop. Throttling that holds an attempt back past the bound
 //! fails its channel for that person.
 
-use super::{Batch, ContactCheck, apply_event, apply_with, audit, escalation};
+use super::{Batch, apply_event, apply_with, audit, escalation};
+use crate::domain::ContactCheck;
 use crate::domain::{Channel, ContactMethods, IncidentId, IncidentStatus, StakeholderId};
 use crate::engine::{
     Cascade, CascadeKey, ChannelPlan, ChannelWaits, Event, Phase, Route, SendOutcome, WaitCause,
@@ -143,7 +144,7 @@ pub(super) async fn start(
         named: Vec::new(),
         needs_review: fresh.check.is_some_and(|c| c.needs_review()),
         audit_seq: 0,
-        audit_head: audit::GENESIS.to_string(),
+        audit_head: crate::audit::GENESIS.to_string(),
     };
     let (rec, entry) = audit::append(
         &blank,

@@ -22,9 +22,9 @@
 //! them is withdrawn; if a message of it had been accepted, its person gets
 //! an update (by email or push, else SMS; never a call).
 
-use super::audit::AuditEntry;
 use super::dispatch::{NewCascade, start};
 use super::{Batch, apply_loaded};
+use crate::audit::AuditEntry;
 use crate::domain::{Channel, IncidentId, IncidentStatus, Millis, StakeholderId, Ts};
 use crate::engine::{AuditKind, Cascade, CascadeKey, CascadeStatus, ChannelPlan, Event, Route};
 use crate::error::Result;

@@ -17,7 +17,6 @@ mod tick;
 mod trigger;
 
 pub use carriers::{CarrierView, carriers};
-pub use contacts::ContactCheck;
 pub use dispatch::{EXPAND_CHUNK, dispatch};
 pub use escalation::{
     BUNDLE_MAX, EscalationOutcome, EscalationStory, Told, next_in_chain, stories,
@@ -137,15 +136,15 @@ async fn sent_to(
 pub async fn seal(
     deps: &Deps,
     incident: &crate::domain::IncidentId,
-) -> Result<Option<audit::Seal>> {
+) -> Result<Option<crate::audit::Seal>> {
     let Some(crate::ports::Sealing { sealer, store }) = &deps.sealing else {
         return Ok(None);
     };
     let heads = store.chain_heads(incident).await?;
-    let mut seal = audit::Seal::unsigned(
+    let mut seal = crate::audit::Seal::unsigned(
         incident.clone(),
         deps.clock.now(),
-        audit::heads_digest_of(&heads),
+        crate::audit::heads_digest_of(&heads),
         sealer.describe(),
     );
     seal.signature = sealer.sign(&seal.message()).await?;

@@ -232,6 +232,26 @@ impl ContactMethods {
     }
 }
 
+/// What the live lookup said, recorded in the cascade's first audit entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactCheck {
+    /// The source confirmed the directory's contacts.
+    Validated,
+    /// The source had newer contacts; they are used.
+    Changed,
+    /// The source does not know the person: directory copy used, needs review.
+    Unknown,
+    /// The source failed or timed out: directory copy used, needs review.
+    Unavailable,
+}
+
+impl ContactCheck {
+    pub fn needs_review(self) -> bool {
+        matches!(self, ContactCheck::Unknown | ContactCheck::Unavailable)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

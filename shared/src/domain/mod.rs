@@ -9,7 +9,7 @@ mod severity;
 mod stakeholder;
 mod time;
 
-pub use contact::{Address, ContactMethods, EmailAddress, PhoneNumber, PushEndpoint};
+pub use contact::{Address, ContactCheck, ContactMethods, EmailAddress, PhoneNumber, PushEndpoint};
 pub use ids::{GroupId, IncidentId, StakeholderId};
 pub use incident::{Incident, IncidentStatus, MessageTemplate, Trigger};
 pub use severity::{Channel, Severity, Tier};

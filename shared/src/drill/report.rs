@@ -461,7 +461,7 @@ pub(super) fn build(
 ///   within the earlier one's hold.
 pub fn escalation_checks(
     stories: &[crate::app::EscalationStory],
-    entries: &[&crate::app::audit::AuditEntry],
+    entries: &[&crate::audit::AuditEntry],
     records: &[&crate::ports::CascadeRecord],
     policy: &crate::policy::Policy,
 ) -> Vec<String> {
@@ -514,7 +514,7 @@ pub fn escalation_checks(
             &crate::domain::StakeholderId,
             Channel,
         ),
-        Vec<&crate::app::audit::AuditEntry>,
+        Vec<&crate::audit::AuditEntry>,
     > = HashMap::new();
     for e in entries {
         if e.record.kind == AuditKind::SendAccepted

@@ -3,7 +3,6 @@
 
 pub mod chime;
 pub mod cwlogs;
-pub mod metrics;
 pub mod ses;
 pub mod sms;
 pub mod sns;

@@ -4,7 +4,7 @@
 //! index plays the part of the sparse GSI the sweep reads.
 
 use super::lock;
-use crate::app::audit::{AuditEntry, ChainHead, Seal};
+use crate::audit::{AuditEntry, ChainHead, Seal};
 use crate::domain::{Channel, Incident, IncidentId, Millis, PhoneNumber, StakeholderId, Ts};
 use crate::engine::{CascadeKey, ChannelWaits, Tally};
 use crate::error::{Error, Result};
@@ -94,11 +94,11 @@ impl MemoryStore {
     }
 
     /// Verifies every incident's audit chains in place.
-    pub fn verify_audit(&self) -> Result<usize, crate::app::audit::ChainBreak> {
+    pub fn verify_audit(&self) -> Result<usize, crate::audit::ChainBreak> {
         let g = lock(&self.inner);
         let mut ids: Vec<_> = g.audit.keys().cloned().collect();
         ids.sort();
-        crate::app::audit::verify_chains(ids.iter().flat_map(|id| g.audit[id].iter()))
+        crate::audit::verify_chains(ids.iter().flat_map(|id| g.audit[id].iter()))
     }
 
     /// Every seal of every incident.

@@ -230,7 +230,7 @@ mod tests {
                 public_key: public,
                 ..
             } = s.describe();
-            let mut seal = crate::app::audit::Seal {
+            let mut seal = crate::audit::Seal {
                 incident: ids().1,
                 at: crate::domain::Ts(1),
                 chains: 1,
@@ -242,9 +242,9 @@ mod tests {
                 signature: String::new(),
             };
             seal.signature = s.sign(&seal.message()).await.unwrap_or_default();
-            assert_eq!(crate::app::audit::verify_seal_signature(&seal), Ok(()));
+            assert_eq!(crate::audit::verify_seal_signature(&seal), Ok(()));
             seal.entries = 3;
-            assert!(crate::app::audit::verify_seal_signature(&seal).is_err());
+            assert!(crate::audit::verify_seal_signature(&seal).is_err());
         });
     }
 }

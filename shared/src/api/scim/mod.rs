@@ -37,12 +37,13 @@ mod schema;
 pub use patch::apply_patch;
 pub use schema::MAX_RESULTS;
 
-use super::Secret;
+use crate::directory::{as_bool, preferred_email, preferred_phone, str_at};
 use crate::domain::{
     Channel, EmailAddress, Group, GroupId, IdpRecord, PhoneNumber, PushEndpoint, Stakeholder,
     StakeholderId, Tier,
 };
 use crate::ports::DirectoryAdmin;
+use crate::secret::Secret;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
@@ -713,43 +714,6 @@ fn synthesized_user(p: &Stakeholder) -> Map<String, Value> {
         Value::Object(m) => m,
         _ => Map::new(),
     }
-}
-
-fn as_bool(v: &Value) -> Option<bool> {
-    match v {
-        Value::Bool(b) => Some(*b),
-        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
-        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
-        _ => None,
-    }
-}
-
-fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.trim().is_empty())
-}
-
-/// The phone number a SCIM user gives: mobile, else work, else the first.
-pub fn preferred_phone(v: &Value) -> Option<&Value> {
-    let rank = |p: &&Value| match str_at(p, "type").map(str::to_ascii_lowercase).as_deref() {
-        Some("mobile") => 0,
-        Some("work") => 1,
-        _ => 2,
-    };
-    v.get("phoneNumbers")
-        .and_then(Value::as_array)?
-        .iter()
-        .min_by_key(rank)
-}
-
-/// The email a SCIM user gives: the primary, else the first.
-pub fn preferred_email(v: &Value) -> Option<&Value> {
-    let emails = v.get("emails").and_then(Value::as_array)?;
-    emails
-        .iter()
-        .find(|e| e.get("primary").and_then(as_bool) == Some(true))
-        .or(emails.first())
 }
 
 /// A multi-valued attribute must be an array of objects.
