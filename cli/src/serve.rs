@@ -14,6 +14,7 @@ use muster::api::sign::{AckTokens, SignedAckLinks};
 use muster::api::{scim, v1};
 use muster::app::{self, ReceiptEvent};
 use muster::domain::{Channel, Ts};
+use muster::embedded::Ran;
 use muster::engine::ReceiptStatus;
 use muster::policy::Policy;
 use muster::ports::{
@@ -439,14 +440,14 @@ fn drive(deps: Deps, agenda: Arc<Agenda<Delivered>>) {
             continue;
         };
         let r = rt.block_on(async {
-            match item {
-                Item::Job(job) => app::dispatch(&deps, job).await,
-                Item::Timer(t) => app::tick(&deps, t).await,
-                Item::Sweep => {
+            match muster::embedded::run(&deps, item).await {
+                Ran::Handled(r) => r,
+                Ran::Swept(r) => {
+                    // Every sweep interval, whatever is queued, as in production.
                     agenda.push(Ts(at.0).plus(deps.policy.sweep_interval), Item::Sweep);
-                    app::sweep(&deps, None).await.map(|_| ())
+                    r.map(|_| ())
                 }
-                Item::External(Delivered(id)) => app::receipt(
+                Ran::External(Delivered(id)) => app::receipt(
                     &deps,
                     ReceiptEvent::Delivery {
                         provider_message_id: id,

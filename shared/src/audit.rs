@@ -189,12 +189,7 @@ pub struct Seal {
 
 impl Seal {
     /// The seal of `digest` at `at`, by `signer`, not signed yet.
-    pub fn unsigned(
-        incident: IncidentId,
-        at: Ts,
-        digest: HeadsDigest,
-        signer: SignerInfo,
-    ) -> Seal {
+    pub fn unsigned(incident: IncidentId, at: Ts, digest: HeadsDigest, signer: SignerInfo) -> Seal {
         Seal {
             incident,
             at,

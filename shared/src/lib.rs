@@ -10,6 +10,7 @@ pub mod app;
 pub mod audit;
 pub mod directory;
 pub mod domain;
+pub mod embedded;
 pub mod engine;
 pub mod error;
 pub mod policy;

@@ -9,6 +9,7 @@ use muster::adapters::memory::{
 };
 use muster::app::{self, ReceiptEvent, ReceiptOutcome};
 use muster::domain::*;
+use muster::embedded::Ran;
 use muster::engine::{AuditKind, CascadeKey, CascadeStatus, Event, ReceiptStatus, Route};
 use muster::policy::Policy;
 use muster::ports::*;
@@ -140,12 +141,9 @@ impl Env {
                 break;
             };
             self.clock.set(at);
-            let r = match item {
-                Item::Job(j) => block_on(app::dispatch(&self.deps, j)),
-                Item::Timer(t) => block_on(app::tick(&self.deps, t)),
-                _ => Ok(()),
-            };
-            r.unwrap_or_else(|e| panic!("{e}"));
+            if let Ran::Handled(r) = block_on(muster::embedded::run(&self.deps, item)) {
+                r.unwrap_or_else(|e| panic!("{e}"));
+            }
         }
         self.clock.set(until);
     }

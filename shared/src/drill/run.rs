@@ -11,6 +11,7 @@ use crate::adapters::memory::{
 };
 use crate::app::{self, ReceiptEvent};
 use crate::domain::{Channel, Group, GroupId, Stakeholder, Ts};
+use crate::embedded::Ran;
 use crate::engine::{AuditKind, Cascade, CascadeStatus, Decision, Event, invariants};
 use crate::policy::Policy;
 use crate::ports::{Deps, Observer, Sealing, SendOutcomeKind};
@@ -289,77 +290,78 @@ impl Drill {
                     self.observer.lost_timers.fetch_add(1, Ordering::Relaxed);
                     Ok(())
                 }
-                Item::Job(job) => app::dispatch(&deps, job).await,
-                Item::Timer(t) => app::tick(&deps, t).await,
-                Item::Sweep => {
-                    let r = app::sweep(&deps, None).await.map(|_| ());
-                    // The sweep runs on a schedule in production, whatever
-                    // else is queued: here while anything is queued or a
-                    // cascade still has something due (its job or timer
-                    // may have been lost).
-                    let due = deps
-                        .cascades
-                        .overdue(Ts(u64::MAX / 4), None, 1)
-                        .await
-                        .map(|p| !p.items.is_empty())
-                        .unwrap_or(true);
-                    let expanding = deps
-                        .incidents
-                        .get_incident(&self.scenario.trigger.incident_id)
-                        .await
-                        .ok()
-                        .flatten()
-                        .is_some_and(|i| {
-                            i.status == crate::domain::IncidentStatus::Open
-                                && i.expanded < i.cascades
-                        });
-                    if self.agenda.pending_work() > 0 || due || expanding {
-                        self.agenda
-                            .push(at.plus(deps.policy.sweep_interval), Item::Sweep);
+                item => match crate::embedded::run(&deps, item).await {
+                    Ran::Handled(r) => r,
+                    Ran::Swept(r) => {
+                        let r = r.map(|_| ());
+                        // The sweep runs on a schedule in production, whatever
+                        // else is queued: here while anything is queued or a
+                        // cascade still has something due (its job or timer
+                        // may have been lost).
+                        let due = deps
+                            .cascades
+                            .overdue(Ts(u64::MAX / 4), None, 1)
+                            .await
+                            .map(|p| !p.items.is_empty())
+                            .unwrap_or(true);
+                        let expanding = deps
+                            .incidents
+                            .get_incident(&self.scenario.trigger.incident_id)
+                            .await
+                            .ok()
+                            .flatten()
+                            .is_some_and(|i| {
+                                i.status == crate::domain::IncidentStatus::Open
+                                    && i.expanded < i.cascades
+                            });
+                        if self.agenda.pending_work() > 0 || due || expanding {
+                            self.agenda
+                                .push(at.plus(deps.policy.sweep_interval), Item::Sweep);
+                        }
+                        r
                     }
-                    r
-                }
-                Item::External(SimEvent::Receipt {
-                    provider_message_id,
-                    status,
-                }) => app::receipt(
-                    &deps,
-                    ReceiptEvent::Delivery {
+                    Ran::External(SimEvent::Receipt {
                         provider_message_id,
                         status,
-                    },
-                )
-                .await
-                .map(|_| ()),
-                Item::External(SimEvent::Ack {
-                    key,
-                    channel,
-                    attempt,
-                }) => app::receipt(
-                    &deps,
-                    ReceiptEvent::Ack {
+                    }) => app::receipt(
+                        &deps,
+                        ReceiptEvent::Delivery {
+                            provider_message_id,
+                            status,
+                        },
+                    )
+                    .await
+                    .map(|_| ()),
+                    Ran::External(SimEvent::Ack {
                         key,
                         channel,
-                        attempt: Some(attempt),
-                    },
-                )
-                .await
-                .map(|_| ()),
-                Item::External(SimEvent::CloseIncident) => {
-                    app::close(&deps, &self.scenario.trigger.incident_id)
-                        .await
-                        .map(|_| ())
-                }
-                Item::External(SimEvent::InboundSms { from, body }) => {
-                    app::receipt(&deps, ReceiptEvent::InboundSms { from, body })
-                        .await
-                        .map(|_| ())
-                }
-                Item::External(SimEvent::Retrigger) => {
-                    app::trigger(&deps, self.scenario.trigger.clone())
-                        .await
-                        .map(|_| ())
-                }
+                        attempt,
+                    }) => app::receipt(
+                        &deps,
+                        ReceiptEvent::Ack {
+                            key,
+                            channel,
+                            attempt: Some(attempt),
+                        },
+                    )
+                    .await
+                    .map(|_| ()),
+                    Ran::External(SimEvent::CloseIncident) => {
+                        app::close(&deps, &self.scenario.trigger.incident_id)
+                            .await
+                            .map(|_| ())
+                    }
+                    Ran::External(SimEvent::InboundSms { from, body }) => {
+                        app::receipt(&deps, ReceiptEvent::InboundSms { from, body })
+                            .await
+                            .map(|_| ())
+                    }
+                    Ran::External(SimEvent::Retrigger) => {
+                        app::trigger(&deps, self.scenario.trigger.clone())
+                            .await
+                            .map(|_| ())
+                    }
+                },
             };
             if let Err(e) = r {
                 note_err(e, &mut errors);
