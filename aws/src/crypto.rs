@@ -1,8 +1,8 @@
 //! Envelope encryption of contact details (PII) with KMS data keys.
 //!
 //! A data key from `GenerateDataKey` (AES-256, encryption context
-//! `incident`: the incident, or the directory) seals up to
-//! [`SEAL_KEY_USES`] values within [`SEAL_KEY_MS`], then a new one is made:
+//! `incident`: the incident, or the directory) encrypts up to
+//! [`DATA_KEY_USES`] values within [`DATA_KEY_MS`], then a new one is made:
 //! one KMS call per thousand people, not one per person. Each value is
 //! AES-256-GCM under that key with a random 96-bit nonce (far inside GCM's
 //! 2^32 random-nonce bound per key) and associated data naming incident
@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use aws_sdk_kms::Client;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::DataKeySpec;
-use muster::adapters::memory::{contact_ciphertext, open_contact, seal_contact};
+use muster::adapters::memory::{contact_ciphertext, decrypt_contact, encrypt_contact};
 use muster::{Error, Result};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -34,23 +34,23 @@ use std::time::Instant;
 const FORMAT_V1: u8 = 1;
 const FORMAT: u8 = 2;
 const NONCE_V1: [u8; 12] = [0; 12];
-/// Values one data key seals before a new one is made.
-pub const SEAL_KEY_USES: u32 = 1000;
-/// How long one data key seals values.
-pub const SEAL_KEY_MS: u128 = 300_000;
-/// Incidents whose sealing key a process keeps at once.
-const SEAL_KEYS: usize = 64;
+/// Values one data key encrypts before a new one is made.
+pub const DATA_KEY_USES: u32 = 1000;
+/// How long one data key encrypts values.
+pub const DATA_KEY_MS: u128 = 300_000;
+/// Incidents whose encrypting key a process keeps at once.
+const DATA_KEYS: usize = 64;
 
-/// What a sealed value is bound to.
+/// What an encrypted value is bound to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SealContext {
+pub struct CipherContext {
     pub incident: String,
     pub stakeholder: String,
 }
 
-impl SealContext {
+impl CipherContext {
     pub fn new(incident: impl Into<String>, stakeholder: impl Into<String>) -> Self {
-        SealContext {
+        CipherContext {
             incident: incident.into(),
             stakeholder: stakeholder.into(),
         }
@@ -65,9 +65,9 @@ impl SealContext {
 }
 
 #[async_trait]
-pub trait Sealer: Send + Sync {
-    async fn seal(&self, ctx: &SealContext, plaintext: &[u8]) -> Result<Vec<u8>>;
-    async fn open(&self, ctx: &SealContext, sealed: &[u8]) -> Result<Vec<u8>>;
+pub trait ContactCipher: Send + Sync {
+    async fn encrypt(&self, ctx: &CipherContext, plaintext: &[u8]) -> Result<Vec<u8>>;
+    async fn decrypt(&self, ctx: &CipherContext, sealed: &[u8]) -> Result<Vec<u8>>;
 }
 
 /// The data key sealing an incident's values now.
@@ -78,16 +78,16 @@ struct SealingKey {
     made: Instant,
 }
 
-pub struct KmsSealer {
+pub struct KmsContactCipher {
     client: Client,
     key_id: String,
     sealing: Mutex<HashMap<String, SealingKey>>,
     opening: Mutex<KeyCache>,
 }
 
-impl KmsSealer {
+impl KmsContactCipher {
     pub fn new(client: Client, key_id: impl Into<String>) -> Self {
-        KmsSealer {
+        KmsContactCipher {
             client,
             key_id: key_id.into(),
             sealing: Mutex::new(HashMap::new()),
@@ -101,8 +101,8 @@ impl KmsSealer {
         {
             let mut keys = self.sealing.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(k) = keys.get_mut(incident)
-                && k.uses < SEAL_KEY_USES
-                && k.made.elapsed().as_millis() < SEAL_KEY_MS
+                && k.uses < DATA_KEY_USES
+                && k.made.elapsed().as_millis() < DATA_KEY_MS
             {
                 k.uses += 1;
                 return Ok((k.key, k.wrapped.clone()));
@@ -126,7 +126,7 @@ impl KmsSealer {
             .map_err(|_| crypto_err("data key size"))?;
         let wrapped = wrapped.as_ref().to_vec();
         let mut keys = self.sealing.lock().unwrap_or_else(|e| e.into_inner());
-        if keys.len() >= SEAL_KEYS && !keys.contains_key(incident) {
+        if keys.len() >= DATA_KEYS && !keys.contains_key(incident) {
             // Forget the oldest incident's key (it is only ever made again).
             if let Some(old) = keys
                 .iter()
@@ -186,7 +186,7 @@ impl KmsSealer {
         Ok(key)
     }
 
-    async fn open_v1(&self, ctx: &SealContext, wrapped: &[u8], ct: &[u8]) -> Result<Vec<u8>> {
+    async fn open_v1(&self, ctx: &CipherContext, wrapped: &[u8], ct: &[u8]) -> Result<Vec<u8>> {
         let dk = self
             .client
             .decrypt()
@@ -228,8 +228,8 @@ fn random_nonce() -> Result<[u8; 12]> {
 }
 
 #[async_trait]
-impl Sealer for KmsSealer {
-    async fn seal(&self, ctx: &SealContext, plaintext: &[u8]) -> Result<Vec<u8>> {
+impl ContactCipher for KmsContactCipher {
+    async fn encrypt(&self, ctx: &CipherContext, plaintext: &[u8]) -> Result<Vec<u8>> {
         let (key, wrapped) = self.sealing_key(&ctx.incident).await?;
         let nonce = random_nonce()?;
         let cipher = Aes256Gcm::new_from_slice(&key).map_err(|_| crypto_err("data key size"))?;
@@ -252,7 +252,7 @@ impl Sealer for KmsSealer {
         Ok(out)
     }
 
-    async fn open(&self, ctx: &SealContext, sealed: &[u8]) -> Result<Vec<u8>> {
+    async fn decrypt(&self, ctx: &CipherContext, sealed: &[u8]) -> Result<Vec<u8>> {
         let [format, a, b, rest @ ..] = sealed else {
             return Err(crypto_err("unknown format"));
         };
@@ -498,7 +498,7 @@ impl muster::ports::ContactVault for KmsContactVault {
         rand::rngs::OsRng
             .try_fill_bytes(&mut nonce)
             .map_err(|_| Error::permanent("no randomness for a nonce"))?;
-        seal_contact(VAULT_FORMAT, &key, nonce, stakeholder, incident, plaintext)
+        encrypt_contact(VAULT_FORMAT, &key, nonce, stakeholder, incident, plaintext)
     }
 
     async fn decrypt(
@@ -511,7 +511,7 @@ impl muster::ports::ContactVault for KmsContactVault {
         let Some(key) = self.load(stakeholder.as_str()).await? else {
             return Ok(None);
         };
-        open_contact(&key, &raw, stakeholder, incident).map(Some)
+        decrypt_contact(&key, &raw, stakeholder, incident).map(Some)
     }
 
     async fn erase(&self, stakeholder: &muster::domain::StakeholderId) -> Result<bool> {

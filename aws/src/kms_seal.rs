@@ -1,4 +1,4 @@
-//! Incident seals signed by a KMS asymmetric key ([`muster::ports::Sealer`]).
+//! Incident seals signed by a KMS asymmetric key ([`muster::ports::SealSigner`]).
 //!
 //! The key is `ECC_NIST_P256` with usage `SIGN_VERIFY`; seals are signed
 //! with `ECDSA_SHA_256` over the raw seal message (KMS hashes it), and the
@@ -83,7 +83,7 @@ impl KmsSealSigner {
 }
 
 #[async_trait]
-impl muster::ports::Sealer for KmsSealSigner {
+impl muster::ports::SealSigner for KmsSealSigner {
     fn describe(&self) -> muster::ports::SignerInfo {
         muster::ports::SignerInfo {
             algorithm: ALGORITHM.to_string(),

@@ -12,7 +12,7 @@ use muster::engine::{Cascade, CascadeKey, ChannelPlan, Event, Route, decide};
 use muster::policy::Policy;
 use muster::ports::*;
 use muster_aws::archive::{AuditArchive, StreamEvent};
-use muster_aws::crypto::KmsSealer;
+use muster_aws::crypto::KmsContactCipher;
 use muster_aws::dynamo::DynamoStore;
 use muster_aws::kms_seal::KmsSealSigner;
 use std::sync::Arc;
@@ -91,7 +91,10 @@ async fn archived_trail_of_an_incident_fetches_back_and_verifies() {
         .await
         .unwrap();
     let kms = aws_sdk_kms::Client::new(&cfg);
-    let sealer = Arc::new(KmsSealer::new(kms.clone(), support::kms_key(&cfg).await));
+    let sealer = Arc::new(KmsContactCipher::new(
+        kms.clone(),
+        support::kms_key(&cfg).await,
+    ));
     let store =
         DynamoStore::new(ddb.clone(), &table, &audit_table, sealer).with_audit_retention_days(30);
     // A small incident: three cascades, one acknowledged, then a KMS seal.

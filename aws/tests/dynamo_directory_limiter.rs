@@ -8,7 +8,7 @@ use muster::domain::*;
 use muster::policy::Policy;
 use muster::ports::{Admission, Admit, Directory, Lane, RateLimiter};
 use muster::ratelimit::{AdaptiveLimiter, LimiterConfig, Ticket};
-use muster_aws::crypto::KmsSealer;
+use muster_aws::crypto::KmsContactCipher;
 use muster_aws::dynamo::{DynamoDirectory, DynamoLimiter, DynamoStore};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -37,7 +37,7 @@ async fn directory_reads_groups_members_and_sealed_stakeholders() {
     let ddb = aws_sdk_dynamodb::Client::new(&cfg);
     let table = support::unique("directory");
     DynamoDirectory::create_table(&ddb, &table).await.unwrap();
-    let sealer = Arc::new(KmsSealer::new(
+    let sealer = Arc::new(KmsContactCipher::new(
         aws_sdk_kms::Client::new(&cfg),
         support::kms_key(&cfg).await,
     ));
@@ -330,7 +330,7 @@ async fn directory_admin_has_the_memory_directory_semantics() {
     let ddb = aws_sdk_dynamodb::Client::new(&cfg);
     let table = support::unique("directory");
     DynamoDirectory::create_table(&ddb, &table).await.unwrap();
-    let sealer = Arc::new(KmsSealer::new(
+    let sealer = Arc::new(KmsContactCipher::new(
         aws_sdk_kms::Client::new(&cfg),
         support::kms_key(&cfg).await,
     ));
@@ -425,7 +425,10 @@ async fn directory_admin_has_the_memory_directory_semantics() {
     let plain = DynamoDirectory::new(
         aws_sdk_dynamodb::Client::new(&cfg),
         &table,
-        Arc::new(KmsSealer::new(aws_sdk_kms::Client::new(&cfg), "unused")),
+        Arc::new(KmsContactCipher::new(
+            aws_sdk_kms::Client::new(&cfg),
+            "unused",
+        )),
     );
     assert!(plain.set_sms_opt_out(&shared, true).await.is_err());
 }

@@ -16,7 +16,7 @@ use muster::domain::*;
 use muster::engine::{Cascade, CascadeKey, CascadeStatus, ChannelPlan, Event, Route, decide};
 use muster::policy::Policy;
 use muster::ports::*;
-use muster_aws::crypto::{KmsSealer, SealContext, Sealer};
+use muster_aws::crypto::{CipherContext, ContactCipher, KmsContactCipher};
 use muster_aws::dynamo::{DynamoStore, MeterReading};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -25,7 +25,7 @@ struct Fixture {
     store: Arc<DynamoStore>,
     table: String,
     audit_table: String,
-    sealer: Arc<KmsSealer>,
+    cipher: Arc<KmsContactCipher>,
 }
 
 async fn fixture() -> Fixture {
@@ -36,13 +36,13 @@ async fn fixture() -> Fixture {
         .await
         .unwrap();
     let key = support::kms_key(&cfg).await;
-    let sealer = Arc::new(KmsSealer::new(aws_sdk_kms::Client::new(&cfg), key));
-    let store = Arc::new(DynamoStore::new(ddb, &table, &audit_table, sealer.clone()));
+    let cipher = Arc::new(KmsContactCipher::new(aws_sdk_kms::Client::new(&cfg), key));
+    let store = Arc::new(DynamoStore::new(ddb, &table, &audit_table, cipher.clone()));
     Fixture {
         store,
         table,
         audit_table,
-        sealer,
+        cipher,
     }
 }
 
@@ -309,15 +309,18 @@ async fn message_references_round_trip() {
 #[tokio::test]
 async fn sealed_contacts_open_only_with_their_context() {
     let f = fixture().await;
-    let ctx = SealContext::new("INC-8", "alice");
-    let sealed = f.sealer.seal(&ctx, b"+12125551234").await.unwrap();
-    assert_eq!(f.sealer.open(&ctx, &sealed).await.unwrap(), b"+12125551234");
-    let wrong = SealContext::new("INC-8", "mallory");
-    assert!(f.sealer.open(&wrong, &sealed).await.is_err());
+    let ctx = CipherContext::new("INC-8", "alice");
+    let sealed = f.cipher.encrypt(&ctx, b"+12125551234").await.unwrap();
+    assert_eq!(
+        f.cipher.decrypt(&ctx, &sealed).await.unwrap(),
+        b"+12125551234"
+    );
+    let wrong = CipherContext::new("INC-8", "mallory");
+    assert!(f.cipher.decrypt(&wrong, &sealed).await.is_err());
     let mut tampered = sealed.clone();
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
-    assert!(f.sealer.open(&ctx, &tampered).await.is_err());
+    assert!(f.cipher.decrypt(&ctx, &tampered).await.is_err());
 }
 
 /// The work queue and timers on SQS (counting requests) and in memory (for
@@ -618,7 +621,7 @@ async fn number_index_finds_open_cascades_by_keyed_hash_only() {
     DynamoStore::create_tables(&ddb, &table, &audit_table)
         .await
         .unwrap();
-    let sealer = Arc::new(KmsSealer::new(
+    let sealer = Arc::new(KmsContactCipher::new(
         aws_sdk_kms::Client::new(&cfg),
         support::kms_key(&cfg).await,
     ));
@@ -742,8 +745,8 @@ fn incident(id: &str, status: IncidentStatus) -> Incident {
 
 #[tokio::test]
 async fn seal_store_keeps_open_incidents_heads_and_seals_in_the_audit_table() {
-    use muster::adapters::memory::LocalSealer;
-    use muster::ports::Sealer as _;
+    use muster::adapters::memory::LocalSealSigner;
+    use muster::ports::SealSigner as _;
     let f = fixture().await;
     let (s1, s2) = ("INC-SEAL-1", "INC-SEAL-2");
     f.store
@@ -815,11 +818,11 @@ async fn seal_store_keeps_open_incidents_heads_and_seals_in_the_audit_table() {
         aws_sdk_dynamodb::Client::new(&cfg),
         &f.table,
         "no-such-audit-table",
-        f.sealer.clone(),
+        f.cipher.clone(),
     );
     assert_eq!(blind.chain_heads(&inc).await.unwrap().len(), 2);
     // Seals accumulate in the audit table under INC#<id>#SEAL.
-    let sealer = LocalSealer::new(3);
+    let sealer = LocalSealSigner::new(3);
     let mut seal = audit::Seal::unsigned(
         inc.clone(),
         T0.plus(2_000),
@@ -1066,16 +1069,16 @@ async fn the_incident_list_reads_open_incidents_first_then_ended_ones_newest_fir
 }
 
 /// Counts the contact openings (KMS decrypts) a store asks for.
-struct CountingSealer(Arc<KmsSealer>, std::sync::atomic::AtomicU64);
+struct CountingCipher(Arc<KmsContactCipher>, std::sync::atomic::AtomicU64);
 
 #[async_trait::async_trait]
-impl Sealer for CountingSealer {
-    async fn seal(&self, ctx: &SealContext, plaintext: &[u8]) -> muster::Result<Vec<u8>> {
-        self.0.seal(ctx, plaintext).await
+impl ContactCipher for CountingCipher {
+    async fn encrypt(&self, ctx: &CipherContext, plaintext: &[u8]) -> muster::Result<Vec<u8>> {
+        self.0.encrypt(ctx, plaintext).await
     }
-    async fn open(&self, ctx: &SealContext, sealed: &[u8]) -> muster::Result<Vec<u8>> {
+    async fn decrypt(&self, ctx: &CipherContext, sealed: &[u8]) -> muster::Result<Vec<u8>> {
         self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.0.open(ctx, sealed).await
+        self.0.decrypt(ctx, sealed).await
     }
 }
 
@@ -1097,8 +1100,8 @@ async fn status_and_close_of_a_large_incident_on_dynamodb() {
     use futures::StreamExt as _;
     let f = fixture().await;
     let cfg = support::sdk_config().await;
-    let counting = Arc::new(CountingSealer(
-        f.sealer.clone(),
+    let counting = Arc::new(CountingCipher(
+        f.cipher.clone(),
         std::sync::atomic::AtomicU64::new(0),
     ));
     let store = Arc::new(DynamoStore::new(

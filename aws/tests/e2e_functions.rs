@@ -568,7 +568,7 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
     let seed_dir = DynamoDirectory::new(
         clients.dynamodb.clone(),
         &directory,
-        Arc::new(muster_aws::crypto::KmsSealer::new(
+        Arc::new(muster_aws::crypto::KmsContactCipher::new(
             clients.kms.clone(),
             &pii_key,
         )),

@@ -5,7 +5,7 @@ mod support;
 
 use muster::audit::{self, Seal};
 use muster::domain::*;
-use muster::ports::{ContactVault, Sealer};
+use muster::ports::{ContactVault, SealSigner};
 use muster_aws::crypto::KmsContactVault;
 use muster_aws::dynamo::DynamoDirectory;
 use muster_aws::kms_seal::{ALGORITHM, KmsSealSigner};
@@ -103,7 +103,7 @@ async fn kms_seals_verify_offline_and_tampering_fails() {
 /// client), and every value still opens only in its own context.
 #[tokio::test]
 async fn contacts_of_ten_thousand_people_cost_at_most_one_kms_call_per_hundred() {
-    use muster_aws::crypto::{KmsSealer, SealContext, Sealer as _};
+    use muster_aws::crypto::{CipherContext, ContactCipher as _, KmsContactCipher};
     let cfg = support::sdk_config().await;
     let key = support::kms_key(&cfg).await;
     let kms_calls = |rec: &support::iam::Recorder| {
@@ -115,25 +115,25 @@ async fn contacts_of_ten_thousand_people_cost_at_most_one_kms_call_per_hundred()
             .count()
     };
     let writer_calls = support::iam::Recorder::default();
-    let writer = KmsSealer::new(support::recorded_clients(&cfg, &writer_calls).kms, &key);
+    let writer = KmsContactCipher::new(support::recorded_clients(&cfg, &writer_calls).kms, &key);
     let people = 10_000;
     let incident = support::unique("INC-KMS");
     let mut sealed = Vec::with_capacity(people);
     for i in 0..people {
-        let ctx = SealContext::new(&incident, format!("p{i}"));
+        let ctx = CipherContext::new(&incident, format!("p{i}"));
         sealed.push(
             writer
-                .seal(&ctx, format!("+1212555{i:04}").as_bytes())
+                .encrypt(&ctx, format!("+1212555{i:04}").as_bytes())
                 .await
                 .unwrap(),
         );
     }
     let reader_calls = support::iam::Recorder::default();
-    let reader = KmsSealer::new(support::recorded_clients(&cfg, &reader_calls).kms, &key);
+    let reader = KmsContactCipher::new(support::recorded_clients(&cfg, &reader_calls).kms, &key);
     for (i, v) in sealed.iter().enumerate() {
-        let ctx = SealContext::new(&incident, format!("p{i}"));
+        let ctx = CipherContext::new(&incident, format!("p{i}"));
         assert_eq!(
-            reader.open(&ctx, v).await.unwrap(),
+            reader.decrypt(&ctx, v).await.unwrap(),
             format!("+1212555{i:04}").as_bytes()
         );
     }
@@ -145,10 +145,10 @@ async fn contacts_of_ten_thousand_people_cost_at_most_one_kms_call_per_hundred()
     );
     assert!(w >= 1 && r >= 1);
     // Bound to the person and the incident.
-    let wrong_person = SealContext::new(&incident, "p1");
-    assert!(reader.open(&wrong_person, &sealed[0]).await.is_err());
-    let wrong_incident = SealContext::new("INC-OTHER", "p0");
-    assert!(reader.open(&wrong_incident, &sealed[0]).await.is_err());
+    let wrong_person = CipherContext::new(&incident, "p1");
+    assert!(reader.decrypt(&wrong_person, &sealed[0]).await.is_err());
+    let wrong_incident = CipherContext::new("INC-OTHER", "p0");
+    assert!(reader.decrypt(&wrong_incident, &sealed[0]).await.is_err());
     // Two values never share a nonce under one key.
     let nonces: std::collections::HashSet<Vec<u8>> = sealed
         .iter()

@@ -7,8 +7,8 @@ use crate::phones::{self, Phones};
 use anyhow::Context;
 use async_trait::async_trait;
 use muster::adapters::memory::{
-    Agenda, Item, LocalSealer, MemoryDirectory, MemoryStore, MemoryVault, SeededIds, SystemClock,
-    embedded,
+    Agenda, Item, LocalSealSigner, MemoryDirectory, MemoryStore, MemoryVault, SeededIds,
+    SystemClock, embedded,
 };
 use muster::api::sign::{AckTokens, SignedAckLinks};
 use muster::api::{scim, v1};
@@ -375,7 +375,7 @@ pub fn app(
         })),
         vault: Some(Arc::new(MemoryVault::from_os())),
         sealing: Some(Sealing {
-            sealer: Arc::new(LocalSealer::from_os()),
+            signer: Arc::new(LocalSealSigner::from_os()),
             store: store.clone(),
         }),
         ..embedded(

@@ -368,7 +368,7 @@ pub trait SealStore: Send + Sync {
 /// Sealing: a signer and where seals are kept.
 #[derive(Clone)]
 pub struct Sealing {
-    pub sealer: Arc<dyn Sealer>,
+    pub signer: Arc<dyn SealSigner>,
     pub store: Arc<dyn SealStore>,
 }
 
@@ -438,7 +438,7 @@ pub use crate::audit::SignerInfo;
 
 /// Signs incident seals.
 #[async_trait]
-pub trait Sealer: Send + Sync {
+pub trait SealSigner: Send + Sync {
     fn describe(&self) -> SignerInfo;
     async fn sign(&self, message: &[u8]) -> Result<String>;
 }

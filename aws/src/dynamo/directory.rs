@@ -22,7 +22,7 @@
 
 use super::numbers::NumberKey;
 use super::{Item, build_err, get_b, get_n, get_s, json_err, n, s};
-use crate::crypto::{SealContext, Sealer};
+use crate::crypto::{CipherContext, ContactCipher};
 use crate::error::map_sdk;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -46,7 +46,7 @@ const WRITE_RETRIES: usize = 5;
 pub struct DynamoDirectory {
     client: Client,
     table: String,
-    sealer: Arc<dyn Sealer>,
+    cipher: Arc<dyn ContactCipher>,
     numbers: Option<NumberKey>,
 }
 
@@ -91,11 +91,11 @@ fn member_sk(i: usize) -> String {
 }
 
 impl DynamoDirectory {
-    pub fn new(client: Client, table: impl Into<String>, sealer: Arc<dyn Sealer>) -> Self {
+    pub fn new(client: Client, table: impl Into<String>, cipher: Arc<dyn ContactCipher>) -> Self {
         DynamoDirectory {
             client,
             table: table.into(),
-            sealer,
+            cipher,
             numbers: None,
         }
     }
@@ -149,9 +149,9 @@ impl DynamoDirectory {
         };
         let contacts = serde_json::to_vec(&private).map_err(|e| json_err("contacts", e))?;
         let sealed = self
-            .sealer
-            .seal(
-                &SealContext::new(DIRECTORY_CONTEXT, p.id.as_str()),
+            .cipher
+            .encrypt(
+                &CipherContext::new(DIRECTORY_CONTEXT, p.id.as_str()),
                 &contacts,
             )
             .await?;
@@ -484,9 +484,9 @@ impl Directory for DynamoDirectory {
         let mut p: Stakeholder =
             serde_json::from_str(get_s(&it, "doc")?).map_err(|e| json_err("stakeholder", e))?;
         let plain = self
-            .sealer
-            .open(
-                &SealContext::new(DIRECTORY_CONTEXT, id.as_str()),
+            .cipher
+            .decrypt(
+                &CipherContext::new(DIRECTORY_CONTEXT, id.as_str()),
                 get_b(&it, "contacts")?,
             )
             .await?;

@@ -57,7 +57,7 @@ use super::{
     Item, Meter, SHARDS, TALLY_BUCKETS, build_err, get_n, get_s, json_err, n, s, shard,
     tally_bucket, write_units,
 };
-use crate::crypto::{SealContext, Sealer};
+use crate::crypto::{CipherContext, ContactCipher};
 use crate::error::map_sdk;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -136,7 +136,7 @@ pub struct DynamoStore {
     client: Client,
     table: String,
     audit_table: String,
-    sealer: Arc<dyn Sealer>,
+    cipher: Arc<dyn ContactCipher>,
     meter: Arc<Meter>,
     numbers: Option<NumberKey>,
     retention_days: u32,
@@ -214,8 +214,8 @@ fn key_of(pk: &str, sk: &str) -> Result<CascadeKey> {
     })
 }
 
-fn seal_context(key: &CascadeKey) -> SealContext {
-    SealContext::new(key.incident.as_str(), key.stakeholder.as_str())
+fn cipher_context(key: &CascadeKey) -> CipherContext {
+    CipherContext::new(key.incident.as_str(), key.stakeholder.as_str())
 }
 
 /// Conflict for a failed condition (with the cancellation reasons of a
@@ -351,13 +351,13 @@ impl DynamoStore {
         client: Client,
         table: impl Into<String>,
         audit_table: impl Into<String>,
-        sealer: Arc<dyn Sealer>,
+        cipher: Arc<dyn ContactCipher>,
     ) -> Self {
         DynamoStore {
             client,
             table: table.into(),
             audit_table: audit_table.into(),
-            sealer,
+            cipher,
             meter: Arc::new(Meter::default()),
             numbers: None,
             retention_days: DEFAULT_RETENTION_DAYS,
@@ -690,7 +690,7 @@ impl DynamoStore {
 
     async fn open_contacts(&self, key: &CascadeKey, pii: &Item) -> Result<ContactMethods> {
         let sealed = super::get_b(pii, "contacts")?;
-        let plain = self.sealer.open(&seal_context(key), sealed).await?;
+        let plain = self.cipher.decrypt(&cipher_context(key), sealed).await?;
         serde_json::from_slice(&plain).map_err(|e| json_err("contacts", e))
     }
 
@@ -1113,7 +1113,7 @@ impl CascadeStore for DynamoStore {
         let key = &record.cascade.key;
         let state = self.state_item(record)?;
         let contacts = serde_json::to_vec(&record.contacts).map_err(|e| json_err("contacts", e))?;
-        let sealed = self.sealer.seal(&seal_context(key), &contacts).await?;
+        let sealed = self.cipher.encrypt(&cipher_context(key), &contacts).await?;
         let pii: Item = HashMap::from([
             ("pk".to_string(), s(key_pk(key))),
             ("sk".to_string(), s(pii_sk(key))),

@@ -7,7 +7,7 @@
 //! (SCIM, opt-outs).
 
 use super::config::Config;
-use crate::crypto::{KmsContactVault, KmsSealer};
+use crate::crypto::{KmsContactCipher, KmsContactVault};
 use crate::dynamo::numbers::NumberKey;
 use crate::dynamo::{DynamoDirectory, DynamoLimiter, DynamoStore};
 use crate::kms_seal::KmsSealSigner;
@@ -200,8 +200,10 @@ pub async fn build_deps(
     clock: Arc<dyn Clock>,
 ) -> Result<Deps, muster::Error> {
     let policy = Arc::new(config.policy.clone());
-    let pii: Arc<dyn crate::crypto::Sealer> =
-        Arc::new(KmsSealer::new(clients.kms.clone(), &config.pii_key_id));
+    let pii: Arc<dyn crate::crypto::ContactCipher> = Arc::new(KmsContactCipher::new(
+        clients.kms.clone(),
+        &config.pii_key_id,
+    ));
     // Phone numbers are indexed by a keyed hash; the key comes from the
     // deployment's ack secret, which every function that writes or reads
     // the index has.
@@ -223,7 +225,7 @@ pub async fn build_deps(
     let directory = Arc::new(directory);
     let sealing = match &config.seal_key_id {
         Some(key_id) => Some(Sealing {
-            sealer: Arc::new(KmsSealSigner::connect(clients.kms.clone(), key_id).await?),
+            signer: Arc::new(KmsSealSigner::connect(clients.kms.clone(), key_id).await?),
             store: store.clone(),
         }),
         None => None,

@@ -137,7 +137,7 @@ pub async fn seal(
     deps: &Deps,
     incident: &crate::domain::IncidentId,
 ) -> Result<Option<crate::audit::Seal>> {
-    let Some(crate::ports::Sealing { sealer, store }) = &deps.sealing else {
+    let Some(crate::ports::Sealing { signer, store }) = &deps.sealing else {
         return Ok(None);
     };
     let heads = store.chain_heads(incident).await?;
@@ -145,9 +145,9 @@ pub async fn seal(
         incident.clone(),
         deps.clock.now(),
         crate::audit::heads_digest_of(&heads),
-        sealer.describe(),
+        signer.describe(),
     );
-    seal.signature = sealer.sign(&seal.message()).await?;
+    seal.signature = signer.sign(&seal.message()).await?;
     store.put_seal(&seal).await?;
     Ok(Some(seal))
 }

@@ -6,8 +6,8 @@ use super::report::{self, ChannelStats, DrillReport, LeftAtEnd};
 use super::scenario::Scenario;
 use super::sim::{SimEvent, SimWorld};
 use crate::adapters::memory::{
-    Agenda, Item, LocalSealer, MemoryDirectory, MemoryLimiter, MemoryStore, MemoryVault, SeededIds,
-    VirtualClock, embedded,
+    Agenda, Item, LocalSealSigner, MemoryDirectory, MemoryLimiter, MemoryStore, MemoryVault,
+    SeededIds, VirtualClock, embedded,
 };
 use crate::app::{self, ReceiptEvent};
 use crate::domain::{Channel, Group, GroupId, Stakeholder, Ts};
@@ -190,7 +190,7 @@ impl Drill {
             contacts: world.contact_source(),
             vault: Some(Arc::new(MemoryVault::new(seed))),
             sealing: Some(Sealing {
-                sealer: Arc::new(LocalSealer::new(seed)),
+                signer: Arc::new(LocalSealSigner::new(seed)),
                 store: store.clone(),
             }),
             ..embedded(

@@ -16,7 +16,9 @@ pub use directory::MemoryDirectory;
 pub use ids::SeededIds;
 pub use limiter::MemoryLimiter;
 pub use store::MemoryStore;
-pub use vault::{LocalSealer, MemoryVault, contact_ciphertext, open_contact, seal_contact};
+pub use vault::{
+    LocalSealSigner, MemoryVault, contact_ciphertext, decrypt_contact, encrypt_contact,
+};
 
 use std::sync::{Mutex, MutexGuard};
 

@@ -5,7 +5,7 @@
 use super::lock;
 use crate::domain::{IncidentId, StakeholderId};
 use crate::error::{Error, Result};
-use crate::ports::{ContactVault, Sealer};
+use crate::ports::{ContactVault, SealSigner};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use async_trait::async_trait;
@@ -17,7 +17,7 @@ use rand_chacha::ChaCha20Rng;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Ciphertexts are [`seal_contact`]'s, tagged `v1:`.
+/// Ciphertexts are [`encrypt_contact`]'s, tagged `v1:`.
 pub struct MemoryVault {
     inner: Mutex<(ChaCha20Rng, HashMap<StakeholderId, [u8; 32]>)>,
 }
@@ -41,7 +41,7 @@ impl MemoryVault {
 /// vault's own tag, `v1:` here) + base64(nonce(12) || AES-256-GCM
 /// ciphertext), additional data `incident|stakeholder`. `key` is the
 /// person's 32-byte data key.
-pub fn seal_contact(
+pub fn encrypt_contact(
     format: &str,
     key: &[u8],
     nonce: [u8; 12],
@@ -66,7 +66,7 @@ pub fn seal_contact(
     Ok(format!("{format}{}", STANDARD_NO_PAD.encode(out)))
 }
 
-/// The bytes of a contact ciphertext [`seal_contact`] wrote, or an error
+/// The bytes of a contact ciphertext [`encrypt_contact`] wrote, or an error
 /// naming it as not one.
 pub fn contact_ciphertext(format: &str, ciphertext: &str) -> Result<Vec<u8>> {
     ciphertext
@@ -78,7 +78,7 @@ pub fn contact_ciphertext(format: &str, ciphertext: &str) -> Result<Vec<u8>> {
 
 /// Opens the bytes of a contact ciphertext with the person's data key,
 /// bound to `incident`.
-pub fn open_contact(
+pub fn decrypt_contact(
     key: &[u8],
     raw: &[u8],
     stakeholder: &StakeholderId,
@@ -125,7 +125,7 @@ impl ContactVault for MemoryVault {
             .entry(stakeholder.clone())
             .or_insert_with(|| rng.random());
         let nonce: [u8; 12] = rng.random();
-        seal_contact(FORMAT, &key, nonce, stakeholder, incident, plaintext)
+        encrypt_contact(FORMAT, &key, nonce, stakeholder, incident, plaintext)
     }
 
     async fn decrypt(
@@ -138,7 +138,7 @@ impl ContactVault for MemoryVault {
             return Ok(None);
         };
         let raw = contact_ciphertext(FORMAT, ciphertext)?;
-        open_contact(&key, &raw, stakeholder, incident).map(Some)
+        decrypt_contact(&key, &raw, stakeholder, incident).map(Some)
     }
 
     async fn erase(&self, stakeholder: &StakeholderId) -> Result<bool> {
@@ -147,25 +147,25 @@ impl ContactVault for MemoryVault {
 }
 
 /// An Ed25519 seal signer with a key held in process.
-pub struct LocalSealer {
+pub struct LocalSealSigner {
     key: SigningKey,
 }
 
-impl LocalSealer {
+impl LocalSealSigner {
     pub fn new(seed: u64) -> Self {
-        LocalSealer {
+        LocalSealSigner {
             key: SigningKey::from_bytes(&ChaCha20Rng::seed_from_u64(seed ^ 0x5ea1).random()),
         }
     }
     pub fn from_os() -> Self {
-        LocalSealer {
+        LocalSealSigner {
             key: SigningKey::from_bytes(&ChaCha20Rng::from_os_rng().random()),
         }
     }
 }
 
 #[async_trait]
-impl Sealer for LocalSealer {
+impl SealSigner for LocalSealSigner {
     fn describe(&self) -> crate::ports::SignerInfo {
         let public = hex::encode(self.key.verifying_key().to_bytes());
         crate::ports::SignerInfo {
@@ -224,7 +224,7 @@ mod tests {
     #[test]
     fn seals_sign_and_verify() {
         futures::executor::block_on(async {
-            let s = LocalSealer::new(7);
+            let s = LocalSealSigner::new(7);
             let crate::ports::SignerInfo {
                 algorithm: alg,
                 public_key: public,
