@@ -28,7 +28,7 @@ fn started(who: &str, n: u32) -> (CascadeRecord, audit::AuditEntry) {
     let c = Cascade::new(
         k,
         Severity::P1,
-        Tier::ALL[1],
+        Tier::TWO,
         ChannelPlan::new(&[Channel::Sms, Channel::Email]),
         T0,
     );

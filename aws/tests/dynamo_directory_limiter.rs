@@ -17,7 +17,7 @@ fn person(id: &str, n: u32) -> Stakeholder {
     Stakeholder {
         id: StakeholderId::parse(id).unwrap(),
         name: format!("Person {n}"),
-        tier: Tier::ALL[0],
+        tier: Tier::ONE,
         contacts: ContactMethods {
             phone: PhoneNumber::parse(&format!("+1415555{:04}", 2000 + n)).ok(),
             email: EmailAddress::parse(&format!("dir{n}@example.org")).ok(),

@@ -72,7 +72,7 @@ fn started(k: CascadeKey, n: u32, now: Ts) -> (CascadeRecord, audit::AuditEntry)
     let c = Cascade::new(
         k,
         Severity::P1,
-        Tier::ALL[1],
+        Tier::TWO,
         ChannelPlan::new(&[Channel::Sms, Channel::Email]),
         now,
     );
@@ -389,7 +389,7 @@ async fn a_cascade_runs_through_the_use_cases_on_dynamodb() {
         .map(|i| Stakeholder {
             id: id(StakeholderId::parse(&format!("m{i}"))),
             name: format!("Person {i}"),
-            tier: Tier::ALL[1],
+            tier: Tier::TWO,
             contacts: contacts(i),
             preferences: vec![],
             manager: None,

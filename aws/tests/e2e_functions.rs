@@ -427,7 +427,7 @@ fn person(id: &str, contacts: ContactMethods, channel: Channel) -> Stakeholder {
     Stakeholder {
         id: StakeholderId::parse(id).unwrap(),
         name: id.to_string(),
-        tier: Tier::ALL[0],
+        tier: Tier::ONE,
         contacts,
         preferences: vec![channel],
         manager: None,

@@ -24,7 +24,7 @@ fn directory(members: usize) -> anyhow::Result<DirectoryFile> {
         people.push(Stakeholder::new(
             id,
             format!("Member {n}"),
-            Tier::ALL[2],
+            Tier::THREE,
             contacts,
         ));
     }
@@ -33,7 +33,7 @@ fn directory(members: usize) -> anyhow::Result<DirectoryFile> {
     let lead = Stakeholder::new(
         StakeholderId::parse("lead").map_err(|e| anyhow::anyhow!("{e}"))?,
         "Bench lead",
-        Tier::ALL[0],
+        Tier::ONE,
         ContactMethods {
             phone: PhoneNumber::parse("+12125550999").ok(),
             email: EmailAddress::parse("lead@example.com").ok(),

@@ -18,7 +18,7 @@ fn fresh() -> Cascade {
     Cascade::new(
         key,
         Severity::P1,
-        Tier::ALL[1],
+        Tier::TWO,
         ChannelPlan::new(&Channel::ALL),
         Ts::from_secs(1_716_215_520),
     )

@@ -550,7 +550,7 @@ fn build(
             );
         }
         let tier = match &p.tier {
-            None => Tier::ALL[1],
+            None => Tier::DEFAULT,
             Some(c) => match c
                 .value
                 .trim()
@@ -561,7 +561,7 @@ fn build(
                 Ok(t) => t,
                 Err(e) => {
                     errs.bad(c, "tier", e);
-                    Tier::ALL[1]
+                    Tier::DEFAULT
                 }
             },
         };
@@ -867,7 +867,7 @@ groups:
                 .map(|p| p.expose()),
             Some("+442079460001")
         );
-        assert_eq!(d.stakeholders[1].tier, Tier::ALL[1], "default tier 2");
+        assert_eq!(d.stakeholders[1].tier, Tier::DEFAULT, "default tier 2");
         assert_eq!(d.stakeholders[1].preferences, [Channel::Sms]);
         assert_eq!(
             d.groups[0].on_call_manager.as_ref().map(|m| m.as_str()),

@@ -444,9 +444,9 @@ impl Policy {
                 s,
                 "  {:<10} {:<10} {:<10} {:<10} {}",
                 sev.as_str(),
-                secs(self.escalation_delay(sev, Tier::ALL[0])),
-                secs(self.escalation_delay(sev, Tier::ALL[1])),
-                secs(self.escalation_delay(sev, Tier::ALL[2])),
+                secs(self.escalation_delay(sev, Tier::ONE)),
+                secs(self.escalation_delay(sev, Tier::TWO)),
+                secs(self.escalation_delay(sev, Tier::THREE)),
                 order.join(" -> ")
             );
         }
@@ -828,8 +828,8 @@ mod tests {
     #[test]
     fn defaults_are_the_requirements() {
         let p = Policy::default();
-        assert!(p.escalation_delay(Severity::P1, Tier::ALL[2]) <= 90_000);
-        assert_eq!(p.escalation_delay(Severity::P3, Tier::ALL[1]), 900_000);
+        assert!(p.escalation_delay(Severity::P1, Tier::THREE) <= 90_000);
+        assert_eq!(p.escalation_delay(Severity::P3, Tier::TWO), 900_000);
         assert_eq!(
             p.channels(Severity::P2),
             [Channel::Voice, Channel::Sms, Channel::Email, Channel::Push]
@@ -870,7 +870,7 @@ mod tests {
         let p = p.ok();
         assert_eq!(
             p.as_ref()
-                .map(|p| p.escalation_delay(Severity::P3, Tier::ALL[0])),
+                .map(|p| p.escalation_delay(Severity::P3, Tier::ONE)),
             Some(600_000)
         );
         assert_eq!(p.as_ref().map(|p| p.channels(Severity::P3).len()), Some(3));

@@ -54,7 +54,7 @@ fn person(id: &str, n: u32) -> Stakeholder {
     Stakeholder::new(
         StakeholderId::parse(id).unwrap_or_else(|e| panic!("{e}")),
         id,
-        Tier::ALL[1],
+        Tier::TWO,
         contacts,
     )
 }

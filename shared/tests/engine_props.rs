@@ -1,4 +1,5 @@
-//! Property tests of the cascade invariants (DESIGN.md section 3) over random
+//! Property tests of the cascade invariants (`muster::engine` module docs,
+//! "Rules" and invariants) over random
 //! channel plans, severities, tiers, routes and policies (every override
 //! within the range the policy loader accepts), driven by random event
 //! sequences with duplicates, reordering, stale and early timers, arbitrary

@@ -142,7 +142,7 @@ async fn cascades_start_with_live_contacts_or_flagged_directory_copies() {
                 email: EmailAddress::parse(&format!("{n}@example.com")).ok(),
                 ..Default::default()
             };
-            Stakeholder::new(id(n), n, Tier::ALL[1], contacts)
+            Stakeholder::new(id(n), n, Tier::TWO, contacts)
         })
         .collect();
     let group = Group {

@@ -50,7 +50,7 @@ fn person(id: &str, n: u32) -> Stakeholder {
     Stakeholder::new(
         StakeholderId::parse(id).unwrap_or_else(|e| panic!("{e}")),
         id,
-        Tier::ALL[1],
+        Tier::TWO,
         ContactMethods {
             email: EmailAddress::parse(&format!("{id}@example.com")).ok(),
             phone: PhoneNumber::parse(&format!("+1212555{:04}", 100 + n)).ok(),

@@ -101,7 +101,7 @@ fn env() -> Env {
     let person = Stakeholder {
         id: StakeholderId::parse("ops-lead-amer").unwrap(),
         name: "Ops Lead Americas".into(),
-        tier: Tier::ALL[0],
+        tier: Tier::ONE,
         contacts: ContactMethods {
             sms: PhoneNumber::parse("+12125550101").ok(),
             ..Default::default()

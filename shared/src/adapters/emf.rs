@@ -167,7 +167,7 @@ mod tests {
         let mut c = Cascade::new(
             key,
             Severity::P2,
-            Tier::ALL[0],
+            Tier::ONE,
             ChannelPlan::new(&[Channel::Voice, Channel::Sms]),
             Ts(0),
         );

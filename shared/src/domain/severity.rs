@@ -46,12 +46,17 @@ impl Severity {
 pub struct Tier(u8);
 
 impl Tier {
-    pub const ALL: [Tier; 3] = [Tier(1), Tier(2), Tier(3)];
+    pub const ONE: Tier = Tier(1);
+    pub const TWO: Tier = Tier(2);
+    pub const THREE: Tier = Tier(3);
+    pub const ALL: [Tier; 3] = [Tier::ONE, Tier::TWO, Tier::THREE];
     pub const COUNT: usize = 3;
     /// Tier 1: the first to be told.
-    pub const HIGHEST: Tier = Tier(1);
-    /// Tier 3: the default for someone the directory does not rank.
-    pub const LOWEST: Tier = Tier(3);
+    pub const HIGHEST: Tier = Tier::ONE;
+    /// Tier 3: a group member the directory does not know.
+    pub const LOWEST: Tier = Tier::THREE;
+    /// Tier 2: a directory entry (file or SCIM) that names no tier.
+    pub const DEFAULT: Tier = Tier::TWO;
 
     pub fn new(n: i64) -> Result<Self, InvalidValue> {
         if (1..=3).contains(&n) {

@@ -646,7 +646,7 @@ impl Validator {
                 Ok(t) => t,
                 Err(e) => {
                     self.invalid(&format!("{f}.tier"), e);
-                    Tier::ALL[1]
+                    Tier::TWO
                 }
             };
             let mut contacts = ContactMethods::default();

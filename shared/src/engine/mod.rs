@@ -8,6 +8,56 @@
 //! `Sending`, a receipt-timeout timer only while `AwaitingReceipt`, ...). Any
 //! other event is stale: the state is unchanged except for its version, and
 //! the audit record says so. Terminal states absorb every event.
+//!
+//! # Rules
+//!
+//! Numbered so that tests name the rule they state (`engine::tests`,
+//! `shared/tests/engine_props.rs`); every default is the policy's and
+//! configurable.
+//!
+//! 1. **Channel plan.** The severity's channel order (default voice, SMS,
+//!    email, push), filtered by what the person has and prefers (and has
+//!    not opted out of), fixed at start. A channel whose queue wait is past
+//!    the bound (the severity x tier hold) is moved later for that person,
+//!    audited with the waits; a channel another cascade holds for the same
+//!    person moves after the next free one.
+//! 2. **One at a time.** One attempt in flight per person, except rule 6
+//!    (and rule 5's parallel call).
+//! 3. **Transient errors and throttling.** A transient send error (5xx,
+//!    network, gateway timeout) retries the same channel at most 3 times,
+//!    after min(15 s x 2^n, 120 s); a 4th fails the channel. A carrier's 429
+//!    is back-pressure, not the person's fault: the send waits (rate
+//!    limiter, Retry-After) without spending the retry budget, audited; a
+//!    wait past the throttling bound fails that channel for that person.
+//! 4. **Channel failure.** FAILED, UNREACHABLE or no receipt within 120 s
+//!    of acceptance (CHANNEL_TIMEOUT): the channel failed; the next one is
+//!    tried.
+//! 5. **Delivered, not acknowledged.** Hold for the severity x tier delay
+//!    (P1 at most 90 s, P3 15 min), then the next channel; by policy, an SMS
+//!    delivered without an answer also places a voice call beside the next
+//!    channel.
+//! 6. **Bounded parallelism.** At most 2 attempts in flight, only after
+//!    UNREACHABLE (the next two channels go together); voice and SMS are
+//!    otherwise never in flight together.
+//! 7. **Hard failure.** 3 consecutive channel failures, every channel
+//!    tried without an acknowledgement, or no usable channel: ESCALATED and
+//!    CASCADE_FAILURE. The failure is named to a manager on the priority
+//!    route, who climbs a bounded chain when they do not acknowledge; a
+//!    chain exhausted is ESCALATION_UNDELIVERED, never silence; a late
+//!    acknowledgement withdraws the escalation (and tells those it reached);
+//!    one answer to a bundled message acknowledges every failure it named.
+//! 8. **Acknowledgement.** An ACK on any channel at any time is terminal
+//!    (ACKNOWLEDGED); later timers and receipts change nothing. DELIVERED is
+//!    never an acknowledgement.
+//! 9. **Close.** Every open cascade of a closed incident is CANCELLED.
+//! 10. **Reconciliation.** A cascade whose next due time is more than 5 min
+//!     past is re-driven by the sweep (a forced transition, audited as
+//!     REDRIVEN).
+//!
+//! Invariants (`invariants`, checked on every transition by the tests, the
+//! property tests and every drill): terminal states absorb; at most 3
+//! retries per channel; at most 2 attempts in flight; nothing is sent
+//! after ACK or CANCEL; every transition has exactly one audit record.
 
 mod cascade;
 mod decide;

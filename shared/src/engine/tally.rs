@@ -260,7 +260,7 @@ mod tests {
         assert_eq!(names.len(), SLOTS);
         let mut t = Tally::default();
         assert!(t.add_named("t2_acknowledged", 3) && !t.add_named("t4_active", 1));
-        assert_eq!(t.tier(Tier::ALL[1]).acknowledged, 3);
+        assert_eq!(t.tier(Tier::TWO).acknowledged, 3);
         assert_eq!(
             t.nonzero().collect::<Vec<_>>(),
             vec![("t2_acknowledged", 3)]

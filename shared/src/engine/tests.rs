@@ -1,4 +1,5 @@
-//! Table tests, one per cascade rule of DESIGN.md section 3. Every step goes
+//! Table tests of the cascade rules numbered in the module docs (`engine`,
+//! "Rules"); each test names its rule. Every step goes
 //! through `Run::at`, which also proves the per-transition contract: the
 //! version goes up by exactly one, the single audit record agrees with the
 //! state, `invariants::check_transition` finds nothing, and a stale event
@@ -226,6 +227,7 @@ fn contacts(phone: bool, email: bool, push: bool) -> ContactMethods {
 
 // Rule 1: channel plan.
 
+/// Rule 1.
 #[test]
 fn plan_follows_severity_order_filtered_by_contacts() {
     let p = policy(
@@ -364,6 +366,7 @@ fn transient_errors_retry_same_channel_with_backoff_15_30_60() {
     );
 }
 
+/// Rule 3.
 #[test]
 fn fourth_transient_failure_fails_the_channel() {
     let mut r = Run::new(&[Voice, Sms]);
@@ -382,6 +385,7 @@ fn fourth_transient_failure_fails_the_channel() {
     assert_eq!(r.c.consecutive_failures, 1);
 }
 
+/// Rule 3.
 #[test]
 fn retries_stop_after_three() {
     // Seed trap: unbounded retries on an endpoint that never works.
@@ -412,6 +416,7 @@ fn retries_stop_after_three() {
     );
 }
 
+/// Rule 3.
 #[test]
 fn throttle_waits_retry_after_without_spending_retry_budget() {
     let mut r = Run::new(&[Voice, Sms]);
@@ -484,6 +489,7 @@ fn throttled(ms: u64) -> Event {
     )
 }
 
+/// Rule 3.
 #[test]
 fn throttling_is_bounded_per_person_then_the_channel_fails_and_the_cascade_moves_on() {
     // P1 tier 1: the bound is the 60 s escalation delay. A carrier that
@@ -552,6 +558,7 @@ fn throttling_is_bounded_per_person_then_the_channel_fails_and_the_cascade_moves
 
 // Rule 4: failure, unreachable, receipt timeout.
 
+/// Rule 4.
 #[test]
 fn failed_or_unreachable_advances_to_next_channel() {
     let accepted = (1, result(1, ACCEPTED));
@@ -646,6 +653,7 @@ fn receipt_timeout_after_120s_is_channel_timeout() {
 
 // Rule 5: DELIVERED without ACK.
 
+/// Rule 5.
 #[test]
 fn delivered_without_ack_holds_for_severity_tier_delay_then_advances() {
     // Seed trap: static delays. The hold comes from the severity x tier table.
@@ -740,6 +748,7 @@ fn parallel_voice_run(plan: &[Channel]) -> Run {
     )
 }
 
+/// Rule 5.
 #[test]
 fn delivered_without_ack_on_sms_places_a_parallel_voice_call_with_the_next_channel() {
     // On by default for P1. Voice was tried first and not acknowledged; SMS
@@ -839,6 +848,7 @@ fn delivered_without_ack_on_sms_places_a_parallel_voice_call_with_the_next_chann
 
 // Rule 6: bounded parallelism.
 
+/// Rule 6.
 #[test]
 fn unreachable_starts_next_two_channels_together() {
     let mut r = Run::new(&ALL);
@@ -891,6 +901,7 @@ fn unreachable_starts_next_two_channels_together() {
     );
 }
 
+/// Rule 2 and 6.
 #[test]
 fn voice_and_sms_never_in_flight_together_otherwise() {
     // Seed trap: voice and SMS broadcast at once. Every way voice can end
@@ -972,6 +983,7 @@ fn voice_and_sms_never_in_flight_together_otherwise() {
 
 // Rule 7: hard failure.
 
+/// Rule 7.
 #[test]
 fn three_consecutive_failures_escalate_with_cascade_failure() {
     let mut r = Run::new(&ALL);
@@ -1034,6 +1046,7 @@ fn three_consecutive_failures_escalate_with_cascade_failure() {
     );
 }
 
+/// Rule 7.
 #[test]
 fn every_channel_tried_without_ack_escalates() {
     let mut r = Run::with(
@@ -1092,6 +1105,7 @@ fn escalation() -> Route {
     Route::escalation(StakeholderId::parse("bob").expect("valid stakeholder id"))
 }
 
+/// Rule 7.
 #[test]
 fn an_escalation_follows_the_manager_route_and_climbs_the_chain_when_it_fails() {
     // The escalation uses the manager route's severity (P1 by default), not
@@ -1166,6 +1180,7 @@ fn busy(channel: Channel, until: Ts, cause: WaitCause) -> Event {
     Event::Replan { attempt: 1, waits }
 }
 
+/// Rule 1.
 #[test]
 fn a_channel_busy_for_the_person_moves_after_the_next_free_one() {
     // Another cascade called this person 30 s ago: voice is busy for 60 s
@@ -1225,6 +1240,7 @@ fn queues(waits: &[(Channel, u64)]) -> ChannelWaits {
     w
 }
 
+/// Rule 1.
 #[test]
 fn a_channel_whose_queue_is_past_the_bound_moves_later_for_that_person() {
     // P1 tier 1: the bound is the 60 s hold. Voice's queue is 2h46m long,
@@ -1285,6 +1301,7 @@ fn a_channel_whose_queue_is_past_the_bound_moves_later_for_that_person() {
     assert_eq!(r.c.in_flight, [sending(1, Voice, s(0))]);
 }
 
+/// Rule 3.
 #[test]
 fn two_throttling_channels_taken_in_turn_reach_the_throttling_bound() {
     // Voice and email both throttled, each free again a second later: the
@@ -1321,6 +1338,7 @@ fn two_throttling_channels_taken_in_turn_reach_the_throttling_bound() {
     assert!((60..=62).contains(&t), "failed out at {t} s");
 }
 
+/// Rule 1.
 #[test]
 fn what_is_known_busy_is_remembered_so_an_attempt_never_swings_between_two() {
     // Voice is throttled by the carrier; SMS is busy for the person. The
@@ -1349,6 +1367,7 @@ fn what_is_known_busy_is_remembered_so_an_attempt_never_swings_between_two() {
     assert_eq!(d.audit.cause, Some(AuditKind::ChannelThrottledOut));
 }
 
+/// Rule 7.
 #[test]
 fn a_failure_escalation_is_recorded_on_the_failed_cascade_and_withdrawn_by_a_late_ack() {
     let mut r = Run::new(&[Voice]);
@@ -1395,6 +1414,7 @@ fn a_failure_escalation_is_recorded_on_the_failed_cascade_and_withdrawn_by_a_lat
     assert_stale(&r.at(1, Event::EscalationStarted { to: to("duty") }));
 }
 
+/// Rule 7.
 #[test]
 fn a_withdrawn_escalation_that_had_reached_its_person_sends_them_an_update() {
     let mut r = Run::with(
@@ -1453,6 +1473,7 @@ fn a_withdrawn_escalation_that_had_reached_its_person_sends_them_an_update() {
     assert_stale(&r.at(1, Event::Withdraw { by: None }));
 }
 
+/// Rule 7.
 #[test]
 fn an_answer_to_a_bundled_message_acknowledges_every_escalation_it_named() {
     let mut r = Run::with(
@@ -1512,6 +1533,7 @@ fn an_answer_to_a_bundled_message_acknowledges_every_escalation_it_named() {
     );
 }
 
+/// Rule 7 and 10.
 #[test]
 fn a_failure_nobody_took_up_is_escalated_again_by_the_sweep() {
     // Its escalation job was lost: the failed cascade stays due until the
@@ -1606,6 +1628,7 @@ fn late_events() -> Vec<Event> {
     v
 }
 
+/// Rule 8.
 #[test]
 fn ack_from_any_channel_is_terminal_and_later_events_are_noops() {
     for (what, steps) in open_states() {
@@ -1649,6 +1672,7 @@ fn ack_from_any_channel_is_terminal_and_later_events_are_noops() {
     }
 }
 
+/// Rule 8.
 #[test]
 fn delivered_is_never_an_ack() {
     let mut r = Run::new(&[Voice, Sms]);
@@ -1679,6 +1703,7 @@ fn delivered_is_never_an_ack() {
     assert_eq!((r.c.status, r.c.acked_at), (CascadeStatus::Escalated, None));
 }
 
+/// Rule 8.
 #[test]
 fn ack_after_escalation_is_recorded_not_resent() {
     let mut r = Run::new(&[Voice]);
@@ -1719,6 +1744,7 @@ fn ack_after_escalation_is_recorded_not_resent() {
 
 // Rule 9: cancel.
 
+/// Rule 9.
 #[test]
 fn cancel_ends_open_cascade() {
     for (what, steps) in open_states() {
@@ -1762,6 +1788,7 @@ fn cancel_ends_open_cascade() {
 
 // Fences.
 
+/// Fences (module docs).
 #[test]
 fn stale_timer_is_ignored_and_audited() {
     let mut r = Run::new(&ALL);
@@ -1801,6 +1828,7 @@ fn stale_timer_is_ignored_and_audited() {
     assert_stale(&r.at(17, timer(1, Retry)));
 }
 
+/// Fences (module docs).
 #[test]
 fn duplicate_send_result_is_stale() {
     let mut r = Run::new(&ALL);
@@ -1860,6 +1888,7 @@ fn duplicate_send_result_is_stale() {
     );
 }
 
+/// Fences (module docs).
 #[test]
 fn receipt_for_an_attempt_not_awaiting_one_is_stale() {
     // Backoff: the retry's id has not been sent yet. Throttled: the carrier
@@ -1886,6 +1915,7 @@ fn receipt_for_an_attempt_not_awaiting_one_is_stale() {
     }
 }
 
+/// Fences (module docs).
 #[test]
 fn early_timer_rearms() {
     let mut r = Run::new(&ALL);
@@ -1912,6 +1942,7 @@ fn early_timer_rearms() {
 
 // Rule 10: reconciliation.
 
+/// Rule 10.
 #[test]
 fn reconcile_forces_overdue_transition() {
     let throttled = SendOutcome::Throttled {
@@ -2042,6 +2073,7 @@ fn reconcile_forces_overdue_transition() {
     );
 }
 
+/// Rule 10.
 #[test]
 fn reconcile_ignores_fresh_cascade() {
     let almost = |secs: u64| Ts(s(secs).0 - 1);
@@ -2075,6 +2107,7 @@ fn reconcile_ignores_fresh_cascade() {
 
 // Start.
 
+/// Rule 7.
 #[test]
 fn no_usable_channel_escalates_at_start() {
     let who = person(contacts(false, true, false), &[Push, Voice]);
@@ -2173,6 +2206,7 @@ fn policy_overrides_change_decisions() {
     );
 }
 
+/// Rule 1.
 #[test]
 fn opt_out_drops_the_channel_from_the_rest_of_the_plan() {
     // SMS still ahead in the plan: dropped; voice failing goes straight to email.

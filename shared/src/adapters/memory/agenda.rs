@@ -219,7 +219,7 @@ impl<X: Send + 'static> WorkQueue for MemoryQueue<X> {
     }
 }
 
-/// Timers on the agenda (the timer wheel of the embedded runtime).
+/// Timers on the agenda (one binary heap of due items, jobs and timers alike).
 pub struct MemoryTimers<X>(pub Arc<Agenda<X>>);
 
 #[async_trait]

@@ -799,7 +799,7 @@ pub(crate) fn user_from_json(
     };
     let mut person = existing
         .cloned()
-        .unwrap_or_else(|| Stakeholder::new(id.clone(), "", Tier::ALL[1], Default::default()));
+        .unwrap_or_else(|| Stakeholder::new(id.clone(), "", Tier::DEFAULT, Default::default()));
     person.id = id;
     person.name = name;
     person.locale = str_at(v, "locale").map(str::to_string);
@@ -857,7 +857,7 @@ pub(crate) fn user_from_json(
                     .map(|(_, v)| v)
             };
             person.tier = match field("tier") {
-                None | Some(Value::Null) => Tier::ALL[1],
+                None | Some(Value::Null) => Tier::DEFAULT,
                 Some(t) => {
                     let n = t
                         .as_i64()
@@ -908,7 +908,7 @@ pub(crate) fn user_from_json(
             }
         }
         None | Some(Value::Null) => {
-            person.tier = Tier::ALL[1];
+            person.tier = Tier::DEFAULT;
             person.preferences = Vec::new();
             person.contacts.push = None;
             record.remove(MUSTER_USER);
