@@ -322,13 +322,7 @@ impl Config {
         };
         let sns_topic_arns: Vec<String> = r
             .get("MUSTER_SNS_TOPIC_ARNS")
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
+            .map(|v| muster::events::sns::topic_arns_from_csv(&v))
             .unwrap_or_default();
         if sns_topic_arns.iter().any(|a| !a.starts_with("arn:")) {
             r.problem("MUSTER_SNS_TOPIC_ARNS", "holds a value that is not an ARN");

@@ -50,7 +50,22 @@ pub fn sns_cert_fetcher() -> Result<muster::events::sns::HttpCertFetcher, Error>
 
 /// The SDK configuration of the Lambda environment (region, credentials).
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(https_client())
+        .load()
+        .await
+}
+
+/// The SDK's HTTPS client: rustls with ring, the one TLS crypto provider
+/// of every function (reqwest's, for the SNS certificate and the contact
+/// lookup, is ring too).
+pub fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
 }
 
 /// Runs the Lambda runtime loop with `handler` for every invocation.

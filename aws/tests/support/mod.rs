@@ -73,6 +73,7 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint())
         .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+        .http_client(muster_aws::runtime::https_client())
         .load()
         .await
 }
