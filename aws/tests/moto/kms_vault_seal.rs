@@ -1,7 +1,7 @@
 //! The KMS contact vault and the KMS seal signer, against moto.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use muster::audit::{self, Seal};
 use muster::domain::*;

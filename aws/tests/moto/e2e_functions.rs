@@ -11,7 +11,7 @@
 //! and held by the harness until the virtual clock reaches them.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use async_trait::async_trait;
 use muster::adapters::memory::VirtualClock;

@@ -5,7 +5,7 @@
 //! crate and by `a_fired_schedule_rearms_its_remainder_as_an_sqs_delay` below.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use muster::adapters::memory::{SystemClock, VirtualClock};

@@ -2,7 +2,7 @@
 //! limiter on DynamoDB, against moto.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use muster::domain::*;
 use muster::policy::Policy;

@@ -7,7 +7,7 @@
 //! request with a mock.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use aws_sdk_sesv2::operation::send_email::SendEmailOutput;
 use aws_smithy_mocks::{RuleMode, mock, mock_client};

@@ -4,7 +4,7 @@
 //! the use cases.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use muster::adapters::memory::{
     Agenda, Item, MemoryDirectory, MemoryLimiter, MemoryQueue, MemoryTimers, SeededIds,

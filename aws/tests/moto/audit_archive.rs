@@ -3,7 +3,7 @@
 //! fetched back by incident and verified as `muster audit verify` does.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use muster::audit::{self, ExportLine};
