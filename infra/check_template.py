@@ -16,6 +16,9 @@ Usage: check_template.py SAM_TEMPLATE TRANSLATED_JSON [WORKSPACE_DIR]
    no role has
    DynamoDB, KMS, SQS or S3 actions on every resource.
 4. Every checkov skip in the template carries a written reason.
+5. The contract table below is the configuration's own list
+   (`VARIABLES` in aws/src/runtime/config.rs): the same variables, each
+   required by the same functions.
 
 Prints every difference and exits 1 if there is any.
 """
@@ -130,6 +133,42 @@ def check_functions(template, workspace):
     if globals_fn.get("Runtime") != "provided.al2023" or globals_fn.get("Handler") != "bootstrap":
         error("Globals.Function must set Runtime provided.al2023 and Handler bootstrap")
     return {b.removeprefix("muster-"): n for b, n in in_template.items()}
+
+
+RUST_FUNCTIONS = {"Trigger": "trigger", "Dispatch": "dispatch", "Receipt": "receipt", "Tick": "tick"}
+
+
+def config_variables(workspace):
+    """VARIABLES of aws/src/runtime/config.rs: name -> functions requiring it."""
+    path = os.path.join(workspace, "aws", "src", "runtime", "config.rs")
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    m = re.search(r"pub const VARIABLES: \[\(&str, &\[Function\]\); (\d+)\] = \{(.*?)\n\};", text, re.S)
+    if not m:
+        error(f"{path}: no VARIABLES table")
+        return {}
+    out = {}
+    for name, funcs in re.findall(r'\("(MUSTER_[A-Z0-9_]+)",\s*(ALL|&\[[A-Za-z, ]*\])\)', m.group(2)):
+        if funcs == "ALL":
+            out[name] = set(ALL)
+        else:
+            out[name] = {RUST_FUNCTIONS[f.strip()] for f in funcs[2:-1].split(",") if f.strip()}
+    if len(out) != int(m.group(1)):
+        error(f"{path}: read {len(out)} of the {m.group(1)} VARIABLES entries")
+    return out
+
+
+def check_contract(workspace):
+    config = config_variables(workspace)
+    for var in sorted(set(config) - set(CONTRACT)):
+        error(f"the configuration reads {var}, which the deployment contract lacks")
+    for var in sorted(set(CONTRACT) - set(config)):
+        error(f"the deployment contract names {var}, which the configuration does not read")
+    for var in sorted(set(config) & set(CONTRACT)):
+        users, required = CONTRACT[var]
+        contract_requires = set(users) if required else set()
+        if config[var] != contract_requires:
+            error(f"{var}: the configuration requires it of {sorted(config[var])}, the contract of {sorted(contract_requires)}")
 
 
 def check_environment(template, by_function, workspace):
@@ -256,6 +295,7 @@ def main():
     workspace = sys.argv[3] if len(sys.argv) == 4 else os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     by_function = check_functions(template, workspace)
     check_environment(template, by_function, workspace)
+    check_contract(workspace)
     check_iam(translated)
     check_skips(template)
     if errors:

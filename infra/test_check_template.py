@@ -18,7 +18,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TEMPLATE = os.path.join(HERE, "template.yaml")
 
 
-def stub_workspace(root, functions):
+CONFIG = os.path.join(os.path.dirname(HERE), "aws", "src", "runtime", "config.rs")
+
+
+def stub_workspace(root, functions, config=None):
+    """The function crates, and the configuration's variable list (the
+    real config.rs, or `config` text)."""
+    runtime = os.path.join(root, "aws", "src", "runtime")
+    os.makedirs(runtime)
+    with open(CONFIG) as src, open(os.path.join(runtime, "config.rs"), "w") as dst:
+        dst.write(config if config is not None else src.read())
     with open(os.path.join(root, "Cargo.toml"), "w") as f:
         members = ", ".join(f'"functions/{n}"' for n in functions)
         f.write(f'[workspace]\nresolver = "3"\nmembers = [{members}]\n')
@@ -137,8 +146,21 @@ def main():
             failures += 1
         else:
             print("ok: a function crate without a template function is caught")
+        with open(CONFIG) as f:
+            real = f.read()
+        drifted = os.path.join(tmp, "ws3")
+        os.makedirs(drifted)
+        stub_workspace(drifted, ["trigger", "dispatch", "receipt", "tick"],
+                       config=real.replace('("MUSTER_STAGE", ALL),', '("MUSTER_STAGE", ALL),\n        ("MUSTER_NEW_KNOB", &[Tick]),')
+                       .replace("); 33] = {", "); 34] = {"))
+        code, out = run_check(tmp, base, drifted)
+        if code == 0 or "the configuration reads MUSTER_NEW_KNOB, which the deployment contract lacks" not in out:
+            print(f"FAIL: a variable the configuration reads but the contract lacks is not caught: exit {code}\n{out}")
+            failures += 1
+        else:
+            print("ok: a variable the configuration reads but the contract lacks is caught")
         failures += zip_cases(tmp)
-    total = len(cases) + 2 + 3
+    total = len(cases) + 3 + 3
     print(f"{total - failures} passed, {failures} failed")
     return 1 if failures else 0
 
