@@ -212,6 +212,13 @@ fn said(response: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A 500 whose body says nothing more; the cause goes to the log (it
+/// names a field, never a number).
+fn internal(cause: &str) -> Problem {
+    tracing::error!(cause, "a simulated answer could not be built");
+    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+}
+
 fn failed(e: muster::Error) -> Problem {
     Problem::from(e)
 }
@@ -295,9 +302,8 @@ async fn answer_one(
                 "inboundMessageId": format!("console-inbound-{n:06}"),
                 "previousPublishedMessageId": k.reference,
             }))
-            .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            let receipt = receipt_from_inbound_sms(&inbound)
-                .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+            .map_err(|e| internal(&e.to_string()))?;
+            let receipt = receipt_from_inbound_sms(&inbound).map_err(|e| internal(&e))?;
             let outcome = app::receipt(deps, receipt).await.map_err(failed)?;
             s.phones.answered(n, format!("replied {text:?}"));
             json!({"n": n, "channel": "sms", "replied": text, "outcome": format!("{outcome:?}")})
