@@ -27,7 +27,9 @@ pub struct CarrierView {
     /// End of the carrier's Retry-After pause, while it runs (epoch ms,
     /// like every time in the API).
     pub paused_until: Option<Ts>,
-    /// Sends the carrier accepted, and 429s it answered.
+    /// Sends the carrier accepted, and 429s it answered, as the limiter
+    /// state holds them (on DynamoDB a dispatcher adds its latest accepted
+    /// sends with its next change of the endpoint).
     pub accepted: u64,
     pub throttled: u64,
 }
