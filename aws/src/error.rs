@@ -7,39 +7,27 @@
 
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
 use muster::Error;
 
-/// Error codes AWS services use for throttling and internal failures.
-pub const RETRYABLE_CODES: &[&str] = &[
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "ProvisionedThroughputExceededException",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "LimitExceededException",
-    "SlowDown",
-    "KMSInternalException",
-    "InternalServerError",
-    "InternalFailure",
-    "ServiceUnavailable",
-    "ServiceUnavailableException",
-];
-
-/// Whether a service error is worth retrying: throttling codes or a 5xx status.
+/// Whether a service error is worth retrying: a code the SDK's own retry
+/// classifiers treat as throttling or transient
+/// ([`aws_runtime::retries::classifiers`]), or a 5xx status (KMS's
+/// `KMSInternalException`, DynamoDB's `InternalServerError` and the like all
+/// come with one).
 pub fn is_retryable_service<E, R>(err: &SdkError<E, R>) -> bool
 where
     E: ProvideErrorMetadata,
 {
     match err {
-        SdkError::ServiceError(se) => {
-            let code = se.err().code().unwrap_or_default();
-            RETRYABLE_CODES.contains(&code)
-        }
+        SdkError::ServiceError(se) => se.err().code().is_some_and(is_retryable_code),
         _ => false,
     }
+}
+
+/// A code in the SDK's throttling or transient lists.
+pub fn is_retryable_code(code: &str) -> bool {
+    THROTTLING_ERRORS.contains(&code) || TRANSIENT_ERRORS.contains(&code)
 }
 
 /// HTTP status of a service error's response, if there was one.

@@ -5,8 +5,8 @@
 //!
 //! | SDK outcome | SendError |
 //! |---|---|
-//! | HTTP 429, or a throttling code: `Throttled*`, `Throttling*`, `TooManyRequestsException`, `LimitExceededException`, `KMSThrottling*`, Chime `ThrottledClientException`, `ResourceLimitExceededException` (concurrent calls) | `Throttled { retry_after }`, from `Retry-After` when sent |
-//! | timeout, connection failure, unreadable response, HTTP 5xx, `InternalError*`, `InternalFailure`, `ServiceUnavailable*`, Chime `ServiceFailureException` | `Transient` |
+//! | HTTP 429, or a throttling code: the SDK retry classifiers' `THROTTLING_ERRORS` (`Throttling*`, `ThrottledException`, `TooManyRequestsException`, `LimitExceededException`, ...), `Throttled`, `KMSThrottling*`, Chime `ThrottledClientException`, `ResourceLimitExceededException` (concurrent calls) | `Throttled { retry_after }`, from `Retry-After` when sent |
+//! | timeout, connection failure, unreadable response, HTTP 5xx, the SDK's `TRANSIENT_ERRORS` (`RequestTimeout*`), `InternalError*`, `InternalFailure`, `ServiceUnavailable*`, Chime `ServiceFailureException` | `Transient` |
 //! | SNS `InvalidParameter*` (a number SNS will not send to), `EndpointDisabledException` (push endpoint disabled), `PlatformApplicationDisabledException`; SESv2 `MessageRejected` | `Unreachable` |
 //! | anything else: `AuthorizationError*`, `NotFound*`, other `KMS*`, `SendingPausedException`, `AccountSuspendedException`, `MailFromDomainNotVerifiedException`, `BadRequestException`, `Forbidden*`, `Unauthorized*`, other 4xx | `Failed` |
 //!
@@ -41,24 +41,26 @@ pub use sms::{Origination, SmsSender};
 pub use sns::PushSender;
 pub use voice::VoiceSender;
 
+use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
 use aws_sdk_sns::config::http::HttpResponse;
 use aws_sdk_sns::error::{ProvideErrorMetadata, SdkError};
 use muster::domain::Millis;
 use muster::ports::SendError;
 
-const THROTTLED: &[&str] = &[
+/// Throttling codes beyond the SDK's own list
+/// ([`aws_runtime::retries::classifiers::THROTTLING_ERRORS`]): KMS's, Chime's
+/// and the concurrent-call limit.
+const THROTTLED_TOO: &[&str] = &[
     "Throttled",
-    "ThrottledException",
-    "Throttling",
-    "ThrottlingException",
-    "TooManyRequestsException",
-    "LimitExceededException",
     "KMSThrottling",
+    "KMSThrottlingException",
     "ThrottledClientException",
     "ResourceLimitExceededException",
-    "KMSThrottlingException",
 ];
-const TRANSIENT: &[&str] = &[
+/// Transient codes beyond the SDK's own list
+/// ([`aws_runtime::retries::classifiers::TRANSIENT_ERRORS`]); most also come
+/// with a 5xx.
+const TRANSIENT_TOO: &[&str] = &[
     "InternalError",
     "InternalErrorException",
     "InternalFailure",
@@ -68,6 +70,14 @@ const TRANSIENT: &[&str] = &[
     "ServiceUnavailable",
     "ServiceUnavailableException",
 ];
+
+fn throttled(code: &str) -> bool {
+    THROTTLING_ERRORS.contains(&code) || THROTTLED_TOO.contains(&code)
+}
+
+fn transient(code: &str) -> bool {
+    TRANSIENT_ERRORS.contains(&code) || TRANSIENT_TOO.contains(&code)
+}
 const UNREACHABLE: &[&str] = &[
     "InvalidParameter",
     "InvalidParameterException",
@@ -109,11 +119,11 @@ where
         SdkError::ServiceError(se) => {
             let code = se.err().code().unwrap_or("unknown");
             let status = se.raw().status().as_u16();
-            if status == 429 || THROTTLED.contains(&code) {
+            if status == 429 || throttled(code) {
                 SendError::Throttled {
                     retry_after: retry_after(se.raw()),
                 }
-            } else if status >= 500 || TRANSIENT.contains(&code) {
+            } else if status >= 500 || transient(code) {
                 SendError::Transient(format!("{op}: {code} ({status})"))
             } else if UNREACHABLE.contains(&code) {
                 SendError::Unreachable(format!("{op}: {code}"))
