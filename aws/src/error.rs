@@ -5,9 +5,9 @@
 //! (`ConditionalCheckFailedException`, or `TransactionCanceledException` with
 //! the cancellation reasons).
 
+use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
 use muster::Error;
 
 /// Whether a service error is worth retrying: a code the SDK's own retry

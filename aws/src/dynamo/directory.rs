@@ -233,61 +233,49 @@ impl DynamoDirectory {
         Ok(())
     }
 
-    /// Every item of a partition whose `sk` begins with `prefix`.
+    /// Every item of a partition whose `sk` begins with `prefix` (the SDK's
+    /// paginator).
     async fn query_prefix(&self, pk: String, prefix: &str) -> Result<Vec<Item>> {
+        let mut req = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .expression_attribute_values(":pk", s(pk));
+        req = if prefix.is_empty() {
+            req.key_condition_expression("pk = :pk")
+        } else {
+            req.key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":p", s(prefix))
+        };
+        let mut pages = req.consistent_read(true).into_paginator().send();
         let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let mut req = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .expression_attribute_values(":pk", s(pk.clone()));
-            req = if prefix.is_empty() {
-                req.key_condition_expression("pk = :pk")
-            } else {
-                req.key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                    .expression_attribute_values(":p", s(prefix))
-            };
-            let resp = req
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| map_sdk("reading the directory", e))?;
-            out.extend(resp.items().iter().cloned());
-            match resp.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => return Ok(out),
-            }
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| map_sdk("reading the directory", e))?;
+            out.extend(page.items().iter().cloned());
         }
+        Ok(out)
     }
 
-    /// Ids of the `META` items whose `pk` begins with `prefix` (a scan).
+    /// Ids of the `META` items whose `pk` begins with `prefix` (a scan, the
+    /// SDK's paginator).
     async fn scan_ids(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("sk = :m AND begins_with(pk, :p)")
+            .expression_attribute_values(":m", s("META"))
+            .expression_attribute_values(":p", s(prefix))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
         let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let resp = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression("sk = :m AND begins_with(pk, :p)")
-                .expression_attribute_values(":m", s("META"))
-                .expression_attribute_values(":p", s(prefix))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| map_sdk("listing the directory", e))?;
-            for it in resp.items() {
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| map_sdk("listing the directory", e))?;
+            for it in page.items() {
                 if let Some(id) = get_s(it, "pk")?.strip_prefix(prefix) {
                     out.push(id.to_string());
                 }
-            }
-            match resp.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => break,
             }
         }
         out.sort();
@@ -453,28 +441,23 @@ impl Directory for DynamoDirectory {
             return Ok(Vec::new());
         }
         let mut out = Vec::with_capacity(g.size as usize);
-        let mut start = None;
-        loop {
-            let resp = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :a AND :b")
-                .expression_attribute_values(":pk", s(format!("GRP#{id}")))
-                .expression_attribute_values(":a", s(member_sk(0)))
-                .expression_attribute_values(":b", s(member_sk(g.size as usize - 1)))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| map_sdk("reading group members", e))?;
-            for it in resp.items() {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :a AND :b")
+            .expression_attribute_values(":pk", s(format!("GRP#{id}")))
+            .expression_attribute_values(":a", s(member_sk(0)))
+            .expression_attribute_values(":b", s(member_sk(g.size as usize - 1)))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| map_sdk("reading group members", e))?;
+            for it in page.items() {
                 out.push(parse_id(StakeholderId::parse(get_s(it, "sid")?))?);
             }
-            match resp.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => return Ok(out),
-            }
         }
+        Ok(out)
     }
 
     async fn stakeholder(&self, id: &StakeholderId) -> Result<Option<Stakeholder>> {

@@ -850,28 +850,25 @@ impl DynamoStore {
         Ok((states, next))
     }
 
+    /// Every item of partition `pk` (consistent reads, the SDK's paginator;
+    /// each page counted).
     async fn query_all(&self, table: &str, pk: String) -> Result<Vec<Item>> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(pk.clone()))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
         let mut out = Vec::new();
-        let mut start = None;
-        loop {
+        while let Some(page) = pages.next().await {
             self.meter.request(0);
-            let resp = self
-                .client
-                .query()
-                .table_name(table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| map_sdk(format!("querying {pk}"), e))?;
-            out.extend(resp.items().iter().cloned());
-            match resp.last_evaluated_key() {
-                Some(k) if !k.is_empty() => start = Some(k.clone()),
-                _ => return Ok(out),
-            }
+            let page = page.map_err(|e| map_sdk(format!("querying {pk}"), e))?;
+            out.extend(page.items().iter().cloned());
         }
+        Ok(out)
     }
 }
 
@@ -1504,22 +1501,21 @@ impl SealStore for DynamoStore {
     async fn chain_heads(&self, incident: &IncidentId) -> Result<Vec<ChainHead>> {
         let mut out = Vec::new();
         for sh in 0..SHARDS {
-            let mut start = None;
-            loop {
+            let mut pages = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":pk", s(cascade_pk(incident, sh)))
+                .expression_attribute_values(":p", s("STK#"))
+                .consistent_read(true)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
                 self.meter.request(0);
-                let resp = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                    .expression_attribute_values(":pk", s(cascade_pk(incident, sh)))
-                    .expression_attribute_values(":p", s("STK#"))
-                    .consistent_read(true)
-                    .set_exclusive_start_key(start)
-                    .send()
-                    .await
-                    .map_err(|e| map_sdk(format!("reading chain heads of {incident}"), e))?;
-                for it in resp.items() {
+                let page =
+                    page.map_err(|e| map_sdk(format!("reading chain heads of {incident}"), e))?;
+                for it in page.items() {
                     let r = self.record_from(it)?;
                     if r.audit_seq > 0 {
                         out.push(ChainHead {
@@ -1529,10 +1525,6 @@ impl SealStore for DynamoStore {
                             hash: r.audit_head.clone(),
                         });
                     }
-                }
-                match resp.last_evaluated_key() {
-                    Some(k) if !k.is_empty() => start = Some(k.clone()),
-                    _ => break,
                 }
             }
         }
