@@ -785,10 +785,13 @@ pub struct Deps {
     pub vault: Option<Arc<dyn ContactVault>>,
     /// Incident seals; `None`: incidents are not sealed.
     pub sealing: Option<Sealing>,
-    /// Open cascades by number (SMS replies, opt-outs); `None`: not available.
-    pub numbers: Option<Arc<dyn NumberIndex>>,
-    /// Directory writes (SMS opt-outs, provisioning); `None`: read-only.
-    pub admin: Option<Arc<dyn DirectoryAdmin>>,
+    /// Open cascades by number (SMS replies, opt-outs). Required: a
+    /// deployment that receives texts cannot run without it, so a missing
+    /// one is a wiring error, not a reply failed at run time.
+    pub numbers: Arc<dyn NumberIndex>,
+    /// Directory writes (SMS opt-outs, provisioning). Required for the same
+    /// reason.
+    pub admin: Arc<dyn DirectoryAdmin>,
     /// One person, one contact at a time across their cascades.
     pub ledger: Arc<dyn ContactLedger>,
 }

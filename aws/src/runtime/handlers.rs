@@ -197,15 +197,8 @@ impl Trigger {
             secret: Some(secret),
             tokens: ack_tokens(config),
         });
-        match (&config.scim_token, admin) {
-            (Some(token), Some(admin)) => router = router.merge(scim::router(admin, token.clone())),
-            (Some(_), None) => {
-                // A read-only directory cannot be provisioned.
-                tracing::warn!(
-                    "MUSTER_SCIM_TOKEN is set but the directory is read-only: /scim/v2 is not served"
-                );
-            }
-            _ => {}
+        if let Some(token) = &config.scim_token {
+            router = router.merge(scim::router(admin, token.clone()));
         }
         // The incident board: public assets; the page signs in with the
         // Cognito hosted UI and calls the API with the access token.

@@ -123,12 +123,15 @@ fn env() -> Env {
     let policy = Arc::new(muster::policy::Policy::default());
     let store = Arc::new(MemoryStore::new());
     let carrier = Arc::new(Carrier::default());
+    let directory = Arc::new(MemoryDirectory::new(vec![group], vec![person]));
     let deps = Deps {
         policy: policy.clone(),
         incidents: store.clone(),
         cascades: store.clone(),
-        ledger: store,
-        directory: Arc::new(MemoryDirectory::new(vec![group], vec![person])),
+        ledger: store.clone(),
+        numbers: store,
+        admin: directory.clone(),
+        directory,
         queue: Arc::new(MemoryQueue(agenda.clone())),
         timers: Arc::new(MemoryTimers(agenda.clone())),
         senders: Senders {
@@ -145,8 +148,6 @@ fn env() -> Env {
         ack_links: None,
         vault: None,
         sealing: None,
-        numbers: None,
-        admin: None,
     };
     Env {
         deps,
@@ -312,7 +313,7 @@ async fn trigger_serves_scim_provisioning_with_its_bearer_token() {
     let e = env();
     let directory = Arc::new(MemoryDirectory::new(vec![], vec![]));
     let deps = Deps {
-        admin: Some(directory.clone()),
+        admin: directory.clone(),
         directory,
         ..e.deps.clone()
     };
@@ -341,13 +342,7 @@ async fn trigger_serves_scim_provisioning_with_its_bearer_token() {
         .await
         .unwrap();
     assert_eq!(created["statusCode"], 201, "{created}");
-    let people = deps
-        .admin
-        .as_ref()
-        .unwrap()
-        .list_stakeholders()
-        .await
-        .unwrap();
+    let people = deps.admin.list_stakeholders().await.unwrap();
     assert_eq!(people.len(), 1);
     let c = &people[0].contacts;
     let numbers: Vec<&str> = [c.phone.as_ref(), c.sms.as_ref()]

@@ -205,22 +205,24 @@ pub async fn build_deps(
         &config.pii_key_id,
     ));
     // Phone numbers are indexed by a keyed hash; the key comes from the
-    // deployment's ack secret, which every function that writes or reads
-    // the index has.
-    let number_key = config.ack_secret.as_ref().map(NumberKey::derive);
-    let mut store = DynamoStore::new(
+    // deployment's ack secret, which every function requires (the number
+    // index and SMS opt-outs are not optional capabilities).
+    let number_key = NumberKey::derive(config.ack_secret.as_ref().ok_or_else(|| {
+        muster::Error::invalid(
+            "MUSTER_ACK_SECRET",
+            "is required: it keys the phone-number index SMS replies use",
+        )
+    })?);
+    let store = DynamoStore::new(
         clients.dynamodb.clone(),
         &config.state_table,
         &config.audit_table,
         pii.clone(),
     )
-    .with_audit_retention_days(config.audit_retention_days);
-    let mut directory =
-        DynamoDirectory::new(clients.dynamodb.clone(), &config.directory_table, pii);
-    if let Some(key) = &number_key {
-        store = store.with_number_key(key.clone());
-        directory = directory.with_number_key(key.clone());
-    }
+    .with_audit_retention_days(config.audit_retention_days)
+    .with_number_key(number_key.clone());
+    let directory = DynamoDirectory::new(clients.dynamodb.clone(), &config.directory_table, pii)
+        .with_number_key(number_key);
     let store = Arc::new(store);
     let directory = Arc::new(directory);
     let sealing = match &config.seal_key_id {
@@ -286,8 +288,8 @@ pub async fn build_deps(
         ack_links,
         vault: Some(vault),
         sealing,
-        numbers: number_key.map(|_| store.clone() as Arc<dyn muster::ports::NumberIndex>),
-        admin: Some(directory),
+        numbers: store.clone(),
+        admin: directory,
         ledger: store,
     })
 }

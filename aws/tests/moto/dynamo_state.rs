@@ -437,12 +437,15 @@ async fn a_cascade_runs_through_the_use_cases_on_dynamodb() {
         ),
         MemoryTimers(agenda.clone()),
     ));
+    let directory = Arc::new(MemoryDirectory::new(vec![group], people));
     let deps = Deps {
         policy: policy.clone(),
         incidents: f.store.clone(),
         cascades: f.store.clone(),
         ledger: f.store.clone(),
-        directory: Arc::new(MemoryDirectory::new(vec![group], people)),
+        numbers: f.store.clone(),
+        admin: directory.clone(),
+        directory,
         queue: queue.clone(),
         timers: tee_timers.clone(),
         senders: Senders {
@@ -459,8 +462,6 @@ async fn a_cascade_runs_through_the_use_cases_on_dynamodb() {
         ack_links: None,
         vault: None,
         sealing: None,
-        numbers: None,
-        admin: None,
     };
     let trig = Trigger::from_json(&serde_json::json!({
         "incidentId": "INC-9", "severity": "P1", "stakeholderGroupId": "ops", "messageTemplate": "Outage"
@@ -1157,12 +1158,15 @@ async fn status_and_close_of_a_large_incident_on_dynamodb() {
     let agenda: Arc<Agenda<()>> = Agenda::new(VirtualClock::new(T0.plus(10_000)));
     let clock = VirtualClock::new(T0.plus(10_000));
     let policy = Arc::new(Policy::default());
+    let directory = Arc::new(MemoryDirectory::new(vec![], vec![]));
     let deps = Deps {
         policy: policy.clone(),
         incidents: store.clone(),
         cascades: store.clone(),
         ledger: store.clone(),
-        directory: Arc::new(MemoryDirectory::new(vec![], vec![])),
+        numbers: store.clone(),
+        admin: directory.clone(),
+        directory,
         queue: Arc::new(MemoryQueue(agenda.clone())),
         timers: Arc::new(MemoryTimers(agenda.clone())),
         senders: Senders {
@@ -1179,8 +1183,6 @@ async fn status_and_close_of_a_large_incident_on_dynamodb() {
         ack_links: None,
         vault: None,
         sealing: None,
-        numbers: None,
-        admin: None,
     };
     let big = id(IncidentId::parse("INC-BIG"));
     let opened = counting.1.load(std::sync::atomic::Ordering::Relaxed);

@@ -117,26 +117,10 @@ pub async fn receipt(deps: &Deps, event: ReceiptEvent) -> Result<ReceiptOutcome>
     }
 }
 
-fn numbers(deps: &Deps) -> Result<&std::sync::Arc<dyn crate::ports::NumberIndex>> {
-    deps.numbers.as_ref().ok_or_else(|| {
-        crate::Error::permanent(
-            "SMS replies need a number index, which this deployment does not configure",
-        )
-    })
-}
-
-fn admin(deps: &Deps) -> Result<&std::sync::Arc<dyn crate::ports::DirectoryAdmin>> {
-    deps.admin.as_ref().ok_or_else(|| {
-        crate::Error::permanent(
-            "SMS opt-outs need a writable directory, which this deployment does not configure",
-        )
-    })
-}
-
 async fn inbound_sms(deps: &Deps, from: &PhoneNumber, body: &str) -> Result<ReceiptOutcome> {
     match parse_reply(body) {
         Reply::Ack { code } => {
-            let open = numbers(deps)?.open_cascades_for_number(from).await?;
+            let open = deps.numbers.open_cascades_for_number(from).await?;
             let chosen = match &code {
                 Some(code) => open.into_iter().find(|r| &r.ack_code == code),
                 None => open.into_iter().next(),
@@ -160,8 +144,8 @@ async fn inbound_sms(deps: &Deps, from: &PhoneNumber, body: &str) -> Result<Rece
             Ok(ReceiptOutcome::Applied(kind))
         }
         Reply::OptOut => {
-            let people = admin(deps)?.set_sms_opt_out(from, true).await?;
-            let open = numbers(deps)?.open_cascades_for_number(from).await?;
+            let people = deps.admin.set_sms_opt_out(from, true).await?;
+            let open = deps.numbers.open_cascades_for_number(from).await?;
             let cascades = open.len();
             for mut rec in open {
                 // The snapshot is marked too, so no later send can text the number.
@@ -186,7 +170,7 @@ async fn inbound_sms(deps: &Deps, from: &PhoneNumber, body: &str) -> Result<Rece
             })
         }
         Reply::OptIn => {
-            let people = admin(deps)?.set_sms_opt_out(from, false).await?;
+            let people = deps.admin.set_sms_opt_out(from, false).await?;
             tracing::info!(stakeholders = people.len(), "SMS opt-in recorded");
             Ok(ReceiptOutcome::OptedIn {
                 stakeholders: people.len(),

@@ -59,8 +59,8 @@ pub fn embedded<X: Send + 'static>(
         ack_links: None,
         vault: None,
         sealing: None,
-        numbers: Some(store.clone()),
-        admin: Some(directory),
+        numbers: store.clone(),
+        admin: directory,
         ledger: store,
     }
 }
