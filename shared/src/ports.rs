@@ -398,6 +398,16 @@ pub trait DirectoryAdmin: Directory {
     async fn put_stakeholder(&self, person: Stakeholder) -> Result<()>;
     async fn remove_stakeholder(&self, id: &StakeholderId) -> Result<bool>;
     async fn list_stakeholders(&self) -> Result<Vec<Stakeholder>>;
+    /// The people whose [`Stakeholder::scim_user_name`] equals `user_name`,
+    /// ignoring ASCII case (SCIM's rule for `userName`), sorted. Adapters
+    /// answer from an index; the default reads the whole directory.
+    async fn find_by_user_name(&self, user_name: &str) -> Result<Vec<StakeholderId>> {
+        Ok(with_user_name(&self.list_stakeholders().await?, user_name))
+    }
+    /// Whether someone has this id, without reading their contact details.
+    async fn contains(&self, id: &StakeholderId) -> Result<bool> {
+        Ok(self.stakeholder(id).await?.is_some())
+    }
     async fn get_group(&self, id: &GroupId) -> Result<Option<Group>>;
     async fn put_group(&self, group: Group) -> Result<()>;
     async fn remove_group(&self, id: &GroupId) -> Result<bool>;
@@ -409,6 +419,21 @@ pub trait DirectoryAdmin: Directory {
         number: &PhoneNumber,
         opted_out: bool,
     ) -> Result<Vec<StakeholderId>>;
+}
+
+/// The ids, sorted, of `people` whose SCIM `userName` is `user_name` in any
+/// ASCII case ([`DirectoryAdmin::find_by_user_name`] without an index).
+pub fn with_user_name<'a>(
+    people: impl IntoIterator<Item = &'a Stakeholder>,
+    user_name: &str,
+) -> Vec<StakeholderId> {
+    let mut ids: Vec<StakeholderId> = people
+        .into_iter()
+        .filter(|p| p.scim_user_name().eq_ignore_ascii_case(user_name))
+        .map(|p| p.id.clone())
+        .collect();
+    ids.sort();
+    ids
 }
 
 /// Envelope encryption of contact details under a per-stakeholder data key,

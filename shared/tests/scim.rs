@@ -688,3 +688,132 @@ async fn discovery_declares_every_schema_and_extension_resources_carry() {
     let (status, err) = s.get("/scim/v2/Schemas/urn:nope").await;
     assert_scim_error(status, &err, StatusCode::NOT_FOUND);
 }
+
+/// The memory directory, counting how often the whole directory is read.
+struct Counting {
+    inner: Arc<MemoryDirectory>,
+    full_reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Directory for Counting {
+    async fn group(&self, id: &GroupId) -> muster::Result<Option<muster::ports::GroupSummary>> {
+        self.inner.group(id).await
+    }
+    async fn members(&self, id: &GroupId) -> muster::Result<Vec<StakeholderId>> {
+        self.inner.members(id).await
+    }
+    async fn stakeholder(
+        &self,
+        id: &StakeholderId,
+    ) -> muster::Result<Option<muster::domain::Stakeholder>> {
+        self.inner.stakeholder(id).await
+    }
+}
+
+#[async_trait::async_trait]
+impl DirectoryAdmin for Counting {
+    async fn put_stakeholder(&self, p: muster::domain::Stakeholder) -> muster::Result<()> {
+        self.inner.put_stakeholder(p).await
+    }
+    async fn remove_stakeholder(&self, id: &StakeholderId) -> muster::Result<bool> {
+        self.inner.remove_stakeholder(id).await
+    }
+    async fn list_stakeholders(&self) -> muster::Result<Vec<muster::domain::Stakeholder>> {
+        self.full_reads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.list_stakeholders().await
+    }
+    async fn find_by_user_name(&self, user_name: &str) -> muster::Result<Vec<StakeholderId>> {
+        self.inner.find_by_user_name(user_name).await
+    }
+    async fn contains(&self, id: &StakeholderId) -> muster::Result<bool> {
+        self.inner.contains(id).await
+    }
+    async fn get_group(&self, id: &GroupId) -> muster::Result<Option<muster::domain::Group>> {
+        self.inner.get_group(id).await
+    }
+    async fn put_group(&self, g: muster::domain::Group) -> muster::Result<()> {
+        self.inner.put_group(g).await
+    }
+    async fn remove_group(&self, id: &GroupId) -> muster::Result<bool> {
+        self.inner.remove_group(id).await
+    }
+    async fn list_groups(&self) -> muster::Result<Vec<muster::domain::Group>> {
+        self.inner.list_groups().await
+    }
+    async fn set_sms_opt_out(
+        &self,
+        number: &muster::domain::PhoneNumber,
+        opted_out: bool,
+    ) -> muster::Result<Vec<StakeholderId>> {
+        self.inner.set_sms_opt_out(number, opted_out).await
+    }
+}
+
+#[tokio::test]
+async fn creating_and_renaming_users_keeps_user_names_unique_without_reading_the_whole_directory() {
+    let counting = Arc::new(Counting {
+        inner: Arc::new(MemoryDirectory::default()),
+        full_reads: Default::default(),
+    });
+    let s = Scim {
+        dir: counting.inner.clone(),
+        app: muster::api::finish(scim::router(counting.clone(), Secret::new(TOKEN))),
+    };
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            s.user(okta_user(
+                &format!("user{i}@example.com"),
+                "User",
+                "+12125550101",
+            ))
+            .await,
+        );
+    }
+    // A second user with a taken userName, in another case: refused.
+    let (status, body) = s
+        .send(
+            "POST",
+            "/scim/v2/Users",
+            okta_user("USER7@Example.com", "Other", "+12125550102"),
+        )
+        .await;
+    assert_scim_error(status, &body, StatusCode::CONFLICT);
+    assert_eq!(body["scimType"], "uniqueness");
+    // Renaming one user to another's userName: refused; to its own in
+    // another case, or to a free one: allowed.
+    let rename = |to: &str| json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "userName", "value": to}]});
+    let (status, body) = s
+        .send(
+            "PATCH",
+            &format!("/scim/v2/Users/{}", ids[3]),
+            rename("user4@example.com"),
+        )
+        .await;
+    assert_scim_error(status, &body, StatusCode::CONFLICT);
+    for to in ["USER3@example.com", "fresh@example.com"] {
+        let (status, body) = s
+            .send("PATCH", &format!("/scim/v2/Users/{}", ids[3]), rename(to))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // The freed name can be taken by a new user.
+    let new = s
+        .user(okta_user("user3@example.com", "New", "+12125550103"))
+        .await;
+    // Okta's look-up before a create, by userName in another case.
+    let (_, found) = s
+        .get("/scim/v2/Users?filter=userName%20eq%20%22User3%40example.com%22")
+        .await;
+    assert_eq!(found["totalResults"], 1, "{found}");
+    assert_eq!(found["Resources"][0]["id"], new.as_str());
+    assert_eq!(
+        counting
+            .full_reads
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "provisioning asked the directory by userName and by id, never for everyone"
+    );
+}

@@ -10,17 +10,23 @@
 //!   member of the group, `STK#<id>` / `MGR#<group>` while they are its
 //!   on-call manager, kept by `put_group` (which diffs against the stored
 //!   group), so removing a person touches only their groups;
-//! - SMS number index (with a [`NumberKey`]): `NUM#<tag>` / `STK#<id>` for
+//! - SMS number index (with a [`IndexKey`]): `NUM#<tag>` / `STK#<id>` for
 //!   the number a person is texted at (sms, else phone); `tag` is a keyed
 //!   hash of the number, also kept on the person's `META` as `num` so a
-//!   changed number's item is deleted. No number is stored in plaintext.
+//!   changed number's item is deleted. No number is stored in plaintext;
+//! - userName index (with the same key): `USR#<tag>` / `STK#<id>`, `tag` the
+//!   keyed hash of the lowercased SCIM `userName` (else the id), kept on the
+//!   `META` as `usr`, so a SCIM create checks uniqueness with one query and
+//!   no userName (often an email address) is ever part of a key. People
+//!   written before the index existed are indexed by their next write (a
+//!   SCIM update, or `muster directory import` of the whole directory).
 //!
 //! A group is read as its `META` and the members `0..size` (a range query),
 //! so shrinking a group needs no deletes: entries past `size` are never read.
 //! Listing people or groups scans the table (administration only: SCIM and
 //! imports), and opens every listed person's contacts (one KMS call each).
 
-use super::numbers::NumberKey;
+use super::index_key::IndexKey;
 use super::{Item, build_err, get_b, get_n, get_s, json_err, n, s};
 use crate::crypto::{CipherContext, ContactCipher};
 use crate::error::map_sdk;
@@ -47,7 +53,7 @@ pub struct DynamoDirectory {
     client: Client,
     table: String,
     cipher: Arc<dyn ContactCipher>,
-    numbers: Option<NumberKey>,
+    index_key: Option<IndexKey>,
 }
 
 fn key_item(pk: String, sk: String) -> Item {
@@ -96,13 +102,13 @@ impl DynamoDirectory {
             client,
             table: table.into(),
             cipher,
-            numbers: None,
+            index_key: None,
         }
     }
 
     /// Keeps the SMS number index under `key` (needed by `set_sms_opt_out`).
-    pub fn with_number_key(mut self, key: NumberKey) -> Self {
-        self.numbers = Some(key);
+    pub fn with_index_key(mut self, key: IndexKey) -> Self {
+        self.index_key = Some(key);
         self
     }
 
@@ -156,17 +162,20 @@ impl DynamoDirectory {
             )
             .await?;
         let pk = format!("STK#{}", p.id);
-        let tag = match (&self.numbers, texted_at(p)) {
+        let tag = match (&self.index_key, texted_at(p)) {
             (Some(k), Some(num)) => Some(k.tag(num)),
             _ => None,
         };
-        let old_tag = match self.meta(pk.clone()).await? {
-            Some(it) => match it.get("num") {
-                Some(AttributeValue::S(t)) => Some(t.clone()),
-                _ => None,
-            },
-            None => None,
+        let user_tag = self
+            .index_key
+            .as_ref()
+            .map(|k| k.user_name_tag(p.scim_user_name()));
+        let old = self.meta(pk.clone()).await?;
+        let stored = |attr: &str| match old.as_ref().and_then(|it| it.get(attr)) {
+            Some(AttributeValue::S(t)) => Some(t.clone()),
+            _ => None,
         };
+        let (old_tag, old_user_tag) = (stored("num"), stored("usr"));
         let mut req = self
             .client
             .put_item()
@@ -181,6 +190,9 @@ impl DynamoDirectory {
         if let Some(tag) = &tag {
             req = req.item("num", s(tag.clone()));
         }
+        if let Some(t) = &user_tag {
+            req = req.item("usr", s(t.clone()));
+        }
         req.send()
             .await
             .map_err(|e| map_sdk("writing a stakeholder", e))?;
@@ -191,7 +203,15 @@ impl DynamoDirectory {
             writes.push(put_req(key_item(format!("NUM#{tag}"), pk.clone()))?);
         }
         if let Some(old) = old_tag.filter(|o| Some(o) != tag.as_ref()) {
-            writes.push(delete_req(format!("NUM#{old}"), pk)?);
+            writes.push(delete_req(format!("NUM#{old}"), pk.clone())?);
+        }
+        // Written even when unchanged: an item missing since before the
+        // index existed comes back with the person's next write.
+        if let Some(t) = &user_tag {
+            writes.push(put_req(key_item(format!("USR#{t}"), pk.clone()))?);
+        }
+        if let Some(old) = old_user_tag.filter(|o| Some(o) != user_tag.as_ref()) {
+            writes.push(delete_req(format!("USR#{old}"), pk)?);
         }
         self.batch_write(writes).await
     }
@@ -515,8 +535,47 @@ impl DirectoryAdmin for DynamoDirectory {
         if let Some(AttributeValue::S(tag)) = meta.as_ref().and_then(|m| m.get("num")) {
             deletes.push(delete_req(format!("NUM#{tag}"), pk.clone())?);
         }
+        if let Some(AttributeValue::S(tag)) = meta.as_ref().and_then(|m| m.get("usr")) {
+            deletes.push(delete_req(format!("USR#{tag}"), pk.clone())?);
+        }
         self.batch_write(deletes).await?;
         Ok(meta.is_some())
+    }
+
+    /// One query of the userName index (with an index key; without one,
+    /// the whole directory is read).
+    async fn find_by_user_name(&self, user_name: &str) -> Result<Vec<StakeholderId>> {
+        let Some(k) = &self.index_key else {
+            let people = self.list_stakeholders().await?;
+            return Ok(muster::ports::with_user_name(&people, user_name));
+        };
+        let mut ids = Vec::new();
+        for it in self
+            .query_prefix(format!("USR#{}", k.user_name_tag(user_name)), "STK#")
+            .await?
+        {
+            if let Some(id) = get_s(&it, "sk")?.strip_prefix("STK#") {
+                ids.push(parse_id(StakeholderId::parse(id))?);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// A `GetItem` of the person's `META` key alone: no contacts, no KMS.
+    async fn contains(&self, id: &StakeholderId) -> Result<bool> {
+        let resp = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("STK#{id}")))
+            .key("sk", s("META"))
+            .projection_expression("pk")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| map_sdk("reading the directory", e))?;
+        Ok(resp.item().is_some())
     }
 
     async fn list_stakeholders(&self) -> Result<Vec<Stakeholder>> {
@@ -567,8 +626,8 @@ impl DirectoryAdmin for DynamoDirectory {
         number: &PhoneNumber,
         opted_out: bool,
     ) -> Result<Vec<StakeholderId>> {
-        let nk = self.numbers.as_ref().ok_or_else(|| {
-            Error::permanent("SMS opt-outs need a number key (DynamoDirectory::with_number_key)")
+        let nk = self.index_key.as_ref().ok_or_else(|| {
+            Error::permanent("SMS opt-outs need a number key (DynamoDirectory::with_index_key)")
         })?;
         let mut changed = Vec::new();
         for it in self

@@ -2,13 +2,13 @@
 //! the directory and the distributed rate limiter. Keys and attribute helpers shared by them live here.
 
 pub mod directory;
+pub mod index_key;
 pub mod limiter;
-pub mod numbers;
 pub mod state;
 
 pub use directory::DynamoDirectory;
+pub use index_key::IndexKey;
 pub use limiter::DynamoLimiter;
-pub use numbers::NumberKey;
 pub use state::DynamoStore;
 
 use aws_sdk_dynamodb::types::AttributeValue;

@@ -18,7 +18,7 @@
 //!   that concurrent writers seldom meet on one item. The status reads the
 //!   64 items, never the cascades;
 //! - provider message reference: `MSG#<provider id>` / `REF`;
-//! - number index (with a [`NumberKey`]): `NUM#<tag>` /
+//! - number index (with a [`IndexKey`]): `NUM#<tag>` /
 //!   `<created_at ms, 13 digits>#<cascade key>`, `cascade` (key JSON), one
 //!   per distinct number the cascade texts or calls, written with the
 //!   cascade and deleted by the transition that makes it terminal. The tag
@@ -52,7 +52,7 @@
 //! cascade's shard) and queried as `due_shard = :s AND due_at <= :t` per
 //! partition, so one activation never heats one index partition.
 
-use super::numbers::NumberKey;
+use super::index_key::IndexKey;
 use super::{
     Item, Meter, SHARDS, TALLY_BUCKETS, build_err, get_n, get_s, json_err, n, s, shard,
     tally_bucket, write_units,
@@ -138,7 +138,7 @@ pub struct DynamoStore {
     audit_table: String,
     cipher: Arc<dyn ContactCipher>,
     meter: Arc<Meter>,
-    numbers: Option<NumberKey>,
+    index_key: Option<IndexKey>,
     retention_days: u32,
 }
 
@@ -359,7 +359,7 @@ impl DynamoStore {
             audit_table: audit_table.into(),
             cipher,
             meter: Arc::new(Meter::default()),
-            numbers: None,
+            index_key: None,
             retention_days: DEFAULT_RETENTION_DAYS,
         }
     }
@@ -373,8 +373,8 @@ impl DynamoStore {
 
     /// Keeps the number index (see the module documentation) under `key`.
     /// Without it no index items are written and [`NumberIndex`] fails.
-    pub fn with_number_key(mut self, key: NumberKey) -> Self {
-        self.numbers = Some(key);
+    pub fn with_index_key(mut self, key: IndexKey) -> Self {
+        self.index_key = Some(key);
         self
     }
 
@@ -595,7 +595,7 @@ impl DynamoStore {
 
     /// Number index items of a new open cascade (none without a key).
     fn number_puts(&self, record: &CascadeRecord) -> Result<Vec<(TransactWriteItem, u64)>> {
-        let Some(nk) = &self.numbers else {
+        let Some(nk) = &self.index_key else {
             return Ok(Vec::new());
         };
         if record.cascade.status.is_terminal() {
@@ -622,7 +622,7 @@ impl DynamoStore {
 
     /// Deletes of the number index items of a cascade that is now terminal.
     fn number_deletes(&self, record: &CascadeRecord) -> Result<Vec<(TransactWriteItem, u64)>> {
-        let Some(nk) = &self.numbers else {
+        let Some(nk) = &self.index_key else {
             return Ok(Vec::new());
         };
         if !record.cascade.status.is_terminal() {
@@ -1469,8 +1469,8 @@ impl CascadeStore for DynamoStore {
 #[async_trait]
 impl NumberIndex for DynamoStore {
     async fn open_cascades_for_number(&self, number: &PhoneNumber) -> Result<Vec<CascadeRecord>> {
-        let nk = self.numbers.as_ref().ok_or_else(|| {
-            Error::permanent("the number index needs a number key (DynamoStore::with_number_key)")
+        let nk = self.index_key.as_ref().ok_or_else(|| {
+            Error::permanent("the number index needs a number key (DynamoStore::with_index_key)")
         })?;
         let mut keys: Vec<CascadeKey> = Vec::new();
         for it in self

@@ -8,7 +8,7 @@
 
 use super::config::Config;
 use crate::crypto::{KmsContactCipher, KmsContactVault};
-use crate::dynamo::numbers::NumberKey;
+use crate::dynamo::index_key::IndexKey;
 use crate::dynamo::{DynamoDirectory, DynamoLimiter, DynamoStore};
 use crate::kms_seal::KmsSealSigner;
 use crate::senders::email::EmailSender;
@@ -207,7 +207,7 @@ pub async fn build_deps(
     // Phone numbers are indexed by a keyed hash; the key comes from the
     // deployment's ack secret, which every function requires (the number
     // index and SMS opt-outs are not optional capabilities).
-    let number_key = NumberKey::derive(config.ack_secret.as_ref().ok_or_else(|| {
+    let number_key = IndexKey::derive(config.ack_secret.as_ref().ok_or_else(|| {
         muster::Error::invalid(
             "MUSTER_ACK_SECRET",
             "is required: it keys the phone-number index SMS replies use",
@@ -220,9 +220,9 @@ pub async fn build_deps(
         pii.clone(),
     )
     .with_audit_retention_days(config.audit_retention_days)
-    .with_number_key(number_key.clone());
+    .with_index_key(number_key.clone());
     let directory = DynamoDirectory::new(clients.dynamodb.clone(), &config.directory_table, pii)
-        .with_number_key(number_key);
+        .with_index_key(number_key);
     let store = Arc::new(store);
     let directory = Arc::new(directory);
     let sealing = match &config.seal_key_id {

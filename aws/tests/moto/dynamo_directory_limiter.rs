@@ -325,7 +325,7 @@ fn twenty_concurrent_dispatchers_never_spend_a_slot_twice_nor_exceed_the_limit()
 #[tokio::test]
 async fn directory_admin_has_the_memory_directory_semantics() {
     use muster::ports::DirectoryAdmin;
-    use muster_aws::dynamo::NumberKey;
+    use muster_aws::dynamo::IndexKey;
     let cfg = support::sdk_config().await;
     let ddb = aws_sdk_dynamodb::Client::new(&cfg);
     let table = support::unique("directory");
@@ -334,8 +334,8 @@ async fn directory_admin_has_the_memory_directory_semantics() {
         aws_sdk_kms::Client::new(&cfg),
         support::kms_key(&cfg).await,
     ));
-    let nk = NumberKey::derive(&muster::secret::Secret::new("directory-test"));
-    let dir = DynamoDirectory::new(ddb, &table, sealer).with_number_key(nk.clone());
+    let nk = IndexKey::derive(&muster::secret::Secret::new("directory-test"));
+    let dir = DynamoDirectory::new(ddb, &table, sealer).with_index_key(nk.clone());
     let shared = PhoneNumber::parse("+13125550177").unwrap();
     let mut people: Vec<_> = (0..5).map(|i| person(&format!("adm{i}"), 60 + i)).collect();
     people[3].contacts.sms = Some(shared.clone());
@@ -431,4 +431,75 @@ async fn directory_admin_has_the_memory_directory_semantics() {
         )),
     );
     assert!(plain.set_sms_opt_out(&shared, true).await.is_err());
+}
+
+#[tokio::test]
+async fn user_names_are_found_by_index_in_any_case_and_no_key_holds_one() {
+    use muster::ports::DirectoryAdmin;
+    use muster_aws::dynamo::IndexKey;
+    let cfg = support::sdk_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
+    let table = support::unique("usernames");
+    DynamoDirectory::create_table(&ddb, &table).await.unwrap();
+    let sealer = Arc::new(KmsContactCipher::new(
+        aws_sdk_kms::Client::new(&cfg),
+        support::kms_key(&cfg).await,
+    ));
+    let key = IndexKey::derive(&muster::secret::Secret::new("user-name-test"));
+    let dir = DynamoDirectory::new(ddb, &table, sealer).with_index_key(key);
+    let named = |id: &str, n: u32, user_name: &str| Stakeholder {
+        idp: serde_json::from_value(serde_json::json!({"userName": user_name})).ok(),
+        ..person(id, n)
+    };
+    let ana = named("u-ana", 1, "Ana.Ops@Example.com");
+    let ben = named("u-ben", 2, "ben@example.com");
+    let plain = person("carol", 3); // no SCIM record: the id is the userName
+    for p in [&ana, &ben, &plain] {
+        DirectoryAdmin::put_stakeholder(&dir, p.clone())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        dir.find_by_user_name("ana.ops@example.com").await.unwrap(),
+        vec![ana.id.clone()]
+    );
+    assert_eq!(
+        dir.find_by_user_name("CAROL").await.unwrap(),
+        vec![plain.id.clone()]
+    );
+    assert!(
+        dir.find_by_user_name("nobody@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A rename moves the entry; a removal drops it.
+    DirectoryAdmin::put_stakeholder(&dir, named("u-ana", 1, "ana@example.com"))
+        .await
+        .unwrap();
+    assert!(
+        dir.find_by_user_name("ana.ops@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        dir.find_by_user_name("ANA@example.com").await.unwrap(),
+        vec![ana.id.clone()]
+    );
+    assert!(dir.remove_stakeholder(&ben.id).await.unwrap());
+    assert!(
+        dir.find_by_user_name("ben@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Ids are asked by key.
+    assert!(dir.contains(&ana.id).await.unwrap());
+    assert!(!dir.contains(&ben.id).await.unwrap());
+    let dump = support::scan_text(&cfg, &table).await.to_ascii_lowercase();
+    for name in ["ana.ops@example.com", "ana@example.com", "ben@example.com"] {
+        assert!(!dump.contains(name), "a userName in the directory table");
+    }
+    assert_eq!(dump.matches("usr#").count(), 2, "one entry per person left");
 }

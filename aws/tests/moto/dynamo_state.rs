@@ -615,7 +615,7 @@ fn phone(n: &str) -> PhoneNumber {
 
 #[tokio::test]
 async fn number_index_finds_open_cascades_by_keyed_hash_only() {
-    use muster_aws::dynamo::NumberKey;
+    use muster_aws::dynamo::IndexKey;
     let cfg = support::sdk_config().await;
     let ddb = aws_sdk_dynamodb::Client::new(&cfg);
     let (table, audit_table) = (support::unique("state"), support::unique("audit"));
@@ -626,9 +626,9 @@ async fn number_index_finds_open_cascades_by_keyed_hash_only() {
         aws_sdk_kms::Client::new(&cfg),
         support::kms_key(&cfg).await,
     ));
-    let nk = NumberKey::derive(&muster::secret::Secret::new("number-index-test-secret"));
+    let nk = IndexKey::derive(&muster::secret::Secret::new("number-index-test-secret"));
     let store = DynamoStore::new(ddb.clone(), &table, &audit_table, sealer.clone())
-        .with_number_key(nk.clone());
+        .with_index_key(nk.clone());
     let (n1, n2) = (phone("+13125550191"), phone("+13125550192"));
     let mut made = Vec::new();
     for (i, (who, c)) in [
@@ -694,7 +694,7 @@ async fn number_index_finds_open_cascades_by_keyed_hash_only() {
     assert_eq!(left.count(), 1, "only bob's index item is left for n1");
     // Another key finds nothing; no key is an error, not an empty answer.
     let other = DynamoStore::new(ddb.clone(), &table, &audit_table, sealer.clone())
-        .with_number_key(NumberKey::derive(&muster::secret::Secret::new("other")));
+        .with_index_key(IndexKey::derive(&muster::secret::Secret::new("other")));
     assert!(
         other
             .open_cascades_for_number(&n2)

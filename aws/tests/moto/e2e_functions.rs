@@ -573,7 +573,7 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
             &pii_key,
         )),
     )
-    .with_number_key(muster_aws::dynamo::NumberKey::derive(&Secret::new(
+    .with_index_key(muster_aws::dynamo::IndexKey::derive(&Secret::new(
         ACK_SECRET,
     )));
     let people = [

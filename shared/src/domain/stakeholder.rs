@@ -77,6 +77,15 @@ fn is_true(b: &bool) -> bool {
 }
 
 impl Stakeholder {
+    /// The name a person signs in with over SCIM: the identity provider's
+    /// `userName`, else the id (often an email address: never log it).
+    pub fn scim_user_name(&self) -> &str {
+        self.idp
+            .as_ref()
+            .and_then(IdpRecord::user_name)
+            .unwrap_or(self.id.as_str())
+    }
+
     /// A person with only the required fields set.
     pub fn new(
         id: StakeholderId,

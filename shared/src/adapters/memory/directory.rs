@@ -86,6 +86,17 @@ impl DirectoryAdmin for MemoryDirectory {
         self.upsert_stakeholder(person);
         Ok(())
     }
+    async fn find_by_user_name(&self, user_name: &str) -> Result<Vec<StakeholderId>> {
+        let people = self.people.read().unwrap_or_else(|e| e.into_inner());
+        Ok(crate::ports::with_user_name(people.values(), user_name))
+    }
+    async fn contains(&self, id: &StakeholderId) -> Result<bool> {
+        Ok(self
+            .people
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id))
+    }
     async fn remove_stakeholder(&self, id: &StakeholderId) -> Result<bool> {
         let removed = self
             .people

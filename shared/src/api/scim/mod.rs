@@ -923,8 +923,9 @@ pub(crate) fn user_from_json(
     Ok(person)
 }
 
-/// A new opaque user id: `u-` and 20 random hex digits.
-fn new_user_id(taken: &dyn Fn(&StakeholderId) -> bool) -> Result<StakeholderId, ScimError> {
+/// A new opaque user id nobody has: `u-` and 20 random hex digits (each
+/// candidate asked of the directory by key).
+async fn new_user_id(s: &ScimState) -> Result<StakeholderId, ScimError> {
     use rand::TryRngCore;
     for _ in 0..8 {
         let mut b = [0u8; 10];
@@ -934,18 +935,11 @@ fn new_user_id(taken: &dyn Fn(&StakeholderId) -> bool) -> Result<StakeholderId, 
         })?;
         let id = StakeholderId::parse(&format!("u-{}", hex::encode(b)))
             .map_err(|e| ScimError::invalid(e.message))?;
-        if !taken(&id) {
+        if !s.dir.contains(&id).await? {
             return Ok(id);
         }
     }
     Err(ScimError::uniqueness("no free id"))
-}
-
-fn user_name_of(p: &Stakeholder) -> &str {
-    p.idp
-        .as_ref()
-        .and_then(IdpRecord::user_name)
-        .unwrap_or(p.id.as_str())
 }
 
 async fn find_user(s: &ScimState, id: &str) -> Result<Stakeholder, ScimError> {
@@ -963,10 +957,10 @@ async fn ensure_unique_user_name(
 ) -> Result<(), ScimError> {
     let clash = s
         .dir
-        .list_stakeholders()
+        .find_by_user_name(user_name)
         .await?
-        .into_iter()
-        .any(|p| Some(&p.id) != except && user_name_of(&p).eq_ignore_ascii_case(user_name));
+        .iter()
+        .any(|id| Some(id) != except);
     if clash {
         return Err(ScimError::uniqueness("userName is already in use"));
     }
@@ -1001,7 +995,7 @@ async fn save_user(s: &ScimState, person: Stakeholder) -> Result<(), ScimError> 
 
 fn user_matches(p: &Stakeholder, attr: &str, value: &str) -> bool {
     match attr {
-        "userName" => user_name_of(p).eq_ignore_ascii_case(value),
+        "userName" => p.scim_user_name().eq_ignore_ascii_case(value),
         "externalId" => p.idp.as_ref().and_then(IdpRecord::external_id) == Some(value),
         "displayName" => p.name.eq_ignore_ascii_case(value),
         _ => p.id.as_str() == value,
@@ -1012,10 +1006,24 @@ const USER_FILTERS: [&str; 4] = ["userName", "externalId", "id", "displayName"];
 const GROUP_FILTERS: [&str; 3] = ["displayName", "id", "externalId"];
 
 async fn users(s: &ScimState, l: &Listing, base: &str) -> Result<Vec<Value>, ScimError> {
-    let mut people = s.dir.list_stakeholders().await?;
-    if let Some(f) = &l.filter {
-        let (attr, value) = parse_filter(f, &USER_FILTERS)?;
-        people.retain(|p| user_matches(p, &attr, &value));
+    let filter = l
+        .filter
+        .as_deref()
+        .map(|f| parse_filter(f, &USER_FILTERS))
+        .transpose()?;
+    let mut people = match &filter {
+        // The lookup IdPs make before every create: asked of the index.
+        Some((attr, value)) if attr == "userName" => {
+            let mut found = Vec::new();
+            for id in s.dir.find_by_user_name(value).await? {
+                found.extend(s.dir.stakeholder(&id).await?);
+            }
+            found
+        }
+        _ => s.dir.list_stakeholders().await?,
+    };
+    if let Some((attr, value)) = &filter {
+        people.retain(|p| user_matches(p, attr, value));
     }
     people.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(people.iter().map(|p| user_json(p, base)).collect())
@@ -1036,14 +1044,7 @@ async fn create_user(State(s): State<ScimState>, base: Base, p: Params, Body(bod
     let user_name =
         str_at(&body, "userName").ok_or_else(|| ScimError::invalid("userName is required"))?;
     ensure_unique_user_name(&s, user_name, None).await?;
-    let existing: HashSet<StakeholderId> = s
-        .dir
-        .list_stakeholders()
-        .await?
-        .into_iter()
-        .map(|p| p.id)
-        .collect();
-    let id = new_user_id(&|id| existing.contains(id))?;
+    let id = new_user_id(&s).await?;
     let person = user_from_json(&body, id, None, Write::Put)?;
     let out = user_json(&person, &base.0);
     save_user(&s, person).await?;
@@ -1087,7 +1088,7 @@ async fn store_user(
     base: &str,
 ) -> Result<Value, ScimError> {
     let person = user_from_json(body, current.id.clone(), Some(current), write)?;
-    ensure_unique_user_name(s, user_name_of(&person), Some(&current.id)).await?;
+    ensure_unique_user_name(s, person.scim_user_name(), Some(&current.id)).await?;
     let out = user_json(&person, base);
     save_user(s, person).await?;
     Ok(out)
