@@ -1,6 +1,9 @@
 //! Live contact validation against a fake HRIS: a real HTTP server on
-//! loopback that answers with a changed number, does not know someone,
-//! fails, or never answers.
+//! loopback, speaking SCIM's `GET /Users/{id}` as the HTTP contact lookup
+//! expects, that answers with changed contacts, with a phone only, with
+//! the directory's own, does not know someone, fails, or never answers.
+//! (The one HRIS fake: the engine's use of a lookup is tested through the
+//! real HTTP adapter, not a stand-in for the port.)
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -44,6 +47,7 @@ async fn user(State(h): State<Arc<Hris>>, headers: HeaderMap, Path(id): Path<Str
     let _done = Done(h.clone());
     match id.split('-').next().unwrap_or_default() {
         "changed" => Json(json!({"id": id, "phoneNumbers": [{"value": "+44 20 7946 0999", "type": "mobile"}], "emails": [{"value": "new@example.com", "primary": true}]})).into_response(),
+        "phoneonly" => Json(json!({"id": id, "phoneNumbers": [{"value": "+1 212 555 0199", "type": "mobile"}]})).into_response(),
         "same" => Json(json!({"id": id, "phoneNumbers": [{"value": "+12125550100", "type": "work"}], "emails": [{"value": format!("{id}@example.com")}]})).into_response(),
         "unknown" => StatusCode::NOT_FOUND.into_response(),
         "broken" => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
@@ -132,6 +136,7 @@ async fn cascades_start_with_live_contacts_or_flagged_directory_copies() {
     let names: Vec<String> = ["changed", "same", "unknown", "broken"]
         .iter()
         .map(|k| format!("{k}-1"))
+        .chain((1..=10).map(|n| format!("phoneonly-{n}")))
         .chain((1..=20).map(|n| format!("slow-{n}")))
         .collect();
     let people: Vec<Stakeholder> = names
@@ -156,19 +161,28 @@ async fn cascades_start_with_live_contacts_or_flagged_directory_copies() {
     let clock = VirtualClock::new(Ts::from_secs(1_700_000_000));
     let agenda: Arc<Agenda<()>> = Agenda::new(clock.clone());
     let store = Arc::new(MemoryStore::new());
-    struct Accept;
+    /// Accepts everything, keeping who was sent what where.
+    #[derive(Default)]
+    struct Accept(std::sync::Mutex<Vec<(String, Channel, String)>>);
     #[async_trait::async_trait]
     impl ChannelSender for Accept {
         fn endpoint(&self) -> &str {
             "any"
         }
-        async fn send(&self, _: &OutboundMessage) -> Result<Accepted, SendError> {
+        async fn send(&self, m: &OutboundMessage) -> Result<Accepted, SendError> {
+            let mut sent = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            sent.push((
+                m.key.stakeholder.as_str().to_string(),
+                m.channel,
+                m.to.expose().to_string(),
+            ));
             Ok(Accepted {
-                provider_message_id: "m".into(),
+                provider_message_id: format!("m{}", sent.len()),
             })
         }
     }
-    let sender: Arc<dyn ChannelSender> = Arc::new(Accept);
+    let accept = Arc::new(Accept::default());
+    let sender: Arc<dyn ChannelSender> = accept.clone();
     let policy = Arc::new(Policy::default());
     let directory = Arc::new(MemoryDirectory::new(vec![group], people));
     let senders = Senders {
@@ -185,7 +199,7 @@ async fn cascades_start_with_live_contacts_or_flagged_directory_copies() {
             store.clone(),
             directory,
             senders,
-            clock,
+            clock.clone(),
             Arc::new(SeededIds::new(1)),
         )
     };
@@ -199,6 +213,28 @@ async fn cascades_start_with_live_contacts_or_flagged_directory_copies() {
     app::dispatch(&deps, expand)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    // The sends the expansion queued, through the embedded driver on the
+    // virtual clock (everyone shares one directory number, which is texted
+    // at most once a second), until everyone has had a first message.
+    let contacted = |sent: &[(String, Channel, String)]| {
+        names
+            .iter()
+            .all(|n| sent.iter().any(|(who, _, _)| who == n))
+    };
+    for _ in 0..10_000 {
+        if contacted(&accept.0.lock().map(|g| g.clone()).unwrap_or_default()) {
+            break;
+        }
+        let Some((at, item)) = agenda.pop() else {
+            break;
+        };
+        if at > clock.now() {
+            clock.set(at);
+        }
+        if let muster::embedded::Ran::Handled(r) = muster::embedded::run(&deps, item).await {
+            r.unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
 
     let peak = hris.peak.load(Ordering::SeqCst);
     assert!(
@@ -222,6 +258,16 @@ async fn cascades_start_with_live_contacts_or_flagged_directory_copies() {
         view.needs_review, 22,
         "unknown, broken and 20 that never answered: {review:?}"
     );
+    // Every cascade runs, flagged or not: each person's first message went
+    // out, to the live number where the source had one.
+    let sent = accept.0.lock().map(|g| g.clone()).unwrap_or_default();
+    for n in &names {
+        let first = sent.iter().find(|(who, _, _)| who == n);
+        assert!(first.is_some(), "{n} was contacted");
+        if n.starts_with("phoneonly") {
+            assert_eq!(first.map(|f| f.2.as_str()), Some("+12125550199"), "{n}");
+        }
+    }
     let recs = store.all_cascades();
     let get = |n: &str| {
         recs.iter()
@@ -233,6 +279,14 @@ async fn cascades_start_with_live_contacts_or_flagged_directory_copies() {
         Some("+442079460999")
     );
     assert!(!get("changed-1").needs_review && !get("same-1").needs_review);
+    // The source knows a phone only: the email the directory had is not
+    // used, so the plan is voice and SMS.
+    let phone_only = get("phoneonly-4");
+    assert!(!phone_only.needs_review && phone_only.contacts.email.is_none());
+    assert_eq!(
+        phone_only.cascade.plan.as_slice(),
+        [Channel::Voice, Channel::Sms]
+    );
     assert_eq!(
         get("slow-7").contacts.phone.as_ref().map(|p| p.expose()),
         Some("+12125550100"),
@@ -256,6 +310,10 @@ async fn cascades_start_with_live_contacts_or_flagged_directory_copies() {
     assert_eq!(
         check("same-1"),
         Some(muster::domain::ContactCheck::Validated)
+    );
+    assert_eq!(
+        check("phoneonly-9"),
+        Some(muster::domain::ContactCheck::Changed)
     );
     assert_eq!(
         check("unknown-1"),
