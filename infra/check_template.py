@@ -69,6 +69,8 @@ CONTRACT = {
     "MUSTER_BOARD_SIGN_IN_URL": ({"trigger"}, False),
     "MUSTER_BOARD_CLIENT_ID": ({"trigger"}, False),
     "MUSTER_BOARD_URL": ({"trigger"}, False),
+    "MUSTER_INTEGRATION_SECRETS": ({"trigger"}, False),
+    "MUSTER_CLOUDWATCH_TOPIC_ARNS": ({"trigger"}, False),
 }
 
 # Variables the code may mention that are not deployment configuration.

@@ -75,6 +75,7 @@ fn local_server(members: usize) -> anyhow::Result<String> {
             secret: None,
             scim_token: None,
             ack_secret: "bench-ack-key".into(),
+            integrations: Default::default(),
         },
         Duration::from_secs(30),
         true,

@@ -178,6 +178,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         .ok()
         .filter(|s| !s.is_empty())
         .map(Secret::new);
+    let integrations = integrations_from_env()?;
     let ack_secret = std::env::var("MUSTER_ACK_SECRET")
         .ok()
         .filter(|s| !s.is_empty())
@@ -206,6 +207,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             secret: secret.clone(),
             scim_token,
             ack_secret,
+            integrations: integrations.clone(),
         },
         opts.request_timeout,
         false,
@@ -237,6 +239,18 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             "on, /scim/v2"
         } else {
             "off (set MUSTER_SCIM_TOKEN)"
+        }
+    );
+    let sources = integrations.served();
+    println!(
+        "incident sources: {}",
+        if sources.is_empty() {
+            "none (set MUSTER_ALERTMANAGER_TOKEN, MUSTER_PAGERDUTY_SECRET, MUSTER_JIRA_SECRET, MUSTER_SERVICENOW_TOKEN or MUSTER_CLOUDWATCH_TOPIC_ARNS)".to_string()
+        } else {
+            format!(
+                "{} at {base}/v1/integrations/{{source}}",
+                sources.join(", ")
+            )
         }
     );
     println!("listening on {base}");
@@ -317,6 +331,25 @@ pub struct Access {
     pub secret: Option<Secret>,
     pub scim_token: Option<Secret>,
     pub ack_secret: String,
+    /// Incident sources served at `/v1/integrations/{source}`.
+    pub integrations: muster::api::integrations::Integrations,
+}
+
+/// The incident sources the environment configures: each source's secret
+/// (`MUSTER_ALERTMANAGER_TOKEN`, `MUSTER_PAGERDUTY_SECRET`,
+/// `MUSTER_JIRA_SECRET`, `MUSTER_SERVICENOW_TOKEN`) and, for CloudWatch
+/// alarms through SNS, the allowed topics (`MUSTER_CLOUDWATCH_TOPIC_ARNS`).
+pub fn integrations_from_env() -> anyhow::Result<muster::api::integrations::Integrations> {
+    use muster::events::sns::{HttpCertFetcher, SnsVerifier, topic_arns_from_csv};
+    let mut out = muster::api::integrations::Integrations::from_lookup(|k| std::env::var(k).ok())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let topics =
+        topic_arns_from_csv(&std::env::var("MUSTER_CLOUDWATCH_TOPIC_ARNS").unwrap_or_default());
+    if !topics.is_empty() {
+        let certs = HttpCertFetcher::new().map_err(|e| anyhow::anyhow!("{e}"))?;
+        out.cloudwatch = Some(Arc::new(SnsVerifier::new(topics, Arc::new(certs))));
+    }
+    Ok(out)
 }
 
 /// The server's router with the embedded runtime behind it (the agenda
@@ -333,6 +366,7 @@ pub fn app(
         secret,
         scim_token,
         ack_secret,
+        integrations,
     } = access;
     let paths = muster::directory::escalation_paths(&dir.stakeholders, &dir.groups, &policy);
     if !paths.is_empty() {
@@ -410,6 +444,7 @@ pub fn app(
         deps,
         secret,
         tokens,
+        integrations,
     };
     // Answering the console carriers' messages locally.
     let mut router = v1::router(api.clone()).merge(phones::router(phones, api));

@@ -369,6 +369,7 @@ async fn serve_deployment(ready: std::sync::mpsc::Sender<(Shared, String)>) {
         // get in.
         secret: Some(Secret::new("a-key-no-caller-holds-0123456789")),
         tokens: AckTokens::new(Secret::new("ack-key-for-the-board-test"), 86_400_000),
+        integrations: Default::default(),
     })
     .merge(muster::api::board::router(BoardConfig {
         auth: BoardAuth::Cognito(sign_in),

@@ -115,6 +115,7 @@ fn env_sending(people: Vec<Stakeholder>, members: Vec<StakeholderId>, senders: S
         deps: deps.clone(),
         secret: Some(Secret::new(SECRET)),
         tokens: tokens.clone(),
+        integrations: Default::default(),
     }));
     Env {
         deps,

@@ -48,6 +48,7 @@ async fn every_listed_route_is_served() {
         deps: env.deps(),
         secret: None,
         tokens: muster::api::sign::AckTokens::new(muster::secret::Secret::new("k"), 1000),
+        integrations: Default::default(),
     };
     let app = muster::api::v1::router(state);
     for (method, path) in ROUTES {

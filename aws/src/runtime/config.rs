@@ -28,7 +28,7 @@ impl Function {
 
 /// Every variable the contract names, with the functions that require it
 /// (empty: optional everywhere).
-pub const VARIABLES: [(&str, &[Function]); 33] = {
+pub const VARIABLES: [(&str, &[Function]); 35] = {
     use Function::*;
     const ALL: &[Function] = &[Trigger, Dispatch, Receipt, Tick];
     [
@@ -65,6 +65,8 @@ pub const VARIABLES: [(&str, &[Function]); 33] = {
         ("MUSTER_BOARD_SIGN_IN_URL", &[]),
         ("MUSTER_BOARD_CLIENT_ID", &[]),
         ("MUSTER_BOARD_URL", &[]),
+        ("MUSTER_INTEGRATION_SECRETS", &[]),
+        ("MUSTER_CLOUDWATCH_TOPIC_ARNS", &[]),
     ]
 };
 
@@ -103,6 +105,11 @@ pub struct Config {
     pub chime: Option<(String, String)>,
     pub push_enabled: bool,
     pub sns_topic_arns: Vec<String>,
+    /// Incident sources' secrets (`MUSTER_INTEGRATION_SECRETS`, a JSON
+    /// object of source to secret), served at `/v1/integrations/{source}`.
+    pub integration_secrets: Vec<(&'static str, Secret)>,
+    /// SNS topics of CloudWatch alarms that may declare incidents.
+    pub cloudwatch_topic_arns: Vec<String>,
     pub contact_lookup_url: Option<String>,
     pub contact_lookup_token: Option<Secret>,
     pub audit_archive_bucket: Option<String>,
@@ -327,6 +334,23 @@ impl Config {
         if sns_topic_arns.iter().any(|a| !a.starts_with("arn:")) {
             r.problem("MUSTER_SNS_TOPIC_ARNS", "holds a value that is not an ARN");
         }
+        let integration_secrets = match r.get("MUSTER_INTEGRATION_SECRETS") {
+            Some(text) => muster::api::integrations::secrets_from_json(&text).unwrap_or_else(|e| {
+                r.problem("MUSTER_INTEGRATION_SECRETS", e);
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        let cloudwatch_topic_arns: Vec<String> = r
+            .get("MUSTER_CLOUDWATCH_TOPIC_ARNS")
+            .map(|v| muster::events::sns::topic_arns_from_csv(&v))
+            .unwrap_or_default();
+        if cloudwatch_topic_arns.iter().any(|a| !a.starts_with("arn:")) {
+            r.problem(
+                "MUSTER_CLOUDWATCH_TOPIC_ARNS",
+                "holds a value that is not an ARN",
+            );
+        }
         let contact_lookup_url = r.url("MUSTER_CONTACT_LOOKUP_URL");
         let contact_lookup_token = r.get("MUSTER_CONTACT_LOOKUP_TOKEN").map(Secret::new);
         let audit_archive_bucket = r.get("MUSTER_AUDIT_ARCHIVE_BUCKET");
@@ -461,6 +485,8 @@ impl Config {
             chime,
             push_enabled,
             sns_topic_arns,
+            integration_secrets,
+            cloudwatch_topic_arns,
             contact_lookup_url,
             contact_lookup_token,
             audit_archive_bucket,

@@ -180,13 +180,16 @@ async fn serve_http(
 }
 
 /// `trigger`: the v1 API (all routes but webhooks, which API Gateway sends
-/// to `receipt`) and, with a SCIM token and directory writes, `/scim/v2`.
+/// to `receipt`), the incident sources configured
+/// (`/v1/integrations/{source}`) and, with a SCIM token, `/scim/v2`.
 pub struct Trigger {
     router: Router,
 }
 
 impl Trigger {
-    pub fn new(config: &Config, deps: Deps) -> Self {
+    /// `certs` fetches the SNS signing certificates of CloudWatch alarm
+    /// deliveries (used only with `MUSTER_CLOUDWATCH_TOPIC_ARNS`).
+    pub fn new(config: &Config, deps: Deps, certs: Arc<dyn CertFetcher>) -> Self {
         // Signed requests (HMAC) use the webhook secret when the deployment
         // gives trigger one; otherwise a random key: only callers the JWT
         // authorizer authenticated get in. The API is never open here.
@@ -196,6 +199,15 @@ impl Trigger {
             deps,
             secret: Some(secret),
             tokens: ack_tokens(config),
+            integrations: muster::api::integrations::Integrations {
+                secrets: config.integration_secrets.iter().cloned().collect(),
+                cloudwatch: (!config.cloudwatch_topic_arns.is_empty()).then(|| {
+                    Arc::new(SnsVerifier::new(
+                        config.cloudwatch_topic_arns.iter().cloned(),
+                        certs,
+                    ))
+                }),
+            },
         });
         if let Some(token) = &config.scim_token {
             router = router.merge(scim::router(admin, token.clone()));
@@ -326,6 +338,8 @@ impl Receipt {
             deps: deps.clone(),
             secret: Some(secret),
             tokens: ack_tokens(config),
+            // Incident sources are the trigger function's.
+            integrations: Default::default(),
         }));
         let sns = SnsVerifier::new(config.sns_topic_arns.iter().cloned(), certs);
         Receipt { deps, router, sns }

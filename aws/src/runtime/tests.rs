@@ -57,6 +57,8 @@ fn config(f: Function) -> Config {
     env.insert("MUSTER_AUDIT_RETENTION_DAYS", String::new());
     env.insert("MUSTER_POLICY", String::new());
     env.insert("MUSTER_POLICY_FILE", String::new());
+    env.insert("MUSTER_INTEGRATION_SECRETS", String::new());
+    env.insert("MUSTER_CLOUDWATCH_TOPIC_ARNS", String::new());
     for board in [
         "MUSTER_BOARD_SIGN_IN_URL",
         "MUSTER_BOARD_CLIENT_ID",
@@ -234,7 +236,7 @@ fn the_sweep_stops_a_margin_before_the_lambda_deadline() {
 #[tokio::test]
 async fn trigger_serves_a_jwt_caller_and_dispatch_sends_through_sqs_batches() {
     let e = env();
-    let trigger = Trigger::new(&config(Function::Trigger), e.deps.clone());
+    let trigger = Trigger::new(&config(Function::Trigger), e.deps.clone(), certs());
     let dispatch = Dispatch::new(e.deps.clone());
     let out = trigger
         .handle(fixture("apigw/trigger-post-incident-jwt.json"), ctx())
@@ -265,7 +267,7 @@ async fn trigger_serves_a_jwt_caller_and_dispatch_sends_through_sqs_batches() {
 #[tokio::test]
 async fn trigger_refuses_an_unsigned_request_without_an_authorizer() {
     let e = env();
-    let trigger = Trigger::new(&config(Function::Trigger), e.deps.clone());
+    let trigger = Trigger::new(&config(Function::Trigger), e.deps.clone(), certs());
     let mut ev = fixture("apigw/trigger-post-incident-jwt.json");
     ev["requestContext"]
         .as_object_mut()
@@ -319,7 +321,7 @@ async fn trigger_serves_scim_provisioning_with_its_bearer_token() {
     };
     let mut env_vars = config(Function::Trigger);
     env_vars.scim_token = Some(Secret::new("scim-token-for-tests-0001"));
-    let trigger = Trigger::new(&env_vars, deps.clone());
+    let trigger = Trigger::new(&env_vars, deps.clone(), certs());
     let user = json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
         "userName": "ana@example.com",
@@ -368,7 +370,7 @@ async fn trigger_serves_scim_provisioning_with_its_bearer_token() {
 #[tokio::test]
 async fn audit_roles_come_from_the_authorizer_never_from_a_header() {
     let e = env();
-    let trigger = Trigger::new(&config(Function::Trigger), e.deps.clone());
+    let trigger = Trigger::new(&config(Function::Trigger), e.deps.clone(), certs());
     trigger
         .handle(fixture("apigw/trigger-post-incident-jwt.json"), ctx())
         .await
@@ -408,7 +410,7 @@ fn signed_webhook(body: &str, now: Ts) -> Value {
 #[tokio::test]
 async fn receipt_takes_signed_webhooks_only_on_the_webhook_path() {
     let e = env();
-    let trigger = Trigger::new(&config(Function::Trigger), e.deps.clone());
+    let trigger = Trigger::new(&config(Function::Trigger), e.deps.clone(), certs());
     let dispatch = Dispatch::new(e.deps.clone());
     let receipt = Receipt::new(&config(Function::Receipt), e.deps.clone(), certs());
     trigger
@@ -602,7 +604,7 @@ impl ChannelSender for Busy {
 async fn a_carrier_throttle_is_not_a_batch_failure_and_waits_for_retry_after() {
     let mut e = env();
     e.deps.senders.sms = Arc::new(Busy(Mutex::new(0)));
-    let trigger = Trigger::new(&config(Function::Trigger), e.deps.clone());
+    let trigger = Trigger::new(&config(Function::Trigger), e.deps.clone(), certs());
     let dispatch = Dispatch::new(e.deps.clone());
     let tick = Tick::new(e.deps.clone());
     trigger
@@ -664,7 +666,7 @@ fn public_get(path: &str) -> Value {
 async fn trigger_serves_the_board_with_the_cognito_sign_in_it_is_configured_with() {
     let e = env();
     // Without a board app client: the page is served and says so.
-    let plain = Trigger::new(&config(Function::Trigger), e.deps.clone());
+    let plain = Trigger::new(&config(Function::Trigger), e.deps.clone(), certs());
     let out = plain
         .handle(public_get("/board/config.json"), ctx())
         .await
@@ -684,7 +686,7 @@ async fn trigger_serves_the_board_with_the_cognito_sign_in_it_is_configured_with
             .map(|s| s.to_string())
             .collect(),
     });
-    let board = Trigger::new(&c, e.deps.clone());
+    let board = Trigger::new(&c, e.deps.clone(), certs());
     let out = board
         .handle(public_get("/board/config.json"), ctx())
         .await
@@ -711,4 +713,111 @@ async fn trigger_serves_the_board_with_the_cognito_sign_in_it_is_configured_with
         .await
         .unwrap();
     assert_eq!(out["statusCode"], 401, "{out}");
+}
+
+/// An incident source's delivery as API Gateway sends it on the
+/// `/v1/integrations/{source}` route (no JWT authorizer).
+fn integration_request(source: &str, query: &str, headers: &[(&str, &str)], body: &str) -> Value {
+    let mut ev = fixture("apigw/trigger-post-incident-jwt.json");
+    let path = format!("/v1/integrations/{source}");
+    ev["routeKey"] = json!("POST /v1/integrations/{source}");
+    ev["rawPath"] = json!(path);
+    ev["rawQueryString"] = json!(query);
+    ev["requestContext"]["http"]["path"] = json!(path);
+    ev["requestContext"]["routeKey"] = json!("POST /v1/integrations/{source}");
+    ev["requestContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authorizer");
+    ev["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authorization");
+    for (k, v) in headers {
+        ev["headers"][*k] = json!(v);
+    }
+    ev["headers"]["content-length"] = json!(body.len().to_string());
+    ev["body"] = json!(body);
+    ev
+}
+
+#[tokio::test]
+async fn trigger_declares_incidents_from_the_sources_its_secrets_configure() {
+    let e = env();
+    let mut c = config(Function::Trigger);
+    c.integration_secrets = muster::api::integrations::secrets_from_json(
+        r#"{"alertmanager": "alertmanager-token-0001"}"#,
+    )
+    .unwrap();
+    let trigger = Trigger::new(&c, e.deps.clone(), certs());
+    let body = fixture("integrations/alertmanager_firing.json").to_string();
+    let refused = trigger
+        .handle(
+            integration_request(
+                "alertmanager",
+                "group=ops-leads",
+                &[("authorization", "Bearer wrong")],
+                &body,
+            ),
+            ctx(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused["statusCode"], 401, "{refused}");
+    let out = trigger
+        .handle(
+            integration_request(
+                "alertmanager",
+                "group=ops-leads",
+                &[("authorization", "Bearer alertmanager-token-0001")],
+                &body,
+            ),
+            ctx(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out["statusCode"], 202, "{out}");
+    let answer: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
+    assert_eq!(answer["result"], "TRIGGERED");
+    let id = muster::domain::IncidentId::parse(answer["incidentId"].as_str().unwrap()).unwrap();
+    let inc = e.deps.incidents.get_incident(&id).await.unwrap().unwrap();
+    assert_eq!(inc.trigger.stakeholder_group_id.as_str(), "ops-leads");
+    // A source the secrets do not name is not served.
+    let pd = trigger
+        .handle(
+            integration_request("pagerduty", "group=ops-leads", &[], "{}"),
+            ctx(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(pd["statusCode"], 404, "{pd}");
+}
+
+#[test]
+fn integration_secrets_that_cannot_be_read_are_refused_without_printing_them() {
+    let mut env: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    for (name, _) in crate::runtime::config::VARIABLES {
+        env.insert(name, String::new());
+    }
+    for bad in [
+        r#"{"alertmanager": "short"}"#,
+        r#"{"opsgenie": "opsgenie-secret-value-0001"}"#,
+        r#"not json, secret-value-0002"#,
+    ] {
+        env.insert("MUSTER_INTEGRATION_SECRETS", bad.into());
+        let e = Config::from_lookup(Function::Trigger, |n| {
+            env.get(n).cloned().filter(|v| !v.is_empty())
+        })
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(e.contains("MUSTER_INTEGRATION_SECRETS"), "{bad}: {e}");
+        for secret in [
+            "\"short\"",
+            "opsgenie-secret-value-0001",
+            "secret-value-0002",
+        ] {
+            assert!(!e.contains(secret), "{e}");
+        }
+    }
 }

@@ -694,7 +694,11 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
         held_jobs: Vec::new(),
         batch: 10,
         held_timers: Vec::new(),
-        trigger: Trigger::new(&tc, td.clone()),
+        trigger: Trigger::new(
+            &tc,
+            td.clone(),
+            Arc::new(muster_aws::runtime::sns_cert_fetcher().unwrap()),
+        ),
         dispatch: Dispatch::new(dd),
         receipt: Receipt::new(
             &rc,

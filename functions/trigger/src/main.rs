@@ -10,6 +10,7 @@ async fn main() -> Result<(), runtime::Error> {
     let config = runtime::load(Function::Trigger)?;
     let clients = Clients::new(&runtime::sdk_config().await);
     let deps = build_deps(&config, &clients, Arc::new(runtime::WallClock)).await?;
-    let function = Trigger::new(&config, deps);
+    let certs = Arc::new(runtime::sns_cert_fetcher()?);
+    let function = Trigger::new(&config, deps, certs);
     runtime::serve(|event, ctx| function.handle(event, ctx)).await
 }

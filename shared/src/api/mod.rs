@@ -2,6 +2,7 @@
 //! and the local server.
 
 pub mod board;
+pub mod integrations;
 pub mod scim;
 pub mod sign;
 pub mod v1;

@@ -24,6 +24,9 @@
 //!   Muster knows is 404.
 //! - `POST /v1/webhooks/{provider}`: signed delivery receipts and inbound
 //!   SMS from a generic gateway.
+//! - `POST /v1/integrations/{source}`: incidents declared and resolved by
+//!   Alertmanager, PagerDuty, Jira, ServiceNow or CloudWatch, in their own
+//!   formats and signatures ([`super::integrations`]).
 //!
 //! A request that API Gateway's JWT authorizer let through carries a
 //! [`Caller`] extension (set by the Lambda adapter from the authorizer's
@@ -73,10 +76,13 @@ pub struct ApiState {
     /// Shared secret for signed requests; `None` = open (local development).
     pub secret: Option<Secret>,
     pub tokens: AckTokens,
+    /// Secrets of the incident sources (`/v1/integrations/{source}`); a
+    /// source without one is not served.
+    pub integrations: super::integrations::Integrations,
 }
 
 /// Every route, as (method, path): the OpenAPI document must list exactly these.
-pub const ROUTES: [(&str, &str); 11] = [
+pub const ROUTES: [(&str, &str); 12] = [
     ("post", "/v1/incidents"),
     ("get", "/v1/incidents"),
     ("get", "/v1/carriers"),
@@ -88,6 +94,7 @@ pub const ROUTES: [(&str, &str); 11] = [
     ("post", "/v1/ack/{token}"),
     ("post", "/v1/ack"),
     ("post", "/v1/webhooks/{provider}"),
+    ("post", "/v1/integrations/{source}"),
 ];
 
 pub fn router(state: ApiState) -> Router {
@@ -100,6 +107,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/ack/{token}", get(ack_page).post(ack_form))
         .route("/v1/ack", post(ack_api))
         .route("/v1/webhooks/{provider}", post(webhook))
+        .route(
+            "/v1/integrations/{source}",
+            post(super::integrations::integration),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -174,7 +185,7 @@ impl From<crate::Error> for Problem {
 
 type Res = Result<Response, Problem>;
 
-fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
+pub(crate) fn body_of(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
     body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Problem::new(

@@ -3,6 +3,7 @@
 
 pub mod chime;
 pub mod cwlogs;
+pub mod integrations;
 pub mod ses;
 pub mod sms;
 pub mod sns;

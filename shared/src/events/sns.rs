@@ -151,6 +151,14 @@ impl SnsError {
 #[async_trait]
 pub trait CertFetcher: Send + Sync {
     async fn fetch_pem(&self, url: &str) -> Result<String, SnsError>;
+    /// Visits a subscription's `SubscribeURL` (checked by
+    /// [`check_subscribe_url`]), which confirms it.
+    async fn confirm(&self, url: &str) -> Result<(), SnsError> {
+        Err(SnsError::CertFetch(format!(
+            "{}: this fetcher does not confirm subscriptions",
+            url.split('?').next().unwrap_or_default()
+        )))
+    }
 }
 
 /// [`CertFetcher`] over HTTPS with reqwest (rustls), 2 s timeout, no
@@ -190,6 +198,24 @@ impl CertFetcher for HttpCertFetcher {
             .await
             .map_err(|e| SnsError::CertFetch(format!("{url}: {e}")))
     }
+
+    async fn confirm(&self, url: &str) -> Result<(), SnsError> {
+        // The URL carries the subscription's token: logged without its query.
+        let shown = url.split('?').next().unwrap_or_default();
+        let resp = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| SnsError::CertFetch(format!("{shown}: {}", e.without_url())))?;
+        if !resp.status().is_success() {
+            return Err(SnsError::CertFetch(format!(
+                "{shown}: HTTP {}",
+                resp.status().as_u16()
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Checks SNS messages: allowed topic, certificate URL, signature.
@@ -218,6 +244,17 @@ impl SnsVerifier {
             fetcher,
             cache: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// Confirms a verified `SubscriptionConfirmation` by visiting its
+    /// `SubscribeURL`.
+    pub async fn confirm(&self, msg: &SnsMessage) -> Result<(), SnsError> {
+        let url = msg
+            .subscribe_url
+            .as_deref()
+            .ok_or_else(|| SnsError::Malformed("SubscribeURL is missing".into()))?;
+        check_subscribe_url(url)?;
+        self.fetcher.confirm(url).await
     }
 
     /// Verifies one message; `Ok` means it came from an allowed topic and
@@ -270,10 +307,25 @@ impl SnsVerifier {
     }
 }
 
-/// `https://sns.<region>.amazonaws.com/<name>.pem`, nothing else.
-pub fn check_cert_url(url: &str) -> Result<(), SnsError> {
-    let parsed =
-        reqwest::Url::parse(url).map_err(|_| SnsError::CertUrl(format!("{url}: not a URL")))?;
+/// A `SubscribeURL`: `https://sns.<region>.amazonaws.com/?Action=ConfirmSubscription&...`,
+/// nothing else (a forged confirmation must not make Muster fetch an
+/// address of the sender's choosing).
+pub fn check_subscribe_url(url: &str) -> Result<(), SnsError> {
+    let bad = |why: &str| SnsError::CertUrl(format!("SubscribeURL {why}"));
+    let parsed = reqwest::Url::parse(url).map_err(|_| bad("is not a URL"))?;
+    sns_host(&parsed).map_err(|_| bad("must be https://sns.<region>.amazonaws.com"))?;
+    let confirms = parsed
+        .query_pairs()
+        .any(|(k, v)| k == "Action" && v == "ConfirmSubscription");
+    if !confirms || parsed.path() != "/" {
+        return Err(bad("must be /?Action=ConfirmSubscription"));
+    }
+    Ok(())
+}
+
+/// https, no user info or port, host `sns.<region>.amazonaws.com`.
+fn sns_host(parsed: &reqwest::Url) -> Result<(), SnsError> {
+    let url = parsed.as_str();
     if parsed.scheme() != "https" {
         return Err(SnsError::CertUrl(format!("{url}: not https")));
     }
@@ -296,6 +348,14 @@ pub fn check_cert_url(url: &str) -> Result<(), SnsError> {
             "{url}: host must be sns.<region>.amazonaws.com"
         )));
     }
+    Ok(())
+}
+
+/// `https://sns.<region>.amazonaws.com/<name>.pem`, nothing else.
+pub fn check_cert_url(url: &str) -> Result<(), SnsError> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|_| SnsError::CertUrl(format!("{url}: not a URL")))?;
+    sns_host(&parsed)?;
     if !parsed.path().ends_with(".pem") || parsed.query().is_some() {
         return Err(SnsError::CertUrl(format!(
             "{url}: path must name a .pem file"
