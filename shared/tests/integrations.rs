@@ -99,10 +99,10 @@ fn env() -> Env {
     let mut integrations = Integrations::from_lookup(|k| {
         Some(
             match k {
-                "MUSTER_ALERTMANAGER_TOKEN" => "am-token",
-                "MUSTER_PAGERDUTY_SECRET" => "pd-secret",
-                "MUSTER_JIRA_SECRET" => "jira-secret",
-                "MUSTER_SERVICENOW_TOKEN" => "sn-token",
+                "MUSTER_ALERTMANAGER_TOKEN" => "am-token-0123456789",
+                "MUSTER_PAGERDUTY_SECRET" => "pd-secret-0123456789",
+                "MUSTER_JIRA_SECRET" => "jira-secret-0123456789",
+                "MUSTER_SERVICENOW_TOKEN" => "sn-token-0123456789",
                 _ => return None,
             }
             .to_string(),
@@ -163,7 +163,7 @@ impl Env {
         let b = serde_json::to_vec(body).unwrap_or_default();
         self.post(
             "/v1/integrations/alertmanager?group=g",
-            &[("authorization", "Bearer am-token".into())],
+            &[("authorization", "Bearer am-token-0123456789".into())],
             &b,
         )
         .await
@@ -277,7 +277,7 @@ async fn each_source_is_authenticated_its_own_way_and_a_refused_delivery_changes
         ),
         (
             "alertmanager",
-            vec![("authorization", "am-token".into())],
+            vec![("authorization", "am-token-0123456789".into())],
             &am,
         ),
         ("pagerduty", vec![], &pd),
@@ -294,7 +294,7 @@ async fn each_source_is_authenticated_its_own_way_and_a_refused_delivery_changes
             "pagerduty",
             vec![(
                 "x-pagerduty-signature",
-                format!("v1={}", hmac_hex("pd-secret", &pd)),
+                format!("v1={}", hmac_hex("pd-secret-0123456789", &pd)),
             )],
             &jira,
         ),
@@ -308,12 +308,12 @@ async fn each_source_is_authenticated_its_own_way_and_a_refused_delivery_changes
         ),
         (
             "jira",
-            vec![("x-hub-signature", hmac_hex("jira-secret", &jira))],
+            vec![("x-hub-signature", hmac_hex("jira-secret-0123456789", &jira))],
             &jira,
         ),
         (
             "servicenow",
-            vec![("authorization", "Bearer am-token".into())],
+            vec![("authorization", "Bearer am-token-0123456789".into())],
             &sn,
         ),
         // The API's own HMAC headers are not a source's credentials.
@@ -394,7 +394,7 @@ async fn pagerduty_jira_and_servicenow_map_their_priorities_and_close_on_resolve
             "/v1/integrations/pagerduty?group=g&severity=P3",
             &[(
                 "x-pagerduty-signature",
-                format!("v1=0000, v1={}", hmac_hex("pd-secret", &pd)),
+                format!("v1=0000, v1={}", hmac_hex("pd-secret-0123456789", &pd)),
             )],
             &pd,
         )
@@ -417,7 +417,7 @@ async fn pagerduty_jira_and_servicenow_map_their_priorities_and_close_on_resolve
             "/v1/integrations/pagerduty?group=g",
             &[(
                 "x-pagerduty-signature",
-                format!("v1={}", hmac_hex("pd-secret", &pd_done)),
+                format!("v1={}", hmac_hex("pd-secret-0123456789", &pd_done)),
             )],
             &pd_done,
         )
@@ -437,7 +437,7 @@ async fn pagerduty_jira_and_servicenow_map_their_priorities_and_close_on_resolve
             "/v1/integrations/jira?group=g",
             &[(
                 "x-hub-signature",
-                format!("sha256={}", hmac_hex("jira-secret", &jira)),
+                format!("sha256={}", hmac_hex("jira-secret-0123456789", &jira)),
             )],
             &jira,
         )
@@ -464,7 +464,7 @@ async fn pagerduty_jira_and_servicenow_map_their_priorities_and_close_on_resolve
             "/v1/integrations/jira?group=g",
             &[(
                 "x-hub-signature",
-                format!("sha256={}", hmac_hex("jira-secret", &upd)),
+                format!("sha256={}", hmac_hex("jira-secret-0123456789", &upd)),
             )],
             &upd,
         )
@@ -476,7 +476,7 @@ async fn pagerduty_jira_and_servicenow_map_their_priorities_and_close_on_resolve
 
     // ServiceNow: priority 1, then state 6 (Resolved) closes it.
     let sn_body = fixture("integrations/servicenow_incident.json");
-    let auth = [("authorization", "Bearer sn-token".to_string())];
+    let auth = [("authorization", "Bearer sn-token-0123456789".to_string())];
     let (status, got) = e
         .post(
             "/v1/integrations/servicenow?group=g",
@@ -594,7 +594,7 @@ async fn a_delivery_without_what_muster_needs_is_refused_naming_it() {
     let e = env();
     let am =
         serde_json::to_vec(&fixture("integrations/alertmanager_firing.json")).unwrap_or_default();
-    let auth = [("authorization", "Bearer am-token".to_string())];
+    let auth = [("authorization", "Bearer am-token-0123456789".to_string())];
     for (uri, status, field) in [
         (
             "/v1/integrations/alertmanager",

@@ -17,9 +17,10 @@
 //! - userName index (with the same key): `USR#<tag>` / `STK#<id>`, `tag` the
 //!   keyed hash of the lowercased SCIM `userName` (else the id), kept on the
 //!   `META` as `usr`, so a SCIM create checks uniqueness with one query and
-//!   no userName (often an email address) is ever part of a key. People
-//!   written before the index existed are indexed by their next write (a
-//!   SCIM update, or `muster directory import` of the whole directory).
+//!   no userName (often an email address) is ever part of a key. The first
+//!   look-up indexes the people written before the index existed (a scan,
+//!   then a marker `IDX#USR` / `META`); an entry is believed only when the
+//!   person it names still has that userName (a stale one is deleted).
 //!
 //! A group is read as its `META` and the members `0..size` (a range query),
 //! so shrinking a group needs no deletes: entries past `size` are never read.
@@ -54,7 +55,12 @@ pub struct DynamoDirectory {
     table: String,
     cipher: Arc<dyn ContactCipher>,
     index_key: Option<IndexKey>,
+    /// Whether the userName index is known to hold everyone.
+    user_names_indexed: std::sync::atomic::AtomicBool,
 }
+
+/// Marks the userName index as holding everyone written before it existed.
+const USER_INDEX_MARKER: &str = "IDX#USR";
 
 fn key_item(pk: String, sk: String) -> Item {
     HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
@@ -103,7 +109,48 @@ impl DynamoDirectory {
             table: table.into(),
             cipher,
             index_key: None,
+            user_names_indexed: Default::default(),
         }
+    }
+
+    /// Indexes, once, the people written before the userName index existed
+    /// (a scan; then a marker item `IDX#USR` / `META` says it is done).
+    async fn index_user_names(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.user_names_indexed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if self.meta(USER_INDEX_MARKER.into()).await?.is_none() {
+            let mut indexed = 0usize;
+            for id in self.scan_ids("STK#").await? {
+                let pk = format!("STK#{id}");
+                let has = self
+                    .meta(pk)
+                    .await?
+                    .is_some_and(|it| it.contains_key("usr"));
+                if has {
+                    continue;
+                }
+                if let Some(p) = self
+                    .stakeholder(&parse_id(StakeholderId::parse(&id))?)
+                    .await?
+                {
+                    self.write_person(&p, true).await?;
+                    indexed += 1;
+                }
+            }
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(USER_INDEX_MARKER))
+                .item("sk", s("META"))
+                .send()
+                .await
+                .map_err(|e| map_sdk("writing the directory", e))?;
+            tracing::info!(indexed, "userName index built for people written before it");
+        }
+        self.user_names_indexed.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Keeps the SMS number index under `key` (needed by `set_sms_opt_out`).
@@ -143,6 +190,13 @@ impl DynamoDirectory {
 
     /// Writes a stakeholder, its contact details sealed.
     pub async fn put_stakeholder(&self, p: &Stakeholder) -> Result<()> {
+        self.write_person(p, true).await
+    }
+
+    /// Writes a stakeholder; with `reindex` false the userName index is left
+    /// as it is (an SMS opt-out changes neither the number nor the name, and
+    /// the receipt function may not batch-write).
+    async fn write_person(&self, p: &Stakeholder, reindex: bool) -> Result<()> {
         let bare = Stakeholder {
             contacts: ContactMethods::default(),
             idp: None,
@@ -166,16 +220,16 @@ impl DynamoDirectory {
             (Some(k), Some(num)) => Some(k.tag(num)),
             _ => None,
         };
-        let user_tag = self
-            .index_key
-            .as_ref()
-            .map(|k| k.user_name_tag(p.scim_user_name()));
         let old = self.meta(pk.clone()).await?;
         let stored = |attr: &str| match old.as_ref().and_then(|it| it.get(attr)) {
             Some(AttributeValue::S(t)) => Some(t.clone()),
             _ => None,
         };
         let (old_tag, old_user_tag) = (stored("num"), stored("usr"));
+        let user_tag = match &self.index_key {
+            Some(k) if reindex => Some(k.user_name_tag(p.scim_user_name())),
+            _ => old_user_tag.clone(),
+        };
         let mut req = self
             .client
             .put_item()
@@ -205,9 +259,10 @@ impl DynamoDirectory {
         if let Some(old) = old_tag.filter(|o| Some(o) != tag.as_ref()) {
             writes.push(delete_req(format!("NUM#{old}"), pk.clone())?);
         }
-        // Written even when unchanged: an item missing since before the
-        // index existed comes back with the person's next write.
-        if let Some(t) = &user_tag {
+        if let Some(t) = user_tag
+            .as_ref()
+            .filter(|t| old_user_tag.as_ref() != Some(*t))
+        {
             writes.push(put_req(key_item(format!("USR#{t}"), pk.clone()))?);
         }
         if let Some(old) = old_user_tag.filter(|o| Some(o) != user_tag.as_ref()) {
@@ -549,13 +604,23 @@ impl DirectoryAdmin for DynamoDirectory {
             let people = self.list_stakeholders().await?;
             return Ok(muster::ports::with_user_name(&people, user_name));
         };
+        self.index_user_names().await?;
+        let pk = format!("USR#{}", k.user_name_tag(user_name));
         let mut ids = Vec::new();
-        for it in self
-            .query_prefix(format!("USR#{}", k.user_name_tag(user_name)), "STK#")
-            .await?
-        {
-            if let Some(id) = get_s(&it, "sk")?.strip_prefix("STK#") {
-                ids.push(parse_id(StakeholderId::parse(id))?);
+        for it in self.query_prefix(pk.clone(), "STK#").await? {
+            let Some(id) = get_s(&it, "sk")?.strip_prefix("STK#") else {
+                continue;
+            };
+            let id = parse_id(StakeholderId::parse(id))?;
+            // The index is written beside the person, not with them: an
+            // entry is believed only when the person still has that name.
+            match self.stakeholder(&id).await? {
+                Some(p) if p.scim_user_name().eq_ignore_ascii_case(user_name) => ids.push(id),
+                _ => {
+                    tracing::warn!(stakeholder = %id, "stale userName index entry removed");
+                    self.batch_write(vec![delete_req(pk.clone(), format!("STK#{id}"))?])
+                        .await?;
+                }
             }
         }
         ids.sort();
@@ -641,7 +706,7 @@ impl DirectoryAdmin for DynamoDirectory {
             };
             if texted_at(&p) == Some(number) && p.contacts.sms_opted_out != opted_out {
                 p.contacts.sms_opted_out = opted_out;
-                DynamoDirectory::put_stakeholder(self, &p).await?;
+                self.write_person(&p, false).await?;
                 changed.push(id);
             }
         }

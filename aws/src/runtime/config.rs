@@ -334,11 +334,16 @@ impl Config {
         if sns_topic_arns.iter().any(|a| !a.starts_with("arn:")) {
             r.problem("MUSTER_SNS_TOPIC_ARNS", "holds a value that is not an ARN");
         }
+        // A bad entry leaves its source unserved (logged), not the whole
+        // API down: the sources are optional, the API is not.
         let integration_secrets = match r.get("MUSTER_INTEGRATION_SECRETS") {
-            Some(text) => muster::api::integrations::secrets_from_json(&text).unwrap_or_else(|e| {
-                r.problem("MUSTER_INTEGRATION_SECRETS", e);
-                Vec::new()
-            }),
+            Some(text) => {
+                let (good, problems) = muster::api::integrations::secrets_from_json(&text);
+                for p in problems {
+                    tracing::error!(problem = %p, "MUSTER_INTEGRATION_SECRETS: an entry is ignored");
+                }
+                good
+            }
             None => Vec::new(),
         };
         let cloudwatch_topic_arns: Vec<String> = r

@@ -503,3 +503,86 @@ async fn user_names_are_found_by_index_in_any_case_and_no_key_holds_one() {
     }
     assert_eq!(dump.matches("usr#").count(), 2, "one entry per person left");
 }
+
+#[tokio::test]
+async fn people_written_before_the_user_name_index_are_found_and_stale_entries_are_not_believed() {
+    use muster::ports::DirectoryAdmin;
+    use muster_aws::dynamo::IndexKey;
+    let cfg = support::sdk_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
+    let table = support::unique("usernames-old");
+    DynamoDirectory::create_table(&ddb, &table).await.unwrap();
+    let cipher = || {
+        let cfg = cfg.clone();
+        async move {
+            Arc::new(KmsContactCipher::new(
+                aws_sdk_kms::Client::new(&cfg),
+                support::kms_key(&cfg).await,
+            ))
+        }
+    };
+    // Written by a version without the index (no key: no index items).
+    let old = DynamoDirectory::new(ddb.clone(), &table, cipher().await);
+    let mut legacy = person("u-old", 7);
+    legacy.idp =
+        serde_json::from_value(serde_json::json!({"userName": "old.timer@example.com"})).ok();
+    DirectoryAdmin::put_stakeholder(&old, legacy.clone())
+        .await
+        .unwrap();
+    let key = IndexKey::derive(&muster::secret::Secret::new("user-name-test"));
+    let dir = DynamoDirectory::new(ddb.clone(), &table, cipher().await).with_index_key(key.clone());
+    assert_eq!(
+        dir.find_by_user_name("OLD.TIMER@example.com")
+            .await
+            .unwrap(),
+        vec![legacy.id.clone()],
+        "found on the first look-up, which indexes everyone"
+    );
+    // An entry naming someone who no longer has that userName is not
+    // believed (and is removed).
+    ddb.put_item()
+        .table_name(&table)
+        .item(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!(
+                "USR#{}",
+                key.user_name_tag("taken@example.com")
+            )),
+        )
+        .item(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("STK#u-old".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        dir.find_by_user_name("taken@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        dir.find_by_user_name("taken@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let dump = support::scan_text(&cfg, &table).await;
+    assert!(
+        !dump.contains(&key.user_name_tag("taken@example.com")),
+        "the stale entry is gone"
+    );
+    // An opt-out leaves the userName index as it is.
+    let number = legacy.contacts.phone.clone().unwrap();
+    assert_eq!(
+        dir.set_sms_opt_out(&number, true).await.unwrap(),
+        vec![legacy.id.clone()]
+    );
+    assert_eq!(
+        dir.find_by_user_name("old.timer@example.com")
+            .await
+            .unwrap(),
+        vec![legacy.id.clone()]
+    );
+}

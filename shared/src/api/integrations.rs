@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 /// The most occurrences of one key: a source that re-opens the same alert
 /// more often than this is refused (409), not counted forever.
-pub const MAX_OCCURRENCES: u32 = 100;
+pub const MAX_OCCURRENCES: u32 = 100_000;
 
 /// Each source's secret, and the SNS verifier for CloudWatch alarms.
 #[derive(Clone, Default)]
@@ -58,30 +58,51 @@ pub const SECRET_VARIABLES: [(&str, &str); 4] = [
 /// from one Secrets Manager secret.
 pub const SECRETS_JSON_VARIABLE: &str = "MUSTER_INTEGRATION_SECRETS";
 
-/// Reads [`SECRETS_JSON_VARIABLE`]'s value. Errors name the key, never a
-/// secret.
-pub fn secrets_from_json(text: &str) -> Result<Vec<(&'static str, Secret)>, String> {
-    let map: serde_json::Map<String, Value> = serde_json::from_str(text).map_err(|e| {
-        format!(
-            "is not a JSON object of source to secret (line {}, column {})",
-            e.line(),
-            e.column()
-        )
-    })?;
-    let mut out = Vec::new();
+/// The shortest secret a source may have.
+pub const MIN_SECRET: usize = 16;
+
+/// A source's secret, or why it cannot be one (never printing it).
+fn checked(source: &str, v: &str) -> Result<Secret, String> {
+    if v.trim().chars().count() < MIN_SECRET {
+        return Err(format!(
+            "{source}: a secret of at least {MIN_SECRET} characters"
+        ));
+    }
+    Ok(Secret::new(v.trim()))
+}
+
+/// Reads [`SECRETS_JSON_VARIABLE`]'s value: the good entries, and what is
+/// wrong with the others (naming the key, never a secret). A bad entry
+/// leaves that source unserved, not the whole API down.
+pub fn secrets_from_json(text: &str) -> (Vec<(&'static str, Secret)>, Vec<String>) {
+    let map: serde_json::Map<String, Value> = match serde_json::from_str(text) {
+        Ok(m) => m,
+        Err(e) => {
+            return (
+                Vec::new(),
+                vec![format!(
+                    "is not a JSON object of source to secret (line {}, column {})",
+                    e.line(),
+                    e.column()
+                )],
+            );
+        }
+    };
+    let (mut out, mut problems) = (Vec::new(), Vec::new());
     for (k, v) in map {
         let Some(source) = SECRET_VARIABLES.iter().map(|(s, _)| *s).find(|s| *s == k) else {
-            return Err(format!(
+            problems.push(format!(
                 "names {k:?}: expected alertmanager, pagerduty, jira or servicenow"
             ));
+            continue;
         };
-        match v.as_str().map(str::trim) {
-            Some(s) if s.len() >= 16 => out.push((source, Secret::new(s))),
-            Some(_) => return Err(format!("{k}: a secret of at least 16 characters")),
-            None => return Err(format!("{k}: not a string")),
+        match v.as_str().map(|s| checked(source, s)) {
+            Some(Ok(secret)) => out.push((source, secret)),
+            Some(Err(p)) => problems.push(p),
+            None => problems.push(format!("{k}: not a string")),
         }
     }
-    Ok(out)
+    (out, problems)
 }
 
 impl Integrations {
@@ -91,15 +112,18 @@ impl Integrations {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let mut secrets = BTreeMap::new();
         if let Some(text) = lookup(SECRETS_JSON_VARIABLE).filter(|t| !t.trim().is_empty()) {
-            for (source, secret) in
-                secrets_from_json(&text).map_err(|e| format!("{SECRETS_JSON_VARIABLE} {e}"))?
-            {
-                secrets.insert(source, secret);
+            let (good, problems) = secrets_from_json(&text);
+            if let Some(p) = problems.first() {
+                return Err(format!("{SECRETS_JSON_VARIABLE} {p}"));
             }
+            secrets.extend(good);
         }
         for (source, var) in SECRET_VARIABLES {
             if let Some(v) = lookup(var).filter(|v| !v.trim().is_empty()) {
-                secrets.insert(source, Secret::new(v.trim()));
+                secrets.insert(
+                    source,
+                    checked(source, &v).map_err(|p| format!("{var}: {p}"))?,
+                );
             }
         }
         Ok(Integrations {
@@ -259,8 +283,21 @@ pub(super) async fn integration(
                 message_template: message,
                 timestamp: None,
             };
-            let out = app::trigger(&s.deps, trigger).await?;
-            let id = out.incident.id().clone();
+            let id = trigger.incident_id.clone();
+            let out = match app::trigger(&s.deps, trigger).await {
+                Ok(out) => out,
+                // Two deliveries at once, their messages different (an
+                // alert joined the group): the first declared it.
+                Err(e) if e.is_conflict() => match s.deps.incidents.get_incident(&id).await? {
+                    Some(inc) if inc.status == IncidentStatus::Open => {
+                        return Ok(
+                            Json(json!({"incidentId": id, "result": "REPLAYED"})).into_response()
+                        );
+                    }
+                    _ => return Err(e.into()),
+                },
+                Err(e) => return Err(e.into()),
+            };
             tracing::info!(source, incident_id = %id, replay = out.replay, "integration trigger");
             let (status, result) = if out.replay {
                 (StatusCode::OK, "REPLAYED")
@@ -284,26 +321,54 @@ pub(super) async fn integration(
     }
 }
 
-/// The open incident of `key`, if any, and the id its next occurrence takes.
+/// The open incident of `key`, if any, and the id its next occurrence
+/// takes. Occurrences are made one after another (`key`, `key.2`, ...), and
+/// only when none is open, so only the last can be open: it is found in
+/// about 2 log2(n) reads (doubling, then halving).
 async fn occurrences(s: &ApiState, key: &str) -> Result<(Option<IncidentId>, IncidentId), Problem> {
-    for n in 1..=MAX_OCCURRENCES {
-        let id = if n == 1 {
+    let id = |n: u32| {
+        let text = if n == 1 {
             key.to_string()
         } else {
             format!("{key}.{n}")
         };
-        let id = IncidentId::parse(&id).map_err(|e| {
+        IncidentId::parse(&text).map_err(|e| {
             tracing::error!(error = %e.message, "an integration key is not an incident id");
             Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-        })?;
-        match s.deps.incidents.get_incident(&id).await? {
-            Some(inc) if inc.status == IncidentStatus::Open => return Ok((Some(id.clone()), id)),
-            Some(_) => continue,
-            None => return Ok((None, id)),
+        })
+    };
+    let get =
+        |n: u32| async move { Ok::<_, Problem>(s.deps.incidents.get_incident(&id(n)?).await?) };
+    if get(1).await?.is_none() {
+        return Ok((None, id(1)?));
+    }
+    // `lo` exists; `hi` does not (or is past the last allowed).
+    let (mut lo, mut hi) = (1u32, 2u32);
+    while hi <= MAX_OCCURRENCES && get(hi).await?.is_some() {
+        lo = hi;
+        hi = hi.saturating_mul(2);
+    }
+    let mut hi = hi.min(MAX_OCCURRENCES + 1);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if get(mid).await?.is_some() {
+            lo = mid;
+        } else {
+            hi = mid;
         }
     }
-    Err(Problem::new(
-        StatusCode::CONFLICT,
-        format!("this alert was opened more than {MAX_OCCURRENCES} times"),
-    ))
+    match get(lo).await? {
+        Some(inc) if inc.status == IncidentStatus::Open => Ok((Some(id(lo)?), id(lo)?)),
+        _ if lo >= MAX_OCCURRENCES => {
+            tracing::error!(
+                occurrences = lo,
+                "an incident source's alert was opened too often; refused"
+            );
+            Err(Problem::new(
+                StatusCode::CONFLICT,
+                format!("this alert was opened more than {MAX_OCCURRENCES} times"),
+            ))
+        }
+        _ => Ok((None, id(lo + 1)?)),
+    }
 }

@@ -98,21 +98,12 @@ pub fn read(source: &str, opts: &Options, body: &Value) -> Result<Inbound, Vec<I
             )]);
         }
     };
-    let Found::Trigger {
-        key,
-        group,
-        severity,
-        message,
-    } = found
-    else {
-        return Ok(match found {
-            Found::Resolve(key) => Inbound::Resolve { key },
-            Found::Ignore(why) => Inbound::Ignore(why),
-            Found::Trigger { .. } => unreachable!("matched above"),
-        });
+    let (key, group) = match &found {
+        Found::Ignore(why) => return Ok(Inbound::Ignore(why)),
+        Found::Trigger { key, group, .. } | Found::Resolve { key, group } => (key, group),
     };
     let mut errors = Vec::new();
-    let group = match group.or_else(|| opts.group.clone()) {
+    let group = match group.clone().or_else(|| opts.group.clone()) {
         Some(g) => GroupId::parse(&g)
             .map_err(|e| errors.push(InvalidValue::new("group", e.message)))
             .ok(),
@@ -123,6 +114,17 @@ pub fn read(source: &str, opts: &Options, body: &Value) -> Result<Inbound, Vec<I
             ));
             None
         }
+    };
+    // One alert sent to two groups' URLs is two incidents.
+    let key = match &group {
+        Some(g) => format!("{key}-{}", &digest(g.as_str())[..8]),
+        None => return Err(errors),
+    };
+    let Found::Trigger {
+        severity, message, ..
+    } = found
+    else {
+        return Ok(Inbound::Resolve { key });
     };
     let severity = match severity.iter().find_map(|s| table.get(s)) {
         Some(s) => Some(s),
@@ -164,7 +166,10 @@ enum Found {
         severity: Vec<String>,
         message: String,
     },
-    Resolve(String),
+    Resolve {
+        key: String,
+        group: Option<String>,
+    },
     Ignore(&'static str),
 }
 
@@ -202,8 +207,19 @@ fn alertmanager(opts: &Options, v: &Value) -> Result<Found, Vec<InvalidValue>> {
     }
     let group_key = required(v, &["groupKey"])?;
     let key = format!("am-{}", digest(group_key));
+    let label = |name: &str| {
+        str_at(v, &["commonLabels", name])
+            .or_else(|| str_at(v, &["groupLabels", name]))
+            .map(str::to_string)
+    };
+    let group_label = opts.group_label.as_deref().unwrap_or("muster_group");
     match required(v, &["status"])? {
-        "resolved" => return Ok(Found::Resolve(key)),
+        "resolved" => {
+            return Ok(Found::Resolve {
+                key,
+                group: label(group_label),
+            });
+        }
         "firing" => {}
         other => {
             return Err(vec![InvalidValue::new(
@@ -212,12 +228,6 @@ fn alertmanager(opts: &Options, v: &Value) -> Result<Found, Vec<InvalidValue>> {
             )]);
         }
     }
-    let label = |name: &str| {
-        str_at(v, &["commonLabels", name])
-            .or_else(|| str_at(v, &["groupLabels", name]))
-            .map(str::to_string)
-    };
-    let group_label = opts.group_label.as_deref().unwrap_or("muster_group");
     let firing: Vec<&Value> = v
         .get("alerts")
         .and_then(Value::as_array)
@@ -258,7 +268,7 @@ fn pagerduty(v: &Value) -> Result<Found, Vec<InvalidValue>> {
     let key = format!("pd-{}", digest(id));
     match kind {
         "incident.triggered" | "incident.reopened" => {}
-        "incident.resolved" => return Ok(Found::Resolve(key)),
+        "incident.resolved" => return Ok(Found::Resolve { key, group: None }),
         _ => {
             return Ok(Found::Ignore(
                 "an incident event that neither opens nor resolves",
@@ -319,7 +329,10 @@ fn servicenow(v: &Value) -> Result<Found, Vec<InvalidValue>> {
         _ => String::new(),
     };
     if matches!(state.as_str(), "6" | "7" | "8") {
-        return Ok(Found::Resolve(key));
+        return Ok(Found::Resolve {
+            key,
+            group: str_at(v, &["muster_group"]).map(str::to_string),
+        });
     }
     let priority = match v.get("priority") {
         Some(Value::String(s)) => s.trim().chars().next().map(String::from),
@@ -342,7 +355,7 @@ fn cloudwatch(v: &Value) -> Result<Found, Vec<InvalidValue>> {
     let key = format!("cw-{}", digest(arn));
     match required(v, &["NewStateValue"])? {
         "ALARM" => {}
-        "OK" => return Ok(Found::Resolve(key)),
+        "OK" => return Ok(Found::Resolve { key, group: None }),
         _ => return Ok(Found::Ignore("an alarm state that is neither ALARM nor OK")),
     }
     let name = str_at(v, &["AlarmName"]).unwrap_or("CloudWatch alarm");
