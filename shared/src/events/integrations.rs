@@ -116,15 +116,17 @@ pub fn read(source: &str, opts: &Options, body: &Value) -> Result<Inbound, Vec<I
         }
     };
     // One alert sent to two groups' URLs is two incidents.
-    let key = match &group {
-        Some(g) => format!("{key}-{}", &digest(g.as_str())[..8]),
-        None => return Err(errors),
-    };
+    let key = group
+        .as_ref()
+        .map(|g| format!("{key}-{}", &digest(g.as_str())[..8]));
     let Found::Trigger {
         severity, message, ..
     } = found
     else {
-        return Ok(Inbound::Resolve { key });
+        return match key {
+            Some(key) => Ok(Inbound::Resolve { key }),
+            None => Err(errors),
+        };
     };
     let severity = match severity.iter().find_map(|s| table.get(s)) {
         Some(s) => Some(s),
@@ -146,13 +148,15 @@ pub fn read(source: &str, opts: &Options, body: &Value) -> Result<Inbound, Vec<I
     let message = MessageTemplate::parse(&clip(&message, 1000))
         .map_err(|e| errors.push(InvalidValue::new("message", e.message)))
         .ok();
-    match (group, severity, message) {
-        (Some(group), Some(severity), Some(message)) if errors.is_empty() => Ok(Inbound::Trigger {
-            key,
-            severity,
-            group,
-            message,
-        }),
+    match (key, group, severity, message) {
+        (Some(key), Some(group), Some(severity), Some(message)) if errors.is_empty() => {
+            Ok(Inbound::Trigger {
+                key,
+                severity,
+                group,
+                message,
+            })
+        }
         _ => Err(errors),
     }
 }
