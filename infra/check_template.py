@@ -71,6 +71,7 @@ CONTRACT = {
     "MUSTER_BOARD_URL": ({"trigger"}, False),
     "MUSTER_INTEGRATION_SECRETS": ({"trigger"}, False),
     "MUSTER_CLOUDWATCH_TOPIC_ARNS": ({"trigger"}, False),
+    "MUSTER_WRITEBACK": ({"dispatch"}, False),
 }
 
 # Variables the code may mention that are not deployment configuration.

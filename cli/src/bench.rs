@@ -76,6 +76,7 @@ fn local_server(members: usize) -> anyhow::Result<String> {
             scim_token: None,
             ack_secret: "bench-ack-key".into(),
             integrations: Default::default(),
+            notes: None,
         },
         Duration::from_secs(30),
         true,

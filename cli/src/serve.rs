@@ -179,6 +179,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         .filter(|s| !s.is_empty())
         .map(Secret::new);
     let integrations = integrations_from_env()?;
+    let notes = notes_from_env()?;
     let ack_secret = std::env::var("MUSTER_ACK_SECRET")
         .ok()
         .filter(|s| !s.is_empty())
@@ -208,6 +209,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             scim_token,
             ack_secret,
             integrations: integrations.clone(),
+            notes,
         },
         opts.request_timeout,
         false,
@@ -333,6 +335,24 @@ pub struct Access {
     pub ack_secret: String,
     /// Incident sources served at `/v1/integrations/{source}`.
     pub integrations: muster::api::integrations::Integrations,
+    /// Progress notes to the incidents' origins (`MUSTER_WRITEBACK`).
+    pub notes: Option<Arc<dyn muster::ports::SourceNotes>>,
+}
+
+/// Write-back as the environment configures it ([`muster::adapters::notes::VARIABLE`]).
+pub fn notes_from_env() -> anyhow::Result<Option<Arc<dyn muster::ports::SourceNotes>>> {
+    use muster::adapters::notes::{HttpNotes, VARIABLE};
+    match std::env::var(VARIABLE)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    {
+        Some(text) => {
+            let notes = HttpNotes::from_json(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+            tracing::info!(sources = ?notes.sources(), "progress is written back");
+            Ok(Some(Arc::new(notes)))
+        }
+        None => Ok(None),
+    }
 }
 
 /// The incident sources the environment configures: each source's secret
@@ -367,6 +387,7 @@ pub fn app(
         scim_token,
         ack_secret,
         integrations,
+        notes,
     } = access;
     let paths = muster::directory::escalation_paths(&dir.stakeholders, &dir.groups, &policy);
     if !paths.is_empty() {
@@ -412,6 +433,7 @@ pub fn app(
             signer: Arc::new(LocalSealSigner::from_os()),
             store: store.clone(),
         }),
+        notes,
         ..embedded(
             policy.clone(),
             &agenda,

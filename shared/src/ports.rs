@@ -535,6 +535,14 @@ pub enum Job {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         attempt: Option<u32>,
     },
+    /// Tell the incident's origin (PagerDuty, Jira, ServiceNow) a
+    /// milestone of its progress; `attempt`: deliveries tried before.
+    WriteBack {
+        incident: IncidentId,
+        milestone: crate::domain::Milestone,
+        #[serde(default, skip_serializing_if = "is_zero_u32")]
+        attempt: u32,
+    },
     /// A closing incident: cancel one page of the open cascades of store
     /// partition `part` from `cursor`, then go on with the next page.
     Close {
@@ -553,7 +561,8 @@ impl Job {
     /// they never wait behind a mass activation's member sends.
     pub fn is_priority(&self) -> bool {
         match self {
-            Job::Expand { .. } => false,
+            // Progress notes never go before a person's message.
+            Job::Expand { .. } | Job::WriteBack { .. } => false,
             Job::Send { key, .. } => key.route.is_escalation(),
             Job::Escalate { .. }
             | Job::Withdraw { .. }
@@ -562,6 +571,37 @@ impl Job {
             | Job::Close { .. } => true,
         }
     }
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Why a progress note did not reach the incident's origin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoteError {
+    /// Worth trying again later: 429, 5xx, a timeout, no connection.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The source refused it (another 4xx: credentials, a record that is
+    /// gone): trying again will not help.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// No credentials for this source are configured.
+    #[error("not configured")]
+    NotConfigured,
+}
+
+/// Progress written back to the system an incident came from: a PagerDuty
+/// incident note, a Jira comment, a ServiceNow work note. Notes carry
+/// stakeholder ids, never contact details.
+#[async_trait]
+pub trait SourceNotes: Send + Sync {
+    async fn post(
+        &self,
+        origin: &crate::domain::Origin,
+        text: &str,
+    ) -> std::result::Result<(), NoteError>;
 }
 
 #[async_trait]
@@ -819,6 +859,9 @@ pub struct Deps {
     pub admin: Arc<dyn DirectoryAdmin>,
     /// One person, one contact at a time across their cascades.
     pub ledger: Arc<dyn ContactLedger>,
+    /// Progress notes to incidents' origins; `None`: not written back
+    /// (the jobs that would carry them are dropped, logged).
+    pub notes: Option<Arc<dyn SourceNotes>>,
 }
 
 /// Mints the signed one-click acknowledgement link of a cascade.

@@ -27,3 +27,10 @@ impl fmt::Debug for Secret {
         f.write_str("Secret(••••)")
     }
 }
+
+/// Read from configuration (a JSON string); an error never quotes it.
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}

@@ -28,7 +28,7 @@ impl Function {
 
 /// Every variable the contract names, with the functions that require it
 /// (empty: optional everywhere).
-pub const VARIABLES: [(&str, &[Function]); 35] = {
+pub const VARIABLES: [(&str, &[Function]); 36] = {
     use Function::*;
     const ALL: &[Function] = &[Trigger, Dispatch, Receipt, Tick];
     [
@@ -67,6 +67,7 @@ pub const VARIABLES: [(&str, &[Function]); 35] = {
         ("MUSTER_BOARD_URL", &[]),
         ("MUSTER_INTEGRATION_SECRETS", &[]),
         ("MUSTER_CLOUDWATCH_TOPIC_ARNS", &[]),
+        ("MUSTER_WRITEBACK", &[]),
     ]
 };
 
@@ -110,6 +111,9 @@ pub struct Config {
     pub integration_secrets: Vec<(&'static str, Secret)>,
     /// SNS topics of CloudWatch alarms that may declare incidents.
     pub cloudwatch_topic_arns: Vec<String>,
+    /// Write-back to incidents' origins (`MUSTER_WRITEBACK`, the JSON of
+    /// [`muster::adapters::notes::HttpNotes::from_json`]), checked here.
+    pub write_back: Option<Secret>,
     pub contact_lookup_url: Option<String>,
     pub contact_lookup_token: Option<Secret>,
     pub audit_archive_bucket: Option<String>,
@@ -146,6 +150,7 @@ impl fmt::Debug for Config {
             .field("contact_lookup", &self.contact_lookup_url.is_some())
             .field("scim", &self.scim_token.is_some())
             .field("board", &self.board.is_some())
+            .field("write_back", &self.write_back.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -356,6 +361,19 @@ impl Config {
                 "holds a value that is not an ARN",
             );
         }
+        // Bad write-back settings turn write-back off (logged), never the
+        // function: notes are secondary to the cascades.
+        let write_back = r.get("MUSTER_WRITEBACK").and_then(|text| {
+            match muster::adapters::notes::HttpNotes::from_json(&text) {
+                // `{}` (the template's initial secret): no source configured.
+                Ok(notes) if notes.sources().is_empty() => None,
+                Ok(_) => Some(Secret::new(text)),
+                Err(e) => {
+                    tracing::error!(problem = %e, "write-back is off");
+                    None
+                }
+            }
+        });
         let contact_lookup_url = r.url("MUSTER_CONTACT_LOOKUP_URL");
         let contact_lookup_token = r.get("MUSTER_CONTACT_LOOKUP_TOKEN").map(Secret::new);
         let audit_archive_bucket = r.get("MUSTER_AUDIT_ARCHIVE_BUCKET");
@@ -492,6 +510,7 @@ impl Config {
             sns_topic_arns,
             integration_secrets,
             cloudwatch_topic_arns,
+            write_back,
             contact_lookup_url,
             contact_lookup_token,
             audit_archive_bucket,

@@ -137,6 +137,7 @@ fn env() -> Env {
         incidents: store.clone(),
         cascades: store.clone(),
         ledger: store.clone(),
+        notes: None,
         numbers: store,
         admin: directory.clone(),
         directory,

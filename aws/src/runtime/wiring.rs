@@ -249,6 +249,13 @@ pub async fn build_deps(
         },
         clock.clone(),
     );
+    let notes: Option<Arc<dyn muster::ports::SourceNotes>> = match &config.write_back {
+        Some(text) => Some(Arc::new(
+            muster::adapters::notes::HttpNotes::from_json(text.expose())
+                .map_err(muster::Error::permanent)?,
+        )),
+        None => None,
+    };
     let contacts: Option<Arc<dyn muster::ports::ContactLookup>> = match &config.contact_lookup_url {
         Some(url) => Some(Arc::new(HttpContactLookup::new(
             url,
@@ -291,5 +298,6 @@ pub async fn build_deps(
         numbers: store.clone(),
         admin: directory,
         ledger: store,
+        notes,
     })
 }

@@ -136,6 +136,8 @@ async fn incident_create_and_update_are_conditional() {
         close_passes: 0,
         close_done: Vec::new(),
         tallied: true,
+        origin: None,
+        all_acknowledged_told: false,
     };
     f.store.create_incident(&inc).await.unwrap();
     assert!(
@@ -443,6 +445,7 @@ async fn a_cascade_runs_through_the_use_cases_on_dynamodb() {
         incidents: f.store.clone(),
         cascades: f.store.clone(),
         ledger: f.store.clone(),
+        notes: None,
         numbers: f.store.clone(),
         admin: directory.clone(),
         directory,
@@ -741,6 +744,8 @@ fn incident(id: &str, status: IncidentStatus) -> Incident {
         close_passes: 0,
         close_done: Vec::new(),
         tallied: true,
+        origin: None,
+        all_acknowledged_told: false,
     }
 }
 
@@ -1164,6 +1169,7 @@ async fn status_and_close_of_a_large_incident_on_dynamodb() {
         incidents: store.clone(),
         cascades: store.clone(),
         ledger: store.clone(),
+        notes: None,
         numbers: store.clone(),
         admin: directory.clone(),
         directory,

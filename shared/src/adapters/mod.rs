@@ -1,3 +1,4 @@
 pub mod emf;
 pub mod http_lookup;
 pub mod memory;
+pub mod notes;

@@ -271,6 +271,7 @@ pub(super) async fn integration(
             severity,
             group,
             message,
+            origin,
         } => {
             let (open, next) = occurrences(&s, &key).await?;
             if let Some(id) = open {
@@ -284,7 +285,11 @@ pub(super) async fn integration(
                 timestamp: None,
             };
             let id = trigger.incident_id.clone();
-            let out = match app::trigger(&s.deps, trigger).await {
+            let declared = match origin {
+                Some(origin) => app::trigger_from(&s.deps, trigger, origin).await,
+                None => app::trigger(&s.deps, trigger).await,
+            };
+            let out = match declared {
                 Ok(out) => out,
                 // Two deliveries at once, their messages different (an
                 // alert joined the group): the first declared it.

@@ -59,6 +59,11 @@ pub async fn dispatch(deps: &Deps, job: Job) -> Result<()> {
             part,
             cursor,
         } => super::incident::cancel_page(deps, &incident, pass, part, cursor).await,
+        Job::WriteBack {
+            incident,
+            milestone,
+            attempt,
+        } => super::writeback::write_back(deps, &incident, milestone, attempt).await,
     }
 }
 

@@ -25,7 +25,9 @@
 use super::dispatch::{NewCascade, start};
 use super::{Batch, apply_loaded};
 use crate::audit::AuditEntry;
-use crate::domain::{Channel, IncidentId, IncidentStatus, Millis, StakeholderId, Ts};
+use crate::domain::{
+    Channel, Incident, IncidentId, IncidentStatus, Milestone, Millis, StakeholderId, Ts,
+};
 use crate::engine::{AuditKind, Cascade, CascadeKey, CascadeStatus, ChannelPlan, Event, Route};
 use crate::error::Result;
 use crate::ports::{
@@ -185,7 +187,7 @@ pub(super) async fn escalate(
             policy.max_depth,
         ) else {
             handed_on(deps, incident, about, &chain).await?;
-            return undelivered(deps, failed, &chain, on_call.is_some()).await;
+            return undelivered(deps, &inc, failed, &chain, on_call.is_some()).await;
         };
         let key = CascadeKey {
             incident: incident.clone(),
@@ -237,6 +239,12 @@ pub(super) async fn escalate(
         let mut batch = Batch::default();
         start(deps, cascade, fresh, &mut batch).await?;
         batch.flush(deps).await?;
+        let told = Milestone::Escalated {
+            about: about.clone(),
+            to: next.clone(),
+            level: (chain.len() - 1) as u32,
+        };
+        super::writeback::queue(deps, &inc, told).await;
         started(deps, &member, &next).await?;
         handed_on(deps, incident, about, &chain[..chain.len() - 1]).await?;
         return settle(deps, &member, &chain).await;
@@ -323,6 +331,7 @@ async fn settle(deps: &Deps, member: &CascadeKey, chain: &[StakeholderId]) -> Re
 /// alarm fires.
 async fn undelivered(
     deps: &Deps,
+    inc: &Incident,
     failed: CascadeRecord,
     chain: &[StakeholderId],
     had_on_call: bool,
@@ -347,7 +356,9 @@ async fn undelivered(
     };
     tracing::error!(incident_id = %key.incident, stakeholder_id = %key.stakeholder, levels = told.len(), "ESCALATION_UNDELIVERED");
     if !failed.cascade.escalation_undelivered {
+        let about = key.stakeholder.clone();
         apply_loaded(deps, failed, Event::EscalationUndelivered { reason }).await?;
+        super::writeback::queue(deps, inc, Milestone::Undelivered { about }).await;
     }
     Ok(())
 }

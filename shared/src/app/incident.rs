@@ -78,7 +78,7 @@ async fn enqueue_pass(deps: &Deps, inc: &Incident, parts: u16) -> Result<()> {
 
 /// The incident's counts: its tally, or for an incident triggered before
 /// the stores kept one, a count of its cascades.
-async fn counts(deps: &Deps, inc: &Incident) -> Result<Tally> {
+pub(super) async fn counts(deps: &Deps, inc: &Incident) -> Result<Tally> {
     if inc.tallied {
         return deps.cascades.tally(inc.id()).await;
     }
@@ -178,7 +178,12 @@ async fn part_done(deps: &Deps, id: &IncidentId, pass: u8, part: u16) -> Result<
         }
         match deps.incidents.update_incident(&next, inc.version).await {
             Ok(()) if again => return enqueue_pass(deps, &next, parts).await,
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                if next.status == IncidentStatus::Closed {
+                    super::writeback::queue(deps, &next, crate::domain::Milestone::Closed).await;
+                }
+                return Ok(());
+            }
             Err(e) if e.is_conflict() => continue,
             Err(e) => return Err(e),
         }

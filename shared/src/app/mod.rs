@@ -15,6 +15,7 @@ mod message;
 mod receipt;
 mod tick;
 mod trigger;
+mod writeback;
 
 pub use carriers::{CarrierView, carriers};
 pub use dispatch::{EXPAND_CHUNK, dispatch};
@@ -28,7 +29,8 @@ pub use incident::{
 pub use message::render;
 pub use receipt::{ReceiptEvent, ReceiptOutcome, receipt, voice_event};
 pub use tick::{SEAL_INTERVAL_MS, SweepReport, sweep, tick};
-pub use trigger::{TriggerOutcome, trigger};
+pub use trigger::{TriggerOutcome, trigger, trigger_from};
+pub use writeback::{ATTEMPTS as WRITE_BACK_ATTEMPTS, backoff as write_back_backoff};
 
 use crate::engine::{AuditKind, CascadeKey, Command, Event, decide};
 use crate::error::{Error, Result};

@@ -175,6 +175,7 @@ pub async fn sweep(deps: &Deps, deadline: Option<Ts>) -> Result<SweepReport> {
                     report.reexpanded = recover_expansions(deps, now, age).await?;
                 }
                 reseal(deps).await?;
+                super::writeback::all_acknowledged(deps).await?;
                 return Ok(report);
             }
         }

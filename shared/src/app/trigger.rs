@@ -5,7 +5,7 @@
 //! re-send with a fresh one). The group is expanded through the work queue, so the answer
 //! never waits for a large group.
 
-use crate::domain::{Incident, IncidentStatus, Trigger};
+use crate::domain::{Incident, IncidentStatus, Milestone, Origin, Trigger};
 use crate::error::{Error, Result};
 use crate::ports::{Deps, Job};
 use serde::Serialize;
@@ -21,8 +21,19 @@ pub struct TriggerOutcome {
     pub warnings: Vec<String>,
 }
 
-#[tracing::instrument(skip_all, fields(incident_id = %trigger.incident_id))]
 pub async fn trigger(deps: &Deps, trigger: Trigger) -> Result<TriggerOutcome> {
+    declare(deps, trigger, None).await
+}
+
+/// [`trigger`], for an incident that came from a system told of its
+/// progress (write-back): `origin` is kept with the incident, and the
+/// origin is told it started.
+pub async fn trigger_from(deps: &Deps, trigger: Trigger, origin: Origin) -> Result<TriggerOutcome> {
+    declare(deps, trigger, Some(origin)).await
+}
+
+#[tracing::instrument(skip_all, fields(incident_id = %trigger.incident_id))]
+async fn declare(deps: &Deps, trigger: Trigger, origin: Option<Origin>) -> Result<TriggerOutcome> {
     let now = deps.clock.now();
     if let Some(existing) = deps.incidents.get_incident(&trigger.incident_id).await? {
         return replay(deps, existing, &trigger, now);
@@ -61,6 +72,8 @@ pub async fn trigger(deps: &Deps, trigger: Trigger) -> Result<TriggerOutcome> {
         close_passes: 0,
         close_done: Vec::new(),
         tallied: true,
+        origin,
+        all_acknowledged_told: false,
     };
     match deps.incidents.create_incident(&incident).await {
         Ok(()) => {}
@@ -87,6 +100,7 @@ pub async fn trigger(deps: &Deps, trigger: Trigger) -> Result<TriggerOutcome> {
     if !jobs.is_empty() {
         deps.queue.enqueue(jobs).await?;
     }
+    super::writeback::queue(deps, &incident, Milestone::Started).await;
     tracing::info!(cascades = members, severity = %trigger.severity, "incident triggered");
     Ok(TriggerOutcome {
         incident,

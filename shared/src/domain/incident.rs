@@ -218,6 +218,13 @@ pub struct Incident {
     /// and its status counts its cascades instead).
     #[serde(default)]
     pub tallied: bool,
+    /// The system it came from, told of its progress (write-back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<super::Origin>,
+    /// The sweep found every member acknowledged and told the origin so
+    /// (set once, by a conditional write, so the note is queued once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_acknowledged_told: bool,
 }
 
 fn is_zero_u8(n: &u8) -> bool {

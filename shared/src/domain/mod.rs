@@ -5,6 +5,7 @@
 mod contact;
 mod ids;
 mod incident;
+mod origin;
 mod severity;
 mod stakeholder;
 mod time;
@@ -12,6 +13,7 @@ mod time;
 pub use contact::{Address, ContactCheck, ContactMethods, EmailAddress, PhoneNumber, PushEndpoint};
 pub use ids::{GroupId, IncidentId, StakeholderId};
 pub use incident::{Incident, IncidentStatus, MessageTemplate, Trigger};
+pub use origin::{Milestone, Origin, OriginSource};
 pub use severity::{Channel, Severity, Tier};
 pub use stakeholder::{Group, IdpRecord, Stakeholder};
 pub use time::{Millis, Ts};

@@ -25,7 +25,7 @@
 //! ([`Inbound::key`]); the API maps a key to the open incident it declared,
 //! so a repeat is a replay and a resolve closes what the alert opened.
 
-use crate::domain::{GroupId, InvalidValue, MessageTemplate, Severity};
+use crate::domain::{GroupId, InvalidValue, MessageTemplate, Origin, OriginSource, Severity};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -48,6 +48,9 @@ pub enum Inbound {
         severity: Severity,
         group: GroupId,
         message: MessageTemplate,
+        /// The source's own record, told of the incident's progress
+        /// (PagerDuty, Jira, ServiceNow with a `sys_id`).
+        origin: Option<Origin>,
     },
     /// Close the open incident with this key.
     Resolve { key: String },
@@ -120,7 +123,10 @@ pub fn read(source: &str, opts: &Options, body: &Value) -> Result<Inbound, Vec<I
         .as_ref()
         .map(|g| format!("{key}-{}", &digest(g.as_str())[..8]));
     let Found::Trigger {
-        severity, message, ..
+        severity,
+        message,
+        reference,
+        ..
     } = found
     else {
         return match key {
@@ -155,6 +161,9 @@ pub fn read(source: &str, opts: &Options, body: &Value) -> Result<Inbound, Vec<I
                 severity,
                 group,
                 message,
+                origin: OriginSource::parse(source)
+                    .zip(reference)
+                    .and_then(|(s, r)| Origin::new(s, &r)),
             })
         }
         _ => Err(errors),
@@ -169,6 +178,8 @@ enum Found {
         /// The source's severity values, most specific first.
         severity: Vec<String>,
         message: String,
+        /// The source's id of its record, for write-back.
+        reference: Option<String>,
     },
     Resolve {
         key: String,
@@ -260,6 +271,7 @@ fn alertmanager(opts: &Options, v: &Value) -> Result<Found, Vec<InvalidValue>> {
         group: label(group_label),
         severity: label("severity").into_iter().collect(),
         message,
+        reference: None,
     })
 }
 
@@ -297,6 +309,7 @@ fn pagerduty(v: &Value) -> Result<Found, Vec<InvalidValue>> {
         group: None,
         severity,
         message,
+        reference: Some(id.to_string()),
     })
 }
 
@@ -315,6 +328,7 @@ fn jira(v: &Value) -> Result<Found, Vec<InvalidValue>> {
             .into_iter()
             .collect(),
         message: format!("[{}] {summary}", clip(issue_key, 40)),
+        reference: Some(issue_key.to_string()),
     })
 }
 
@@ -349,6 +363,7 @@ fn servicenow(v: &Value) -> Result<Found, Vec<InvalidValue>> {
         group: str_at(v, &["muster_group"]).map(str::to_string),
         severity: priority.into_iter().collect(),
         message: format!("[{}] {summary}", clip(number, 40)),
+        reference: str_at(v, &["sys_id"]).map(str::to_string),
     })
 }
 
@@ -372,6 +387,7 @@ fn cloudwatch(v: &Value) -> Result<Found, Vec<InvalidValue>> {
         group: None,
         severity: Vec::new(),
         message,
+        reference: None,
     })
 }
 

@@ -62,5 +62,6 @@ pub fn embedded<X: Send + 'static>(
         numbers: store.clone(),
         admin: directory,
         ledger: store,
+        notes: None,
     }
 }
