@@ -33,6 +33,24 @@
 //! its capacity, and the new knee lies three quarters of the way from that
 //! to the rate that failed.
 //!
+//! Learning a long pause. The first 429s with a long Retry-After are
+//! the costliest: told 50/s and taking 10/s with 30 s pauses, halving
+//! needs three or four pauses to get near the capacity. So until a long
+//! pause has given a capacity, each pause ends in a climb instead of a
+//! flat rate: from an eighth of the rate that failed (a quarter after a
+//! spell that measured the carrier), doubling every 3 s, with slots booked
+//! at the climb's rate at their own time so a backlog booked at once still
+//! climbs. A shallow bucket answers 429 as soon as the climb passes its
+//! capacity, which is the pace the last accepted send had. A deep one lets
+//! the climb run past it, but every spell of sending after a long pause
+//! began with the bucket full (refilled in the pause), so two spells give
+//! `accepted = depth + capacity x length` twice: the capacity follows from
+//! the difference of counts over the difference of lengths, less the
+//! refill the bucket wasted while the climb was still under it (and from
+//! the pause's refill alone when the bucket is deeper than a pause
+//! refills). The rate restarts just under the capacity found, and the
+//! cuts described above take over.
+//!
 //! The rate then grows back along a cubic of busy time since the cut (as in
 //! TCP CUBIC): quickly at first, flat on a plateau at the knee, then probing
 //! beyond it ever faster, so a capacity that has come back is found again
@@ -103,6 +121,20 @@ const BISECT: f64 = 0.75;
 /// 429s closer together than this (or arriving during the pause that an
 /// earlier one set) are one throttling event: the rate is cut once.
 const MIN_CUT_SPACING: Millis = 1_000;
+/// While a long pause is first being learned, the climb after it doubles
+/// the rate this often (s of time since the pause ended).
+const CLIMB_DOUBLING_S: f64 = 3.0;
+/// A climb starts at this share of the rate that failed: a quarter after a
+/// spell that measured the carrier (a deep bucket, which the climb drains
+/// again), an eighth after one that did not (a shallow bucket, whose 429
+/// comes as soon as the climb passes its capacity).
+const CLIMB_START_MEASURED: f64 = 0.25;
+const CLIMB_START_BLIND: f64 = 0.125;
+/// Two spells give a capacity only this far apart in length (s).
+const MIN_SPELL_SPREAD_S: f64 = 0.5;
+/// A climb that has held its cap this long (s) without a 429 ends: the
+/// capacity is at least the cap (a deep bucket drains well within it).
+const CLIMB_HOLD_S: f64 = 60.0;
 
 /// The told limit of one carrier endpoint and the floor under it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -243,6 +275,98 @@ pub struct AdaptiveLimiter {
     accepted: u64,
     #[serde(default)]
     throttled: u64,
+    /// Learning a long pause (see the module documentation): the climb in
+    /// progress, the spell before this one if it measured the carrier, and
+    /// this spell's first accepted send and count (absent from state stored
+    /// before they were kept: no climb, the cut as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    climb: Option<Climb>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_spell: Option<Spell>,
+    #[serde(default)]
+    spell_from: Option<Ts>,
+    #[serde(default)]
+    spell_accepted: u32,
+}
+
+/// The climb after a long pause while the capacity is still unknown: the
+/// rate `start * 2^(t / CLIMB_DOUBLING_S)` at `t` seconds after `from_us`,
+/// at most `cap` (the rate that failed). Slots are booked at the climb's
+/// rate at their own time, so a backlog booked at the start still climbs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Climb {
+    from_us: u64,
+    start: f64,
+    cap: f64,
+}
+
+impl Climb {
+    fn rate_at(&self, at_us: u64) -> f64 {
+        let s = at_us.saturating_sub(self.from_us) as f64 / 1e6;
+        (self.start * (s / CLIMB_DOUBLING_S).exp2()).min(self.cap)
+    }
+
+    /// The rate the slot before one at `at_us` was paced at: the send
+    /// accepted at `at_us` came one interval after it.
+    fn rate_before(&self, at_us: u64) -> f64 {
+        let rate = self.rate_at(at_us);
+        self.rate_at(at_us.saturating_sub((1e6 / rate) as u64))
+    }
+
+    /// Tokens a bucket refilled at `capacity` (at most the cap) lost while
+    /// the climb was slower than it: the bucket stays full, and wastes its
+    /// refill, until the climb's rate passes the capacity.
+    fn wasted(&self, capacity: f64) -> f64 {
+        let c = capacity.min(self.cap);
+        if c <= self.start {
+            return 0.0;
+        }
+        let tau = CLIMB_DOUBLING_S * (c / self.start).log2();
+        (c * tau - CLIMB_DOUBLING_S / std::f64::consts::LN_2 * (c - self.start)).max(0.0)
+    }
+
+    /// The capacity `c` for which a spell of this climb, one that began
+    /// with the bucket full, accepted `accepted` more sends than `before`
+    /// (a spell sent faster than `c` throughout) in `spread` more seconds:
+    /// `accepted - before = c * spread - wasted(c)`, solved by bisection.
+    /// The climb passed `c` before it failed at `failed`, so `c` is below
+    /// that; the left side grows with `c` while the climb spent less than
+    /// `spread` under it, which bounds the search too.
+    fn capacity(&self, target: f64, spread: f64, floor: f64, failed: f64) -> f64 {
+        let gained = |c: f64| c * spread - self.wasted(c);
+        let rising_until = self.rate_at(self.from_us + (spread * 1e6) as u64);
+        let hi = failed.min(rising_until).max(floor);
+        let (mut lo, mut hi) = (floor.min(hi), hi);
+        if gained(hi) <= target {
+            return hi;
+        }
+        for _ in 0..60 {
+            let mid = 0.5 * (lo + hi);
+            if gained(mid) < target {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        0.5 * (lo + hi)
+    }
+
+    /// Whether the climb has held its cap for [`CLIMB_HOLD_S`] at `at_us`.
+    fn held(&self, at_us: u64) -> bool {
+        let to_cap_s = CLIMB_DOUBLING_S * (self.cap / self.start).max(1.0).log2();
+        at_us.saturating_sub(self.from_us) as f64 / 1e6 >= to_cap_s + CLIMB_HOLD_S
+    }
+}
+
+/// One spell of sending that began with the carrier's bucket full (the
+/// first, or one after a long pause) and ended in a 429: how many sends it
+/// accepted and for how long it sent. A token bucket of depth `b` and
+/// refill `c` gives `accepted = b + c * secs`, so two spells of different
+/// lengths give `c` whatever `b` is.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Spell {
+    accepted: u32,
+    secs: f64,
 }
 
 /// What an endpoint's limiter says of its carrier now, for operators: the
@@ -296,6 +420,10 @@ impl AdaptiveLimiter {
             last_pause: 0,
             accepted: 0,
             throttled: 0,
+            climb: None,
+            last_spell: None,
+            spell_from: None,
+            spell_accepted: 0,
         }
     }
 
@@ -322,7 +450,7 @@ impl AdaptiveLimiter {
             };
         }
         let now_us = micros(now);
-        let interval_us = self.interval_us();
+        let interval_us = self.interval_us(self.next_free_us.max(now_us));
         if self.next_free_us <= now_us {
             self.idle_us_since_cut += now_us - self.next_free_us;
             self.next_free_us = now_us + interval_us;
@@ -355,7 +483,7 @@ impl AdaptiveLimiter {
             };
         }
         let now_us = micros(now);
-        let interval_us = self.interval_us();
+        let interval_us = self.interval_us(self.next_free_us.max(now_us));
         let lane_us = (interval_us as f64 / self.priority_share) as u64;
         let lane_free_us = self
             .priority_next_us
@@ -442,6 +570,26 @@ impl AdaptiveLimiter {
             self.sends_since_resume += 1;
         }
         self.last_success = Some(self.last_success.map_or(now, |p| p.max(now)));
+        // A send accepted before the last pause ended but told late belongs
+        // to the spell before it.
+        if self.resumed_at.is_none_or(|r| now >= r) {
+            self.spell_accepted = self.spell_accepted.saturating_add(1);
+            self.spell_from = Some(self.spell_from.map_or(now, |f| f.min(now)));
+        }
+        if let Some(climb) = self.climb {
+            if !climb.held(micros(now)) {
+                self.rate = climb.rate_at(micros(now)).clamp(self.floor, self.limit);
+                return;
+            }
+            // The climb held the rate that failed without a 429: the
+            // capacity is back at least that high.
+            self.climb = None;
+            self.last_spell = None;
+            self.knee = climb.cap;
+            self.restarted_at = climb.cap;
+            self.plateau_s = 0.0;
+            self.busy_s = 0.0;
+        }
         // Busy time, at most a second per send: below 1 msg/s the curve
         // advances per send, so probing costs a share of the sends, not of
         // the time (a carrier at 0.25/s would otherwise be probed as often
@@ -468,9 +616,14 @@ impl AdaptiveLimiter {
         if now >= self.cut_guard_until {
             self.cut(now, pause);
         }
+        if let Some(climb) = &mut self.climb {
+            climb.from_us = climb.from_us.max(micros(until));
+        }
+        self.spell_from = None;
+        self.spell_accepted = 0;
         // Booked slots are void; the next send comes after the pause, and
         // at least one interval after any send already made.
-        self.next_free_us = micros(until).max(micros(now) + self.interval_us());
+        self.next_free_us = micros(until).max(micros(now) + self.interval_us(micros(until)));
         self.shift_us = 0;
         self.priority_next_us = self.priority_next_us.max(self.next_free_us);
         self.resumed_at = Some(until);
@@ -494,6 +647,10 @@ impl AdaptiveLimiter {
             self.priority_share = fresh.priority_share;
             self.rate = self.rate.clamp(self.floor, self.limit);
             self.knee = self.knee.clamp(self.floor, self.limit);
+            if let Some(climb) = &mut self.climb {
+                climb.cap = climb.cap.clamp(self.floor, self.limit);
+                climb.start = climb.start.clamp(self.floor, climb.cap);
+            }
         }
     }
 
@@ -542,6 +699,9 @@ impl AdaptiveLimiter {
     }
 
     fn cut(&mut self, now: Ts, pause: Millis) {
+        if pause >= LONG_PAUSE && (self.last_cut.is_none() || self.climb.is_some()) {
+            return self.learn(now, pause);
+        }
         // Throttling began at the rate the carrier was taking just before
         // this 429 (while slots booked at a lower pacing rate are still going
         // out, that is well under the pacing rate).
@@ -593,23 +753,114 @@ impl AdaptiveLimiter {
         }
         .max(knee * MAX_CUT)
         .clamp(self.floor, self.limit);
-        let probe_cost_s = (pause as f64 / 1000.0).max(1.0);
         let knee = if bisect.is_some() { restart } else { knee };
-        self.knee = knee.max(restart);
+        self.restart(now, pause, knee.max(restart), restart);
+    }
+
+    /// The first 429s of a long pause, while the capacity is unknown: each
+    /// costs a whole pause, so one spell of sending must tell as much as it
+    /// can. A climb (from a quarter or an eighth of the rate that failed,
+    /// doubling every few seconds, slots booked at the climb's rate at their
+    /// time) ends in a 429 just past the capacity of a shallow bucket: the
+    /// capacity is the rate the last accepted send was paced at. A deep
+    /// bucket lets the climb run past it; but each spell began with the
+    /// bucket full, so two spells that each accepted enough give the
+    /// capacity from the difference of their counts over the difference of
+    /// their lengths. Either way the rate restarts just under it, and
+    /// probing goes on as after any cut.
+    fn learn(&mut self, now: Ts, pause: Millis) {
+        let spell = self.spell_from.map(|from| Spell {
+            accepted: self.spell_accepted,
+            secs: now.since(from) as f64 / 1000.0,
+        });
+        // A spell measures the carrier when it accepted enough and was busy
+        // throughout (an endpoint idle for a while had its bucket refilled
+        // along the way).
+        let idle_s = self.idle_us_since_cut as f64 / 1e6;
+        let measured = spell.filter(|s| s.accepted >= SHORT_MIN_SENDS && idle_s <= s.secs / 10.0);
+        let failed = self.climb.map_or(self.rate, |c| c.rate_at(micros(now)));
+        let from_two = self
+            .last_spell
+            .zip(measured)
+            .filter(|(a, b)| (b.secs - a.secs).abs() >= MIN_SPELL_SPREAD_S)
+            .map(|(a, b)| {
+                let (before, after) = (a.accepted as f64, b.accepted as f64);
+                let Some(climb) = self.climb.filter(|_| b.secs > a.secs) else {
+                    return (after - before) / (b.secs - a.secs);
+                };
+                // The bucket refilled in the pause: both spells began full.
+                let full = climb.capacity(after - before, b.secs - a.secs, self.floor, failed);
+                if before - full * a.secs <= full * self.last_pause as f64 / 1000.0 {
+                    return full;
+                }
+                // A bucket deeper than the pause refills: this spell began
+                // with only the pause's refill.
+                let pause_s = self.last_pause as f64 / 1000.0;
+                climb.capacity(after, pause_s + b.secs, self.floor, failed)
+            });
+        let from_climb = self
+            .climb
+            .zip(self.last_success)
+            .filter(|_| self.spell_accepted >= 2)
+            .map(|(climb, at)| climb.rate_before(micros(at)))
+            // A climb from the floor that failed at once: the floor it is
+            // (a lower start is not allowed).
+            .or_else(|| {
+                self.climb
+                    .filter(|c| c.start <= self.floor * (1.0 + MARGIN))
+                    .map(|_| self.floor)
+            });
+        match from_two
+            .filter(|c| c.is_finite() && *c > 0.0)
+            .or(from_climb)
+        {
+            Some(capacity) => {
+                self.climb = None;
+                self.last_spell = None;
+                let knee = capacity.clamp(self.floor, self.limit);
+                let restart = (knee * (1.0 - MARGIN)).clamp(self.floor, self.limit);
+                self.restart(now, pause, knee, restart);
+            }
+            None => {
+                let share = if measured.is_some() {
+                    CLIMB_START_MEASURED
+                } else {
+                    CLIMB_START_BLIND
+                };
+                let start = (failed * share).clamp(self.floor, self.limit);
+                self.climb = Some(Climb {
+                    from_us: micros(now.plus(pause)),
+                    start,
+                    cap: failed.clamp(start, self.limit),
+                });
+                self.last_spell = measured;
+                self.restart(now, pause, failed, start);
+            }
+        }
+    }
+
+    /// The rate after a cut: `restart` now, growing back toward `knee`.
+    fn restart(&mut self, now: Ts, pause: Millis, knee: f64, restart: f64) {
+        let probe_cost_s = (pause as f64 / 1000.0).max(1.0);
+        self.knee = knee;
         self.rate = restart;
         self.restarted_at = restart;
         self.last_pause = pause;
         self.gain = PROBE_GAIN * restart / probe_cost_s.powf(PROBE_STRETCH);
-        self.plateau_s = ((self.knee - restart) / self.gain).cbrt();
+        self.plateau_s = ((self.knee - restart).max(0.0) / self.gain).cbrt();
         self.busy_s = 0.0;
         self.last_cut = Some(now);
         self.accepted_since_cut = 0;
         self.idle_us_since_cut = 0;
     }
 
-    /// Slot spacing at the current rate, rounded up so never faster.
-    fn interval_us(&self) -> u64 {
-        (1e6 / self.rate).ceil() as u64
+    /// Slot spacing for a slot at `at_us`: at the climb's rate then, if one
+    /// runs, else at the current rate; rounded up so never faster.
+    fn interval_us(&self, at_us: u64) -> u64 {
+        let rate = self
+            .climb
+            .map_or(self.rate, |c| c.rate_at(at_us).max(self.floor));
+        (1e6 / rate).ceil() as u64
     }
 
     fn expire_pause(&mut self, now: Ts) {
@@ -823,12 +1074,13 @@ mod tests {
     }
 
     #[test]
-    fn with_a_long_retry_after_throughput_settles_near_the_capacity() {
+    fn with_a_long_retry_after_throughput_is_near_the_capacity_after_the_first_minute() {
         // Told 50/s, the carrier takes 10/s and answers 429 with a 30 s
         // Retry-After: each 429 costs 30 s of nothing, so the limiter must
-        // find the capacity and then probe past it rarely. Settled (10 to
-        // 30 minutes) it sends at least 90 % of the capacity, whatever the
-        // carrier's burst.
+        // find the capacity within the first minute's two pauses and then
+        // probe past it rarely. From the first minute on (1 to 10 minutes)
+        // and settled (10 to 30 minutes) it sends at least 90 % of the
+        // capacity, whatever the carrier's burst.
         let mut failures = Vec::new();
         for burst in [1.0, 10.0, 150.0] {
             let carrier = CarrierBucket::new(10.0, burst, 30 * SEC, T0);
@@ -844,8 +1096,12 @@ mod tests {
                 100.0 * settled,
                 sim.limiter.rate()
             );
-            if settled < 0.90 {
-                failures.push(format!("burst {burst}: {:.1}%", 100.0 * settled));
+            if learning < 0.90 || settled < 0.90 {
+                failures.push(format!(
+                    "burst {burst}: {:.1}% then {:.1}%",
+                    100.0 * learning,
+                    100.0 * settled
+                ));
             }
             assert!(sim.max_offered_per_second() <= 50);
         }
@@ -1072,8 +1328,10 @@ mod tests {
         let tickets: Vec<Ticket> = (0..10).map(|_| booked(limiter.admit(T0, None))).collect();
         let now = tickets[0].slot;
         assert_eq!(limiter.admit(now, Some(tickets[0])), Admit::Granted);
-        limiter.on_throttled(now, Some(5_000));
-        let pause_end = now.plus(5_000);
+        // (A pause under LONG_PAUSE: after a long one the slots climb, see
+        // `after_a_first_long_pause_the_slots_climb_within_the_limit`.)
+        limiter.on_throttled(now, Some(4_000));
+        let pause_end = now.plus(4_000);
         assert_eq!(limiter.paused_until(), Some(pause_end));
         assert!(limiter.rate() < 50.0, "a 429 lowers the rate");
 
@@ -1102,6 +1360,47 @@ mod tests {
             assert_eq!(limiter.admit(ticket.slot, Some(*ticket)), Admit::Granted);
         }
         assert_eq!(limiter.paused_until(), None, "the pause is over");
+    }
+
+    #[test]
+    fn after_a_first_long_pause_the_slots_climb_within_the_limit() {
+        // The first 429 comes with a 30 s pause and nothing measured: the
+        // jobs booked after it are spaced ever closer (the climb), never
+        // closer than the told limit allows, and the first is booked at
+        // the pause's end.
+        let mut limiter = AdaptiveLimiter::new(LimiterConfig::new(50.0), T0);
+        assert_eq!(limiter.admit(T0, None), Admit::Granted);
+        limiter.on_success(T0);
+        limiter.on_throttled(T0.plus(20), Some(30 * SEC));
+        let resume = T0.plus(20 + 30 * SEC);
+        let slots: Vec<Ts> = (0..400)
+            .map(|_| booked(limiter.admit(T0.plus(20), None)).slot)
+            .collect();
+        assert_eq!(slots[0], resume);
+        let gaps: Vec<u64> = slots.windows(2).map(|w| w[1].since(w[0])).collect();
+        assert!(gaps.iter().all(|g| *g >= 20), "faster than 50/s");
+        assert!(
+            gaps.windows(2).all(|w| w[1] <= w[0] + 1),
+            "the spacing only shrinks (slots are whole ms): {gaps:?}"
+        );
+        // It starts at an eighth of the rate that failed and reaches it.
+        assert_eq!(gaps[0], 160);
+        assert_eq!(*gaps.last().unwrap_or(&0), 20);
+    }
+
+    #[test]
+    fn limiter_state_stored_before_the_climb_reads_back() {
+        // A DynamoDB item written by the previous version has no climb
+        // fields: it reads back and goes on pacing as before.
+        let mut limiter = AdaptiveLimiter::new(LimiterConfig::new(50.0), T0);
+        limiter.on_throttled(T0, Some(2 * SEC));
+        let mut doc = serde_json::to_value(&limiter).expect("encodes");
+        let map = doc.as_object_mut().expect("an object");
+        for field in ["climb", "last_spell", "spell_from", "spell_accepted"] {
+            map.remove(field);
+        }
+        let back: AdaptiveLimiter = serde_json::from_value(doc).expect("old state reads");
+        assert_eq!(back, limiter);
     }
 
     #[test]

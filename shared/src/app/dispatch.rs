@@ -284,10 +284,16 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
         // has held this attempt back for longer than the bound, the channel
         // fails for this person; until then the job comes back by the end
         // of the bound at the latest (keeping its slot) to look again. A
-        // wait that is only pacing behind other sends is not throttling.
+        // wait that is only pacing behind other sends is not throttling:
+        // an attempt held back by an earlier episode, which then waited its
+        // turn while the carrier accepted others, is held by this episode
+        // only since it began.
         let mut back = until;
         if let Some(since) = throttled_since {
-            let held_since = a.throttled_since.unwrap_or(since.max(ready));
+            let held_since = a
+                .throttled_since
+                .filter(|held| *held >= since)
+                .unwrap_or(since.max(ready));
             let bound = throttle_bound(&rec.cascade, &deps.policy);
             if now.since(held_since) > bound {
                 let result = SendOutcome::Throttled {
