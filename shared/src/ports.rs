@@ -343,6 +343,31 @@ pub trait CascadeStore: Send + Sync {
     ) -> Result<()>;
     async fn get_message_ref(&self, provider_message_id: &str)
     -> Result<Option<(CascadeKey, u32)>>;
+    /// Claims the send of `attempt` in its sending phase that began at
+    /// `phase_since`, for `lease` from `now`, if the cascade is still at
+    /// `record`'s version: the act of sending comes after a conditional
+    /// write like every act, so two workers handed the same job at once (a
+    /// queue's at-least-once delivery) never both tell the person, and a
+    /// worker whose read another has overtaken decides again.
+    async fn claim_send(
+        &self,
+        record: &CascadeRecord,
+        attempt: u32,
+        phase_since: Ts,
+        now: Ts,
+        lease: Millis,
+    ) -> Result<SendClaim>;
+}
+
+/// The answer to [`CascadeStore::claim_send`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendClaim {
+    /// This worker sends.
+    Claimed,
+    /// Another worker claimed this send and its lease runs.
+    Held,
+    /// The cascade changed since it was read (or is gone): read again.
+    Changed,
 }
 
 /// Capability: open cascades by the number they text or call, for SMS

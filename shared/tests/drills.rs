@@ -951,3 +951,69 @@ fn the_report_page_plots_what_the_run_recorded_and_needs_nothing_from_outside() 
     assert!(page.contains(&r.scenario));
     assert!(!page.contains("NaN") && !page.contains("inf"), "{page}");
 }
+
+#[test]
+fn jobs_and_events_delivered_to_two_workers_at_once_tell_nobody_twice() {
+    // Every job, timer and event is handed to two workers at once whose
+    // store calls interleave (a queue's at-least-once delivery, a webhook
+    // retried while its first delivery runs): each send is claimed by a
+    // conditional write before it goes, so no carrier takes one attempt
+    // twice, nothing is sent for a cascade already ended, every invariant
+    // holds and every cascade ends.
+    let text = r#"
+        [incident]
+        incidentId = "INC-TWICE"
+        severity = "P1"
+        stakeholderGroupId = "g"
+        messageTemplate = "Outage."
+        [group]
+        on_call_manager = "duty"
+        [policy.escalation]
+        fallback = ["desk"]
+        [carriers.voice]
+        capacity_per_sec = 2
+        burst = 2
+        retry_after = "5s"
+        duplicate_receipts = 0.3
+        [carriers.sms]
+        transient = 0.1
+        [faults]
+        concurrent_deliveries = 1.0
+        duplicate_acks = 0.2
+        [behaviours.some]
+        never = 0.3
+        ack = { voice = 0.6, sms = 0.5, email = 0.5, push = 0.5 }
+        ack_delay = { median = "20s", p95 = "2m" }
+        [behaviours.desk]
+        ack = { voice = 1.0, sms = 1.0, email = 1.0, push = 1.0 }
+        ack_delay = { median = "10s", p95 = "30s" }
+        [[stakeholders]]
+        id = "duty"
+        phone = "+1 202 555 0100"
+        email = "duty@example.com"
+        behaviour = "some"
+        member = false
+        [[stakeholders]]
+        id = "desk"
+        phone = "+44 20 7946 0900"
+        email = "desk@example.com"
+        behaviour = "desk"
+        member = false
+        [[population]]
+        count = 60
+        prefix = "staff"
+        tiers = { 1 = 0.3, 2 = 0.3, 3 = 0.4 }
+        channels = { voice = 1.0, sms = 1.0, email = 1.0, push = 0.5 }
+        behaviour = "some"
+        manager = "duty"
+    "#;
+    let s = Scenario::from_toml(text).unwrap_or_else(|e| panic!("{e:?}"));
+    let (_, r) = run(s, 11);
+    assert!(r.concurrent_deliveries > 100, "{}", r.concurrent_deliveries);
+    assert!(r.passed(), "{}", r.render());
+    assert_eq!(r.invariant_violations, 0, "{:?}", r.violations);
+    assert_eq!(r.final_states.active, 0);
+    for (channel, c) in &r.carriers {
+        assert_eq!(c.sent_after_end, 0, "{channel}");
+    }
+}

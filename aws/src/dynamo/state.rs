@@ -64,7 +64,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, GlobalSecondaryIndex,
     KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
     ScalarAttributeType, TransactWriteItem, Update,
 };
@@ -76,7 +76,7 @@ use muster::domain::{
 use muster::engine::{CascadeKey, ChannelWaits, Route, Tally, WaitCause};
 use muster::ports::{
     CascadeRecord, CascadeStore, ContactEntry, ContactLedger, IncidentStore, NumberIndex, Page,
-    Reservation, SealStore, guarded,
+    Reservation, SealStore, SendClaim, guarded,
 };
 use muster::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -1436,6 +1436,70 @@ impl CascadeStore for DynamoStore {
             .await
             .map_err(|e| map_sdk("writing a message reference", e))?;
         Ok(())
+    }
+
+    /// One transaction: a condition check that the cascade's state item is
+    /// still at the version read, and a put of the claim item
+    /// (`SEND#<cascade>#<attempt>#<phase start>` / `CLAIM`, no contact in
+    /// it) unless one exists whose lease has not run out.
+    async fn claim_send(
+        &self,
+        record: &CascadeRecord,
+        attempt: u32,
+        phase_since: Ts,
+        now: Ts,
+        lease: Millis,
+    ) -> Result<SendClaim> {
+        let key = &record.cascade.key;
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("pk", s(key_pk(key)))
+            .key("sk", s(state_sk(key)))
+            .condition_expression("version = :v")
+            .expression_attribute_values(":v", n(record.cascade.version))
+            .build()
+            .map_err(|e| build_err("condition check", e))?;
+        let claim: Item = HashMap::from([
+            (
+                "pk".to_string(),
+                s(format!(
+                    "SEND#{}#{}#{attempt}#{}",
+                    key_pk(key),
+                    state_sk(key),
+                    phase_since.0
+                )),
+            ),
+            ("sk".to_string(), s("CLAIM")),
+            ("lease_until".to_string(), n(now.plus(lease).0)),
+        ]);
+        let units = write_units(&claim);
+        let put = self.put(
+            &self.table,
+            claim,
+            "attribute_not_exists(pk) OR lease_until <= :now",
+            Some(HashMap::from([(":now".to_string(), n(now.0))])),
+        )?;
+        self.meter.request(2 * (1 + units));
+        let sent = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().condition_check(check).build())
+            .transact_items(put)
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(SendClaim::Claimed),
+            Err(e) => match cancel_reasons(&e).as_deref() {
+                // The claim's own guard failed: another worker holds it.
+                Some([first, "ConditionalCheckFailed"]) if *first != "ConditionalCheckFailed" => {
+                    Ok(SendClaim::Held)
+                }
+                // The version moved, or another transaction met this one:
+                // read again.
+                Some(_) => Ok(SendClaim::Changed),
+                None => Err(map_sdk("claiming a send", e)),
+            },
+        }
     }
 
     async fn get_message_ref(

@@ -1311,3 +1311,34 @@ async fn status_and_close_of_a_large_incident_on_dynamodb() {
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_send_is_claimed_once_per_sending_phase_and_only_from_a_current_read() {
+    // Two workers handed the same send job: the first claim wins, the
+    // second is held off while the lease runs; a worker whose read another
+    // write has overtaken is told the cascade changed; a lease that ran out
+    // (its worker died before writing) can be claimed again.
+    let f = fixture().await;
+    let (rec, entry) = started(key("INC-CLAIM", "alice"), 1, T0);
+    f.store.create_cascade(&rec, &entry).await.unwrap();
+    let claim = |r: &CascadeRecord, now: Ts| {
+        let store = f.store.clone();
+        let r = r.clone();
+        async move { store.claim_send(&r, 1, T0, now, 60_000).await.unwrap() }
+    };
+    assert_eq!(claim(&rec, T0).await, SendClaim::Claimed);
+    assert_eq!(claim(&rec, T0.plus(1)).await, SendClaim::Held);
+    // Another phase of the same attempt is another claim.
+    assert_eq!(
+        f.store
+            .claim_send(&rec, 1, T0.plus(5), T0.plus(5), 60_000)
+            .await
+            .unwrap(),
+        SendClaim::Claimed
+    );
+    let (after, entry) = next(&rec, Event::Cancel, T0.plus(10));
+    f.store.transition(&rec, &after, &entry).await.unwrap();
+    assert_eq!(claim(&rec, T0.plus(70_000)).await, SendClaim::Changed);
+    assert_eq!(claim(&after, T0.plus(30_000)).await, SendClaim::Held);
+    assert_eq!(claim(&after, T0.plus(60_000)).await, SendClaim::Claimed);
+}

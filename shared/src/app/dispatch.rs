@@ -14,7 +14,7 @@
 
 use super::{Batch, apply_event, apply_with, audit, escalation};
 use crate::domain::ContactCheck;
-use crate::domain::{Channel, ContactMethods, IncidentId, IncidentStatus, StakeholderId};
+use crate::domain::{Channel, ContactMethods, IncidentId, IncidentStatus, Millis, StakeholderId};
 use crate::engine::{
     Cascade, CascadeKey, ChannelPlan, ChannelWaits, Event, Phase, Route, SendOutcome, WaitCause,
     decide, hold_delay, queue_bound, throttle_bound,
@@ -22,7 +22,7 @@ use crate::engine::{
 use crate::error::Result;
 use crate::ports::{
     Admission, Admit, CascadeRecord, Deps, EscalationInfo, Job, Lane, OutboundMessage, Reservation,
-    SendError, SendOutcomeKind, guarded,
+    SendClaim, SendError, SendOutcomeKind, guarded,
 };
 use crate::ratelimit::Ticket;
 
@@ -199,6 +199,14 @@ pub(super) async fn start(
     }
 }
 
+/// How long a claimed send is another worker's: longer than any sender's
+/// own timeout, so a claim lapses only when its worker died before writing
+/// the outcome (the sweep then sends the attempt again).
+pub const SEND_LEASE_MS: Millis = 300_000;
+/// Reads again when a claim finds the cascade changed, before the job is
+/// handed back to the queue as a conflict.
+const CLAIM_TRIES: u32 = 4;
+
 #[tracing::instrument(skip_all, fields(incident_id = %key.incident, stakeholder_id = %key.stakeholder, attempt))]
 async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket>) -> Result<()> {
     let Some(rec) = deps.cascades.get_cascade(key).await? else {
@@ -374,6 +382,50 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
                 body,
                 ack_code: rec.ack_code.clone(),
             };
+            // The conditional write before the act: a second worker handed
+            // this same job (at-least-once delivery) stops here, and one
+            // whose read was overtaken reads again.
+            let mut read = rec.clone();
+            let mut tries = 0;
+            loop {
+                match deps
+                    .cascades
+                    .claim_send(&read, attempt, ready, now, SEND_LEASE_MS)
+                    .await?
+                {
+                    SendClaim::Claimed => break,
+                    SendClaim::Held => {
+                        deps.observer.stale_job();
+                        return Ok(());
+                    }
+                    SendClaim::Changed if tries < CLAIM_TRIES => {
+                        tries += 1;
+                        let still = match deps.cascades.get_cascade(key).await? {
+                            Some(r)
+                                if !r.cascade.status.is_terminal()
+                                    && r.cascade.attempt(attempt).is_some_and(|b| {
+                                        b.phase == Phase::Sending { since: ready }
+                                    }) =>
+                            {
+                                Some(r)
+                            }
+                            _ => None,
+                        };
+                        match still {
+                            Some(r) => read = r,
+                            None => {
+                                deps.observer.stale_job();
+                                return Ok(());
+                            }
+                        }
+                    }
+                    SendClaim::Changed => {
+                        return Err(crate::Error::Conflict(format!(
+                            "cascade {key} kept changing while its send was claimed"
+                        )));
+                    }
+                }
+            }
             deps.observer.offered(a.channel, now.since(ready));
             let result = sender.send(&msg).await;
             let now = deps.clock.now();

@@ -32,7 +32,7 @@ use crate::engine::{AuditKind, Cascade, CascadeKey, CascadeStatus, ChannelPlan, 
 use crate::error::Result;
 use crate::ports::{
     Admission, Admit, CascadeRecord, Deps, EscalationInfo, Job, Lane, OutboundMessage, Reservation,
-    SendOutcomeKind, guarded,
+    SendClaim, SendOutcomeKind, guarded,
 };
 
 /// Failures one message names at most beyond its own ("and 12 more").
@@ -508,6 +508,35 @@ pub(super) async fn notice(
         body,
         ack_code: rec.ack_code.clone(),
     };
+    // Claimed before it goes, like every send (see `dispatch::send`); an
+    // update's phase is the version it was decided at, so one that failed
+    // can be tried again once that failure is recorded.
+    let phase = crate::domain::Ts(rec.cascade.version);
+    match deps
+        .cascades
+        .claim_send(
+            &rec,
+            OutboundMessage::NOTICE,
+            phase,
+            now,
+            super::dispatch::SEND_LEASE_MS,
+        )
+        .await?
+    {
+        SendClaim::Claimed => {}
+        SendClaim::Held => {
+            deps.observer.stale_job();
+            return Ok(());
+        }
+        // Overtaken by another write: looked at again shortly, on fresh state.
+        SendClaim::Changed => {
+            let job = Job::Notice {
+                key: key.clone(),
+                ticket: None,
+            };
+            return deps.queue.enqueue(vec![(job, 1_000)]).await;
+        }
+    }
     let accepted = match sender.send(&msg).await {
         Ok(_) => {
             deps.limiter

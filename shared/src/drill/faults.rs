@@ -40,6 +40,7 @@ pub fn mix_toml(seed: u64) -> String {
         ("duplicate_acks", 0.3),
         ("sms_text_replies", 1.0),
         ("sms_stop", 0.2),
+        ("concurrent_deliveries", 0.05),
     ] {
         if rng.random::<f64>() < 0.5 {
             let _ = writeln!(faults, "{key} = {:.3}", rng.random::<f64>() * max);

@@ -5,6 +5,7 @@
 pub mod carrier;
 pub mod faults;
 pub mod html;
+mod interleave;
 mod report;
 mod run;
 pub mod scenario;

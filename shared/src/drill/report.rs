@@ -158,6 +158,8 @@ pub struct DrillReport {
     /// Jobs and timers the scenario's faults lost (the sweep recovers).
     pub lost_jobs: u64,
     pub lost_timers: u64,
+    /// Items the scenario's faults delivered to two workers at once.
+    pub concurrent_deliveries: u64,
     pub steps: u64,
     pub virtual_secs: f64,
     pub wall_secs: f64,
@@ -365,6 +367,14 @@ pub(super) fn build(
             ),
             _ => (0.0, 0),
         };
+        if k.twice > 0 {
+            violation_count += k.twice;
+            violations.push(format!(
+                "{} sends on {} of an attempt the carrier had already taken",
+                k.twice,
+                c.as_str()
+            ));
+        }
         if k.after_end > 0 {
             violation_count += k.after_end;
             violations.push(format!(

@@ -45,6 +45,8 @@ pub(super) struct DrillObserver {
     /// Jobs and timers the scenario's faults lost.
     pub lost_jobs: AtomicU64,
     pub lost_timers: AtomicU64,
+    /// Items delivered twice at once (`faults.concurrent_deliveries`).
+    pub concurrent: AtomicU64,
     pub stale_events: AtomicU64,
 }
 
@@ -182,6 +184,7 @@ impl Drill {
             stale_jobs: AtomicU64::new(0),
             lost_jobs: AtomicU64::new(0),
             lost_timers: AtomicU64::new(0),
+            concurrent: AtomicU64::new(0),
             stale_events: AtomicU64::new(0),
         });
         let deps = Deps {
@@ -202,6 +205,17 @@ impl Drill {
                 clock.clone(),
                 Arc::new(SeededIds::new(seed)),
             )
+        };
+        // Concurrent writers: every cascade-store call yields, so two
+        // workers handling one item interleave (drill::interleave).
+        let deps = if scenario.faults.concurrent_deliveries > 0.0 {
+            Deps {
+                cascades: Arc::new(super::interleave::Interleaved(store.clone())),
+                numbers: Arc::new(super::interleave::Interleaved(store.clone())),
+                ..deps
+            }
+        } else {
+            deps
         };
         Drill {
             scenario,
@@ -250,6 +264,9 @@ impl Drill {
         let faults = self.scenario.faults.clone();
         let mut lose = ChaCha8Rng::seed_from_u64(self.seed ^ 0x6c6f_7374_6a6f_6273);
         let mut lost = |share: f64| share > 0.0 && lose.random::<f64>() < share;
+        // Concurrent deliveries are drawn apart again.
+        let mut race = ChaCha8Rng::seed_from_u64(self.seed ^ 0x7261_6365_7261_6365);
+        let mut twice = |share: f64| share > 0.0 && race.random::<f64>() < share;
         let deadline = start.plus(self.scenario.max_virtual);
         let cascades = self.scenario.members.len() as u64;
         let mut steps: u64 = 0;
@@ -290,78 +307,18 @@ impl Drill {
                     self.observer.lost_timers.fetch_add(1, Ordering::Relaxed);
                     Ok(())
                 }
-                item => match crate::embedded::run(&deps, item).await {
-                    Ran::Handled(r) => r,
-                    Ran::Swept(r) => {
-                        let r = r.map(|_| ());
-                        // The sweep runs on a schedule in production, whatever
-                        // else is queued: here while anything is queued or a
-                        // cascade still has something due (its job or timer
-                        // may have been lost).
-                        let due = deps
-                            .cascades
-                            .overdue(Ts(u64::MAX / 4), None, 1)
-                            .await
-                            .map(|p| !p.items.is_empty())
-                            .unwrap_or(true);
-                        let expanding = deps
-                            .incidents
-                            .get_incident(&self.scenario.trigger.incident_id)
-                            .await
-                            .ok()
-                            .flatten()
-                            .is_some_and(|i| {
-                                i.status == crate::domain::IncidentStatus::Open
-                                    && i.expanded < i.cascades
-                            });
-                        if self.agenda.pending_work() > 0 || due || expanding {
-                            self.agenda
-                                .push(at.plus(deps.policy.sweep_interval), Item::Sweep);
-                        }
-                        r
-                    }
-                    Ran::External(SimEvent::Receipt {
-                        provider_message_id,
-                        status,
-                    }) => app::receipt(
-                        &deps,
-                        ReceiptEvent::Delivery {
-                            provider_message_id,
-                            status,
-                        },
+                Item::Sweep => self.apply(&deps, at, Item::Sweep).await,
+                item if twice(faults.concurrent_deliveries) => {
+                    // Delivered to two workers at once (see drill::interleave).
+                    self.observer.concurrent.fetch_add(1, Ordering::Relaxed);
+                    let (a, b) = futures::future::join(
+                        self.apply(&deps, at, item.clone()),
+                        self.apply(&deps, at, item),
                     )
-                    .await
-                    .map(|_| ()),
-                    Ran::External(SimEvent::Ack {
-                        key,
-                        channel,
-                        attempt,
-                    }) => app::receipt(
-                        &deps,
-                        ReceiptEvent::Ack {
-                            key,
-                            channel,
-                            attempt: Some(attempt),
-                        },
-                    )
-                    .await
-                    .map(|_| ()),
-                    Ran::External(SimEvent::CloseIncident) => {
-                        app::close(&deps, &self.scenario.trigger.incident_id)
-                            .await
-                            .map(|_| ())
-                    }
-                    Ran::External(SimEvent::InboundSms { from, body }) => {
-                        app::receipt(&deps, ReceiptEvent::InboundSms { from, body })
-                            .await
-                            .map(|_| ())
-                    }
-                    Ran::External(SimEvent::Retrigger) => {
-                        app::trigger(&deps, self.scenario.trigger.clone())
-                            .await
-                            .map(|_| ())
-                    }
-                },
+                    .await;
+                    a.and(b)
+                }
+                item => self.apply(&deps, at, item).await,
             };
             if let Err(e) = r {
                 note_err(e, &mut errors);
@@ -388,7 +345,82 @@ impl Drill {
         r.left_at_end = left;
         r.lost_jobs = self.observer.lost_jobs.load(Ordering::Relaxed);
         r.lost_timers = self.observer.lost_timers.load(Ordering::Relaxed);
+        r.concurrent_deliveries = self.observer.concurrent.load(Ordering::Relaxed);
         r
+    }
+
+    /// Runs one due item through the embedded driver and applies what comes
+    /// back to the drill (its own events; the next sweep).
+    async fn apply(&self, deps: &Deps, at: Ts, item: Item<SimEvent>) -> crate::Result<()> {
+        match crate::embedded::run(deps, item).await {
+            Ran::Handled(r) => r,
+            Ran::Swept(r) => {
+                let r = r.map(|_| ());
+                // The sweep runs on a schedule in production, whatever
+                // else is queued: here while anything is queued or a
+                // cascade still has something due (its job or timer
+                // may have been lost).
+                let due = deps
+                    .cascades
+                    .overdue(Ts(u64::MAX / 4), None, 1)
+                    .await
+                    .map(|p| !p.items.is_empty())
+                    .unwrap_or(true);
+                let expanding = deps
+                    .incidents
+                    .get_incident(&self.scenario.trigger.incident_id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|i| {
+                        i.status == crate::domain::IncidentStatus::Open && i.expanded < i.cascades
+                    });
+                if self.agenda.pending_work() > 0 || due || expanding {
+                    self.agenda
+                        .push(at.plus(deps.policy.sweep_interval), Item::Sweep);
+                }
+                r
+            }
+            Ran::External(SimEvent::Receipt {
+                provider_message_id,
+                status,
+            }) => app::receipt(
+                deps,
+                ReceiptEvent::Delivery {
+                    provider_message_id,
+                    status,
+                },
+            )
+            .await
+            .map(|_| ()),
+            Ran::External(SimEvent::Ack {
+                key,
+                channel,
+                attempt,
+            }) => app::receipt(
+                deps,
+                ReceiptEvent::Ack {
+                    key,
+                    channel,
+                    attempt: Some(attempt),
+                },
+            )
+            .await
+            .map(|_| ()),
+            Ran::External(SimEvent::CloseIncident) => {
+                app::close(deps, &self.scenario.trigger.incident_id)
+                    .await
+                    .map(|_| ())
+            }
+            Ran::External(SimEvent::InboundSms { from, body }) => {
+                app::receipt(deps, ReceiptEvent::InboundSms { from, body })
+                    .await
+                    .map(|_| ())
+            }
+            Ran::External(SimEvent::Retrigger) => app::trigger(deps, self.scenario.trigger.clone())
+                .await
+                .map(|_| ()),
+        }
     }
 
     /// The drill's dependencies (for serving its state over the API in tests).

@@ -56,6 +56,9 @@ pub struct Faults {
     /// When the monitoring system sends the same trigger again (after the
     /// start); each is a replay.
     pub retriggers: Vec<Millis>,
+    /// Share of jobs, timers and events delivered to two workers at once,
+    /// whose store calls interleave (concurrent writers on one cascade).
+    pub concurrent_deliveries: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +212,7 @@ struct RawFaults {
     sms_stop: Option<f64>,
     #[serde(default)]
     retriggers: Vec<RawDuration>,
+    concurrent_deliveries: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -896,6 +900,8 @@ impl Validator {
                     .enumerate()
                     .filter_map(|(i, d)| self.duration(&format!("faults.retriggers[{i}]"), d))
                     .collect(),
+                concurrent_deliveries: self
+                    .prob("faults.concurrent_deliveries", f.concurrent_deliveries),
             },
         };
         let trigger = trigger?;

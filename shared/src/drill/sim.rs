@@ -58,6 +58,9 @@ pub struct CarrierCounters {
     pub accepted_at: Vec<Ts>,
     /// Sends for a cascade already acknowledged or cancelled.
     pub after_end: u64,
+    /// Sends of an attempt the carrier had already taken once (the person
+    /// told the same thing twice).
+    pub twice: u64,
     sec: u64,
     in_sec: u64,
 }
@@ -69,6 +72,8 @@ struct Carrier {
     next_id: u64,
     /// Steps of `spec.capacity_schedule` already applied.
     schedule_done: usize,
+    /// Attempts (a hash of cascade and attempt) the carrier took.
+    taken: HashSet<u64>,
 }
 
 struct Person {
@@ -136,6 +141,7 @@ impl SimWorld {
                 counters: CarrierCounters::default(),
                 next_id: 0,
                 schedule_done: 0,
+                taken: HashSet::default(),
             })
             .collect();
         let people = scenario
@@ -292,6 +298,17 @@ impl SimWorld {
         c.first_at.get_or_insert(now);
         c.last_at = Some(now);
         c.accepted_at.push(now);
+        let attempt = {
+            use std::hash::{Hash, Hasher};
+            let mut h = rustc_hash::FxHasher::default();
+            (&msg.key, msg.attempt).hash(&mut h);
+            h.finish()
+        };
+        // (An update notice is tried again after an answer that never came,
+        // as attempt 0 again: not counted.)
+        if !msg.is_notice() && !carrier.taken.insert(attempt) {
+            c.twice += 1;
+        }
         carrier.next_id += 1;
         let id = format!("sim-{}-{}", channel.as_str(), carrier.next_id);
         let latency = draw(&mut st.rng, spec.latency);

@@ -10,13 +10,17 @@ use crate::engine::{CascadeKey, ChannelWaits, Tally};
 use crate::error::{Error, Result};
 use crate::ports::{
     CascadeRecord, CascadeStore, ContactEntry, ContactLedger, IncidentStore, NumberIndex, Page,
-    Reservation, SealStore,
+    Reservation, SealStore, SendClaim,
 };
 use async_trait::async_trait;
 use rustc_hash::FxHashMap as HashMap;
 use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::Mutex;
+
+/// Send claims kept before expired ones are dropped (then at each power
+/// of two).
+const CLAIMS_PRUNE_AT: usize = 1 << 14;
 
 #[derive(Default)]
 struct Inner {
@@ -26,6 +30,8 @@ struct Inner {
     audit: HashMap<IncidentId, Vec<AuditEntry>>,
     due: BTreeSet<(Ts, CascadeKey)>,
     refs: HashMap<String, (CascadeKey, u32)>,
+    /// Send claims: (cascade, attempt, phase start) -> lease end.
+    claims: HashMap<(CascadeKey, u32, Ts), Ts>,
     seals: HashMap<IncidentId, Vec<Seal>>,
     by_person: HashMap<(IncidentId, StakeholderId), Vec<CascadeKey>>,
     /// Per person told, their escalation cascades not yet ended, oldest first.
@@ -425,6 +431,35 @@ impl CascadeStore for MemoryStore {
         provider_message_id: &str,
     ) -> Result<Option<(CascadeKey, u32)>> {
         Ok(lock(&self.inner).refs.get(provider_message_id).cloned())
+    }
+
+    async fn claim_send(
+        &self,
+        record: &CascadeRecord,
+        attempt: u32,
+        phase_since: Ts,
+        now: Ts,
+        lease: Millis,
+    ) -> Result<SendClaim> {
+        let key = &record.cascade.key;
+        let mut g = lock(&self.inner);
+        if g.cascades.get(key).map(|r| r.cascade.version) != Some(record.cascade.version) {
+            return Ok(SendClaim::Changed);
+        }
+        // Claims past their lease say nothing any more: dropped now and then
+        // so the map holds about the sends of the last lease.
+        if g.claims.len() >= CLAIMS_PRUNE_AT && g.claims.len().is_power_of_two() {
+            g.claims.retain(|_, until| *until > now);
+        }
+        let until = g
+            .claims
+            .entry((key.clone(), attempt, phase_since))
+            .or_insert(Ts(0));
+        if *until > now {
+            return Ok(SendClaim::Held);
+        }
+        *until = now.plus(lease);
+        Ok(SendClaim::Claimed)
     }
 }
 
