@@ -1017,3 +1017,64 @@ fn jobs_and_events_delivered_to_two_workers_at_once_tell_nobody_twice() {
         assert_eq!(c.sent_after_end, 0, "{channel}");
     }
 }
+
+#[test]
+fn a_slow_hris_delays_first_contacts_but_loses_nobody() {
+    // The live contact lookup takes about 3 s a person, eight at a time:
+    // expanding 240 people takes minutes instead of an instant. Everyone
+    // is still contacted and every cascade ends; the delay shows in the
+    // first-contact times, which a lookup at once does not have.
+    let text = |latency: &str| {
+        format!(
+            r#"
+        [incident]
+        incidentId = "INC-SLOW-HRIS"
+        severity = "P1"
+        stakeholderGroupId = "g"
+        messageTemplate = "Outage."
+        [group]
+        on_call_manager = "duty"
+        [contact_source]
+        failure_rate = 0.05
+        {latency}
+        [behaviours.calls]
+        ack = {{ voice = 1.0, sms = 1.0, email = 1.0, push = 1.0 }}
+        ack_delay = {{ median = "10s", p95 = "30s" }}
+        [[stakeholders]]
+        id = "duty"
+        phone = "+1 202 555 0100"
+        behaviour = "calls"
+        member = false
+        [[population]]
+        count = 240
+        prefix = "staff"
+        tiers = {{ 3 = 1.0 }}
+        channels = {{ voice = 0.0, sms = 1.0, email = 1.0, push = 0.0 }}
+        behaviour = "calls"
+    "#
+        )
+    };
+    let scenario = |t: String| Scenario::from_toml(&t).unwrap_or_else(|e| panic!("{e:?}"));
+    let (_, slow) = run(
+        scenario(text(r#"latency = { median = "3s", p95 = "6s" }"#)),
+        3,
+    );
+    let (_, quick) = run(scenario(text("")), 3);
+    for r in [&slow, &quick] {
+        assert!(r.passed(), "{}", r.render());
+        assert_eq!(r.final_states.active, 0);
+        assert_eq!(r.final_states.acknowledged, 240, "{}", r.render());
+    }
+    // 240 lookups of about 3 s, eight at a time: the last person waits
+    // about 90 s for theirs.
+    assert!(
+        slow.first_contact_secs.max >= 60.0,
+        "{}",
+        slow.first_contact_secs.max
+    );
+    assert!(
+        quick.first_contact_secs.max < 10.0,
+        "{}",
+        quick.first_contact_secs.max
+    );
+}

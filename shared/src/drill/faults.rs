@@ -58,9 +58,12 @@ pub fn mix_toml(seed: u64) -> String {
     if rng.random::<f64>() < 0.3 {
         let _ = writeln!(
             s,
-            "[contact_source]\nfailure_rate = {:.3}\ntimeout_rate = {:.3}",
+            "[contact_source]\nfailure_rate = {:.3}\ntimeout_rate = {:.3}\n\
+             latency = {{ median = \"{}ms\", p95 = \"{}ms\" }}",
             rng.random::<f64>() * 0.3,
-            rng.random::<f64>() * 0.3
+            rng.random::<f64>() * 0.3,
+            rng.random_range(10..=2_000),
+            rng.random_range(2_001..=8_000)
         );
     }
     for channel in ["voice", "sms", "email", "push"] {

@@ -84,6 +84,12 @@ pub struct ContactSourceSpec {
     pub failure_rate: f64,
     /// Share of lookups that time out.
     pub timeout_rate: f64,
+    /// How long a lookup takes (none: at once). Lookups run
+    /// `lookup_max_in_flight` at a time, so each holds the expansion for
+    /// its latency divided by that.
+    pub latency: Option<Dist>,
+    /// The policy's `lookup_max_in_flight`, as the latency's divisor.
+    pub in_flight: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -234,6 +240,7 @@ struct RawWindow {
 struct RawContactSource {
     failure_rate: Option<f64>,
     timeout_rate: Option<f64>,
+    latency: Option<RawDist>,
 }
 
 #[derive(Deserialize, Default)]
@@ -885,6 +892,11 @@ impl Validator {
         let contact_source = raw.contact_source.as_ref().map(|c| ContactSourceSpec {
             failure_rate: self.prob("contact_source.failure_rate", c.failure_rate),
             timeout_rate: self.prob("contact_source.timeout_rate", c.timeout_rate),
+            latency: c
+                .latency
+                .as_ref()
+                .and_then(|l| self.dist("contact_source.latency", l)),
+            in_flight: policy.lookup_max_in_flight.max(1),
         });
         let faults = match &raw.faults {
             None => Faults::default(),

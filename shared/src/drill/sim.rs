@@ -96,7 +96,7 @@ pub struct SimWorld {
     state: Mutex<State>,
     behaviours: Vec<super::scenario::Behaviour>,
     agenda: Arc<Agenda<SimEvent>>,
-    clock: Arc<dyn Clock>,
+    clock: Arc<crate::adapters::memory::VirtualClock>,
     receipt_timeout: Millis,
     source: Option<ContactSourceSpec>,
     /// The drill's start, for the carriers' schedules.
@@ -126,7 +126,7 @@ impl SimWorld {
         scenario: &Scenario,
         seed: u64,
         agenda: Arc<Agenda<SimEvent>>,
-        clock: Arc<dyn Clock>,
+        clock: Arc<crate::adapters::memory::VirtualClock>,
     ) -> Arc<Self> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let now = clock.now();
@@ -195,6 +195,12 @@ impl SimWorld {
         id: &StakeholderId,
     ) -> Result<Option<ContactMethods>, LookupError> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(latency) = spec.latency {
+            // The lookup takes its time: the expansion waiting on it (one
+            // of `in_flight` side by side) goes on that much later.
+            let took = draw(&mut st.rng, latency);
+            self.clock.advance(took / u64::from(spec.in_flight.max(1)));
+        }
         let u: f64 = st.rng.random();
         if u < spec.failure_rate {
             return Err(LookupError::Unavailable("simulated 503".into()));
