@@ -207,6 +207,45 @@ pub const SEND_LEASE_MS: Millis = 300_000;
 /// handed back to the queue as a conflict.
 const CLAIM_TRIES: u32 = 4;
 
+/// Claims the send of `attempt` in its sending phase `ready` before the
+/// carrier is called: false when another worker holds the claim (a second
+/// delivery of the same job) or the attempt has left that phase. A read
+/// another write overtook is read again, a few times, then the job goes
+/// back to the queue as a conflict.
+async fn claim(
+    deps: &Deps,
+    rec: &CascadeRecord,
+    attempt: u32,
+    ready: crate::domain::Ts,
+    now: crate::domain::Ts,
+) -> Result<bool> {
+    let key = &rec.cascade.key;
+    let sending = |r: &CascadeRecord| {
+        !r.cascade.status.is_terminal()
+            && r.cascade
+                .attempt(attempt)
+                .is_some_and(|a| a.phase == Phase::Sending { since: ready })
+    };
+    let mut read = rec.clone();
+    for _ in 0..=CLAIM_TRIES {
+        match deps
+            .cascades
+            .claim_send(&read, attempt, ready, now, SEND_LEASE_MS)
+            .await?
+        {
+            SendClaim::Claimed => return Ok(true),
+            SendClaim::Held => return Ok(false),
+            SendClaim::Changed => match deps.cascades.get_cascade(key).await? {
+                Some(r) if sending(&r) => read = r,
+                _ => return Ok(false),
+            },
+        }
+    }
+    Err(crate::Error::Conflict(format!(
+        "cascade {key} kept changing while its send was claimed"
+    )))
+}
+
 #[tracing::instrument(skip_all, fields(incident_id = %key.incident, stakeholder_id = %key.stakeholder, attempt))]
 async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket>) -> Result<()> {
     let Some(rec) = deps.cascades.get_cascade(key).await? else {
@@ -382,49 +421,10 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
                 body,
                 ack_code: rec.ack_code.clone(),
             };
-            // The conditional write before the act: a second worker handed
-            // this same job (at-least-once delivery) stops here, and one
-            // whose read was overtaken reads again.
-            let mut read = rec.clone();
-            let mut tries = 0;
-            loop {
-                match deps
-                    .cascades
-                    .claim_send(&read, attempt, ready, now, SEND_LEASE_MS)
-                    .await?
-                {
-                    SendClaim::Claimed => break,
-                    SendClaim::Held => {
-                        deps.observer.stale_job();
-                        return Ok(());
-                    }
-                    SendClaim::Changed if tries < CLAIM_TRIES => {
-                        tries += 1;
-                        let still = match deps.cascades.get_cascade(key).await? {
-                            Some(r)
-                                if !r.cascade.status.is_terminal()
-                                    && r.cascade.attempt(attempt).is_some_and(|b| {
-                                        b.phase == Phase::Sending { since: ready }
-                                    }) =>
-                            {
-                                Some(r)
-                            }
-                            _ => None,
-                        };
-                        match still {
-                            Some(r) => read = r,
-                            None => {
-                                deps.observer.stale_job();
-                                return Ok(());
-                            }
-                        }
-                    }
-                    SendClaim::Changed => {
-                        return Err(crate::Error::Conflict(format!(
-                            "cascade {key} kept changing while its send was claimed"
-                        )));
-                    }
-                }
+            // The conditional write before the act (see `claim`).
+            if !claim(deps, &rec, attempt, ready, now).await? {
+                deps.observer.stale_job();
+                return Ok(());
             }
             deps.observer.offered(a.channel, now.since(ready));
             let result = sender.send(&msg).await;
