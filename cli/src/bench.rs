@@ -430,6 +430,7 @@ pub fn faults(
         undelivered: u64,
         lost: u64,
         throttled: u64,
+        early: u64,
     }
     let totals: Mutex<FaultTotals> = Mutex::new(FaultTotals::default());
     let threads = worker_threads(threads);
@@ -451,6 +452,7 @@ pub fn faults(
                             t.failures += r.escalations.failures;
                             t.undelivered += r.escalations.undelivered;
                             t.lost += r.lost_jobs + r.lost_timers;
+                            t.early += r.early_receipts_held;
                             t.throttled +=
                                 r.carriers.values().map(|c| c.throttled_429).sum::<u64>();
                             faults::problems(&r)
@@ -470,14 +472,15 @@ pub fn faults(
     let mut bad = bad.into_inner().unwrap_or_else(|e| e.into_inner());
     bad.sort();
     println!(
-        "Fault mixes {from}..{}: {seeds} runs on {threads} thread(s) in {:.1}s; {} people, {} failures escalated ({} ESCALATION_UNDELIVERED, recorded), {} jobs and timers lost, {} 429s",
+        "Fault mixes {from}..{}: {seeds} runs on {threads} thread(s) in {:.1}s; {} people, {} failures escalated ({} ESCALATION_UNDELIVERED, recorded), {} jobs and timers lost, {} 429s, {} receipts before their send was recorded",
         from + seeds - 1,
         started.elapsed().as_secs_f64(),
         t.people,
         t.failures,
         t.undelivered,
         t.lost,
-        t.throttled
+        t.throttled,
+        t.early
     );
     for (seed, problems) in bad.iter().take(10) {
         println!("  seed {seed}: {}", problems.join("; "));

@@ -13,7 +13,7 @@ use crate::domain::{
     Address, Channel, ContactMethods, Group, GroupId, Incident, IncidentId, Millis, PhoneNumber,
     Severity, Stakeholder, StakeholderId, Ts,
 };
-use crate::engine::{Cascade, CascadeKey, Decision, Event, Tally, TimerKind};
+use crate::engine::{Cascade, CascadeKey, Decision, Event, ReceiptStatus, Tally, TimerKind};
 use crate::error::Result;
 use crate::policy::Policy;
 use crate::ratelimit::Ticket;
@@ -238,6 +238,10 @@ impl IncidentCursor {
     }
 }
 
+/// Receipts kept per provider message id before its reference is written
+/// (a carrier reports each message's outcome once or twice; more is noise).
+pub const HELD_RECEIPTS: usize = 4;
+
 #[async_trait]
 pub trait CascadeStore: Send + Sync {
     /// Creates the cascade with its first audit entry; `Conflict` if it exists.
@@ -334,15 +338,30 @@ pub trait CascadeStore: Send + Sync {
         cursor: Option<String>,
         limit: usize,
     ) -> Result<Page<AuditEntry>>;
-    /// Maps a provider's message id to the attempt it carried.
+    /// Maps a provider's message id to the attempt it carried, and gives
+    /// back the receipts held for that id (see `hold_receipt`): a carrier
+    /// can report on a message before its answer to the send has reached
+    /// Muster.
     async fn put_message_ref(
         &self,
         provider_message_id: &str,
         key: &CascadeKey,
         attempt: u32,
-    ) -> Result<()>;
+    ) -> Result<Vec<ReceiptStatus>>;
     async fn get_message_ref(&self, provider_message_id: &str)
     -> Result<Option<(CascadeKey, u32)>>;
+    /// Keeps a receipt for a provider message id with no reference yet, for
+    /// `put_message_ref` to hand back (at most [`HELD_RECEIPTS`] per id;
+    /// more are dropped). Returns the reference instead when it was written
+    /// meanwhile: the caller applies the receipt itself. One of the two
+    /// always sees the other (each writes, then reads the other's write,
+    /// in one linearisable record), so an early receipt is applied at
+    /// least once and a duplicate is the engine's to ignore.
+    async fn hold_receipt(
+        &self,
+        provider_message_id: &str,
+        status: ReceiptStatus,
+    ) -> Result<Option<(CascadeKey, u32)>>;
     /// Claims the send of `attempt` in its sending phase that began at
     /// `phase_since`, for `lease` from `now`, if the cascade is still at
     /// `record`'s version: the act of sending comes after a conditional

@@ -1019,6 +1019,76 @@ fn jobs_and_events_delivered_to_two_workers_at_once_tell_nobody_twice() {
 }
 
 #[test]
+fn a_receipt_that_comes_before_the_carriers_answer_is_applied_not_lost() {
+    // Every carrier reports on each message before its answer to the send
+    // reaches Muster (the message's reference is not written yet). The
+    // receipts still count: each unreachable call moves the person on to
+    // SMS at once instead of after the receipt timeout, each text is
+    // audited as delivered, and nobody waits out a timeout.
+    let text = r#"
+        [incident]
+        incidentId = "INC-EARLY"
+        severity = "P1"
+        stakeholderGroupId = "g"
+        messageTemplate = "Outage."
+        [group]
+        on_call_manager = "duty"
+        [carriers.voice]
+        unreachable = 1.0
+        early_receipts = 1.0
+        [carriers.sms]
+        early_receipts = 1.0
+        [behaviours.texts]
+        ack = { voice = 0.0, sms = 1.0, email = 0.0, push = 0.0 }
+        ack_delay = { median = "20s", p95 = "1m" }
+        [[stakeholders]]
+        id = "duty"
+        phone = "+1 202 555 0100"
+        behaviour = "texts"
+        member = false
+        [[population]]
+        count = 40
+        prefix = "staff"
+        channels = { voice = 1.0, sms = 1.0 }
+        behaviour = "texts"
+        manager = "duty"
+    "#;
+    let s = Scenario::from_toml(text).unwrap_or_else(|e| panic!("{e:?}"));
+    let (d, r) = run(s, 5);
+    assert!(r.passed(), "{}", r.render());
+    let all = entries(&d);
+    let sent = |c: Channel| -> Vec<(String, Option<u32>)> {
+        all.iter()
+            .filter(|e| e.record.kind == AuditKind::SendAccepted && e.record.channel == Some(c))
+            .map(|e| (e.stakeholder.to_string(), e.record.attempt))
+            .collect()
+    };
+    let heard = |k: AuditKind, who: &(String, Option<u32>)| {
+        all.iter().any(|e| {
+            e.record.kind == k && e.stakeholder.as_str() == who.0 && e.record.attempt == who.1
+        })
+    };
+    let (calls, texts) = (sent(Channel::Voice), sent(Channel::Sms));
+    assert_eq!((calls.len(), texts.len()), (40, 40));
+    assert_eq!(
+        r.early_receipts_held, 80,
+        "every call's and text's receipt came early"
+    );
+    for call in &calls {
+        assert!(heard(AuditKind::ChannelUnreachable, call), "{call:?}");
+    }
+    for text in &texts {
+        assert!(heard(AuditKind::Delivered, text), "{text:?}");
+    }
+    assert!(
+        all.iter()
+            .all(|e| e.record.kind != AuditKind::ChannelTimeout)
+    );
+    assert_eq!(r.final_states.acknowledged, 40);
+    assert_eq!(r.final_states.active, 0);
+}
+
+#[test]
 fn a_slow_hris_delays_first_contacts_but_loses_nobody() {
     // The live contact lookup takes about 3 s a person, eight at a time:
     // expanding 240 people takes minutes instead of an instant. Everyone

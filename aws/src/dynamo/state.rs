@@ -65,7 +65,7 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, GlobalSecondaryIndex,
-    KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
+    KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ReturnValue,
     ScalarAttributeType, TransactWriteItem, Update,
 };
 use muster::audit::{AuditEntry, ChainHead, Seal};
@@ -73,10 +73,10 @@ use muster::domain::{
     Channel, ContactMethods, Incident, IncidentId, IncidentStatus, Millis, PhoneNumber,
     StakeholderId, Ts,
 };
-use muster::engine::{CascadeKey, ChannelWaits, Route, Tally, WaitCause};
+use muster::engine::{CascadeKey, ChannelWaits, ReceiptStatus, Route, Tally, WaitCause};
 use muster::ports::{
-    CascadeRecord, CascadeStore, ContactEntry, ContactLedger, IncidentStore, NumberIndex, Page,
-    Reservation, SealStore, SendClaim, guarded,
+    CascadeRecord, CascadeStore, ContactEntry, ContactLedger, HELD_RECEIPTS, IncidentStore,
+    NumberIndex, Page, Reservation, SealStore, SendClaim, guarded,
 };
 use muster::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -1413,29 +1413,96 @@ impl CascadeStore for DynamoStore {
         Ok(Page { items, next })
     }
 
+    /// One update of the `MSG#<id>` / `REF` item: the reference set, the
+    /// receipts held on it (`early`) read back from its old image.
     async fn put_message_ref(
         &self,
         provider_message_id: &str,
         key: &CascadeKey,
         attempt: u32,
-    ) -> Result<()> {
+    ) -> Result<Vec<ReceiptStatus>> {
         let cascade = serde_json::to_string(key).map_err(|e| json_err("cascade key", e))?;
-        let item: Item = HashMap::from([
-            ("pk".to_string(), s(format!("MSG#{provider_message_id}"))),
-            ("sk".to_string(), s("REF")),
-            ("cascade".to_string(), s(cascade)),
-            ("attempt".to_string(), n(attempt)),
-            ("expires_at".to_string(), self.state_expiry()),
+        let values = HashMap::from([
+            (":c".to_string(), s(cascade)),
+            (":a".to_string(), n(attempt)),
+            (":e".to_string(), self.state_expiry()),
         ]);
-        self.meter.request(write_units(&item));
-        self.client
-            .put_item()
+        self.meter.request(write_units(&values));
+        let resp = self
+            .client
+            .update_item()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .key("pk", s(format!("MSG#{provider_message_id}")))
+            .key("sk", s("REF"))
+            .update_expression("SET #c = :c, #a = :a, expires_at = :e")
+            .expression_attribute_names("#c", "cascade")
+            .expression_attribute_names("#a", "attempt")
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllOld)
             .send()
             .await
             .map_err(|e| map_sdk("writing a message reference", e))?;
-        Ok(())
+        let Some(AttributeValue::L(early)) = resp.attributes().and_then(|a| a.get("early")) else {
+            return Ok(Vec::new());
+        };
+        early
+            .iter()
+            .map(|v| {
+                let AttributeValue::S(text) = v else {
+                    return Err(Error::permanent("held receipt is not a string"));
+                };
+                serde_json::from_str(text).map_err(|e| json_err("held receipt", e))
+            })
+            .collect()
+    }
+
+    /// One update of the same item: the receipt appended to `early` (at
+    /// most `HELD_RECEIPTS`), the new image read back, whose reference,
+    /// if set meanwhile, the caller applies the receipt to.
+    async fn hold_receipt(
+        &self,
+        provider_message_id: &str,
+        status: ReceiptStatus,
+    ) -> Result<Option<(CascadeKey, u32)>> {
+        let text = serde_json::to_string(&status).map_err(|e| json_err("receipt", e))?;
+        let values = HashMap::from([
+            (":r".to_string(), AttributeValue::L(vec![s(text)])),
+            (":none".to_string(), AttributeValue::L(Vec::new())),
+            (":max".to_string(), n(HELD_RECEIPTS)),
+            (":e".to_string(), self.state_expiry()),
+        ]);
+        self.meter.request(1);
+        let resp = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("MSG#{provider_message_id}")))
+            .key("sk", s("REF"))
+            .update_expression(
+                "SET #h = list_append(if_not_exists(#h, :none), :r), \
+                 expires_at = if_not_exists(expires_at, :e)",
+            )
+            .condition_expression("attribute_not_exists(#h) OR size(#h) < :max")
+            .expression_attribute_names("#h", "early")
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match resp {
+            Ok(r) => r
+                .attributes()
+                .map(message_ref)
+                .transpose()
+                .map(Option::flatten),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                // As many held as are kept: this one is dropped.
+                self.get_message_ref(provider_message_id).await
+            }
+            Err(e) => Err(map_sdk("holding a receipt", e)),
+        }
     }
 
     /// One transaction: a condition check that the cascade's state item is
@@ -1517,17 +1584,24 @@ impl CascadeStore for DynamoStore {
             .send()
             .await
             .map_err(|e| map_sdk("reading a message reference", e))?;
-        match resp.item() {
-            Some(it) => {
-                let key = serde_json::from_str(get_s(it, "cascade")?)
-                    .map_err(|e| json_err("cascade key", e))?;
-                let attempt = u32::try_from(get_n(it, "attempt")?)
-                    .map_err(|_| Error::permanent("attempt out of range"))?;
-                Ok(Some((key, attempt)))
-            }
-            None => Ok(None),
-        }
+        resp.item()
+            .map(message_ref)
+            .transpose()
+            .map(Option::flatten)
     }
+}
+
+/// The reference a `MSG#` item holds, if it has one yet (an item with only
+/// held receipts has none).
+fn message_ref(it: &Item) -> Result<Option<(CascadeKey, u32)>> {
+    if !it.contains_key("cascade") {
+        return Ok(None);
+    }
+    let key =
+        serde_json::from_str(get_s(it, "cascade")?).map_err(|e| json_err("cascade key", e))?;
+    let attempt = u32::try_from(get_n(it, "attempt")?)
+        .map_err(|_| Error::permanent("attempt out of range"))?;
+    Ok(Some((key, attempt)))
 }
 
 #[async_trait]

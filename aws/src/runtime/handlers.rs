@@ -370,16 +370,16 @@ impl Receipt {
     /// invocation: Lambda retries it (the engine ignores what was already
     /// applied, as duplicates), then hands it to the on-failure destination.
     async fn apply(&self, receipts: Vec<ReceiptEvent>, what: &str) -> Result<Value, HandlerError> {
-        let mut applied = 0usize;
-        let mut unknown = 0usize;
+        let (mut applied, mut held, mut unknown) = (0usize, 0usize, 0usize);
         for r in receipts {
             match app::receipt(&self.deps, r).await? {
                 app::ReceiptOutcome::Unknown => unknown += 1,
+                app::ReceiptOutcome::Held => held += 1,
                 _ => applied += 1,
             }
         }
-        tracing::info!(applied, unknown, "{what} receipts");
-        Ok(json!({ "applied": applied, "unknown": unknown }))
+        tracing::info!(applied, held, unknown, "{what} receipts");
+        Ok(json!({ "applied": applied, "held": held, "unknown": unknown }))
     }
 
     /// One SIP media application event: `app::voice_event` (the call

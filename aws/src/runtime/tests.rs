@@ -497,11 +497,11 @@ fn certs() -> Arc<dyn muster::events::sns::CertFetcher> {
 async fn receipt_verifies_sns_notifications_before_applying_them() {
     let e = env();
     let receipt = Receipt::new(&config(Function::Receipt), e.deps.clone(), certs());
-    // A signed SES delivery event for a message Muster never sent: verified,
-    // understood, and an unknown reference (nothing changes).
+    // A signed SES delivery event for a message Muster has no record of:
+    // verified, understood, and held for its send (nothing changes).
     let event = fixture("sns/lambda_ses_delivery.json");
     let out = receipt.handle(event.clone(), ctx()).await.unwrap();
-    assert_eq!(out, json!({"applied": 0, "unknown": 1}));
+    assert_eq!(out, json!({"applied": 0, "held": 1, "unknown": 0}));
     // One changed byte of the message: the signature fails, nothing applied.
     let mut forged = event.clone();
     let msg = forged["Records"][0]["Sns"]["Message"]
@@ -529,7 +529,7 @@ async fn receipt_reads_sms_delivery_logs_and_tick_refuses_unknown_events() {
         .await
         .unwrap();
     assert_eq!(out["applied"], 0, "{out}");
-    assert!(out["unknown"].as_u64().unwrap() >= 1, "{out}");
+    assert!(out["held"].as_u64().unwrap() >= 1, "{out}");
     let logs = json!({"awslogs": {"data": "not base64 gzip"}});
     assert!(matches!(
         receipt.handle(logs, ctx()).await,

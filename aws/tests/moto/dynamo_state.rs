@@ -309,6 +309,45 @@ async fn message_references_round_trip() {
 }
 
 #[tokio::test]
+async fn a_receipt_before_its_reference_is_held_for_the_send_to_apply() {
+    // A carrier can report on a message before its answer to the send has
+    // reached Muster: the receipt is held on the message's item and handed
+    // back by the write of the reference; one that comes after the
+    // reference gets the reference at once. At most HELD_RECEIPTS are kept.
+    use muster::engine::ReceiptStatus::{Delivered, Failed};
+    let f = fixture().await;
+    let k = key("INC-EARLY", "alice");
+    assert_eq!(f.store.hold_receipt("ses-1", Failed).await.unwrap(), None);
+    assert_eq!(
+        f.store.hold_receipt("ses-1", Delivered).await.unwrap(),
+        None
+    );
+    assert_eq!(f.store.get_message_ref("ses-1").await.unwrap(), None);
+    assert_eq!(
+        f.store.put_message_ref("ses-1", &k, 3).await.unwrap(),
+        vec![Failed, Delivered]
+    );
+    assert_eq!(
+        f.store.hold_receipt("ses-1", Delivered).await.unwrap(),
+        Some((k.clone(), 3))
+    );
+    assert_eq!(
+        f.store.put_message_ref("ses-2", &k, 4).await.unwrap(),
+        vec![]
+    );
+    for _ in 0..muster::ports::HELD_RECEIPTS + 2 {
+        assert_eq!(
+            f.store.hold_receipt("ses-3", Delivered).await.unwrap(),
+            None
+        );
+    }
+    assert_eq!(
+        f.store.put_message_ref("ses-3", &k, 5).await.unwrap().len(),
+        muster::ports::HELD_RECEIPTS
+    );
+}
+
+#[tokio::test]
 async fn sealed_contacts_open_only_with_their_context() {
     let f = fixture().await;
     let ctx = CipherContext::new("INC-8", "alice");

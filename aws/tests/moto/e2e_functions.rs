@@ -835,13 +835,14 @@ async fn trigger_dispatch_receipt_and_tick_through_ack_escalation_and_cascade_fa
         CascadeStatus::Acknowledged
     );
 
-    // 5. A gateway's signed webhook about a message Muster never sent is
-    //    accepted, changes nothing, and says so.
+    // 5. A gateway's signed webhook about a message Muster has no record of
+    //    is accepted and changes nothing: it is held (in case the send it
+    //    reports on is still being recorded), and says so.
     let body = json!({"messageId": "gw-unknown-1", "status": "delivered"}).to_string();
     let wh = webhook(&body, clock.now());
     let out = h.receipt.handle(wh, Context::default()).await.unwrap();
     assert_eq!(out["statusCode"], 200, "{out}");
-    assert!(out["body"].as_str().unwrap().contains("UNKNOWN_REFERENCE"));
+    assert!(out["body"].as_str().unwrap().contains("HELD"), "{out}");
 
     // 6. Carol never answers her SMS: time runs (timers through tick) until
     //    her cascade fails and escalates to dave, whose cascade fails too.

@@ -885,6 +885,7 @@ async fn webhook(
         ReceiptOutcome::OptedOut { .. } => "OPTED_OUT".into(),
         ReceiptOutcome::OptedIn { .. } => "OPTED_IN".into(),
         ReceiptOutcome::Unrecognised => "UNRECOGNISED".into(),
+        ReceiptOutcome::Held => "HELD".into(),
         ReceiptOutcome::Unknown => "UNKNOWN_REFERENCE".into(),
     };
     Ok(Json(json!({"result": result})).into_response())

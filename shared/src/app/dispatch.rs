@@ -376,6 +376,7 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
         }
         Route::Member => Vec::new(),
     };
+    let mut early = Vec::new();
     let outcome = match rec.contacts.address(a.channel) {
         None => {
             deps.observer.send(
@@ -432,7 +433,8 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
             let (outcome, kind) = match result {
                 Ok(accepted) => {
                     deps.limiter.on_success(endpoint, now).await;
-                    deps.cascades
+                    early = deps
+                        .cascades
                         .put_message_ref(&accepted.provider_message_id, key, attempt)
                         .await?;
                     (SendOutcome::Accepted, SendOutcomeKind::Accepted)
@@ -472,6 +474,11 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
         result: outcome,
     };
     apply_with(deps, rec, event, named).await?;
+    // Receipts the carrier sent before its answer reached Muster, now that
+    // the attempt is recorded as accepted.
+    for status in early {
+        super::apply_event(deps, key, Event::Receipt { attempt, status }).await?;
+    }
     Ok(())
 }
 

@@ -1,8 +1,10 @@
 //! Receipt: delivery receipts, acknowledgements and SMS replies from
 //! carriers and people. Late, duplicate and out-of-order receipts reach the
-//! engine, which audits them as stale and changes nothing; a reference to no
-//! known message is logged (without contact details) and counted, never an
-//! error.
+//! engine, which audits them as stale and changes nothing. A delivery
+//! report that comes before its message's reference is written (the
+//! carrier was quicker than its answer to the send) is held and applied by
+//! the send when it records the reference; one for a message never sent
+//! stays held, changes nothing and is never an error.
 //!
 //! SMS replies: `1`, `ACK` or `ACK 4821` (any case) acknowledge the open
 //! cascade texting that number (the one whose ack code matches, else the
@@ -47,7 +49,12 @@ pub enum ReceiptOutcome {
     OptedIn { stakeholders: usize },
     /// A text that is neither an acknowledgement nor a keyword.
     Unrecognised,
-    /// Refers to no message or cascade Muster knows.
+    /// A delivery report for a provider message id with no reference yet:
+    /// held, and applied when the send that carried it is recorded (a
+    /// carrier can report before its answer to the send reaches Muster).
+    /// One for a message Muster never sent stays held and changes nothing.
+    Held,
+    /// Refers to no cascade Muster knows.
     Unknown,
 }
 
@@ -94,13 +101,25 @@ pub async fn receipt(deps: &Deps, event: ReceiptEvent) -> Result<ReceiptOutcome>
         ReceiptEvent::Delivery {
             provider_message_id,
             status,
-        } => match deps.cascades.get_message_ref(&provider_message_id).await? {
-            Some((key, attempt)) => (key, Event::Receipt { attempt, status }),
-            None => {
-                tracing::warn!("receipt for an unknown provider message id");
-                return Ok(ReceiptOutcome::Unknown);
+        } => {
+            let found = match deps.cascades.get_message_ref(&provider_message_id).await? {
+                Some(r) => Some(r),
+                // Early, or for a message never sent: held for its send
+                // to apply, unless the reference came meanwhile.
+                None => {
+                    deps.cascades
+                        .hold_receipt(&provider_message_id, status)
+                        .await?
+                }
+            };
+            match found {
+                Some((key, attempt)) => (key, Event::Receipt { attempt, status }),
+                None => {
+                    tracing::info!("receipt held for a message not yet recorded");
+                    return Ok(ReceiptOutcome::Held);
+                }
             }
-        },
+        }
         ReceiptEvent::Ack {
             key,
             channel,

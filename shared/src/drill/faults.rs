@@ -83,6 +83,7 @@ pub fn mix_toml(seed: u64) -> String {
             ("late_receipts", 0.1),
             ("duplicate_receipts", 0.3),
             ("unknown_receipts", 0.1),
+            ("early_receipts", 0.3),
             ("lost_answers", 0.1),
         ];
         for (key, max) in probs {

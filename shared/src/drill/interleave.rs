@@ -10,7 +10,7 @@
 
 use crate::audit::AuditEntry;
 use crate::domain::{IncidentId, Millis, PhoneNumber, StakeholderId, Ts};
-use crate::engine::{CascadeKey, Tally};
+use crate::engine::{CascadeKey, ReceiptStatus, Tally};
 use crate::error::Result;
 use crate::ports::{CascadeRecord, CascadeStore, NumberIndex, OpenEscalation, Page, SendClaim};
 use async_trait::async_trait;
@@ -130,11 +130,19 @@ impl<S: CascadeStore + ?Sized> CascadeStore for Interleaved<S> {
         provider_message_id: &str,
         key: &CascadeKey,
         attempt: u32,
-    ) -> Result<()> {
+    ) -> Result<Vec<ReceiptStatus>> {
         yield_now().await;
         self.0
             .put_message_ref(provider_message_id, key, attempt)
             .await
+    }
+    async fn hold_receipt(
+        &self,
+        provider_message_id: &str,
+        status: ReceiptStatus,
+    ) -> Result<Option<(CascadeKey, u32)>> {
+        yield_now().await;
+        self.0.hold_receipt(provider_message_id, status).await
     }
     async fn get_message_ref(
         &self,

@@ -160,6 +160,9 @@ pub struct DrillReport {
     pub lost_timers: u64,
     /// Items the scenario's faults delivered to two workers at once.
     pub concurrent_deliveries: u64,
+    /// Receipts that came before their message's reference was written and
+    /// were held for the send to apply (`early_receipts`).
+    pub early_receipts_held: u64,
     pub steps: u64,
     pub virtual_secs: f64,
     pub wall_secs: f64,

@@ -133,6 +133,9 @@ pub struct Drill {
     limiter: Arc<MemoryLimiter>,
     observer: Arc<DrillObserver>,
     deps: Deps,
+    /// The dependencies early receipts are applied with (the world holds
+    /// them weakly: no cycle through the senders).
+    _receipts: Arc<Deps>,
 }
 
 impl Drill {
@@ -217,7 +220,11 @@ impl Drill {
         } else {
             deps
         };
+        // Early receipts are applied from inside a send (drill::sim).
+        let receipts = Arc::new(deps.clone());
+        let _ = world.receipts.set(Arc::downgrade(&receipts));
         Drill {
+            _receipts: receipts,
             scenario,
             seed,
             store,
@@ -346,6 +353,7 @@ impl Drill {
         r.lost_jobs = self.observer.lost_jobs.load(Ordering::Relaxed);
         r.lost_timers = self.observer.lost_timers.load(Ordering::Relaxed);
         r.concurrent_deliveries = self.observer.concurrent.load(Ordering::Relaxed);
+        r.early_receipts_held = self.world.held.load(Ordering::Relaxed);
         r
     }
 

@@ -134,6 +134,9 @@ pub struct CarrierSpec {
     pub duplicate_receipts: f64,
     /// Share of sends followed by a receipt for a message Muster never sent.
     pub unknown_receipts: f64,
+    /// Share of receipts the carrier sends before its answer to the send
+    /// has reached Muster (the message's reference not yet written).
+    pub early_receipts: f64,
     /// Share of sends the carrier accepts (and delivers) but whose answer
     /// never reaches Muster (a send that hangs until its timeout): Muster
     /// sees a transient failure.
@@ -162,6 +165,7 @@ impl Default for CarrierSpec {
             outages: Vec::new(),
             duplicate_receipts: 0.0,
             unknown_receipts: 0.0,
+            early_receipts: 0.0,
             lost_answers: 0.0,
         }
     }
@@ -326,6 +330,7 @@ struct RawCarrier {
     outages: Vec<RawWindow>,
     duplicate_receipts: Option<f64>,
     unknown_receipts: Option<f64>,
+    early_receipts: Option<f64>,
     lost_answers: Option<f64>,
 }
 
@@ -622,6 +627,7 @@ impl Validator {
             spec.duplicate_receipts =
                 self.prob(&format!("{f}.duplicate_receipts"), c.duplicate_receipts);
             spec.unknown_receipts = self.prob(&format!("{f}.unknown_receipts"), c.unknown_receipts);
+            spec.early_receipts = self.prob(&format!("{f}.early_receipts"), c.early_receipts);
             spec.lost_answers = self.prob(&format!("{f}.lost_answers"), c.lost_answers);
             if spec.transient + spec.failed > 1.0 {
                 self.err(&f, "transient + failed exceed 1");

@@ -106,6 +106,12 @@ pub struct SimWorld {
     sms_stop: f64,
     /// Cascades that reached a terminal state (kept by the drill's observer).
     pub ended: Mutex<HashSet<CascadeKey>>,
+    /// Receipts sent before the answer to the send that is in flight.
+    early: Mutex<Vec<SimEvent>>,
+    /// Where early receipts go (the drill's dependencies, set once built).
+    pub(super) receipts: std::sync::OnceLock<std::sync::Weak<crate::ports::Deps>>,
+    /// Early receipts that came before their message was recorded.
+    pub held: std::sync::atomic::AtomicU64,
 }
 
 fn lognormal(d: Dist) -> Option<LogNormal<f64>> {
@@ -176,6 +182,9 @@ impl SimWorld {
             sms_text_replies: scenario.faults.sms_text_replies,
             sms_stop: scenario.faults.sms_stop,
             ended: Mutex::new(HashSet::default()),
+            early: Mutex::new(Vec::new()),
+            receipts: std::sync::OnceLock::new(),
+            held: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -359,7 +368,16 @@ impl SimWorld {
                 self.agenda
                     .push(now.plus(after + again), Item::External(event.clone()));
             }
-            self.agenda.push(now.plus(after), Item::External(event));
+            if spec.early_receipts > 0.0 && st.rng.random::<f64>() < spec.early_receipts {
+                // Sent before the carrier's answer to this send reaches
+                // Muster (`SimSender::send` hands it over first).
+                self.early
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(event);
+            } else {
+                self.agenda.push(now.plus(after), Item::External(event));
+            }
         }
         if spec.unknown_receipts > 0.0 && st.rng.random::<f64>() < spec.unknown_receipts {
             let event = SimEvent::Receipt {
@@ -455,7 +473,35 @@ impl ChannelSender for SimSender {
         self.channel.as_str()
     }
     async fn send(&self, msg: &OutboundMessage) -> Result<Accepted, SendError> {
-        self.world.send(self.channel, msg)
+        let answer = self.world.send(self.channel, msg);
+        // An early receipt is applied while the send is still in flight,
+        // as a receipt function invoked before the sender has its answer.
+        let early =
+            std::mem::take(&mut *self.world.early.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(deps) = self.world.receipts.get().and_then(std::sync::Weak::upgrade) {
+            for event in early {
+                if let SimEvent::Receipt {
+                    provider_message_id,
+                    status,
+                } = event
+                {
+                    let r = crate::app::receipt(
+                        &deps,
+                        crate::app::ReceiptEvent::Delivery {
+                            provider_message_id,
+                            status,
+                        },
+                    )
+                    .await;
+                    if let Ok(crate::app::ReceiptOutcome::Held) = r {
+                        self.world
+                            .held
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        answer
     }
 }
 

@@ -6,11 +6,11 @@
 use super::lock;
 use crate::audit::{AuditEntry, ChainHead, Seal};
 use crate::domain::{Channel, Incident, IncidentId, Millis, PhoneNumber, StakeholderId, Ts};
-use crate::engine::{CascadeKey, ChannelWaits, Tally};
+use crate::engine::{CascadeKey, ChannelWaits, ReceiptStatus, Tally};
 use crate::error::{Error, Result};
 use crate::ports::{
-    CascadeRecord, CascadeStore, ContactEntry, ContactLedger, IncidentStore, NumberIndex, Page,
-    Reservation, SealStore, SendClaim,
+    CascadeRecord, CascadeStore, ContactEntry, ContactLedger, HELD_RECEIPTS, IncidentStore,
+    NumberIndex, Page, Reservation, SealStore, SendClaim,
 };
 use async_trait::async_trait;
 use rustc_hash::FxHashMap as HashMap;
@@ -22,6 +22,10 @@ use std::sync::Mutex;
 /// of two).
 const CLAIMS_PRUNE_AT: usize = 1 << 14;
 
+/// Provider message ids with held receipts kept at most (receipts for
+/// messages never sent are held too, so the set is bounded).
+const HELD_IDS: usize = 1 << 16;
+
 #[derive(Default)]
 struct Inner {
     incidents: HashMap<IncidentId, Incident>,
@@ -30,6 +34,8 @@ struct Inner {
     audit: HashMap<IncidentId, Vec<AuditEntry>>,
     due: BTreeSet<(Ts, CascadeKey)>,
     refs: HashMap<String, (CascadeKey, u32)>,
+    /// Receipts that came before their message's reference.
+    held: HashMap<String, Vec<ReceiptStatus>>,
     /// Send claims: (cascade, attempt, phase start) -> lease end.
     claims: HashMap<(CascadeKey, u32, Ts), Ts>,
     seals: HashMap<IncidentId, Vec<Seal>>,
@@ -419,11 +425,31 @@ impl CascadeStore for MemoryStore {
         provider_message_id: &str,
         key: &CascadeKey,
         attempt: u32,
-    ) -> Result<()> {
-        lock(&self.inner)
-            .refs
+    ) -> Result<Vec<ReceiptStatus>> {
+        let mut g = lock(&self.inner);
+        g.refs
             .insert(provider_message_id.to_string(), (key.clone(), attempt));
-        Ok(())
+        Ok(g.held.remove(provider_message_id).unwrap_or_default())
+    }
+
+    async fn hold_receipt(
+        &self,
+        provider_message_id: &str,
+        status: ReceiptStatus,
+    ) -> Result<Option<(CascadeKey, u32)>> {
+        let mut g = lock(&self.inner);
+        if let Some(r) = g.refs.get(provider_message_id) {
+            return Ok(Some(r.clone()));
+        }
+        if g.held.len() >= HELD_IDS && !g.held.contains_key(provider_message_id) {
+            tracing::warn!("too many receipts held for unknown messages: dropped");
+            return Ok(None);
+        }
+        let held = g.held.entry(provider_message_id.to_string()).or_default();
+        if held.len() < HELD_RECEIPTS {
+            held.push(status);
+        }
+        Ok(None)
     }
 
     async fn get_message_ref(
