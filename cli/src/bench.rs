@@ -472,7 +472,7 @@ pub fn faults(
     let mut bad = bad.into_inner().unwrap_or_else(|e| e.into_inner());
     bad.sort();
     println!(
-        "Fault mixes {from}..{}: {seeds} runs on {threads} thread(s) in {:.1}s; {} people, {} failures escalated ({} ESCALATION_UNDELIVERED, recorded), {} jobs and timers lost, {} 429s, {} receipts before their send was recorded",
+        "Fault mixes {from}..{}: {seeds} runs on {threads} thread(s) in {:.1}s; {} member cascades, {} failures escalated ({} ESCALATION_UNDELIVERED, recorded), {} jobs and timers lost, {} 429s, {} receipts before their send was recorded",
         from + seeds - 1,
         started.elapsed().as_secs_f64(),
         t.people,

@@ -413,7 +413,7 @@ fn drill(
         }
     };
     let seed = seed.unwrap_or(scenario.seed);
-    let total = scenario.members.len() as u64;
+    let total = scenario.member_cascades();
     let mut drill = Drill::new(scenario, seed);
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(total),

@@ -382,6 +382,59 @@ fn bad_scenarios_name_every_field() {
 }
 
 #[test]
+fn bad_further_incidents_name_their_fields() {
+    let text = r#"
+        [incident]
+        incidentId = "INC-1"
+        severity = "P1"
+        stakeholderGroupId = "g"
+        messageTemplate = "m"
+        [[incidents]]
+        incidentId = "INC-1"
+        severity = "P2"
+        stakeholderGroupId = "g"
+        messageTemplate = "m"
+        [[incidents]]
+        incidentId = "INC-2"
+        severity = "P9"
+        stakeholderGroupId = "h"
+        messageTemplate = "m"
+        [[incidents]]
+        incidentId = "INC-3"
+        severity = "P2"
+        stakeholderGroupId = "h"
+        messageTemplate = "m"
+        at = "soon"
+        members = 11
+        [[incidents]]
+        incidentId = "INC-4"
+        severity = "P2"
+        stakeholderGroupId = "g"
+        messageTemplate = "m"
+        members = 2
+        [group]
+        on_call_manager = "duty"
+        [[stakeholders]]
+        id = "duty"
+        phone = "+1 202 555 0100"
+        member = false
+        [[population]]
+        count = 10
+    "#;
+    let errs = Scenario::from_toml(text).err().unwrap_or_default();
+    let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+    for want in [
+        "incidents[0].incidentId",
+        "incidents[1].severity",
+        "incidents[2].at",
+        "incidents[2].members",
+        "incidents[3].members",
+    ] {
+        assert!(fields.contains(&want), "{want} not reported; got {errs:?}");
+    }
+}
+
+#[test]
 fn scenario_syntax_and_unknown_keys_are_reported_with_line() {
     let errs = Scenario::from_toml(
         "[incident]\nincidentId = \"x\"\ncolour = \"red\"\n[unknown_section]\nx = 1\n",
@@ -1086,6 +1139,87 @@ fn a_receipt_that_comes_before_the_carriers_answer_is_applied_not_lost() {
     );
     assert_eq!(r.final_states.acknowledged, 40);
     assert_eq!(r.final_states.active, 0);
+}
+
+#[test]
+fn two_incidents_at_once_share_each_carriers_capacity_and_lose_nobody() {
+    // A second P1, for 200 of the first incident's 300 people, is declared
+    // 5 s into the first. Both draw on one voice carrier that takes 10
+    // calls a second, which Muster was told: the limiter is the carrier's,
+    // not the incident's, so the two together never push it past its
+    // capacity (no 429), the 500 first contacts take about 500 / 10 s, and
+    // every member of each incident is contacted and ends, acknowledged or
+    // escalated to someone who is reached.
+    let text = r#"
+        [incident]
+        incidentId = "INC-FIRST"
+        severity = "P1"
+        stakeholderGroupId = "all"
+        messageTemplate = "Region outage."
+        [[incidents]]
+        incidentId = "INC-SECOND"
+        severity = "P1"
+        stakeholderGroupId = "payments"
+        messageTemplate = "Payments outage."
+        at = "5s"
+        members = 200
+        [group]
+        on_call_manager = "duty"
+        [policy.rate_limit]
+        per_second = 10
+        [carriers.voice]
+        capacity_per_sec = 10
+        burst = 10
+        [behaviours.calls]
+        ack = { voice = 1.0, sms = 1.0, email = 1.0, push = 1.0 }
+        ack_delay = { median = "20s", p95 = "1m" }
+        [[stakeholders]]
+        id = "duty"
+        phone = "+1 202 555 0100"
+        behaviour = "calls"
+        member = false
+        [[population]]
+        count = 300
+        prefix = "staff"
+        channels = { voice = 1.0, sms = 0.0, email = 0.0, push = 0.0 }
+        behaviour = "calls"
+        manager = "duty"
+    "#;
+    let s = Scenario::from_toml(text).unwrap_or_else(|e| panic!("{e:?}"));
+    let (_, r) = run(s, 3);
+    assert!(r.passed(), "{}", r.render());
+    assert_eq!(r.invariant_violations, 0, "{:?}", r.violations);
+    let [first, second] = &r.incidents[..] else {
+        panic!("two incidents: {:?}", r.incidents);
+    };
+    for (o, members) in [(first, 300), (second, 200)] {
+        let f = &o.final_states;
+        assert_eq!(o.members, members, "{}", o.incident);
+        assert_eq!(
+            f.acknowledged + f.escalated,
+            members,
+            "{}: {o:?}",
+            o.incident
+        );
+    }
+    every_failure_reached_a_person(&r);
+    let voice = &r.carriers["voice"];
+    assert_eq!(voice.throttled_429, 0, "{voice:?}");
+    assert!(
+        voice.accepted >= 500,
+        "a call a person an incident: {voice:?}"
+    );
+    let last = first
+        .last_first_contact_secs
+        .max(5.0 + second.last_first_contact_secs);
+    assert!(
+        last <= 1.10 * 500.0 / 10.0,
+        "last first contact at {last} s"
+    );
+    assert!(
+        last >= 0.9 * 500.0 / 10.0,
+        "faster than the carrier allows: {last} s"
+    );
 }
 
 #[test]

@@ -31,6 +31,28 @@ pub fn mix_toml(seed: u64) -> String {
          stakeholderGroupId = \"all\"\nmessageTemplate = \"Fault drill {seed}.\"\n\
          timestamp = \"2024-05-20T14:32:00Z\""
     );
+    // Another incident at once, sharing the carriers (and people).
+    if rng.random::<f64>() < 0.25 {
+        let severity = ["P1", "P2", "P3", "P4"][rng.random_range(0..4)];
+        let _ = writeln!(
+            s,
+            "[[incidents]]\nincidentId = \"INC-FAULTS-{seed}-B\"\nseverity = \"{severity}\"\n\
+             messageTemplate = \"Second fault drill {seed}.\"\nat = \"{}s\"",
+            rng.random_range(0..=300)
+        );
+        if rng.random::<f64>() < 0.5 {
+            let _ = writeln!(s, "stakeholderGroupId = \"all\"");
+        } else {
+            let _ = writeln!(
+                s,
+                "stakeholderGroupId = \"some\"\nmembers = {}",
+                rng.random_range(0..=members)
+            );
+        }
+        if rng.random::<f64>() < 0.2 {
+            let _ = writeln!(s, "close_after = \"{}s\"", rng.random_range(1..=1_800));
+        }
+    }
     let _ = writeln!(s, "[group]\non_call_manager = \"duty\"");
     let _ = writeln!(s, "[policy.escalation]\nfallback = [\"desk\"]");
     let mut faults = String::new();

@@ -12,8 +12,8 @@ pub mod scenario;
 pub mod sim;
 
 pub use report::{
-    CarrierStats, ChannelStats, DrillReport, EscalationSummary, FinalStates, LeftAtEnd,
-    Percentiles, Series, escalation_checks,
+    CarrierStats, ChannelStats, DrillReport, EscalationSummary, FinalStates, IncidentOutcome,
+    LeftAtEnd, Percentiles, Series, escalation_checks,
 };
 pub use run::{Drill, Progress, run};
-pub use scenario::{Scenario, ScenarioError};
+pub use scenario::{MoreIncident, Scenario, ScenarioError};

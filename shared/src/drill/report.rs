@@ -17,6 +17,19 @@ pub struct FinalStates {
     pub active: u64,
 }
 
+/// One incident of a drill with several (`[[incidents]]`): its members'
+/// cascades as they ended, and first contacts from its own trigger.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct IncidentOutcome {
+    pub incident: String,
+    pub severity: String,
+    /// Members of its group when it was triggered.
+    pub members: u64,
+    pub final_states: FinalStates,
+    /// The last member's first contact, in seconds after its trigger.
+    pub last_first_contact_secs: f64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Percentiles {
     pub count: u64,
@@ -160,6 +173,8 @@ pub struct DrillReport {
     pub lost_timers: u64,
     /// Items the scenario's faults delivered to two workers at once.
     pub concurrent_deliveries: u64,
+    /// Each incident, when the drill has more than one (the first first).
+    pub incidents: Vec<IncidentOutcome>,
     /// Receipts that came before their message's reference was written and
     /// were held for the send to apply (`early_receipts`).
     pub early_receipts_held: u64,
@@ -318,19 +333,70 @@ pub(super) fn build(
             ));
         }
     }
-    let missing =
-        d.scenario.members.len() as u64 - r.stakeholders.min(d.scenario.members.len() as u64);
-    // Members not yet expanded when the incident closed are never
-    // contacted (expansion stops at the close): that is the close, not a
-    // loss.
-    let closed = d.store.all_incidents().iter().any(|i| {
-        i.id() == &d.scenario.trigger.incident_id && i.status != crate::domain::IncidentStatus::Open
+    // Each incident's members, its trigger time and severity.
+    let sc = &d.scenario;
+    let incidents: Vec<(&crate::domain::Trigger, u64, Ts)> =
+        std::iter::once((&sc.trigger, sc.members.len() as u64, start))
+            .chain(
+                sc.more
+                    .iter()
+                    .map(|m| (&m.trigger, m.members.len() as u64, start.plus(m.at))),
+            )
+            .collect();
+    let mut outcomes: Vec<IncidentOutcome> = incidents
+        .iter()
+        .map(|(t, members, _)| IncidentOutcome {
+            incident: t.incident_id.to_string(),
+            severity: t.severity.to_string(),
+            members: *members,
+            ..Default::default()
+        })
+        .collect();
+    d.store.with_cascades(|all| {
+        for rec in all.iter().filter(|r| !r.cascade.key.route.is_escalation()) {
+            let c = &rec.cascade;
+            let Some(i) = incidents
+                .iter()
+                .position(|(t, _, _)| t.incident_id == c.key.incident)
+            else {
+                continue;
+            };
+            let o = &mut outcomes[i];
+            match c.status {
+                CascadeStatus::Acknowledged => o.final_states.acknowledged += 1,
+                CascadeStatus::Escalated => o.final_states.escalated += 1,
+                CascadeStatus::Cancelled => o.final_states.cancelled += 1,
+                _ => o.final_states.active += 1,
+            }
+            if let Some(t) = c.first_contact_at {
+                let secs = t.since(incidents[i].2) as f64 / 1000.0;
+                o.last_first_contact_secs = o.last_first_contact_secs.max(secs);
+            }
+        }
     });
-    if missing > 0 && closed {
-        r.unexpanded_at_close = missing;
-    } else if missing > 0 {
-        violation_count += missing;
-        violations.push(format!("{missing} members never got a cascade"));
+    let all_incidents = d.store.all_incidents();
+    for o in &outcomes {
+        let f = &o.final_states;
+        let got = f.acknowledged + f.escalated + f.cancelled + f.active;
+        let missing = o.members - got.min(o.members);
+        // Members not yet expanded when the incident closed are never
+        // contacted (expansion stops at the close): that is the close, not
+        // a loss.
+        let closed = all_incidents.iter().any(|i| {
+            i.id().as_str() == o.incident && i.status != crate::domain::IncidentStatus::Open
+        });
+        if missing > 0 && closed {
+            r.unexpanded_at_close += missing;
+        } else if missing > 0 {
+            violation_count += missing;
+            violations.push(format!(
+                "{missing} members of {} never got a cascade",
+                o.incident
+            ));
+        }
+    }
+    if outcomes.len() > 1 {
+        r.incidents = outcomes;
     }
     let (first_ms, acks_ms) = (first.clone(), acks.clone());
     r.first_contact_secs = Percentiles::of(first);
@@ -665,6 +731,27 @@ impl DrillReport {
                 x.count
             )
         };
+        if !self.incidents.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nIncidents          severity  members  acknowledged  escalated  cancelled  active  last first contact"
+            );
+            for o in &self.incidents {
+                let f = &o.final_states;
+                let _ = writeln!(
+                    s,
+                    "  {:<18} {:<4} {:>11} {:>13} {:>10} {:>10} {:>7}  {:>10}",
+                    o.incident,
+                    o.severity,
+                    o.members,
+                    f.acknowledged,
+                    f.escalated,
+                    f.cancelled,
+                    f.active,
+                    dur(o.last_first_contact_secs)
+                );
+            }
+        }
         let _ = writeln!(s, "\nTime from trigger");
         let _ = writeln!(s, "  first contact  {}", p(&self.first_contact_secs));
         let _ = writeln!(s, "  acknowledged   {}", p(&self.ack_secs));

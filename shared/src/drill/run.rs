@@ -167,7 +167,22 @@ impl Drill {
             escalation_channels: Vec::new(),
             idp: None,
         };
-        let directory = Arc::new(MemoryDirectory::new(vec![group], people));
+        let mut groups = vec![group];
+        for more in scenario.more.iter().filter(|m| m.own_group) {
+            let id = &more.trigger.stakeholder_group_id;
+            if groups.iter().any(|g| &g.id == id) {
+                continue;
+            }
+            groups.push(Group {
+                id: GroupId::clone(id),
+                name: id.to_string(),
+                members: more.members.clone(),
+                on_call_manager: scenario.on_call_manager.clone(),
+                escalation_channels: Vec::new(),
+                idp: None,
+            });
+        }
+        let directory = Arc::new(MemoryDirectory::new(groups, people));
         let world = SimWorld::new(
             &scenario,
             seed ^ 0x005e_ed0f_5eed,
@@ -258,9 +273,21 @@ impl Drill {
         }
         self.agenda
             .push(start.plus(deps.policy.sweep_interval), Item::Sweep);
+        let first = self.scenario.trigger.incident_id.clone();
         if let Some(after) = self.scenario.close_after {
-            self.agenda
-                .push(start.plus(after), Item::External(SimEvent::CloseIncident));
+            self.agenda.push(
+                start.plus(after),
+                Item::External(SimEvent::CloseIncident(first)),
+            );
+        }
+        for (i, more) in self.scenario.more.iter().enumerate() {
+            let at = start.plus(more.at);
+            self.agenda.push(at, Item::External(SimEvent::Trigger(i)));
+            if let Some(after) = more.close_after {
+                let id = more.trigger.incident_id.clone();
+                self.agenda
+                    .push(at.plus(after), Item::External(SimEvent::CloseIncident(id)));
+            }
         }
         for after in &self.scenario.faults.retriggers {
             self.agenda
@@ -275,7 +302,7 @@ impl Drill {
         let mut race = ChaCha8Rng::seed_from_u64(self.seed ^ 0x7261_6365_7261_6365);
         let mut twice = |share: f64| share > 0.0 && race.random::<f64>() < share;
         let deadline = start.plus(self.scenario.max_virtual);
-        let cascades = self.scenario.members.len() as u64;
+        let cascades = self.scenario.member_cascades();
         let mut steps: u64 = 0;
         let mut timed_out = false;
         let mut left = LeftAtEnd::default();
@@ -339,8 +366,10 @@ impl Drill {
                 });
             }
         }
-        if let Err(e) = app::seal(&deps, &self.scenario.trigger.incident_id).await {
-            note_err(e, &mut errors);
+        for id in self.incident_ids() {
+            if let Err(e) = app::seal(&deps, id).await {
+                note_err(e, &mut errors);
+            }
         }
         let end = self.clock_now();
         progress(Progress {
@@ -374,15 +403,19 @@ impl Drill {
                     .await
                     .map(|p| !p.items.is_empty())
                     .unwrap_or(true);
-                let expanding = deps
-                    .incidents
-                    .get_incident(&self.scenario.trigger.incident_id)
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_some_and(|i| {
-                        i.status == crate::domain::IncidentStatus::Open && i.expanded < i.cascades
-                    });
+                let mut expanding = false;
+                for id in self.incident_ids() {
+                    expanding |= deps
+                        .incidents
+                        .get_incident(id)
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_some_and(|i| {
+                            i.status == crate::domain::IncidentStatus::Open
+                                && i.expanded < i.cascades
+                        });
+                }
                 if self.agenda.pending_work() > 0 || due || expanding {
                     self.agenda
                         .push(at.plus(deps.policy.sweep_interval), Item::Sweep);
@@ -415,11 +448,11 @@ impl Drill {
             )
             .await
             .map(|_| ()),
-            Ran::External(SimEvent::CloseIncident) => {
-                app::close(deps, &self.scenario.trigger.incident_id)
-                    .await
-                    .map(|_| ())
-            }
+            Ran::External(SimEvent::CloseIncident(id)) => app::close(deps, &id).await.map(|_| ()),
+            Ran::External(SimEvent::Trigger(i)) => match self.scenario.more.get(i) {
+                Some(more) => app::trigger(deps, more.trigger.clone()).await.map(|_| ()),
+                None => Ok(()),
+            },
             Ran::External(SimEvent::InboundSms { from, body }) => {
                 app::receipt(deps, ReceiptEvent::InboundSms { from, body })
                     .await
@@ -429,6 +462,12 @@ impl Drill {
                 .await
                 .map(|_| ()),
         }
+    }
+
+    /// Every incident of the scenario, the first first.
+    pub fn incident_ids(&self) -> impl Iterator<Item = &crate::domain::IncidentId> {
+        std::iter::once(&self.scenario.trigger.incident_id)
+            .chain(self.scenario.more.iter().map(|m| &m.trigger.incident_id))
     }
 
     /// The drill's dependencies (for serving its state over the API in tests).

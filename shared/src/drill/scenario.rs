@@ -34,6 +34,36 @@ pub struct Scenario {
     /// Faults of Muster's own machinery (lost jobs and timers, re-sent
     /// triggers, duplicate answers).
     pub faults: Faults,
+    /// More incidents in the same drill (`[[incidents]]`), sharing its
+    /// carriers, limiter, directory and people.
+    pub more: Vec<MoreIncident>,
+}
+
+impl Scenario {
+    /// Member cascades the drill's incidents start: every incident's group.
+    pub fn member_cascades(&self) -> u64 {
+        self.members.len() as u64
+            + self
+                .more
+                .iter()
+                .map(|m| m.members.len() as u64)
+                .sum::<u64>()
+    }
+}
+
+/// Another incident of a drill, triggered while the first runs.
+#[derive(Debug, Clone)]
+pub struct MoreIncident {
+    pub trigger: Trigger,
+    /// When it is triggered, after the drill's start.
+    pub at: Millis,
+    /// When it is closed, after its own trigger.
+    pub close_after: Option<Millis>,
+    /// Its group's members: the scenario's group when it names that group,
+    /// else a group of its own made of the last `members` of it.
+    pub members: Vec<StakeholderId>,
+    /// Whether its group is one of its own (not the scenario's).
+    pub own_group: bool,
 }
 
 /// Faults of the system around the cascades, beside the carriers' own.
@@ -210,6 +240,10 @@ struct RawScenario {
     policy: Option<toml::Table>,
     contact_source: Option<RawContactSource>,
     faults: Option<RawFaults>,
+    /// More incidents: each a trigger payload plus `at`, `close_after` and
+    /// `members`.
+    #[serde(default)]
+    incidents: Vec<toml::Table>,
 }
 
 #[derive(Deserialize)]
@@ -924,6 +958,7 @@ impl Validator {
         };
         let trigger = trigger?;
         let _ = GroupId::parse(trigger.stakeholder_group_id.as_str());
+        let more = self.more_incidents(&raw.incidents, &trigger, &members);
         Some(Scenario {
             name: raw.name.unwrap_or_else(|| trigger.incident_id.to_string()),
             seed: raw.seed.unwrap_or(1),
@@ -943,7 +978,112 @@ impl Validator {
             max_virtual,
             contact_source,
             faults,
+            more,
         })
+    }
+
+    /// `[[incidents]]`: each a trigger payload with its own id, triggered
+    /// `at` after the start (default at once), closed `close_after` its
+    /// trigger, for the scenario's group or one of its own made of the last
+    /// `members` of the scenario's group (default all).
+    fn more_incidents(
+        &mut self,
+        raw: &[toml::Table],
+        first: &Trigger,
+        members: &[StakeholderId],
+    ) -> Vec<MoreIncident> {
+        let mut out: Vec<MoreIncident> = Vec::new();
+        for (i, table) in raw.iter().enumerate() {
+            let f = format!("incidents[{i}]");
+            let mut table = table.clone();
+            let mut duration = |v: &mut Self, key: &str| -> Option<Millis> {
+                let value = table.remove(key)?;
+                match value.try_into::<RawDuration>() {
+                    Ok(d) => v.duration(&format!("{f}.{key}"), &d),
+                    Err(_) => {
+                        v.err(
+                            format!("{f}.{key}"),
+                            "expected seconds or a duration (\"90s\")",
+                        );
+                        None
+                    }
+                }
+            };
+            let at = duration(self, "at").unwrap_or(0);
+            let close_after = duration(self, "close_after");
+            let count = match table.remove("members") {
+                None => None,
+                Some(toml::Value::Integer(n)) if n >= 0 && n as usize <= members.len() => {
+                    Some(n as usize)
+                }
+                Some(v) => {
+                    self.err(
+                        format!("{f}.members"),
+                        format!(
+                            "{v} must be a whole number from 0 to the group's {} members",
+                            members.len()
+                        ),
+                    );
+                    None
+                }
+            };
+            let trigger =
+                match Trigger::from_json(&serde_json::to_value(&table).unwrap_or_default()) {
+                    Ok(t) => t,
+                    Err(es) => {
+                        for e in es {
+                            self.err(format!("{f}.{}", e.field), e.message);
+                        }
+                        continue;
+                    }
+                };
+            if trigger.incident_id == first.incident_id
+                || out
+                    .iter()
+                    .any(|m| m.trigger.incident_id == trigger.incident_id)
+            {
+                self.err(
+                    format!("{f}.incidentId"),
+                    format!("{} is already another incident's id", trigger.incident_id),
+                );
+                continue;
+            }
+            let own_group = trigger.stakeholder_group_id != first.stakeholder_group_id;
+            if !own_group && count.is_some() {
+                self.err(
+                    format!("{f}.members"),
+                    "only an incident for a group of its own (another stakeholderGroupId) takes members",
+                );
+            }
+            if let Some(other) = out.iter().find(|m| {
+                m.own_group
+                    && m.trigger.stakeholder_group_id == trigger.stakeholder_group_id
+                    && m.members.len() != count.unwrap_or(members.len())
+            }) {
+                self.err(
+                    format!("{f}.members"),
+                    format!(
+                        "group {} already has {} members (incident {})",
+                        trigger.stakeholder_group_id,
+                        other.members.len(),
+                        other.trigger.incident_id
+                    ),
+                );
+            }
+            let take = if own_group {
+                count.unwrap_or(members.len())
+            } else {
+                members.len()
+            };
+            out.push(MoreIncident {
+                trigger,
+                at,
+                close_after,
+                members: members[members.len() - take..].to_vec(),
+                own_group,
+            });
+        }
+        out
     }
 }
 

@@ -32,9 +32,11 @@ pub enum SimEvent {
         channel: Channel,
         attempt: u32,
     },
-    CloseIncident,
+    CloseIncident(crate::domain::IncidentId),
     /// The monitoring system sends the scenario's trigger again.
     Retrigger,
+    /// One of the scenario's further incidents (`Scenario::more`) begins.
+    Trigger(usize),
     /// A text message from a person's phone (a reply, or STOP).
     InboundSms {
         from: crate::domain::PhoneNumber,
