@@ -2,6 +2,7 @@
 
 mod bench;
 mod incidents;
+mod ldap;
 mod phones;
 mod serve;
 
@@ -216,6 +217,41 @@ enum DirectoryCommand {
         #[arg(long)]
         policy: Option<PathBuf>,
     },
+    /// Read people and groups from an LDAP server (LDAPS, or StartTLS) and,
+    /// only if all of it is valid, write the directory as `import` does.
+    /// Bind DN and password: MUSTER_LDAP_BIND_DN, MUSTER_LDAP_PASSWORD.
+    Sync {
+        /// ldaps://host[:port], or ldap://host[:port] with --starttls.
+        #[arg(long)]
+        ldap: String,
+        #[arg(long)]
+        starttls: bool,
+        /// PEM file of the CA that signed the server's certificate
+        /// (default: the system's roots).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Search base of people (and of groups, unless --group-base).
+        #[arg(long)]
+        base: String,
+        #[arg(long, default_value = "(objectClass=inetOrgPerson)")]
+        filter: String,
+        #[arg(long)]
+        group_base: Option<String>,
+        #[arg(long, default_value = "(objectClass=groupOfNames)")]
+        group_filter: String,
+        /// field=attribute pairs over the defaults (id=uid, name=cn,
+        /// tier=employeeType, phone=telephoneNumber, sms=mobile, email=mail,
+        /// manager=manager, group_id=cn, group_name=description,
+        /// group_members=member, group_on_call=owner).
+        #[arg(long, default_value = "")]
+        map: String,
+        /// Where to write the directory.
+        #[arg(long, default_value = ".muster/directory.json")]
+        into: PathBuf,
+        /// Policy file whose escalation fallback applies (default: the built-in policy).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
     /// Validate a directory file and, only if all of it is valid, write the
     /// normalised directory (E.164 numbers) as JSON.
     Import {
@@ -317,6 +353,33 @@ fn main() -> ExitCode {
         Command::Directory {
             command: DirectoryCommand::Import { file, into, policy },
         } => directory(file, Some(into), policy),
+        Command::Directory {
+            command:
+                DirectoryCommand::Sync {
+                    ldap,
+                    starttls,
+                    ca_file,
+                    base,
+                    filter,
+                    group_base,
+                    group_filter,
+                    map,
+                    into,
+                    policy,
+                },
+        } => {
+            let src = ldap::Source {
+                url: ldap,
+                starttls,
+                ca_file,
+                group_base: group_base.unwrap_or_else(|| base.clone()),
+                people_base: base,
+                people_filter: filter,
+                group_filter,
+                mapping: Default::default(),
+            };
+            directory_sync(src, &map, into, policy)
+        }
     };
     match result {
         Ok(code) => code,
@@ -589,18 +652,50 @@ fn directory(
         Err(code) => return Ok(code),
     };
     let text = read(&path)?;
-    let parsed = muster::directory::parse_file(&path, &text).and_then(|d| {
-        let paths = muster::directory::escalation_paths(&d.stakeholders, &d.groups, &policy);
+    let parsed = muster::directory::parse_file(&path, &text);
+    write_directory(parsed, &path.display().to_string(), into, &policy)
+}
+
+/// `directory sync --ldap`: the server's people and groups, validated and
+/// written all or nothing.
+fn directory_sync(
+    mut src: ldap::Source,
+    map: &str,
+    into: PathBuf,
+    policy: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    src.mapping = match muster::directory::ldap::LdapMapping::parse(map) {
+        Ok(m) => m,
+        Err(e) => {
+            println!("--map: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let policy = match load_policy(policy.as_ref())? {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let (people, groups) = ldap::search(&src)?;
+    let parsed = muster::directory::ldap::from_ldap(&people, &groups, &src.mapping);
+    write_directory(parsed, &src.url, Some(into), &policy)
+}
+
+/// A parsed directory checked for escalation paths and, when all of it
+/// is valid and `into` is given, written there (renamed over the old one).
+fn write_directory(
+    parsed: Result<muster::directory::DirectoryFile, Vec<muster::directory::DirectoryError>>,
+    source: &str,
+    into: Option<PathBuf>,
+    policy: &Policy,
+) -> anyhow::Result<ExitCode> {
+    let parsed = parsed.and_then(|d| {
+        let paths = muster::directory::escalation_paths(&d.stakeholders, &d.groups, policy);
         if paths.is_empty() { Ok(d) } else { Err(paths) }
     });
     let dir = match parsed {
         Ok(d) => d,
         Err(errors) => {
-            println!(
-                "{}: {} error(s); nothing imported",
-                path.display(),
-                errors.len()
-            );
+            println!("{source}: {} error(s); nothing imported", errors.len());
             for e in errors {
                 println!("  {e}");
             }
@@ -615,7 +710,7 @@ fn directory(
         members
     );
     let Some(into) = into else {
-        println!("ok: {}: {summary}", path.display());
+        println!("ok: {source}: {summary}");
         return Ok(ExitCode::SUCCESS);
     };
     if let Some(parent) = into.parent().filter(|p| !p.as_os_str().is_empty()) {

@@ -143,6 +143,8 @@ pub fn parse_file(
     }
 }
 
+pub mod ldap;
+
 /// A raw value and where it stands.
 #[derive(Debug, Clone)]
 struct Cell {
