@@ -1,5 +1,6 @@
-"""moto's server for muster-aws's tests, with one change: TransactWriteItems
-rolls back only the items the transaction touched.
+"""moto's server for muster-aws's tests, with two changes: TransactWriteItems
+rolls back only the items the transaction touched, and every DynamoDB
+write is atomic (below).
 
 moto 5.1.22 backs up every table a transaction names with copy.deepcopy
 before it writes (moto/dynamodb/models/__init__.py, transact_write_items),
@@ -15,6 +16,7 @@ Usage: moto-server.py -H 127.0.0.1 -p PORT (moto_server's arguments).
 
 import copy
 import sys
+import threading
 
 import moto
 
@@ -91,6 +93,27 @@ def transact_write_items(self, transact_items):
 
 
 models.DynamoDBBackend.transact_write_items = transact_write_items
+
+# DynamoDB applies each conditional write atomically; moto's server runs
+# requests on threads and checks a condition, then writes, with nothing
+# between the two, so two conditional puts on one version can both pass
+# (seen as a rate-limiter slot handed out twice under twenty concurrent
+# clients). One lock around every write makes each atomic, as DynamoDB's
+# are; reads stay concurrent.
+_WRITES = threading.RLock()
+
+
+def _atomic(write):
+    def locked(self, *args, **kwargs):
+        with _WRITES:
+            return write(self, *args, **kwargs)
+
+    return locked
+
+
+for _name in ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item"):
+    if hasattr(models.DynamoDBBackend, _name):
+        setattr(models.DynamoDBBackend, _name, _atomic(getattr(models.DynamoDBBackend, _name)))
 
 if __name__ == "__main__":
     from moto.server import main

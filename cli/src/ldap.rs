@@ -29,14 +29,23 @@ pub struct Source {
 
 /// Entries per page of a search (the server's size limit is per page).
 const PAGE: i32 = 500;
-/// A server that does not answer within this is an error.
+/// A server that does not answer a connection, bind or search request
+/// within this is an error.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The people and group entries the source holds.
 pub fn search(src: &Source) -> anyhow::Result<(Vec<LdapEntry>, Vec<LdapEntry>)> {
     let url = url_of(src)?;
-    let bind_dn = std::env::var("MUSTER_LDAP_BIND_DN").ok();
-    let password = std::env::var("MUSTER_LDAP_PASSWORD").ok().map(Secret::new);
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    // Both or neither: a bind DN with an empty password is an
+    // unauthenticated bind (RFC 4513 5.1.2), which a server may answer
+    // with an empty directory.
+    let bind = match (var("MUSTER_LDAP_BIND_DN"), var("MUSTER_LDAP_PASSWORD")) {
+        (Some(dn), Some(pw)) => Some((dn, Secret::new(pw))),
+        (None, None) => None,
+        (Some(_), None) => bail!("MUSTER_LDAP_BIND_DN is set but MUSTER_LDAP_PASSWORD is empty"),
+        (None, Some(_)) => bail!("MUSTER_LDAP_PASSWORD is set but MUSTER_LDAP_BIND_DN is empty"),
+    };
     let mut settings = LdapConnSettings::new()
         .set_conn_timeout(TIMEOUT)
         .set_starttls(src.starttls);
@@ -51,10 +60,10 @@ pub fn search(src: &Source) -> anyhow::Result<(Vec<LdapEntry>, Vec<LdapEntry>)> 
             .await
             .with_context(|| format!("cannot connect to {url}"))?;
         ldap3::drive!(conn);
-        ldap.with_timeout(TIMEOUT);
-        if let Some(dn) = &bind_dn {
-            let pw = password.as_ref().map(Secret::expose).unwrap_or_default();
-            ldap.simple_bind(dn, pw)
+        // (A timeout holds for the next operation only: set before each.)
+        if let Some((dn, pw)) = &bind {
+            ldap.with_timeout(TIMEOUT)
+                .simple_bind(dn, pw.expose())
                 .await
                 .and_then(|r| r.success())
                 .context("bind refused (MUSTER_LDAP_BIND_DN, MUSTER_LDAP_PASSWORD)")?;
@@ -70,6 +79,7 @@ pub fn search(src: &Source) -> anyhow::Result<(Vec<LdapEntry>, Vec<LdapEntry>)> 
                 Box::new(PagedResults::new(PAGE)),
             ];
             let mut stream = ldap
+                .with_timeout(TIMEOUT)
                 .streaming_search_with(adapters, base, Scope::Subtree, filter, attrs.clone())
                 .await
                 .with_context(|| format!("search of {base} for {filter}"))?;

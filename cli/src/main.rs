@@ -676,6 +676,18 @@ fn directory_sync(
         Err(code) => return Ok(code),
     };
     let (people, groups) = ldap::search(&src)?;
+    // A search that finds nobody (a wrong base or filter, entries the bind
+    // may not read) must not replace a directory with an empty one.
+    if people.is_empty() || groups.is_empty() {
+        println!(
+            "{}: the search found {} people and {} groups; nothing imported \
+             (check --base, --filter, --group-base, --group-filter and the bind's rights)",
+            src.url,
+            people.len(),
+            groups.len()
+        );
+        return Ok(ExitCode::from(1));
+    }
     let parsed = muster::directory::ldap::from_ldap(&people, &groups, &src.mapping);
     write_directory(parsed, &src.url, Some(into), &policy)
 }

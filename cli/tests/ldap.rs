@@ -20,7 +20,11 @@ struct Slapd {
 
 impl Drop for Slapd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM to `timeout`, which passes it on to slapd (a SIGKILL
+        // would leave slapd running without it).
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -148,6 +152,22 @@ fn a_directory_synced_over_starttls_or_ldaps_is_the_servers_people_and_groups() 
     std::fs::create_dir_all(&out).unwrap();
     let starttls = out.join("starttls.json");
     let ldaps = out.join("ldaps.json");
+    // More people than slapd answers in one search (its size limit is 500):
+    // the sync reads them a page at a time.
+    let mut many = String::new();
+    let mut group = String::from(
+        "dn: cn=everyone,ou=groups,dc=example,dc=org\nobjectClass: groupOfNames\n\
+         cn: everyone\nowner: uid=cio,ou=people,dc=example,dc=org\n",
+    );
+    for i in 1..=600 {
+        many.push_str(&format!(
+            "dn: uid=p{i},ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\n\
+             uid: p{i}\ncn: Person {i}\nsn: {i}\nmail: p{i}@example.org\n\n"
+        ));
+        group.push_str(&format!("member: uid=p{i},ou=people,dc=example,dc=org\n"));
+    }
+    s.add(&many);
+    s.add(&group);
     let o = s.sync(
         &format!("ldap://127.0.0.1:{}", s.ldap),
         &["--starttls"],
@@ -156,7 +176,7 @@ fn a_directory_synced_over_starttls_or_ldaps_is_the_servers_people_and_groups() 
     );
     assert!(o.status.success(), "{}", text(&o));
     assert!(
-        text(&o).contains("3 stakeholders, 1 groups"),
+        text(&o).contains("603 stakeholders, 2 groups"),
         "{}",
         text(&o)
     );
@@ -188,8 +208,17 @@ fn a_directory_synced_over_starttls_or_ldaps_is_the_servers_people_and_groups() 
         s_ana.contains("+12025550102") && s_ana.contains("ana@example.org"),
         "{s_ana}"
     );
-    let g = &d["groups"][0];
-    assert_eq!(g["id"], "ops-leadership");
+    let group = |id: &str| {
+        d["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no group {id} in {d}"))
+    };
+    assert_eq!(group("everyone")["members"].as_array().unwrap().len(), 600);
+    let g = &group("ops-leadership");
     assert_eq!(g["members"], serde_json::json!(["ana", "ben"]));
     assert_eq!(g["on_call_manager"], "cio");
 }
@@ -211,7 +240,21 @@ fn a_sync_refuses_the_clear_a_wrong_password_and_a_bad_entry_and_changes_nothing
     let o = s.sync(&url, &["--starttls"], "not-the-password", &into);
     assert!(!o.status.success());
     assert!(text(&o).contains("bind refused"), "{}", text(&o));
-    assert!(!text(&o).contains(&s.password()));
+    assert!(!text(&o).contains("not-the-password"), "{}", text(&o));
+    // A bind DN without a password would be an unauthenticated bind.
+    let o = s.sync(&url, &["--starttls"], "", &into);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("MUSTER_LDAP_PASSWORD"), "{}", text(&o));
+    // A search that finds nobody (here a base with no one under it) does
+    // not replace the directory with an empty one.
+    let o = s.sync(
+        &url,
+        &["--starttls", "--filter", "(uid=nobody-at-all)"],
+        &s.password(),
+        &into,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("found 0 people"), "{}", text(&o));
     // A person whose number is not in international form: the whole sync
     // is refused, naming the entry and its attribute.
     s.add(

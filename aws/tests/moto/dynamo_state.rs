@@ -331,6 +331,11 @@ async fn a_receipt_before_its_reference_is_held_for_the_send_to_apply() {
         f.store.hold_receipt("ses-1", Delivered).await.unwrap(),
         Some((k.clone(), 3))
     );
+    // Handed back once: the send took them.
+    assert_eq!(
+        f.store.put_message_ref("ses-1", &k, 3).await.unwrap(),
+        vec![]
+    );
     assert_eq!(
         f.store.put_message_ref("ses-2", &k, 4).await.unwrap(),
         vec![]

@@ -475,9 +475,13 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
     };
     apply_with(deps, rec, event, named).await?;
     // Receipts the carrier sent before its answer reached Muster, now that
-    // the attempt is recorded as accepted.
+    // the attempt is recorded as accepted. Each is tried whatever became
+    // of the others; one that cannot be applied leaves the attempt to its
+    // receipt timeout (rule 4), as a receipt that never came.
     for status in early {
-        super::apply_event(deps, key, Event::Receipt { attempt, status }).await?;
+        if let Err(e) = super::apply_event(deps, key, Event::Receipt { attempt, status }).await {
+            tracing::warn!(error = %e, "an early receipt was not applied");
+        }
     }
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! file (every problem named by the entry's DN and the attribute, nothing
 //! produced unless all of it is valid). References in LDAP are DNs: a
 //! person's manager, a group's members and its owner (the on-call
-//! manager) are resolved to the ids of the entries they name.
+//! manager) are resolved to the ids of the entries they name; a DN that
+//! names no person found is an error naming it.
 
 use super::{Cell, DirectoryError, DirectoryFile, RawGroup, RawPerson, build};
 use std::collections::{BTreeMap, HashMap};
@@ -126,14 +127,25 @@ pub fn from_ldap(
         .iter()
         .filter_map(|p| Some((dn_key(&p.dn), p.values(id_attr).first()?.clone())))
         .collect();
-    // A DN naming a person found becomes their id; one naming nobody stays
-    // as it is, and validation reports it as an unknown reference.
-    let resolve = |e: &LdapEntry, attr: &str, dn: &str| Cell {
-        at: format!("{} ({attr})", e.dn),
-        value: ids
-            .get(&dn_key(dn))
-            .cloned()
-            .unwrap_or_else(|| dn.to_string()),
+    // A DN that names a person found becomes their id; one naming nobody is
+    // an error of its own (the rest is still checked).
+    let unknown = std::cell::RefCell::new(Vec::new());
+    let resolve = |e: &LdapEntry, attr: &str, dn: &str| -> Option<Cell> {
+        match ids.get(&dn_key(dn)) {
+            Some(id) => Some(Cell {
+                at: format!("{} ({attr})", e.dn),
+                value: id.clone(),
+            }),
+            None => {
+                unknown.borrow_mut().push(DirectoryError {
+                    location: e.dn.clone(),
+                    field: attr.to_string(),
+                    value: dn.to_string(),
+                    message: "names no person the people search found".into(),
+                });
+                None
+            }
+        }
     };
     let raw_people = people
         .iter()
@@ -148,7 +160,7 @@ pub fn from_ldap(
             manager: p
                 .values(map.attr("manager"))
                 .first()
-                .map(|dn| resolve(p, map.attr("manager"), dn)),
+                .and_then(|dn| resolve(p, map.attr("manager"), dn)),
             ..Default::default()
         })
         .collect();
@@ -166,13 +178,21 @@ pub fn from_ldap(
                 .values(members)
                 .iter()
                 .filter(|dn| !dn.trim().is_empty() && dn_key(dn) != dn_key(&g.dn))
-                .map(|dn| resolve(g, members, dn))
+                .filter_map(|dn| resolve(g, members, dn))
                 .collect(),
-            on_call_manager: g.values(owner).first().map(|dn| resolve(g, owner, dn)),
+            on_call_manager: g.values(owner).first().and_then(|dn| resolve(g, owner, dn)),
             escalation_channels: Vec::new(),
         })
-        .collect();
-    build(raw_people, raw_groups)
+        .collect::<Vec<_>>();
+    let unknown = unknown.into_inner();
+    match build(raw_people, raw_groups) {
+        Ok(d) if unknown.is_empty() => Ok(d),
+        Ok(_) => Err(unknown),
+        Err(mut errs) => {
+            errs.extend(unknown);
+            Err(errs)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -255,7 +275,8 @@ mod tests {
         );
         assert!(text.iter().any(|t| t.contains("uid=y,dc=org")), "{text:?}");
         assert!(
-            text.iter().any(|t| t.contains("uid=ghost,dc=org")),
+            text.iter()
+                .any(|t| t.contains("uid=ghost,dc=org") && t.contains("names no person")),
             "{text:?}"
         );
     }

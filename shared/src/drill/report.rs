@@ -284,55 +284,6 @@ pub(super) fn build(
     let mut acks = Vec::new();
     let triggered = start;
     let mut recount: BTreeMap<crate::domain::IncidentId, crate::engine::Tally> = BTreeMap::new();
-    d.store.with_cascades(|all| {
-        for rec in all {
-            let c = &rec.cascade;
-            recount
-                .entry(c.key.incident.clone())
-                .or_default()
-                .add(&crate::engine::Tally::of(c, rec.needs_review));
-            if let Some(v) = invariants::check_final(c) {
-                violation_count += 1;
-                if violations.len() < 50 {
-                    violations.push(v);
-                }
-            }
-            r.needs_review += u64::from(rec.needs_review);
-            if c.key.route.is_escalation() {
-                r.escalation_cascades += 1;
-                continue;
-            }
-            r.stakeholders += 1;
-            match c.status {
-                CascadeStatus::Acknowledged => r.final_states.acknowledged += 1,
-                CascadeStatus::Escalated => {
-                    r.final_states.escalated += 1;
-                    r.cascade_failures += 1;
-                }
-                CascadeStatus::Cancelled => r.final_states.cancelled += 1,
-                _ => r.final_states.active += 1,
-            }
-            if let Some(t) = c.first_contact_at {
-                first.push(t.since(triggered));
-            }
-            if c.status == CascadeStatus::Acknowledged
-                && let Some(t) = c.acked_at
-            {
-                acks.push(t.since(triggered));
-            }
-        }
-    });
-    // The status's counts are kept as cascades change: they must be what a
-    // count of the cascades gives.
-    for (id, kept) in d.store.tallies() {
-        if recount.get(&id).copied().unwrap_or_default() != kept {
-            violation_count += 1;
-            violations.truncate(49);
-            violations.push(format!(
-                "incident {id}: the kept status counts differ from a count of its cascades"
-            ));
-        }
-    }
     // Each incident's members, its trigger time and severity.
     let sc = &d.scenario;
     let incidents: Vec<(&crate::domain::Trigger, u64, Ts)> =
@@ -353,27 +304,73 @@ pub(super) fn build(
         })
         .collect();
     d.store.with_cascades(|all| {
-        for rec in all.iter().filter(|r| !r.cascade.key.route.is_escalation()) {
+        for rec in all {
             let c = &rec.cascade;
-            let Some(i) = incidents
-                .iter()
-                .position(|(t, _, _)| t.incident_id == c.key.incident)
-            else {
+            recount
+                .entry(c.key.incident.clone())
+                .or_default()
+                .add(&crate::engine::Tally::of(c, rec.needs_review));
+            if let Some(v) = invariants::check_final(c) {
+                violation_count += 1;
+                if violations.len() < 50 {
+                    violations.push(v);
+                }
+            }
+            r.needs_review += u64::from(rec.needs_review);
+            if c.key.route.is_escalation() {
+                r.escalation_cascades += 1;
                 continue;
-            };
-            let o = &mut outcomes[i];
-            match c.status {
-                CascadeStatus::Acknowledged => o.final_states.acknowledged += 1,
-                CascadeStatus::Escalated => o.final_states.escalated += 1,
-                CascadeStatus::Cancelled => o.final_states.cancelled += 1,
-                _ => o.final_states.active += 1,
+            }
+            r.stakeholders += 1;
+            // Times run from the cascade's own incident's trigger.
+            let i = incidents
+                .iter()
+                .position(|(t, _, _)| t.incident_id == c.key.incident);
+            let triggered = i.map_or(triggered, |i| incidents[i].2);
+            let mut outcome = i.map(|i| &mut outcomes[i]);
+            for f in [
+                Some(&mut r.final_states),
+                outcome.as_mut().map(|o| &mut o.final_states),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                match c.status {
+                    CascadeStatus::Acknowledged => f.acknowledged += 1,
+                    CascadeStatus::Escalated => f.escalated += 1,
+                    CascadeStatus::Cancelled => f.cancelled += 1,
+                    _ => f.active += 1,
+                }
+            }
+            if c.status == CascadeStatus::Escalated {
+                r.cascade_failures += 1;
             }
             if let Some(t) = c.first_contact_at {
-                let secs = t.since(incidents[i].2) as f64 / 1000.0;
-                o.last_first_contact_secs = o.last_first_contact_secs.max(secs);
+                first.push(t.since(triggered));
+                if let Some(o) = outcome {
+                    o.last_first_contact_secs = o
+                        .last_first_contact_secs
+                        .max(t.since(triggered) as f64 / 1000.0);
+                }
+            }
+            if c.status == CascadeStatus::Acknowledged
+                && let Some(t) = c.acked_at
+            {
+                acks.push(t.since(triggered));
             }
         }
     });
+    // The status's counts are kept as cascades change: they must be what a
+    // count of the cascades gives.
+    for (id, kept) in d.store.tallies() {
+        if recount.get(&id).copied().unwrap_or_default() != kept {
+            violation_count += 1;
+            violations.truncate(49);
+            violations.push(format!(
+                "incident {id}: the kept status counts differ from a count of its cascades"
+            ));
+        }
+    }
     let all_incidents = d.store.all_incidents();
     for o in &outcomes {
         let f = &o.final_states;

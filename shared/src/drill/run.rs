@@ -371,6 +371,17 @@ impl Drill {
                 note_err(e, &mut errors);
             }
         }
+        for e in std::mem::take(
+            &mut *self
+                .world
+                .early_errors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        ) {
+            if errors.len() < 20 {
+                errors.push(e);
+            }
+        }
         let end = self.clock_now();
         progress(Progress {
             ended: self.observer.ended.load(Ordering::Relaxed),

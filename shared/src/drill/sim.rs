@@ -114,6 +114,8 @@ pub struct SimWorld {
     pub(super) receipts: std::sync::OnceLock<std::sync::Weak<crate::ports::Deps>>,
     /// Early receipts that came before their message was recorded.
     pub held: std::sync::atomic::AtomicU64,
+    /// Errors the receipt use case returned for early receipts.
+    pub early_errors: Mutex<Vec<String>>,
 }
 
 fn lognormal(d: Dist) -> Option<LogNormal<f64>> {
@@ -187,6 +189,7 @@ impl SimWorld {
             early: Mutex::new(Vec::new()),
             receipts: std::sync::OnceLock::new(),
             held: std::sync::atomic::AtomicU64::new(0),
+            early_errors: Mutex::new(Vec::new()),
         })
     }
 
@@ -495,10 +498,19 @@ impl ChannelSender for SimSender {
                         },
                     )
                     .await;
-                    if let Ok(crate::app::ReceiptOutcome::Held) = r {
-                        self.world
-                            .held
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    match r {
+                        Ok(crate::app::ReceiptOutcome::Held) => {
+                            self.world
+                                .held
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Ok(_) => {}
+                        Err(e) => self
+                            .world
+                            .early_errors
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(e.to_string()),
                     }
                 }
             }

@@ -23,7 +23,8 @@ use std::sync::Mutex;
 const CLAIMS_PRUNE_AT: usize = 1 << 14;
 
 /// Provider message ids with held receipts kept at most (receipts for
-/// messages never sent are held too, so the set is bounded).
+/// messages never sent are held too, so the set is bounded: the oldest
+/// is dropped first).
 const HELD_IDS: usize = 1 << 16;
 
 #[derive(Default)]
@@ -34,8 +35,10 @@ struct Inner {
     audit: HashMap<IncidentId, Vec<AuditEntry>>,
     due: BTreeSet<(Ts, CascadeKey)>,
     refs: HashMap<String, (CascadeKey, u32)>,
-    /// Receipts that came before their message's reference.
+    /// Receipts that came before their message's reference, and the ids in
+    /// the order they were first held (the oldest is dropped when full).
     held: HashMap<String, Vec<ReceiptStatus>>,
+    held_order: std::collections::VecDeque<String>,
     /// Send claims: (cascade, attempt, phase start) -> lease end.
     claims: HashMap<(CascadeKey, u32, Ts), Ts>,
     seals: HashMap<IncidentId, Vec<Seal>>,
@@ -441,9 +444,15 @@ impl CascadeStore for MemoryStore {
         if let Some(r) = g.refs.get(provider_message_id) {
             return Ok(Some(r.clone()));
         }
-        if g.held.len() >= HELD_IDS && !g.held.contains_key(provider_message_id) {
-            tracing::warn!("too many receipts held for unknown messages: dropped");
-            return Ok(None);
+        if !g.held.contains_key(provider_message_id) {
+            // Ids whose reference came were removed from the map already.
+            while g.held.len() >= HELD_IDS || g.held_order.len() >= 2 * HELD_IDS {
+                let Some(old) = g.held_order.pop_front() else {
+                    break;
+                };
+                g.held.remove(&old);
+            }
+            g.held_order.push_back(provider_message_id.to_string());
         }
         let held = g.held.entry(provider_message_id.to_string()).or_default();
         if held.len() < HELD_RECEIPTS {
