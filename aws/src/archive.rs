@@ -20,7 +20,7 @@ use crate::error::map_sdk;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ChecksumAlgorithm;
-use muster::audit::{AuditEntry, Seal};
+use muster::audit::{AuditEntry, ExportLine, Seal};
 use muster::domain::{IncidentId, Ts};
 use muster::{Error, Result};
 use serde::Deserialize;
@@ -73,28 +73,30 @@ struct Line {
 
 /// The export line of a stream record: `Ok(None)` when the record is not an
 /// audit entry or seal (or has no new image).
-fn line_of(d: &StreamData) -> Result<Option<Line>> {
+pub fn export_line(d: &StreamData) -> Result<Option<ExportLine>> {
     if let Some(entry) = d.string("entry") {
         let e: AuditEntry = serde_json::from_str(entry)
             .map_err(|_| Error::permanent("stream record holds an invalid audit entry"))?;
-        return Ok(Some(Line {
-            incident: e.incident,
-            at: e.at,
-            text: entry.to_string(),
-        }));
+        return Ok(Some(ExportLine::Entry(Box::new(e))));
     }
     if let Some(seal) = d.string("seal") {
-        let s: Seal = serde_json::from_str(seal)
+        let seal: Seal = serde_json::from_str(seal)
             .map_err(|_| Error::permanent("stream record holds an invalid seal"))?;
-        let text = serde_json::to_string(&serde_json::json!({ "seal": s }))
-            .map_err(|_| Error::permanent("encoding a seal line"))?;
-        return Ok(Some(Line {
-            incident: s.incident,
-            at: s.at,
-            text,
-        }));
+        return Ok(Some(ExportLine::Seal { seal }));
     }
     Ok(None)
+}
+
+fn line_of(d: &StreamData) -> Result<Option<Line>> {
+    Ok(export_line(d)?.map(|l| Line {
+        incident: l.incident().clone(),
+        at: l.at(),
+        // An entry as stored: the same bytes the table holds.
+        text: match (&l, d.string("entry")) {
+            (ExportLine::Entry(_), Some(text)) => text.to_string(),
+            _ => l.to_json(),
+        },
+    }))
 }
 
 /// The prefix of an incident's objects.

@@ -77,6 +77,7 @@ fn local_server(members: usize) -> anyhow::Result<String> {
             ack_secret: "bench-ack-key".into(),
             integrations: Default::default(),
             notes: None,
+            siem: Vec::new(),
         },
         Duration::from_secs(30),
         true,

@@ -180,6 +180,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         .map(Secret::new);
     let integrations = integrations_from_env()?;
     let notes = notes_from_env()?;
+    let siem = siem_from_env()?;
+    let siem_names: Vec<String> = siem.iter().map(|s| s.name().to_string()).collect();
     let ack_secret = std::env::var("MUSTER_ACK_SECRET")
         .ok()
         .filter(|s| !s.is_empty())
@@ -210,6 +212,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             ack_secret,
             integrations: integrations.clone(),
             notes,
+            siem,
         },
         opts.request_timeout,
         false,
@@ -253,6 +256,14 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
                 "{} at {base}/v1/integrations/{{source}}",
                 sources.join(", ")
             )
+        }
+    );
+    println!(
+        "audit trail to SIEM: {}",
+        if siem_names.is_empty() {
+            "off (set MUSTER_SIEM)".to_string()
+        } else {
+            siem_names.join(", ")
         }
     );
     println!("listening on {base}");
@@ -337,6 +348,20 @@ pub struct Access {
     pub integrations: muster::api::integrations::Integrations,
     /// Progress notes to the incidents' origins (`MUSTER_WRITEBACK`).
     pub notes: Option<Arc<dyn muster::ports::SourceNotes>>,
+    /// SIEM receivers the audit trail is forwarded to (`MUSTER_SIEM`).
+    pub siem: Vec<Arc<dyn muster::ports::AuditSink>>,
+}
+
+/// The SIEM receivers the environment configures ([`muster::adapters::siem::VARIABLE`]).
+pub fn siem_from_env() -> anyhow::Result<Vec<Arc<dyn muster::ports::AuditSink>>> {
+    use muster::adapters::siem::{VARIABLE, from_json};
+    match std::env::var(VARIABLE)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    {
+        Some(text) => from_json(&text).map_err(|e| anyhow::anyhow!("{e}")),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Write-back as the environment configures it ([`muster::adapters::notes::VARIABLE`]).
@@ -388,6 +413,7 @@ pub fn app(
         ack_secret,
         integrations,
         notes,
+        siem,
     } = access;
     let paths = muster::directory::escalation_paths(&dir.stakeholders, &dir.groups, &policy);
     if !paths.is_empty() {
@@ -434,6 +460,7 @@ pub fn app(
             store: store.clone(),
         }),
         notes,
+        siem,
         ..embedded(
             policy.clone(),
             &agenda,
@@ -452,6 +479,13 @@ pub fn app(
         std::thread::Builder::new()
             .name("agenda".into())
             .spawn(move || drive(deps, agenda))?;
+    }
+    // The audit trail to the SIEM receivers, as it is written.
+    if !deps.siem.is_empty() {
+        let (deps, store) = (deps.clone(), store.clone());
+        std::thread::Builder::new()
+            .name("siem".into())
+            .spawn(move || forward_audit(deps, store))?;
     }
 
     let board = muster::api::board::BoardConfig {
@@ -480,6 +514,26 @@ pub fn app(
         request_timeout,
     ));
     Ok(muster::api::finish(router))
+}
+
+/// Queues the audit lines the store writes for the SIEM receivers, every
+/// second, forever (the export jobs deliver them, at least once).
+fn forward_audit(deps: Deps, store: Arc<MemoryStore>) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        tracing::error!("cannot start the SIEM forwarder");
+        return;
+    };
+    let mut cursor = 0;
+    loop {
+        let next = rt.block_on(muster::embedded::forward_written(&deps, &store, cursor));
+        if next == cursor {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        cursor = next;
+    }
 }
 
 /// Delivers due items to the use cases, forever.

@@ -325,6 +325,47 @@ pub enum ExportLine {
     Entry(Box<AuditEntry>),
 }
 
+impl ExportLine {
+    pub fn incident(&self) -> &IncidentId {
+        match self {
+            ExportLine::Seal { seal } => &seal.incident,
+            ExportLine::Entry(e) => &e.incident,
+        }
+    }
+
+    /// The time the line records.
+    pub fn at(&self) -> Ts {
+        match self {
+            ExportLine::Seal { seal } => seal.at,
+            ExportLine::Entry(e) => e.at,
+        }
+    }
+
+    /// The entry's kind (`CASCADE_STARTED`...), or `SEAL`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExportLine::Seal { .. } => "SEAL",
+            ExportLine::Entry(e) => e.record.kind.as_str(),
+        }
+    }
+
+    /// The key a receiver deduplicates on, the same however often the line
+    /// is delivered: an entry's own hash; for a seal, SHA-256 of the
+    /// statement it signs (incident, time, chains, entries, heads digest).
+    pub fn dedup_key(&self) -> String {
+        match self {
+            ExportLine::Seal { seal } => hex::encode(Sha256::digest(seal.message())),
+            ExportLine::Entry(e) => e.hash.clone(),
+        }
+    }
+
+    /// The line as exported (`muster audit verify` reads it).
+    pub fn to_json(&self) -> String {
+        // Plain structs of strings and numbers: serializing cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 /// The result of verifying an exported trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {

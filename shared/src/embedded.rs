@@ -31,3 +31,31 @@ pub async fn run<X>(deps: &Deps, item: Item<X>) -> Ran<X> {
         Item::External(x) => Ran::External(x),
     }
 }
+
+/// Lines the SIEM forwarder takes from the store per call.
+pub const FORWARD_BATCH: usize = 2_000;
+
+/// Queues for the SIEM receivers what `store` wrote from position `cursor`
+/// of its log ([`MemoryStore::written_since`]), at most [`FORWARD_BATCH`]
+/// lines; returns the position to go on from (`cursor` again when nothing
+/// could be queued, so that nothing is skipped). The embedded runtime's
+/// counterpart of the audit table's stream on AWS.
+///
+/// [`MemoryStore::written_since`]: crate::adapters::memory::MemoryStore::written_since
+pub async fn forward_written(
+    deps: &Deps,
+    store: &crate::adapters::memory::MemoryStore,
+    cursor: usize,
+) -> usize {
+    let (lines, next) = store.written_since(cursor, FORWARD_BATCH);
+    if lines.is_empty() {
+        return next;
+    }
+    match app::export::queue(deps, lines).await {
+        Ok(()) => next,
+        Err(e) => {
+            tracing::error!(error = %e, "audit lines not queued for the SIEM; trying again");
+            cursor
+        }
+    }
+}

@@ -587,6 +587,15 @@ pub enum Job {
         #[serde(default, skip_serializing_if = "is_zero_u32")]
         attempt: u32,
     },
+    /// Forward audit lines to the SIEM receivers named in `sinks` (empty:
+    /// every one configured); `attempt`: deliveries tried before.
+    Export {
+        lines: Vec<crate::audit::ExportLine>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sinks: Vec<String>,
+        #[serde(default, skip_serializing_if = "is_zero_u32")]
+        attempt: u32,
+    },
     /// A closing incident: cancel one page of the open cascades of store
     /// partition `part` from `cursor`, then go on with the next page.
     Close {
@@ -606,7 +615,7 @@ impl Job {
     pub fn is_priority(&self) -> bool {
         match self {
             // Progress notes never go before a person's message.
-            Job::Expand { .. } | Job::WriteBack { .. } => false,
+            Job::Expand { .. } | Job::WriteBack { .. } | Job::Export { .. } => false,
             Job::Send { key, .. } => key.route.is_escalation(),
             Job::Escalate { .. }
             | Job::Withdraw { .. }
@@ -646,6 +655,31 @@ pub trait SourceNotes: Send + Sync {
         origin: &crate::domain::Origin,
         text: &str,
     ) -> std::result::Result<(), NoteError>;
+}
+
+/// Why audit lines did not reach a SIEM receiver.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportError {
+    /// Worth trying again later: no connection, a timeout, 429, 5xx.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The receiver refused the lines (credentials, a certificate, another
+    /// 4xx): the settings need fixing; the lines are kept and tried again.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+/// A SIEM receiver of the audit trail (syslog over TLS, Splunk HEC). A
+/// delivery succeeds only once the receiver has taken every line; lines
+/// may be delivered more than once (each carries its dedup key).
+#[async_trait]
+pub trait AuditSink: Send + Sync {
+    /// The receiver's name in configuration and jobs: `syslog`, `hec`.
+    fn name(&self) -> &str;
+    async fn deliver(
+        &self,
+        lines: &[crate::audit::ExportLine],
+    ) -> std::result::Result<(), ExportError>;
 }
 
 #[async_trait]
@@ -906,6 +940,8 @@ pub struct Deps {
     /// Progress notes to incidents' origins; `None`: not written back
     /// (the jobs that would carry them are dropped, logged).
     pub notes: Option<Arc<dyn SourceNotes>>,
+    /// SIEM receivers the audit trail is forwarded to; empty: none.
+    pub siem: Vec<Arc<dyn AuditSink>>,
 }
 
 /// Mints the signed one-click acknowledgement link of a cascade.

@@ -28,7 +28,7 @@ impl Function {
 
 /// Every variable the contract names, with the functions that require it
 /// (empty: optional everywhere).
-pub const VARIABLES: [(&str, &[Function]); 36] = {
+pub const VARIABLES: [(&str, &[Function]); 37] = {
     use Function::*;
     const ALL: &[Function] = &[Trigger, Dispatch, Receipt, Tick];
     [
@@ -68,6 +68,7 @@ pub const VARIABLES: [(&str, &[Function]); 36] = {
         ("MUSTER_INTEGRATION_SECRETS", &[]),
         ("MUSTER_CLOUDWATCH_TOPIC_ARNS", &[]),
         ("MUSTER_WRITEBACK", &[]),
+        ("MUSTER_SIEM", &[]),
     ]
 };
 
@@ -114,6 +115,9 @@ pub struct Config {
     /// Write-back to incidents' origins (`MUSTER_WRITEBACK`, the JSON of
     /// [`muster::adapters::notes::HttpNotes::from_json`]), checked here.
     pub write_back: Option<Secret>,
+    /// SIEM receivers of the audit trail (`MUSTER_SIEM`, the JSON of
+    /// [`muster::adapters::siem::from_json`]), checked here.
+    pub siem: Option<Secret>,
     pub contact_lookup_url: Option<String>,
     pub contact_lookup_token: Option<Secret>,
     pub audit_archive_bucket: Option<String>,
@@ -151,6 +155,7 @@ impl fmt::Debug for Config {
             .field("scim", &self.scim_token.is_some())
             .field("board", &self.board.is_some())
             .field("write_back", &self.write_back.is_some())
+            .field("siem", &self.siem.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -374,6 +379,17 @@ impl Config {
                 }
             }
         });
+        // Bad SIEM settings turn the export off (logged), never the function.
+        let siem =
+            r.get("MUSTER_SIEM")
+                .and_then(|text| match muster::adapters::siem::from_json(&text) {
+                    Ok(sinks) if sinks.is_empty() => None,
+                    Ok(_) => Some(Secret::new(text)),
+                    Err(e) => {
+                        tracing::error!(problem = %e, "SIEM export is off");
+                        None
+                    }
+                });
         let contact_lookup_url = r.url("MUSTER_CONTACT_LOOKUP_URL");
         let contact_lookup_token = r.get("MUSTER_CONTACT_LOOKUP_TOKEN").map(Secret::new);
         let audit_archive_bucket = r.get("MUSTER_AUDIT_ARCHIVE_BUCKET");
@@ -511,6 +527,7 @@ impl Config {
             integration_secrets,
             cloudwatch_topic_arns,
             write_back,
+            siem,
             contact_lookup_url,
             contact_lookup_token,
             audit_archive_bucket,

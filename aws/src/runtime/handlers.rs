@@ -442,7 +442,23 @@ impl Tick {
         };
         let event: StreamEvent = serde_json::from_value(event)
             .map_err(|e| HandlerError::BadEvent(format!("not a DynamoDB stream batch: {e}")))?;
-        let failed = archive.archive(&event).await;
+        let mut failed = archive.archive(&event).await;
+        // The SIEM export, queued as the entries are archived: the records
+        // before the first that failed (the stream delivers it and every
+        // later one again).
+        let archived: Vec<_> = event
+            .records
+            .iter()
+            .take_while(|r| !failed.contains(&r.dynamodb.sequence_number))
+            .collect();
+        let lines: Vec<_> = archived
+            .iter()
+            .filter_map(|r| crate::archive::export_line(&r.dynamodb).ok().flatten())
+            .collect();
+        if let Err(e) = app::export::queue(&self.deps, lines).await {
+            tracing::warn!(error = %e, "audit lines not queued for the SIEM; the stream delivers them again");
+            failed.extend(archived.iter().map(|r| r.dynamodb.sequence_number.clone()));
+        }
         if !failed.is_empty() {
             tracing::warn!(
                 failed = failed.len(),

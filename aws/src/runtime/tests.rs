@@ -138,6 +138,7 @@ fn env() -> Env {
         cascades: store.clone(),
         ledger: store.clone(),
         notes: None,
+        siem: Vec::new(),
         numbers: store,
         admin: directory.clone(),
         directory,

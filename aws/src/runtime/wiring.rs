@@ -256,6 +256,12 @@ pub async fn build_deps(
         )),
         None => None,
     };
+    let siem = match &config.siem {
+        Some(text) => {
+            muster::adapters::siem::from_json(text.expose()).map_err(muster::Error::permanent)?
+        }
+        None => Vec::new(),
+    };
     let contacts: Option<Arc<dyn muster::ports::ContactLookup>> = match &config.contact_lookup_url {
         Some(url) => Some(Arc::new(HttpContactLookup::new(
             url,
@@ -299,5 +305,6 @@ pub async fn build_deps(
         admin: directory,
         ledger: store,
         notes,
+        siem,
     })
 }

@@ -82,18 +82,24 @@ fn event(records: &[(String, serde_json::Value)]) -> StreamEvent {
     .unwrap()
 }
 
-#[tokio::test]
-async fn archived_trail_of_an_incident_fetches_back_and_verifies() {
-    let cfg = support::sdk_config().await;
-    let ddb = aws_sdk_dynamodb::Client::new(&cfg);
+/// A small incident's audit items as the audit table's stream delivers
+/// them: three cascades, one acknowledged, then a KMS seal.
+struct Written {
+    incident: IncidentId,
+    recs: Vec<CascadeRecord>,
+    records: Vec<(String, serde_json::Value)>,
+}
+
+async fn written(cfg: &aws_config::SdkConfig) -> Written {
+    let ddb = aws_sdk_dynamodb::Client::new(cfg);
     let (table, audit_table) = (support::unique("state"), support::unique("audit"));
     DynamoStore::create_tables(&ddb, &table, &audit_table)
         .await
         .unwrap();
-    let kms = aws_sdk_kms::Client::new(&cfg);
+    let kms = aws_sdk_kms::Client::new(cfg);
     let sealer = Arc::new(KmsContactCipher::new(
         kms.clone(),
-        support::kms_key(&cfg).await,
+        support::kms_key(cfg).await,
     ));
     let store =
         DynamoStore::new(ddb.clone(), &table, &audit_table, sealer).with_audit_retention_days(30);
@@ -161,9 +167,17 @@ async fn archived_trail_of_an_incident_fetches_back_and_verifies() {
             )
         })
         .collect();
+    Written {
+        incident,
+        recs,
+        records,
+    }
+}
+
+async fn lock_bucket(cfg: &aws_config::SdkConfig) -> (aws_sdk_s3::Client, String) {
     // An Object Lock bucket (which refuses puts without a checksum).
     let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&cfg)
+        aws_sdk_s3::config::Builder::from(cfg)
             .force_path_style(true)
             .build(),
     );
@@ -174,6 +188,18 @@ async fn archived_trail_of_an_incident_fetches_back_and_verifies() {
         .send()
         .await
         .unwrap();
+    (s3, bucket)
+}
+
+#[tokio::test]
+async fn archived_trail_of_an_incident_fetches_back_and_verifies() {
+    let cfg = support::sdk_config().await;
+    let Written {
+        incident,
+        recs,
+        records,
+    } = written(&cfg).await;
+    let (s3, bucket) = lock_bucket(&cfg).await;
     let archive = AuditArchive::new(s3.clone(), &bucket);
     // Two batches, and the second delivered again from a later record (as
     // after a partial failure): the fetched trail still verifies.
@@ -217,4 +243,153 @@ async fn archived_trail_of_an_incident_fetches_back_and_verifies() {
         failed,
         first.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>()
     );
+}
+
+/// A SIEM receiver that keeps every line it takes.
+#[derive(Default)]
+struct Receiver(std::sync::Mutex<Vec<ExportLine>>);
+
+#[async_trait::async_trait]
+impl AuditSink for Receiver {
+    fn name(&self) -> &str {
+        "syslog"
+    }
+    async fn deliver(&self, lines: &[ExportLine]) -> Result<(), ExportError> {
+        self.0.lock().unwrap().extend_from_slice(lines);
+        Ok(())
+    }
+}
+
+/// Tick sends nothing.
+struct NoSends;
+
+#[async_trait::async_trait]
+impl ChannelSender for NoSends {
+    fn endpoint(&self) -> &str {
+        "none"
+    }
+    async fn send(&self, _: &OutboundMessage) -> Result<Accepted, SendError> {
+        Err(SendError::Failed("tick sends nothing".into()))
+    }
+}
+
+/// Jobs waiting on the queue at `url`, taken off it.
+async fn drain(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    // Bounded: the queue holds a few messages.
+    for _ in 0..20 {
+        let got = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        if got.messages().is_empty() {
+            break;
+        }
+        for m in got.messages() {
+            jobs.push(serde_json::from_str(m.body().unwrap()).unwrap());
+            sqs.delete_message()
+                .queue_url(url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    jobs
+}
+
+/// The SIEM export on AWS: tick archives a stream batch and queues its
+/// lines on the work queue (SQS); dispatch delivers them to the receiver.
+/// Records the archive could not take are not queued: the stream delivers
+/// them again.
+#[tokio::test]
+async fn tick_queues_each_archived_line_for_the_siem_and_dispatch_delivers_it() {
+    use muster::adapters::memory::{
+        Agenda, MemoryDirectory, MemoryStore, SeededIds, VirtualClock, embedded,
+    };
+    let cfg = support::sdk_config().await;
+    let Written { records, .. } = written(&cfg).await;
+    let (s3, bucket) = lock_bucket(&cfg).await;
+    let sqs = aws_sdk_sqs::Client::new(&cfg);
+    let url = sqs
+        .create_queue()
+        .queue_name(support::unique("work"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let receiver = Arc::new(Receiver::default());
+    let clock = VirtualClock::new(T0);
+    let agenda: Arc<Agenda<()>> = Agenda::new(clock.clone());
+    let none: Arc<dyn ChannelSender> = Arc::new(NoSends);
+    let deps = Deps {
+        queue: Arc::new(muster_aws::sqs::SqsQueue::new(sqs.clone(), &url)),
+        siem: vec![receiver.clone()],
+        ..embedded(
+            Arc::new(Policy::default()),
+            &agenda,
+            Arc::new(MemoryStore::new()),
+            Arc::new(MemoryDirectory::new(vec![], vec![])),
+            Senders {
+                voice: none.clone(),
+                sms: none.clone(),
+                email: none.clone(),
+                push: none,
+            },
+            clock,
+            Arc::new(SeededIds::new(1)),
+        )
+    };
+    let tick = muster_aws::runtime::Tick::new(deps.clone())
+        .with_archive(AuditArchive::new(s3.clone(), &bucket));
+    let batch = serde_json::to_value(serde_json::json!({
+        "Records": records.iter().map(|(seq, img)| serde_json::json!({
+            "eventID": seq, "eventName": "INSERT", "eventSource": "aws:dynamodb",
+            "awsRegion": "us-east-1",
+            "dynamodb": {"SequenceNumber": seq, "NewImage": img, "StreamViewType": "NEW_IMAGE",
+                         "SizeBytes": 100, "Keys": {}}
+        })).collect::<Vec<_>>()
+    }))
+    .unwrap();
+    let out = tick
+        .handle(batch.clone(), lambda_runtime::Context::default())
+        .await
+        .unwrap();
+    assert_eq!(out["batchItemFailures"], serde_json::json!([]));
+    let jobs = drain(&sqs, &url).await;
+    assert!(!jobs.is_empty());
+    for job in jobs {
+        assert!(matches!(job, Job::Export { .. }), "{job:?}");
+        muster::app::dispatch(&deps, job).await.unwrap();
+    }
+    let got = receiver.0.lock().unwrap().clone();
+    let expected: Vec<ExportLine> = event(&records)
+        .records
+        .iter()
+        .map(|r| {
+            muster_aws::archive::export_line(&r.dynamodb)
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(got, expected, "every entry and the seal, in stream order");
+    assert_eq!(got.iter().filter(|l| l.kind() == "SEAL").count(), 1);
+
+    // An archive that cannot be written: every record failed, none queued.
+    let nowhere = muster_aws::runtime::Tick::new(deps.clone())
+        .with_archive(AuditArchive::new(s3, "no-such-archive-bucket"));
+    let out = nowhere
+        .handle(batch, lambda_runtime::Context::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        out["batchItemFailures"].as_array().map(Vec::len),
+        Some(records.len())
+    );
+    assert!(drain(&sqs, &url).await.is_empty());
 }

@@ -2,3 +2,4 @@ pub mod emf;
 pub mod http_lookup;
 pub mod memory;
 pub mod notes;
+pub mod siem;

@@ -121,7 +121,7 @@ impl HttpNotes {
 }
 
 /// Plain http is allowed to loopback only (tests, a local relay).
-fn is_loopback(url: &reqwest::Url) -> bool {
+pub(crate) fn is_loopback(url: &reqwest::Url) -> bool {
     url.scheme() == "http" && matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"))
 }
 

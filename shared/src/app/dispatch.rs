@@ -64,6 +64,11 @@ pub async fn dispatch(deps: &Deps, job: Job) -> Result<()> {
             milestone,
             attempt,
         } => super::writeback::write_back(deps, &incident, milestone, attempt).await,
+        Job::Export {
+            lines,
+            sinks,
+            attempt,
+        } => super::export::export(deps, lines, sinks, attempt).await,
     }
 }
 

@@ -10,6 +10,7 @@ mod carriers;
 mod contacts;
 mod dispatch;
 mod escalation;
+pub mod export;
 mod incident;
 mod message;
 mod receipt;

@@ -63,5 +63,6 @@ pub fn embedded<X: Send + 'static>(
         admin: directory,
         ledger: store,
         notes: None,
+        siem: Vec::new(),
     }
 }

@@ -4,7 +4,7 @@
 //! index plays the part of the sparse GSI the sweep reads.
 
 use super::lock;
-use crate::audit::{AuditEntry, ChainHead, Seal};
+use crate::audit::{AuditEntry, ChainHead, ExportLine, Seal};
 use crate::domain::{Channel, Incident, IncidentId, Millis, PhoneNumber, StakeholderId, Ts};
 use crate::engine::{CascadeKey, ChannelWaits, ReceiptStatus, Tally};
 use crate::error::{Error, Result};
@@ -47,6 +47,24 @@ struct Inner {
     open_escalations: HashMap<(IncidentId, StakeholderId), BTreeSet<(Ts, CascadeKey)>>,
     contacts: HashMap<(IncidentId, StakeholderId, Channel), ContactEntry>,
     tallies: HashMap<IncidentId, Tally>,
+    /// Every entry and seal in the order written (the SIEM export's log).
+    written: Vec<Written>,
+}
+
+/// Where one written line is kept: its incident and index.
+enum Written {
+    Entry(IncidentId, usize),
+    Seal(IncidentId, usize),
+}
+
+impl Inner {
+    fn record_entry(&mut self, entry: &AuditEntry) {
+        let entries = self.audit.entry(entry.incident.clone()).or_default();
+        entries.push(entry.clone());
+        let at = entries.len() - 1;
+        self.written
+            .push(Written::Entry(entry.incident.clone(), at));
+    }
 }
 
 #[derive(Default)]
@@ -130,6 +148,35 @@ impl MemoryStore {
         let mut v: Vec<Incident> = g.incidents.values().cloned().collect();
         v.sort_by(|a, b| a.id().cmp(b.id()));
         v
+    }
+
+    /// Up to `max` entries and seals in the order they were written, from
+    /// position `from` of the log, and the position after them (the SIEM
+    /// export's cursor).
+    pub fn written_since(&self, from: usize, max: usize) -> (Vec<ExportLine>, usize) {
+        let g = lock(&self.inner);
+        let end = g.written.len().min(from.saturating_add(max));
+        let lines = g
+            .written
+            .get(from..end)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|w| match w {
+                Written::Entry(i, n) => g
+                    .audit
+                    .get(i)?
+                    .get(*n)
+                    .cloned()
+                    .map(|e| ExportLine::Entry(Box::new(e))),
+                Written::Seal(i, n) => g
+                    .seals
+                    .get(i)?
+                    .get(*n)
+                    .cloned()
+                    .map(|seal| ExportLine::Seal { seal }),
+            })
+            .collect();
+        (lines, end.max(from))
     }
 
     pub fn audit_len(&self) -> usize {
@@ -229,10 +276,7 @@ impl CascadeStore for MemoryStore {
                 .or_default()
                 .insert((record.cascade.created_at, key.clone()));
         }
-        g.audit
-            .entry(key.incident.clone())
-            .or_default()
-            .push(audit.clone());
+        g.record_entry(audit);
         g.tallies
             .entry(key.incident.clone())
             .or_default()
@@ -293,10 +337,7 @@ impl CascadeStore for MemoryStore {
                 g.due.insert((d, key.clone()));
             }
         }
-        g.audit
-            .entry(key.incident.clone())
-            .or_default()
-            .push(audit.clone());
+        g.record_entry(audit);
         Ok(())
     }
 
@@ -572,11 +613,11 @@ impl SealStore for MemoryStore {
     }
 
     async fn put_seal(&self, seal: &Seal) -> Result<()> {
-        lock(&self.inner)
-            .seals
-            .entry(seal.incident.clone())
-            .or_default()
-            .push(seal.clone());
+        let mut g = lock(&self.inner);
+        let seals = g.seals.entry(seal.incident.clone()).or_default();
+        seals.push(seal.clone());
+        let at = seals.len() - 1;
+        g.written.push(Written::Seal(seal.incident.clone(), at));
         Ok(())
     }
 
