@@ -72,6 +72,8 @@ CONTRACT = {
     "MUSTER_INTEGRATION_SECRETS": ({"trigger"}, False),
     "MUSTER_CLOUDWATCH_TOPIC_ARNS": ({"trigger"}, False),
     "MUSTER_WRITEBACK": ({"dispatch"}, False),
+    "MUSTER_SIEM": ({"tick", "dispatch"}, False),
+    "MUSTER_GATEWAYS": ({"trigger", "dispatch"}, False),
 }
 
 # Variables the code may mention that are not deployment configuration.

@@ -78,6 +78,7 @@ fn local_server(members: usize) -> anyhow::Result<String> {
             integrations: Default::default(),
             notes: None,
             siem: Vec::new(),
+            gateways: None,
         },
         Duration::from_secs(30),
         true,

@@ -178,7 +178,16 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         .ok()
         .filter(|s| !s.is_empty())
         .map(Secret::new);
-    let integrations = integrations_from_env()?;
+    let mut integrations = integrations_from_env()?;
+    let gateways = gateways_from_env()?;
+    let chosen: Vec<String> = gateways
+        .iter()
+        .flat_map(|g| g.chosen())
+        .map(|(c, g)| format!("{c} by {g}"))
+        .collect();
+    if let Some(g) = &gateways {
+        integrations.gateways = g.hooks.clone();
+    }
     let notes = notes_from_env()?;
     let siem = siem_from_env()?;
     let siem_names: Vec<String> = siem.iter().map(|s| s.name().to_string()).collect();
@@ -213,6 +222,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             integrations: integrations.clone(),
             notes,
             siem,
+            gateways,
         },
         opts.request_timeout,
         false,
@@ -256,6 +266,15 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
                 "{} at {base}/v1/integrations/{{source}}",
                 sources.join(", ")
             )
+        }
+    );
+    println!(
+        "gateways: {}",
+        if chosen.is_empty() {
+            "none: every channel on the console carriers (set MUSTER_GATEWAYS for Twilio, SendGrid)"
+                .to_string()
+        } else {
+            format!("{} (the rest on the console carriers)", chosen.join(", "))
         }
     );
     println!(
@@ -350,6 +369,22 @@ pub struct Access {
     pub notes: Option<Arc<dyn muster::ports::SourceNotes>>,
     /// SIEM receivers the audit trail is forwarded to (`MUSTER_SIEM`).
     pub siem: Vec<Arc<dyn muster::ports::AuditSink>>,
+    /// Gateways that take channels from the console carriers (`MUSTER_GATEWAYS`).
+    pub gateways: Option<muster::adapters::gateways::Gateways>,
+}
+
+/// The gateways the environment configures ([`muster::adapters::gateways::VARIABLE`]).
+pub fn gateways_from_env() -> anyhow::Result<Option<muster::adapters::gateways::Gateways>> {
+    use muster::adapters::gateways::{VARIABLE, from_json};
+    match std::env::var(VARIABLE)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    {
+        Some(text) => from_json(&text)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("{e}")),
+        None => Ok(None),
+    }
 }
 
 /// The SIEM receivers the environment configures ([`muster::adapters::siem::VARIABLE`]).
@@ -414,6 +449,7 @@ pub fn app(
         integrations,
         notes,
         siem,
+        gateways,
     } = access;
     let paths = muster::directory::escalation_paths(&dir.stakeholders, &dir.groups, &policy);
     if !paths.is_empty() {
@@ -442,12 +478,15 @@ pub fn app(
         })
     };
     let tokens = AckTokens::new(Secret::new(ack_secret), 7 * 86_400_000);
-    let senders = Senders {
+    let mut senders = Senders {
         voice: carrier(Channel::Voice),
         sms: carrier(Channel::Sms),
         email: carrier(Channel::Email),
         push: carrier(Channel::Push),
     };
+    if let Some(g) = &gateways {
+        g.apply(&mut senders);
+    }
     let ids = Arc::new(SeededIds::new(ChaCha20Rng::from_os_rng().random()));
     let deps = Deps {
         ack_links: Some(Arc::new(SignedAckLinks {

@@ -336,9 +336,59 @@ fn run_hris(b: &[u8]) {
     }
 }
 
+fn run_twilio(b: &[u8]) {
+    use crate::events::twilio;
+    if let Ok(params) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(b) {
+        let _ = twilio::call_status(&params);
+        let _ = twilio::message_status(&params);
+        let _ = twilio::verify(
+            "twilio-auth-token",
+            "https://muster.example.com/v1/gateways/twilio/voice",
+            &params,
+            twilio::param(&params, "Signature").unwrap_or_default(),
+        );
+        let _ = twilio::gather(
+            twilio::param(&params, "Body").unwrap_or_default(),
+            "https://m.example.com/g",
+        );
+    }
+}
+
+fn run_sendgrid(b: &[u8]) {
+    use crate::events::sendgrid;
+    if let Some(Value::Array(events)) = json(b) {
+        for e in &events {
+            let _ = sendgrid::receipt(e);
+        }
+    }
+    let _ = sendgrid::key(&text(b));
+    // SendGrid's documented verification key (sendgrid_signature_vector.json).
+    const KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE83T4O/n84iotIvIW4mdBgQ/7dAfSmpqIM8kF9mN1flpVKS3GRqe62gw+2fNNRaINXvVpiglSI8eNEc6wEA3F+g==";
+    if let Ok(k) = sendgrid::key(KEY) {
+        let _ = sendgrid::verify(&k, "1600112502", b, &text(b));
+    }
+}
+
 /// Every target.
 pub fn targets() -> Vec<Target> {
     vec![
+        Target {
+            name: "twilio-webhook",
+            seeds: || {
+                seeds(&[
+                    "CallSid=CA1234567890ABCDE&CallStatus=no-answer&SipResponseCode=480&AccountSid=AC1",
+                    "MessageSid=SM1&MessageStatus=undelivered&ErrorCode=30003",
+                    "MessageSid=SM2&From=%2B13125550102&To=%2B12125550100&Body=ACK+4821",
+                    "CallSid=CA1&Digits=1",
+                ])
+            },
+            run: run_twilio,
+        },
+        Target {
+            name: "sendgrid-events",
+            seeds: || seeds(&[fixture!("tests/fixtures/gateways/sendgrid_events.json")]),
+            run: run_sendgrid,
+        },
         Target {
             name: "trigger",
             seeds: trigger_seeds,

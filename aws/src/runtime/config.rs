@@ -28,7 +28,7 @@ impl Function {
 
 /// Every variable the contract names, with the functions that require it
 /// (empty: optional everywhere).
-pub const VARIABLES: [(&str, &[Function]); 37] = {
+pub const VARIABLES: [(&str, &[Function]); 38] = {
     use Function::*;
     const ALL: &[Function] = &[Trigger, Dispatch, Receipt, Tick];
     [
@@ -69,6 +69,7 @@ pub const VARIABLES: [(&str, &[Function]); 37] = {
         ("MUSTER_CLOUDWATCH_TOPIC_ARNS", &[]),
         ("MUSTER_WRITEBACK", &[]),
         ("MUSTER_SIEM", &[]),
+        ("MUSTER_GATEWAYS", &[]),
     ]
 };
 
@@ -118,6 +119,9 @@ pub struct Config {
     /// SIEM receivers of the audit trail (`MUSTER_SIEM`, the JSON of
     /// [`muster::adapters::siem::from_json`]), checked here.
     pub siem: Option<Secret>,
+    /// Twilio and SendGrid, chosen per channel (`MUSTER_GATEWAYS`, the
+    /// JSON of [`muster::adapters::gateways::from_json`]), checked here.
+    pub gateways: Option<Secret>,
     pub contact_lookup_url: Option<String>,
     pub contact_lookup_token: Option<Secret>,
     pub audit_archive_bucket: Option<String>,
@@ -156,6 +160,7 @@ impl fmt::Debug for Config {
             .field("board", &self.board.is_some())
             .field("write_back", &self.write_back.is_some())
             .field("siem", &self.siem.is_some())
+            .field("gateways", &self.gateways.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -390,6 +395,18 @@ impl Config {
                         None
                     }
                 });
+        // Bad gateway settings leave every channel to the AWS carriers
+        // (logged), never stop the function.
+        let gateways = r.get("MUSTER_GATEWAYS").and_then(|text| {
+            match muster::adapters::gateways::from_json(&text) {
+                Ok(g) if g.chosen().is_empty() && g.hooks.served().is_empty() => None,
+                Ok(_) => Some(Secret::new(text)),
+                Err(e) => {
+                    tracing::error!(problem = %e, "the gateways are off");
+                    None
+                }
+            }
+        });
         let contact_lookup_url = r.url("MUSTER_CONTACT_LOOKUP_URL");
         let contact_lookup_token = r.get("MUSTER_CONTACT_LOOKUP_TOKEN").map(Secret::new);
         let audit_archive_bucket = r.get("MUSTER_AUDIT_ARCHIVE_BUCKET");
@@ -528,6 +545,7 @@ impl Config {
             cloudwatch_topic_arns,
             write_back,
             siem,
+            gateways,
             contact_lookup_url,
             contact_lookup_token,
             audit_archive_bucket,

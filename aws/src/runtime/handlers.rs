@@ -207,6 +207,12 @@ impl Trigger {
                         certs,
                     ))
                 }),
+                gateways: config
+                    .gateways
+                    .as_ref()
+                    .and_then(|t| muster::adapters::gateways::from_json(t.expose()).ok())
+                    .map(|g| g.hooks)
+                    .unwrap_or_default(),
             },
         });
         if let Some(token) = &config.scim_token {

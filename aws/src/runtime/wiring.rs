@@ -171,12 +171,21 @@ pub fn senders(config: &Config, clients: &Clients) -> Senders {
             why: "push is not enabled",
         })
     };
-    Senders {
+    let mut senders = Senders {
         voice,
         sms,
         email,
         push,
+    };
+    // Channels given to Twilio or SendGrid.
+    if let Some(g) = config
+        .gateways
+        .as_ref()
+        .and_then(|t| muster::adapters::gateways::from_json(t.expose()).ok())
+    {
+        g.apply(&mut senders);
     }
+    senders
 }
 
 /// The ack tokens of the deployment (any function that mints or checks

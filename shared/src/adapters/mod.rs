@@ -1,4 +1,5 @@
 pub mod emf;
+pub mod gateways;
 pub mod http_lookup;
 pub mod memory;
 pub mod notes;

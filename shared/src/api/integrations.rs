@@ -42,6 +42,8 @@ pub struct Integrations {
     pub secrets: BTreeMap<&'static str, Secret>,
     /// CloudWatch alarms through SNS: the allowed topics' verifier.
     pub cloudwatch: Option<Arc<SnsVerifier>>,
+    /// The alternative gateways' webhooks (`/v1/gateways/{gateway}/{event}`).
+    pub gateways: super::gateways::Hooks,
 }
 
 /// The environment variable holding each source's secret (`muster serve`
@@ -129,6 +131,7 @@ impl Integrations {
         Ok(Integrations {
             secrets,
             cloudwatch: None,
+            gateways: Default::default(),
         })
     }
 

@@ -2,6 +2,7 @@
 //! and the local server.
 
 pub mod board;
+pub mod gateways;
 pub mod integrations;
 pub mod scim;
 pub mod sign;

@@ -82,7 +82,7 @@ pub struct ApiState {
 }
 
 /// Every route, as (method, path): the OpenAPI document must list exactly these.
-pub const ROUTES: [(&str, &str); 12] = [
+pub const ROUTES: [(&str, &str); 13] = [
     ("post", "/v1/incidents"),
     ("get", "/v1/incidents"),
     ("get", "/v1/carriers"),
@@ -95,6 +95,7 @@ pub const ROUTES: [(&str, &str); 12] = [
     ("post", "/v1/ack"),
     ("post", "/v1/webhooks/{provider}"),
     ("post", "/v1/integrations/{source}"),
+    ("post", "/v1/gateways/{gateway}/{event}"),
 ];
 
 pub fn router(state: ApiState) -> Router {
@@ -110,6 +111,10 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/v1/integrations/{source}",
             post(super::integrations::integration),
+        )
+        .route(
+            "/v1/gateways/{gateway}/{event}",
+            post(super::gateways::gateway),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)

@@ -28,7 +28,7 @@ pub use incident::{
     StatusQuery, api_cursor, close, cursor_refused, status, store_cursor,
 };
 pub use message::render;
-pub use receipt::{ReceiptEvent, ReceiptOutcome, receipt, voice_event};
+pub use receipt::{ReceiptEvent, ReceiptOutcome, call_for, receipt, voice_event};
 pub use tick::{SEAL_INTERVAL_MS, SweepReport, sweep, tick};
 pub use trigger::{TriggerOutcome, trigger, trigger_from};
 pub use writeback::{ATTEMPTS as WRITE_BACK_ATTEMPTS, backoff as write_back_backoff};

@@ -231,8 +231,14 @@ async fn resolve_call(
     let Some(tx) = event["CallDetails"]["TransactionId"].as_str() else {
         return Ok(None);
     };
-    let reference = crate::events::chime::provider_message_id(tx);
-    let Some((key, attempt)) = deps.cascades.get_message_ref(&reference).await? else {
+    call_for(deps, &crate::events::chime::provider_message_id(tx)).await
+}
+
+/// The call the voice sender registered under `reference` (its provider
+/// message id), with the prompt rendered from its cascade; None when the
+/// reference, the incident or the cascade is unknown.
+pub async fn call_for(deps: &Deps, reference: &str) -> Result<Option<crate::events::chime::Call>> {
+    let Some((key, attempt)) = deps.cascades.get_message_ref(reference).await? else {
         tracing::warn!("voice call with no stored reference");
         return Ok(None);
     };

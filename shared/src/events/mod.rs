@@ -3,7 +3,10 @@
 
 pub mod chime;
 pub mod cwlogs;
+pub mod gateways;
 pub mod integrations;
+pub mod sendgrid;
 pub mod ses;
 pub mod sms;
 pub mod sns;
+pub mod twilio;
