@@ -315,8 +315,16 @@ async fn answer_one(
             let token = link_token(&k.body).ok_or_else(|| {
                 unprocessable("n", "this message carries no acknowledgement link")
             })?;
-            let (_, recorded) = v1::acknowledge(&s.api, token).await?;
-            s.phones.answered(n, "acknowledged".into());
+            // One of the incident's own answers, when it has them.
+            let response = v["response"].as_str();
+            let (_, recorded) = v1::acknowledge(&s.api, token, response).await?;
+            s.phones.answered(
+                n,
+                match response {
+                    Some(r) => format!("answered {r}"),
+                    None => "acknowledged".into(),
+                },
+            );
             json!({"n": n, "channel": k.channel, "acknowledged": true, "alreadyRecorded": !recorded})
         }
     };

@@ -59,6 +59,10 @@ pub struct EscalationInfo {
     pub chain: Vec<StakeholderId>,
     /// The failed person's name, for the messages.
     pub about_name: String,
+    /// The answer they gave (its label), when they answered one that does
+    /// not acknowledge ("I need help"): the message says it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
 }
 
 /// The other failures one message of an escalation cascade named.

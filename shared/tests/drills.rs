@@ -1282,3 +1282,78 @@ fn a_slow_hris_delays_first_contacts_but_loses_nobody() {
         quick.first_contact_secs.max
     );
 }
+
+/// Everyone who answers "I need help" ends RESPONDED, is named at once to
+/// a manager who then acknowledges it, and the report counts each answer
+/// from the audit trail, none of them as a failure.
+#[test]
+fn are_you_safe_every_answer_that_needs_help_reaches_a_manager_who_takes_it_up() {
+    let (d, r) = drill("are-you-safe");
+    let entries = entries(&d);
+    let helped: Vec<&AuditEntry> = entries
+        .iter()
+        .filter(|e| e.route == Route::Member && e.record.kind == AuditKind::Responded)
+        .collect();
+    assert!(helped.len() >= 3, "some need help: {}", helped.len());
+    for e in &helped {
+        assert_eq!(e.record.response.as_deref(), Some("2"));
+        let st = story(&r, e.stakeholder.as_str());
+        assert_eq!(st.answered.as_deref(), Some("2"));
+        assert!(
+            matches!(st.outcome, EscalationOutcome::Acknowledged { .. }),
+            "{}: {:?}",
+            e.stakeholder,
+            st.outcome
+        );
+        // Named at once: the manager's message was offered within seconds.
+        assert!(
+            st.first_offer_ms.is_some_and(|ms| ms < 5_000),
+            "{:?}",
+            st.first_offer_ms
+        );
+    }
+    // The report's counts are the audit's: each member's last answer, by
+    // key (a late one after the cascade ended included), and no answer
+    // counted as a failure.
+    let mut last = std::collections::BTreeMap::new();
+    for e in &entries {
+        if e.route == Route::Member
+            && let Some(k) = &e.record.response
+            && matches!(
+                e.record.kind,
+                AuditKind::Acknowledged | AuditKind::Responded | AuditKind::AckAfterEnd
+            )
+        {
+            last.insert(e.stakeholder.clone(), k.clone());
+        }
+    }
+    for key in ["1", "2"] {
+        let n = last.values().filter(|k| k.as_str() == key).count() as u64;
+        assert_eq!(r.answers.get(key).copied(), Some(n), "answer {key}");
+    }
+    let failures = entries
+        .iter()
+        .filter(|e| e.route == Route::Member && e.record.kind == AuditKind::CascadeFailure)
+        .count() as u64;
+    assert_eq!(r.cascade_failures, failures);
+    assert_eq!(r.escalations.responded, helped.len() as u64);
+    let text = r.render();
+    assert!(text.contains("answered 2"), "{text}");
+}
+
+#[test]
+fn a_drill_behaviour_may_only_give_the_incident_s_answers() {
+    let text = std::fs::read_to_string(format!(
+        "{}/../examples/drills/are-you-safe.toml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap_or_default()
+    .replace(
+        r#"answers = { "1" = 0.95, "2" = 0.05 }"#,
+        r#"answers = { "1" = 0.95, "3" = 0.5 }"#,
+    );
+    let errors = Scenario::from_toml(&text).err().unwrap_or_default();
+    let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert!(fields.contains(&"behaviours.staff.answers.3"), "{fields:?}");
+    assert!(fields.contains(&"behaviours.staff.answers"), "{fields:?}");
+}

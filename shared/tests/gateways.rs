@@ -360,6 +360,10 @@ impl Env {
     }
 
     async fn start(&self) {
+        self.start_with(Responses::default()).await
+    }
+
+    async fn start_with(&self, responses: Responses) {
         let t = Trigger {
             incident_id: IncidentId::parse("INC-GW-1").unwrap_or_else(|e| panic!("{e}")),
             severity: Severity::P1,
@@ -367,6 +371,7 @@ impl Env {
             message_template: MessageTemplate::parse("Data centre power lost. Activate BCP.")
                 .unwrap_or_else(|e| panic!("{e}")),
             timestamp: None,
+            responses,
         };
         app::trigger(&self.deps, t)
             .await
@@ -838,4 +843,37 @@ fn sendgrid_s_documented_signed_event_verifies_and_nothing_else_does() {
         payload.as_bytes(),
         "not base64!"
     ));
+}
+
+#[tokio::test]
+async fn a_twilio_call_offers_the_incident_s_answers_and_a_2_is_recorded_as_needing_help() {
+    let env = env().await;
+    let answers = Responses::parse(
+        &json!([{"key": "1", "label": "I am safe"}, {"key": "2", "label": "I need help", "acknowledges": false}]),
+        "responses",
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    env.start_with(answers).await;
+    let sid = format!("CA{:032x}", 0);
+    let answered = [
+        ("CallSid", sid.as_str()),
+        ("AccountSid", SID),
+        ("CallStatus", "in-progress"),
+    ];
+    let (_, _, twiml) = env.twilio("voice", &answered, TOKEN).await;
+    assert!(
+        twiml.contains("Press 1 for I am safe, press 2 for I need help."),
+        "{twiml}"
+    );
+    let mut pressed = answered.to_vec();
+    pressed.push(("Digits", "7"));
+    let (_, _, again) = env.twilio("gather", &pressed, TOKEN).await;
+    assert!(again.contains("not one of the answers"), "{again}");
+    pressed.pop();
+    pressed.push(("Digits", "2"));
+    let (status, _, done) = env.twilio("gather", &pressed, TOKEN).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(done.contains("Your answer has been recorded"), "{done}");
+    assert!(env.kinds("v").await.contains(&AuditKind::Responded));
+    assert_eq!(env.status("v").await, CascadeStatus::Escalated);
 }

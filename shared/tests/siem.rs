@@ -226,6 +226,7 @@ fn trigger(n: &str) -> Trigger {
         message_template: MessageTemplate::parse("Data centre power lost. Press 1.")
             .unwrap_or_else(|e| panic!("{e}")),
         timestamp: None,
+        responses: Default::default(),
     }
 }
 

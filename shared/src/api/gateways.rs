@@ -179,24 +179,43 @@ async fn twilio_event(
                     "Your response could not be recorded. Goodbye.",
                 )));
             };
-            if digits != "1" {
-                let action = format!("{}/v1/gateways/twilio/gather", hooks.callback_url);
-                return Ok(twiml(twilio::gather(
-                    &format!("Only 1 acknowledges. {}", call.prompt),
-                    &action,
-                )));
-            }
-            let outcome = app::receipt(
-                deps,
-                ReceiptEvent::Ack {
-                    key: call.key,
+            // The incident's own answers: any of their keys; else only 1.
+            let event = if call.keys.is_empty() {
+                (digits == "1").then(|| ReceiptEvent::Ack {
+                    key: call.key.clone(),
                     channel: Channel::Voice,
                     attempt: Some(call.attempt),
-                },
-            )
-            .await?;
+                })
+            } else {
+                call.keys
+                    .iter()
+                    .any(|k| k == digits)
+                    .then(|| ReceiptEvent::Respond {
+                        key: call.key.clone(),
+                        channel: Channel::Voice,
+                        attempt: Some(call.attempt),
+                        response: digits.to_string(),
+                    })
+            };
+            let Some(event) = event else {
+                let action = format!("{}/v1/gateways/twilio/gather", hooks.callback_url);
+                let again = if call.keys.is_empty() {
+                    "Only 1 acknowledges."
+                } else {
+                    "That is not one of the answers."
+                };
+                return Ok(twiml(twilio::gather(
+                    &format!("{again} {}", call.prompt),
+                    &action,
+                )));
+            };
+            let outcome = app::receipt(deps, event).await?;
             tracing::info!(outcome = ?outcome, "twilio key press");
-            Ok(twiml(twilio::say("Acknowledged. Thank you. Goodbye.")))
+            Ok(twiml(twilio::say(if call.keys.is_empty() {
+                "Acknowledged. Thank you. Goodbye."
+            } else {
+                "Thank you. Your answer has been recorded. Goodbye."
+            })))
         }
         "call-status" | "sms-status" => {
             let (sid, status) = if event == "call-status" {

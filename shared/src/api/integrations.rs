@@ -286,6 +286,7 @@ pub(super) async fn integration(
                 stakeholder_group_id: group,
                 message_template: message,
                 timestamp: None,
+                responses: Default::default(),
             };
             let id = trigger.incident_id.clone();
             let declared = match origin {

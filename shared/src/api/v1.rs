@@ -645,33 +645,99 @@ async fn ack_target(s: &ApiState, token: &str) -> Result<(Ack, Channel), Problem
 pub async fn acknowledge(
     s: &ApiState,
     token: &str,
+    response: Option<&str>,
 ) -> Result<(crate::engine::CascadeKey, bool), Problem> {
     let (key, channel) = match ack_target(s, token).await? {
         (Ack::Open(rec) | Ack::Ended(rec), channel) => (rec.cascade.key, channel),
     };
-    let outcome = app::receipt(
-        &s.deps,
-        ReceiptEvent::Ack {
+    let event = match response {
+        // One of the incident's own answers (a button of the page, the API).
+        Some(r) => ReceiptEvent::Respond {
+            key: key.clone(),
+            channel,
+            attempt: None,
+            response: r.to_string(),
+        },
+        None => ReceiptEvent::Ack {
             key: key.clone(),
             channel,
             attempt: None,
         },
-    )
-    .await?;
+    };
+    let outcome = app::receipt(&s.deps, event).await?;
     match outcome {
-        ReceiptOutcome::Applied(crate::engine::AuditKind::Acknowledged) => Ok((key, true)),
+        ReceiptOutcome::Applied(
+            crate::engine::AuditKind::Acknowledged | crate::engine::AuditKind::Responded,
+        ) => Ok((key, true)),
         ReceiptOutcome::Unknown => Err(invalid_link()),
+        ReceiptOutcome::Unrecognised => Err(Problem {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            detail: "the request is not valid".into(),
+            errors: vec![
+                json!({"field": "response", "message": "not one of the incident's answers"}),
+            ],
+        }),
         _ => Ok((key, false)),
+    }
+}
+
+/// The incident's own answers a member's page offers (key, label); empty:
+/// the one Acknowledge button.
+async fn answers(s: &ApiState, rec: &crate::ports::CascadeRecord) -> Vec<(String, String)> {
+    if rec.cascade.key.route.is_escalation() {
+        return Vec::new();
+    }
+    match s
+        .deps
+        .incidents
+        .get_incident(&rec.cascade.key.incident)
+        .await
+    {
+        Ok(Some(inc)) if !inc.trigger.responses.is_default() => inc
+            .trigger
+            .responses
+            .options()
+            .iter()
+            .map(|o| (o.key.clone(), o.label.clone()))
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
 /// A small page: no external assets, no scripts, never cached or framed,
 /// and it sends no referrer (the token is in the URL).
 fn page(status: StatusCode, title: &str, text: &str, form: Option<&str>) -> Response {
+    page_with(status, title, text, form, &[])
+}
+
+/// [`page`] with a button per answer (`name="response"`), or the one
+/// Acknowledge button when `answers` is empty.
+fn page_with(
+    status: StatusCode,
+    title: &str,
+    text: &str,
+    form: Option<&str>,
+    answers: &[(String, String)],
+) -> Response {
+    const STYLE: &str = "font-size:1.25rem;padding:.75rem 1.5rem;margin:.25rem";
     let form = form
         .map(|action| {
+            let buttons = if answers.is_empty() {
+                format!("<button type=\"submit\" style=\"{STYLE}\">Acknowledge</button>")
+            } else {
+                answers
+                    .iter()
+                    .map(|(k, l)| {
+                        format!(
+                            "<button type=\"submit\" name=\"response\" value=\"{}\" style=\"{STYLE}\">{}</button>",
+                            html_escape(k),
+                            html_escape(l)
+                        )
+                    })
+                    .collect()
+            };
             format!(
-                "<form method=\"post\" action=\"{}\"><button type=\"submit\" style=\"font-size:1.25rem;padding:.75rem 1.5rem\">Acknowledge</button></form>",
+                "<form method=\"post\" action=\"{}\">{buttons}</form>",
                 html_escape(action)
             )
         })
@@ -719,15 +785,26 @@ async fn ack_page(State(s): State<ApiState>, Path(token): Path<String>) -> Respo
     match ack_target(&s, &token).await {
         Ok((Ack::Open(rec), _)) => {
             let action = format!("/v1/ack/{token}");
-            page(
-                StatusCode::OK,
-                "Acknowledge",
-                &format!(
-                    "Incident {}: press the button to confirm you have received this business continuity message.",
-                    html_escape(rec.cascade.key.incident.as_str())
-                ),
-                Some(&action),
-            )
+            let answers = answers(&s, &rec).await;
+            let incident = html_escape(rec.cascade.key.incident.as_str());
+            if answers.is_empty() {
+                page(
+                    StatusCode::OK,
+                    "Acknowledge",
+                    &format!(
+                        "Incident {incident}: press the button to confirm you have received this business continuity message."
+                    ),
+                    Some(&action),
+                )
+            } else {
+                page_with(
+                    StatusCode::OK,
+                    "Your answer",
+                    &format!("Incident {incident}: press the button that is your answer."),
+                    Some(&action),
+                    &answers,
+                )
+            }
         }
         Ok((Ack::Ended(rec), _)) => page(
             StatusCode::OK,
@@ -744,8 +821,17 @@ async fn ack_page(State(s): State<ApiState>, Path(token): Path<String>) -> Respo
 }
 
 /// `POST /v1/ack/{token}`: the page's button. Records the acknowledgement.
-async fn ack_form(State(s): State<ApiState>, Path(token): Path<String>) -> Response {
-    match acknowledge(&s, &token).await {
+async fn ack_form(
+    State(s): State<ApiState>,
+    Path(token): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    // The button pressed: `response=<key>` (none: Acknowledge).
+    let response = body
+        .ok()
+        .and_then(|b| serde_urlencoded::from_bytes::<Vec<(String, String)>>(&b).ok())
+        .and_then(|f| f.into_iter().find(|(k, _)| k == "response").map(|(_, v)| v));
+    match acknowledge(&s, &token, response.as_deref()).await {
         Ok((key, recorded)) => page(
             StatusCode::OK,
             if recorded {
@@ -753,7 +839,12 @@ async fn ack_form(State(s): State<ApiState>, Path(token): Path<String>) -> Respo
             } else {
                 "Already recorded"
             },
-            &if recorded {
+            &if recorded && response.is_some() {
+                format!(
+                    "Thank you. Your answer to incident {} has been recorded.",
+                    html_escape(key.incident.as_str())
+                )
+            } else if recorded {
                 format!(
                     "Thank you. Your acknowledgement of incident {} has been recorded.",
                     html_escape(key.incident.as_str())
@@ -767,6 +858,12 @@ async fn ack_form(State(s): State<ApiState>, Path(token): Path<String>) -> Respo
             None,
         ),
         Err(p) if p.status == StatusCode::NOT_FOUND => invalid_link_page(),
+        Err(p) if p.status == StatusCode::UNPROCESSABLE_ENTITY => page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Not an answer",
+            "That is not one of this incident's answers. Go back and press one of the buttons.",
+            None,
+        ),
         Err(_) => not_recorded_page(),
     }
 }
@@ -805,7 +902,20 @@ async fn ack_api(
             detail: "the request is not valid".into(),
             errors: vec![json!({"field": "token", "message": "missing, or not a string"})],
         })?;
-    let (key, recorded) = acknowledge(&s, token).await?;
+    let response = match value.get("response") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(r)) => Some(r.as_str()),
+        Some(_) => {
+            return Err(Problem {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                detail: "the request is not valid".into(),
+                errors: vec![
+                    json!({"field": "response", "message": "expected the key of an answer, a string"}),
+                ],
+            });
+        }
+    };
+    let (key, recorded) = acknowledge(&s, token, response).await?;
     Ok(Json(json!({"incidentId": key.incident, "stakeholder": key.stakeholder, "acknowledged": true, "alreadyRecorded": !recorded})).into_response())
 }
 

@@ -233,6 +233,13 @@ pub(super) async fn escalate(
                 level: (chain.len() - 1) as u32,
                 chain: chain.clone(),
                 about_name: failed.name.clone(),
+                answer: failed
+                    .cascade
+                    .response
+                    .as_deref()
+                    .and_then(|k| inc.trigger.responses.by_key(k))
+                    .filter(|o| !o.acknowledges)
+                    .map(|o| o.label.clone()),
             }),
             check,
         };
@@ -576,6 +583,10 @@ pub struct EscalationStory {
     /// From the failure to the first message a carrier accepted that named
     /// it (its own escalation's, or another's that bundled it).
     pub first_named_ms: Option<Millis>,
+    /// Not a failure but an answer that does not acknowledge (RESPONDED):
+    /// its key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answered: Option<String>,
 }
 
 /// One person told about a failure.
@@ -624,6 +635,7 @@ pub fn stories<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Vec<Esc
                     outcome: EscalationOutcome::Open,
                     first_offer_ms: None,
                     first_named_ms: None,
+                    answered: None,
                 };
                 match e.record.kind {
                     AuditKind::CascadeFailure => {
@@ -631,6 +643,11 @@ pub fn stories<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Vec<Esc
                             .entry(e.stakeholder.clone())
                             .or_insert_with(story)
                             .failed_at = e.at;
+                    }
+                    AuditKind::Responded => {
+                        let s = by_about.entry(e.stakeholder.clone()).or_insert_with(story);
+                        s.failed_at = e.at;
+                        s.answered = e.record.response.clone();
                     }
                     AuditKind::AckAfterEnd => {
                         late_ack.insert(e.stakeholder.clone(), e.at);

@@ -265,6 +265,9 @@ pub struct StakeholderView {
     pub needs_review: bool,
     /// Contact details, masked when the cascade was created.
     pub contacts: Vec<(Channel, String)>,
+    /// The key of the answer the person gave (the incident's `responses`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
 }
 
 impl StakeholderView {
@@ -284,6 +287,7 @@ impl StakeholderView {
             escalated_to: c.escalated_to.clone(),
             needs_review: rec.needs_review,
             contacts: rec.masked.clone(),
+            response: c.response.clone(),
         }
     }
 }

@@ -42,7 +42,15 @@ pub fn render(
     let id = &t.incident_id;
     let sev = t.severity;
     let text = t.message_template.as_str();
+    let answer = rec.escalation.as_ref().and_then(|e| e.answer.as_deref());
     let (subject, lead) = match (&rec.cascade.key.route, named) {
+        (Route::Escalation { .. }, [who]) if answer.is_some() => {
+            let said = answer.unwrap_or_default();
+            (
+                format!("[{sev} ESCALATION] {id}: {who} answered \"{said}\""),
+                format!("Escalation: {who} answered \"{said}\" to {id}. "),
+            )
+        }
         (Route::Escalation { .. }, [_, ..]) => {
             let who = list(named);
             let verb = if named.len() == 1 { "has" } else { "have" };
@@ -57,6 +65,33 @@ pub fn render(
         ),
     };
     let code = &rec.ack_code;
+    // A member's message offers the incident's answers when it has its own;
+    // an escalation's only an acknowledgement.
+    let options = &t.responses;
+    if !options.is_default() && !rec.cascade.key.route.is_escalation() {
+        let body = match channel {
+            Channel::Voice => format!("{lead}{text} {}.", capitalise(&options.menu("press "))),
+            Channel::Sms if sms_replies => {
+                format!("[{sev} {id}] {lead}{text} Reply {}.", options.menu(""))
+            }
+            Channel::Sms | Channel::Push => match ack_link {
+                Some(link) => format!("[{sev} {id}] {lead}{text} Answer: {link}"),
+                None => format!("[{sev} {id}] {lead}{text}"),
+            },
+            Channel::Email => {
+                let labels: Vec<&str> =
+                    options.options().iter().map(|o| o.label.as_str()).collect();
+                match ack_link {
+                    Some(link) => format!(
+                        "{lead}{text}\n\nAnswer ({}): {link}\nIncident: {id} ({sev})",
+                        labels.join(", ")
+                    ),
+                    None => format!("{lead}{text}\n\nIncident: {id} ({sev})"),
+                }
+            }
+        };
+        return (subject, body);
+    }
     let body = match channel {
         Channel::Voice if text.to_ascii_lowercase().contains("press 1") => format!("{lead}{text}"),
         Channel::Voice => format!("{lead}{text} Press 1 to acknowledge."),
@@ -101,6 +136,15 @@ pub fn render_notice(incident: &Incident, rec: &CascadeRecord) -> (String, Strin
             t.incident_id
         ),
     )
+}
+
+/// `text` with its first letter in capitals.
+fn capitalise(text: &str) -> String {
+    let mut c = text.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,15 @@ pub enum ReceiptEvent {
         channel: Channel,
         attempt: Option<u32>,
     },
+    /// A person answered with the key of one of the incident's options
+    /// (a digit pressed, a button, the API). An escalation takes only an
+    /// acknowledgement: any answer to one acknowledges it.
+    Respond {
+        key: CascadeKey,
+        channel: Channel,
+        attempt: Option<u32>,
+        response: String,
+    },
     /// A text message from a phone.
     InboundSms { from: PhoneNumber, body: String },
 }
@@ -125,6 +134,31 @@ pub async fn receipt(deps: &Deps, event: ReceiptEvent) -> Result<ReceiptOutcome>
             channel,
             attempt,
         } => (key, Event::Ack { channel, attempt }),
+        ReceiptEvent::Respond {
+            key,
+            channel,
+            attempt,
+            response,
+        } => {
+            let Some(inc) = deps.incidents.get_incident(&key.incident).await? else {
+                return Ok(ReceiptOutcome::Unknown);
+            };
+            if key.route.is_escalation() {
+                (key, Event::Ack { channel, attempt })
+            } else {
+                let Some(o) = inc.trigger.responses.by_key(&response) else {
+                    tracing::info!("an answer that is none of the incident's options");
+                    return Ok(ReceiptOutcome::Unrecognised);
+                };
+                let ev = Event::Respond {
+                    channel,
+                    attempt,
+                    key: o.key.clone(),
+                    acknowledges: o.acknowledges,
+                };
+                (key, ev)
+            }
+        }
         ReceiptEvent::InboundSms { from, body } => return inbound_sms(deps, &from, &body).await,
     };
     match apply_event(deps, &key, ev).await? {
@@ -137,7 +171,34 @@ pub async fn receipt(deps: &Deps, event: ReceiptEvent) -> Result<ReceiptOutcome>
 }
 
 async fn inbound_sms(deps: &Deps, from: &PhoneNumber, body: &str) -> Result<ReceiptOutcome> {
-    match parse_reply(body) {
+    let reply = parse_reply(body);
+    // An incident with answers of its own: a reply that is one of them
+    // (its key or its label) answers the oldest open cascade texting the
+    // number.
+    if matches!(reply, Reply::Other | Reply::Ack { code: None })
+        && let Some(rec) = deps
+            .numbers
+            .open_cascades_for_number(from)
+            .await?
+            .into_iter()
+            .find(|r| !r.cascade.key.route.is_escalation())
+        && let Some(inc) = deps
+            .incidents
+            .get_incident(&rec.cascade.key.incident)
+            .await?
+        && !inc.trigger.responses.is_default()
+        && let Some(o) = inc.trigger.responses.by_reply(body)
+    {
+        let ev = Event::Respond {
+            channel: Channel::Sms,
+            attempt: None,
+            key: o.key.clone(),
+            acknowledges: o.acknowledges,
+        };
+        let (_, kind) = apply_loaded(deps, rec, ev).await?;
+        return Ok(ReceiptOutcome::Applied(kind));
+    }
+    match reply {
         Reply::Ack { code } => {
             let open = deps.numbers.open_cascades_for_number(from).await?;
             let chosen = match &code {
@@ -256,7 +317,18 @@ pub async fn call_for(deps: &Deps, reference: &str) -> Result<Option<crate::even
         .into_iter()
         .collect();
     let prompt = super::render(&inc, &rec, Channel::Voice, None, &about, true).1;
+    let keys = if inc.trigger.responses.is_default() || rec.cascade.key.route.is_escalation() {
+        Vec::new()
+    } else {
+        inc.trigger
+            .responses
+            .options()
+            .iter()
+            .map(|o| o.key.clone())
+            .collect()
+    };
     Ok(Some(crate::events::chime::Call {
+        keys,
         key,
         attempt,
         prompt,

@@ -2,6 +2,7 @@
 //! body shapes monitoring and ITSM tools send (Genesys-style `{"trigger": ..}`,
 //! CXone-style `{"eventType": "bcp.cascade.trigger", "payload": ..}`, plain).
 
+use super::response::Responses;
 use super::{GroupId, IncidentId, InvalidValue, Severity, Ts};
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +62,9 @@ pub struct Trigger {
     /// 1970 is accepted but not kept, and the answer says so).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<Ts>,
+    /// The answers people can give (default: key 1, "Acknowledge").
+    #[serde(default, skip_serializing_if = "Responses::is_default")]
+    pub responses: Responses,
 }
 
 impl Trigger {
@@ -167,6 +171,13 @@ impl Trigger {
                 None
             }
         };
+        let responses = match map.get("responses") {
+            None | Some(serde_json::Value::Null) => Responses::default(),
+            Some(v) => Responses::parse(v, &format!("{prefix}responses")).unwrap_or_else(|e| {
+                errors.extend(e);
+                Responses::default()
+            }),
+        };
         match (incident_id, severity, group, message) {
             (
                 Some(incident_id),
@@ -179,6 +190,7 @@ impl Trigger {
                 stakeholder_group_id,
                 message_template,
                 timestamp,
+                responses,
             }),
             _ => Err(errors),
         }

@@ -6,6 +6,7 @@ mod contact;
 mod ids;
 mod incident;
 mod origin;
+mod response;
 mod severity;
 mod stakeholder;
 mod time;
@@ -14,6 +15,7 @@ pub use contact::{Address, ContactCheck, ContactMethods, EmailAddress, PhoneNumb
 pub use ids::{GroupId, IncidentId, StakeholderId};
 pub use incident::{Incident, IncidentStatus, MessageTemplate, Trigger};
 pub use origin::{Milestone, Origin, OriginSource};
+pub use response::{ResponseOption, Responses};
 pub use severity::{Channel, Severity, Tier};
 pub use stakeholder::{Group, IdpRecord, Stakeholder};
 pub use time::{Millis, Ts};

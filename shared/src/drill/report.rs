@@ -133,6 +133,9 @@ pub struct EscalationSummary {
     pub first_named_secs: Percentiles,
     /// The longest chain used (1: the on-call manager only).
     pub deepest_level: u32,
+    /// Of the escalations, those of an answer that does not acknowledge
+    /// (RESPONDED) rather than a failure.
+    pub responded: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -150,6 +153,9 @@ pub struct DrillReport {
     pub channels: BTreeMap<Channel, ChannelStats>,
     pub carriers: BTreeMap<String, CarrierStats>,
     pub cascade_failures: u64,
+    /// Members whose last answer was each of the incident's own answers
+    /// (by key), from the audit trail.
+    pub answers: BTreeMap<String, u64>,
     pub escalations: EscalationSummary,
     /// Each failure's escalation, from the audit trail.
     pub escalation_stories: Vec<crate::app::EscalationStory>,
@@ -477,6 +483,35 @@ pub(super) fn build(
         found
     });
     r.escalations = summarize(&r.escalation_stories);
+    // A non-acknowledging answer ends a cascade escalated, but it is not a
+    // failure: the failures are the audit's CASCADE_FAILUREs.
+    r.cascade_failures = r
+        .escalation_stories
+        .iter()
+        .filter(|s| s.answered.is_none())
+        .count() as u64;
+    {
+        let mut last: std::collections::HashMap<
+            (crate::domain::IncidentId, crate::domain::StakeholderId),
+            String,
+        > = std::collections::HashMap::new();
+        d.store.for_each_audit(|e| {
+            if e.route == crate::engine::Route::Member
+                && let Some(k) = &e.record.response
+                && matches!(
+                    e.record.kind,
+                    crate::engine::AuditKind::Acknowledged
+                        | crate::engine::AuditKind::Responded
+                        | crate::engine::AuditKind::AckAfterEnd
+                )
+            {
+                last.insert((e.incident.clone(), e.stakeholder.clone()), k.clone());
+            }
+        });
+        for k in last.into_values() {
+            *r.answers.entry(k).or_default() += 1;
+        }
+    }
     for v in found {
         violation_count += 1;
         if violations.len() < 50 {
@@ -634,6 +669,7 @@ fn summarize(stories: &[crate::app::EscalationStory]) -> EscalationSummary {
     };
     let (mut offer, mut named) = (Vec::new(), Vec::new());
     for st in stories {
+        s.responded += u64::from(st.answered.is_some());
         match st.outcome {
             O::Acknowledged { .. } => s.acknowledged += 1,
             O::Withdrawn { .. } => s.withdrawn += 1,
@@ -866,6 +902,13 @@ impl DrillReport {
         use crate::app::EscalationOutcome as O;
         let e = &self.escalations;
         let _ = writeln!(s, "\nEscalations (from the audit trail)");
+        if e.responded > 0 {
+            let _ = writeln!(
+                s,
+                "  {} of them answers that do not acknowledge (RESPONDED), named at once",
+                e.responded
+            );
+        }
         let _ = writeln!(
             s,
             "  {} failures: {} acknowledged, {} withdrawn, {} reached nobody, {} cancelled, {} still open; chain depth up to {}",
@@ -911,9 +954,13 @@ impl DrillReport {
                 O::Cancelled => "; cancelled".into(),
                 O::Open => "; still open".into(),
             };
+            let what = match &st.answered {
+                Some(k) => format!("answered {k}"),
+                None => "failed".to_string(),
+            };
             let _ = writeln!(
                 s,
-                "  {:<16} failed {}: {}{outcome}",
+                "  {:<16} {what} {}: {}{outcome}",
                 st.about.as_str(),
                 at(st.failed_at),
                 if told.is_empty() {

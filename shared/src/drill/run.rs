@@ -449,16 +449,23 @@ impl Drill {
                 key,
                 channel,
                 attempt,
-            }) => app::receipt(
-                deps,
-                ReceiptEvent::Ack {
-                    key,
-                    channel,
-                    attempt: Some(attempt),
-                },
-            )
-            .await
-            .map(|_| ()),
+                response,
+            }) => {
+                let event = match response {
+                    Some(response) => ReceiptEvent::Respond {
+                        key,
+                        channel,
+                        attempt: Some(attempt),
+                        response,
+                    },
+                    None => ReceiptEvent::Ack {
+                        key,
+                        channel,
+                        attempt: Some(attempt),
+                    },
+                };
+                app::receipt(deps, event).await.map(|_| ())
+            }
             Ran::External(SimEvent::CloseIncident(id)) => app::close(deps, &id).await.map(|_| ()),
             Ran::External(SimEvent::Trigger(i)) => match self.scenario.more.get(i) {
                 Some(more) => app::trigger(deps, more.trigger.clone()).await.map(|_| ()),

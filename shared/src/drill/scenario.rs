@@ -130,6 +130,9 @@ pub struct Behaviour {
     /// Chance of acknowledging once a message is delivered, per channel.
     pub ack: [f64; 4],
     pub ack_delay: Dist,
+    /// Of those who answer, the share giving each of the incident's own
+    /// answers (by key), in order; the rest acknowledge.
+    pub answers: Vec<(String, f64)>,
 }
 
 /// A log-normal distribution given by its median and 95th percentile.
@@ -334,6 +337,9 @@ struct RawBehaviour {
     #[serde(default)]
     ack: BTreeMap<String, f64>,
     ack_delay: Option<RawDist>,
+    /// Answer key -> share of those who answer that give it.
+    #[serde(default)]
+    answers: BTreeMap<String, f64>,
 }
 
 #[derive(Deserialize)]
@@ -536,12 +542,33 @@ impl Validator {
                     p95: 120_000,
                 },
             };
+            let mut answers = Vec::new();
+            let mut total = 0.0;
+            for (k, p) in &b.answers {
+                let field = format!("{f}.answers.{k}");
+                let p = self.prob(&field, Some(*p));
+                if trigger
+                    .as_ref()
+                    .is_some_and(|t| t.responses.by_key(k).is_none())
+                {
+                    self.err(&field, format!("{k:?} is none of the incident's responses"));
+                }
+                total += p;
+                answers.push((k.clone(), p));
+            }
+            if total > 1.0 + 1e-9 {
+                self.err(
+                    format!("{f}.answers"),
+                    format!("the shares add up to {total}, more than 1"),
+                );
+            }
             names.insert(name.clone(), behaviours.len());
             behaviours.push(Behaviour {
                 name: name.clone(),
                 never,
                 ack,
                 ack_delay,
+                answers,
             });
         }
         if !names.contains_key("default") {
@@ -554,6 +581,7 @@ impl Validator {
                     median: 30_000,
                     p95: 120_000,
                 },
+                answers: Vec::new(),
             });
         }
         let behaviour = |v: &mut Self, field: &str, name: Option<&String>| -> usize {

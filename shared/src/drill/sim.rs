@@ -31,6 +31,8 @@ pub enum SimEvent {
         key: CascadeKey,
         channel: Channel,
         attempt: u32,
+        /// One of the incident's own answers (its key); none: acknowledge.
+        response: Option<String>,
     },
     CloseIncident(crate::domain::IncidentId),
     /// The monitoring system sends the scenario's trigger again.
@@ -412,16 +414,29 @@ impl SimWorld {
                     crate::domain::Address::Phone(p) if channel == Channel::Sms => Some(p.clone()),
                     _ => None,
                 };
+                // One of the incident's own answers, by the behaviour's
+                // shares, to a member's message (no draw without answers:
+                // existing seeds keep their runs).
+                let response = if b.answers.is_empty() || msg.key.route.is_escalation() {
+                    None
+                } else {
+                    let mut left = st.rng.random::<f64>();
+                    b.answers.iter().find_map(|(k, p)| {
+                        left -= p;
+                        (left < 0.0).then(|| k.clone())
+                    })
+                };
                 let event = match phone {
                     Some(from)
                         if self.sms_text_replies > 0.0
                             && st.rng.random::<f64>() < self.sms_text_replies =>
                     {
-                        let body = match st.rng.random_range(0..4) {
-                            0 => "1".to_string(),
-                            1 => "ACK".to_string(),
-                            2 => format!("ack {}", msg.ack_code),
-                            _ => "Ok".to_string(),
+                        let body = match (&response, st.rng.random_range(0..4)) {
+                            (Some(k), _) => k.clone(),
+                            (None, 0) => "1".to_string(),
+                            (None, 1) => "ACK".to_string(),
+                            (None, 2) => format!("ack {}", msg.ack_code),
+                            (None, _) => "Ok".to_string(),
                         };
                         SimEvent::InboundSms { from, body }
                     }
@@ -429,6 +444,7 @@ impl SimWorld {
                         key: msg.key.clone(),
                         channel,
                         attempt: msg.attempt,
+                        response,
                     },
                 };
                 if self.duplicate_acks > 0.0 && st.rng.random::<f64>() < self.duplicate_acks {

@@ -284,6 +284,9 @@ pub struct Cascade {
     /// A withdrawn escalation's update notice was offered to the carrier.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub noticed: bool,
+    /// The key of the answer the person gave, when they gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
 }
 
 fn no_busy(b: &[Option<Ts>; 4]) -> bool {
@@ -317,6 +320,7 @@ impl Cascade {
             escalated_to: Vec::new(),
             escalation_undelivered: false,
             noticed: false,
+            response: None,
             handed_on: false,
             dead_channels: Vec::new(),
             busy_until: [None; 4],

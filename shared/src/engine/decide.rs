@@ -78,6 +78,7 @@ impl<'a> Transition<'a> {
                 retries: None,
                 wait_ms: None,
                 note: None,
+                response: None,
             },
         }
     }
@@ -143,6 +144,41 @@ impl<'a> Transition<'a> {
                 self.record(AuditKind::Acknowledged, a.as_ref());
                 self.audit.channel = Some(channel);
                 self.audit.attempt = attempt;
+            }
+            Event::Respond {
+                channel,
+                attempt,
+                ref key,
+                acknowledges,
+            } => {
+                if !acknowledges && self.next.key.route.is_escalation() {
+                    self.stale(format!(
+                        "answer {key} to an escalation, which only an acknowledgement takes up"
+                    ));
+                    self.audit.response = Some(key.clone());
+                    return;
+                }
+                let a = attempt.and_then(|id| self.next.attempt(id).copied());
+                self.next.response = Some(key.clone());
+                if acknowledges {
+                    self.next.status = CascadeStatus::Acknowledged;
+                    self.next.acked_at = Some(self.now);
+                    self.next.acked_on = Some(channel);
+                    self.end();
+                    self.record(AuditKind::Acknowledged, a.as_ref());
+                } else {
+                    // Ended, and named to the manager route at once: who
+                    // needs help is the first thing a BCP lead must know.
+                    self.next.status = CascadeStatus::Escalated;
+                    self.end();
+                    self.record(AuditKind::Responded, a.as_ref());
+                    self.commands
+                        .retain(|c| !matches!(c, Command::Send { .. } | Command::ArmTimer { .. }));
+                    self.commands.push(Command::EscalateToManager);
+                }
+                self.audit.channel = Some(channel);
+                self.audit.attempt = attempt;
+                self.audit.response = Some(key.clone());
             }
             Event::Timer { attempt, kind } => {
                 let Some(i) = self.find(attempt, |p| phase_matches(p, kind)) else {
@@ -256,6 +292,30 @@ impl<'a> Transition<'a> {
 
     /// Terminal states absorb: a late ACK is recorded, nothing else changes.
     fn absorb(&mut self, event: &Event) {
+        if let Event::Respond {
+            channel,
+            attempt,
+            key,
+            acknowledges,
+        } = event
+        {
+            // A late answer that acknowledges is a late acknowledgement
+            // (after RESPONDED: the person is now safe; the open escalation
+            // about them is withdrawn). Another is recorded, nothing more.
+            if *acknowledges && self.next.acked_at.is_none() {
+                self.absorb(&Event::Ack {
+                    channel: *channel,
+                    attempt: *attempt,
+                });
+            } else {
+                self.stale(format!(
+                    "answer {key} after the cascade ended as {}",
+                    self.next.status.as_str()
+                ));
+            }
+            self.audit.response = Some(key.clone());
+            return;
+        }
         let escalated_member =
             self.next.status == CascadeStatus::Escalated && self.next.key.route == Route::Member;
         match event {

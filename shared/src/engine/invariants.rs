@@ -124,6 +124,12 @@ pub fn check_transition(
     if matches!(event, Event::Ack { .. }) && !next.status.is_terminal() {
         v.push("ACK left the cascade open".into());
     }
+    if let Event::Respond { key, .. } = event
+        && !next.key.route.is_escalation()
+        && (!next.status.is_terminal() || d.audit.response.as_deref() != Some(key.as_str()))
+    {
+        v.push("an answer left the cascade open or was not audited with its key".into());
+    }
     if d.audit.status != next.status || usize::from(d.audit.in_flight) != next.in_flight.len() {
         v.push("audit record disagrees with the state it records".into());
     }

@@ -165,6 +165,16 @@ pub enum Event {
         channel: Channel,
         attempt: Option<u32>,
     },
+    /// The person answered with one of the incident's options (`key`). One
+    /// that acknowledges is an acknowledgement with its key recorded; one
+    /// that does not ends the cascade as RESPONDED and names the person at
+    /// once to their manager, with the answer.
+    Respond {
+        channel: Channel,
+        attempt: Option<u32>,
+        key: String,
+        acknowledges: bool,
+    },
     Timer {
         attempt: u32,
         kind: TimerKind,
@@ -276,11 +286,13 @@ pub enum AuditKind {
     Withdrawn,
     NoticeSent,
     NoticeFailed,
+    Responded,
 }
 
 impl AuditKind {
     pub fn as_str(self) -> &'static str {
         match self {
+            AuditKind::Responded => "RESPONDED",
             AuditKind::CascadeStarted => "CASCADE_STARTED",
             AuditKind::SendAccepted => "SEND_ACCEPTED",
             AuditKind::Throttled => "THROTTLED",
@@ -335,6 +347,9 @@ pub struct AuditRecord {
     pub wait_ms: Option<Millis>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The key of the answer this transition records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -42,6 +42,9 @@ pub struct Call {
     pub attempt: u32,
     /// What to say (the voice message rendered for the cascade).
     pub prompt: String,
+    /// The keys of the incident's own answers ("1", "2"...); empty: the
+    /// default, where only 1 (acknowledge) counts.
+    pub keys: Vec<String>,
 }
 
 /// Whether `event` needs its call resolved before [`handle`]: an answer
@@ -153,6 +156,9 @@ pub fn handle(event: &Value, call: Option<&Call>) -> Result<SmaAnswer, InvalidVa
                 a.insert("stakeholder".into(), json!(c.key.stakeholder.as_str()));
                 a.insert("route".into(), json!(c.key.route.encode()));
                 a.insert("attempt".into(), json!(c.attempt.to_string()));
+                if !c.keys.is_empty() {
+                    a.insert("keys".into(), json!(c.keys.concat()));
+                }
             }
             let prompt = fit_prompt(
                 call.map(|c| c.prompt.as_str())
@@ -181,7 +187,30 @@ pub fn handle(event: &Value, call: Option<&Call>) -> Result<SmaAnswer, InvalidVa
                 (Err(e), None) if a.contains_key("incident") => return Err(e),
                 (Err(_), None) => None,
             };
-            if event["ActionData"]["ReceivedDigits"].as_str() == Some("1")
+            // The incident's own answers: any of their keys; else only 1.
+            let keys = call
+                .map(|c| c.keys.concat())
+                .filter(|k| !k.is_empty())
+                .or_else(|| text(&a, "keys"))
+                .unwrap_or_default();
+            let digit = event["ActionData"]["ReceivedDigits"]
+                .as_str()
+                .unwrap_or_default();
+            let answered_with =
+                (digit.len() == 1 && !keys.is_empty() && keys.contains(digit)).then_some(digit);
+            if let (Some(d), Some((key, attempt))) = (answered_with, key.clone()) {
+                receipts.push(ReceiptEvent::Respond {
+                    key,
+                    channel: Channel::Voice,
+                    attempt,
+                    response: d.to_string(),
+                });
+                actions.push(speak(
+                    &call_id,
+                    "Thank you. Your answer has been recorded. Goodbye.",
+                ));
+            } else if keys.is_empty()
+                && digit == "1"
                 && let Some((key, attempt)) = key
             {
                 receipts.push(ReceiptEvent::Ack {
@@ -250,6 +279,7 @@ mod tests {
 
     fn the_call() -> Call {
         Call {
+            keys: Vec::new(),
             key: CascadeKey {
                 incident: IncidentId::parse("INC-2024-0892").unwrap_or_else(|e| panic!("{e}")),
                 stakeholder: StakeholderId::parse("ops-lead-amer")
@@ -366,6 +396,44 @@ mod tests {
             handle(&after, None)
                 .map(|r| r.receipts.is_empty())
                 .unwrap_or(false)
+        );
+    }
+
+    #[test]
+    fn with_the_incident_s_own_answers_each_key_is_an_answer_and_the_call_keeps_them() {
+        let call = Call {
+            keys: vec!["1".into(), "2".into()],
+            ..the_call()
+        };
+        let answered =
+            handle(&fixture("call_answered"), Some(&call)).unwrap_or_else(|e| panic!("{e}"));
+        let kept = answered.response["TransactionAttributes"].clone();
+        assert_eq!(kept["keys"], json!("12"));
+        // The press comes back with the attributes the answer stored.
+        let mut pressed = fixture("digits_1");
+        pressed["CallDetails"]["TransactionAttributes"] = kept;
+        pressed["ActionData"]["ReceivedDigits"] = json!("2");
+        let r = handle(&pressed, None).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            matches!(&r.receipts[..], [ReceiptEvent::Respond { response, channel: Channel::Voice, .. }] if response == "2"),
+            "{:?}",
+            r.receipts
+        );
+        // A key that is none of them, or 2 where only 1 counts: nothing.
+        pressed["ActionData"]["ReceivedDigits"] = json!("7");
+        assert!(
+            handle(&pressed, None)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .receipts
+                .is_empty()
+        );
+        let mut plain = fixture("digits_1");
+        plain["ActionData"]["ReceivedDigits"] = json!("2");
+        assert!(
+            handle(&plain, Some(&the_call()))
+                .unwrap_or_else(|e| panic!("{e}"))
+                .receipts
+                .is_empty()
         );
     }
 
