@@ -59,3 +59,52 @@ pub async fn forward_written(
         }
     }
 }
+
+/// Items [`run_virtual`] runs at most in one call.
+pub const VIRTUAL_MAX_ITEMS: usize = 100_000;
+
+/// Runs `agenda` on the virtual `clock` until `end`: each due item in
+/// turn, the clock moved to it, the sweep scheduled again every sweep
+/// interval as in production; `after` is called after each item with the
+/// caller's own item, if it was one, to answer as people and carriers
+/// would. Stops when nothing is due by `end` (the clock then at `end`),
+/// or fails after [`VIRTUAL_MAX_ITEMS`] items or on the first item that
+/// fails. The tests' and tools' virtual-time driver.
+pub async fn run_virtual<X: Send + 'static>(
+    deps: &Deps,
+    agenda: &crate::adapters::memory::Agenda<X>,
+    clock: &crate::adapters::memory::VirtualClock,
+    end: crate::domain::Ts,
+    mut after: impl AsyncFnMut(Option<X>),
+) -> Result<()> {
+    use crate::ports::Clock;
+    for _ in 0..VIRTUAL_MAX_ITEMS {
+        let Some((at, item)) = agenda.pop() else {
+            return Ok(());
+        };
+        if at > end {
+            agenda.push(at, item);
+            clock.set(end);
+            return Ok(());
+        }
+        if at > clock.now() {
+            clock.set(at);
+        }
+        let external = match run(deps, item).await {
+            Ran::Handled(r) => {
+                r?;
+                None
+            }
+            Ran::Swept(r) => {
+                r?;
+                agenda.push(clock.now().plus(deps.policy.sweep_interval), Item::Sweep);
+                None
+            }
+            Ran::External(x) => Some(x),
+        };
+        after(external).await;
+    }
+    Err(crate::error::Error::permanent(
+        "the agenda did not settle within its bound",
+    ))
+}

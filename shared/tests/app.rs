@@ -9,7 +9,6 @@ use muster::adapters::memory::{
 };
 use muster::app::{self, ReceiptEvent, ReceiptOutcome};
 use muster::domain::*;
-use muster::embedded::Ran;
 use muster::engine::{AuditKind, CascadeKey, CascadeStatus, Event, ReceiptStatus, Route};
 use muster::policy::Policy;
 use muster::ports::*;
@@ -133,18 +132,14 @@ impl Env {
     }
     /// Processes everything due up to `until`, moving the clock.
     fn run_until(&self, until: Ts) {
-        while let Some(at) = self.agenda.next_at() {
-            if at > until {
-                break;
-            }
-            let Some((at, item)) = self.agenda.pop() else {
-                break;
-            };
-            self.clock.set(at);
-            if let Ran::Handled(r) = block_on(muster::embedded::run(&self.deps, item)) {
-                r.unwrap_or_else(|e| panic!("{e}"));
-            }
-        }
+        let run = muster::embedded::run_virtual(
+            &self.deps,
+            &self.agenda,
+            &self.clock,
+            until,
+            async |_| {},
+        );
+        block_on(run).unwrap_or_else(|e| panic!("{e}"));
         self.clock.set(until);
     }
     fn clock_now(&self) -> Ts {

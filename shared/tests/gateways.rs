@@ -334,29 +334,9 @@ impl Env {
     /// Runs every item due within `secs` of virtual time.
     async fn run_for(&self, secs: u64) {
         let end = self.clock.now().plus(secs * 1000);
-        // Bounded: every turn takes one item, and time only moves forward.
-        for _ in 0..10_000 {
-            let Some((at, item)) = self.agenda.pop() else {
-                return;
-            };
-            if at > end {
-                self.agenda.push(at, item);
-                self.clock.set(end);
-                return;
-            }
-            if at > self.clock.now() {
-                self.clock.set(at);
-            }
-            match muster::embedded::run(&self.deps, item).await {
-                muster::embedded::Ran::Handled(r) => r.unwrap_or_else(|e| panic!("{e}")),
-                muster::embedded::Ran::Swept(r) => {
-                    r.unwrap_or_else(|e| panic!("{e}"));
-                    self.agenda.push(self.clock.now().plus(60_000), Item::Sweep);
-                }
-                muster::embedded::Ran::External(()) => {}
-            }
-        }
-        panic!("the agenda did not settle");
+        muster::embedded::run_virtual(&self.deps, &self.agenda, &self.clock, end, async |_| {})
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     async fn start(&self) {

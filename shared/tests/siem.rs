@@ -160,32 +160,12 @@ impl Env {
     /// written after every item; `ackers` acknowledge each message they get.
     async fn run_for(&mut self, secs: u64, ackers: &[&str]) {
         let end = self.clock.now().plus(secs * 1000);
+        let (deps, store, sent) = (&self.deps, &self.store, &self.sent);
+        let mut cursor = muster::embedded::forward_written(deps, store, self.cursor).await;
         let mut answered = 0;
-        // Bounded: every turn takes one item, and time only moves forward.
-        for _ in 0..100_000 {
-            self.cursor =
-                muster::embedded::forward_written(&self.deps, &self.store, self.cursor).await;
-            let Some((at, item)) = self.agenda.pop() else {
-                return;
-            };
-            if at > end {
-                self.agenda.push(at, item);
-                self.clock.set(end);
-                return;
-            }
-            if at > self.clock.now() {
-                self.clock.set(at);
-            }
-            match muster::embedded::run(&self.deps, item).await {
-                muster::embedded::Ran::Handled(r) => r.unwrap_or_else(|e| panic!("{e}")),
-                muster::embedded::Ran::Swept(r) => {
-                    r.unwrap_or_else(|e| panic!("{e}"));
-                    self.agenda.push(self.clock.now().plus(60_000), Item::Sweep);
-                }
-                muster::embedded::Ran::External(()) => {}
-            }
-            let sent: Vec<OutboundMessage> =
-                self.sent.0.lock().map(|s| s.clone()).unwrap_or_default();
+        muster::embedded::run_virtual(deps, &self.agenda, &self.clock, end, async |_| {
+            cursor = muster::embedded::forward_written(deps, store, cursor).await;
+            let sent: Vec<OutboundMessage> = sent.0.lock().map(|s| s.clone()).unwrap_or_default();
             for m in &sent[answered..] {
                 if ackers.contains(&m.key.stakeholder.as_str()) {
                     let ack = ReceiptEvent::Ack {
@@ -193,14 +173,16 @@ impl Env {
                         channel: m.channel,
                         attempt: Some(m.attempt),
                     };
-                    app::receipt(&self.deps, ack)
+                    app::receipt(deps, ack)
                         .await
                         .unwrap_or_else(|e| panic!("{e}"));
                 }
             }
             answered = sent.len();
-        }
-        panic!("the agenda did not settle");
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        self.cursor = muster::embedded::forward_written(deps, store, cursor).await;
     }
 
     /// Every line the store holds, by dedup key.

@@ -377,31 +377,10 @@ impl Env {
     /// production).
     async fn run_for(&self, secs: u64, ackers: &[&str]) {
         let end = self.clock.now().plus(secs * 1000);
+        let (deps, sent) = (&self.deps, &self.sent);
         let mut answered = 0;
-        // Bounded: every turn takes one item, and time only moves forward
-        // to the horizon.
-        for _ in 0..100_000 {
-            let Some((at, item)) = self.agenda.pop() else {
-                return;
-            };
-            if at > end {
-                self.agenda.push(at, item);
-                self.clock.set(end);
-                return;
-            }
-            if at > self.clock.now() {
-                self.clock.set(at);
-            }
-            match muster::embedded::run(&self.deps, item).await {
-                muster::embedded::Ran::Handled(r) => r.unwrap_or_else(|e| panic!("{e}")),
-                muster::embedded::Ran::Swept(r) => {
-                    r.unwrap_or_else(|e| panic!("{e}"));
-                    self.agenda.push(self.clock.now().plus(60_000), Item::Sweep);
-                }
-                muster::embedded::Ran::External(()) => {}
-            }
-            let sent: Vec<OutboundMessage> =
-                self.sent.0.lock().map(|s| s.clone()).unwrap_or_default();
+        muster::embedded::run_virtual(deps, &self.agenda, &self.clock, end, async |_| {
+            let sent: Vec<OutboundMessage> = sent.0.lock().map(|s| s.clone()).unwrap_or_default();
             for m in &sent[answered..] {
                 if ackers.contains(&m.key.stakeholder.as_str()) {
                     let ack = ReceiptEvent::Ack {
@@ -409,14 +388,15 @@ impl Env {
                         channel: m.channel,
                         attempt: Some(m.attempt),
                     };
-                    app::receipt(&self.deps, ack)
+                    app::receipt(deps, ack)
                         .await
                         .unwrap_or_else(|e| panic!("{e}"));
                 }
             }
             answered = sent.len();
-        }
-        panic!("the agenda did not settle");
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     }
 
     async fn members(&self, incident: &Value) -> Vec<(String, CascadeStatus)> {
