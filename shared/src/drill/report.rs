@@ -734,15 +734,35 @@ impl DrillReport {
             pct(f.acknowledged)
         );
         let e = &self.escalations;
+        let responded = if e.responded > 0 {
+            format!(
+                "{} RESPONDED, {} CASCADE_FAILURE; ",
+                e.responded, self.cascade_failures
+            )
+        } else {
+            "CASCADE_FAILURE: ".to_string()
+        };
         let _ = writeln!(
             s,
-            "  escalated      {:>8}  {:5.1}%  (CASCADE_FAILURE: {} acknowledged by the person told, {} withdrawn, {} reached nobody)",
+            "  escalated      {:>8}  {:5.1}%  ({responded}{} acknowledged by the person told, {} withdrawn, {} reached nobody)",
             f.escalated,
             pct(f.escalated),
             e.acknowledged,
             e.withdrawn,
             e.undelivered
         );
+        if !self.answers.is_empty() {
+            let counts: Vec<String> = self
+                .answers
+                .iter()
+                .map(|(k, n)| format!("{k}: {n}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  answers        {}  (each member's last answer, by key)",
+                counts.join(", ")
+            );
+        }
         let _ = writeln!(
             s,
             "  cancelled      {:>8}  {:5.1}%",
@@ -902,23 +922,20 @@ impl DrillReport {
         use crate::app::EscalationOutcome as O;
         let e = &self.escalations;
         let _ = writeln!(s, "\nEscalations (from the audit trail)");
-        if e.responded > 0 {
-            let _ = writeln!(
-                s,
-                "  {} of them answers that do not acknowledge (RESPONDED), named at once",
+        let what = if e.responded > 0 {
+            format!(
+                "{} escalated ({} failures, {} answers that do not acknowledge, named at once)",
+                e.failures,
+                e.failures - e.responded,
                 e.responded
-            );
-        }
+            )
+        } else {
+            format!("{} failures", e.failures)
+        };
         let _ = writeln!(
             s,
-            "  {} failures: {} acknowledged, {} withdrawn, {} reached nobody, {} cancelled, {} still open; chain depth up to {}",
-            e.failures,
-            e.acknowledged,
-            e.withdrawn,
-            e.undelivered,
-            e.cancelled,
-            e.open,
-            e.deepest_level
+            "  {what}: {} acknowledged, {} withdrawn, {} reached nobody, {} cancelled, {} still open; chain depth up to {}",
+            e.acknowledged, e.withdrawn, e.undelivered, e.cancelled, e.open, e.deepest_level
         );
         let _ = writeln!(s, "  first send offered   {}", p(&e.first_offer_secs));
         let _ = writeln!(s, "  first message naming {}", p(&e.first_named_secs));
