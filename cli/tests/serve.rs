@@ -1030,3 +1030,90 @@ fn a_person_presses_1_on_the_boards_phones_page() {
         "{v}"
     );
 }
+
+/// "Are you safe?" under `muster serve`: the console call offers the
+/// incident's answers, a 2 ("I need help") ends that person's cascade as
+/// RESPONDED and the on-call manager is told at once, with the answer; an
+/// SMS reply in words and an email button each record their answer.
+#[tokio::test]
+async fn serve_takes_the_incident_s_own_answers_on_every_channel() {
+    let s = one_per_channel();
+    let c = reqwest::Client::new();
+    let mut trigger = seed_fields();
+    trigger["stakeholderGroupId"] = json!("local");
+    trigger["messageTemplate"] = json!("Fire alarm at the office. Are you safe?");
+    trigger["responses"] = json!([
+        {"key": "1", "label": "I am safe"},
+        {"key": "2", "label": "I need help", "acknowledges": false}
+    ]);
+    let r = post(
+        &c,
+        &format!("{}/v1/incidents", s.base),
+        &json!({"trigger": trigger}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let list = messages(&c, &s, 4).await;
+    let of = |ch: &str| {
+        list.iter()
+            .find(|m| m["channel"] == ch)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {ch} message: {list:?}"))
+    };
+    let answer = |m: &Value, body: Value| {
+        let url = format!("{}/local/messages/{}/answer", s.base, m["n"]);
+        let c = c.clone();
+        async move { post(&c, &url, &body).await.status().as_u16() }
+    };
+    let voice = of("voice");
+    assert!(
+        voice["body"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("press 2 for I need help"),
+        "{voice}"
+    );
+    assert_eq!(answer(&voice, json!({"digits": "2"})).await, 200);
+    assert_eq!(answer(&of("sms"), json!({"text": "I am safe"})).await, 200);
+    assert_eq!(
+        answer(
+            &of("email"),
+            json!({"action": "acknowledge", "response": "1"})
+        )
+        .await,
+        200
+    );
+    let v = get_json(&c, &format!("{}/v1/incidents/INC-2024-0892", s.base)).await;
+    let people = v["stakeholders"].as_array().cloned().unwrap_or_default();
+    let member = |ch: &str| {
+        let who = of(ch)["stakeholder"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        people
+            .iter()
+            .find(|p| p["stakeholder"] == json!(who) && p["route"] == json!("member"))
+            .cloned()
+            .unwrap_or_else(|| panic!("{who}: {v}"))
+    };
+    assert_eq!(member("voice")["response"], json!("2"), "{v}");
+    assert_eq!(member("voice")["status"], json!("escalated"), "{v}");
+    assert_eq!(member("sms")["response"], json!("1"), "{v}");
+    assert_eq!(member("email")["response"], json!("1"), "{v}");
+    // The manager's message says what the answer was.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = get_json(&c, &format!("{}/local/messages", s.base)).await;
+        let told = all["messages"].as_array().into_iter().flatten().any(|m| {
+            m["body"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("answered \"I need help\"")
+        });
+        if told {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the manager was not told: {all}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
