@@ -8,6 +8,9 @@
 //! sent as the vendors send them, signed their way. Incidents run on the
 //! embedded driver with a virtual clock.
 
+mod support;
+use support::*;
+
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Request, StatusCode};
@@ -43,10 +46,6 @@ fn fixture(rel: &str) -> Value {
     );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
-
-fn id(s: &str) -> StakeholderId {
-    StakeholderId::parse(s).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A form's parameters, in order.

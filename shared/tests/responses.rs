@@ -3,6 +3,9 @@
 //! key; one that does not acknowledge ends that person's cascade as
 //! RESPONDED and names them at once, with the answer, to their manager.
 
+mod support;
+use support::*;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -17,30 +20,8 @@ use muster::policy::Policy;
 use muster::ports::*;
 use muster::secret::Secret;
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tower::ServiceExt;
-
-fn id(s: &str) -> StakeholderId {
-    StakeholderId::parse(s).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Accepts every message, keeping them.
-#[derive(Default)]
-struct Accept(Mutex<Vec<OutboundMessage>>);
-
-#[async_trait::async_trait]
-impl ChannelSender for Accept {
-    fn endpoint(&self) -> &str {
-        "any"
-    }
-    async fn send(&self, m: &OutboundMessage) -> Result<Accepted, SendError> {
-        let mut sent = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        sent.push(m.clone());
-        Ok(Accepted {
-            provider_message_id: format!("m{}", sent.len()),
-        })
-    }
-}
 
 struct Env {
     deps: Deps,

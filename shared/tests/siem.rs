@@ -10,6 +10,9 @@
 //! real receivers (rsyslog over TLS, Splunk HEC) are exercised by
 //! cli/tests/siem.rs.
 
+mod support;
+use support::*;
+
 use muster::adapters::memory::{
     Agenda, Item, LocalSealSigner, MemoryDirectory, MemoryStore, SeededIds, VirtualClock, embedded,
 };
@@ -21,10 +24,6 @@ use muster::ports::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-
-fn id(s: &str) -> StakeholderId {
-    StakeholderId::parse(s).unwrap_or_else(|e| panic!("{e}"))
-}
 
 /// A receiver that keeps every line it takes, in order, and is down while
 /// `down` is set.
@@ -65,24 +64,6 @@ impl AuditSink for Receiver {
             .unwrap_or_else(|e| e.into_inner())
             .extend_from_slice(lines);
         Ok(())
-    }
-}
-
-/// Accepts every message, keeping them.
-#[derive(Default)]
-struct Accept(Mutex<Vec<OutboundMessage>>);
-
-#[async_trait::async_trait]
-impl ChannelSender for Accept {
-    fn endpoint(&self) -> &str {
-        "any"
-    }
-    async fn send(&self, m: &OutboundMessage) -> Result<Accepted, SendError> {
-        let mut sent = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        sent.push(m.clone());
-        Ok(Accepted {
-            provider_message_id: format!("m{}", sent.len()),
-        })
     }
 }
 

@@ -11,6 +11,9 @@
 //! `POST /v1/integrations/{source}` with the vendors' documented deliveries,
 //! and run on the embedded driver with a virtual clock.
 
+mod support;
+use support::*;
+
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Request, StatusCode};
@@ -223,28 +226,6 @@ fn apis(base: &str, pd_token: &str) -> BTreeMap<OriginSource, Api> {
             api(Some(SN_USER), SN_PASSWORD, None),
         ),
     ])
-}
-
-fn id(s: &str) -> StakeholderId {
-    StakeholderId::parse(s).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Accepts every message, keeping them.
-#[derive(Default)]
-struct Accept(Mutex<Vec<OutboundMessage>>);
-
-#[async_trait::async_trait]
-impl ChannelSender for Accept {
-    fn endpoint(&self) -> &str {
-        "any"
-    }
-    async fn send(&self, m: &OutboundMessage) -> Result<Accepted, SendError> {
-        let mut sent = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        sent.push(m.clone());
-        Ok(Accepted {
-            provider_message_id: format!("m{}", sent.len()),
-        })
-    }
 }
 
 struct Env {
