@@ -429,6 +429,7 @@ pub fn faults(
     struct FaultTotals {
         people: u64,
         failures: u64,
+        responded: u64,
         undelivered: u64,
         lost: u64,
         throttled: u64,
@@ -451,7 +452,8 @@ pub fn faults(
                             let (_, r) = run(s, seed);
                             let mut t = totals.lock().unwrap_or_else(|e| e.into_inner());
                             t.people += r.stakeholders;
-                            t.failures += r.escalations.failures;
+                            t.failures += r.escalations.failures - r.escalations.responded;
+                            t.responded += r.escalations.responded;
                             t.undelivered += r.escalations.undelivered;
                             t.lost += r.lost_jobs + r.lost_timers;
                             t.early += r.early_receipts_held;
@@ -474,11 +476,12 @@ pub fn faults(
     let mut bad = bad.into_inner().unwrap_or_else(|e| e.into_inner());
     bad.sort();
     println!(
-        "Fault mixes {from}..{}: {seeds} runs on {threads} thread(s) in {:.1}s; {} member cascades, {} failures escalated ({} ESCALATION_UNDELIVERED, recorded), {} jobs and timers lost, {} 429s, {} receipts before their send was recorded",
+        "Fault mixes {from}..{}: {seeds} runs on {threads} thread(s) in {:.1}s; {} member cascades, {} failures escalated and {} answers that need help named ({} ESCALATION_UNDELIVERED, recorded), {} jobs and timers lost, {} 429s, {} receipts before their send was recorded",
         from + seeds - 1,
         started.elapsed().as_secs_f64(),
         t.people,
         t.failures,
+        t.responded,
         t.undelivered,
         t.lost,
         t.throttled,

@@ -14,6 +14,13 @@ use std::fmt::Write;
 /// The scenario of fault mix `seed`, as TOML (what `muster drill` reads).
 pub fn mix_toml(seed: u64) -> String {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // Answers beyond acknowledge in a quarter of the mixes, drawn apart so
+    // that every other part of a seed's mix stays what it was.
+    let mut answers_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0A45_5745_5253);
+    let answers = (answers_rng.random::<f64>() < 0.25).then(|| {
+        let help = answers_rng.random::<f64>() * 0.5;
+        (1.0 - help, help)
+    });
     let mut s = String::new();
     let severity = ["P1", "P2", "P3", "P4"][rng.random_range(0..4)];
     let members = if rng.random::<f64>() < 0.03 {
@@ -31,6 +38,13 @@ pub fn mix_toml(seed: u64) -> String {
          stakeholderGroupId = \"all\"\nmessageTemplate = \"Fault drill {seed}.\"\n\
          timestamp = \"2024-05-20T14:32:00Z\""
     );
+    if answers.is_some() {
+        let _ = writeln!(
+            s,
+            "responses = [{{ key = \"1\", label = \"I am safe\" }}, \
+             {{ key = \"2\", label = \"I need help\", acknowledges = false }}]"
+        );
+    }
     // Another incident at once, sharing the carriers (and people).
     if rng.random::<f64>() < 0.25 {
         let severity = ["P1", "P2", "P3", "P4"][rng.random_range(0..4)];
@@ -154,6 +168,9 @@ pub fn mix_toml(seed: u64) -> String {
         rng.random_range(5..=60),
         rng.random_range(61..=1_200)
     );
+    if let Some((safe, help)) = answers {
+        let _ = writeln!(s, "answers = {{ \"1\" = {safe:.3}, \"2\" = {help:.3} }}");
+    }
     let _ = writeln!(
         s,
         "[behaviours.desk]\nack = {{ voice = 1.0, sms = 1.0, email = 1.0, push = 1.0 }}\n\
