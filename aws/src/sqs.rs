@@ -29,15 +29,40 @@ pub fn delay_secs(ms: Millis) -> i32 {
     ms.div_ceil(1000).min(MAX_DELAY_SECS) as i32
 }
 
-/// Sends `(body, delay ms)` messages in batches of ten, resending failed
-/// entries. Shared by the work queue and the timers.
+/// The most body bytes in one `SendMessageBatch` (SQS takes 256 KiB for
+/// the whole batch; a margin for the attributes).
+pub const BATCH_BYTES: usize = 240 * 1024;
+
+/// `messages` cut into batches of at most [`BATCH`] entries and
+/// [`BATCH_BYTES`] of bodies (a larger message is a batch of its own), in
+/// order.
+pub fn batches(messages: &[(String, Millis)]) -> Vec<&[(String, Millis)]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, (body, _)) in messages.iter().enumerate() {
+        if i > start && (i - start == BATCH || bytes + body.len() > BATCH_BYTES) {
+            out.push(&messages[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += body.len();
+    }
+    if start < messages.len() {
+        out.push(&messages[start..]);
+    }
+    out
+}
+
+/// Sends `(body, delay ms)` messages in batches of ten (and at most
+/// [`BATCH_BYTES`]), resending failed entries. Shared by the work queue
+/// and the timers.
 pub(crate) async fn send_batched(
     client: &Client,
     queue_url: &str,
     meter: &Meter,
     messages: Vec<(String, Millis)>,
 ) -> Result<()> {
-    for chunk in messages.chunks(BATCH) {
+    for chunk in batches(&messages) {
         let mut pending: Vec<SendMessageBatchRequestEntry> = chunk
             .iter()
             .enumerate()
@@ -162,5 +187,33 @@ impl SqsQueue {
         };
         Ok(count(QueueAttributeName::ApproximateNumberOfMessages)
             + count(QueueAttributeName::ApproximateNumberOfMessagesDelayed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_hold_ten_messages_and_fit_sqs_s_size_limit() {
+        let m = |n: usize| ("x".repeat(n), 0);
+        let small: Vec<_> = (0..25).map(|_| m(100)).collect();
+        assert_eq!(
+            batches(&small).iter().map(|b| b.len()).collect::<Vec<_>>(),
+            [10, 10, 5]
+        );
+        let big: Vec<_> = (0..10).map(|_| m(65_000)).collect();
+        let b = batches(&big);
+        assert!(
+            b.iter()
+                .all(|b| b.iter().map(|(s, _)| s.len()).sum::<usize>() <= BATCH_BYTES)
+        );
+        assert_eq!(b.iter().map(|b| b.len()).sum::<usize>(), 10);
+        let huge = vec![m(300_000), m(10)];
+        assert_eq!(
+            batches(&huge).len(),
+            2,
+            "a message larger than a batch goes alone"
+        );
     }
 }

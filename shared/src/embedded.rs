@@ -80,11 +80,16 @@ pub async fn run_virtual<X: Send + 'static>(
     use crate::ports::Clock;
     for _ in 0..VIRTUAL_MAX_ITEMS {
         let Some((at, item)) = agenda.pop() else {
+            if end > clock.now() {
+                clock.set(end);
+            }
             return Ok(());
         };
         if at > end {
             agenda.push(at, item);
-            clock.set(end);
+            if end > clock.now() {
+                clock.set(end);
+            }
             return Ok(());
         }
         if at > clock.now() {

@@ -79,6 +79,9 @@ pub struct OpenEscalation {
     pub key: CascadeKey,
     /// The failed person's name (their id when the directory had none).
     pub about_name: String,
+    /// The person answered one that does not acknowledge ("I need help"):
+    /// their escalation is told on its own, with the answer, never bundled.
+    pub answered: bool,
 }
 
 impl OpenEscalation {
@@ -86,6 +89,7 @@ impl OpenEscalation {
         Self {
             key: rec.cascade.key.clone(),
             about_name: rec.about_name(),
+            answered: rec.escalation.as_ref().is_some_and(|e| e.answer.is_some()),
         }
     }
 }

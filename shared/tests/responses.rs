@@ -412,6 +412,22 @@ async fn the_link_page_has_a_button_per_answer_and_the_button_records_it() {
             .await
             .contains(&(AuditKind::Acknowledged, Some("1".into())))
     );
+    assert!(body.contains(r#""acknowledged":true"#), "{body}");
+    // "I need help" by the API is recorded, and not called an acknowledgement.
+    let token = env.tokens.mint(&key("v"), Channel::Push, env.clock.now());
+    let (status, body) = env
+        .request(
+            "POST",
+            "/v1/ack",
+            "application/json",
+            json!({"token": token, "response": "2"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.contains(r#""acknowledged":false"#) && body.contains(r#""response":"2""#),
+        "{body}"
+    );
 }
 
 #[tokio::test]

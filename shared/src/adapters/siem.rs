@@ -48,6 +48,45 @@ pub const SD_ID: &str = "muster@32473";
 /// syslog facility 13: log audit.
 const FACILITY: u8 = 13;
 
+/// How long a receiver that was unavailable is not tried again: the jobs
+/// for it fail at once meanwhile (and are retried later, as always), so a
+/// receiver that hangs never holds a dispatch worker for its timeout on
+/// every job.
+pub const RESTING: Duration = Duration::from_secs(30);
+
+/// A receiver's recent unavailability (in process: per warm function or
+/// server).
+#[derive(Default)]
+struct Breaker(std::sync::atomic::AtomicU64);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+impl Breaker {
+    /// Runs `deliver` unless the receiver is resting.
+    async fn guard(
+        &self,
+        deliver: impl std::future::Future<Output = Result<(), ExportError>>,
+    ) -> Result<(), ExportError> {
+        use std::sync::atomic::Ordering;
+        if now_ms() < self.0.load(Ordering::Relaxed) {
+            return Err(ExportError::Unavailable(
+                "unavailable moments ago; not tried".into(),
+            ));
+        }
+        let r = deliver.await;
+        if matches!(r, Err(ExportError::Unavailable(_))) {
+            self.0
+                .store(now_ms() + RESTING.as_millis() as u64, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
@@ -151,6 +190,7 @@ fn certs(field: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String
 // ---- syslog ----------------------------------------------------------------
 
 pub struct Syslog {
+    breaker: Breaker,
     address: String,
     server: ServerName<'static>,
     tls: tokio_rustls::TlsConnector,
@@ -228,6 +268,7 @@ impl Syslog {
             }
         };
         Ok(Syslog {
+            breaker: Breaker::default(),
             address: c.address,
             server,
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
@@ -255,8 +296,11 @@ impl Syslog {
         tls.write_all(frames)
             .await
             .map_err(|e| down("sending", e))?;
-        // close_notify, then wait for the receiver to close: it has read
-        // every frame.
+        // close_notify, then wait for the receiver to close: it closes
+        // only once it has read to our close_notify, so every frame before
+        // it (rsyslog closes the TCP connection without a close_notify of
+        // its own; a receiver that had not read everything resets it
+        // instead, which is no confirmation).
         tls.shutdown().await.map_err(|e| down("closing", e))?;
         let mut buf = [0u8; 512];
         loop {
@@ -329,15 +373,19 @@ impl AuditSink for Syslog {
 
     async fn deliver(&self, lines: &[ExportLine]) -> Result<(), ExportError> {
         let frames = syslog_frames(lines, &self.hostname, &self.sd_id);
-        tokio::time::timeout(TIMEOUT, self.send(&frames))
-            .await
-            .unwrap_or_else(|_| Err(ExportError::Unavailable("timed out".into())))
+        let send = async {
+            tokio::time::timeout(TIMEOUT, self.send(&frames))
+                .await
+                .unwrap_or_else(|_| Err(ExportError::Unavailable("timed out".into())))
+        };
+        self.breaker.guard(send).await
     }
 }
 
 // ---- Splunk HEC --------------------------------------------------------------
 
 pub struct Hec {
+    breaker: Breaker,
     endpoint: String,
     token: Secret,
     index: Option<String>,
@@ -372,6 +420,7 @@ impl Hec {
             .build()
             .map_err(|_| "cannot build the HTTP client".to_string())?;
         Ok(Hec {
+            breaker: Breaker::default(),
             endpoint: format!("{}/services/collector/event", c.url.trim_end_matches('/')),
             token: c.token,
             index: c.index,
@@ -415,6 +464,12 @@ impl AuditSink for Hec {
     }
 
     async fn deliver(&self, lines: &[ExportLine]) -> Result<(), ExportError> {
+        self.breaker.guard(self.post(lines)).await
+    }
+}
+
+impl Hec {
+    async fn post(&self, lines: &[ExportLine]) -> Result<(), ExportError> {
         let resp = self
             .client
             .post(&self.endpoint)

@@ -647,6 +647,18 @@ pub async fn acknowledge(
     token: &str,
     response: Option<&str>,
 ) -> Result<(crate::engine::CascadeKey, bool), Problem> {
+    answer(s, token, response)
+        .await
+        .map(|(key, recorded, _)| (key, recorded))
+}
+
+/// [`acknowledge`], also saying whether what was recorded acknowledges
+/// (an answer such as "I need help" does not: RESPONDED).
+pub async fn answer(
+    s: &ApiState,
+    token: &str,
+    response: Option<&str>,
+) -> Result<(crate::engine::CascadeKey, bool, bool), Problem> {
     let (key, channel) = match ack_target(s, token).await? {
         (Ack::Open(rec) | Ack::Ended(rec), channel) => (rec.cascade.key, channel),
     };
@@ -666,9 +678,8 @@ pub async fn acknowledge(
     };
     let outcome = app::receipt(&s.deps, event).await?;
     match outcome {
-        ReceiptOutcome::Applied(
-            crate::engine::AuditKind::Acknowledged | crate::engine::AuditKind::Responded,
-        ) => Ok((key, true)),
+        ReceiptOutcome::Applied(crate::engine::AuditKind::Acknowledged) => Ok((key, true, true)),
+        ReceiptOutcome::Applied(crate::engine::AuditKind::Responded) => Ok((key, true, false)),
         ReceiptOutcome::Unknown => Err(invalid_link()),
         ReceiptOutcome::Unrecognised => Err(Problem {
             status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -677,7 +688,7 @@ pub async fn acknowledge(
                 json!({"field": "response", "message": "not one of the incident's answers"}),
             ],
         }),
-        _ => Ok((key, false)),
+        _ => Ok((key, false, true)),
     }
 }
 
@@ -831,10 +842,12 @@ async fn ack_form(
         .ok()
         .and_then(|b| serde_urlencoded::from_bytes::<Vec<(String, String)>>(&b).ok())
         .and_then(|f| f.into_iter().find(|(k, _)| k == "response").map(|(_, v)| v));
-    match acknowledge(&s, &token, response.as_deref()).await {
-        Ok((key, recorded)) => page(
+    match answer(&s, &token, response.as_deref()).await {
+        Ok((key, recorded, acknowledges)) => page(
             StatusCode::OK,
-            if recorded {
+            if recorded && !acknowledges {
+                "Answer recorded"
+            } else if recorded {
                 "Acknowledged"
             } else {
                 "Already recorded"
@@ -915,8 +928,12 @@ async fn ack_api(
             });
         }
     };
-    let (key, recorded) = acknowledge(&s, token, response).await?;
-    Ok(Json(json!({"incidentId": key.incident, "stakeholder": key.stakeholder, "acknowledged": true, "alreadyRecorded": !recorded})).into_response())
+    let (key, recorded, acknowledges) = answer(&s, token, response).await?;
+    let mut out = json!({"incidentId": key.incident, "stakeholder": key.stakeholder, "acknowledged": acknowledges, "alreadyRecorded": !recorded});
+    if let Some(r) = response {
+        out["response"] = json!(r);
+    }
+    Ok(Json(out).into_response())
 }
 
 /// A webhook provider's name in its path: 1 to 64 of `a-z 0-9 - _`.

@@ -83,6 +83,11 @@ pub(super) async fn bundle(
     rec: &CascadeRecord,
 ) -> Result<Vec<(StakeholderId, String)>> {
     let key = &rec.cascade.key;
+    // An answer that needs help is told on its own, with the answer: it is
+    // neither bundled into another message nor carries others.
+    if rec.escalation.as_ref().is_some_and(|e| e.answer.is_some()) {
+        return Ok(Vec::new());
+    }
     // One more than the bundle holds: this cascade may be among them.
     let open = deps
         .cascades
@@ -90,7 +95,7 @@ pub(super) async fn bundle(
         .await?;
     Ok(open
         .into_iter()
-        .filter(|r| r.key != *key)
+        .filter(|r| r.key != *key && !r.answered)
         .take(BUNDLE_MAX)
         .filter_map(|r| Some((r.key.route.about()?.clone(), r.about_name)))
         .collect())

@@ -21,12 +21,46 @@ const RESERVED: &[&str] = &[
     "cancel",
     "end",
     "quit",
+    "optout",
+    "arret",
     "start",
     "unstop",
+    "optin",
     "yes",
     "help",
     "ack",
+    "acknowledge",
+    "acknowledged",
+    "ok",
 ];
+
+/// The opt-out words a reply is read as when it starts with one (whatever
+/// follows), so a label cannot start with them either.
+const REPLY_FIRST_WORDS: &[&str] = &[
+    "stop",
+    "stopall",
+    "unsubscribe",
+    "cancel",
+    "end",
+    "quit",
+    "optout",
+    "arret",
+];
+
+fn normal(text: &str) -> &str {
+    text.trim().trim_end_matches(['.', '!']).trim()
+}
+
+/// Whether a reply of `label` would be read as something else (an opt-out
+/// or opt-in word, the acknowledgement word, an opt-out at its start).
+fn reserved(label: &str) -> bool {
+    let lower = label.to_ascii_lowercase();
+    RESERVED.contains(&lower.as_str())
+        || lower
+            .split(|c: char| c.is_whitespace() || c == ',' || c == '.' || c == '!')
+            .next()
+            .is_some_and(|w| REPLY_FIRST_WORDS.contains(&w))
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ResponseOption {
@@ -74,9 +108,12 @@ impl Responses {
     /// The option an SMS reply means: its key, or its label in any case
     /// (surrounding spaces and a final `.` or `!` ignored).
     pub fn by_reply(&self, text: &str) -> Option<&ResponseOption> {
-        let t = text.trim().trim_end_matches(['.', '!']).trim();
-        self.by_key(t)
-            .or_else(|| self.0.iter().find(|o| o.label.eq_ignore_ascii_case(t)))
+        let t = normal(text);
+        self.by_key(t).or_else(|| {
+            self.0
+                .iter()
+                .find(|o| normal(&o.label).eq_ignore_ascii_case(t))
+        })
     }
 
     /// "press 1 for I am safe, press 2 for I need help" (voice) or
@@ -162,7 +199,7 @@ impl Responses {
                     ));
                     None
                 }
-                Some(l) if RESERVED.contains(&l.to_ascii_lowercase().as_str()) => {
+                Some(l) if reserved(l) => {
                     errors.push(InvalidValue::new(
                         at("label"),
                         format!("{l:?} is a word SMS reserves (STOP, START, HELP, ACK...)"),
@@ -242,6 +279,9 @@ mod tests {
         );
         assert_eq!(r.by_reply("1").map(|o| o.acknowledges), Some(true));
         assert_eq!(r.by_reply("maybe"), None);
+        let bang =
+            Responses::parse(&json!([{"key": "1", "label": "Safe!"}]), "r").unwrap_or_default();
+        assert_eq!(bang.by_reply("safe").map(|o| o.key.as_str()), Some("1"));
         assert_eq!(
             r.menu("press "),
             "press 1 for I am safe, press 2 for I need help"
@@ -259,6 +299,10 @@ mod tests {
             (json!([{"key": "1"}]), "trigger.responses[0].label"),
             (
                 json!([{"key": "1", "label": "STOP"}]),
+                "trigger.responses[0].label",
+            ),
+            (
+                json!([{"key": "1", "label": "Stop work"}]),
                 "trigger.responses[0].label",
             ),
             (

@@ -485,11 +485,17 @@ pub(super) fn build(
     r.escalations = summarize(&r.escalation_stories);
     // A non-acknowledging answer ends a cascade escalated, but it is not a
     // failure: the failures are the audit's CASCADE_FAILUREs.
-    r.cascade_failures = r
-        .escalation_stories
-        .iter()
-        .filter(|s| s.answered.is_none())
-        .count() as u64;
+    {
+        let mut failed = std::collections::HashSet::new();
+        d.store.for_each_audit(|e| {
+            if e.route == crate::engine::Route::Member
+                && e.record.kind == crate::engine::AuditKind::CascadeFailure
+            {
+                failed.insert((e.incident.clone(), e.stakeholder.clone()));
+            }
+        });
+        r.cascade_failures = failed.len() as u64;
+    }
     {
         let mut last: std::collections::HashMap<
             (crate::domain::IncidentId, crate::domain::StakeholderId),

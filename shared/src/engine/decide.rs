@@ -307,6 +307,7 @@ impl<'a> Transition<'a> {
                     channel: *channel,
                     attempt: *attempt,
                 });
+                self.next.response = Some(key.clone());
             } else {
                 self.stale(format!(
                     "answer {key} after the cascade ended as {}",

@@ -58,9 +58,16 @@ pub fn needs_call(event: &Value) -> bool {
 }
 
 /// `prompt`, cut to fit a Speak action, always ending with how to answer.
-fn fit_prompt(prompt: &str) -> String {
+fn fit_prompt(prompt: &str, answers: bool) -> String {
     const TAIL: &str = " Press 1 to acknowledge.";
-    let p = if prompt.to_ascii_lowercase().contains("press 1") {
+    // With the incident's own answers the prompt ends with their menu
+    // ("Press 1 for ..., press 2 for ..."): that is what must be heard, so
+    // the message before it is what gets cut.
+    let (head, tail) = match (answers, prompt.rfind(" Press ")) {
+        (true, Some(i)) => (&prompt[..i], &prompt[i..]),
+        _ => (prompt, TAIL),
+    };
+    let p = if answers || prompt.to_ascii_lowercase().contains("press 1") {
         prompt.to_string()
     } else {
         format!("{prompt}{TAIL}")
@@ -68,9 +75,9 @@ fn fit_prompt(prompt: &str) -> String {
     if p.chars().count() <= MAX_SPEAK_CHARS {
         return p;
     }
-    let keep = MAX_SPEAK_CHARS - TAIL.chars().count() - 1;
-    let cut: String = prompt.chars().take(keep).collect();
-    format!("{}…{TAIL}", cut.trim_end())
+    let keep = MAX_SPEAK_CHARS.saturating_sub(tail.chars().count() + 1);
+    let cut: String = head.chars().take(keep).collect();
+    format!("{}…{tail}", cut.trim_end())
 }
 
 /// What to do for one SIP media application event.
@@ -160,17 +167,24 @@ pub fn handle(event: &Value, call: Option<&Call>) -> Result<SmaAnswer, InvalidVa
                     a.insert("keys".into(), json!(c.keys.concat()));
                 }
             }
+            let answers = call.is_some_and(|c| !c.keys.is_empty());
             let prompt = fit_prompt(
                 call.map(|c| c.prompt.as_str())
                     .unwrap_or("This is an urgent business continuity notification from Muster."),
+                answers,
             );
+            let not_one = if answers {
+                "Sorry, that is not one of the answers."
+            } else {
+                "Sorry, that was not 1."
+            };
             actions.push(json!({
                 "Type": "SpeakAndGetDigits",
                 "Parameters": {
                     "CallId": call_id,
                     "InputDigitsRegex": "^[0-9]$",
                     "SpeechParameters": {"Text": prompt, "Engine": "neural", "LanguageCode": "en-US", "TextType": "text", "VoiceId": "Joanna"},
-                    "FailureSpeechParameters": {"Text": "Sorry, that was not 1.", "Engine": "neural", "LanguageCode": "en-US", "TextType": "text", "VoiceId": "Joanna"},
+                    "FailureSpeechParameters": {"Text": not_one, "Engine": "neural", "LanguageCode": "en-US", "TextType": "text", "VoiceId": "Joanna"},
                     "MinNumberOfDigits": 1,
                     "MaxNumberOfDigits": 1,
                     "TerminatorDigits": ["#"],
@@ -418,6 +432,29 @@ mod tests {
             matches!(&r.receipts[..], [ReceiptEvent::Respond { response, channel: Channel::Voice, .. }] if response == "2"),
             "{:?}",
             r.receipts
+        );
+        // A long message is cut before the menu, never the menu.
+        let long = Call {
+            keys: vec!["1".into(), "2".into()],
+            prompt: format!(
+                "{} Press 1 for I am safe, press 2 for I need help.",
+                "Evacuate now. ".repeat(90)
+            ),
+            ..the_call()
+        };
+        let said = handle(&fixture("call_answered"), Some(&long)).unwrap_or_else(|e| panic!("{e}"));
+        let text = said.response["Actions"][0]["Parameters"]["SpeechParameters"]["Text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(text.chars().count() <= MAX_SPEAK_CHARS, "{}", text.len());
+        assert!(
+            text.ends_with("… Press 1 for I am safe, press 2 for I need help."),
+            "{text}"
+        );
+        assert_eq!(
+            said.response["Actions"][0]["Parameters"]["FailureSpeechParameters"]["Text"],
+            json!("Sorry, that is not one of the answers.")
         );
         // A key that is none of them, or 2 where only 1 counts: nothing.
         pressed["ActionData"]["ReceivedDigits"] = json!("7");
