@@ -171,8 +171,10 @@ impl Trigger {
                 None
             }
         };
+        // Absent: the default; present, it must be the array (null is
+        // refused like any other wrong type).
         let responses = match map.get("responses") {
-            None | Some(serde_json::Value::Null) => Responses::default(),
+            None => Responses::default(),
             Some(v) => Responses::parse(v, &format!("{prefix}responses")).unwrap_or_else(|e| {
                 errors.extend(e);
                 Responses::default()

@@ -288,6 +288,7 @@ mod tests {
         );
         for (v, field) in [
             (json!([]), "trigger.responses"),
+            (json!(null), "trigger.responses"),
             (
                 json!([{"key": "0", "label": "Bridge"}]),
                 "trigger.responses[0].key",
