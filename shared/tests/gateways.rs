@@ -18,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use base64::Engine;
-use http_body_util::BodyExt;
 use muster::adapters::memory::{
     Agenda, Item, MemoryDirectory, MemoryStore, SeededIds, VirtualClock, embedded,
 };
@@ -31,7 +30,6 @@ use muster::ports::*;
 use muster::secret::Secret;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
-use tower::ServiceExt;
 
 const SID: &str = "AC0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "twilio-auth-token-0123";
@@ -371,26 +369,7 @@ impl Env {
             req = req.header(*k, v);
         }
         let req = req.body(Body::from(body)).unwrap_or_else(|e| panic!("{e}"));
-        let resp = self
-            .app
-            .clone()
-            .oneshot(req)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let status = resp.status();
-        let ct = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        (status, ct, String::from_utf8_lossy(&bytes).into_owned())
+        call(&self.app, req).await
     }
 
     /// A Twilio webhook to `event`, its form signed as Twilio signs

@@ -8,7 +8,6 @@ use support::*;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use muster::adapters::memory::{
     Agenda, Item, MemoryDirectory, MemoryStore, SeededIds, VirtualClock, embedded,
 };
@@ -21,7 +20,6 @@ use muster::ports::*;
 use muster::secret::Secret;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use tower::ServiceExt;
 
 struct Env {
     deps: Deps,
@@ -147,20 +145,8 @@ impl Env {
             .header("content-type", ct)
             .body(Body::from(body))
             .unwrap_or_else(|e| panic!("{e}"));
-        let resp = self
-            .app
-            .clone()
-            .oneshot(req)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        (status, String::from_utf8_lossy(&bytes).into_owned())
+        let (status, _, body) = call(&self.app, req).await;
+        (status, body)
     }
 
     /// Declares INC-R-1 through the API with `responses`.

@@ -16,7 +16,7 @@ use support::*;
 use muster::adapters::memory::{
     Agenda, Item, LocalSealSigner, MemoryDirectory, MemoryStore, SeededIds, VirtualClock, embedded,
 };
-use muster::app::{self, ReceiptEvent};
+use muster::app;
 use muster::audit::{ExportLine, verify_export};
 use muster::domain::*;
 use muster::policy::Policy;
@@ -146,20 +146,7 @@ impl Env {
         let mut answered = 0;
         muster::embedded::run_virtual(deps, &self.agenda, &self.clock, end, async |_| {
             cursor = muster::embedded::forward_written(deps, store, cursor).await;
-            let sent: Vec<OutboundMessage> = sent.0.lock().map(|s| s.clone()).unwrap_or_default();
-            for m in &sent[answered..] {
-                if ackers.contains(&m.key.stakeholder.as_str()) {
-                    let ack = ReceiptEvent::Ack {
-                        key: m.key.clone(),
-                        channel: m.channel,
-                        attempt: Some(m.attempt),
-                    };
-                    app::receipt(deps, ack)
-                        .await
-                        .unwrap_or_else(|e| panic!("{e}"));
-                }
-            }
-            answered = sent.len();
+            ack_new(deps, sent, &mut answered, ackers).await;
         })
         .await
         .unwrap_or_else(|e| panic!("{e}"));

@@ -28,7 +28,7 @@ use muster::adapters::memory::{
 };
 use muster::adapters::notes::{Api, HttpNotes};
 use muster::api::integrations::Integrations;
-use muster::app::{self, ReceiptEvent};
+use muster::app;
 use muster::domain::*;
 use muster::engine::CascadeStatus;
 use muster::policy::Policy;
@@ -361,20 +361,7 @@ impl Env {
         let (deps, sent) = (&self.deps, &self.sent);
         let mut answered = 0;
         muster::embedded::run_virtual(deps, &self.agenda, &self.clock, end, async |_| {
-            let sent: Vec<OutboundMessage> = sent.0.lock().map(|s| s.clone()).unwrap_or_default();
-            for m in &sent[answered..] {
-                if ackers.contains(&m.key.stakeholder.as_str()) {
-                    let ack = ReceiptEvent::Ack {
-                        key: m.key.clone(),
-                        channel: m.channel,
-                        attempt: Some(m.attempt),
-                    };
-                    app::receipt(deps, ack)
-                        .await
-                        .unwrap_or_else(|e| panic!("{e}"));
-                }
-            }
-            answered = sent.len();
+            ack_new(deps, sent, &mut answered, ackers).await;
         })
         .await
         .unwrap_or_else(|e| panic!("{e}"));
