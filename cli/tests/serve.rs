@@ -726,6 +726,69 @@ async fn the_board_shows_an_incident_its_acknowledgements_and_its_close_in_a_rea
     assert!(!dom.contains("id=\"close\""), "no close button once closed");
 }
 
+/// A quorum in `muster serve`: the status view and the board show its
+/// progress; the first acknowledgement meets it, the moment is recorded,
+/// and (stopOnQuorum) everyone still being called is stood down.
+#[tokio::test]
+async fn a_quorum_is_shown_reached_and_stops_the_rest_in_serve_and_on_the_board() {
+    let s = start(None);
+    let c = reqwest::Client::new();
+    let mut fields = seed_fields();
+    fields["quorum"] = json!({"count": 1});
+    fields["stopOnQuorum"] = json!(true);
+    let r = post(
+        &c,
+        &format!("{}/v1/incidents", s.base),
+        &json!({ "trigger": fields }),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let status = format!("{}/v1/incidents/INC-2024-0892", s.base);
+    let v = get_json(&c, &status).await;
+    assert_eq!(v["quorum"]["met"], false, "{v}");
+    let page = format!("{}/#/incidents/INC-2024-0892", s.base);
+    let dom = browse(&page, "quorum-1-waiting");
+    assert!(dom.contains("Quorum not reached yet"), "{dom}");
+    let link = s.wait_for(|o| {
+        o.lines()
+            .find_map(|l| l.trim().strip_prefix("Acknowledge: ").map(str::to_string))
+    });
+    assert_eq!(
+        c.post(&link).send().await.map(|r| r.status().as_u16()).ok(),
+        Some(200)
+    );
+    let v = get_json(&c, &status).await;
+    assert_eq!(v["quorum"]["met"], true, "{v}");
+    assert!(v["quorum"]["reachedAt"].as_u64().is_some(), "{v}");
+    // The three others are stood down (the stop runs in the background).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get_json(&c, &status).await["progress"]["members"]["cancelled"] != 3 {
+        assert!(Instant::now() < deadline, "{}", get_json(&c, &status).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dom = browse(&page, "quorum-2-reached");
+    assert!(dom.contains("id=\"quorum-reached\""), "{dom}");
+    assert_eq!(cell(&dom, "cancelled"), Some(3), "{dom}");
+    // Each stand-down is audited with its reason.
+    let trail: Value = c
+        .get(format!("{}/v1/incidents/INC-2024-0892/audit", s.base))
+        .header("x-muster-roles", "ComplianceOfficer")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    let stood_down = trail["entries"].as_array().map_or(0, |e| {
+        e.iter()
+            .filter(|x| {
+                x["kind"] == "CANCELLED" && x["note"].as_str().is_some_and(|n| n.contains("quorum"))
+            })
+            .count()
+    });
+    assert_eq!(stood_down, 3, "{trail}");
+}
+
 #[tokio::test]
 async fn the_board_is_one_self_contained_page() {
     let s = start(None);

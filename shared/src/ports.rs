@@ -604,6 +604,15 @@ pub enum Job {
         #[serde(default, skip_serializing_if = "is_zero_u32")]
         attempt: u32,
     },
+    /// The incident's quorum was reached and its trigger stops there:
+    /// cancel one page of the open member cascades of store partition
+    /// `part` from `cursor`, then go on with the next page.
+    Stop {
+        incident: IncidentId,
+        part: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+    },
     /// A closing incident: cancel one page of the open cascades of store
     /// partition `part` from `cursor`, then go on with the next page.
     Close {
@@ -629,6 +638,7 @@ impl Job {
             | Job::Withdraw { .. }
             | Job::Notice { .. }
             | Job::ShareAck { .. }
+            | Job::Stop { .. }
             | Job::Close { .. } => true,
         }
     }

@@ -1357,3 +1357,62 @@ fn a_drill_behaviour_may_only_give_the_incident_s_answers() {
     assert!(fields.contains(&"behaviours.staff.answers.3"), "{fields:?}");
     assert!(fields.contains(&"behaviours.staff.answers"), "{fields:?}");
 }
+
+/// Once the quorum is reached (by the audit: the acknowledgement that met
+/// it), nobody more is called: every member still open is stood down, each
+/// cancellation audited with the reason, no message to a member is taken
+/// by a carrier after, and the moment recorded is not before the audit's.
+#[test]
+fn quorum_stop_stands_down_everyone_still_open_once_the_quorum_is_reached() {
+    let (d, r) = drill("quorum-stop");
+    let q = r.quorum.clone().unwrap_or_default();
+    let (Some(reached), Some(recorded)) = (q.reached_after_secs, q.recorded_after_secs) else {
+        panic!("the quorum was reached: {q:?}");
+    };
+    assert!(recorded >= reached, "{q:?}");
+    let entries = entries(&d);
+    let start = r.started_at_ms;
+    let at = |e: &AuditEntry| (e.at.0 - start) as f64 / 1000.0;
+    // By the audit, at the moment reached: 5 acknowledged, 2 of tier 1.
+    let acked_by = entries
+        .iter()
+        .filter(|e| {
+            e.route == Route::Member && e.record.kind == AuditKind::Acknowledged && at(e) <= reached
+        })
+        .count();
+    assert!(acked_by >= 5, "{acked_by}");
+    let stood_down: Vec<&AuditEntry> = entries
+        .iter()
+        .filter(|e| {
+            e.record.kind == AuditKind::Cancelled
+                && e.record
+                    .note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("quorum"))
+        })
+        .collect();
+    assert_eq!(stood_down.len() as u64, q.stopped);
+    assert!(q.stopped > 0);
+    for e in &stood_down {
+        assert_eq!(e.route, Route::Member, "escalations go on");
+        assert!(at(e) >= recorded, "stood down only after the quorum");
+    }
+    // Every member cascade ends: acknowledged, answered, stood down.
+    assert_eq!(
+        r.final_states.cancelled, q.stopped,
+        "every cancellation is the quorum's"
+    );
+    let last_member_send = entries
+        .iter()
+        .filter(|e| e.route == Route::Member && e.record.kind == AuditKind::SendAccepted)
+        .map(at)
+        .fold(0.0, f64::max);
+    assert!(
+        last_member_send <= recorded + 1.0,
+        "a member message was taken {last_member_send}s in, after the quorum at {recorded}s"
+    );
+    assert!(
+        r.render()
+            .contains("quorum         5 in all and 2 of tier 1: reached")
+    );
+}

@@ -162,6 +162,8 @@ enum Step {
     Replay(usize),
     Reconcile,
     Cancel,
+    /// The incident's quorum was reached and its trigger stops there.
+    QuorumStop,
     /// The dispatcher found channels busy for this person (until +ms each).
     Replan(Pick, [Option<Millis>; 4], bool),
     BundleAck(Channel),
@@ -228,6 +230,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (0usize..64).prop_map(Step::Replay),
         2 => Just(Step::Reconcile),
         1 => Just(Step::Cancel),
+        1 => Just(Step::QuorumStop),
         2 => (pick(), prop::array::uniform4(prop::option::weighted(0.5, 0u64..=200_000)), any::<bool>())
             .prop_map(|(p, w, t)| Step::Replan(p, w, t)),
         1 => select(Channel::ALL.to_vec()).prop_map(Step::BundleAck),
@@ -364,6 +367,7 @@ impl Sim {
             }
             Step::Armed(_) | Step::Replay(_) | Step::Reconcile => Event::Reconcile,
             Step::Cancel => Event::Cancel,
+            Step::QuorumStop => Event::QuorumStop,
             Step::Replan(p, waits, throttled) => {
                 let mut w = ChannelWaits {
                     cause: if *throttled {
@@ -631,7 +635,11 @@ impl Sim {
 
         if matches!(
             e,
-            Event::Ack { .. } | Event::Cancel | Event::BundleAck { .. } | Event::Withdraw { .. }
+            Event::Ack { .. }
+                | Event::Cancel
+                | Event::QuorumStop
+                | Event::BundleAck { .. }
+                | Event::Withdraw { .. }
         ) && matches!(
             next.status,
             CascadeStatus::Acknowledged | CascadeStatus::Cancelled

@@ -349,6 +349,8 @@ impl Env {
                 .unwrap_or_else(|e| panic!("{e}")),
             timestamp: None,
             responses,
+            quorum: None,
+            stop_on_quorum: false,
         };
         app::trigger(&self.deps, t)
             .await

@@ -177,6 +177,8 @@ fn trigger(n: &str) -> Trigger {
             .unwrap_or_else(|e| panic!("{e}")),
         timestamp: None,
         responses: Default::default(),
+        quorum: None,
+        stop_on_quorum: false,
     }
 }
 

@@ -138,6 +138,7 @@ async fn incident_create_and_update_are_conditional() {
         tallied: true,
         origin: None,
         all_acknowledged_told: false,
+        quorum_reached_at: None,
     };
     f.store.create_incident(&inc).await.unwrap();
     assert!(
@@ -791,6 +792,7 @@ fn incident(id: &str, status: IncidentStatus) -> Incident {
         tallied: true,
         origin: None,
         all_acknowledged_told: false,
+        quorum_reached_at: None,
     }
 }
 
@@ -1387,4 +1389,127 @@ async fn a_send_is_claimed_once_per_sending_phase_and_only_from_a_current_read()
     assert_eq!(claim(&rec, T0.plus(70_000)).await, SendClaim::Changed);
     assert_eq!(claim(&after, T0.plus(30_000)).await, SendClaim::Held);
     assert_eq!(claim(&after, T0.plus(60_000)).await, SendClaim::Claimed);
+}
+
+/// A quorum on DynamoDB: acknowledgements written side by side record the
+/// moment once (one conditional write wins; the stop is queued once per
+/// store partition), the status view reads its progress from the tally,
+/// and the stop cancels those still open.
+#[tokio::test]
+async fn a_quorum_met_by_concurrent_acknowledgements_is_recorded_once_and_stops_the_rest() {
+    let f = fixture().await;
+    let clock = VirtualClock::new(T0);
+    let agenda: Arc<Agenda<()>> = Agenda::new(clock.clone());
+    let people: Vec<Stakeholder> = (0..6u32)
+        .map(|i| {
+            let mut p = Stakeholder::new(
+                id(StakeholderId::parse(&format!("q{i}"))),
+                format!("Person {i}"),
+                if i < 2 { Tier::ONE } else { Tier::TWO },
+                contacts(i),
+            );
+            p.preferences = vec![Channel::Email];
+            p
+        })
+        .collect();
+    let group = Group {
+        id: id(GroupId::parse("ops")),
+        name: "Ops".into(),
+        members: people.iter().map(|p| p.id.clone()).collect(),
+        on_call_manager: None,
+        escalation_channels: vec![],
+        idp: None,
+    };
+    let carrier = Arc::new(Carrier::default());
+    let policy = Arc::new(Policy::default());
+    let directory = Arc::new(MemoryDirectory::new(vec![group], people));
+    let deps = Deps {
+        policy: policy.clone(),
+        incidents: f.store.clone(),
+        cascades: f.store.clone(),
+        ledger: f.store.clone(),
+        notes: None,
+        siem: Vec::new(),
+        numbers: f.store.clone(),
+        admin: directory.clone(),
+        directory,
+        queue: Arc::new(MemoryQueue(agenda.clone())),
+        timers: Arc::new(MemoryTimers(agenda.clone())),
+        senders: Senders {
+            voice: Arc::new(Rec(carrier.clone(), "voice")),
+            sms: Arc::new(Rec(carrier.clone(), "sms")),
+            email: Arc::new(Rec(carrier.clone(), "email")),
+            push: Arc::new(Rec(carrier.clone(), "push")),
+        },
+        limiter: Arc::new(MemoryLimiter::new(policy)),
+        clock: clock.clone(),
+        ids: Arc::new(SeededIds::new(1)),
+        observer: Arc::new(NoObserver),
+        contacts: None,
+        ack_links: None,
+        vault: None,
+        sealing: None,
+    };
+    let trig = Trigger::from_json(&serde_json::json!({
+        "incidentId": "INC-Q", "severity": "P1", "stakeholderGroupId": "ops",
+        "messageTemplate": "Outage", "quorum": {"count": 3, "tiers": {"1": 1}}, "stopOnQuorum": true
+    }))
+    .unwrap();
+    app::trigger(&deps, trig).await.unwrap();
+    let run_jobs = async |horizon: Ts| {
+        let mut stops = 0;
+        while let Some((at, item)) = agenda.pop_due(horizon) {
+            clock.set(at.max(clock.now()));
+            if let Item::Job(j) = item {
+                stops += usize::from(matches!(j, Job::Stop { .. }));
+                app::dispatch(&deps, j).await.unwrap();
+            }
+        }
+        stops
+    };
+    assert_eq!(run_jobs(T0.plus(1_000)).await, 0);
+    let sent = carrier.0.lock().unwrap().clone();
+    assert_eq!(sent.len(), 6, "one message each");
+    // q0 (tier 1), q2 and q3 answer at the same moment: three acks written
+    // side by side, each followed by its quorum check.
+    let acks = sent
+        .iter()
+        .filter(|m| ["q0", "q2", "q3"].contains(&m.key.stakeholder.as_str()))
+        .map(|m| {
+            app::receipt(
+                &deps,
+                app::ReceiptEvent::Ack {
+                    key: m.key.clone(),
+                    channel: m.channel,
+                    attempt: Some(m.attempt),
+                },
+            )
+        });
+    for r in futures::future::join_all(acks).await {
+        assert!(matches!(r.unwrap(), app::ReceiptOutcome::Applied(_)));
+    }
+    let incident = id(IncidentId::parse("INC-Q"));
+    let inc = f.store.get_incident(&incident).await.unwrap().unwrap();
+    assert!(inc.quorum_reached_at.is_some(), "recorded");
+    let stops = run_jobs(clock.now().plus(5_000)).await;
+    assert_eq!(stops, usize::from(f.store.parts()), "the stop queued once");
+    let view = app::status(&deps, &incident, &app::StatusQuery::default())
+        .await
+        .unwrap();
+    let q = view.quorum.unwrap();
+    assert!(q.met && q.reached_at == inc.quorum_reached_at);
+    assert_eq!((q.acknowledged, q.by_tier["1"].acknowledged), (3, 1));
+    assert_eq!(view.progress.members.cancelled, 3, "q1, q4, q5 stood down");
+    let trail = f.store.audit_trail(&incident).await.unwrap();
+    let stood_down = trail
+        .iter()
+        .filter(|e| {
+            e.record.kind == muster::engine::AuditKind::Cancelled
+                && e.record
+                    .note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("quorum"))
+        })
+        .count();
+    assert_eq!(stood_down, 3);
 }

@@ -287,6 +287,8 @@ pub(super) async fn integration(
                 message_template: message,
                 timestamp: None,
                 responses: Default::default(),
+                quorum: None,
+                stop_on_quorum: false,
             };
             let id = trigger.incident_id.clone();
             let declared = match origin {

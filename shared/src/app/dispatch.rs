@@ -59,6 +59,11 @@ pub async fn dispatch(deps: &Deps, job: Job) -> Result<()> {
             part,
             cursor,
         } => super::incident::cancel_page(deps, &incident, pass, part, cursor).await,
+        Job::Stop {
+            incident,
+            part,
+            cursor,
+        } => super::quorum::stop_page(deps, &incident, part, cursor).await,
         Job::WriteBack {
             incident,
             milestone,
@@ -271,6 +276,10 @@ async fn send(deps: &Deps, key: &CascadeKey, attempt: u32, ticket: Option<Ticket
     };
     if incident.status != IncidentStatus::Open {
         apply_event(deps, key, Event::Cancel).await?;
+        return Ok(());
+    }
+    if !key.route.is_escalation() && super::quorum::stopped(&incident) {
+        apply_event(deps, key, Event::QuorumStop).await?;
         return Ok(());
     }
     let sender = deps.senders.get(a.channel);

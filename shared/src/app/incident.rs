@@ -358,6 +358,56 @@ pub struct IncidentView {
     pub stakeholders: Vec<StakeholderView>,
     /// Cursor of the next page; `None` on the last.
     pub next: Option<String>,
+    /// The trigger's quorum and how far it has got (`None`: it set none).
+    pub quorum: Option<QuorumView>,
+}
+
+/// A quorum's progress, from the stored counts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuorumView {
+    pub required: crate::domain::Quorum,
+    /// Members acknowledged, every tier.
+    pub acknowledged: u64,
+    /// Each tier the quorum names.
+    pub by_tier: std::collections::BTreeMap<String, TierQuorum>,
+    /// Whether the counts meet it now.
+    pub met: bool,
+    /// When it was reached (recorded once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reached_at: Option<Ts>,
+    pub stop_on_quorum: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TierQuorum {
+    pub required: u32,
+    pub acknowledged: u64,
+}
+
+impl QuorumView {
+    pub fn of(inc: &Incident, t: &Tally) -> Option<Self> {
+        let q = inc.trigger.quorum.as_ref()?;
+        let (acknowledged, by_tier) = super::quorum::acknowledged(t);
+        Some(QuorumView {
+            required: q.clone(),
+            acknowledged,
+            by_tier: Tier::ALL
+                .iter()
+                .filter(|tier| q.needs(**tier) > 0)
+                .map(|tier| {
+                    let tq = TierQuorum {
+                        required: q.needs(*tier),
+                        acknowledged: by_tier[tier.index()],
+                    };
+                    (tier.get().to_string(), tq)
+                })
+                .collect(),
+            met: q.met(acknowledged, by_tier),
+            reached_at: inc.quorum_reached_at,
+            stop_on_quorum: inc.trigger.stop_on_quorum,
+        })
+    }
 }
 
 fn bad_cursor() -> Error {
@@ -429,6 +479,7 @@ pub async fn status(deps: &Deps, id: &IncidentId, q: &StatusQuery) -> Result<Inc
     }
     let (m, e) = (tally.members(), tally.escalations());
     Ok(IncidentView {
+        quorum: QuorumView::of(&incident, &tally),
         incident,
         counts: m.plus(&e),
         needs_review: tally.needs_review(),

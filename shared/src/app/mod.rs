@@ -13,6 +13,7 @@ mod escalation;
 pub mod export;
 mod incident;
 mod message;
+pub mod quorum;
 mod receipt;
 mod tick;
 mod trigger;
@@ -95,9 +96,23 @@ pub(crate) async fn apply_with(
                     )
                     && !next.bundled(attempt).is_empty()
                 {
-                    batch.jobs.push((Job::ShareAck { key, attempt }, 0));
+                    batch.jobs.push((
+                        Job::ShareAck {
+                            key: key.clone(),
+                            attempt,
+                        },
+                        0,
+                    ));
                 }
                 batch.flush(deps).await?;
+                let newly_acknowledged = next.cascade.status
+                    == crate::engine::CascadeStatus::Acknowledged
+                    && rec.cascade.status != crate::engine::CascadeStatus::Acknowledged
+                    && !key.route.is_escalation();
+                if newly_acknowledged && let Err(e) = quorum::check(deps, &key.incident).await {
+                    // Written already; the sweep checks the quorum again.
+                    tracing::warn!(incident_id = %key.incident, error = %e, "quorum check failed");
+                }
                 return Ok((next, d.audit.kind));
             }
             Err(e) if e.is_conflict() => match deps.cascades.get_cascade(&key).await? {

@@ -176,6 +176,7 @@ pub async fn sweep(deps: &Deps, deadline: Option<Ts>) -> Result<SweepReport> {
                 }
                 reseal(deps).await?;
                 super::writeback::all_acknowledged(deps).await?;
+                super::quorum::sweep(deps).await?;
                 return Ok(report);
             }
         }

@@ -74,6 +74,7 @@ async fn declare(deps: &Deps, trigger: Trigger, origin: Option<Origin>) -> Resul
         tallied: true,
         origin,
         all_acknowledged_told: false,
+        quorum_reached_at: None,
     };
     match deps.incidents.create_incident(&incident).await {
         Ok(()) => {}

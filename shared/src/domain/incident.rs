@@ -2,6 +2,7 @@
 //! body shapes monitoring and ITSM tools send (Genesys-style `{"trigger": ..}`,
 //! CXone-style `{"eventType": "bcp.cascade.trigger", "payload": ..}`, plain).
 
+use super::quorum::Quorum;
 use super::response::Responses;
 use super::{GroupId, IncidentId, InvalidValue, Severity, Ts};
 use serde::{Deserialize, Serialize};
@@ -65,6 +66,12 @@ pub struct Trigger {
     /// The answers people can give (default: key 1, "Acknowledge").
     #[serde(default, skip_serializing_if = "Responses::is_default")]
     pub responses: Responses,
+    /// How many acknowledgements the incident needs (none: no quorum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<Quorum>,
+    /// Once the quorum is reached, cancel the cascades still open (audited).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stop_on_quorum: bool,
 }
 
 impl Trigger {
@@ -180,6 +187,29 @@ impl Trigger {
                 Responses::default()
             }),
         };
+        let quorum = match map.get("quorum") {
+            None => None,
+            Some(v) => Quorum::parse(v, &format!("{prefix}quorum"))
+                .map_err(|e| errors.extend(e))
+                .ok(),
+        };
+        let stop_on_quorum = match map.get("stopOnQuorum") {
+            None => false,
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(_) => {
+                errors.push(InvalidValue::new(
+                    format!("{prefix}stopOnQuorum"),
+                    "expected true or false",
+                ));
+                false
+            }
+        };
+        if map.contains_key("stopOnQuorum") && !map.contains_key("quorum") {
+            errors.push(InvalidValue::new(
+                format!("{prefix}stopOnQuorum"),
+                "given without a quorum: give quorum too",
+            ));
+        }
         match (incident_id, severity, group, message) {
             (
                 Some(incident_id),
@@ -193,6 +223,8 @@ impl Trigger {
                 message_template,
                 timestamp,
                 responses,
+                quorum,
+                stop_on_quorum,
             }),
             _ => Err(errors),
         }
@@ -239,6 +271,11 @@ pub struct Incident {
     /// (set once, by a conditional write, so the note is queued once).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub all_acknowledged_told: bool,
+    /// When the trigger's quorum was seen met: right after the
+    /// acknowledgement that met it (or at the next sweep, had the process
+    /// stopped between); set once, by a conditional write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum_reached_at: Option<Ts>,
 }
 
 fn is_zero_u8(n: &u8) -> bool {

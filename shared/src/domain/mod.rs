@@ -6,6 +6,7 @@ mod contact;
 mod ids;
 mod incident;
 mod origin;
+mod quorum;
 mod response;
 mod severity;
 mod stakeholder;
@@ -15,6 +16,7 @@ pub use contact::{Address, ContactCheck, ContactMethods, EmailAddress, PhoneNumb
 pub use ids::{GroupId, IncidentId, StakeholderId};
 pub use incident::{Incident, IncidentStatus, MessageTemplate, Trigger};
 pub use origin::{Milestone, Origin, OriginSource};
+pub use quorum::Quorum;
 pub use response::{ResponseOption, Responses};
 pub use severity::{Channel, Severity, Tier};
 pub use stakeholder::{Group, IdpRecord, Stakeholder};

@@ -110,6 +110,96 @@ pub struct CarrierStats {
     pub sent_after_end: u64,
 }
 
+/// A quorum's outcome, from the audit trail (and checked against what the
+/// incident recorded).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct QuorumOutcome {
+    pub required: crate::domain::Quorum,
+    /// From the trigger to the acknowledgement that met it, by the audit.
+    pub reached_after_secs: Option<f64>,
+    /// From the trigger to the moment the incident recorded.
+    pub recorded_after_secs: Option<f64>,
+    /// Members acknowledged at the end.
+    pub acknowledged: u64,
+    /// Member cascades cancelled because the quorum was reached (`stopOnQuorum`).
+    pub stopped: u64,
+}
+
+/// The quorum of `incident` from its audit entries (time order per
+/// cascade; sorted here by time): when the acknowledgements first met it,
+/// and how many cascades its stop cancelled. Violations: a moment recorded
+/// before the audit met it, or never met by the audit.
+fn quorum_outcome(
+    trigger: &crate::domain::Trigger,
+    entries: &[&crate::audit::AuditEntry],
+    records: &[&crate::ports::CascadeRecord],
+    recorded: Option<Ts>,
+    triggered: Ts,
+    violations: &mut Vec<String>,
+) -> Option<QuorumOutcome> {
+    use crate::engine::{AuditKind, Route};
+    let q = trigger.quorum.as_ref()?;
+    let id = &trigger.incident_id;
+    let tier: std::collections::HashMap<_, _> = records
+        .iter()
+        .filter(|r| r.cascade.key.incident == *id && r.cascade.key.route == Route::Member)
+        .map(|r| (r.cascade.key.stakeholder.clone(), r.cascade.tier))
+        .collect();
+    let mut acks: Vec<_> = entries
+        .iter()
+        .filter(|e| {
+            e.incident == *id
+                && e.route == Route::Member
+                && e.record.kind == AuditKind::Acknowledged
+        })
+        .map(|e| (e.at, e.stakeholder.clone()))
+        .collect();
+    acks.sort();
+    let (mut all, mut by_tier) = (0u64, [0u64; crate::domain::Tier::COUNT]);
+    let mut reached = None;
+    for (at, who) in &acks {
+        all += 1;
+        if let Some(t) = tier.get(who) {
+            by_tier[t.index()] += 1;
+        }
+        if reached.is_none() && q.met(all, by_tier) {
+            reached = Some(*at);
+        }
+    }
+    let stopped = entries
+        .iter()
+        .filter(|e| {
+            e.incident == *id
+                && e.record.kind == AuditKind::Cancelled
+                && e.record
+                    .note
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("quorum reached"))
+        })
+        .count() as u64;
+    match (reached, recorded) {
+        (None, Some(_)) => violations.push(format!(
+            "incident {id} recorded its quorum reached, but its audit never meets it"
+        )),
+        (Some(a), Some(r)) if r < a => violations.push(format!(
+            "incident {id} recorded its quorum reached {} ms before the acknowledgement that met it",
+            a.since(r)
+        )),
+        (None, None) if stopped > 0 => violations.push(format!(
+            "incident {id}: {stopped} cascades cancelled for a quorum never reached"
+        )),
+        _ => {}
+    }
+    let secs = |t: Ts| t.since(triggered) as f64 / 1000.0;
+    Some(QuorumOutcome {
+        required: q.clone(),
+        reached_after_secs: reached.map(secs),
+        recorded_after_secs: recorded.map(secs),
+        acknowledged: all,
+        stopped,
+    })
+}
+
 /// What the escalations did, counted from the audit trail.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct EscalationSummary {
@@ -156,6 +246,9 @@ pub struct DrillReport {
     /// Members whose last answer was each of the incident's own answers
     /// (by key), from the audit trail.
     pub answers: BTreeMap<String, u64>,
+    /// The first incident's quorum, when its trigger sets one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<QuorumOutcome>,
     pub escalations: EscalationSummary,
     /// Each failure's escalation, from the audit trail.
     pub escalation_stories: Vec<crate::app::EscalationStory>,
@@ -476,13 +569,33 @@ pub(super) fn build(
     }
     r.audit_entries = d.store.audit_len() as u64;
     // Borrowed, not copied: a run of a million people keeps millions of entries.
+    let recorded = d
+        .store
+        .all_incidents()
+        .into_iter()
+        .find(|i| *i.id() == sc.trigger.incident_id)
+        .and_then(|i| i.quorum_reached_at);
+    let mut quorum_violations = Vec::new();
     let found = d.store.with_all(|entries, records| {
+        r.quorum = quorum_outcome(
+            &sc.trigger,
+            entries,
+            records,
+            recorded,
+            start,
+            &mut quorum_violations,
+        );
         let stories = crate::app::stories(entries.iter().copied());
         let found = escalation_checks(&stories, entries, records, &d.scenario.policy);
         r.escalation_stories = stories;
         found
     });
     r.escalations = summarize(&r.escalation_stories);
+    for v in quorum_violations {
+        violation_count += 1;
+        violations.truncate(49);
+        violations.push(v);
+    }
     // A non-acknowledging answer ends a cascade escalated, but it is not a
     // failure: the failures are the audit's CASCADE_FAILUREs.
     {
@@ -775,6 +888,29 @@ impl DrillReport {
             f.cancelled,
             pct(f.cancelled)
         );
+        if let Some(q) = &self.quorum {
+            let mut need = Vec::new();
+            if let Some(n) = q.required.count {
+                need.push(format!("{n} in all"));
+            }
+            for (t, n) in &q.required.tiers {
+                need.push(format!("{n} of tier {t}"));
+            }
+            let when = match q.reached_after_secs {
+                Some(t) => format!("reached {} after the trigger", dur(t)),
+                None => "not reached".to_string(),
+            };
+            let stopped = if q.stopped > 0 {
+                format!("; {} cascades still open were stopped there", q.stopped)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                s,
+                "  quorum         {}: {when}{stopped}",
+                need.join(" and ")
+            );
+        }
         let _ = writeln!(
             s,
             "  still active   {:>8}  {:5.1}%",

@@ -207,6 +207,15 @@ impl<'a> Transition<'a> {
                 self.end();
                 self.record(AuditKind::Cancelled, None);
             }
+            Event::QuorumStop => {
+                if self.next.key.route.is_escalation() {
+                    return self.stale("quorum stop of an escalation, which goes on".into());
+                }
+                self.next.status = CascadeStatus::Cancelled;
+                self.end();
+                self.record(AuditKind::Cancelled, None);
+                self.audit.note = Some("quorum reached: the trigger stops there".into());
+            }
             Event::OptOut { channel } => {
                 let step = usize::from(self.next.next_step);
                 let plan = self.next.plan;

@@ -49,7 +49,9 @@
 //! 8. **Acknowledgement.** An ACK on any channel at any time is terminal
 //!    (ACKNOWLEDGED); later timers and receipts change nothing. DELIVERED is
 //!    never an acknowledgement.
-//! 9. **Close.** Every open cascade of a closed incident is CANCELLED.
+//! 9. **Close.** Every open cascade of a closed incident is CANCELLED; so
+//!    is every open member cascade once the incident's quorum is reached,
+//!    when its trigger says `stopOnQuorum` (escalations go on).
 //! 10. **Reconciliation.** A cascade whose next due time is more than 5 min
 //!     past is re-driven by the sweep (a forced transition, audited as
 //!     REDRIVEN).
@@ -182,6 +184,9 @@ pub enum Event {
     /// The reconciliation sweep found the cascade overdue.
     Reconcile,
     Cancel,
+    /// Member only: the incident's quorum was reached and its trigger asked
+    /// to stop there (`stopOnQuorum`): the cascade is cancelled, audited so.
+    QuorumStop,
     /// The person opted out of a channel (an SMS STOP): it is dropped from
     /// the rest of the plan. An attempt already sent on it runs its course.
     OptOut {

@@ -262,6 +262,7 @@ async function detailView(id) {
     <h2>Progress</h2>
     ${meter("Reached", p.contacted, members)}
     ${meter("Acknowledged", m.acknowledged, members, "ok")}
+    ${quorum(v.quorum)}
     <p><span data-count="escalated">${m.escalated}</span> failed and escalated · <span data-count="undelivered">${p.undelivered}</span> reached no manager · <span data-count="needs-review">${v.needsReview}</span> need their contacts reviewed</p>
     <div class="table-wrap"><table id="by-tier"><thead><tr><th>Members</th><th class="n">Pending</th><th class="n">Active</th><th class="n">Acknowledged</th><th class="n">Escalated</th><th class="n">Cancelled</th></tr></thead>
       <tbody>${tiers}<tr><th scope="row">All</th><td class="n">${m.pending}</td><td class="n">${m.active}</td><td class="n" id="acknowledged">${m.acknowledged}</td><td class="n">${m.escalated}</td><td class="n" id="cancelled">${m.cancelled}</td></tr></tbody></table></div>
@@ -284,6 +285,18 @@ async function detailView(id) {
   if (close) close.addEventListener("click", () => askClose(inc.trigger.incidentId));
   $("download").addEventListener("click", () => download(inc.trigger.incidentId));
   return true;
+}
+
+function quorum(q) {
+  if (!q) return "";
+  const tiers = Object.entries(q.byTier)
+    .map(([t, c]) => meter(`Quorum, tier ${t}`, c.acknowledged, c.required, "ok"))
+    .join("");
+  const all = q.required.count ? meter("Quorum", q.acknowledged, q.required.count, "ok") : "";
+  const state = q.reachedAt
+    ? `Quorum reached <time id="quorum-reached">${esc(when(q.reachedAt))}</time>${q.stopOnQuorum ? "; the cascades still open were cancelled" : ""}`
+    : `Quorum not reached yet${q.stopOnQuorum ? "; once it is, the cascades still open are cancelled" : ""}`;
+  return `<section id="quorum" aria-label="Quorum">${all}${tiers}<p>${state}</p></section>`;
 }
 
 function askClose(id) {
