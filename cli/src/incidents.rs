@@ -159,11 +159,26 @@ pub async fn status(c: &Client, id: &str) -> anyhow::Result<Value> {
     .await
 }
 
-pub async fn close(c: &Client, id: &str) -> anyhow::Result<Value> {
+/// Closes the incident; with `all_clear`, everyone reached is told.
+pub async fn close(c: &Client, id: &str, all_clear: Option<&str>) -> anyhow::Result<Value> {
+    let body = match all_clear {
+        Some(m) => json!({ "allClear": m }),
+        None => json!({}),
+    };
     c.call(
         "POST",
         &format!("v1/incidents/{}/close", path_id(id)?),
-        Some(&json!({})),
+        Some(&body),
+    )
+    .await
+}
+
+/// Sends an update to `audience` (all, acknowledged, unacknowledged).
+pub async fn update(c: &Client, id: &str, message: &str, audience: &str) -> anyhow::Result<Value> {
+    c.call(
+        "POST",
+        &format!("v1/incidents/{}/updates", path_id(id)?),
+        Some(&json!({ "message": message, "audience": audience })),
     )
     .await
 }

@@ -185,7 +185,22 @@ enum IncidentsCommand {
     /// An incident's counts, as JSON.
     Status { id: String },
     /// Close an incident (answers at once; `watch` shows the cancellation).
-    Close { id: String },
+    Close {
+        id: String,
+        /// Also send this all-clear to everyone a message reached.
+        #[arg(long)]
+        all_clear: Option<String>,
+    },
+    /// Send an update to those a message reached, once, on their best channel.
+    Update {
+        id: String,
+        /// The update (at most 1,000 characters).
+        #[arg(long)]
+        message: String,
+        /// all, acknowledged or unacknowledged.
+        #[arg(long, default_value = "all")]
+        audience: String,
+    },
     /// Export the whole audit trail (seals, then entries) as JSON lines,
     /// page by page, for `muster audit verify`. Needs the
     /// ComplianceOfficer or BCPAdministrator role.
@@ -425,7 +440,14 @@ fn incidents(api: Option<String>, command: IncidentsCommand) -> anyhow::Result<E
                     "progress": v["progress"],
                 }))
             }
-            IncidentsCommand::Close { id } => show(&incidents::close(&client, &id).await?),
+            IncidentsCommand::Close { id, all_clear } => {
+                show(&incidents::close(&client, &id, all_clear.as_deref()).await?)
+            }
+            IncidentsCommand::Update {
+                id,
+                message,
+                audience,
+            } => show(&incidents::update(&client, &id, &message, &audience).await?),
             IncidentsCommand::Audit { id, out } => {
                 let n = match out {
                     Some(path) => {

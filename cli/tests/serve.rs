@@ -789,6 +789,90 @@ async fn a_quorum_is_shown_reached_and_stops_the_rest_in_serve_and_on_the_board(
     assert_eq!(stood_down, 3, "{trail}");
 }
 
+/// Updates and the all-clear in `muster serve`: the update goes to those
+/// who acknowledged, the all-clear with the close to everyone reached, each
+/// printed by the console carriers and audited, and the exported trail,
+/// grown after the close, still verifies under its latest seal.
+#[tokio::test]
+async fn updates_and_the_all_clear_reach_people_and_the_trail_stays_sealed() {
+    let s = start(None);
+    let c = reqwest::Client::new();
+    let r = post(
+        &c,
+        &format!("{}/v1/incidents", s.base),
+        &json!({"trigger": seed_fields()}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let link = s.wait_for(|o| {
+        o.lines()
+            .find_map(|l| l.trim().strip_prefix("Acknowledge: ").map(str::to_string))
+    });
+    assert_eq!(
+        c.post(&link).send().await.map(|r| r.status().as_u16()).ok(),
+        Some(200)
+    );
+    let base = format!("{}/v1/incidents/INC-2024-0892", s.base);
+    let body =
+        json!({"message": "Failover to the second site is under way.", "audience": "acknowledged"});
+    let r = post(&c, &format!("{base}/updates"), &body).await;
+    assert_eq!(r.status(), 202);
+    s.wait_for(|o| {
+        o.contains("Update 1 on INC-2024-0892: Failover to the second site is under way.")
+            .then_some(())
+    });
+    let r = post(
+        &c,
+        &format!("{base}/close"),
+        &json!({"allClear": "Service restored."}),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    s.wait_for(|o| {
+        o.contains("All clear for INC-2024-0892: Service restored.")
+            .then_some(())
+    });
+    // The export verifies under its latest seal once the all-clear's
+    // entries are sealed (within the reseal delay).
+    let file = std::env::temp_dir().join(format!("muster-all-clear-{}.jsonl", std::process::id()));
+    let path = file.to_str().unwrap_or_default().to_string();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_muster"))
+            .args(["incidents", "audit", "INC-2024-0892", "--out", &path])
+            .env_remove("MUSTER_API_SECRET")
+            .env_remove("MUSTER_API_TOKEN")
+            .env("MUSTER_API_URL", &s.base)
+            .env("MUSTER_API_ROLES", "ComplianceOfficer")
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let verify = Command::new(env!("CARGO_BIN_EXE_muster"))
+            .args(["audit", "verify", &path, "--require-seal"])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let all_clear = text
+            .lines()
+            .filter(|l| l.contains("\"UPDATE_SENT\"") && l.contains("the all-clear"))
+            .count();
+        if verify.status.success() && all_clear > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not sealed: {}",
+            String::from_utf8_lossy(&verify.stdout)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = std::fs::remove_file(&file);
+}
+
 #[tokio::test]
 async fn the_board_is_one_self_contained_page() {
     let s = start(None);

@@ -604,6 +604,25 @@ pub enum Job {
         #[serde(default, skip_serializing_if = "is_zero_u32")]
         attempt: u32,
     },
+    /// Fan update `seq` of the incident out: queue an [`Job::Update`] for
+    /// each person of one page of store partition `part` from `cursor`
+    /// who gets it, then go on with the next page.
+    Updates {
+        incident: IncidentId,
+        seq: u32,
+        part: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
+    },
+    /// Send update `seq` of the incident to the person of cascade `key`.
+    Update {
+        key: CascadeKey,
+        seq: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ticket: Option<Ticket>,
+    },
+    /// A closed incident's audit grew after its last seal: seal it again.
+    Reseal { incident: IncidentId },
     /// The incident's quorum was reached and its trigger stops there:
     /// cancel one page of the open member cascades of store partition
     /// `part` from `cursor`, then go on with the next page.
@@ -632,7 +651,12 @@ impl Job {
     pub fn is_priority(&self) -> bool {
         match self {
             // Progress notes never go before a person's message.
-            Job::Expand { .. } | Job::WriteBack { .. } | Job::Export { .. } => false,
+            Job::Expand { .. }
+            | Job::WriteBack { .. }
+            | Job::Export { .. }
+            | Job::Updates { .. }
+            | Job::Update { .. }
+            | Job::Reseal { .. } => false,
             Job::Send { key, .. } => key.route.is_escalation(),
             Job::Escalate { .. }
             | Job::Withdraw { .. }
@@ -752,9 +776,14 @@ impl OutboundMessage {
     /// The attempt number of a notice: an update about a cascade that has
     /// ended (no attempt of the cascade, which are numbered from 1).
     pub const NOTICE: u32 = 0;
+    /// Update `n` of the incident is "attempt" `UPDATE_BASE + n`: no
+    /// attempt of the cascade either.
+    pub const UPDATE_BASE: u32 = 1 << 30;
 
+    /// Whether this is a message outside the cascade's attempts (a notice
+    /// or an update): it asks nothing and is sent after the cascade ended.
     pub fn is_notice(&self) -> bool {
-        self.attempt == Self::NOTICE
+        self.attempt == Self::NOTICE || self.attempt > Self::UPDATE_BASE
     }
 
     /// Idempotency key of the send: the same attempt is never two messages.

@@ -1416,3 +1416,70 @@ fn quorum_stop_stands_down_everyone_still_open_once_the_quorum_is_reached() {
             .contains("quorum         5 in all and 2 of tier 1: reached")
     );
 }
+
+/// Each update goes once to each person of its audience a message reached,
+/// never by a call; the all-clear to everyone reached. Counted from the
+/// audit, and checked against who acknowledged when.
+#[test]
+fn updates_go_once_to_their_audience_and_the_all_clear_to_everyone_reached() {
+    let (d, r) = drill("updates-all-clear");
+    let entries = entries(&d);
+    let names: Vec<&str> = r.updates.iter().map(|u| u.update.as_str()).collect();
+    assert_eq!(names, ["update 1", "update 2", "the all-clear"]);
+    let start = r.started_at_ms;
+    let member_entries = |kind: AuditKind| {
+        entries
+            .iter()
+            .filter(move |e| e.route == Route::Member && e.record.kind == kind)
+    };
+    // Who had acknowledged by each update's time.
+    let acked_by = |secs: u64| -> std::collections::HashSet<String> {
+        member_entries(AuditKind::Acknowledged)
+            .chain(member_entries(AuditKind::AckAfterEnd))
+            .filter(|e| e.at.0 - start <= secs * 1000)
+            .map(|e| e.stakeholder.to_string())
+            .collect()
+    };
+    let got = |name: &str| -> Vec<String> {
+        member_entries(AuditKind::UpdateSent)
+            .chain(member_entries(AuditKind::UpdateFailed))
+            .filter(|e| {
+                e.record
+                    .note
+                    .as_deref()
+                    .is_some_and(|n| n.split(':').next() == Some(name))
+            })
+            .map(|e| e.stakeholder.to_string())
+            .collect()
+    };
+    let once = |who: &[String]| {
+        let set: std::collections::HashSet<_> = who.iter().collect();
+        set.len() == who.len()
+    };
+    // Update 1 (at 2m, the unacknowledged): nobody who had acknowledged by then.
+    let u1 = got("update 1");
+    assert!(!u1.is_empty() && once(&u1));
+    let acked_2m = acked_by(120);
+    assert!(u1.iter().all(|p| !acked_2m.contains(p)));
+    // Update 2 (at 5m, the acknowledged): only people who had.
+    let u2 = got("update 2");
+    assert!(!u2.is_empty() && once(&u2));
+    let acked_later = acked_by(5 * 60 + 10);
+    assert!(u2.iter().all(|p| acked_later.contains(p)));
+    // The all-clear: once to every member a message reached.
+    let all = got("the all-clear");
+    assert!(once(&all));
+    let reached = d.store.with_cascades(|rs| {
+        rs.iter()
+            .filter(|r| {
+                r.cascade.key.route == Route::Member && r.cascade.first_contact_at.is_some()
+            })
+            .count()
+    });
+    assert_eq!(all.len(), reached);
+    // Never a call.
+    assert!(
+        member_entries(AuditKind::UpdateSent).all(|e| e.record.channel != Some(Channel::Voice))
+    );
+    assert!(r.render().contains("the all-clear"));
+}

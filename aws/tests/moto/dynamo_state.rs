@@ -139,6 +139,8 @@ async fn incident_create_and_update_are_conditional() {
         origin: None,
         all_acknowledged_told: false,
         quorum_reached_at: None,
+        updates: Vec::new(),
+        reseal_at: None,
     };
     f.store.create_incident(&inc).await.unwrap();
     assert!(
@@ -793,6 +795,8 @@ fn incident(id: &str, status: IncidentStatus) -> Incident {
         origin: None,
         all_acknowledged_told: false,
         quorum_reached_at: None,
+        updates: Vec::new(),
+        reseal_at: None,
     }
 }
 

@@ -82,12 +82,13 @@ pub struct ApiState {
 }
 
 /// Every route, as (method, path): the OpenAPI document must list exactly these.
-pub const ROUTES: [(&str, &str); 13] = [
+pub const ROUTES: [(&str, &str); 14] = [
     ("post", "/v1/incidents"),
     ("get", "/v1/incidents"),
     ("get", "/v1/carriers"),
     ("get", "/v1/incidents/{id}"),
     ("post", "/v1/incidents/{id}/close"),
+    ("post", "/v1/incidents/{id}/updates"),
     ("get", "/v1/incidents/{id}/audit"),
     ("get", "/v1/ack/{token}"),
     ("head", "/v1/ack/{token}"),
@@ -104,6 +105,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/carriers", get(carriers))
         .route("/v1/incidents/{id}", get(status))
         .route("/v1/incidents/{id}/close", post(close))
+        .route("/v1/incidents/{id}/updates", post(post_update))
         .route("/v1/incidents/{id}/audit", get(audit))
         .route("/v1/ack/{token}", get(ack_page).post(ack_form))
         .route("/v1/ack", post(ack_api))
@@ -516,13 +518,91 @@ async fn close(
     let body = body_of(body)?;
     authenticate(&s, &caller, &req, &body)?;
     let id = incident_id(&id)?;
+    // No body, or `{}`: a close; `{"allClear": "..."}`: with an all-clear.
+    let all_clear = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        all_clear_of(&json_body(&req.headers, &body)?)?
+    };
     let inc = app::close(&s.deps, &id).await?;
+    let sent = match all_clear {
+        Some(m) => Some(app::update::all_clear(&s.deps, &id, m).await?),
+        None => None,
+    };
     let link = format!("/v1/incidents/{id}");
-    let answer = json!({
+    let mut answer = json!({
         "incidentId": id,
         "status": inc.status,
         "closedAt": inc.closed_at,
         "links": {"status": link},
+    });
+    if let Some(u) = sent {
+        answer["allClear"] = json!({"update": u.seq, "message": u.message});
+    }
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+}
+
+fn unprocessable(detail: &str, errors: &[crate::domain::InvalidValue]) -> Problem {
+    Problem {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        detail: detail.into(),
+        errors: errors
+            .iter()
+            .map(|e| json!({"field": e.field, "message": e.message}))
+            .collect(),
+    }
+}
+
+/// A close's body: an object, with at most `allClear` (the message).
+fn all_clear_of(v: &Value) -> Result<Option<crate::domain::MessageTemplate>, Problem> {
+    use crate::domain::InvalidValue;
+    let Some(map) = v.as_object() else {
+        let e = InvalidValue::new("", "expected a JSON object");
+        return Err(unprocessable("the close is not valid", &[e]));
+    };
+    let mut errors: Vec<InvalidValue> = map
+        .keys()
+        .filter(|k| *k != "allClear")
+        .map(|k| InvalidValue::new(k.clone(), "unknown field: a close takes allClear"))
+        .collect();
+    let m = match map.get("allClear") {
+        None => None,
+        Some(Value::String(t)) => crate::domain::MessageTemplate::parse(t)
+            .map_err(|e| errors.push(InvalidValue::new("allClear", e.message)))
+            .ok(),
+        Some(_) => {
+            errors.push(InvalidValue::new("allClear", "expected a string"));
+            None
+        }
+    };
+    if errors.is_empty() {
+        Ok(m)
+    } else {
+        Err(unprocessable("the close is not valid", &errors))
+    }
+}
+
+/// `POST /v1/incidents/{id}/updates`: an update for an open incident.
+async fn post_update(
+    State(s): State<ApiState>,
+    caller: MaybeCaller,
+    req: Req,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Res {
+    let body = body_of(body)?;
+    authenticate(&s, &caller, &req, &body)?;
+    let id = incident_id(&id)?;
+    let value = json_body(&req.headers, &body)?;
+    let (message, audience) = crate::domain::IncidentUpdate::parse_body(&value)
+        .map_err(|e| unprocessable("the update is not valid", &e))?;
+    let u = app::update::post(&s.deps, &id, message, audience).await?;
+    let answer = json!({
+        "incidentId": id,
+        "update": u.seq,
+        "audience": u.audience,
+        "postedAt": u.at,
+        "links": {"status": format!("/v1/incidents/{id}")},
     });
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }

@@ -64,6 +64,16 @@ pub async fn dispatch(deps: &Deps, job: Job) -> Result<()> {
             part,
             cursor,
         } => super::quorum::stop_page(deps, &incident, part, cursor).await,
+        Job::Updates {
+            incident,
+            seq,
+            part,
+            cursor,
+        } => super::update::fan_out(deps, &incident, seq, part, cursor).await,
+        Job::Update { key, seq, ticket } => {
+            super::update::send_update(deps, &key, seq, ticket).await
+        }
+        Job::Reseal { incident } => super::update::reseal(deps, &incident).await,
         Job::WriteBack {
             incident,
             milestone,

@@ -30,10 +30,7 @@ use crate::domain::{
 };
 use crate::engine::{AuditKind, Cascade, CascadeKey, CascadeStatus, ChannelPlan, Event, Route};
 use crate::error::Result;
-use crate::ports::{
-    Admission, Admit, CascadeRecord, Deps, EscalationInfo, Job, Lane, OutboundMessage, Reservation,
-    SendClaim, SendOutcomeKind, guarded,
-};
+use crate::ports::{CascadeRecord, Deps, EscalationInfo, Job, Lane, OutboundMessage};
 
 /// Failures one message names at most beyond its own ("and 12 more").
 pub const BUNDLE_NAMES: usize = 10;
@@ -470,45 +467,6 @@ pub(super) async fn notice(
         apply_loaded(deps, rec, event).await?;
         return Ok(());
     };
-    let sender = deps.senders.get(channel);
-    let now = deps.clock.now();
-    let admit = deps
-        .limiter
-        .admit(sender.endpoint(), now, ticket, Lane::Priority)
-        .await?;
-    let wait = match admit {
-        Admission::Decided(Admit::Granted) => None,
-        Admission::Decided(Admit::Wait { until, ticket, .. }) => Some((until, Some(ticket))),
-        Admission::Retry { at } => Some((at, ticket)),
-    };
-    if let Some((until, ticket)) = wait {
-        let job = Job::Notice {
-            key: key.clone(),
-            ticket,
-        };
-        return deps
-            .queue
-            .enqueue(vec![(job, until.since(now).max(1))])
-            .await;
-    }
-    if guarded(channel) {
-        let hold = crate::engine::hold_delay(&rec.cascade, &deps.policy);
-        if let Reservation::Busy(waits) = deps
-            .ledger
-            .reserve(&key.incident, &key.stakeholder, channel, key, now, hold)
-            .await?
-        {
-            let until = waits.busy_until(channel, now).unwrap_or(now.plus(1_000));
-            let job = Job::Notice {
-                key: key.clone(),
-                ticket: None,
-            };
-            return deps
-                .queue
-                .enqueue(vec![(job, until.since(now).max(1))])
-                .await;
-        }
-    }
     let (subject, body) = super::message::render_notice(&incident, &rec);
     let msg = OutboundMessage {
         key: key.clone(),
@@ -520,51 +478,14 @@ pub(super) async fn notice(
         body,
         ack_code: rec.ack_code.clone(),
     };
-    // Claimed before it goes, like every send (see `dispatch::send`); an
-    // update's phase is the version it was decided at, so one that failed
-    // can be tried again once that failure is recorded.
-    let phase = crate::domain::Ts(rec.cascade.version);
-    match deps
-        .cascades
-        .claim_send(
-            &rec,
-            OutboundMessage::NOTICE,
-            phase,
-            now,
-            super::dispatch::SEND_LEASE_MS,
-        )
-        .await?
-    {
-        SendClaim::Claimed => {}
-        SendClaim::Held => {
-            deps.observer.stale_job();
-            return Ok(());
-        }
-        // Overtaken by another write: looked at again shortly, on fresh state.
-        SendClaim::Changed => {
-            let job = Job::Notice {
-                key: key.clone(),
-                ticket: None,
-            };
-            return deps.queue.enqueue(vec![(job, 1_000)]).await;
-        }
-    }
-    let accepted = match sender.send(&msg).await {
-        Ok(_) => {
-            deps.limiter
-                .on_success(sender.endpoint(), deps.clock.now())
-                .await;
-            deps.observer.send(
-                channel,
-                incident.trigger.severity,
-                SendOutcomeKind::Accepted,
-            );
-            true
-        }
-        Err(e) => {
-            tracing::warn!(channel = %channel, error = %e, "escalation update notice not sent");
-            false
-        }
+    let again = |ticket| Job::Notice {
+        key: key.clone(),
+        ticket,
+    };
+    let super::update::Outside::Sent(accepted) =
+        super::update::send_outside(deps, &rec, &msg, Lane::Priority, ticket, again).await?
+    else {
+        return Ok(());
     };
     let event = Event::Notice {
         channel: Some(channel),

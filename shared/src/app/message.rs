@@ -138,6 +138,32 @@ pub fn render_notice(incident: &Incident, rec: &CascadeRecord) -> (String, Strin
     )
 }
 
+/// An update's (or the all-clear's) subject and text: what the operator
+/// wrote, under the incident's id; it asks nothing.
+pub fn render_update(incident: &Incident, u: &crate::domain::IncidentUpdate) -> (String, String) {
+    let t = &incident.trigger;
+    if u.all_clear {
+        (
+            format!("[{} ALL CLEAR] {}", t.severity, t.incident_id),
+            format!(
+                "All clear for {}: {} No answer is needed.",
+                t.incident_id,
+                u.message.as_str()
+            ),
+        )
+    } else {
+        (
+            format!("[{} UPDATE {}] {}", t.severity, u.seq, t.incident_id),
+            format!(
+                "Update {} on {}: {} No answer is needed.",
+                u.seq,
+                t.incident_id,
+                u.message.as_str()
+            ),
+        )
+    }
+}
+
 /// `text` with its first letter in capitals.
 fn capitalise(text: &str) -> String {
     let mut c = text.chars();

@@ -17,6 +17,7 @@ pub mod quorum;
 mod receipt;
 mod tick;
 mod trigger;
+pub mod update;
 mod writeback;
 
 pub use carriers::{CarrierView, carriers};

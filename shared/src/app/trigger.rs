@@ -75,6 +75,8 @@ async fn declare(deps: &Deps, trigger: Trigger, origin: Option<Origin>) -> Resul
         origin,
         all_acknowledged_told: false,
         quorum_reached_at: None,
+        updates: Vec::new(),
+        reseal_at: None,
     };
     match deps.incidents.create_incident(&incident).await {
         Ok(()) => {}

@@ -276,6 +276,14 @@ pub struct Incident {
     /// stopped between); set once, by a conditional write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quorum_reached_at: Option<Ts>,
+    /// Updates posted, the all-clear included, in order (`seq` 1, 2, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub updates: Vec<super::IncidentUpdate>,
+    /// A closed incident's audit grew after its last seal (an update or
+    /// the all-clear was recorded): when the next seal is due. Cleared by
+    /// the seal job before it reads the chain heads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reseal_at: Option<Ts>,
 }
 
 fn is_zero_u8(n: &u8) -> bool {

@@ -11,6 +11,7 @@ mod response;
 mod severity;
 mod stakeholder;
 mod time;
+mod update;
 
 pub use contact::{Address, ContactCheck, ContactMethods, EmailAddress, PhoneNumber, PushEndpoint};
 pub use ids::{GroupId, IncidentId, StakeholderId};
@@ -21,6 +22,7 @@ pub use response::{ResponseOption, Responses};
 pub use severity::{Channel, Severity, Tier};
 pub use stakeholder::{Group, IdpRecord, Stakeholder};
 pub use time::{Millis, Ts};
+pub use update::{Audience, IncidentUpdate, MAX_UPDATES};
 
 /// A value from outside failed validation: names the field, the offending
 /// value (never a contact detail) and what was expected.

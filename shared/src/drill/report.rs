@@ -110,6 +110,81 @@ pub struct CarrierStats {
     pub sent_after_end: u64,
 }
 
+/// What became of one update (or the all-clear), from the audit trail.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UpdateOutcome {
+    /// "update 1", ..., or "the all-clear".
+    pub update: String,
+    /// People whose carrier took it (UPDATE_SENT).
+    pub sent: u64,
+    /// People it could not go to (UPDATE_FAILED: refused, or only a phone).
+    pub not_sent: u64,
+}
+
+/// The updates of `incident`, counted per update from its members'
+/// UPDATE_SENT and UPDATE_FAILED entries. Violation: an all-clear posted
+/// that a member a message reached never had recorded.
+fn update_outcomes(
+    incident: &crate::domain::IncidentId,
+    all_clear: bool,
+    entries: &[&crate::audit::AuditEntry],
+    records: &[&crate::ports::CascadeRecord],
+    violations: &mut Vec<String>,
+) -> Vec<UpdateOutcome> {
+    use crate::engine::{AuditKind, Route};
+    let mut by: BTreeMap<(bool, u32), UpdateOutcome> = BTreeMap::new();
+    let mut cleared = std::collections::HashSet::new();
+    for e in entries
+        .iter()
+        .filter(|e| e.incident == *incident && e.route == Route::Member)
+    {
+        let sent = match e.record.kind {
+            AuditKind::UpdateSent => true,
+            AuditKind::UpdateFailed => false,
+            _ => continue,
+        };
+        let note = e.record.note.as_deref().unwrap_or_default();
+        let name = note.split(':').next().unwrap_or_default().to_string();
+        let is_all_clear = name == "the all-clear";
+        if is_all_clear {
+            cleared.insert(e.stakeholder.clone());
+        }
+        let n = name
+            .strip_prefix("update ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let o = by
+            .entry((is_all_clear, n))
+            .or_insert_with(|| UpdateOutcome {
+                update: name,
+                ..Default::default()
+            });
+        if sent {
+            o.sent += 1;
+        } else {
+            o.not_sent += 1;
+        }
+    }
+    if all_clear {
+        let missed = records
+            .iter()
+            .filter(|r| {
+                let k = &r.cascade.key;
+                k.incident == *incident
+                    && k.route == Route::Member
+                    && r.cascade.first_contact_at.is_some()
+                    && !cleared.contains(&k.stakeholder)
+            })
+            .count();
+        if missed > 0 {
+            violations.push(format!(
+                "incident {incident}: {missed} members a message reached have no all-clear recorded"
+            ));
+        }
+    }
+    by.into_values().collect()
+}
+
 /// A quorum's outcome, from the audit trail (and checked against what the
 /// incident recorded).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -249,6 +324,9 @@ pub struct DrillReport {
     /// The first incident's quorum, when its trigger sets one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quorum: Option<QuorumOutcome>,
+    /// The first incident's updates and all-clear, from the audit trail.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub updates: Vec<UpdateOutcome>,
     pub escalations: EscalationSummary,
     /// Each failure's escalation, from the audit trail.
     pub escalation_stories: Vec<crate::app::EscalationStory>,
@@ -577,6 +655,13 @@ pub(super) fn build(
         .and_then(|i| i.quorum_reached_at);
     let mut quorum_violations = Vec::new();
     let found = d.store.with_all(|entries, records| {
+        r.updates = update_outcomes(
+            &sc.trigger.incident_id,
+            sc.all_clear.is_some() && !timed_out,
+            entries,
+            records,
+            &mut quorum_violations,
+        );
         r.quorum = quorum_outcome(
             &sc.trigger,
             entries,
@@ -888,6 +973,13 @@ impl DrillReport {
             f.cancelled,
             pct(f.cancelled)
         );
+        for u in &self.updates {
+            let _ = writeln!(
+                s,
+                "  {:<14} {:>8} sent, {} could not go (only a phone, or refused)",
+                u.update, u.sent, u.not_sent
+            );
+        }
         if let Some(q) = &self.quorum {
             let mut need = Vec::new();
             if let Some(n) = q.required.count {

@@ -279,6 +279,16 @@ impl Drill {
                 start.plus(after),
                 Item::External(SimEvent::CloseIncident(first)),
             );
+            if let Some(m) = &self.scenario.all_clear {
+                self.agenda.push(
+                    start.plus(after),
+                    Item::External(SimEvent::AllClear(m.clone())),
+                );
+            }
+        }
+        for (i, u) in self.scenario.updates.iter().enumerate() {
+            self.agenda
+                .push(start.plus(u.after), Item::External(SimEvent::Update(i)));
         }
         for (i, more) in self.scenario.more.iter().enumerate() {
             let at = start.plus(more.at);
@@ -467,6 +477,19 @@ impl Drill {
                 app::receipt(deps, event).await.map(|_| ())
             }
             Ran::External(SimEvent::CloseIncident(id)) => app::close(deps, &id).await.map(|_| ()),
+            Ran::External(SimEvent::AllClear(m)) => {
+                let id = &self.scenario.trigger.incident_id;
+                app::update::all_clear(deps, id, m).await.map(|_| ())
+            }
+            Ran::External(SimEvent::Update(i)) => match self.scenario.updates.get(i) {
+                Some(u) => {
+                    let id = &self.scenario.trigger.incident_id;
+                    app::update::post(deps, id, u.message.clone(), u.audience)
+                        .await
+                        .map(|_| ())
+                }
+                None => Ok(()),
+            },
             Ran::External(SimEvent::Trigger(i)) => match self.scenario.more.get(i) {
                 Some(more) => app::trigger(deps, more.trigger.clone()).await.map(|_| ()),
                 None => Ok(()),

@@ -28,6 +28,10 @@ pub struct Scenario {
     pub carriers: [CarrierSpec; 4],
     pub policy: Policy,
     pub close_after: Option<Millis>,
+    /// Sent with the close (`close_after`) to everyone reached.
+    pub all_clear: Option<crate::domain::MessageTemplate>,
+    /// Updates the operator posts to the first incident while it runs.
+    pub updates: Vec<UpdateSpec>,
     pub max_virtual: Millis,
     /// Live contact validation against a simulated HRIS; `None`: directory only.
     pub contact_source: Option<ContactSourceSpec>,
@@ -49,6 +53,14 @@ impl Scenario {
                 .map(|m| m.members.len() as u64)
                 .sum::<u64>()
     }
+}
+
+/// An update the operator posts, `after` the trigger.
+#[derive(Debug, Clone)]
+pub struct UpdateSpec {
+    pub after: Millis,
+    pub message: crate::domain::MessageTemplate,
+    pub audience: crate::domain::Audience,
 }
 
 /// Another incident of a drill, triggered while the first runs.
@@ -227,6 +239,9 @@ struct RawScenario {
     description: Option<String>,
     seed: Option<u64>,
     close_after: Option<RawDuration>,
+    all_clear: Option<String>,
+    #[serde(default)]
+    updates: Vec<RawUpdate>,
     max_virtual: Option<RawDuration>,
     incident: toml::Table,
     #[serde(default)]
@@ -247,6 +262,14 @@ struct RawScenario {
     /// `members`.
     #[serde(default)]
     incidents: Vec<toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpdate {
+    after: RawDuration,
+    message: String,
+    audience: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -952,6 +975,44 @@ impl Validator {
             .close_after
             .as_ref()
             .and_then(|d| self.duration("close_after", d));
+        let all_clear = raw.all_clear.as_deref().and_then(|m| {
+            if close_after.is_none() {
+                self.err("all_clear", "goes with the close: set close_after too");
+            }
+            crate::domain::MessageTemplate::parse(m)
+                .map_err(|e| self.err("all_clear", e.message))
+                .ok()
+        });
+        let mut updates = Vec::new();
+        for (i, u) in raw.updates.iter().enumerate() {
+            let at = format!("updates[{i}]");
+            let after = self.duration(&format!("{at}.after"), &u.after);
+            let message = crate::domain::MessageTemplate::parse(&u.message)
+                .map_err(|e| self.err(format!("{at}.message"), e.message))
+                .ok();
+            let audience = match &u.audience {
+                None => Some(crate::domain::Audience::All),
+                Some(a) => crate::domain::Audience::parse(a)
+                    .map_err(|e| self.err(format!("{at}.audience"), e.message))
+                    .ok(),
+            };
+            if let (Some(after), Some(message), Some(audience)) = (after, message, audience) {
+                updates.push(UpdateSpec {
+                    after,
+                    message,
+                    audience,
+                });
+            }
+        }
+        if updates.len() + usize::from(all_clear.is_some()) > crate::domain::MAX_UPDATES {
+            self.err(
+                "updates",
+                format!(
+                    "at most {} updates, the all-clear included",
+                    crate::domain::MAX_UPDATES
+                ),
+            );
+        }
         let max_virtual = raw
             .max_virtual
             .as_ref()
@@ -1003,6 +1064,8 @@ impl Validator {
             carriers,
             policy,
             close_after,
+            all_clear,
+            updates,
             max_virtual,
             contact_source,
             faults,

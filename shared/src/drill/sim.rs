@@ -35,6 +35,10 @@ pub enum SimEvent {
         response: Option<String>,
     },
     CloseIncident(crate::domain::IncidentId),
+    /// The operator posts the scenario's update `n` (`Scenario::updates`).
+    Update(usize),
+    /// The operator sends the scenario's all-clear with the close.
+    AllClear(crate::domain::MessageTemplate),
     /// The monitoring system sends the scenario's trigger again.
     Retrigger,
     /// One of the scenario's further incidents (`Scenario::more`) begins.

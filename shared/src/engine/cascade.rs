@@ -287,6 +287,9 @@ pub struct Cascade {
     /// The key of the answer the person gave, when they gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<String>,
+    /// The last of the incident's updates recorded for this person.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub updated: u32,
 }
 
 fn no_busy(b: &[Option<Ts>; 4]) -> bool {
@@ -321,6 +324,7 @@ impl Cascade {
             escalation_undelivered: false,
             noticed: false,
             response: None,
+            updated: 0,
             handed_on: false,
             dead_channels: Vec::new(),
             busy_until: [None; 4],
@@ -362,4 +366,8 @@ impl Cascade {
     pub fn attempt(&self, id: u32) -> Option<&Attempt> {
         self.in_flight.iter().find(|a| a.id == id)
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

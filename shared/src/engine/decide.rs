@@ -107,6 +107,15 @@ impl<'a> Transition<'a> {
     }
 
     fn apply(&mut self, event: &Event) {
+        if let Event::Update {
+            seq,
+            all_clear,
+            channel,
+            accepted,
+        } = *event
+        {
+            return self.update(seq, all_clear, channel, accepted);
+        }
         if self.next.status.is_terminal() {
             return self.absorb(event);
         }
@@ -296,7 +305,38 @@ impl<'a> Transition<'a> {
             | Event::Notice { .. } => {
                 self.stale("escalation bookkeeping for a cascade that has not ended".into())
             }
+            // Handled before the state is looked at.
+            Event::Update { .. } => {}
         }
+    }
+
+    /// An update offered to a carrier, in any state: recorded once, nothing
+    /// else changes (its message is not an attempt of the cascade).
+    fn update(&mut self, seq: u32, all_clear: bool, channel: Option<Channel>, accepted: bool) {
+        if self.next.key.route.is_escalation() {
+            return self.stale(format!("update {seq} for an escalation"));
+        }
+        if seq <= self.next.updated {
+            return self.stale(format!("update {seq} already recorded"));
+        }
+        self.next.updated = seq;
+        let what = if all_clear {
+            "the all-clear".to_string()
+        } else {
+            format!("update {seq}")
+        };
+        let kind = if accepted {
+            AuditKind::UpdateSent
+        } else {
+            AuditKind::UpdateFailed
+        };
+        self.record(kind, None);
+        self.audit.channel = channel;
+        self.audit.note = Some(match (channel, accepted) {
+            (None, _) => format!("{what}: no channel an update goes on (only a phone to call)"),
+            (Some(_), true) => what,
+            (Some(_), false) => format!("{what}: the carrier refused it"),
+        });
     }
 
     /// Terminal states absorb: a late ACK is recorded, nothing else changes.

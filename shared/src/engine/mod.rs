@@ -227,6 +227,17 @@ pub enum Event {
     HandedOn {
         closed: bool,
     },
+    /// Member only, any state: update `seq` of the incident (the all-clear:
+    /// `all_clear`) was offered to the carrier on `channel`; `None`: the
+    /// person has no channel an update goes on, so none was sent. Recorded
+    /// once per update; the cascade's state does not change.
+    Update {
+        seq: u32,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        all_clear: bool,
+        channel: Option<Channel>,
+        accepted: bool,
+    },
     /// A withdrawn escalation's follow-up notice ("X has acknowledged") was
     /// offered to the carrier on `channel`; `None`: its person has no
     /// channel for an update but a phone to call, so none was sent.
@@ -292,12 +303,16 @@ pub enum AuditKind {
     NoticeSent,
     NoticeFailed,
     Responded,
+    UpdateSent,
+    UpdateFailed,
 }
 
 impl AuditKind {
     pub fn as_str(self) -> &'static str {
         match self {
             AuditKind::Responded => "RESPONDED",
+            AuditKind::UpdateSent => "UPDATE_SENT",
+            AuditKind::UpdateFailed => "UPDATE_FAILED",
             AuditKind::CascadeStarted => "CASCADE_STARTED",
             AuditKind::SendAccepted => "SEND_ACCEPTED",
             AuditKind::Throttled => "THROTTLED",

@@ -259,6 +259,7 @@ async function detailView(id) {
   const drew = show(`<h1>${esc(inc.trigger.incidentId)} ${statusBadge(inc.status)}</h1>
     <p>${esc(inc.trigger.severity)} · group ${esc(inc.trigger.stakeholderGroupId)} · triggered ${esc(when(inc.triggered_at))}${inc.closed_at ? " · closed " + esc(when(inc.closed_at)) : ""}</p>
     <p>${esc(inc.trigger.messageTemplate)}</p>
+    ${updatesList(inc.updates)}
     <h2>Progress</h2>
     ${meter("Reached", p.contacted, members)}
     ${meter("Acknowledged", m.acknowledged, members, "ok")}
@@ -285,6 +286,14 @@ async function detailView(id) {
   if (close) close.addEventListener("click", () => askClose(inc.trigger.incidentId));
   $("download").addEventListener("click", () => download(inc.trigger.incidentId));
   return true;
+}
+
+function updatesList(list) {
+  if (!list || !list.length) return "";
+  const items = list
+    .map((u) => `<li>${u.allClear ? "All clear" : `Update ${u.seq} (${esc(u.audience)})`} · ${esc(when(u.at))}: ${esc(u.message)}</li>`)
+    .join("");
+  return `<h2>Updates</h2><ol id="updates">${items}</ol>`;
 }
 
 function quorum(q) {
