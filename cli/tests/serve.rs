@@ -873,6 +873,51 @@ async fn updates_and_the_all_clear_reach_people_and_the_trail_stays_sealed() {
     let _ = std::fs::remove_file(&file);
 }
 
+/// Languages in `muster serve`: the example directory's CIO has locale
+/// en-GB, so of the incident's messages they are sent the en-GB one, the
+/// others the default; the audit says which.
+#[tokio::test]
+async fn each_person_is_sent_the_message_of_their_locale_in_serve() {
+    let s = start(None);
+    let c = reqwest::Client::new();
+    let mut fields = seed_fields();
+    fields["messageTemplates"] = json!({"en-GB": "Outage: see the UK BCP runbook, section 4."});
+    let r = post(
+        &c,
+        &format!("{}/v1/incidents", s.base),
+        &json!({ "trigger": fields }),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    s.wait_for(|o| {
+        o.contains("Outage: see the UK BCP runbook, section 4.")
+            .then_some(())
+    });
+    s.wait_for(|o| {
+        o.contains("email to coo")
+            .then_some(())
+            .filter(|_| o.matches("System outage detected.").count() >= 4)
+    });
+    let trail: Value = c
+        .get(format!("{}/v1/incidents/INC-2024-0892/audit", s.base))
+        .header("x-muster-roles", "ComplianceOfficer")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    let started = |who: &str| {
+        trail["entries"].as_array().and_then(|e| {
+            e.iter()
+                .find(|x| x["stakeholder"] == who && x["kind"] == "CASCADE_STARTED")
+                .map(|x| x["locale"].clone())
+        })
+    };
+    assert_eq!(started("cio"), Some(json!("en-GB")), "{trail}");
+    assert_eq!(started("coo"), Some(Value::Null), "no locale: the default");
+}
+
 #[tokio::test]
 async fn the_board_is_one_self_contained_page() {
     let s = start(None);

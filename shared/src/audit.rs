@@ -38,6 +38,10 @@ pub struct AuditEntry {
     /// cascade's own first.
     #[serde(default, skip_serializing_if = "<[StakeholderId]>::is_empty")]
     pub named: std::sync::Arc<[StakeholderId]>,
+    /// On a cascade's first entry: the locale of the message template its
+    /// person is sent (none: the default `messageTemplate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
     pub prev: String,
     pub hash: String,
 }
@@ -65,6 +69,7 @@ impl AuditEntry {
             contact_check: self.contact_check,
             contact: self.contact.as_deref(),
             named: &self.named,
+            locale: self.locale.as_deref(),
             prev: &self.prev,
             hash: "",
         };
@@ -98,6 +103,8 @@ struct HashView<'a> {
     contact: Option<&'a str>,
     #[serde(skip_serializing_if = "<[StakeholderId]>::is_empty")]
     named: &'a [StakeholderId],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locale: Option<&'a str>,
     prev: &'a str,
     hash: &'static str,
 }

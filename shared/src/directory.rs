@@ -614,6 +614,15 @@ fn build(
         if let (Some(m), Some(c)) = (&manager, &p.manager) {
             managers.push((m.clone(), c.clone()));
         }
+        let locale = p
+            .locale
+            .as_ref()
+            .filter(|c| !c.value.trim().is_empty())
+            .and_then(|c| {
+                crate::domain::locale::normalise(&c.value)
+                    .map_err(|e| errs.bad(c, "locale", e))
+                    .ok()
+            });
         let Some(id) = id else { continue };
         out.stakeholders.push(Stakeholder {
             id,
@@ -626,7 +635,7 @@ fn build(
             contacts,
             preferences,
             manager,
-            locale: p.locale.as_ref().map(|c| c.value.clone()),
+            locale,
             idp: None,
             active: true,
         });

@@ -350,6 +350,7 @@ fn run_twilio(b: &[u8]) {
         let _ = twilio::gather(
             twilio::param(&params, "Body").unwrap_or_default(),
             "https://m.example.com/g",
+            None,
         );
     }
 }

@@ -131,7 +131,38 @@ pub struct Policy {
     /// The next channel, when it is SMS, goes this long after the parallel
     /// call, so that voice and SMS are never sent at the same instant.
     pub parallel_voice_stagger: Millis,
+    /// The text-to-speech voice a call is read in, by the locale of the
+    /// message template chosen (`en` for the default template).
+    pub voices: BTreeMap<String, Voice>,
 }
+
+/// A text-to-speech voice: Amazon Polly's language code and voice id (the
+/// Chime SDK's Speak action; Twilio says `Polly.<voice>-Neural`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Voice {
+    pub language: String,
+    pub voice: String,
+}
+
+/// Polly neural voices by locale (Amazon Polly developer guide, "Available
+/// voices"), the defaults a policy's `[voices]` overrides or adds to.
+const VOICES: &[(&str, &str, &str)] = &[
+    ("en", "en-US", "Joanna"),
+    ("en-GB", "en-GB", "Amy"),
+    ("en-AU", "en-AU", "Olivia"),
+    ("fr", "fr-FR", "Lea"),
+    ("fr-CA", "fr-CA", "Gabrielle"),
+    ("de", "de-DE", "Vicki"),
+    ("es", "es-ES", "Lucia"),
+    ("es-US", "es-US", "Lupe"),
+    ("it", "it-IT", "Bianca"),
+    ("pt", "pt-PT", "Ines"),
+    ("pt-BR", "pt-BR", "Camila"),
+    ("nl", "nl-NL", "Laura"),
+    ("ja", "ja-JP", "Takumi"),
+    ("ko", "ko-KR", "Seoyeon"),
+    ("pl", "pl-PL", "Ola"),
+];
 
 /// The escalation chain of a failure: the group's on-call manager, then each
 /// person's manager from the directory, then the fallback rota in order,
@@ -192,6 +223,16 @@ impl Default for Policy {
             queue_wait_bound: None,
             parallel_voice: [true, false, false, false],
             parallel_voice_stagger: 30_000,
+            voices: VOICES
+                .iter()
+                .map(|(tag, language, voice)| {
+                    let v = Voice {
+                        language: language.to_string(),
+                        voice: voice.to_string(),
+                    };
+                    (tag.to_string(), v)
+                })
+                .collect(),
         }
     }
 }
@@ -200,6 +241,20 @@ impl Policy {
     pub fn escalation_delay(&self, severity: Severity, tier: Tier) -> Millis {
         self.escalation_delay[severity.index()][tier.index()]
     }
+    /// The voice for a message in `locale` (that of the template chosen;
+    /// `None`: the default template, read in `en`'s voice): the locale's
+    /// own, else its language's, else `en`'s.
+    pub fn voice_for(&self, locale: Option<&str>) -> Voice {
+        crate::domain::locale::pick(&self.voices, locale)
+            .map(|(_, v)| v)
+            .or_else(|| self.voices.get("en"))
+            .cloned()
+            .unwrap_or_else(|| Voice {
+                language: "en-US".into(),
+                voice: "Joanna".into(),
+            })
+    }
+
     pub fn channels(&self, severity: Severity) -> &[Channel] {
         &self.channel_order[severity.index()]
     }
@@ -341,6 +396,24 @@ impl Policy {
                         }
                     }
                 }
+                "voices" => {
+                    let Some(t) = w.table(value, key) else { continue };
+                    for (tag, v) in t {
+                        let path = format!("voices.{tag}");
+                        let Ok(tag) = crate::domain::locale::normalise(tag) else {
+                            w.err(&path, v, "not a locale: expected a language, optionally with a region (fr, fr-CA)");
+                            continue;
+                        };
+                        let Some(vt) = w.table(v, &path) else { continue };
+                        let field = |name: &str| vt.get(name).and_then(|x| x.as_str()).filter(|s| !s.trim().is_empty() && s.len() <= 40 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+                        match (field("language"), field("voice"), vt.len()) {
+                            (Some(language), Some(voice), 2) => {
+                                next.voices.insert(tag, Voice { language: language.to_string(), voice: voice.to_string() });
+                            }
+                            _ => w.err(&path, v, "expected { language = \"fr-FR\", voice = \"Lea\" }: a Polly language code and voice id"),
+                        }
+                    }
+                }
                 "trigger" => {
                     let Some(t) = w.table(value, key) else { continue };
                     for (k, v) in t {
@@ -385,7 +458,7 @@ impl Policy {
                         }
                     }
                 }
-                _ => w.err(key, value, "unknown section: expected escalation_delay, channel_order, retry, cascade, escalation, trigger, contact_lookup or rate_limit"),
+                _ => w.err(key, value, "unknown section: expected escalation_delay, channel_order, retry, cascade, escalation, trigger, contact_lookup, rate_limit or voices"),
             }
         }
         next.validate(&mut w);

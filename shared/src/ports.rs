@@ -28,6 +28,11 @@ pub struct CascadeRecord {
     /// Contacts snapshotted when the cascade started (PII: encrypted at rest in AWS).
     pub contacts: ContactMethods,
     pub name: String,
+    /// The locale of the message template the person is sent, chosen by
+    /// their directory locale when the cascade started (none: the
+    /// default): it picks the text and the voice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
     /// Code a stakeholder can reply with ("ACK 4821").
     pub ack_code: String,
     /// For an escalation cascade: where it stands in its failure's chain.

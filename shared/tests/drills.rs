@@ -1483,3 +1483,36 @@ fn updates_go_once_to_their_audience_and_the_all_clear_to_everyone_reached() {
     );
     assert!(r.render().contains("the all-clear"));
 }
+
+/// Each member is sent the message of their directory locale, else of its
+/// language, else the default, and the audit's first entry of their cascade
+/// says which; the report's counts are the audit's.
+#[test]
+fn languages_each_member_is_sent_the_message_of_their_locale_and_the_audit_says_which() {
+    let (d, r) = drill("languages");
+    let trigger = &d.scenario.trigger;
+    let locale_of: std::collections::HashMap<String, Option<String>> = d
+        .scenario
+        .people
+        .iter()
+        .map(|p| (p.id.to_string(), p.locale.clone()))
+        .collect();
+    let all = entries(&d);
+    let started: Vec<&AuditEntry> = all
+        .iter()
+        .filter(|e| e.route == Route::Member && e.record.kind == AuditKind::CascadeStarted)
+        .collect();
+    assert_eq!(started.len(), 120);
+    for e in &started {
+        let person = locale_of.get(e.stakeholder.as_str()).cloned().flatten();
+        let want = trigger
+            .template_for(person.as_deref())
+            .1
+            .map(str::to_string);
+        assert_eq!(e.locale, want, "{}: {person:?}", e.stakeholder);
+    }
+    // fr-FR people get fr (its language), es people the default.
+    assert_eq!(r.languages.get("fr-CA"), Some(&60));
+    assert_eq!(r.languages.get("fr"), Some(&24));
+    assert_eq!(r.languages.get("default"), Some(&36));
+}

@@ -41,6 +41,7 @@ fn started(who: &str, n: u32) -> (CascadeRecord, audit::AuditEntry) {
             ..Default::default()
         },
         name: format!("Person {n}"),
+        locale: None,
         ack_code: "1234".into(),
         escalation: None,
         named: Default::default(),

@@ -81,6 +81,7 @@ fn started(k: CascadeKey, n: u32, now: Ts) -> (CascadeRecord, audit::AuditEntry)
         cascade: c,
         contacts: contacts(n),
         name: format!("Person {n}"),
+        locale: None,
         ack_code: "4821".into(),
         escalation: None,
         named: Default::default(),

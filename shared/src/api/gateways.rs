@@ -166,17 +166,19 @@ async fn twilio_event(
                 )
                 .await?;
                 let action = format!("{}/v1/gateways/twilio/gather", hooks.callback_url);
+                let voice = call.as_ref().map(|c| c.voice.clone());
                 let prompt = call.map(|c| c.prompt).unwrap_or_else(|| {
                     "This is Muster, the business continuity service. Press 1 to acknowledge."
                         .to_string()
                 });
-                return Ok(twiml(twilio::gather(&prompt, &action)));
+                return Ok(twiml(twilio::gather(&prompt, &action, voice.as_ref())));
             }
             let digits = twilio::param(params, "Digits").unwrap_or_default();
             let Some(call) = call else {
                 tracing::warn!("a key press on a call with no stored reference is not recorded");
                 return Ok(twiml(twilio::say(
                     "Your response could not be recorded. Goodbye.",
+                    None,
                 )));
             };
             // The incident's own answers: any of their keys; else only 1.
@@ -207,15 +209,19 @@ async fn twilio_event(
                 return Ok(twiml(twilio::gather(
                     &format!("{again} {}", call.prompt),
                     &action,
+                    Some(&call.voice),
                 )));
             };
             let outcome = app::receipt(deps, event).await?;
             tracing::info!(outcome = ?outcome, "twilio key press");
-            Ok(twiml(twilio::say(if call.keys.is_empty() {
-                "Acknowledged. Thank you. Goodbye."
-            } else {
-                "Thank you. Your answer has been recorded. Goodbye."
-            })))
+            Ok(twiml(twilio::say(
+                if call.keys.is_empty() {
+                    "Acknowledged. Thank you. Goodbye."
+                } else {
+                    "Thank you. Your answer has been recorded. Goodbye."
+                },
+                Some(&call.voice),
+            )))
         }
         "call-status" | "sms-status" => {
             let (sid, status) = if event == "call-status" {

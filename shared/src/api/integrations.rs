@@ -285,6 +285,7 @@ pub(super) async fn integration(
                 severity,
                 stakeholder_group_id: group,
                 message_template: message,
+                message_templates: Default::default(),
                 timestamp: None,
                 responses: Default::default(),
                 quorum: None,

@@ -16,6 +16,8 @@ pub struct Extras {
     /// An escalation message: every failure it named, the cascade's own
     /// first (kept on the record, by attempt, for acknowledgements).
     pub named: Vec<StakeholderId>,
+    /// A cascade's first entry: the locale of the template its person is sent.
+    pub locale: Option<String>,
 }
 
 /// Makes the next entry of `record`'s chain for `audit` at `now`, and the
@@ -31,6 +33,7 @@ pub fn append(
         contact_check,
         contact,
         named,
+        locale,
     } = extras;
     let key = &record.cascade.key;
     let mut entry = AuditEntry {
@@ -43,6 +46,7 @@ pub fn append(
         contact_check,
         contact,
         named: named.into(),
+        locale,
         prev: record.audit_head.clone(),
         hash: String::new(),
     };
@@ -62,6 +66,7 @@ pub fn append(
         audit_head: entry.hash.clone(),
         contacts: record.contacts.clone(),
         name: record.name.clone(),
+        locale: record.locale.clone(),
         ack_code: record.ack_code.clone(),
         escalation: record.escalation.clone(),
         named: bundled,

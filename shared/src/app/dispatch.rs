@@ -110,20 +110,31 @@ async fn expand(deps: &Deps, incident: &IncidentId, members: &[StakeholderId]) -
             stakeholder: r.id,
             route: Route::Member,
         };
-        let (plan, tier, contacts, name) = match r.person {
-            Some(p) => (ChannelPlan::new(&p.plan(order)), p.tier, p.contacts, p.name),
+        let (plan, tier, contacts, name, locale) = match r.person {
+            Some(p) => (
+                ChannelPlan::new(&p.plan(order)),
+                p.tier,
+                p.contacts,
+                p.name,
+                inc.trigger
+                    .template_for(p.locale.as_deref())
+                    .1
+                    .map(str::to_string),
+            ),
             // Not in the directory: the cascade starts with no channel and escalates at once.
             None => (
                 ChannelPlan::new(&[]),
                 crate::domain::Tier::LOWEST,
                 ContactMethods::default(),
                 String::new(),
+                None,
             ),
         };
         let cascade = Cascade::new(key, severity, tier, plan, deps.clock.now());
         let fresh = NewCascade {
             contacts,
             name,
+            locale,
             escalation: None,
             check: r.check,
         };
@@ -144,6 +155,9 @@ async fn expand(deps: &Deps, incident: &IncidentId, members: &[StakeholderId]) -
 pub(super) struct NewCascade {
     pub contacts: ContactMethods,
     pub name: String,
+    /// The locale of the message template the person is sent (their
+    /// directory locale's, else none: the default).
+    pub locale: Option<String>,
     pub escalation: Option<EscalationInfo>,
     pub check: Option<ContactCheck>,
 }
@@ -164,6 +178,7 @@ pub(super) async fn start(
         masked: CascadeRecord::mask(&fresh.contacts),
         contacts: fresh.contacts,
         name: fresh.name,
+        locale: fresh.locale,
         ack_code: deps.ids.ack_code(),
         escalation: fresh.escalation,
         named: Vec::new(),
@@ -178,6 +193,7 @@ pub(super) async fn start(
         now,
         audit::Extras {
             contact_check: fresh.check,
+            locale: blank.locale.clone(),
             ..Default::default()
         },
     );

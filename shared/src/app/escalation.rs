@@ -231,6 +231,11 @@ pub(super) async fn escalate(
         let fresh = NewCascade {
             contacts: person.contacts,
             name: person.name,
+            locale: inc
+                .trigger
+                .template_for(person.locale.as_deref())
+                .1
+                .map(str::to_string),
             escalation: Some(EscalationInfo {
                 level: (chain.len() - 1) as u32,
                 chain: chain.clone(),

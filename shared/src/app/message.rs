@@ -41,7 +41,7 @@ pub fn render(
     let t = &incident.trigger;
     let id = &t.incident_id;
     let sev = t.severity;
-    let text = t.message_template.as_str();
+    let text = t.template_for(rec.locale.as_deref()).0.as_str();
     let answer = rec.escalation.as_ref().and_then(|e| e.answer.as_deref());
     let (subject, lead) = match (&rec.cascade.key.route, named) {
         (Route::Escalation { .. }, [who]) if answer.is_some() => {

@@ -83,6 +83,7 @@ pub(crate) async fn apply_with(
             contact_check: None,
             contact: sent_to(deps, &rec, &d).await?,
             named: if accepted { named.clone() } else { Vec::new() },
+            locale: None,
         };
         let (next, entry) = audit::append(&rec, d.next.clone(), &d.audit, now, extras);
         match deps.cascades.transition(&rec, &next, &entry).await {

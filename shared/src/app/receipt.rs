@@ -327,7 +327,11 @@ pub async fn call_for(deps: &Deps, reference: &str) -> Result<Option<crate::even
             .map(|o| o.key.clone())
             .collect()
     };
+    let voice = deps
+        .policy
+        .voice_for(inc.trigger.template_for(rec.locale.as_deref()).1);
     Ok(Some(crate::events::chime::Call {
+        voice,
         keys,
         key,
         attempt,

@@ -59,6 +59,10 @@ pub struct Trigger {
     pub severity: Severity,
     pub stakeholder_group_id: GroupId,
     pub message_template: MessageTemplate,
+    /// The message in other languages, by locale (`fr`, `fr-CA`): a
+    /// person's directory locale picks one, else `message_template`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub message_templates: std::collections::BTreeMap<String, MessageTemplate>,
     /// When the source declared the incident (informational; a time before
     /// 1970 is accepted but not kept, and the answer says so).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,7 +78,20 @@ pub struct Trigger {
     pub stop_on_quorum: bool,
 }
 
+/// The most locales a trigger's `messageTemplates` holds.
+pub const MAX_TEMPLATES: usize = 30;
+
 impl Trigger {
+    /// The message for a person of `locale` (from the directory): the
+    /// template of their locale, else of its language, else the default;
+    /// with the locale of the one chosen (`None`: the default).
+    pub fn template_for(&self, locale: Option<&str>) -> (&MessageTemplate, Option<&str>) {
+        match super::locale::pick(&self.message_templates, locale) {
+            Some((tag, t)) => (t, Some(tag)),
+            None => (&self.message_template, None),
+        }
+    }
+
     /// How the body's shape prefixes its field names in errors: `trigger.`
     /// (native), `payload.` (the CXone event) or nothing (flat).
     pub fn field_prefix(body: &serde_json::Value) -> &'static str {
@@ -187,6 +204,42 @@ impl Trigger {
                 Responses::default()
             }),
         };
+        let mut message_templates = std::collections::BTreeMap::new();
+        match map.get("messageTemplates") {
+            None => {}
+            Some(serde_json::Value::Object(m)) => {
+                if m.len() > MAX_TEMPLATES {
+                    errors.push(InvalidValue::new(
+                        format!("{prefix}messageTemplates"),
+                        format!("{} locales: at most {MAX_TEMPLATES}", m.len()),
+                    ));
+                }
+                for (tag, text) in m {
+                    let at = format!("{prefix}messageTemplates.{tag}");
+                    let locale = super::locale::normalise(tag)
+                        .map_err(|e| errors.push(InvalidValue::new(at.clone(), e.message)))
+                        .ok();
+                    let text = match text {
+                        serde_json::Value::String(t) => MessageTemplate::parse(t)
+                            .map_err(|e| errors.push(InvalidValue::new(at.clone(), e.message)))
+                            .ok(),
+                        _ => {
+                            errors.push(InvalidValue::new(at.clone(), "expected a string"));
+                            None
+                        }
+                    };
+                    if let (Some(l), Some(t)) = (locale, text)
+                        && message_templates.insert(l, t).is_some()
+                    {
+                        errors.push(InvalidValue::new(at, "the same locale twice"));
+                    }
+                }
+            }
+            Some(_) => errors.push(InvalidValue::new(
+                format!("{prefix}messageTemplates"),
+                "expected an object of locale to message, e.g. {\"fr\": \"...\"}",
+            )),
+        }
         let quorum = match map.get("quorum") {
             None => None,
             Some(v) => Quorum::parse(v, &format!("{prefix}quorum"))
@@ -221,6 +274,7 @@ impl Trigger {
                 severity,
                 stakeholder_group_id,
                 message_template,
+                message_templates,
                 timestamp,
                 responses,
                 quorum,

@@ -5,6 +5,7 @@
 mod contact;
 mod ids;
 mod incident;
+pub mod locale;
 mod origin;
 mod quorum;
 mod response;

@@ -324,6 +324,11 @@ pub struct DrillReport {
     /// The first incident's quorum, when its trigger sets one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quorum: Option<QuorumOutcome>,
+    /// With `messageTemplates`: members of the first incident by the
+    /// locale of the message they were sent ("default": the
+    /// `messageTemplate`), from their CASCADE_STARTED entries.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub languages: BTreeMap<String, u64>,
     /// The first incident's updates and all-clear, from the audit trail.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub updates: Vec<UpdateOutcome>,
@@ -655,6 +660,16 @@ pub(super) fn build(
         .and_then(|i| i.quorum_reached_at);
     let mut quorum_violations = Vec::new();
     let found = d.store.with_all(|entries, records| {
+        if !sc.trigger.message_templates.is_empty() {
+            for e in entries.iter().filter(|e| {
+                e.incident == sc.trigger.incident_id
+                    && e.route == crate::engine::Route::Member
+                    && e.record.kind == crate::engine::AuditKind::CascadeStarted
+            }) {
+                let l = e.locale.clone().unwrap_or_else(|| "default".into());
+                *r.languages.entry(l).or_default() += 1;
+            }
+        }
         r.updates = update_outcomes(
             &sc.trigger.incident_id,
             sc.all_clear.is_some() && !timed_out,
@@ -973,6 +988,18 @@ impl DrillReport {
             f.cancelled,
             pct(f.cancelled)
         );
+        if !self.languages.is_empty() {
+            let counts: Vec<String> = self
+                .languages
+                .iter()
+                .map(|(l, n)| format!("{l}: {n}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  languages      {}  (members by the message they were sent)",
+                counts.join(", ")
+            );
+        }
         for u in &self.updates {
             let _ = writeln!(
                 s,

@@ -154,7 +154,7 @@ impl Drill {
                 contacts: p.contacts.clone(),
                 preferences: p.preferences.clone(),
                 manager: p.manager.clone(),
-                locale: None,
+                locale: p.locale.clone(),
                 idp: None,
                 active: true,
             })

@@ -117,6 +117,8 @@ pub struct PersonSpec {
     pub behaviour: usize,
     /// Their manager in the directory (the next step of an escalation chain).
     pub manager: Option<StakeholderId>,
+    /// Their locale in the directory (kept form).
+    pub locale: Option<String>,
 }
 
 /// The simulated HRIS answering live contact lookups.
@@ -332,6 +334,8 @@ struct RawPerson {
     current_email: Option<String>,
     /// Their manager (a listed stakeholder).
     manager: Option<String>,
+    /// Their locale in the directory (fr, fr-CA).
+    locale: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -351,6 +355,9 @@ struct RawPopulation {
     stale_directory: Option<f64>,
     /// Everyone's manager (a listed stakeholder).
     manager: Option<String>,
+    /// Share of people with each directory locale (the rest: none).
+    #[serde(default)]
+    locales: BTreeMap<String, f64>,
 }
 
 #[derive(Deserialize)]
@@ -800,6 +807,11 @@ impl Validator {
                     .map_err(|e| self.invalid(&format!("{f}.manager"), e))
                     .ok()
             });
+            let locale = p.locale.as_ref().and_then(|l| {
+                crate::domain::locale::normalise(l)
+                    .map_err(|e| self.err(format!("{f}.locale"), e.message))
+                    .ok()
+            });
             people.push(PersonSpec {
                 id,
                 name: p.name.clone().unwrap_or_else(|| p.id.clone()),
@@ -809,6 +821,7 @@ impl Validator {
                 preferences,
                 behaviour: b,
                 manager,
+                locale,
             });
         }
 
@@ -853,6 +866,20 @@ impl Validator {
                     .ok()
             });
             let has = self.channel_map(&format!("{f}.channels"), &pop.channels, 1.0);
+            let mut locales: Vec<(Option<String>, f64)> = Vec::new();
+            for (tag, share) in &pop.locales {
+                let at = format!("{f}.locales.{tag}");
+                let share = self.prob(&at, Some(*share));
+                match crate::domain::locale::normalise(tag) {
+                    Ok(t) => locales.push((Some(t), share)),
+                    Err(e) => self.err(at, e.message),
+                }
+            }
+            let rest = 1.0 - locales.iter().map(|(_, p)| p).sum::<f64>();
+            if rest < -1e-9 {
+                self.err(format!("{f}.locales"), "shares add up to more than 1");
+            }
+            locales.push((None, rest.max(0.0)));
             let prefs = pop
                 .preferences
                 .as_ref()
@@ -933,6 +960,13 @@ impl Validator {
                 let weights: Vec<f64> = mix.iter().map(|(_, p)| *p).collect();
                 let b = mix[pick(&weights, ((n as f64 * 0.618_033_988_75) + 0.5).fract())].0;
                 members.push(id.clone());
+                let shares: Vec<f64> = locales.iter().map(|(_, p)| *p).collect();
+                let locale = locales[pick(
+                    &shares,
+                    ((n as f64 * 23.0 + 0.5) / pop.count as f64).fract(),
+                )]
+                .0
+                .clone();
                 people.push(PersonSpec {
                     id,
                     name: id_s,
@@ -942,6 +976,7 @@ impl Validator {
                     preferences: prefs.clone(),
                     behaviour: b,
                     manager: manager.clone(),
+                    locale,
                 });
             }
         }

@@ -45,6 +45,8 @@ pub struct Call {
     /// The keys of the incident's own answers ("1", "2"...); empty: the
     /// default, where only 1 (acknowledge) counts.
     pub keys: Vec<String>,
+    /// The voice to read it in (the locale of the message template chosen).
+    pub voice: crate::policy::Voice,
 }
 
 /// Whether `event` needs its call resolved before [`handle`]: an answer
@@ -124,8 +126,18 @@ fn key_of(a: &Map<String, Value>) -> Result<(CascadeKey, Option<u32>), InvalidVa
     ))
 }
 
-fn speak(call_id: &str, text: &str) -> Value {
-    json!({"Type": "Speak", "Parameters": {"CallId": call_id, "Text": text, "Engine": "neural", "LanguageCode": "en-US", "TextType": "text", "VoiceId": "Joanna"}})
+/// Polly's speech parameters for `text` in the call's voice (kept in the
+/// call's TransactionAttributes from its answer; else the default voice).
+fn speech(a: &Map<String, Value>, text: &str) -> Value {
+    let language = self::text(a, "language").unwrap_or_else(|| "en-US".into());
+    let voice = self::text(a, "voice").unwrap_or_else(|| "Joanna".into());
+    json!({"Text": text, "Engine": "neural", "LanguageCode": language, "TextType": "text", "VoiceId": voice})
+}
+
+fn speak(call_id: &str, a: &Map<String, Value>, text: &str) -> Value {
+    let mut p = speech(a, text);
+    p["CallId"] = json!(call_id);
+    json!({"Type": "Speak", "Parameters": p})
 }
 
 fn hangup(call_id: &str) -> Value {
@@ -166,6 +178,8 @@ pub fn handle(event: &Value, call: Option<&Call>) -> Result<SmaAnswer, InvalidVa
                 if !c.keys.is_empty() {
                     a.insert("keys".into(), json!(c.keys.concat()));
                 }
+                a.insert("language".into(), json!(c.voice.language));
+                a.insert("voice".into(), json!(c.voice.voice));
             }
             let answers = call.is_some_and(|c| !c.keys.is_empty());
             let prompt = fit_prompt(
@@ -183,8 +197,8 @@ pub fn handle(event: &Value, call: Option<&Call>) -> Result<SmaAnswer, InvalidVa
                 "Parameters": {
                     "CallId": call_id,
                     "InputDigitsRegex": "^[0-9]$",
-                    "SpeechParameters": {"Text": prompt, "Engine": "neural", "LanguageCode": "en-US", "TextType": "text", "VoiceId": "Joanna"},
-                    "FailureSpeechParameters": {"Text": not_one, "Engine": "neural", "LanguageCode": "en-US", "TextType": "text", "VoiceId": "Joanna"},
+                    "SpeechParameters": speech(&a, &prompt),
+                    "FailureSpeechParameters": speech(&a, not_one),
                     "MinNumberOfDigits": 1,
                     "MaxNumberOfDigits": 1,
                     "TerminatorDigits": ["#"],
@@ -221,6 +235,7 @@ pub fn handle(event: &Value, call: Option<&Call>) -> Result<SmaAnswer, InvalidVa
                 });
                 actions.push(speak(
                     &call_id,
+                    &a,
                     "Thank you. Your answer has been recorded. Goodbye.",
                 ));
             } else if keys.is_empty()
@@ -234,11 +249,13 @@ pub fn handle(event: &Value, call: Option<&Call>) -> Result<SmaAnswer, InvalidVa
                 });
                 actions.push(speak(
                     &call_id,
+                    &a,
                     "Thank you. Your acknowledgement has been recorded. Goodbye.",
                 ));
             } else {
                 actions.push(speak(
                     &call_id,
+                    &a,
                     "Your acknowledgement was not recorded. You will be contacted again.",
                 ));
             }
@@ -247,6 +264,7 @@ pub fn handle(event: &Value, call: Option<&Call>) -> Result<SmaAnswer, InvalidVa
         "ACTION_FAILED" if event["ActionData"]["Type"] == "SpeakAndGetDigits" => {
             actions.push(speak(
                 &call_id,
+                &a,
                 "Your acknowledgement was not recorded. You will be contacted again.",
             ));
             actions.push(hangup(&call_id));
@@ -303,7 +321,36 @@ mod tests {
             attempt: 1,
             prompt: "System outage detected. Activate BCP protocol. Acknowledge by pressing 1."
                 .into(),
+            voice: crate::policy::Policy::default().voice_for(None),
         }
+    }
+
+    /// The Chime SDK's Speak and SpeakAndGetDigits take Polly's
+    /// `LanguageCode` and `VoiceId` (Chime SDK developer guide, "Speak"):
+    /// the call is read in its message's voice, and the answer after the
+    /// press in the same one.
+    #[test]
+    fn a_call_in_another_language_is_read_in_its_voice_to_the_end() {
+        let call = Call {
+            voice: crate::policy::Policy::default().voice_for(Some("fr-CA")),
+            ..the_call()
+        };
+        let answered =
+            handle(&fixture("call_answered"), Some(&call)).unwrap_or_else(|e| panic!("{e}"));
+        let p = &answered.response["Actions"][0]["Parameters"];
+        for part in ["SpeechParameters", "FailureSpeechParameters"] {
+            assert_eq!(p[part]["LanguageCode"], "fr-CA", "{p}");
+            assert_eq!(p[part]["VoiceId"], "Gabrielle", "{p}");
+        }
+        let mut pressed = fixture("digits_1");
+        pressed["CallDetails"]["TransactionAttributes"] =
+            answered.response["TransactionAttributes"].clone();
+        let r = handle(&pressed, None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.response["Actions"][0]["Type"], "Speak");
+        assert_eq!(
+            r.response["Actions"][0]["Parameters"]["VoiceId"],
+            "Gabrielle"
+        );
     }
 
     #[test]

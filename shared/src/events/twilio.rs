@@ -134,23 +134,38 @@ fn xml(text: &str) -> String {
     out
 }
 
-/// TwiML that says `prompt` and gathers one digit (twice, as the Chime
-/// call does), posting it to `action`; then says goodbye.
-pub fn gather(prompt: &str, action: &str) -> String {
+/// A `<Say>` opening tag in `voice` (Twilio's Amazon Polly voices:
+/// `Polly.<id>-Neural`, with the language); the default voice for `None`.
+fn say_tag(voice: Option<&crate::policy::Voice>) -> String {
+    match voice {
+        Some(v) => format!(
+            r#"<Say language="{}" voice="Polly.{}-Neural">"#,
+            xml(&v.language),
+            xml(&v.voice)
+        ),
+        None => "<Say>".to_string(),
+    }
+}
+
+/// TwiML that says `prompt` (in `voice`) and gathers one digit (twice, as
+/// the Chime call does), posting it to `action`; then says goodbye.
+pub fn gather(prompt: &str, action: &str, voice: Option<&crate::policy::Voice>) -> String {
+    let say = say_tag(voice);
     let g = format!(
-        r#"<Gather input="dtmf" numDigits="1" timeout="8" action="{}" method="POST"><Say>{}</Say></Gather>"#,
+        r#"<Gather input="dtmf" numDigits="1" timeout="8" action="{}" method="POST">{say}{}</Say></Gather>"#,
         xml(action),
         xml(prompt)
     );
     format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?><Response>{g}{g}<Say>No key was pressed. Goodbye.</Say></Response>"#
+        r#"<?xml version="1.0" encoding="UTF-8"?><Response>{g}{g}{say}No key was pressed. Goodbye.</Say></Response>"#
     )
 }
 
-/// TwiML that says `text` and hangs up.
-pub fn say(text: &str) -> String {
+/// TwiML that says `text` (in `voice`) and hangs up.
+pub fn say(text: &str, voice: Option<&crate::policy::Voice>) -> String {
     format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?><Response><Say>{}</Say><Hangup/></Response>"#,
+        r#"<?xml version="1.0" encoding="UTF-8"?><Response>{}{}</Say><Hangup/></Response>"#,
+        say_tag(voice),
         xml(text)
     )
 }
@@ -224,8 +239,27 @@ mod tests {
         let t = gather(
             "R&D <lab> \"down\"",
             "https://m.example.com/v1/gateways/twilio/gather",
+            None,
         );
         assert!(t.contains("R&amp;D &lt;lab&gt; &quot;down&quot;"), "{t}");
         assert_eq!(t.matches("numDigits=\"1\"").count(), 2);
+    }
+
+    /// Twilio's `<Say>`: `language` and `voice`, Amazon Polly voices named
+    /// `Polly.<VoiceId>-Neural` (Twilio docs, "TwiML Voice: <Say>").
+    #[test]
+    fn a_call_in_another_language_is_read_in_its_voice() {
+        let fr = crate::policy::Voice {
+            language: "fr-FR".into(),
+            voice: "Lea".into(),
+        };
+        let t = gather("Panne.", "https://m.example.com/g", Some(&fr));
+        assert_eq!(
+            t.matches(r#"<Say language="fr-FR" voice="Polly.Lea-Neural">"#)
+                .count(),
+            3,
+            "{t}"
+        );
+        assert!(say("Merci.", Some(&fr)).contains(r#"voice="Polly.Lea-Neural""#));
     }
 }

@@ -119,7 +119,7 @@ fn user() -> Vec<A> {
             a("honorificSuffix", "string", "Honorific suffix."),
         ]),
         a("displayName", "string", "The name Muster shows (else name.formatted, else given and family names, else userName)."),
-        a("locale", "string", "The user's locale (messages are in the policy's language)."),
+        a("locale", "string", "The user's locale (fr, fr-CA): picks the incident's message in that language, and the voice its calls are read in."),
         a("active", "boolean", "false deprovisions: kept on record, removed from every group."),
         a("emails", "complex", "Email addresses; Muster emails the primary one, else the first.").multi().sub(multi_valued(json!(["work", "home", "other"]))),
         a("phoneNumbers", "complex", "Phone numbers; Muster calls and texts the mobile one, else work, else the first, when it is an international number (+ and country code). Others are kept but reach no one.").multi().sub(multi_valued(json!(["mobile", "work", "home", "fax", "pager", "other"]))),
