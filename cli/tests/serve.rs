@@ -918,6 +918,61 @@ async fn each_person_is_sent_the_message_of_their_locale_in_serve() {
     assert_eq!(started("coo"), Some(Value::Null), "no locale: the default");
 }
 
+/// Quiet hours in `muster serve`: a person whose window (in their time
+/// zone) holds now is not sent a P3 (the status says until when), while
+/// everyone else is; a P1 goes to them at once.
+#[tokio::test]
+async fn quiet_hours_hold_a_p3_but_not_a_p1_in_serve() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    // A window of UTC wall time from an hour ago to an hour from now.
+    let hhmm = |secs: u64| format!("{:02}:{:02}", (secs / 3600) % 24, (secs / 60) % 60);
+    let window = format!("{}-{}", hhmm(now - 3600), hhmm(now + 3600));
+    let yaml = format!(
+        "stakeholders:\n  - {{ id: night, name: Night Owl, email: night@example.com, time_zone: Etc/UTC, quiet_hours: \"{window}\" }}\n  - {{ id: day, name: Day Lark, email: day@example.com }}\n  - {{ id: boss, name: Boss, email: boss@example.com }}\ngroups:\n  - {{ id: team, name: Team, members: [night, day], on_call_manager: boss }}\n"
+    );
+    let dir = std::env::temp_dir().join(format!("muster-serve-quiet-{}.yaml", std::process::id()));
+    std::fs::write(&dir, yaml).unwrap_or_else(|e| panic!("{e}"));
+    let s = start_policy(None, "", &["--directory", dir.to_str().unwrap_or_default()]);
+    let c = reqwest::Client::new();
+    let trigger = |id: &str, severity: &str| {
+        json!({"trigger": {"incidentId": id, "severity": severity, "stakeholderGroupId": "team",
+            "messageTemplate": format!("{severity} maintenance notice.")}})
+    };
+    let r = post(
+        &c,
+        &format!("{}/v1/incidents", s.base),
+        &trigger("INC-QUIET-3", "P3"),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    s.wait_for(|o| o.contains("email to day").then_some(()));
+    let view = get_json(&c, &format!("{}/v1/incidents/INC-QUIET-3", s.base)).await;
+    let night = view["stakeholders"]
+        .as_array()
+        .and_then(|p| p.iter().find(|x| x["stakeholder"] == "night").cloned())
+        .unwrap_or_default();
+    let until = night["quietUntil"].as_u64().unwrap_or_default() / 1000;
+    assert!(until > now && until <= now + 3660, "{night}");
+    let r = post(
+        &c,
+        &format!("{}/v1/incidents", s.base),
+        &trigger("INC-QUIET-1", "P1"),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    s.wait_for(|o| o.contains("email to night").then_some(()));
+    let out = s.out.lock().map(|o| o.clone()).unwrap_or_default();
+    assert_eq!(
+        out.matches("email to night").count(),
+        1,
+        "only the P1: {out}"
+    );
+    let _ = std::fs::remove_file(&dir);
+}
+
 #[tokio::test]
 async fn the_board_is_one_self_contained_page() {
     let s = start(None);

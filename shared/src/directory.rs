@@ -20,7 +20,7 @@
 //!     escalation_channels: [voice, sms]
 //! ```
 //! CSV (one row per stakeholder; list cells separated by `;`):
-//! `id,name,tier,phone,sms,email,push,channels,locale,manager,groups,on_call_for`
+//! `id,name,tier,phone,sms,email,push,channels,locale,time_zone,quiet_hours,manager,groups,on_call_for`
 
 use crate::domain::{
     Channel, ContactMethods, EmailAddress, Group, GroupId, InvalidValue, PhoneNumber, PushEndpoint,
@@ -164,6 +164,8 @@ struct RawPerson {
     push: Option<Cell>,
     channels: Vec<Cell>,
     locale: Option<Cell>,
+    time_zone: Option<Cell>,
+    quiet_hours: Option<Cell>,
     manager: Option<Cell>,
     groups: Vec<Cell>,
     on_call_for: Vec<Cell>,
@@ -203,6 +205,8 @@ struct YPerson {
     #[serde(default)]
     channels: Vec<Spanned<String>>,
     locale: Option<Spanned<String>>,
+    time_zone: Option<Spanned<String>>,
+    quiet_hours: Option<Spanned<String>>,
     manager: Option<Spanned<String>>,
 }
 
@@ -327,6 +331,8 @@ pub fn parse_yaml(text: &str) -> Result<DirectoryFile, Vec<DirectoryError>> {
             push: ycell(&p.push),
             channels: ycells(&p.channels),
             locale: ycell(&p.locale),
+            time_zone: ycell(&p.time_zone),
+            quiet_hours: ycell(&p.quiet_hours),
             manager: ycell(&p.manager),
             ..Default::default()
         })
@@ -348,7 +354,7 @@ pub fn parse_yaml(text: &str) -> Result<DirectoryFile, Vec<DirectoryError>> {
 
 // ---- CSV ------------------------------------------------------------------
 
-const CSV_COLUMNS: [&str; 12] = [
+const CSV_COLUMNS: [&str; 14] = [
     "id",
     "name",
     "tier",
@@ -358,6 +364,8 @@ const CSV_COLUMNS: [&str; 12] = [
     "push",
     "channels",
     "locale",
+    "time_zone",
+    "quiet_hours",
     "manager",
     "groups",
     "on_call_for",
@@ -468,6 +476,8 @@ pub fn parse_csv(text: &str) -> Result<DirectoryFile, Vec<DirectoryError>> {
             push: cell("push"),
             channels: list("channels"),
             locale: cell("locale"),
+            time_zone: cell("time_zone"),
+            quiet_hours: cell("quiet_hours"),
             manager: cell("manager"),
             groups: list("groups"),
             on_call_for: list("on_call_for"),
@@ -623,6 +633,29 @@ fn build(
                     .map_err(|e| errs.bad(c, "locale", e))
                     .ok()
             });
+        let present = |c: &Option<Cell>| c.clone().filter(|c| !c.value.trim().is_empty());
+        let zone = present(&p.time_zone).and_then(|c| {
+            crate::domain::time_zone(&c.value)
+                .map_err(|e| errs.bad(&c, "time_zone", e))
+                .ok()
+        });
+        let hours = present(&p.quiet_hours).and_then(|c| {
+            crate::domain::QuietHours::parse(&c.value)
+                .map_err(|e| errs.bad(&c, "quiet_hours", e))
+                .ok()
+        });
+        let quiet = match (zone, hours, present(&p.quiet_hours)) {
+            (Some(time_zone), Some(hours), _) => Some(crate::domain::Quiet { time_zone, hours }),
+            (None, Some(_), Some(c)) if present(&p.time_zone).is_none() => {
+                errs.bad(
+                    &c,
+                    "quiet_hours",
+                    InvalidValue::new("", "quiet hours need the person's time_zone"),
+                );
+                None
+            }
+            _ => None,
+        };
         let Some(id) = id else { continue };
         out.stakeholders.push(Stakeholder {
             id,
@@ -636,6 +669,7 @@ fn build(
             preferences,
             manager,
             locale,
+            quiet,
             idp: None,
             active: true,
         });

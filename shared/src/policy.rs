@@ -134,6 +134,9 @@ pub struct Policy {
     /// The text-to-speech voice a call is read in, by the locale of the
     /// message template chosen (`en` for the default template).
     pub voices: BTreeMap<String, Voice>,
+    /// Severities whose messages go during a person's quiet hours (the
+    /// others wait for the window to end), by severity.
+    pub quiet_override: [bool; 4],
 }
 
 /// A text-to-speech voice: Amazon Polly's language code and voice id (the
@@ -223,6 +226,7 @@ impl Default for Policy {
             queue_wait_bound: None,
             parallel_voice: [true, false, false, false],
             parallel_voice_stagger: 30_000,
+            quiet_override: [true, true, false, false],
             voices: VOICES
                 .iter()
                 .map(|(tag, language, voice)| {
@@ -253,6 +257,11 @@ impl Policy {
                 language: "en-US".into(),
                 voice: "Joanna".into(),
             })
+    }
+
+    /// Whether a message of `severity` goes during quiet hours.
+    pub fn overrides_quiet(&self, severity: Severity) -> bool {
+        self.quiet_override[severity.index()]
     }
 
     pub fn channels(&self, severity: Severity) -> &[Channel] {
@@ -396,6 +405,23 @@ impl Policy {
                         }
                     }
                 }
+                "quiet_hours" => {
+                    let Some(t) = w.table(value, key) else { continue };
+                    for (k, v) in t {
+                        let path = format!("quiet_hours.{k}");
+                        match k.as_str() {
+                            "override" => {
+                                if let Some(list) = w.severities(v, &path) {
+                                    next.quiet_override = [false; 4];
+                                    for sev in list {
+                                        next.quiet_override[sev.index()] = true;
+                                    }
+                                }
+                            }
+                            _ => w.err(&path, v, "unknown key: expected override"),
+                        }
+                    }
+                }
                 "voices" => {
                     let Some(t) = w.table(value, key) else { continue };
                     for (tag, v) in t {
@@ -458,7 +484,7 @@ impl Policy {
                         }
                     }
                 }
-                _ => w.err(key, value, "unknown section: expected escalation_delay, channel_order, retry, cascade, escalation, trigger, contact_lookup, rate_limit or voices"),
+                _ => w.err(key, value, "unknown section: expected escalation_delay, channel_order, retry, cascade, escalation, trigger, contact_lookup, rate_limit, quiet_hours or voices"),
             }
         }
         next.validate(&mut w);
@@ -614,6 +640,21 @@ impl Policy {
             s,
             "contact lookups       at most {} in flight per expansion job",
             self.lookup_max_in_flight
+        );
+        let _ = writeln!(
+            s,
+            "quiet hours           {} (the others wait for the person's window to end)",
+            match on_for(&self.quiet_override).strip_prefix("on for ") {
+                Some(list) => format!("overridden by {list}"),
+                None => "every severity waits".to_string(),
+            }
+        );
+        let _ = writeln!(
+            s,
+            "voices                {} locales; the default read by {} ({})",
+            self.voices.len(),
+            self.voice_for(None).voice,
+            self.voice_for(None).language
         );
         let _ = write!(
             s,

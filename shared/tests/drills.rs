@@ -1516,3 +1516,36 @@ fn languages_each_member_is_sent_the_message_of_their_locale_and_the_audit_says_
     assert_eq!(r.languages.get("fr"), Some(&24));
     assert_eq!(r.languages.get("default"), Some(&36));
 }
+
+/// A P3 at 23:30 London time: everyone in London (quiet 22:00-07:00 there)
+/// is first reached at 07:00 London time, never before; in Singapore
+/// (07:30 there) at once. The report's count is the audit's.
+#[test]
+fn quiet_hours_hold_a_p3_until_each_person_s_window_ends_in_their_own_time_zone() {
+    let (d, r) = drill("quiet-hours");
+    assert_eq!(r.quiet_held, 30);
+    let london_morning =
+        muster::domain::Ts::parse_rfc3339("2026-12-07T07:00:00Z").unwrap_or_else(|e| panic!("{e}"));
+    let mut first: std::collections::BTreeMap<String, muster::domain::Ts> = Default::default();
+    for e in entries(&d) {
+        if e.route == Route::Member && e.record.kind == AuditKind::SendAccepted {
+            first.entry(e.stakeholder.to_string()).or_insert(e.at);
+        }
+    }
+    let start = muster::domain::Ts(r.started_at_ms);
+    for (who, at) in &first {
+        if who.starts_with("ldn-") {
+            assert!(
+                *at >= london_morning,
+                "{who} reached at {at:?}, in their quiet hours"
+            );
+        } else {
+            assert!(
+                at.since(start) < 60_000,
+                "{who} in Singapore waited {} ms",
+                at.since(start)
+            );
+        }
+    }
+    assert_eq!(first.keys().filter(|w| w.starts_with("ldn-")).count(), 30);
+}

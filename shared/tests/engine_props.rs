@@ -42,6 +42,8 @@ struct Setup {
     tier: Tier,
     route: Route,
     policy: Policy,
+    /// Quiet hours holding the first message, in ms from the start.
+    quiet: Option<Millis>,
 }
 
 fn channels(min: usize) -> impl Strategy<Value = Vec<Channel>> {
@@ -116,13 +118,15 @@ fn setup() -> impl Strategy<Value = Setup> {
             1 => Just(Route::escalation(StakeholderId::parse("bob").expect("valid id"))),
         ],
         policy(),
+        prop::option::weighted(0.2, 1u64..=12 * 3_600_000),
     )
-        .prop_map(|(plan, severity, tier, route, policy)| Setup {
+        .prop_map(|(plan, severity, tier, route, policy, quiet)| Setup {
             plan,
             severity,
             tier,
             route,
             policy,
+            quiet,
         })
 }
 
@@ -132,7 +136,10 @@ fn cascade(s: &Setup) -> Cascade {
         stakeholder: StakeholderId::parse("alice").expect("valid stakeholder id"),
         route: s.route.clone(),
     };
-    Cascade::new(key, s.severity, s.tier, ChannelPlan::new(&s.plan), T0)
+    let mut c = Cascade::new(key, s.severity, s.tier, ChannelPlan::new(&s.plan), T0);
+    // Quiet hours hold the first message this long (the app sets it).
+    c.quiet_until = s.quiet.map(|ms| T0.plus(ms));
+    c
 }
 
 // ---------------------------------------------------------------- events

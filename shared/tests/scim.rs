@@ -817,3 +817,50 @@ async fn creating_and_renaming_users_keeps_user_names_unique_without_reading_the
         "provisioning asked the directory by userName and by id, never for everyone"
     );
 }
+
+/// Quiet hours over SCIM: the core `timezone` and Muster's extension's
+/// `quietHours` together set them; a window Muster cannot read is refused;
+/// a zone it does not know leaves them unset (the IdP's value is kept).
+#[tokio::test]
+async fn quiet_hours_come_from_the_user_s_timezone_and_the_extension() {
+    let s = scim();
+    let mut user = okta_user("quiet@example.com", "Quinn", "+12125550111");
+    user["timezone"] = json!("Europe/London");
+    user["urn:muster:scim:1.0:User"] = json!({"tier": "2", "quietHours": "22:00-07:00"});
+    let (status, created) = s.send("POST", "/scim/v2/Users", user.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap_or_default().to_string();
+    let q = s
+        .person(&id)
+        .await
+        .and_then(|p| p.quiet)
+        .unwrap_or_else(|| panic!("no quiet hours"));
+    assert_eq!(
+        (q.time_zone.as_str(), String::from(q.hours).as_str()),
+        ("Europe/London", "22:00-07:00")
+    );
+    assert_eq!(
+        created["urn:muster:scim:1.0:User"]["quietHours"], "22:00-07:00",
+        "{created}"
+    );
+
+    let mut bad = okta_user("late@example.com", "Lee", "+12125550112");
+    bad["timezone"] = json!("Europe/London");
+    bad["urn:muster:scim:1.0:User"] = json!({"quietHours": "late"});
+    let (status, body) = s.send("POST", "/scim/v2/Users", bad).await;
+    assert_scim_error(status, &body, StatusCode::BAD_REQUEST);
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("quietHours")),
+        "{body}"
+    );
+
+    let mut unknown = okta_user("mars@example.com", "Mo", "+12125550113");
+    unknown["timezone"] = json!("Mars/Olympus");
+    unknown["urn:muster:scim:1.0:User"] = json!({"quietHours": "22:00-07:00"});
+    let (status, created) = s.send("POST", "/scim/v2/Users", unknown).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap_or_default().to_string();
+    assert!(s.person(&id).await.is_some_and(|p| p.quiet.is_none()));
+}

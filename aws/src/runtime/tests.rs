@@ -117,6 +117,7 @@ fn env() -> Env {
         preferences: vec![Channel::Sms],
         manager: None,
         locale: None,
+        quiet: None,
         idp: None,
         active: true,
     };

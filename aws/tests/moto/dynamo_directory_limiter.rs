@@ -26,6 +26,7 @@ fn person(id: &str, n: u32) -> Stakeholder {
         preferences: vec![Channel::Sms],
         manager: StakeholderId::parse("boss").ok(),
         locale: None,
+        quiet: None,
         idp: None,
         active: true,
     }

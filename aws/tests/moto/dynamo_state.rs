@@ -444,6 +444,7 @@ async fn a_cascade_runs_through_the_use_cases_on_dynamodb() {
             preferences: vec![],
             manager: None,
             locale: None,
+            quiet: None,
             idp: None,
             active: true,
         })

@@ -432,6 +432,7 @@ fn person(id: &str, contacts: ContactMethods, channel: Channel) -> Stakeholder {
         preferences: vec![channel],
         manager: None,
         locale: None,
+        quiet: None,
         idp: None,
         active: true,
     }

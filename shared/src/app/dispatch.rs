@@ -110,6 +110,13 @@ async fn expand(deps: &Deps, incident: &IncidentId, members: &[StakeholderId]) -
             stakeholder: r.id,
             route: Route::Member,
         };
+        let now = deps.clock.now();
+        let quiet_until = r
+            .person
+            .as_ref()
+            .and_then(|p| p.quiet.as_ref())
+            .filter(|_| !deps.policy.overrides_quiet(severity))
+            .and_then(|q| q.hours.ends_after(&q.time_zone, now));
         let (plan, tier, contacts, name, locale) = match r.person {
             Some(p) => (
                 ChannelPlan::new(&p.plan(order)),
@@ -130,7 +137,8 @@ async fn expand(deps: &Deps, incident: &IncidentId, members: &[StakeholderId]) -
                 None,
             ),
         };
-        let cascade = Cascade::new(key, severity, tier, plan, deps.clock.now());
+        let mut cascade = Cascade::new(key, severity, tier, plan, now);
+        cascade.quiet_until = quiet_until;
         let fresh = NewCascade {
             contacts,
             name,

@@ -268,6 +268,9 @@ pub struct StakeholderView {
     /// The key of the answer the person gave (the incident's `responses`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response: Option<String>,
+    /// The person's quiet hours held their first message until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quiet_until: Option<Ts>,
 }
 
 impl StakeholderView {
@@ -288,6 +291,7 @@ impl StakeholderView {
             needs_review: rec.needs_review,
             contacts: rec.masked.clone(),
             response: c.response.clone(),
+            quiet_until: c.quiet_until,
         }
     }
 }

@@ -7,6 +7,7 @@ mod ids;
 mod incident;
 pub mod locale;
 mod origin;
+mod quiet;
 mod quorum;
 mod response;
 mod severity;
@@ -18,10 +19,11 @@ pub use contact::{Address, ContactCheck, ContactMethods, EmailAddress, PhoneNumb
 pub use ids::{GroupId, IncidentId, StakeholderId};
 pub use incident::{Incident, IncidentStatus, MessageTemplate, Trigger};
 pub use origin::{Milestone, Origin, OriginSource};
+pub use quiet::{QuietHours, time_zone};
 pub use quorum::Quorum;
 pub use response::{ResponseOption, Responses};
 pub use severity::{Channel, Severity, Tier};
-pub use stakeholder::{Group, IdpRecord, Stakeholder};
+pub use stakeholder::{Group, IdpRecord, Quiet, Stakeholder};
 pub use time::{Millis, Ts};
 pub use update::{Audience, IncidentUpdate, MAX_UPDATES};
 

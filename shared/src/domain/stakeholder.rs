@@ -60,12 +60,24 @@ pub struct Stakeholder {
     pub manager: Option<StakeholderId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locale: Option<String>,
+    /// Their time zone and quiet hours (a P3 or P4 waits for the window
+    /// to end; the policy's severities override it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet: Option<Quiet>,
     /// The person as the identity provider last described them over SCIM.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idp: Option<IdpRecord>,
     /// Deprovisioned people stay on record but belong to no group.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub active: bool,
+}
+
+/// A person's quiet hours: a window of local time in their time zone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quiet {
+    /// IANA name ("Europe/London").
+    pub time_zone: String,
+    pub hours: super::QuietHours,
 }
 
 fn yes() -> bool {
@@ -101,6 +113,7 @@ impl Stakeholder {
             preferences: Vec::new(),
             manager: None,
             locale: None,
+            quiet: None,
             idp: None,
             active: true,
         }

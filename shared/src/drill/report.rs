@@ -329,6 +329,10 @@ pub struct DrillReport {
     /// `messageTemplate`), from their CASCADE_STARTED entries.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub languages: BTreeMap<String, u64>,
+    /// Members whose first message their quiet hours held (CASCADE_STARTED
+    /// noting it); a message taken for one of them before the end of their
+    /// wait is a broken rule.
+    pub quiet_held: u64,
     /// The first incident's updates and all-clear, from the audit trail.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub updates: Vec<UpdateOutcome>,
@@ -658,8 +662,38 @@ pub(super) fn build(
         .into_iter()
         .find(|i| *i.id() == sc.trigger.incident_id)
         .and_then(|i| i.quorum_reached_at);
-    let mut quorum_violations = Vec::new();
+    let mut more_violations = Vec::new();
     let found = d.store.with_all(|entries, records| {
+        {
+            let mut held = std::collections::HashMap::new();
+            for e in entries.iter().filter(|e| {
+                e.route == crate::engine::Route::Member
+                    && e.record.kind == crate::engine::AuditKind::CascadeStarted
+                    && e.record
+                        .note
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with("quiet hours"))
+            }) {
+                let until = e.at.plus(e.record.wait_ms.unwrap_or_default());
+                held.insert((e.incident.clone(), e.stakeholder.clone()), until);
+            }
+            r.quiet_held = held.len() as u64;
+            let early = entries
+                .iter()
+                .filter(|e| {
+                    e.route == crate::engine::Route::Member
+                        && e.record.kind == crate::engine::AuditKind::SendAccepted
+                        && held
+                            .get(&(e.incident.clone(), e.stakeholder.clone()))
+                            .is_some_and(|until| e.at < *until)
+                })
+                .count();
+            if early > 0 {
+                more_violations.push(format!(
+                    "{early} messages taken by a carrier during their person's quiet hours"
+                ));
+            }
+        }
         if !sc.trigger.message_templates.is_empty() {
             for e in entries.iter().filter(|e| {
                 e.incident == sc.trigger.incident_id
@@ -675,7 +709,7 @@ pub(super) fn build(
             sc.all_clear.is_some() && !timed_out,
             entries,
             records,
-            &mut quorum_violations,
+            &mut more_violations,
         );
         r.quorum = quorum_outcome(
             &sc.trigger,
@@ -683,7 +717,7 @@ pub(super) fn build(
             records,
             recorded,
             start,
-            &mut quorum_violations,
+            &mut more_violations,
         );
         let stories = crate::app::stories(entries.iter().copied());
         let found = escalation_checks(&stories, entries, records, &d.scenario.policy);
@@ -691,7 +725,7 @@ pub(super) fn build(
         found
     });
     r.escalations = summarize(&r.escalation_stories);
-    for v in quorum_violations {
+    for v in more_violations {
         violation_count += 1;
         violations.truncate(49);
         violations.push(v);
@@ -988,6 +1022,13 @@ impl DrillReport {
             f.cancelled,
             pct(f.cancelled)
         );
+        if self.quiet_held > 0 {
+            let _ = writeln!(
+                s,
+                "  quiet hours    {:>8}  first messages held until the person's window ended",
+                self.quiet_held
+            );
+        }
         if !self.languages.is_empty() {
             let counts: Vec<String> = self
                 .languages

@@ -155,6 +155,7 @@ impl Drill {
                 preferences: p.preferences.clone(),
                 manager: p.manager.clone(),
                 locale: p.locale.clone(),
+                quiet: p.quiet.clone(),
                 idp: None,
                 active: true,
             })

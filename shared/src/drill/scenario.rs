@@ -119,6 +119,8 @@ pub struct PersonSpec {
     pub manager: Option<StakeholderId>,
     /// Their locale in the directory (kept form).
     pub locale: Option<String>,
+    /// Their time zone and quiet hours in the directory.
+    pub quiet: Option<crate::domain::Quiet>,
 }
 
 /// The simulated HRIS answering live contact lookups.
@@ -336,6 +338,9 @@ struct RawPerson {
     manager: Option<String>,
     /// Their locale in the directory (fr, fr-CA).
     locale: Option<String>,
+    /// Their time zone (IANA) and quiet hours ("22:00-07:00"), together.
+    time_zone: Option<String>,
+    quiet_hours: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -358,6 +363,9 @@ struct RawPopulation {
     /// Share of people with each directory locale (the rest: none).
     #[serde(default)]
     locales: BTreeMap<String, f64>,
+    /// Everyone's time zone (IANA) and quiet hours ("22:00-07:00"), together.
+    time_zone: Option<String>,
+    quiet_hours: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -456,6 +464,37 @@ impl Validator {
 
     fn invalid(&mut self, field: &str, e: InvalidValue) {
         self.err(field, e.message);
+    }
+
+    /// A person's (or population's) `time_zone` and `quiet_hours`, which go together.
+    fn quiet(
+        &mut self,
+        f: &str,
+        zone: Option<&str>,
+        hours: Option<&str>,
+    ) -> Option<crate::domain::Quiet> {
+        match (zone, hours) {
+            (None, None) => None,
+            (Some(z), Some(h)) => {
+                let z = crate::domain::time_zone(z)
+                    .map_err(|e| self.err(format!("{f}.time_zone"), e.message))
+                    .ok();
+                let h = crate::domain::QuietHours::parse(h)
+                    .map_err(|e| self.err(format!("{f}.quiet_hours"), e.message))
+                    .ok();
+                Some(crate::domain::Quiet {
+                    time_zone: z?,
+                    hours: h?,
+                })
+            }
+            _ => {
+                self.err(
+                    format!("{f}.quiet_hours"),
+                    "time_zone and quiet_hours go together",
+                );
+                None
+            }
+        }
     }
 
     fn duration(&mut self, field: &str, d: &RawDuration) -> Option<Millis> {
@@ -807,6 +846,7 @@ impl Validator {
                     .map_err(|e| self.invalid(&format!("{f}.manager"), e))
                     .ok()
             });
+            let quiet = self.quiet(&f, p.time_zone.as_deref(), p.quiet_hours.as_deref());
             let locale = p.locale.as_ref().and_then(|l| {
                 crate::domain::locale::normalise(l)
                     .map_err(|e| self.err(format!("{f}.locale"), e.message))
@@ -822,6 +862,7 @@ impl Validator {
                 behaviour: b,
                 manager,
                 locale,
+                quiet,
             });
         }
 
@@ -866,6 +907,7 @@ impl Validator {
                     .ok()
             });
             let has = self.channel_map(&format!("{f}.channels"), &pop.channels, 1.0);
+            let quiet = self.quiet(&f, pop.time_zone.as_deref(), pop.quiet_hours.as_deref());
             let mut locales: Vec<(Option<String>, f64)> = Vec::new();
             for (tag, share) in &pop.locales {
                 let at = format!("{f}.locales.{tag}");
@@ -977,6 +1019,7 @@ impl Validator {
                     behaviour: b,
                     manager: manager.clone(),
                     locale,
+                    quiet: quiet.clone(),
                 });
             }
         }

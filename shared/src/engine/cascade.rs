@@ -290,6 +290,10 @@ pub struct Cascade {
     /// The last of the incident's updates recorded for this person.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub updated: u32,
+    /// Set at creation: the person's quiet hours hold the first message
+    /// until then (a severity the policy lets through has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_until: Option<Ts>,
 }
 
 fn no_busy(b: &[Option<Ts>; 4]) -> bool {
@@ -325,6 +329,7 @@ impl Cascade {
             noticed: false,
             response: None,
             updated: 0,
+            quiet_until: None,
             handed_on: false,
             dead_channels: Vec::new(),
             busy_until: [None; 4],

@@ -492,6 +492,22 @@ impl<'a> Transition<'a> {
         if self.next.in_flight.is_empty() {
             self.audit.note = Some("no usable channel".into());
             self.escalate(AuditKind::CascadeStarted);
+            return;
+        }
+        // Quiet hours: the first message waits for the window to end.
+        if let Some(until) = self.next.quiet_until.filter(|t| *t > self.now) {
+            for i in 0..self.next.in_flight.len() {
+                let id = self.next.in_flight[i].id;
+                self.next.in_flight[i].phase = Phase::Deferred { until };
+                self.commands
+                    .retain(|c| !matches!(c, Command::Send { attempt, .. } if *attempt == id));
+                self.arm(i, TimerKind::DeferredStart);
+            }
+            self.audit.wait_ms = Some(until.since(self.now));
+            self.audit.note = Some(format!(
+                "quiet hours: the first message waits {}s, until the window ends",
+                until.since(self.now).div_ceil(1000)
+            ));
         }
     }
 

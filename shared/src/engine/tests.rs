@@ -207,6 +207,7 @@ fn person(contacts: ContactMethods, preferences: &[Channel]) -> Stakeholder {
         preferences: preferences.to_vec(),
         manager: None,
         locale: None,
+        quiet: None,
         idp: None,
         active: true,
     }

@@ -174,6 +174,12 @@ impl World {
         )
     }
 
+    /// The virtual time now, in ms.
+    pub fn clock_now(&self) -> u64 {
+        use muster::ports::Clock;
+        self.clock.now().0
+    }
+
     /// The messages accepted for `who`.
     pub fn sent_to(&self, who: &str) -> Vec<OutboundMessage> {
         self.sent

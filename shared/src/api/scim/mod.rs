@@ -710,6 +710,10 @@ fn synthesized_user(p: &Stakeholder) -> Map<String, Value> {
     if let Some(push) = &p.contacts.push {
         v[MUSTER_USER]["pushEndpoint"] = json!(push.expose());
     }
+    if let Some(q) = &p.quiet {
+        v["timezone"] = json!(q.time_zone);
+        v[MUSTER_USER]["quietHours"] = json!(String::from(q.hours));
+    }
     match v {
         Value::Object(m) => m,
         _ => Map::new(),
@@ -897,6 +901,27 @@ pub(crate) fn user_from_json(
                 ),
                 Some(_) => return Err(ScimError::invalid("pushEndpoint must be a string")),
             };
+            // Quiet hours in the user's `timezone` (core attribute); a
+            // zone the database does not know leaves them unset (the IdP
+            // keeps its value), an unreadable window is refused.
+            person.quiet = match field("quietHours") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(h)) => {
+                    let hours = crate::domain::QuietHours::parse(h)
+                        .map_err(|e| ScimError::invalid(format!("quietHours: {}", e.message)))?;
+                    let zone = str_at(v, "timezone").ok_or_else(|| {
+                        ScimError::invalid("quietHours needs the user's timezone")
+                    })?;
+                    match crate::domain::time_zone(zone) {
+                        Ok(time_zone) => Some(crate::domain::Quiet { time_zone, hours }),
+                        Err(_) => {
+                            tracing::warn!(stakeholder_id = %person.id, "SCIM timezone unknown: quiet hours not set");
+                            None
+                        }
+                    }
+                }
+                Some(_) => return Err(ScimError::invalid("quietHours must be a string")),
+            };
         }
         None | Some(Value::Null) if write == Write::Put => {
             // Kept as they were, with their record.
@@ -911,6 +936,7 @@ pub(crate) fn user_from_json(
             person.tier = Tier::DEFAULT;
             person.preferences = Vec::new();
             person.contacts.push = None;
+            person.quiet = None;
             record.remove(MUSTER_USER);
         }
         Some(_) => {

@@ -120,6 +120,7 @@ fn user() -> Vec<A> {
         ]),
         a("displayName", "string", "The name Muster shows (else name.formatted, else given and family names, else userName)."),
         a("locale", "string", "The user's locale (fr, fr-CA): picks the incident's message in that language, and the voice its calls are read in."),
+        a("timezone", "string", "IANA time zone (Europe/London): where the user's quietHours are counted."),
         a("active", "boolean", "false deprovisions: kept on record, removed from every group."),
         a("emails", "complex", "Email addresses; Muster emails the primary one, else the first.").multi().sub(multi_valued(json!(["work", "home", "other"]))),
         a("phoneNumbers", "complex", "Phone numbers; Muster calls and texts the mobile one, else work, else the first, when it is an international number (+ and country code). Others are kept but reach no one.").multi().sub(multi_valued(json!(["mobile", "work", "home", "fax", "pager", "other"]))),
@@ -155,6 +156,7 @@ fn muster_user() -> Vec<A> {
         a("tier", "string", "Stakeholder tier, \"1\", \"2\" or \"3\" (the integers are accepted too): tier 1 is reached first.").canonical(json!(["1", "2", "3"])),
         a("channels", "string", "Channels the user accepts (empty: all).").multi().canonical(json!(["voice", "sms", "email", "push"])),
         a("pushEndpoint", "string", "Push device token or platform endpoint ARN."),
+        a("quietHours", "string", "Quiet hours in the user's timezone, HH:MM-HH:MM (22:00-07:00): a P3 or P4 waits for them to end."),
     ]
 }
 
