@@ -1549,3 +1549,26 @@ fn quiet_hours_hold_a_p3_until_each_person_s_window_ends_in_their_own_time_zone(
     }
     assert_eq!(first.keys().filter(|w| w.starts_with("ldn-")).count(), 30);
 }
+
+/// Every written message of an incident with a conference bridge names it
+/// (rendered as the drill's carriers were sent them, for every cascade the
+/// drill created, members and escalations).
+#[test]
+fn bridge_every_written_message_names_the_bridge() {
+    let (d, _) = drill("bridge");
+    let incident = d
+        .store
+        .all_incidents()
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no incident"));
+    let line = "Conference bridge: +442079460000, PIN 4821, https://meet.example.com/network-bcp";
+    let records = d.store.all_cascades();
+    assert!(records.len() >= 60);
+    for rec in &records {
+        for channel in [Channel::Sms, Channel::Email, Channel::Push] {
+            let (_, body) = muster::app::render(&incident, rec, channel, None, &[], true);
+            assert!(body.contains(line), "{channel:?}: {body}");
+        }
+    }
+}

@@ -351,6 +351,7 @@ impl Env {
             responses,
             quorum: None,
             stop_on_quorum: false,
+            bridge: None,
             message_templates: Default::default(),
         };
         app::trigger(&self.deps, t)

@@ -179,6 +179,7 @@ fn trigger(n: &str) -> Trigger {
         responses: Default::default(),
         quorum: None,
         stop_on_quorum: false,
+        bridge: None,
         message_templates: Default::default(),
     }
 }

@@ -167,10 +167,14 @@ async fn twilio_event(
                 .await?;
                 let action = format!("{}/v1/gateways/twilio/gather", hooks.callback_url);
                 let voice = call.as_ref().map(|c| c.voice.clone());
-                let prompt = call.map(|c| c.prompt).unwrap_or_else(|| {
+                let bridged = call.as_ref().is_some_and(|c| c.bridge.is_some());
+                let mut prompt = call.map(|c| c.prompt).unwrap_or_else(|| {
                     "This is Muster, the business continuity service. Press 1 to acknowledge."
                         .to_string()
                 });
+                if bridged {
+                    prompt.push_str(" Press 0 to join the conference bridge.");
+                }
                 return Ok(twiml(twilio::gather(&prompt, &action, voice.as_ref())));
             }
             let digits = twilio::param(params, "Digits").unwrap_or_default();
@@ -181,6 +185,25 @@ async fn twilio_event(
                     None,
                 )));
             };
+            // 0: join the conference bridge (which acknowledges).
+            if digits == "0"
+                && let Some(phone) = call.bridge.as_ref().and_then(|b| b.phone.as_ref())
+            {
+                let ack = ReceiptEvent::Ack {
+                    key: call.key.clone(),
+                    channel: Channel::Voice,
+                    attempt: Some(call.attempt),
+                };
+                let outcome = app::receipt(deps, ack).await?;
+                tracing::info!(outcome = ?outcome, "twilio key press: the bridge");
+                let pin = call.bridge.as_ref().and_then(|b| b.pin.as_deref());
+                return Ok(twiml(twilio::dial(
+                    "Thank you. Connecting you to the conference bridge.",
+                    phone.expose(),
+                    pin,
+                    Some(&call.voice),
+                )));
+            }
             // The incident's own answers: any of their keys; else only 1.
             let event = if call.keys.is_empty() {
                 (digits == "1").then(|| ReceiptEvent::Ack {

@@ -290,6 +290,7 @@ pub(super) async fn integration(
                 responses: Default::default(),
                 quorum: None,
                 stop_on_quorum: false,
+                bridge: None,
             };
             let id = trigger.incident_id.clone();
             let declared = match origin {

@@ -38,6 +38,24 @@ pub fn render(
     named: &[&str],
     sms_replies: bool,
 ) -> (String, String) {
+    let (subject, body) = render_plain(incident, rec, channel, ack_link, named, sms_replies);
+    // The bridge: named in every written message; a call offers it as a
+    // key instead ("press 0", added where the call is answered).
+    match (&incident.trigger.bridge, channel) {
+        (Some(b), Channel::Sms) => (subject, format!("{body} {}", b.line())),
+        (Some(b), Channel::Email | Channel::Push) => (subject, format!("{body}\n{}", b.line())),
+        _ => (subject, body),
+    }
+}
+
+fn render_plain(
+    incident: &Incident,
+    rec: &CascadeRecord,
+    channel: Channel,
+    ack_link: Option<&str>,
+    named: &[&str],
+    sms_replies: bool,
+) -> (String, String) {
     let t = &incident.trigger;
     let id = &t.incident_id;
     let sev = t.severity;
@@ -149,6 +167,17 @@ pub fn render_update(incident: &Incident, u: &crate::domain::IncidentUpdate) -> 
                 "All clear for {}: {} No answer is needed.",
                 t.incident_id,
                 u.message.as_str()
+            ),
+        )
+    } else if let Some(b) = &t.bridge {
+        (
+            format!("[{} UPDATE {}] {}", t.severity, u.seq, t.incident_id),
+            format!(
+                "Update {} on {}: {} No answer is needed.\n{}",
+                u.seq,
+                t.incident_id,
+                u.message.as_str(),
+                b.line()
             ),
         )
     } else {

@@ -331,6 +331,7 @@ pub async fn call_for(deps: &Deps, reference: &str) -> Result<Option<crate::even
         .policy
         .voice_for(inc.trigger.template_for(rec.locale.as_deref()).1);
     Ok(Some(crate::events::chime::Call {
+        bridge: inc.trigger.bridge.clone().filter(|b| b.phone.is_some()),
         voice,
         keys,
         key,

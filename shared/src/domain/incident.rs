@@ -76,6 +76,9 @@ pub struct Trigger {
     /// Once the quorum is reached, cancel the cascades still open (audited).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stop_on_quorum: bool,
+    /// The conference bridge every message names (a call: press 0 to join).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<super::Bridge>,
 }
 
 /// The most locales a trigger's `messageTemplates` holds.
@@ -263,6 +266,12 @@ impl Trigger {
                 "given without a quorum: give quorum too",
             ));
         }
+        let bridge = match map.get("bridge") {
+            None => None,
+            Some(v) => super::Bridge::parse(v, &format!("{prefix}bridge"))
+                .map_err(|e| errors.extend(e))
+                .ok(),
+        };
         match (incident_id, severity, group, message) {
             (
                 Some(incident_id),
@@ -279,6 +288,7 @@ impl Trigger {
                 responses,
                 quorum,
                 stop_on_quorum,
+                bridge,
             }),
             _ => Err(errors),
         }

@@ -2,6 +2,7 @@
 //! validating `parse`, so an invalid id, number or address cannot travel into
 //! the engine or a store.
 
+mod bridge;
 mod contact;
 mod ids;
 mod incident;
@@ -15,6 +16,7 @@ mod stakeholder;
 mod time;
 mod update;
 
+pub use bridge::Bridge;
 pub use contact::{Address, ContactCheck, ContactMethods, EmailAddress, PhoneNumber, PushEndpoint};
 pub use ids::{GroupId, IncidentId, StakeholderId};
 pub use incident::{Incident, IncidentStatus, MessageTemplate, Trigger};

@@ -47,6 +47,9 @@ pub struct Call {
     pub keys: Vec<String>,
     /// The voice to read it in (the locale of the message template chosen).
     pub voice: crate::policy::Voice,
+    /// The incident's conference bridge, when it has a number: the call
+    /// offers "press 0" to be connected to it.
+    pub bridge: Option<crate::domain::Bridge>,
 }
 
 /// Whether `event` needs its call resolved before [`handle`]: an answer
@@ -60,7 +63,28 @@ pub fn needs_call(event: &Value) -> bool {
 }
 
 /// `prompt`, cut to fit a Speak action, always ending with how to answer.
-fn fit_prompt(prompt: &str, answers: bool) -> String {
+/// What a call with a conference bridge says last.
+const BRIDGE_TAIL: &str = " Press 0 to join the conference bridge.";
+
+fn fit_prompt(prompt: &str, answers: bool, bridge: bool) -> String {
+    let fitted = fit_menu(
+        prompt,
+        answers,
+        if bridge {
+            BRIDGE_TAIL.chars().count()
+        } else {
+            0
+        },
+    );
+    if bridge {
+        format!("{fitted}{BRIDGE_TAIL}")
+    } else {
+        fitted
+    }
+}
+
+/// `prompt` with its menu, cut (before the menu) to leave `room` characters.
+fn fit_menu(prompt: &str, answers: bool, room: usize) -> String {
     const TAIL: &str = " Press 1 to acknowledge.";
     // With the incident's own answers the prompt ends with their menu
     // ("Press 1 for ..., press 2 for ..."): that is what must be heard, so
@@ -74,10 +98,11 @@ fn fit_prompt(prompt: &str, answers: bool) -> String {
     } else {
         format!("{prompt}{TAIL}")
     };
-    if p.chars().count() <= MAX_SPEAK_CHARS {
+    let max = MAX_SPEAK_CHARS.saturating_sub(room);
+    if p.chars().count() <= max {
         return p;
     }
-    let keep = MAX_SPEAK_CHARS.saturating_sub(tail.chars().count() + 1);
+    let keep = max.saturating_sub(tail.chars().count() + 1);
     let cut: String = head.chars().take(keep).collect();
     format!("{}…{tail}", cut.trim_end())
 }
@@ -180,12 +205,19 @@ pub fn handle(event: &Value, call: Option<&Call>) -> Result<SmaAnswer, InvalidVa
                 }
                 a.insert("language".into(), json!(c.voice.language));
                 a.insert("voice".into(), json!(c.voice.voice));
+                if let Some(phone) = c.bridge.as_ref().and_then(|b| b.phone.as_ref()) {
+                    a.insert("bridge".into(), json!(phone.expose()));
+                    if let Some(pin) = c.bridge.as_ref().and_then(|b| b.pin.as_ref()) {
+                        a.insert("pin".into(), json!(pin));
+                    }
+                }
             }
             let answers = call.is_some_and(|c| !c.keys.is_empty());
             let prompt = fit_prompt(
                 call.map(|c| c.prompt.as_str())
                     .unwrap_or("This is an urgent business continuity notification from Muster."),
                 answers,
+                a.contains_key("bridge"),
             );
             let not_one = if answers {
                 "Sorry, that is not one of the answers."
@@ -226,7 +258,33 @@ pub fn handle(event: &Value, call: Option<&Call>) -> Result<SmaAnswer, InvalidVa
                 .unwrap_or_default();
             let answered_with =
                 (digit.len() == 1 && !keys.is_empty() && keys.contains(digit)).then_some(digit);
-            if let (Some(d), Some((key, attempt))) = (answered_with, key.clone()) {
+            // 0: joining the conference bridge, which acknowledges (the
+            // person heard the message and is taking part).
+            if digit == "0"
+                && let (Some(phone), Some((key, attempt))) = (text(&a, "bridge"), key.clone())
+            {
+                receipts.push(ReceiptEvent::Ack {
+                    key,
+                    channel: Channel::Voice,
+                    attempt,
+                });
+                actions.push(speak(
+                    &call_id,
+                    &a,
+                    "Thank you. Connecting you to the conference bridge.",
+                ));
+                let caller = details["Participants"][0]["From"]
+                    .as_str()
+                    .unwrap_or_default();
+                actions.push(json!({
+                    "Type": "CallAndBridge",
+                    "Parameters": {
+                        "CallTimeoutSeconds": 30,
+                        "CallerIdNumber": caller,
+                        "Endpoints": [{"BridgeEndpointType": "PSTN", "Uri": phone}]
+                    }
+                }));
+            } else if let (Some(d), Some((key, attempt))) = (answered_with, key.clone()) {
                 receipts.push(ReceiptEvent::Respond {
                     key,
                     channel: Channel::Voice,
@@ -259,6 +317,30 @@ pub fn handle(event: &Value, call: Option<&Call>) -> Result<SmaAnswer, InvalidVa
                     "Your acknowledgement was not recorded. You will be contacted again.",
                 ));
             }
+            // A bridged call goes on; any other ends here.
+            if !actions.iter().any(|x| x["Type"] == "CallAndBridge") {
+                actions.push(hangup(&call_id));
+            }
+        }
+        // Bridged: the bridge's PIN is dialled on its leg once it answers.
+        "ACTION_SUCCESSFUL" if event["ActionData"]["Type"] == "CallAndBridge" => {
+            let leg_b = details["Participants"]
+                .as_array()
+                .and_then(|p| p.iter().find(|x| x["ParticipantTag"] == "LEG-B"))
+                .and_then(|x| x["CallId"].as_str());
+            if let (Some(pin), Some(leg)) = (text(&a, "pin"), leg_b) {
+                actions.push(json!({
+                    "Type": "SendDigits",
+                    "Parameters": {"CallId": leg, "Digits": format!(",,,,{pin}#"), "ToneDurationInMilliseconds": 100}
+                }));
+            }
+        }
+        "ACTION_FAILED" if event["ActionData"]["Type"] == "CallAndBridge" => {
+            actions.push(speak(
+                &call_id,
+                &a,
+                "The conference bridge could not be reached. Your acknowledgement has been recorded. Goodbye.",
+            ));
             actions.push(hangup(&call_id));
         }
         "ACTION_FAILED" if event["ActionData"]["Type"] == "SpeakAndGetDigits" => {
@@ -322,7 +404,85 @@ mod tests {
             prompt: "System outage detected. Activate BCP protocol. Acknowledge by pressing 1."
                 .into(),
             voice: crate::policy::Policy::default().voice_for(None),
+            bridge: None,
         }
+    }
+
+    /// A call of an incident with a conference bridge ends its prompt with
+    /// "press 0"; 0 acknowledges and bridges the call to the bridge's number
+    /// (CallAndBridge, PSTN, from the call's own number); once bridged, the
+    /// PIN is dialled on the bridge's leg (SendDigits to LEG-B).
+    #[test]
+    fn press_0_acknowledges_and_connects_the_call_to_the_bridge_with_its_pin() {
+        let bridge = crate::domain::Bridge::parse(
+            &json!({"phone": "+44 20 7946 0000", "pin": "4821"}),
+            "bridge",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let call = Call {
+            bridge: Some(bridge),
+            ..the_call()
+        };
+        let answered =
+            handle(&fixture("call_answered"), Some(&call)).unwrap_or_else(|e| panic!("{e}"));
+        let prompt = answered.response["Actions"][0]["Parameters"]["SpeechParameters"]["Text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            prompt.ends_with("Press 0 to join the conference bridge."),
+            "{prompt}"
+        );
+        let mut pressed = fixture("digits_1");
+        pressed["CallDetails"]["TransactionAttributes"] =
+            answered.response["TransactionAttributes"].clone();
+        pressed["ActionData"]["ReceivedDigits"] = json!("0");
+        let r = handle(&pressed, None).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            matches!(
+                &r.receipts[..],
+                [ReceiptEvent::Ack {
+                    channel: Channel::Voice,
+                    ..
+                }]
+            ),
+            "{:?}",
+            r.receipts
+        );
+        let actions = r.response["Actions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let types: Vec<&str> = actions.iter().filter_map(|a| a["Type"].as_str()).collect();
+        assert_eq!(
+            types,
+            ["Speak", "CallAndBridge"],
+            "no hangup: the call goes on"
+        );
+        let p = &actions[1]["Parameters"];
+        assert_eq!(
+            p["Endpoints"][0],
+            json!({"BridgeEndpointType": "PSTN", "Uri": "+442079460000"})
+        );
+        assert_eq!(p["CallerIdNumber"], "+12125550199", "the call's own number");
+        let bridged =
+            handle(&fixture("call_and_bridge_successful"), None).unwrap_or_else(|e| panic!("{e}"));
+        let send = &bridged.response["Actions"][0];
+        assert_eq!(send["Type"], "SendDigits");
+        assert_eq!(send["Parameters"]["CallId"], "call-leg-b-0002");
+        assert!(
+            send["Parameters"]["Digits"]
+                .as_str()
+                .is_some_and(|d| d.ends_with("4821#"))
+        );
+        // Without a bridge, 0 is no answer.
+        let mut plain = fixture("digits_1");
+        plain["ActionData"]["ReceivedDigits"] = json!("0");
+        assert!(
+            handle(&plain, Some(&the_call()))
+                .map(|r| r.receipts.is_empty())
+                .unwrap_or(false)
+        );
     }
 
     /// The Chime SDK's Speak and SpeakAndGetDigits take Polly's

@@ -170,6 +170,25 @@ pub fn say(text: &str, voice: Option<&crate::policy::Voice>) -> String {
     )
 }
 
+/// TwiML that says `text` and connects the call to `phone` (a
+/// conference bridge), dialling `pin` once it answers (`w`: half a second).
+pub fn dial(
+    text: &str,
+    phone: &str,
+    pin: Option<&str>,
+    voice: Option<&crate::policy::Voice>,
+) -> String {
+    let digits = pin
+        .map(|p| format!(r#" sendDigits="wwww{}#""#, xml(p)))
+        .unwrap_or_default();
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><Response>{}{}</Say><Dial><Number{digits}>{}</Number></Dial></Response>"#,
+        say_tag(voice),
+        xml(text),
+        xml(phone)
+    )
+}
+
 /// TwiML that does nothing (an answer to a message webhook: no reply).
 pub const EMPTY: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#;
 
@@ -261,5 +280,18 @@ mod tests {
             "{t}"
         );
         assert!(say("Merci.", Some(&fr)).contains(r#"voice="Polly.Lea-Neural""#));
+    }
+
+    /// Twilio's `<Dial><Number sendDigits>`: the number to connect and the
+    /// digits to play once it answers, `w` a half-second wait (Twilio docs,
+    /// "TwiML Voice: <Number>").
+    #[test]
+    fn press_0_dials_the_bridge_and_its_pin() {
+        let t = dial("Connecting.", "+442079460000", Some("4821"), None);
+        assert!(
+            t.contains(r#"<Dial><Number sendDigits="wwww4821#">+442079460000</Number></Dial>"#),
+            "{t}"
+        );
+        assert!(!dial("Connecting.", "+442079460000", None, None).contains("sendDigits"));
     }
 }
