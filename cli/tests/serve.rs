@@ -973,6 +973,31 @@ async fn quiet_hours_hold_a_p3_but_not_a_p1_in_serve() {
     let _ = std::fs::remove_file(&dir);
 }
 
+/// A conference bridge in `muster serve`: the console carriers show it at
+/// the end of every written message.
+#[tokio::test]
+async fn every_written_message_names_the_conference_bridge_in_serve() {
+    let s = start(None);
+    let c = reqwest::Client::new();
+    let mut fields = seed_fields();
+    fields["bridge"] =
+        json!({"phone": "+44 20 7946 0000", "pin": "4821", "url": "https://meet.example.com/bcp"});
+    let r = post(
+        &c,
+        &format!("{}/v1/incidents", s.base),
+        &json!({ "trigger": fields }),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let line = "Conference bridge: +442079460000, PIN 4821, https://meet.example.com/bcp";
+    // The four members' first messages (email for each of them here).
+    s.wait_for(|o| (o.matches(line).count() >= 4).then_some(()));
+    let bad = json!({"trigger": {"incidentId": "INC-BAD-BRIDGE", "severity": "P1",
+        "stakeholderGroupId": "ops-leadership", "messageTemplate": "x", "bridge": {"pin": "1"}}});
+    let r = post(&c, &format!("{}/v1/incidents", s.base), &bad).await;
+    assert_eq!(r.status(), 422);
+}
+
 #[tokio::test]
 async fn the_board_is_one_self_contained_page() {
     let s = start(None);

@@ -413,6 +413,46 @@ async fn sqs_queue(cfg: &aws_config::SdkConfig) -> (aws_sdk_sqs::Client, String)
 #[derive(Default)]
 struct Carrier(Mutex<Vec<OutboundMessage>>);
 struct Rec(Arc<Carrier>, &'static str);
+
+/// The use cases on the fixture's DynamoDB store: the directory given,
+/// every channel on `carrier`, and the queue and timers given.
+fn deps_on(
+    f: &Fixture,
+    directory: Arc<MemoryDirectory>,
+    queue: Arc<dyn WorkQueue>,
+    timers: Arc<dyn Timers>,
+    carrier: &Arc<Carrier>,
+    clock: Arc<VirtualClock>,
+) -> Deps {
+    let policy = Arc::new(Policy::default());
+    Deps {
+        policy: policy.clone(),
+        incidents: f.store.clone(),
+        cascades: f.store.clone(),
+        ledger: f.store.clone(),
+        notes: None,
+        siem: Vec::new(),
+        numbers: f.store.clone(),
+        admin: directory.clone(),
+        directory,
+        queue,
+        timers,
+        senders: Senders {
+            voice: Arc::new(Rec(carrier.clone(), "voice")),
+            sms: Arc::new(Rec(carrier.clone(), "sms")),
+            email: Arc::new(Rec(carrier.clone(), "email")),
+            push: Arc::new(Rec(carrier.clone(), "push")),
+        },
+        limiter: Arc::new(MemoryLimiter::new(policy)),
+        clock,
+        ids: Arc::new(SeededIds::new(1)),
+        observer: Arc::new(NoObserver),
+        contacts: None,
+        ack_links: None,
+        vault: None,
+        sealing: None,
+    }
+}
 #[async_trait::async_trait]
 impl ChannelSender for Rec {
     fn endpoint(&self) -> &str {
@@ -458,7 +498,6 @@ async fn a_cascade_runs_through_the_use_cases_on_dynamodb() {
         idp: None,
     };
     let carrier = Arc::new(Carrier::default());
-    let policy = Arc::new(Policy::default());
     let cfg = support::sdk_config().await;
     let (sqs, jobs_url) = sqs_queue(&cfg).await;
     let (_, timers_url) = sqs_queue(&cfg).await;
@@ -489,33 +528,14 @@ async fn a_cascade_runs_through_the_use_cases_on_dynamodb() {
         MemoryTimers(agenda.clone()),
     ));
     let directory = Arc::new(MemoryDirectory::new(vec![group], people));
-    let deps = Deps {
-        policy: policy.clone(),
-        incidents: f.store.clone(),
-        cascades: f.store.clone(),
-        ledger: f.store.clone(),
-        notes: None,
-        siem: Vec::new(),
-        numbers: f.store.clone(),
-        admin: directory.clone(),
+    let deps = deps_on(
+        &f,
         directory,
-        queue: queue.clone(),
-        timers: tee_timers.clone(),
-        senders: Senders {
-            voice: Arc::new(Rec(carrier.clone(), "voice")),
-            sms: Arc::new(Rec(carrier.clone(), "sms")),
-            email: Arc::new(Rec(carrier.clone(), "email")),
-            push: Arc::new(Rec(carrier.clone(), "push")),
-        },
-        limiter: Arc::new(MemoryLimiter::new(policy)),
-        clock: clock.clone(),
-        ids: Arc::new(SeededIds::new(1)),
-        observer: Arc::new(NoObserver),
-        contacts: None,
-        ack_links: None,
-        vault: None,
-        sealing: None,
-    };
+        queue.clone(),
+        tee_timers.clone(),
+        &carrier,
+        clock.clone(),
+    );
     let trig = Trigger::from_json(&serde_json::json!({
         "incidentId": "INC-9", "severity": "P1", "stakeholderGroupId": "ops", "messageTemplate": "Outage"
     }))
@@ -1427,35 +1447,15 @@ async fn a_quorum_met_by_concurrent_acknowledgements_is_recorded_once_and_stops_
         idp: None,
     };
     let carrier = Arc::new(Carrier::default());
-    let policy = Arc::new(Policy::default());
     let directory = Arc::new(MemoryDirectory::new(vec![group], people));
-    let deps = Deps {
-        policy: policy.clone(),
-        incidents: f.store.clone(),
-        cascades: f.store.clone(),
-        ledger: f.store.clone(),
-        notes: None,
-        siem: Vec::new(),
-        numbers: f.store.clone(),
-        admin: directory.clone(),
+    let deps = deps_on(
+        &f,
         directory,
-        queue: Arc::new(MemoryQueue(agenda.clone())),
-        timers: Arc::new(MemoryTimers(agenda.clone())),
-        senders: Senders {
-            voice: Arc::new(Rec(carrier.clone(), "voice")),
-            sms: Arc::new(Rec(carrier.clone(), "sms")),
-            email: Arc::new(Rec(carrier.clone(), "email")),
-            push: Arc::new(Rec(carrier.clone(), "push")),
-        },
-        limiter: Arc::new(MemoryLimiter::new(policy)),
-        clock: clock.clone(),
-        ids: Arc::new(SeededIds::new(1)),
-        observer: Arc::new(NoObserver),
-        contacts: None,
-        ack_links: None,
-        vault: None,
-        sealing: None,
-    };
+        Arc::new(MemoryQueue(agenda.clone())),
+        Arc::new(MemoryTimers(agenda.clone())),
+        &carrier,
+        clock.clone(),
+    );
     let trig = Trigger::from_json(&serde_json::json!({
         "incidentId": "INC-Q", "severity": "P1", "stakeholderGroupId": "ops",
         "messageTemplate": "Outage", "quorum": {"count": 3, "tiers": {"1": 1}}, "stopOnQuorum": true

@@ -32,7 +32,9 @@ impl Bridge {
             pin: None,
             url: None,
         };
-        for (k, v) in map {
+        let mut fields: Vec<_> = map.iter().collect();
+        fields.sort_by(|a, b| a.0.cmp(b.0));
+        for (k, v) in fields {
             let at = format!("{field}.{k}");
             let Some(s) = v.as_str() else {
                 errors.push(InvalidValue::new(at, "expected a string"));

@@ -217,6 +217,8 @@ impl Trigger {
                         format!("{} locales: at most {MAX_TEMPLATES}", m.len()),
                     ));
                 }
+                let mut m: Vec<_> = m.iter().collect();
+                m.sort_by(|a, b| a.0.cmp(b.0));
                 for (tag, text) in m {
                     let at = format!("{prefix}messageTemplates.{tag}");
                     let locale = super::locale::normalise(tag)

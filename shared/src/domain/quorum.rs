@@ -30,7 +30,10 @@ impl Quorum {
         };
         let mut errors = Vec::new();
         let mut q = Quorum::default();
-        for (name, value) in map {
+        // In field order whatever the map keeps (errors read the same everywhere).
+        let mut fields: Vec<_> = map.iter().collect();
+        fields.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, value) in fields {
             match name.as_str() {
                 "count" => match positive(value) {
                     Ok(n) => q.count = Some(n),
@@ -50,6 +53,8 @@ impl Quorum {
                             "empty: name at least one tier, e.g. {\"1\": 2}",
                         ));
                     }
+                    let mut tiers: Vec<_> = tiers.iter().collect();
+                    tiers.sort_by(|a, b| a.0.cmp(b.0));
                     for (tier, n) in tiers {
                         let at = format!("{field}.tiers.{tier}");
                         if !Tier::ALL.iter().any(|t| t.get().to_string() == *tier) {

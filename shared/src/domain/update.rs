@@ -75,7 +75,9 @@ impl IncidentUpdate {
             return Err(vec![InvalidValue::new("", "expected a JSON object")]);
         };
         let mut errors = Vec::new();
-        for k in map.keys() {
+        let mut keys: Vec<_> = map.keys().collect();
+        keys.sort();
+        for k in keys {
             if k != "message" && k != "audience" {
                 errors.push(InvalidValue::new(
                     k.clone(),
