@@ -819,8 +819,10 @@ async fn creating_and_renaming_users_keeps_user_names_unique_without_reading_the
 }
 
 /// Quiet hours over SCIM: the core `timezone` and Muster's extension's
-/// `quietHours` together set them; a window Muster cannot read is refused;
-/// a zone it does not know leaves them unset (the IdP's value is kept).
+/// `quietHours` together set them; a window Muster cannot read, or a zone
+/// it does not know, leaves them unset (the user is still provisioned, as
+/// with a phone number Muster cannot use); a window that is not a string
+/// is refused.
 #[tokio::test]
 async fn quiet_hours_come_from_the_user_s_timezone_and_the_extension() {
     let s = scim();
@@ -844,9 +846,15 @@ async fn quiet_hours_come_from_the_user_s_timezone_and_the_extension() {
         "{created}"
     );
 
-    let mut bad = okta_user("late@example.com", "Lee", "+12125550112");
-    bad["timezone"] = json!("Europe/London");
-    bad["urn:muster:scim:1.0:User"] = json!({"quietHours": "late"});
+    let mut late = okta_user("late@example.com", "Lee", "+12125550112");
+    late["timezone"] = json!("Europe/London");
+    late["urn:muster:scim:1.0:User"] = json!({"quietHours": "late"});
+    let (status, created) = s.send("POST", "/scim/v2/Users", late).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap_or_default().to_string();
+    assert!(s.person(&id).await.is_some_and(|p| p.quiet.is_none()));
+    let mut bad = okta_user("num@example.com", "Nu", "+12125550114");
+    bad["urn:muster:scim:1.0:User"] = json!({"quietHours": 2200});
     let (status, body) = s.send("POST", "/scim/v2/Users", bad).await;
     assert_scim_error(status, &body, StatusCode::BAD_REQUEST);
     assert!(

@@ -901,21 +901,22 @@ pub(crate) fn user_from_json(
                 ),
                 Some(_) => return Err(ScimError::invalid("pushEndpoint must be a string")),
             };
-            // Quiet hours in the user's `timezone` (core attribute); a
-            // zone the database does not know leaves them unset (the IdP
-            // keeps its value), an unreadable window is refused.
+            // Quiet hours in the user's `timezone` (core attribute). As
+            // with a phone number Muster cannot use, refusing the user
+            // would leave them unprovisioned: a window it cannot read, or
+            // a zone its database does not know, leaves them unset (the
+            // IdP record keeps the values) and the log says so.
             person.quiet = match field("quietHours") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(h)) => {
-                    let hours = crate::domain::QuietHours::parse(h)
-                        .map_err(|e| ScimError::invalid(format!("quietHours: {}", e.message)))?;
-                    let zone = str_at(v, "timezone").ok_or_else(|| {
-                        ScimError::invalid("quietHours needs the user's timezone")
-                    })?;
-                    match crate::domain::time_zone(zone) {
-                        Ok(time_zone) => Some(crate::domain::Quiet { time_zone, hours }),
-                        Err(_) => {
-                            tracing::warn!(stakeholder_id = %person.id, "SCIM timezone unknown: quiet hours not set");
+                    let hours = crate::domain::QuietHours::parse(h).ok();
+                    let zone = str_at(v, "timezone").and_then(|z| crate::domain::time_zone(z).ok());
+                    match (zone, hours) {
+                        (Some(time_zone), Some(hours)) => {
+                            Some(crate::domain::Quiet { time_zone, hours })
+                        }
+                        _ => {
+                            tracing::warn!(stakeholder_id = %person.id, "SCIM quietHours or timezone unreadable: quiet hours not set");
                             None
                         }
                     }
