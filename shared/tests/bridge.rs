@@ -76,16 +76,7 @@ async fn every_message_names_the_bridge_and_press_0_on_a_call_joins_it() {
         );
     }
     // The call: its prompt offers 0, and 0 acknowledges and bridges.
-    let at = w
-        .sent
-        .sent()
-        .iter()
-        .position(|m| m.key.stakeholder.as_str() == "v")
-        .unwrap_or(99);
-    let call = app::call_for(&w.deps, &format!("m{}", at + 1))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|| panic!("no call"));
+    let call = w.call_to("v").await;
     let fixture = |name: &str| -> Value {
         let path = format!(
             "{}/../tests/fixtures/chime/{name}.json",

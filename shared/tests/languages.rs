@@ -7,7 +7,6 @@ mod support;
 use support::*;
 
 use axum::http::StatusCode;
-use muster::app;
 use muster::domain::*;
 use serde_json::{Value, json};
 
@@ -82,19 +81,7 @@ async fn each_person_gets_the_message_of_their_locale_else_their_language_else_t
     assert!(body_of("de").contains(EN), "no German: the default");
     assert!(body_of("xx").contains(EN), "no locale: the default");
     // The call is read in the voice of the message chosen.
-    let call_ref = format!(
-        "m{}",
-        w.sent
-            .sent()
-            .iter()
-            .position(|m| m.key.stakeholder.as_str() == "v")
-            .unwrap_or(99)
-            + 1
-    );
-    let call = app::call_for(&w.deps, &call_ref)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|| panic!("no call for {call_ref}"));
+    let call = w.call_to("v").await;
     assert!(call.prompt.contains(FR_CA), "{}", call.prompt);
     assert_eq!(
         (call.voice.language.as_str(), call.voice.voice.as_str()),
@@ -107,16 +94,7 @@ async fn a_person_without_a_message_in_their_language_hears_the_default_voice() 
     let w = world();
     let (status, _) = start(&w, json!({"de": "Feuer im Büro Montreal."})).await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let at = w
-        .sent
-        .sent()
-        .iter()
-        .position(|m| m.key.stakeholder.as_str() == "v")
-        .unwrap_or(99);
-    let call = app::call_for(&w.deps, &format!("m{}", at + 1))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|| panic!("no call"));
+    let call = w.call_to("v").await;
     // fr-CA has no message: the English text, in the English voice (never
     // English read by a French voice).
     assert!(call.prompt.contains(EN));

@@ -180,6 +180,21 @@ impl World {
         self.clock.now().0
     }
 
+    /// The call placed to `who` (their first message), as the voice
+    /// handler resolves it from its reference (`m1`, `m2`...).
+    pub async fn call_to(&self, who: &str) -> muster::events::chime::Call {
+        let at = self
+            .sent
+            .sent()
+            .iter()
+            .position(|m| m.key.stakeholder.as_str() == who)
+            .unwrap_or_else(|| panic!("nothing sent to {who}"));
+        muster::app::call_for(&self.deps, &format!("m{}", at + 1))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no call to {who}"))
+    }
+
     /// The messages accepted for `who`.
     pub fn sent_to(&self, who: &str) -> Vec<OutboundMessage> {
         self.sent
